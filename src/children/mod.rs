@@ -1,0 +1,107 @@
+//! Builders of every object a SecureQdrant owns: pure functions of the validated [`Instance`]
+//! and the secret [`Material`]. One file per kind; `meta` holds the shared names and labels.
+
+pub mod config_map;
+pub mod meta;
+pub mod network_policies;
+pub mod pdb;
+pub mod secrets;
+pub mod service_account;
+pub mod services;
+pub mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use sha2::{Digest, Sha256};
+
+use crate::material::ApiKeys;
+use crate::qdrant;
+use crate::validate::Instance;
+
+/// Secret material the children depend on (read from the cluster or freshly generated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Material {
+    pub api_keys: ApiKeys,
+}
+
+/// Every object of one instance. Applying destructures this without `..`, so a child that is
+/// built but not applied fails to compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub service_account: ServiceAccount,
+    /// Generated once and never overwritten: the apply step only creates it when missing.
+    pub api_key_secret: Secret,
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub client_service: Service,
+    pub network_policies: Vec<NetworkPolicy>,
+    /// Only in cluster mode.
+    pub pdb: Option<PodDisruptionBudget>,
+    pub statefulset: StatefulSet,
+}
+
+/// Builds every child of an instance.
+pub fn build(inst: &Instance, material: &Material) -> Children {
+    let config_yaml = qdrant::config_yaml(inst);
+    let restart = restart_hash(&config_yaml, material);
+    Children {
+        service_account: service_account::build(inst),
+        api_key_secret: secrets::api_key(inst, &material.api_keys),
+        config_map: config_map::build(inst, &config_yaml),
+        headless_service: services::headless(inst),
+        client_service: services::client(inst),
+        network_policies: network_policies::build(inst),
+        pdb: pdb::build(inst),
+        statefulset: statefulset::build(inst, &restart),
+    }
+}
+
+/// Hash of everything Qdrant reads only at start: the config file and the keys (as SHA-256
+/// fingerprints, never the values). A change rolls the StatefulSet one pod at a time.
+pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
+    let mut h = Sha256::new();
+    h.update(b"config\0");
+    h.update(config_yaml.as_bytes());
+    h.update(b"\0api-key\0");
+    h.update(material.api_keys.api_key.fingerprint());
+    if let Some(ro) = &material.api_keys.read_only {
+        h.update(b"\0read-only-api-key\0");
+        h.update(ro.fingerprint());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+impl Children {
+    /// Every object in apply order, as JSON (for `render` and tests). Secrets and ConfigMaps come
+    /// before the StatefulSet that mounts them; NetworkPolicies before any pod exists.
+    pub fn to_values(&self) -> Vec<serde_json::Value> {
+        let Children {
+            service_account,
+            api_key_secret,
+            config_map,
+            headless_service,
+            client_service,
+            network_policies,
+            pdb,
+            statefulset,
+        } = self;
+        let mut out = vec![
+            typed(service_account),
+            typed(api_key_secret),
+            typed(config_map),
+            typed(headless_service),
+            typed(client_service),
+        ];
+        out.extend(network_policies.iter().map(typed));
+        out.extend(pdb.iter().map(typed));
+        out.push(typed(statefulset));
+        out
+    }
+}
+
+/// Serializes a k8s-openapi object (its apiVersion and kind included).
+fn typed<K: serde::Serialize>(obj: &K) -> serde_json::Value {
+    serde_json::to_value(obj).expect("k8s objects serialize")
+}

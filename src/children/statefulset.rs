@@ -1,0 +1,391 @@
+//! StatefulSet `<n>`: the Qdrant pods, hardened to the "restricted" Pod Security Standard.
+//!
+//! One pod template serves every ordinal: the peer URI is built from the pod's own name, and every
+//! pod bootstraps from pod 0 (pod 0 bootstrapping from itself starts the cluster).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::meta::{COMPONENT_DATABASE, RESTART_HASH, labels, object_meta, pod_selector};
+use crate::material;
+use crate::qdrant::{
+    CONFIG_DIR, CONFIG_FILE, ENTRYPOINT, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
+    SNAPSHOTS_PATH, STORAGE_PATH, WORKDIR, env,
+};
+use crate::validate::Instance;
+
+/// UID and GID of the Qdrant process. Above 10000 so it overlaps no user of the node (1000 is
+/// the first login user on most distributions); the image's files are world-readable and the
+/// root filesystem is read-only, so the image's own UID (1000) buys nothing. Volumes are made
+/// writable through `fsGroup`.
+pub const RUN_AS_UID: i64 = 10001;
+/// GID of the Qdrant process and owner group of its volumes.
+pub const RUN_AS_GID: i64 = 10001;
+/// Name of the Qdrant container.
+pub const CONTAINER: &str = "qdrant";
+
+const VOLUME_STORAGE: &str = "storage";
+const VOLUME_SNAPSHOTS: &str = "snapshots";
+const VOLUME_CONFIG: &str = "config";
+const VOLUME_INIT: &str = "init";
+
+pub fn build(inst: &Instance, restart_hash: &str) -> StatefulSet {
+    let mut template_labels = labels(inst, COMPONENT_DATABASE);
+    template_labels.extend(inst.pod.labels.clone());
+    let mut annotations = inst.pod.annotations.clone();
+    annotations.insert(RESTART_HASH.to_owned(), restart_hash.to_owned());
+    annotations.insert(
+        "kubectl.kubernetes.io/default-container".to_owned(),
+        CONTAINER.to_owned(),
+    );
+
+    let retention = if inst.storage.retain_on_delete {
+        "Retain"
+    } else {
+        "Delete"
+    };
+
+    StatefulSet {
+        metadata: object_meta(inst, &inst.name, COMPONENT_DATABASE),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(inst.replicas),
+            selector: pod_selector(inst),
+            service_name: Some(inst.headless_service_name()),
+            // Peers must start together to form a cluster: OrderedReady would wait for pod 0 to be
+            // ready, which it is not until the others have joined.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(inst)),
+            },
+            volume_claim_templates: Some(claim_templates(inst)),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn pod_spec(inst: &Instance) -> PodSpec {
+    let snapshots = inst.snapshots_size.is_none().then(|| Volume {
+        name: VOLUME_SNAPSHOTS.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            // Bounded: snapshots of the data are at most about as large as the data.
+            size_limit: Some(inst.storage.size.clone()),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    let volumes = [
+        Some(Volume {
+            name: VOLUME_CONFIG.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: inst.config_map_name(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
+        Some(Volume {
+            name: VOLUME_INIT.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Mi".to_owned())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
+        snapshots,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    PodSpec {
+        service_account_name: Some(inst.name.clone()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(60),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_UID),
+            run_as_group: Some(RUN_AS_GID),
+            fs_group: Some(RUN_AS_GID),
+            fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        image_pull_secrets: (!inst.image_pull_secrets.is_empty())
+            .then(|| inst.image_pull_secrets.clone()),
+        node_selector: (!inst.pod.node_selector.is_empty()).then(|| inst.pod.node_selector.clone()),
+        tolerations: (!inst.pod.tolerations.is_empty()).then(|| inst.pod.tolerations.clone()),
+        affinity: Some(
+            inst.pod
+                .affinity
+                .clone()
+                .unwrap_or_else(|| spread_over_nodes(inst)),
+        ),
+        topology_spread_constraints: (!inst.pod.topology_spread_constraints.is_empty())
+            .then(|| inst.pod.topology_spread_constraints.clone()),
+        priority_class_name: inst.pod.priority_class_name.clone(),
+        containers: vec![container(inst)],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// Default affinity: prefer one peer per node, so a node failure takes out one replica.
+fn spread_over_nodes(inst: &Instance) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(pod_selector(inst)),
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The peer URI of a pod, as other peers reach it (`$(POD_NAME)` is expanded by the kubelet).
+pub fn peer_uri(inst: &Instance, pod: &str) -> String {
+    format!(
+        "{}://{pod}.{}.{}.svc:{P2P_PORT}",
+        scheme(inst),
+        inst.headless_service_name(),
+        inst.namespace
+    )
+}
+
+fn scheme(_inst: &Instance) -> &'static str {
+    "http"
+}
+
+fn env(inst: &Instance) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        // Pinned: "development" would bind to 127.0.0.1 and turn on every feature flag.
+        plain_env("RUN_MODE", "production"),
+        plain_env(
+            env::INIT_FILE_PATH,
+            format!("{INIT_DIR}/.qdrant-initialized"),
+        ),
+        secret_env(env::API_KEY, &inst.api_key_secret_name(), material::API_KEY),
+    ];
+    if inst.auth.read_only_api_key {
+        env.push(secret_env(
+            env::READ_ONLY_API_KEY,
+            &inst.api_key_secret_name(),
+            material::READ_ONLY_API_KEY,
+        ));
+    }
+    if inst.cluster_mode() {
+        env.push(plain_env(env::URI, peer_uri(inst, "$(POD_NAME)")));
+        env.push(plain_env(
+            env::BOOTSTRAP,
+            peer_uri(inst, &format!("{}-0", inst.name)),
+        ));
+    }
+    env
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn container(inst: &Instance) -> Container {
+    let mut ports = vec![
+        container_port("http", HTTP_PORT),
+        container_port("grpc", GRPC_PORT),
+    ];
+    if inst.cluster_mode() {
+        ports.push(container_port("p2p", P2P_PORT));
+    }
+    if inst.metrics_port_enabled() {
+        ports.push(container_port("metrics", METRICS_PORT));
+    }
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    Container {
+        name: CONTAINER.to_owned(),
+        image: Some(inst.image.clone()),
+        image_pull_policy: Some(inst.image_pull_policy.as_str().to_owned()),
+        command: Some(vec![ENTRYPOINT.to_owned()]),
+        args: Some(vec![
+            "--config-path".to_owned(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        working_dir: Some(WORKDIR.to_owned()),
+        env: Some(env(inst)),
+        ports: Some(ports),
+        resources: Some(inst.resources.clone()),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_UID),
+            run_as_group: Some(RUN_AS_GID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        // Loading large collections can take minutes: the startup probe holds liveness off.
+        startup_probe: Some(http_probe("/livez", 10, 90)),
+        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        volume_mounts: Some(vec![
+            mount(VOLUME_STORAGE, STORAGE_PATH, false),
+            mount(VOLUME_SNAPSHOTS, SNAPSHOTS_PATH, false),
+            mount(VOLUME_INIT, INIT_DIR, false),
+            mount(VOLUME_CONFIG, CONFIG_DIR, true),
+        ]),
+        ..Container::default()
+    }
+}
+
+fn claim(
+    inst: &Instance,
+    name: &str,
+    size: &Quantity,
+    class: Option<String>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels(inst, COMPONENT_DATABASE)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: class,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn claim_templates(inst: &Instance) -> Vec<PersistentVolumeClaim> {
+    let mut claims = vec![claim(
+        inst,
+        VOLUME_STORAGE,
+        &inst.storage.size,
+        inst.storage.class.clone(),
+    )];
+    if let Some(size) = &inst.snapshots_size {
+        claims.push(claim(
+            inst,
+            VOLUME_SNAPSHOTS,
+            size,
+            inst.storage.class.clone(),
+        ));
+    }
+    claims
+}

@@ -1,0 +1,464 @@
+//! `SecureQdrant`: one hardened Qdrant cluster.
+//!
+//! Field names, defaults and descriptions here are the user-facing contract (`kubectl explain`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::qdrant::FORBIDDEN_USER_CONFIG;
+
+/// The longest `metadata.name` a SecureQdrant may have: the StatefulSet's controller-revision-hash
+/// label (`<name>-<10 char hash>`) must fit in 63 characters.
+pub const MAX_NAME_LEN: usize = 52;
+/// Most replicas a SecureQdrant may ask for.
+pub const MAX_REPLICAS: i32 = 100;
+/// Default Qdrant image: pinned to a release, the variant built to run as non-root.
+pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
+
+/// A Qdrant vector database, run as a cluster that is secure by default: API keys, TLS,
+/// NetworkPolicies and hardened pods are created and kept in place by the operator.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "secureqdrant.dev",
+    version = "v1alpha1",
+    kind = "SecureQdrant",
+    namespaced,
+    shortname = "sq",
+    category = "secureqdrant",
+    status = "SecureQdrantStatus",
+    derive = "PartialEq",
+    doc = "A Qdrant vector database cluster that the operator keeps secure by default.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Cert-Expiry",
+        type_ = "date",
+        json_path = ".status.certificate.notAfter"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureQdrantSpec {
+    /// Number of Qdrant pods. 1 runs a single node; more than 1 runs a Qdrant cluster whose peers
+    /// talk on port 6335. Scaling down is refused (Qdrant keeps removed peers in its consensus):
+    /// remove peers with Qdrant's API first.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+
+    /// Qdrant container image. The default is a pinned release of the non-root ("-unprivileged")
+    /// image; pin a digest (`...@sha256:...`) for reproducible deployments.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^\S+$"))]
+    pub image: String,
+
+    /// When the kubelet pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+
+    /// Secrets holding registry credentials for the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// CPU and memory of the Qdrant container. When unset: requests 500m CPU / 1Gi memory,
+    /// limits 2 CPU / 2Gi memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Persistent storage of each pod (collections, raft state, audit log).
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Where snapshots are written.
+    #[serde(default)]
+    pub snapshots: SnapshotsSpec,
+
+    /// API keys and JWT-based access control.
+    #[serde(default)]
+    pub auth: AuthSpec,
+
+    /// Who may talk to Qdrant. The operator always denies every other ingress and all egress.
+    #[serde(default)]
+    pub network: NetworkSpec,
+
+    /// Qdrant's audit log (JSON lines on the storage volume).
+    #[serde(default)]
+    pub audit: AuditSpec,
+
+    /// Extra Qdrant configuration (the YAML of Qdrant's config file, e.g.
+    /// `{storage: {performance: {max_search_threads: 4}}}`). Keys the operator manages for
+    /// security (keys, TLS, ports, CORS, telemetry, cluster and storage paths, audit) are rejected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "user_config_schema")]
+    pub config: BTreeMap<String, serde_json::Value>,
+
+    /// Scheduling and metadata passed through to the Qdrant pods.
+    #[serde(default)]
+    pub pod: PodSpecOverrides,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+/// Image pull policy of the Qdrant container.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Persistent storage of each Qdrant pod.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "isQuantity(self.size) && quantity(self.size).isGreaterThan(quantity('0'))",
+     "message": "storage.size must be a positive quantity such as 10Gi"},
+    {"rule": "self.size == oldSelf.size",
+     "message": "storage.size cannot be changed after creation (expand the PVCs yourself)"},
+    {"rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+     "message": "storage.storageClassName cannot be changed after creation"}
+]))]
+pub struct StorageSpec {
+    /// Size of each pod's data volume. Fixed at creation: a StatefulSet cannot change it.
+    #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 64))]
+    pub size: String,
+
+    /// StorageClass of the data volumes; unset uses the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+
+    /// Keep the data volumes when the SecureQdrant is deleted. Set false to delete them with it.
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+            retain_on_delete: true,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "10Gi".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Where snapshots are written.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.size) || (isQuantity(self.size) && quantity(self.size).isGreaterThan(quantity('0')))",
+     "message": "snapshots.size must be a positive quantity such as 20Gi"},
+    {"rule": "has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)",
+     "message": "snapshots.size cannot be changed after creation"}
+]))]
+pub struct SnapshotsSpec {
+    /// Size of a dedicated snapshots volume per pod. Unset: snapshots go to an emptyDir and are
+    /// lost when the pod moves (download or upload them elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub size: Option<String>,
+}
+
+/// API keys and JWT-based access control.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Also generate a global read-only API key (`read-only-api-key` in the API-key Secret).
+    #[serde(default = "default_true")]
+    pub read_only_api_key: bool,
+
+    /// Accept JWTs signed with the API key (Qdrant's `service.jwt_rbac`).
+    #[serde(default = "default_true")]
+    pub jwt_rbac: bool,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec {
+            read_only_api_key: true,
+            jwt_rbac: true,
+        }
+    }
+}
+
+/// Who may reach Qdrant. Everything not listed is denied by NetworkPolicies.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Peers (NetworkPolicyPeer) allowed to reach the REST (6333) and gRPC (6334) ports.
+    /// Default: every pod of the same namespace. An empty list admits no client at all.
+    #[serde(default = "default_clients")]
+    pub clients: Vec<NetworkPolicyPeer>,
+
+    /// Peers allowed to scrape metrics. When set, Qdrant serves `/metrics` on its own port (9091)
+    /// without authentication, reachable only from these peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<NetworkPolicyPeer>,
+
+    /// Egress rules added to the default (which allows nothing but peer traffic and DNS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_egress: Vec<NetworkPolicyEgressRule>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            clients: default_clients(),
+            metrics: Vec::new(),
+            extra_egress: Vec::new(),
+        }
+    }
+}
+
+fn default_clients() -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer {
+        pod_selector: Some(Default::default()),
+        ..NetworkPolicyPeer::default()
+    }]
+}
+
+/// Qdrant's audit log.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// Write an audit log of API calls (JSON lines under `audit/` on the storage volume).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// How often the audit file is rotated.
+    #[serde(default)]
+    pub rotation: AuditRotation,
+
+    /// Number of rotated audit files kept.
+    #[serde(default = "default_max_log_files")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_log_files: u32,
+
+    /// Take the client address from X-Forwarded-For. Only safe behind a proxy that sets it.
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+}
+
+impl Default for AuditSpec {
+    fn default() -> Self {
+        AuditSpec {
+            enabled: false,
+            rotation: AuditRotation::Daily,
+            max_log_files: default_max_log_files(),
+            trust_forwarded_headers: false,
+        }
+    }
+}
+
+fn default_max_log_files() -> u32 {
+    7
+}
+
+/// Rotation period of the audit log.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditRotation {
+    #[default]
+    Daily,
+    Hourly,
+}
+
+impl AuditRotation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditRotation::Daily => "daily",
+            AuditRotation::Hourly => "hourly",
+        }
+    }
+}
+
+/// Scheduling and metadata passed through to the Qdrant pods.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/'))",
+     "message": "pod.labels may not set app.kubernetes.io/* labels: the operator owns them"},
+    {"rule": "!has(self.annotations) || self.annotations.all(k, !k.startsWith('secureqdrant.dev/'))",
+     "message": "pod.annotations may not set secureqdrant.dev/* annotations: the operator owns them"}
+]))]
+pub struct PodSpecOverrides {
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity of the pods. Unset: the operator prefers spreading pods over nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Topology spread constraints of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Extra labels on the pods (not app.kubernetes.io/*).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations on the pods (not secureqdrant.dev/*).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The schema of `spec.config`: any object, minus the keys the operator owns.
+///
+/// The apiserver hides fields kept by `x-kubernetes-preserve-unknown-fields` from CEL, so every
+/// operator-owned key is declared (with its Qdrant type) and its parent carries a `!has()` rule.
+/// A value of another type fails the type check instead: either way the object is rejected.
+/// The operator's own validation (`crate::validate`) checks the same list for clusters or tools
+/// that skip CEL, and also rejects dotted and upper-case keys, which CEL cannot see.
+fn user_config_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut root = serde_json::json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    });
+    for (path, json_type) in FORBIDDEN_USER_CONFIG {
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut node = &mut root;
+        for (i, part) in parts.iter().enumerate() {
+            let rule = serde_json::json!({
+                "rule": format!("!has(self.{part})"),
+                "message": format!("spec.config may not set `{path}`: the operator manages it"),
+            });
+            let is_leaf = i + 1 == parts.len();
+            if is_leaf {
+                node["x-kubernetes-validations"]
+                    .as_array_mut()
+                    .map(|a| a.push(rule.clone()))
+                    .unwrap_or_else(|| {
+                        node["x-kubernetes-validations"] = serde_json::json!([rule])
+                    });
+            }
+            let child = &mut node["properties"][*part];
+            if child.is_null() {
+                *child = if is_leaf {
+                    leaf_schema(json_type)
+                } else {
+                    serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+                };
+            }
+            node = child;
+        }
+    }
+    Schema::try_from(root).expect("a JSON object is a schema")
+}
+
+fn leaf_schema(json_type: &str) -> serde_json::Value {
+    match json_type {
+        "object" => {
+            serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        }
+        other => serde_json::json!({ "type": other }),
+    }
+}
+
+/// Observed state, written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureQdrantStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Summary: Pending, Progressing, Ready, Degraded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Pods the StatefulSet runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+
+    /// Conditions: Ready, Reconciled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Where clients reach Qdrant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+
+    /// Names of the Secrets applications and administrators use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretNames>,
+}
+
+/// Summary of a SecureQdrant's state.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Progressing,
+    Ready,
+    Degraded,
+    Failed,
+}
+
+/// Client endpoints.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct Endpoints {
+    /// REST URL.
+    pub rest: String,
+    /// gRPC URL.
+    pub grpc: String,
+}
+
+/// Secrets of an instance.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretNames {
+    /// Secret holding `api-key` and `read-only-api-key`.
+    pub api_key: String,
+}

@@ -1,0 +1,59 @@
+//! The operator's one error type. Messages name objects and steps, never secret values.
+
+/// A failed reconcile step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("creating Secret {name}: {source}")]
+    CreateSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("the OS random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+    #[error("Secret {0} was created and removed by someone else while the operator read it")]
+    SecretRace(String),
+    #[error("the operator's caches did not sync in time")]
+    CacheNotReady,
+}
+
+impl Error {
+    /// Which step failed, as a low-cardinality label for metrics and Event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Apply { .. } => "apply",
+            Error::CreateSecret { .. } => "create_secret",
+            Error::Delete { .. } => "delete",
+            Error::Status(_) => "status",
+            Error::Random(_) => "random",
+            Error::SecretRace(_) => "create_secret",
+            Error::CacheNotReady => "cache",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,179 @@
+//! Qdrant's own configuration: the file the operator renders and the names Qdrant reads.
+//!
+//! Every key written here is one Qdrant v1.18 parses (`tests/qdrant_keys.rs` checks the rendered
+//! file and env vars against the real names). Qdrant ignores misspelled keys silently.
+
+use serde_json::{Value, json};
+
+use crate::validate::Instance;
+
+/// REST port (also health endpoints and, authenticated, `/metrics`).
+pub const HTTP_PORT: i32 = 6333;
+/// External gRPC port.
+pub const GRPC_PORT: i32 = 6334;
+/// Internal peer-to-peer port (cluster mode).
+pub const P2P_PORT: i32 = 6335;
+/// Unauthenticated metrics-only port, rendered only when `spec.network.metrics` lists scrapers.
+pub const METRICS_PORT: i32 = 9091;
+
+/// Working directory of the Qdrant image.
+pub const WORKDIR: &str = "/qdrant";
+/// Mount point of the data volume.
+pub const STORAGE_PATH: &str = "/qdrant/storage";
+/// Mount point of the snapshots volume.
+pub const SNAPSHOTS_PATH: &str = "/qdrant/snapshots";
+/// Audit log directory (on the data volume).
+pub const AUDIT_DIR: &str = "/qdrant/storage/audit";
+/// Directory where the operator's config file is mounted.
+pub const CONFIG_DIR: &str = "/qdrant/config-operator";
+/// File name of the operator's config file in the ConfigMap and the mounted directory.
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Writable directory for Qdrant's init marker.
+pub const INIT_DIR: &str = "/qdrant/init";
+/// The image's start script, which runs `./qdrant "$@"` and handles its recovery mode.
+pub const ENTRYPOINT: &str = "/qdrant/entrypoint.sh";
+
+/// Environment variables Qdrant reads (outside the `QDRANT__SECTION__KEY` config mapping).
+pub mod env {
+    /// Full-access API key (`service.api_key`).
+    pub const API_KEY: &str = "QDRANT__SERVICE__API_KEY";
+    /// Global read-only API key (`service.read_only_api_key`).
+    pub const READ_ONLY_API_KEY: &str = "QDRANT__SERVICE__READ_ONLY_API_KEY";
+    /// This peer's URI (`--uri`).
+    pub const URI: &str = "QDRANT_URI";
+    /// A peer to join (`--bootstrap`).
+    pub const BOOTSTRAP: &str = "QDRANT_BOOTSTRAP";
+    /// Where Qdrant writes its `.qdrant-initialized` marker.
+    pub const INIT_FILE_PATH: &str = "QDRANT_INIT_FILE_PATH";
+}
+
+/// Config keys the operator owns, with their Qdrant types. `spec.config` may not set them (nor
+/// anything below them); the CRD schema and `crate::validate` both reject them.
+pub const FORBIDDEN_USER_CONFIG: &[(&str, &str)] = &[
+    ("service.host", "string"),
+    ("service.http_port", "integer"),
+    ("service.grpc_port", "integer"),
+    ("service.metrics_port", "integer"),
+    ("service.api_key", "string"),
+    ("service.alt_api_key", "string"),
+    ("service.read_only_api_key", "string"),
+    ("service.jwt_rbac", "boolean"),
+    ("service.enable_tls", "boolean"),
+    ("service.verify_https_client_certificate", "boolean"),
+    ("service.enable_cors", "boolean"),
+    ("service.enforce_internal_auth", "boolean"),
+    ("service.enable_snapshot_url_recovery", "boolean"),
+    ("tls", "object"),
+    ("cluster.enabled", "boolean"),
+    ("cluster.p2p", "object"),
+    ("telemetry_disabled", "boolean"),
+    ("storage.storage_path", "string"),
+    ("storage.snapshots_path", "string"),
+    ("storage.temp_path", "string"),
+    ("audit", "object"),
+];
+
+/// The Qdrant config file for an instance: hardened settings the user cannot override, merged
+/// over the user's `spec.config`. Holds no secret (keys arrive as env vars from Secrets).
+pub fn config(inst: &Instance) -> Value {
+    let mut service = json!({
+        "host": "0.0.0.0",
+        "http_port": HTTP_PORT,
+        "grpc_port": GRPC_PORT,
+        "enable_cors": false,
+        "enable_snapshot_url_recovery": false,
+        "jwt_rbac": inst.auth.jwt_rbac,
+    });
+    if inst.cluster_mode() {
+        service["enforce_internal_auth"] = json!(true);
+    }
+    if inst.metrics_port_enabled() {
+        service["metrics_port"] = json!(METRICS_PORT);
+    }
+
+    let mut cluster = json!({ "enabled": inst.cluster_mode() });
+    if inst.cluster_mode() {
+        cluster["p2p"] = json!({ "port": P2P_PORT });
+    }
+
+    let mut ours = json!({
+        "service": service,
+        "cluster": cluster,
+        "storage": {
+            "storage_path": STORAGE_PATH,
+            "snapshots_path": SNAPSHOTS_PATH,
+        },
+        "telemetry_disabled": true,
+    });
+    if inst.audit.enabled {
+        ours["audit"] = json!({
+            "enabled": true,
+            "dir": AUDIT_DIR,
+            "rotation": inst.audit.rotation.as_str(),
+            "max_log_files": inst.audit.max_log_files,
+            "trust_forwarded_headers": inst.audit.trust_forwarded_headers,
+        });
+    }
+
+    let mut merged = Value::Object(inst.user_config.clone());
+    merge(&mut merged, ours);
+    merged
+}
+
+/// The config file as YAML, as it is stored in the ConfigMap.
+pub fn config_yaml(inst: &Instance) -> String {
+    let header =
+        "# Rendered by secure-qdrant-operator. Edit spec.config of the SecureQdrant instead.\n";
+    let body = serde_yaml_ng::to_string(&config(inst)).expect("JSON values always serialize");
+    format!("{header}{body}")
+}
+
+/// Deep-merges `over` into `base`; on conflict `over` wins, objects merge key by key.
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Every leaf of a config value as a dotted path (`service.api_key`), for checks and tests.
+pub fn leaf_paths(value: &Value) -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// The config path a `QDRANT__A__B` env var sets (`a.b`), as Qdrant maps it; None for others.
+pub fn env_to_config_path(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("QDRANT__")?;
+    Some(
+        rest.split("__")
+            .collect::<Vec<_>>()
+            .join(".")
+            .to_lowercase(),
+    )
+}

@@ -1,0 +1,256 @@
+//! The reconcile pipeline, one visible step each:
+//! validate (pure) → observe + plan (pure) → credentials (create-only) → build (pure) →
+//! apply (server-side apply, fixed order, StatefulSet last) → prune → status.
+
+pub mod apply;
+pub mod credentials;
+pub mod plan;
+pub mod status;
+pub mod stores;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use self::apply::{Outcome, apply, delete_orphans};
+use self::status::{RECONCILED, Verdict};
+use self::stores::{Stores, cached};
+use crate::children::{self, Children, Material};
+use crate::crd::SecureQdrant;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::settings::Settings;
+use crate::validate::{self, Instance, describe};
+
+/// How long a healthy instance waits before it is looked at again (drift safety net; changes to
+/// the resource or its children trigger a reconcile at once).
+pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// Everything a reconcile needs, built once when the controller starts.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub events: Events,
+    pub settings: Settings,
+    /// Consecutive failures per object (namespace/name), for the backoff of `error_policy`.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
+        Context {
+            client,
+            stores,
+            events,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn key(sq: &SecureQdrant) -> String {
+    format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
+}
+
+/// Reconciles one SecureQdrant.
+pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {
+    if sq.meta().deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them (and the PVCs,
+        // when retainOnDelete is false, through the StatefulSet's retention policy).
+        return Ok(Action::await_change());
+    }
+    if tokio::time::timeout(Duration::from_secs(30), ctx.stores.wait_until_ready())
+        .await
+        .ok()
+        != Some(true)
+    {
+        return Err(Error::CacheNotReady);
+    }
+    let now = Timestamp::now();
+    let reference = sq.object_ref(&());
+
+    // 1. validate
+    let inst = match validate::validate(&sq, &ctx.settings) {
+        Ok(inst) => inst,
+        Err(problems) => {
+            let status = status::desired(&sq, &Verdict::Invalid(&problems), now);
+            if condition_changed(&sq, &status) {
+                ctx.events
+                    .publish(
+                        &reference,
+                        EventType::Warning,
+                        "InvalidSpec",
+                        "Validate",
+                        format!("invalid spec, nothing changed: {}", describe(&problems)),
+                    )
+                    .await;
+            }
+            status::write(&ctx.client, &sq, status).await?;
+            ctx.failures.lock().expect("lock").remove(&key(&sq));
+            return Ok(Action::await_change());
+        }
+    };
+
+    // 2. observe and plan
+    let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
+    let plan = plan::plan(inst, current_sts.as_deref());
+    let inst = &plan.instance;
+
+    // 3. credentials
+    let created_before = sq
+        .status
+        .as_ref()
+        .and_then(|s| s.secrets.as_ref())
+        .is_some();
+    let (api_keys, notice) =
+        credentials::ensure(&ctx.client, &ctx.stores, inst, created_before).await?;
+    if let Some(n) = notice {
+        ctx.events
+            .publish(&reference, n.type_, n.reason, "Credentials", n.note)
+            .await;
+    }
+
+    // 4. build, 5. apply, 6. prune
+    let children = children::build(inst, &Material { api_keys });
+    let written = apply_children(&ctx, inst, children).await?;
+    if written > 0 {
+        info!(instance = %key(&sq), written, "applied children");
+    }
+
+    // 7. status
+    let sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
+    let status = status::desired(
+        &sq,
+        &Verdict::Applied {
+            instance: inst,
+            refusals: &plan.refusals,
+            statefulset: sts.as_deref(),
+        },
+        now,
+    );
+    if condition_changed(&sq, &status) {
+        for r in &plan.refusals {
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Warning,
+                    r.reason(),
+                    "Plan",
+                    r.message(),
+                )
+                .await;
+        }
+    }
+    status::write(&ctx.client, &sq, status).await?;
+    ctx.failures.lock().expect("lock").remove(&key(&sq));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// True when the Reconciled condition's reason or message differs from the stored one: Events
+/// are published on transitions only, never once per reconcile.
+fn condition_changed(sq: &SecureQdrant, new: &crate::crd::SecureQdrantStatus) -> bool {
+    let find = |conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conds
+            .iter()
+            .find(|c| c.type_ == RECONCILED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let old = sq.status.as_ref().and_then(|s| find(&s.conditions));
+    old != find(&new.conditions)
+}
+
+/// Applies every child in order and deletes the ones no longer built. Returns how many objects
+/// were written.
+async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> Result<usize> {
+    let Children {
+        service_account,
+        // Created (never applied) by the credentials step.
+        api_key_secret: _,
+        config_map,
+        headless_service,
+        client_service,
+        network_policies,
+        pdb,
+        statefulset,
+    } = children;
+    let client = &ctx.client;
+    let s = &ctx.stores;
+    let mut outcomes = vec![
+        apply(client, &s.service_accounts, service_account).await?,
+        apply(client, &s.config_maps, config_map).await?,
+        apply(client, &s.services, headless_service).await?,
+        apply(client, &s.services, client_service).await?,
+    ];
+    let policy_names: Vec<String> = network_policies.iter().map(|p| p.name_any()).collect();
+    for policy in network_policies {
+        outcomes.push(apply(client, &s.network_policies, policy).await?);
+    }
+    let pdb_names: Vec<String> = pdb.iter().map(|p| p.name_any()).collect();
+    if let Some(pdb) = pdb {
+        outcomes.push(apply(client, &s.pdbs, pdb).await?);
+    }
+    outcomes.push(apply(client, &s.statefulsets, statefulset).await?);
+
+    let uid = &inst.owner.uid;
+    let mut deleted = delete_orphans(
+        client,
+        &s.network_policies,
+        &inst.namespace,
+        &inst.name,
+        uid,
+        &policy_names,
+    )
+    .await?;
+    deleted.extend(
+        delete_orphans(
+            client,
+            &s.pdbs,
+            &inst.namespace,
+            &inst.name,
+            uid,
+            &pdb_names,
+        )
+        .await?,
+    );
+    if !deleted.is_empty() {
+        info!(instance = %inst.name, namespace = %inst.namespace, ?deleted, "deleted children no longer needed");
+    }
+    Ok(outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len())
+}
+
+/// Called when a reconcile fails: logs, and retries with exponential backoff per object
+/// (5 s doubling to 5 min).
+pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("lock");
+    let n = failures.entry(key(&sq)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = backoff(*n);
+    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Backoff after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(7), Duration::from_secs(300));
+        assert_eq!(backoff(100), Duration::from_secs(300));
+    }
+}

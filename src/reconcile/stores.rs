@@ -1,0 +1,44 @@
+//! Caches of the objects this operator manages, filled by label-selected watches.
+
+use std::sync::Arc;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+/// One cache per child kind. Only objects labelled as managed by this operator are cached.
+#[derive(Clone)]
+pub struct Stores {
+    pub service_accounts: Store<ServiceAccount>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub statefulsets: Store<StatefulSet>,
+}
+
+impl Stores {
+    /// Waits until every cache holds its first full list.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.service_accounts.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+            && self.config_maps.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.network_policies.wait_until_ready().await.is_ok()
+            && self.pdbs.wait_until_ready().await.is_ok()
+            && self.statefulsets.wait_until_ready().await.is_ok()
+    }
+}
+
+/// Looks up a namespaced object in a cache.
+pub fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}

@@ -1,0 +1,16 @@
+//! Operator-wide settings (flags and environment of the operator process).
+
+/// Settings that shape every instance the operator builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The cluster's DNS domain (`cluster.local` unless the cluster was set up otherwise).
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_domain: "cluster.local".to_owned(),
+        }
+    }
+}

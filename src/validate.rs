@@ -1,0 +1,392 @@
+//! Validation: turns a `SecureQdrant` into an [`Instance`] with every default resolved, or into a
+//! list of problems. Pure: no I/O, no clock. After this step the raw custom resource is only used
+//! for its owner reference.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::{Map, Value};
+
+use crate::crd::{
+    AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
+    PodSpecOverrides, SecureQdrant,
+};
+use crate::qdrant::FORBIDDEN_USER_CONFIG;
+use crate::settings::Settings;
+
+/// A validated SecureQdrant: everything the builders need, defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub generation: Option<i64>,
+    pub replicas: i32,
+    pub image: String,
+    pub image_pull_policy: ImagePullPolicy,
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    pub resources: ResourceRequirements,
+    pub storage: Storage,
+    /// Size of the dedicated snapshots volume; None: an emptyDir.
+    pub snapshots_size: Option<Quantity>,
+    pub auth: AuthSpec,
+    pub network: NetworkSpec,
+    pub audit: AuditSpec,
+    pub user_config: Map<String, Value>,
+    pub pod: PodSpecOverrides,
+    pub cluster_domain: String,
+}
+
+/// Data volume settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Storage {
+    pub size: Quantity,
+    pub class: Option<String>,
+    pub retain_on_delete: bool,
+}
+
+impl Instance {
+    /// More than one replica: Qdrant runs in cluster mode with p2p on 6335.
+    pub fn cluster_mode(&self) -> bool {
+        self.replicas > 1
+    }
+
+    /// Metrics get their own unauthenticated port only when scrapers are listed.
+    pub fn metrics_port_enabled(&self) -> bool {
+        !self.network.metrics.is_empty()
+    }
+
+    /// Name of the headless Service the pods' DNS names hang off.
+    pub fn headless_service_name(&self) -> String {
+        format!("{}-headless", self.name)
+    }
+
+    /// Name of the Secret holding the API keys.
+    pub fn api_key_secret_name(&self) -> String {
+        format!("{}-api-key", self.name)
+    }
+
+    /// Name of the ConfigMap holding Qdrant's config file.
+    pub fn config_map_name(&self) -> String {
+        format!("{}-config", self.name)
+    }
+}
+
+/// One problem with a spec, addressed to the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// JSON path of the field, e.g. `spec.storage.size`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems of a spec joined into one message for a condition or an Event.
+pub fn describe(problems: &[Invalid]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Validates a SecureQdrant. Checks everything the CRD schema checks (an old CRD, a tool that
+/// skips admission, or `render` must not get past) plus what the schema cannot see.
+pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<Invalid>> {
+    let mut problems = Vec::new();
+    let spec = &sq.spec;
+    let name = sq.name_any();
+
+    if name.is_empty() {
+        problems.push(invalid("metadata.name", "is required"));
+    } else if name.len() > MAX_NAME_LEN || !is_dns1035_label(&name) {
+        problems.push(invalid(
+            "metadata.name",
+            format!(
+                "must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) \
+                 of at most {MAX_NAME_LEN} characters"
+            ),
+        ));
+    }
+    let namespace = sq.namespace().unwrap_or_default();
+    if namespace.is_empty() {
+        problems.push(invalid("metadata.namespace", "is required"));
+    }
+    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
+        problems.push(invalid(
+            "spec.replicas",
+            format!(
+                "must be between 1 and {MAX_REPLICAS}, got {}",
+                spec.replicas
+            ),
+        ));
+    }
+    if spec.image.is_empty() || spec.image.chars().any(char::is_whitespace) {
+        problems.push(invalid(
+            "spec.image",
+            "must be a non-empty image reference without spaces",
+        ));
+    }
+    let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, &mut problems);
+    if let Some(class) = &spec.storage.storage_class_name
+        && class.is_empty()
+    {
+        problems.push(invalid(
+            "spec.storage.storageClassName",
+            "may not be empty (omit it for the default class)",
+        ));
+    }
+    let snapshots_size = spec
+        .snapshots
+        .size
+        .as_deref()
+        .and_then(|s| positive_quantity("spec.snapshots.size", s, &mut problems));
+    if spec.audit.max_log_files == 0 {
+        problems.push(invalid("spec.audit.maxLogFiles", "must be at least 1"));
+    }
+    check_user_config(&spec.config, &mut problems);
+    for key in spec.pod.labels.keys() {
+        if key.starts_with("app.kubernetes.io/") {
+            problems.push(invalid(
+                format!("spec.pod.labels[{key}]"),
+                "app.kubernetes.io/* labels are set by the operator",
+            ));
+        }
+    }
+    for key in spec.pod.annotations.keys() {
+        if key.starts_with("secureqdrant.dev/") {
+            problems.push(invalid(
+                format!("spec.pod.annotations[{key}]"),
+                "secureqdrant.dev/* annotations are set by the operator",
+            ));
+        }
+    }
+    if let Some(resources) = &spec.resources {
+        check_resources(resources, &mut problems);
+    }
+
+    let owner = sq.controller_owner_ref(&());
+    if owner.is_none() {
+        problems.push(invalid(
+            "metadata.uid",
+            "is missing (not read from the API)",
+        ));
+    }
+
+    match (problems.is_empty(), owner, storage_size) {
+        (true, Some(owner), Some(size)) => Ok(Instance {
+            name,
+            namespace,
+            owner,
+            generation: sq.meta().generation,
+            replicas: spec.replicas,
+            image: spec.image.clone(),
+            image_pull_policy: spec.image_pull_policy,
+            image_pull_secrets: spec.image_pull_secrets.clone(),
+            resources: resources_or_default(spec.resources.as_ref()),
+            storage: Storage {
+                size,
+                class: spec.storage.storage_class_name.clone(),
+                retain_on_delete: spec.storage.retain_on_delete,
+            },
+            snapshots_size,
+            auth: spec.auth.clone(),
+            network: spec.network.clone(),
+            audit: spec.audit.clone(),
+            user_config: spec.config.clone().into_iter().collect(),
+            pod: spec.pod.clone(),
+            cluster_domain: settings.cluster_domain.clone(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Requests and limits when the user gives none: enough for a small collection, and bounded.
+pub fn resources_or_default(given: Option<&ResourceRequirements>) -> ResourceRequirements {
+    match given {
+        Some(r) if r.requests.is_some() || r.limits.is_some() => r.clone(),
+        _ => ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("500m".to_owned())),
+                ("memory".to_owned(), Quantity("1Gi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("2".to_owned())),
+                ("memory".to_owned(), Quantity("2Gi".to_owned())),
+            ])),
+            ..ResourceRequirements::default()
+        },
+    }
+}
+
+fn check_resources(r: &ResourceRequirements, problems: &mut Vec<Invalid>) {
+    for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (res, q) in map.iter().flatten() {
+            if parse_quantity(&q.0).is_none() {
+                problems.push(invalid(
+                    format!("spec.resources.{kind}.{res}"),
+                    format!("{:?} is not a quantity", q.0),
+                ));
+            }
+        }
+    }
+    if let (Some(req), Some(lim)) = (&r.requests, &r.limits) {
+        for (res, want) in req {
+            if let (Some(want), Some(cap)) = (
+                parse_quantity(&want.0),
+                lim.get(res).and_then(|q| parse_quantity(&q.0)),
+            ) && want > cap
+            {
+                problems.push(invalid(
+                    format!("spec.resources.requests.{res}"),
+                    "may not exceed the limit",
+                ));
+            }
+        }
+    }
+}
+
+fn positive_quantity(field: &str, value: &str, problems: &mut Vec<Invalid>) -> Option<Quantity> {
+    match parse_quantity(value) {
+        Some(v) if v > 0.0 => Some(Quantity(value.to_owned())),
+        Some(_) => {
+            problems.push(invalid(
+                field,
+                format!("must be greater than zero, got {value:?}"),
+            ));
+            None
+        }
+        None => {
+            problems.push(invalid(
+                field,
+                format!("{value:?} is not a quantity (examples: 10Gi, 500Mi)"),
+            ));
+            None
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity (`10Gi`, `500m`, `1.5`, `2e3`) to its value; None if malformed.
+/// Only what validation needs: the sign and the order of magnitude of the value.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let suffixes: [(&str, f64); 14] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let (number, factor) = suffixes
+        .iter()
+        .find_map(|(suf, f)| s.strip_suffix(suf).map(|n| (n, *f)))
+        .or_else(|| s.strip_suffix('E').map(|n| (n, 1e18)))
+        .unwrap_or((s, 1.0));
+    let digits_ok = !number.is_empty()
+        && number
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | 'e' | 'E'))
+        && number
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-' || c == '.');
+    if !digits_ok {
+        return None;
+    }
+    let v: f64 = number.parse().ok()?;
+    v.is_finite().then_some(v * factor)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invalid>) {
+    fn walk(path: &str, value: &Value, problems: &mut Vec<Invalid>) {
+        let Value::Object(map) = value else { return };
+        for (k, v) in map {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('.') || k.chars().any(|c| c.is_ascii_uppercase()) || k.is_empty() {
+                problems.push(invalid(
+                    format!("spec.config.{child}"),
+                    "config keys must be lowercase and nested ({service: {x: 1}}, not 'service.x')",
+                ));
+                continue;
+            }
+            if let Some((owned, _)) = FORBIDDEN_USER_CONFIG
+                .iter()
+                .find(|(p, _)| *p == child || child.starts_with(&format!("{p}.")))
+            {
+                problems.push(invalid(
+                    format!("spec.config.{child}"),
+                    format!("`{owned}` is managed by the operator and cannot be set"),
+                ));
+                continue;
+            }
+            walk(&child, v, problems);
+        }
+    }
+    let root = Value::Object(config.clone().into_iter().collect());
+    walk("", &root, problems);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("10Gi"), Some(10.0 * 1024f64.powi(3)));
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1.5G"), Some(1.5e9));
+        assert_eq!(parse_quantity("0"), Some(0.0));
+        for bad in ["", "Gi", "ten", "10 Gi", "10GB", "--1", "1Gi "] {
+            assert_eq!(parse_quantity(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns1035_label("vectors"));
+        assert!(is_dns1035_label("a-1"));
+        for bad in ["", "1abc", "Abc", "a_b", "a-", "a.b"] {
+            assert!(!is_dns1035_label(bad), "{bad}");
+        }
+    }
+}
