@@ -5,18 +5,21 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
+/// Events recorded in memory: (the object they are about, the Event).
+pub type EventLog = Arc<Mutex<Vec<(ObjectReference, Event)>>>;
+
 /// Where Events go.
 #[derive(Clone)]
 pub enum Events {
     /// Published to the API server.
     Kube(Recorder),
     /// Kept in memory (tests).
-    Memory(Arc<Mutex<Vec<(ObjectReference, Event)>>>),
+    Memory(EventLog),
 }
 
 impl Events {
     /// An in-memory sink and a handle to read it.
-    pub fn memory() -> (Self, Arc<Mutex<Vec<(ObjectReference, Event)>>>) {
+    pub fn memory() -> (Self, EventLog) {
         let log = Arc::new(Mutex::new(Vec::new()));
         (Events::Memory(log.clone()), log)
     }

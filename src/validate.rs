@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value};
 
@@ -99,6 +102,13 @@ pub fn describe(problems: &[Invalid]) -> String {
         .join("; ")
 }
 
+// Bounds the CRD schema sets with schemars attributes in `crate::crd` (kept equal by
+// tests/bad_input.rs, which checks both layers at each bound).
+const MAX_IMAGE_LEN: usize = 512;
+const MAX_QUANTITY_LEN: usize = 64;
+const MAX_STORAGE_CLASS_LEN: usize = 253;
+const MAX_LOG_FILES: u32 = 10_000;
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
@@ -143,6 +153,30 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             "must be a non-empty image reference without spaces",
         ));
     }
+    // The CRD schema's maxLength bounds (counted in characters, as the apiserver counts them).
+    for (field, value, max) in [
+        ("spec.image", Some(&spec.image), MAX_IMAGE_LEN),
+        ("spec.storage.size", Some(&spec.storage.size), MAX_QUANTITY_LEN),
+        (
+            "spec.storage.storageClassName",
+            spec.storage.storage_class_name.as_ref(),
+            MAX_STORAGE_CLASS_LEN,
+        ),
+        (
+            "spec.snapshots.size",
+            spec.snapshots.size.as_ref(),
+            MAX_QUANTITY_LEN,
+        ),
+    ] {
+        if let Some(value) = value
+            && value.chars().count() > max
+        {
+            problems.push(invalid(
+                field,
+                format!("may be at most {max} characters"),
+            ));
+        }
+    }
     let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, &mut problems);
     if let Some(class) = &spec.storage.storage_class_name
         && class.is_empty()
@@ -157,8 +191,14 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         .size
         .as_deref()
         .and_then(|s| positive_quantity("spec.snapshots.size", s, &mut problems));
-    if spec.audit.max_log_files == 0 {
-        problems.push(invalid("spec.audit.maxLogFiles", "must be at least 1"));
+    if !(1..=MAX_LOG_FILES).contains(&spec.audit.max_log_files) {
+        problems.push(invalid(
+            "spec.audit.maxLogFiles",
+            format!(
+                "must be between 1 and {MAX_LOG_FILES}, got {}",
+                spec.audit.max_log_files
+            ),
+        ));
     }
     check_user_config(&spec.config, &mut problems);
     for key in spec.pod.labels.keys() {
@@ -179,6 +219,21 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     }
     if let Some(resources) = &spec.resources {
         check_resources(resources, &mut problems);
+    }
+    check_peers("spec.network.clients", &spec.network.clients, &mut problems);
+    check_peers("spec.network.metrics", &spec.network.metrics, &mut problems);
+    for (i, rule) in spec.network.extra_egress.iter().enumerate() {
+        let field = format!("spec.network.extraEgress[{i}]");
+        check_peers(
+            &format!("{field}.to"),
+            rule.to.as_deref().unwrap_or_default(),
+            &mut problems,
+        );
+        check_ports(
+            &format!("{field}.ports"),
+            rule.ports.as_deref().unwrap_or_default(),
+            &mut problems,
+        );
     }
 
     let owner = sq.controller_owner_ref(&());
@@ -258,6 +313,110 @@ fn check_resources(r: &ResourceRequirements, problems: &mut Vec<Invalid>) {
                     "may not exceed the limit",
                 ));
             }
+        }
+    }
+}
+
+/// NetworkPolicy peers the API server would reject are reported here, before anything is applied.
+fn check_peers(field: &str, peers: &[NetworkPolicyPeer], problems: &mut Vec<Invalid>) {
+    for (i, peer) in peers.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        match &peer.ip_block {
+            None if !selectors => problems.push(invalid(
+                &field,
+                "a peer needs podSelector, namespaceSelector or ipBlock ({} is not allowed)",
+            )),
+            Some(_) if selectors => problems.push(invalid(
+                &field,
+                "ipBlock cannot be combined with podSelector or namespaceSelector",
+            )),
+            Some(block) => check_ip_block(&format!("{field}.ipBlock"), block, problems),
+            None => {}
+        }
+        for (name, selector) in [
+            ("podSelector", &peer.pod_selector),
+            ("namespaceSelector", &peer.namespace_selector),
+        ] {
+            if let Some(sel) = selector {
+                check_selector(&format!("{field}.{name}"), sel, problems);
+            }
+        }
+    }
+}
+
+fn check_ip_block(field: &str, block: &IPBlock, problems: &mut Vec<Invalid>) {
+    let Ok(cidr) = block.cidr.parse::<IpNet>() else {
+        problems.push(invalid(
+            format!("{field}.cidr"),
+            format!("{:?} is not a CIDR such as 10.0.0.0/8", block.cidr),
+        ));
+        return;
+    };
+    for (j, except) in block.except.iter().flatten().enumerate() {
+        match except.parse::<IpNet>() {
+            Ok(net) if cidr.contains(&net) && net != cidr => {}
+            Ok(_) => problems.push(invalid(
+                format!("{field}.except[{j}]"),
+                format!("{except} must lie strictly inside {cidr}"),
+            )),
+            Err(_) => problems.push(invalid(
+                format!("{field}.except[{j}]"),
+                format!("{except:?} is not a CIDR"),
+            )),
+        }
+    }
+}
+
+fn check_selector(field: &str, sel: &LabelSelector, problems: &mut Vec<Invalid>) {
+    for (j, expr) in sel.match_expressions.iter().flatten().enumerate() {
+        let values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
+        let ok = match expr.operator.as_str() {
+            "In" | "NotIn" => values,
+            "Exists" | "DoesNotExist" => !values,
+            _ => false,
+        };
+        if !ok {
+            problems.push(invalid(
+                format!("{field}.matchExpressions[{j}]"),
+                "operator must be In or NotIn with values, or Exists or DoesNotExist without",
+            ));
+        }
+    }
+}
+
+fn check_ports(field: &str, ports: &[NetworkPolicyPort], problems: &mut Vec<Invalid>) {
+    for (i, p) in ports.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        if let Some(proto) = &p.protocol
+            && !matches!(proto.as_str(), "TCP" | "UDP" | "SCTP")
+        {
+            problems.push(invalid(
+                format!("{field}.protocol"),
+                "must be TCP, UDP or SCTP",
+            ));
+        }
+        match (&p.port, p.end_port) {
+            (Some(IntOrString::Int(n)), end) => {
+                if !(1..=65535).contains(n) {
+                    problems.push(invalid(
+                        format!("{field}.port"),
+                        "must be between 1 and 65535",
+                    ));
+                }
+                if let Some(end) = end
+                    && (end < *n || end > 65535)
+                {
+                    problems.push(invalid(
+                        format!("{field}.endPort"),
+                        "must be at least port and at most 65535",
+                    ));
+                }
+            }
+            (Some(IntOrString::String(_)), Some(_)) | (None, Some(_)) => {
+                problems.push(invalid(format!("{field}.endPort"), "needs a numeric port"))
+            }
+            _ => {}
         }
     }
 }
@@ -379,6 +538,60 @@ mod tests {
         for bad in ["", "Gi", "ten", "10 Gi", "10GB", "--1", "1Gi "] {
             assert_eq!(parse_quantity(bad), None, "{bad:?}");
         }
+    }
+
+    fn sq(spec: &str) -> SecureQdrant {
+        let mut sq: SecureQdrant = serde_yaml_ng::from_str(&format!(
+            "apiVersion: secureqdrant.dev/v1alpha1\nkind: SecureQdrant\nmetadata: {{name: v, namespace: n, uid: u}}\nspec: {spec}\n"
+        ))
+        .unwrap();
+        sq.metadata.generation = Some(1);
+        sq
+    }
+
+    fn fields(spec: &str) -> Vec<String> {
+        match validate(&sq(spec), &Settings::default()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.field).collect(),
+        }
+    }
+
+    #[test]
+    fn network_peers_the_api_server_would_reject_are_reported() {
+        assert_eq!(
+            fields("{network: {clients: [{}]}}"),
+            ["spec.network.clients[0]"]
+        );
+        assert_eq!(
+            fields("{network: {metrics: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}}"),
+            ["spec.network.metrics[0]"]
+        );
+        assert_eq!(
+            fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/33}}]}}"),
+            ["spec.network.clients[0].ipBlock.cidr"]
+        );
+        assert_eq!(
+            fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}}"),
+            ["spec.network.clients[0].ipBlock.except[0]"]
+        );
+        assert_eq!(
+            fields(
+                "{network: {clients: [{podSelector: {matchExpressions: [{key: a, operator: In}]}}]}}"
+            ),
+            ["spec.network.clients[0].podSelector.matchExpressions[0]"]
+        );
+        assert_eq!(
+            fields(
+                "{network: {extraEgress: [{ports: [{port: 70000}, {port: 80, endPort: 79}, {protocol: ICMP}]}]}}"
+            ),
+            [
+                "spec.network.extraEgress[0].ports[0].port",
+                "spec.network.extraEgress[0].ports[1].endPort",
+                "spec.network.extraEgress[0].ports[2].protocol"
+            ]
+        );
+        // Valid peers pass.
+        assert!(fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {matchExpressions: [{key: a, operator: Exists}]}}], extraEgress: [{to: [{ipBlock: {cidr: '::/0'}}], ports: [{port: 443, endPort: 444}]}]}}").is_empty());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //!
 //! Field names, defaults and descriptions here are the user-facing contract (`kubectl explain`).
 
+// `printcolumn(type_ = ...)` repeats per column by design; clippy reads it as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
