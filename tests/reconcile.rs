@@ -1,0 +1,905 @@
+//! The reconcile pipeline against a scripted API server (the kube-rs "ApiServerVerifier" style).
+//!
+//! Each test plays the API server for one scenario: it expects the operator's requests one by one,
+//! in order, asserts method, path, query and body, and answers like the API server would. Any
+//! request the script does not expect fails the test, so "writes nothing else" is checked.
+
+#[path = "support/api_verifier.rs"]
+mod api_verifier;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::Method;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::{Value, json};
+
+use secure_qdrant_operator::children::meta::{
+    LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, RESTART_HASH,
+};
+use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantStatus};
+use secure_qdrant_operator::error::Error;
+use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
+use secure_qdrant_operator::reconcile::apply::{APPLIED_HASH, stamp};
+use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
+
+use api_verifier::{ApiServer, Transcript, as_stored};
+use fixtures::{
+    CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of, instance, keys,
+    path, restart_hash, settled, stored,
+};
+
+const OLD_IMAGE: &str = "docker.io/qdrant/qdrant:v1.17.1-unprivileged";
+
+// ----- helpers -------------------------------------------------------------------------------
+
+/// Expects the server-side apply of every child of a new instance, in the operator's order.
+async fn expect_every_child(api: &mut ApiServer, cluster_mode: bool) {
+    api.expect_apply(&path::service_account()).await;
+    api.expect_apply(&path::config_map()).await;
+    api.expect_apply(&path::headless_service()).await;
+    api.expect_apply(&path::client_service()).await;
+    api.expect_apply(&path::network_policy("default-deny"))
+        .await;
+    api.expect_apply(&path::network_policy("ingress")).await;
+    if cluster_mode {
+        api.expect_apply(&path::network_policy("egress")).await;
+        api.expect_apply(&path::pdb()).await;
+    }
+    api.expect_apply(&path::statefulset()).await;
+}
+
+/// The API keys in a Secret sent to (or returned by) the API server.
+fn keys_in(secret: &Value) -> ApiKeys {
+    let secret: Secret = serde_json::from_value(secret.clone()).expect("a Secret");
+    ApiKeys {
+        api_key: material::read_key(&secret, material::API_KEY).expect("api-key"),
+        read_only: material::read_key(&secret, material::READ_ONLY_API_KEY).ok(),
+    }
+}
+
+fn restart_hash_in(statefulset: &Value) -> &str {
+    statefulset["spec"]["template"]["metadata"]["annotations"][RESTART_HASH]
+        .as_str()
+        .expect("the pod template carries the restart hash")
+}
+
+/// The status written by a status patch.
+fn status_in(patch: &Value) -> SecureQdrantStatus {
+    serde_json::from_value(patch["status"].clone()).expect("a SecureQdrantStatus")
+}
+
+/// (status, reason, message) of a condition in a status patch.
+fn condition<'a>(patch: &'a Value, type_: &str) -> (&'a str, &'a str, &'a str) {
+    let c = patch["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {patch}"));
+    (
+        c["status"].as_str().unwrap(),
+        c["reason"].as_str().unwrap(),
+        c["message"].as_str().unwrap(),
+    )
+}
+
+/// Fails if a secret value (as text or base64, as a Secret's data holds it) is in `text`.
+fn assert_no_secret(what: &str, text: &str, keys: &ApiKeys) {
+    for value in std::iter::once(&keys.api_key).chain(keys.read_only.as_ref()) {
+        assert!(
+            !text.contains(value.expose()),
+            "{what} holds a secret value: {text}"
+        );
+        assert!(
+            !text.contains(&STANDARD.encode(value.expose())),
+            "{what} holds a base64 secret value: {text}"
+        );
+    }
+}
+
+/// The first reconcile of `sq` on an empty cluster, every request asserted. Returns the
+/// transcript and the harness (for its Events).
+async fn first_reconcile(sq: &SecureQdrant) -> (Transcript, Harness) {
+    let cluster_mode = sq.spec.replicas > 1;
+    let cr = sq.to_json();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, transcript) = h
+        .reconcile(sq, move |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            api.expect_create(&path::secrets()).await;
+            expect_every_child(&mut api, cluster_mode).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    assert_eq!(result.expect("first reconcile"), Action::requeue(RESYNC));
+    (transcript, h)
+}
+
+// ----- 1. first reconcile ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn first_reconcile_creates_the_secret_then_applies_every_child_statefulset_last() {
+    let sq = SecureQdrant::test().replicas(3);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // Credentials first: a cache miss is confirmed with a GET, then created with POST.
+            api.expect_get_missing(&path::api_key_secret()).await;
+            api.expect_create(&path::secrets()).await;
+            api.expect_apply(&path::service_account()).await;
+            api.expect_apply(&path::config_map()).await;
+            api.expect_apply(&path::headless_service()).await;
+            api.expect_apply(&path::client_service()).await;
+            api.expect_apply(&path::network_policy("default-deny"))
+                .await;
+            api.expect_apply(&path::network_policy("ingress")).await;
+            api.expect_apply(&path::network_policy("egress")).await;
+            api.expect_apply(&path::pdb()).await;
+            api.expect_apply(&path::statefulset()).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(RESYNC));
+
+    // The Secret is created, never patched or applied.
+    let secret = t.body(Method::POST, &path::secrets());
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(secret["metadata"]["name"], format!("{NAME}-api-key"));
+    assert!(
+        !t.log
+            .iter()
+            .any(|l| l.path == path::api_key_secret() && l.method != Method::GET),
+        "the API-key Secret was written other than by a create:\n{}",
+        t.summary()
+    );
+    let created = keys_in(secret);
+    assert_eq!(created.api_key.expose().len(), 43, "a 256-bit key");
+    assert!(created.read_only.is_some(), "readOnlyApiKey defaults to on");
+
+    // Every written child carries the labels and the controller owner reference.
+    for l in t
+        .log
+        .iter()
+        .filter(|l| l.is_write() && !l.path.ends_with("/status"))
+    {
+        let meta = &l.body["metadata"];
+        assert_eq!(meta["namespace"], NS, "{}", l.describe());
+        assert_eq!(meta["labels"][LABEL_NAME], "qdrant", "{}", l.describe());
+        assert_eq!(meta["labels"][LABEL_INSTANCE], NAME, "{}", l.describe());
+        assert_eq!(
+            meta["labels"][LABEL_MANAGED_BY],
+            "secure-qdrant-operator",
+            "{}",
+            l.describe()
+        );
+        assert!(
+            meta["labels"][LABEL_COMPONENT].is_string(),
+            "{}",
+            l.describe()
+        );
+        let owners = meta["ownerReferences"]
+            .as_array()
+            .expect("owner references");
+        assert_eq!(owners.len(), 1, "{}", l.describe());
+        assert_eq!(owners[0]["uid"], CR_UID, "{}", l.describe());
+        assert_eq!(owners[0]["kind"], "SecureQdrant", "{}", l.describe());
+        assert_eq!(owners[0]["controller"], true, "{}", l.describe());
+        if l.method == Method::PATCH {
+            assert!(
+                meta["annotations"][APPLIED_HASH].is_string(),
+                "{} lacks the applied-hash annotation",
+                l.describe()
+            );
+        }
+    }
+
+    // The StatefulSet runs the keys just created.
+    let sts = t.body(Method::PATCH, &path::statefulset());
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(restart_hash_in(sts), restart_hash(&instance(&sq), &created));
+
+    // Status: observed generation, phase and conditions.
+    let patch = t.body(Method::PATCH, &path::status());
+    let status = status_in(patch);
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        patch["status"]["phase"], "Pending",
+        "no StatefulSet status yet"
+    );
+    assert_eq!(
+        condition(patch, "Reconciled"),
+        ("True", "Applied", "every child object is applied")
+    );
+    let (ready, reason, _) = condition(patch, "Ready");
+    assert_eq!((ready, reason), ("False", "RollingOut"));
+    assert_eq!(
+        patch["status"]["secrets"]["apiKey"],
+        format!("{NAME}-api-key")
+    );
+
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0, events[0].1.as_str()),
+        (EventType::Normal, "CredentialsGenerated")
+    );
+}
+
+#[tokio::test]
+async fn first_reconcile_of_a_single_node_has_no_pdb_and_no_egress_policy() {
+    let sq = SecureQdrant::test();
+    let (t, _) = first_reconcile(&sq).await;
+    let writes = t.writes();
+    assert!(!writes.iter().any(|w| w.contains("poddisruptionbudgets")));
+    assert!(!writes.iter().any(|w| w.ends_with("-egress")));
+    assert_eq!(
+        t.body(Method::PATCH, &path::statefulset())["spec"]["replicas"],
+        1
+    );
+}
+
+// ----- 2. nothing changed: nothing written -----------------------------------------------------
+
+#[tokio::test]
+async fn second_reconcile_of_an_unchanged_object_sends_no_request() {
+    let sq = SecureQdrant::test().replicas(3);
+    let (first, _) = first_reconcile(&sq).await;
+
+    // The caches now hold exactly what the API server stored from the first reconcile.
+    let mut cluster = Cluster::synced();
+    let mut status = None;
+    for l in first.log.iter().filter(|l| l.is_write()) {
+        if l.path.ends_with("/status") {
+            status = Some(status_in(&l.body));
+        } else {
+            cluster.put_json(&as_stored(&l.body));
+        }
+    }
+    let sq = sq.with_status(status.expect("the first reconcile wrote status"));
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h.reconcile(&sq, |api| async move { api }).await;
+    assert_eq!(result.expect("reconcile"), Action::requeue(RESYNC));
+    assert!(t.log.is_empty(), "requests:\n{}", t.summary());
+    assert_eq!(h.published(), vec![], "no Event when nothing happens");
+}
+
+// ----- 3. a deleted or edited child is put back ------------------------------------------------
+
+/// A settled cluster of `sq` with its children built from `keys`.
+fn settled_cluster(sq: &SecureQdrant, keys: &ApiKeys) -> (SecureQdrant, Cluster) {
+    let cluster = Cluster::synced().with_children(&children_of(sq, keys));
+    (settled(sq.clone(), &cluster), cluster)
+}
+
+#[tokio::test]
+async fn a_deleted_config_map_is_recreated_and_nothing_else_written() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let children = children_of(&sq, &k);
+    cluster.remove(applied(children.config_map.clone()));
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_apply(&path::config_map()).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(
+        t.body(Method::PATCH, &path::config_map()),
+        &serde_json::to_value(stamp(children.config_map)).unwrap(),
+        "the ConfigMap is recreated exactly as built"
+    );
+    assert_eq!(h.published(), vec![]);
+}
+
+#[tokio::test]
+async fn a_deleted_network_policy_is_recreated_and_nothing_else_written() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let ingress: NetworkPolicy = children_of(&sq, &k)
+        .network_policies
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("vectors-ingress"))
+        .expect("an ingress policy");
+    cluster.remove(applied(ingress));
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_apply(&path::network_policy("ingress")).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(t.writes().len(), 1);
+}
+
+#[tokio::test]
+async fn a_child_edited_by_someone_else_is_applied_again() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    // Someone edits the config file; the applied-hash annotation stays as it was.
+    let mut edited = applied(children_of(&sq, &k).config_map);
+    edited.data.as_mut().unwrap().insert(
+        "config.yaml".into(),
+        "service: {enable_cors: true}\n".into(),
+    );
+    cluster.put(edited);
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_apply(&path::config_map()).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let sent = t.body(Method::PATCH, &path::config_map());
+    assert!(
+        sent["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("enable_cors: false")
+    );
+}
+
+// ----- 4. invalid spec -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_invalid_spec_fails_in_status_and_an_event_and_applies_nothing() {
+    let user_secret = "hunter2-typed-into-the-spec";
+    let sq = SecureQdrant::test()
+        .config(json!({"service": {"api_key": user_secret}}))
+        .storage_size("ten");
+    let cr = sq.to_json();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    assert_eq!(
+        result.expect("an invalid spec is not an error"),
+        Action::await_change()
+    );
+
+    let patch = t.body(Method::PATCH, &path::status()).clone();
+    assert_eq!(patch["status"]["phase"], "Failed");
+    let (status, reason, message) = condition(&patch, "Reconciled");
+    assert_eq!((status, reason), ("False", "InvalidSpec"));
+    assert!(message.contains("spec.config.service.api_key"), "{message}");
+    assert!(message.contains("spec.storage.size"), "{message}");
+    assert_eq!(condition(&patch, "Ready").1, "InvalidSpec");
+    assert!(!patch.to_string().contains(user_secret), "{patch}");
+
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (type_, reason, note) = &events[0];
+    assert_eq!(
+        (*type_, reason.as_str()),
+        (EventType::Warning, "InvalidSpec")
+    );
+    assert!(note.contains("spec.config.service.api_key"), "{note}");
+    assert!(note.contains("spec.storage.size"), "{note}");
+    assert!(!note.contains(user_secret), "{note}");
+
+    // Reconciled again with that status in place: no write, and no second Event.
+    let sq = sq.with_status(status_in(&patch));
+    let (result, t) = h.reconcile(&sq, |api| async move { api }).await;
+    result.expect("reconcile");
+    assert!(t.log.is_empty(), "{}", t.summary());
+    assert_eq!(h.published().len(), 1, "Events only on transitions");
+}
+
+// ----- 5. an existing Secret is reused ---------------------------------------------------------
+
+#[tokio::test]
+async fn an_existing_secret_in_the_cache_is_reused_unchanged() {
+    let sq = SecureQdrant::test();
+    let existing = keys("existing");
+    let mut cluster = Cluster::synced();
+    cluster.put(stored(children_of(&sq, &existing).api_key_secret));
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // No GET: the cache has it. No POST or PATCH: it is complete.
+            expect_every_child(&mut api, false).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let inst = instance(&sq);
+    let hash = restart_hash_in(t.body(Method::PATCH, &path::statefulset()));
+    assert_eq!(hash, restart_hash(&inst, &existing));
+    assert_ne!(
+        hash,
+        restart_hash(&inst, &keys("other")),
+        "the hash follows the keys"
+    );
+    assert!(!t.log.iter().any(|l| l.path.contains("/secrets")));
+    assert_eq!(h.published(), vec![], "no credentials Event");
+}
+
+#[tokio::test]
+async fn an_existing_secret_missing_from_the_cache_is_read_and_reused() {
+    let sq = SecureQdrant::test().replicas(3);
+    let existing = keys("existing");
+    let secret = serde_json::to_value(stored(children_of(&sq, &existing).api_key_secret)).unwrap();
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_get(&path::api_key_secret(), &secret).await;
+            expect_every_child(&mut api, true).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(
+        restart_hash_in(t.body(Method::PATCH, &path::statefulset())),
+        restart_hash(&instance(&sq), &existing)
+    );
+    assert_eq!(h.published(), vec![]);
+}
+
+#[tokio::test]
+async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
+    let sq = SecureQdrant::test();
+    let existing = keys("existing");
+    let mut secret = stored(children_of(&sq, &existing).api_key_secret);
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(material::READ_ONLY_API_KEY);
+    let mut cluster = Cluster::synced();
+    cluster.put(secret);
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            let call = api.expect(Method::PATCH, &path::api_key_secret()).await;
+            assert_eq!(
+                call.request.content_type.as_deref(),
+                Some(api_verifier::MERGE_PATCH)
+            );
+            let answer = call.request.body.clone();
+            call.respond(http::StatusCode::OK, &answer);
+            expect_every_child(&mut api, false).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+
+    let patch = t.body(Method::PATCH, &path::api_key_secret());
+    assert_eq!(
+        patch["metadata"]["resourceVersion"],
+        api_verifier::RESOURCE_VERSION,
+        "a compare-and-swap on the version read"
+    );
+    let data = patch["data"].as_object().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec![material::READ_ONLY_API_KEY],
+        "only the missing key is written"
+    );
+    let added = String::from_utf8(
+        STANDARD
+            .decode(data[material::READ_ONLY_API_KEY].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let now = ApiKeys {
+        api_key: existing.api_key.clone(),
+        read_only: Some(SecretValue::new(added)),
+    };
+    assert_eq!(
+        restart_hash_in(t.body(Method::PATCH, &path::statefulset())),
+        restart_hash(&instance(&sq), &now)
+    );
+
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0, events[0].1.as_str()),
+        (EventType::Warning, "CredentialsChanged")
+    );
+    assert!(
+        events[0].2.contains(material::READ_ONLY_API_KEY),
+        "{events:?}"
+    );
+    assert_no_secret("the Event note", &events[0].2, &now);
+}
+
+// ----- 6. a concurrent create ------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_secret_created_concurrently_is_read_and_its_keys_used() {
+    let sq = SecureQdrant::test().replicas(3);
+    let theirs = keys("theirs");
+    let their_secret =
+        serde_json::to_value(stored(children_of(&sq, &theirs).api_key_secret)).unwrap();
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            api.expect_create_conflict(&path::secrets()).await;
+            api.expect_get(&path::api_key_secret(), &their_secret).await;
+            expect_every_child(&mut api, true).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let hash = restart_hash_in(t.body(Method::PATCH, &path::statefulset()));
+    assert_eq!(hash, restart_hash(&instance(&sq), &theirs));
+    let ours = keys_in(t.body(Method::POST, &path::secrets()));
+    assert_ne!(
+        hash,
+        restart_hash(&instance(&sq), &ours),
+        "our lost keys are dropped"
+    );
+    assert_eq!(h.published(), vec![], "no keys were generated in the end");
+}
+
+#[tokio::test]
+async fn a_secret_race_lost_twice_fails_without_writing_anything_else() {
+    let sq = SecureQdrant::test();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            for _ in 0..2 {
+                api.expect_get_missing(&path::api_key_secret()).await;
+                api.expect_create_conflict(&path::secrets()).await;
+            }
+            api
+        })
+        .await;
+    let err = result.expect_err("the race is reported");
+    assert!(matches!(err, Error::SecretRace(_)), "{err:?}");
+    assert_eq!(err.metric_label(), "create_secret");
+    for l in t.log.iter().filter(|l| l.method == Method::POST) {
+        let k = keys_in(&l.body);
+        assert_no_secret("the error", &err.to_string(), &k);
+        assert_no_secret("the error", &format!("{err:?}"), &k);
+    }
+}
+
+// ----- 7. scale-down refused -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_scale_down_is_refused_the_statefulset_keeps_its_replicas() {
+    let k = keys("k");
+    // Running with 3 replicas of an older image; the user asks for 1 replica of the new one.
+    let before = SecureQdrant::test().replicas(3).image(OLD_IMAGE);
+    let (before, cluster) = settled_cluster(&before, &k);
+    let sq = SecureQdrant::test()
+        .replicas(1)
+        .generation(2)
+        .with_status(before.status.clone().unwrap());
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // Config, policies and PDB stay those of a 3-node cluster: only the image changes.
+            api.expect_apply(&path::statefulset()).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("a refusal is not an error");
+
+    let sts = t.body(Method::PATCH, &path::statefulset());
+    assert_eq!(sts["spec"]["replicas"], 3, "the scale-down is not applied");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        SecureQdrant::test().spec.image,
+        "the rest of the spec is"
+    );
+    let patch = t.body(Method::PATCH, &path::status());
+    assert_eq!(patch["status"]["phase"], "Degraded");
+    assert_eq!(patch["status"]["observedGeneration"], 2);
+    let (status, reason, message) = condition(patch, "Reconciled");
+    assert_eq!((status, reason), ("False", "ScaleDownRefused"));
+    assert!(message.contains("from 3 to 1"), "{message}");
+
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0, events[0].1.as_str()),
+        (EventType::Warning, "ScaleDownRefused")
+    );
+    assert!(events[0].2.contains("from 3 to 1"), "{events:?}");
+}
+
+// ----- 8. orphans ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_policy_no_longer_built_is_deleted_and_others_are_left_alone() {
+    let k = keys("k");
+    let before = SecureQdrant::test().with_metrics();
+    let (before, mut cluster) = settled_cluster(&before, &k);
+    assert!(
+        cluster
+            .stores
+            .network_policies
+            .state()
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("vectors-metrics")),
+        "the metrics policy exists before"
+    );
+    // A policy a user made for the instance: same labels, but not owned by the SecureQdrant.
+    let mut users: NetworkPolicy = applied(
+        children_of(&before, &k)
+            .network_policies
+            .into_iter()
+            .next()
+            .unwrap(),
+    );
+    users.metadata.name = Some("vectors-allow-backup".into());
+    users.metadata.owner_references = None;
+    cluster.put(users);
+
+    let sq = SecureQdrant::test()
+        .generation(2)
+        .with_status(before.status.clone().unwrap());
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // The config and the pods lose the metrics port...
+            api.expect_apply(&path::config_map()).await;
+            api.expect_apply(&path::statefulset()).await;
+            // ...and the policy admitting scrapers goes.
+            api.expect_delete(&path::network_policy("metrics")).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert!(
+        !t.body(Method::PATCH, &path::config_map())["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("metrics_port")
+    );
+}
+
+// ----- 9. secrets stay secret ------------------------------------------------------------------
+
+#[tokio::test]
+async fn generated_keys_appear_only_in_the_secret_create() {
+    let sq = SecureQdrant::test().replicas(3);
+    let (t, h) = first_reconcile(&sq).await;
+    let created = keys_in(t.body(Method::POST, &path::secrets()));
+    for l in t.log.iter().filter(|l| l.method != Method::POST) {
+        assert_no_secret(&l.describe(), &l.body.to_string(), &created);
+    }
+    let status = t.body(Method::PATCH, &path::status());
+    assert_no_secret("the status", &status.to_string(), &created);
+    let events = h.published();
+    assert!(!events.is_empty());
+    for (_, reason, note) in &events {
+        assert_no_secret(reason, note, &created);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is_written() {
+    let sq = SecureQdrant::test();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            let call = api.expect_post(&path::secrets()).await;
+            call.respond(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                &api_verifier::status_failure(
+                    "etcdserver: request timed out",
+                    500,
+                    "InternalError",
+                ),
+            );
+            api
+        })
+        .await;
+    let err = result.expect_err("the failure is reported");
+    assert!(matches!(err, Error::CreateSecret { .. }), "{err:?}");
+    assert!(err.to_string().contains("vectors-api-key"), "{err}");
+    let sent = keys_in(t.body(Method::POST, &path::secrets()));
+    assert_no_secret("the error", &err.to_string(), &sent);
+    assert_no_secret("the error", &format!("{err:?}"), &sent);
+    assert_eq!(h.published(), vec![]);
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_recreated_pods_roll_and_an_event_says_so() {
+    let old = keys("old");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &old);
+    cluster.remove(stored(children_of(&sq, &old).api_key_secret));
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            api.expect_create(&path::secrets()).await;
+            api.expect_apply(&path::statefulset()).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let new = keys_in(t.body(Method::POST, &path::secrets()));
+    assert_ne!(new, old);
+    assert_eq!(
+        restart_hash_in(t.body(Method::PATCH, &path::statefulset())),
+        restart_hash(&instance(&sq), &new)
+    );
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0, events[0].1.as_str()),
+        (EventType::Warning, "CredentialsChanged")
+    );
+    assert_no_secret("the Event note", &events[0].2, &new);
+    assert_no_secret("the Event note", &events[0].2, &old);
+}
+
+// ----- status follows the StatefulSet ----------------------------------------------------------
+
+#[tokio::test]
+async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
+    sts.status = Some(StatefulSetStatus {
+        observed_generation: Some(1),
+        replicas: 3,
+        ready_replicas: Some(3),
+        updated_replicas: Some(3),
+        current_revision: Some("vectors-5d4f".into()),
+        update_revision: Some("vectors-5d4f".into()),
+        ..StatefulSetStatus::default()
+    });
+    cluster.put(sts);
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let patch = t.body(Method::PATCH, &path::status());
+    assert_eq!(patch["status"]["phase"], "Ready");
+    assert_eq!(patch["status"]["readyReplicas"], 3);
+    assert_eq!(
+        condition(patch, "Ready"),
+        ("True", "AllReplicasReady", "3/3 replicas ready")
+    );
+}
+
+// ----- failures and backoff --------------------------------------------------------------------
+
+#[tokio::test]
+async fn failures_back_off_per_object_and_a_success_resets_them() {
+    let (sq, cluster) = settled_cluster(&SecureQdrant::test(), &keys("k"));
+    let mut h = Harness::new(&cluster);
+    let sq = Arc::new(sq);
+    let ctx = h.ctx.clone();
+    let fail =
+        |sq: &Arc<SecureQdrant>| error_policy(sq.clone(), &Error::CacheNotReady, ctx.clone());
+
+    assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(5)));
+    assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(10)));
+    assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(20)));
+    let mut other = (*sq).clone();
+    other.metadata.name = Some("other".into());
+    assert_eq!(
+        fail(&Arc::new(other)),
+        Action::requeue(Duration::from_secs(5)),
+        "counted per object"
+    );
+    assert_eq!(backoff(7), Duration::from_secs(300), "capped at 5 min");
+
+    let (result, _) = h.reconcile(&sq, |api| async move { api }).await;
+    result.expect("reconcile");
+    assert_eq!(
+        error_policy(sq.clone(), &Error::CacheNotReady, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5)),
+        "a success resets the count"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_apply_stops_before_the_statefulset_and_status() {
+    let sq = SecureQdrant::test();
+    let mut cluster = Cluster::synced();
+    cluster.put(stored(children_of(&sq, &keys("k")).api_key_secret));
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_apply(&path::service_account()).await;
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            call.respond(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                &api_verifier::status_failure(
+                    "ConfigMap \"vectors-config\" is invalid",
+                    422,
+                    "Invalid",
+                ),
+            );
+            api
+        })
+        .await;
+    let err = result.expect_err("the failure is reported");
+    assert!(
+        matches!(
+            err,
+            Error::Apply {
+                kind: "ConfigMap",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.metric_label(), "apply");
+    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+}
+
+#[tokio::test(start_paused = true)]
+async fn caches_that_never_sync_fail_the_reconcile_without_a_request() {
+    // The watches are alive (the writers are held) but never list: the reconcile waits for them
+    // (30 s, in paused time), then gives up without reading or writing anything.
+    let cluster = Cluster::unsynced();
+    let mut h = Harness::new(&cluster);
+    let start = tokio::time::Instant::now();
+    let (result, t) = h
+        .reconcile(&SecureQdrant::test(), |api| async move { api })
+        .await;
+    assert!(matches!(result, Err(Error::CacheNotReady)), "{result:?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(t.log.is_empty());
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn an_object_being_deleted_is_left_to_the_garbage_collector() {
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, t) = h
+        .reconcile(&SecureQdrant::test().deleting(), |api| async move { api })
+        .await;
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert!(t.log.is_empty());
+}

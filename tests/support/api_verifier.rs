@@ -1,0 +1,495 @@
+//! A scripted Kubernetes API server for one reconcile scenario (the kube-rs controller-rs
+//! "ApiServerVerifier" pattern).
+//!
+//! [`mock_client`] gives a real `kube::Client` whose transport is a `tower_test` mock. A test hands
+//! [`MockApi::run`] a script: an async block that takes the requests one by one in the order it
+//! expects them, asserts method, path, query and body of each, and answers the way the API server
+//! would (an applied object is echoed back with a resourceVersion, a missing object is a 404
+//! `Status`, a create is a 201). When the reconcile is over, `play` checks that the
+//! script got every request it waited for and that no request arrived after it: any extra request
+//! is answered with a 500 and fails the test, so "nothing else was written" is checked, not assumed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle, SendResponse};
+
+/// Field manager the operator must write with.
+pub const FIELD_MANAGER: &str = "secure-qdrant-operator";
+/// resourceVersion of every object the fake server writes.
+pub const RESOURCE_VERSION: &str = "4242";
+/// Content type of a server-side apply.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+/// Content type of a JSON merge patch.
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// A `kube::Client` over a mock transport, and the handle that plays the API server.
+pub fn mock_client(default_namespace: &str) -> (kube::Client, MockApi) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (
+        kube::Client::new(service, default_namespace),
+        MockApi {
+            handle: Some(handle),
+        },
+    )
+}
+
+/// The server side of a mock client.
+pub struct MockApi {
+    handle: Option<ApiHandle>,
+}
+
+impl MockApi {
+    /// Runs `under_test` while `script` plays the API server in a task of its own, then checks
+    /// the script got every request it waited for and nothing more. A failed assertion of the
+    /// script fails the test with its own message.
+    pub async fn play<F, Fut, T>(
+        &mut self,
+        script: F,
+        under_test: impl Future<Output = T>,
+    ) -> (T, Transcript)
+    where
+        F: FnOnce(ApiServer) -> Fut,
+        Fut: Future<Output = ApiServer> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        let server = ApiServer {
+            handle: self
+                .handle
+                .take()
+                .expect("the previous scenario on this client did not finish"),
+            finished: done_rx,
+            log: Vec::new(),
+        };
+        let script = script(server);
+        let task = tokio::spawn(async move { script.await.drain().await });
+        let output = under_test.await;
+        let _ = done_tx.send(());
+        let (transcript, handle) = finish(task).await;
+        self.handle = Some(handle);
+        (output, transcript)
+    }
+}
+
+async fn finish(task: JoinHandle<(Transcript, ApiHandle)>) -> (Transcript, ApiHandle) {
+    let joined = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the API server script did not finish within 10 s");
+    let (transcript, handle) = match joined {
+        Ok(t) => t,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the API server script was cancelled: {e}"),
+    };
+    assert!(
+        transcript.unexpected.is_empty(),
+        "requests the scenario did not expect (answered with 500):\n  {}\nafter the expected \
+         ones:\n{}",
+        transcript.unexpected.join("\n  "),
+        transcript.summary()
+    );
+    (transcript, handle)
+}
+
+/// One request, as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub method: Method,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub content_type: Option<String>,
+    /// The JSON body; `Value::Null` when there was none.
+    pub body: Value,
+}
+
+impl Logged {
+    /// `METHOD /path?query`, for messages.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} {}", self.method, self.path);
+        if !self.query.is_empty() {
+            let q: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(s, "?{}", q.join("&"));
+        }
+        s
+    }
+
+    /// True for anything but a read.
+    pub fn is_write(&self) -> bool {
+        self.method != Method::GET
+    }
+}
+
+/// Every request the script handled, in order, and those that came after it.
+#[derive(Debug)]
+pub struct Transcript {
+    pub log: Vec<Logged>,
+    pub unexpected: Vec<String>,
+}
+
+impl Transcript {
+    /// The writes (everything but GET), as `METHOD /path`.
+    pub fn writes(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .filter(|l| l.is_write())
+            .map(|l| format!("{} {}", l.method, l.path))
+            .collect()
+    }
+
+    /// The body of the only request with this method and path.
+    pub fn body(&self, method: Method, path: &str) -> &Value {
+        let found: Vec<&Logged> = self
+            .log
+            .iter()
+            .filter(|l| l.method == method && l.path == path)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected exactly one {method} {path}; the server saw:\n{}",
+            self.summary()
+        );
+        &found[0].body
+    }
+
+    /// Every request, one a line.
+    pub fn summary(&self) -> String {
+        self.log
+            .iter()
+            .map(|l| format!("  {}", l.describe()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A request waiting for its answer.
+pub struct Call {
+    pub request: Logged,
+    respond: SendResponse<Response<Body>>,
+}
+
+impl Call {
+    /// Answers with `code` and a JSON body.
+    pub fn respond(self, code: StatusCode, body: &Value) {
+        let bytes = serde_json::to_vec(body).expect("JSON serializes");
+        let response = Response::builder()
+            .status(code)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))
+            .expect("a valid response");
+        self.respond.send_response(response);
+    }
+}
+
+/// The fake API server a script drives.
+pub struct ApiServer {
+    handle: ApiHandle,
+    finished: oneshot::Receiver<()>,
+    log: Vec<Logged>,
+}
+
+impl ApiServer {
+    /// The next request. Panics when the code under test returned without sending it.
+    pub async fn next(&mut self, expected: &str) -> Call {
+        let request = tokio::select! {
+            biased;
+            r = self.handle.next_request() => r,
+            _ = &mut self.finished => None,
+        };
+        let Some((request, respond)) = request else {
+            panic!(
+                "expected {expected}, but the reconcile finished (or the client was dropped) \
+                 after:\n{}",
+                self.summary()
+            );
+        };
+        let logged = read(request).await;
+        self.log.push(logged.clone());
+        Call {
+            request: logged,
+            respond,
+        }
+    }
+
+    /// The next request, asserted to be `method path`.
+    pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let call = self.next(&format!("{method} {path}")).await;
+        assert!(
+            call.request.method == method && call.request.path == path,
+            "expected {method} {path}, got {}; requests so far:\n{}",
+            call.request.describe(),
+            self.summary()
+        );
+        call
+    }
+
+    /// A GET of an object that does not exist: answered 404 NotFound.
+    pub async fn expect_get_missing(&mut self, path: &str) {
+        let call = self.expect(Method::GET, path).await;
+        call.respond(StatusCode::NOT_FOUND, &not_found(path));
+    }
+
+    /// A GET of an object that exists: answered with it.
+    pub async fn expect_get(&mut self, path: &str, object: &Value) {
+        let call = self.expect(Method::GET, path).await;
+        call.respond(StatusCode::OK, object);
+    }
+
+    /// A server-side apply of `path` under the operator's field manager, forced. Answered with the
+    /// object as stored (resourceVersion, uid, creationTimestamp added). Returns what was sent.
+    pub async fn expect_apply(&mut self, path: &str) -> Value {
+        let call = self.expect(Method::PATCH, path).await;
+        let r = &call.request;
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some(APPLY_PATCH),
+            "{} must be a server-side apply",
+            r.describe()
+        );
+        assert_eq!(
+            r.query.get("fieldManager").map(String::as_str),
+            Some(FIELD_MANAGER),
+            "{} must name the operator's field manager",
+            r.describe()
+        );
+        assert_eq!(
+            r.query.get("force").map(String::as_str),
+            Some("true"),
+            "{} must force conflicts (the operator owns these fields)",
+            r.describe()
+        );
+        let (_, _, name) = parse_path(path);
+        assert_eq!(
+            r.body["metadata"]["name"].as_str(),
+            Some(name.as_str()),
+            "{}: body names another object",
+            r.describe()
+        );
+        assert!(
+            r.body["apiVersion"].is_string() && r.body["kind"].is_string(),
+            "{}: an apply body needs apiVersion and kind",
+            r.describe()
+        );
+        let sent = r.body.clone();
+        call.respond(StatusCode::OK, &as_stored(&sent));
+        sent
+    }
+
+    /// A create (POST to the collection `path`) under the operator's field manager: answered 201
+    /// with the object as stored. Returns what was sent.
+    pub async fn expect_create(&mut self, collection: &str) -> Value {
+        let call = self.expect_post(collection).await;
+        let sent = call.request.body.clone();
+        call.respond(StatusCode::CREATED, &as_stored(&sent));
+        sent
+    }
+
+    /// A create that loses a race: answered 409 AlreadyExists. Returns what was sent.
+    pub async fn expect_create_conflict(&mut self, collection: &str) -> Value {
+        let call = self.expect_post(collection).await;
+        let sent = call.request.body.clone();
+        let name = sent["metadata"]["name"].as_str().unwrap_or_default();
+        call.respond(
+            StatusCode::CONFLICT,
+            &status_failure(&format!("{collection}/{name}"), 409, "AlreadyExists"),
+        );
+        sent
+    }
+
+    /// A POST to `collection` under the operator's field manager, not yet answered.
+    pub async fn expect_post(&mut self, collection: &str) -> Call {
+        let call = self.expect(Method::POST, collection).await;
+        assert_eq!(
+            call.request.query.get("fieldManager").map(String::as_str),
+            Some(FIELD_MANAGER),
+            "{} must name the operator's field manager",
+            call.request.describe()
+        );
+        call
+    }
+
+    /// A merge patch of the status subresource at `path` (ending in `/status`): answered with
+    /// `object` carrying the new status. Returns the patch.
+    pub async fn expect_status_patch(&mut self, path: &str, object: &Value) -> Value {
+        assert!(path.ends_with("/status"), "{path} is not a status path");
+        let call = self.expect(Method::PATCH, path).await;
+        assert_eq!(
+            call.request.content_type.as_deref(),
+            Some(MERGE_PATCH),
+            "{}: status is written as a merge patch",
+            call.request.describe()
+        );
+        let patch = call.request.body.clone();
+        assert!(
+            patch.as_object().is_some_and(|o| o.len() == 1),
+            "a status patch carries nothing but status: {patch}"
+        );
+        let mut stored = as_stored(object);
+        stored["status"] = patch["status"].clone();
+        call.respond(StatusCode::OK, &stored);
+        patch
+    }
+
+    /// A background DELETE of `path`: answered with a success Status.
+    pub async fn expect_delete(&mut self, path: &str) {
+        let call = self.expect(Method::DELETE, path).await;
+        assert_eq!(
+            call.request.body["propagationPolicy"].as_str(),
+            Some("Background"),
+            "{}: children are deleted in the background",
+            call.request.describe()
+        );
+        let (group, plural, name) = parse_path(path);
+        call.respond(
+            StatusCode::OK,
+            &json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": group, "kind": plural, "uid": "deleted-uid"},
+            }),
+        );
+    }
+
+    fn summary(&self) -> String {
+        if self.log.is_empty() {
+            return "  (no request)".to_owned();
+        }
+        self.log
+            .iter()
+            .map(|l| format!("  {}", l.describe()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// After the script: every further request is unexpected, recorded and answered with 500
+    /// (so the code under test fails fast instead of hanging) until the scenario is finished.
+    async fn drain(mut self) -> (Transcript, ApiHandle) {
+        let mut unexpected = Vec::new();
+        loop {
+            let request = tokio::select! {
+                biased;
+                r = self.handle.next_request() => r,
+                _ = &mut self.finished => None,
+            };
+            let Some((request, respond)) = request else {
+                break;
+            };
+            let logged = read(request).await;
+            unexpected.push(logged.describe());
+            Call {
+                request: logged,
+                respond,
+            }
+            .respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &status_failure("unexpected request", 500, "InternalError"),
+            );
+        }
+        (
+            Transcript {
+                log: self.log,
+                unexpected,
+            },
+            self.handle,
+        )
+    }
+}
+
+async fn read(request: Request<Body>) -> Logged {
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.expect("request body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("request bodies are JSON")
+    };
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    Logged {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query,
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().expect("ASCII content type").to_owned()),
+        body,
+    }
+}
+
+/// (group, plural, name) of an object path: `/api/v1/namespaces/ns/secrets/x` or
+/// `/apis/apps/v1/namespaces/ns/statefulsets/x`.
+pub fn parse_path(path: &str) -> (String, String, String) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", _, "namespaces", _, plural, name, ..] => {
+            (String::new(), (*plural).to_owned(), (*name).to_owned())
+        }
+        ["apis", group, _, "namespaces", _, plural, name, ..] => (
+            (*group).to_owned(),
+            (*plural).to_owned(),
+            (*name).to_owned(),
+        ),
+        _ => panic!("not a namespaced object path: {path}"),
+    }
+}
+
+/// The 404 `Status` the API server sends for a missing object.
+pub fn not_found(path: &str) -> Value {
+    let (group, plural, name) = parse_path(path);
+    let what = if group.is_empty() {
+        plural.clone()
+    } else {
+        format!("{plural}.{group}")
+    };
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{what} \"{name}\" not found"),
+        "reason": "NotFound",
+        "details": {"name": name, "group": group, "kind": plural},
+        "code": 404,
+    })
+}
+
+/// A failure `Status` with a code and reason.
+pub fn status_failure(message: &str, code: u16, reason: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    })
+}
+
+/// An object as the API server stores it: what was sent plus resourceVersion, uid,
+/// creationTimestamp and generation (fields the server owns).
+pub fn as_stored(sent: &Value) -> Value {
+    let mut stored = sent.clone();
+    let meta = stored["metadata"]
+        .as_object_mut()
+        .expect("an object with metadata");
+    meta.insert("resourceVersion".into(), json!(RESOURCE_VERSION));
+    let uid = format!(
+        "uid-of-{}",
+        meta.get("name").and_then(Value::as_str).unwrap_or("x")
+    );
+    meta.entry("uid").or_insert_with(|| json!(uid));
+    meta.entry("creationTimestamp")
+        .or_insert_with(|| json!("2026-01-01T00:00:00Z"));
+    meta.entry("generation").or_insert_with(|| json!(1));
+    stored
+}
