@@ -18,4 +18,5 @@ pub mod reconcile;
 pub mod render;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;

@@ -1,0 +1,108 @@
+//! Certificate material for an instance: the CA, the serving certificate, their rotation and the
+//! replacement of a CA key without breaking trust between peers.
+//!
+//! Everything here is pure apart from the OS random source used for keys and serial numbers: no
+//! Kubernetes I/O, and the clock is always passed in. The reconcile pipeline reads the Secrets,
+//! calls [`converge`], and writes back what it returns.
+//!
+//! - [`cert`]: reading certificates and keys (x509-parser), the trust bundle.
+//! - [`ca`]: issuing and renewing the instance's CA (ECDSA P-256).
+//! - [`leaf`]: the serving certificate and the DNS names it carries.
+//! - [`rotation`]: when to renew what, with deterministic jitter, and when to requeue.
+//! - [`rollover`]: the phase machine that replaces a CA key (old and new CA trusted side by side).
+//! - [`converge`]: the one call the pipeline makes, composing the above.
+//!
+//! What the caller persists, and where:
+//! - Secret `<n>-ca` (managed CA only): `tls.crt`, `tls.key` ([`CaMaterial::to_secret_data`]);
+//!   annotation [`CA_ROTATION_HANDLED_ANNOTATION`] with the last handled replacement request.
+//! - Secret `<n>-tls` (`kubernetes.io/tls`): `tls.crt`, `tls.key`, `ca.crt`
+//!   ([`PublishedTls::to_secret_data`]) and annotation [`ROLLOVER_PHASE_ANNOTATION`]
+//!   ([`PublishedTls::annotations`]), written in ONE update so phase and material never disagree.
+//! - The StatefulSet pod template: annotation [`TLS_FINGERPRINT_ANNOTATION`] =
+//!   [`PublishedTls::fingerprint`], so a change rolls the pods; once every pod runs and is ready
+//!   with that template, the caller reports the fingerprint back ([`TlsInputs::rolled_out`]).
+
+pub mod ca;
+pub mod cert;
+pub mod converge;
+pub mod leaf;
+pub mod rollover;
+pub mod rotation;
+mod time;
+
+pub use ca::{CaMaterial, CaSubject, issue_ca, renew_ca};
+pub use cert::{Certificate, PrivateKey, bundle_pem, parse_bundle};
+pub use converge::{
+    CaChange, CaInput, PublishedTls, ROLLOVER_POLL, ReadTls, TlsInputs, TlsOutcome, converge,
+    read_published,
+};
+pub use leaf::{LeafMaterial, issue_leaf, serving_dns_names};
+pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
+pub use rotation::{
+    CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, Jitter, LeafAction, LeafDecision,
+    LeafReason, LeafState, TlsPolicy,
+};
+
+/// Secret key of a certificate chain (leaf first) in `<n>-ca` and `<n>-tls`.
+pub const TLS_CRT: &str = "tls.crt";
+/// Secret key of the PKCS#8 PEM private key in `<n>-ca` and `<n>-tls`.
+pub const TLS_KEY: &str = "tls.key";
+/// Secret key of the trust bundle (one or more CA certificates) in `<n>-tls`.
+pub const CA_CRT: &str = "ca.crt";
+
+/// Annotation on `<n>-tls`: the CA key rollover phase ([`Phase`]); absent when none is running.
+pub const ROLLOVER_PHASE_ANNOTATION: &str = "secureqdrant.dev/ca-rollover-phase";
+/// Annotation on the SecureQdrant: set it to any new value to ask for a new CA key.
+pub const ROTATE_CA_ANNOTATION: &str = "secureqdrant.dev/rotate-ca";
+/// Annotation on `<n>-ca`: the value of [`ROTATE_CA_ANNOTATION`] that produced the current key,
+/// so one request replaces the key once.
+pub const CA_ROTATION_HANDLED_ANNOTATION: &str = "secureqdrant.dev/ca-rotation-handled";
+/// Pod-template annotation carrying [`PublishedTls::fingerprint`].
+pub const TLS_FINGERPRINT_ANNOTATION: &str = "secureqdrant.dev/tls-fingerprint";
+
+/// What went wrong with certificate material. Messages never include key material.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    #[error("Secret key {0:?} is missing")]
+    MissingKey(&'static str),
+    #[error("Secret key {0:?} is not UTF-8 PEM")]
+    NotUtf8(&'static str),
+    #[error("no PEM CERTIFICATE block found")]
+    NoCertificate,
+    #[error("the certificate cannot be parsed: {0}")]
+    BadCertificate(String),
+    #[error(
+        "the private key cannot be read ({0}): it must be an unencrypted PKCS#8 PEM \
+         (\"BEGIN PRIVATE KEY\") ECDSA P-256/P-384, RSA or Ed25519 key; convert other formats \
+         with `openssl pkcs8 -topk8 -nocrypt`"
+    )]
+    BadKey(String),
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
+    #[error("the CA certificate is not a CA (basicConstraints cA is not set)")]
+    NotCa,
+    #[error("the CA certificate expired at {0}")]
+    CaExpired(String),
+    #[error("invalid DNS name {0:?} for a certificate")]
+    BadDnsName(String),
+    #[error("a renewed CA must keep subject and key identifier, and they changed")]
+    RenewalChangedIdentity,
+    #[error("the lifetime {0} is not positive")]
+    BadLifetime(String),
+    #[error("issuing a certificate failed: {0}")]
+    Issue(String),
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
+}
+
+impl From<rcgen::Error> for TlsError {
+    fn from(e: rcgen::Error) -> Self {
+        TlsError::Issue(e.to_string())
+    }
+}
+
+impl From<getrandom::Error> for TlsError {
+    fn from(e: getrandom::Error) -> Self {
+        TlsError::Random(e.to_string())
+    }
+}
