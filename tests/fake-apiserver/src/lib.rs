@@ -356,6 +356,35 @@ impl FakeApiServer {
         store.delete(&rt, namespace, name, &DeleteOpts::default())
     }
 
+    /// Waits until `done` holds for an object (`None` when it does not exist), checking now and
+    /// after every change; returns the object as it was then, or `Err` after `timeout`.
+    pub async fn wait_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut rx = self.shared.lock_store().tx.subscribe();
+            let now = self.get(api_version, kind, namespace, name);
+            if done(now.as_ref()) {
+                return Ok(now);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(format!(
+                        "timed out after {timeout:?} waiting for {kind} {namespace}/{name}; last seen: {now:?}"
+                    ));
+                }
+                _ = rx.recv() => {}
+            }
+        }
+    }
+
     /// Replaces an object's `.status` (as a controller or kubelet would), e.g. to make a
     /// StatefulSet look ready.
     pub fn set_status(

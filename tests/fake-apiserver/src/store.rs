@@ -738,16 +738,8 @@ impl Store {
                         .iter()
                         .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
                         .collect();
-                    let mut e = ApiError::conflict(
-                        &gr,
-                        name,
-                        &format!(
-                            "Apply failed with {} conflict{}: {}",
-                            c.len(),
-                            if c.len() == 1 { "" } else { "s" },
-                            list.join("; ")
-                        ),
-                    );
+                    // A real server's apply conflicts say only this, no "Operation cannot...".
+                    let mut e = ApiError::conflict(&gr, name, "");
                     e.message = format!(
                         "Apply failed with {} conflict{}: {}",
                         c.len(),

@@ -1095,3 +1095,127 @@ async fn test_helpers_insert_get_list_delete() {
     assert!(server.resource_version() > 0);
     assert_eq!(server.counters().total(), 0, "helpers are not counted");
 }
+
+#[tokio::test]
+async fn delete_collection_dry_run_foreground_and_namespace_deletion() {
+    let (server, client) = setup().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    let pp = PostParams::default();
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        api.create(&pp, &cm(n, &[("app", l)])).await.unwrap();
+    }
+    // dryRun writes nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    api.create(&dry, &cm("d", &[])).await.unwrap();
+    assert!(api.get_opt("d").await.unwrap().is_none());
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=x"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+
+    // Foreground: dependents go first, then the owner.
+    let owner = api.get("c").await.unwrap();
+    let mut dep = cm("dep", &[]);
+    dep.metadata.owner_references = Some(vec![
+        serde_json::from_value(owner_ref("ConfigMap", "v1", "c", &owner.uid().unwrap())).unwrap(),
+    ]);
+    api.create(&pp, &dep).await.unwrap();
+    api.delete("c", &DeleteParams::foreground()).await.unwrap();
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Deleting a namespace deletes what is in it.
+    api.create(&pp, &cm("e", &[])).await.unwrap();
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    nss.delete("gone", &DeleteParams::default()).await.unwrap();
+    assert!(server.list("v1", "ConfigMap", "gone").is_empty());
+}
+
+#[tokio::test]
+async fn leases_core_events_and_wait_for() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let (server, client) = setup().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    let mut lease = leases.create(&PostParams::default(), &lease).await.unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("leader", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    // Whoever lost the race replaces with a stale resourceVersion and gets 409.
+    assert_eq!(
+        api_err(
+            leases
+                .replace("leader", &PostParams::default(), &lease)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let ev: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "e1"}, "reason": "R", "message": "m",
+        "involvedObject": {"kind": "ConfigMap", "name": "c", "namespace": "default"}
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &ev).await.unwrap();
+    let found = events
+        .list(&ListParams::default().fields("involvedObject.name=c,reason=R"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let waiter = server.wait_for(
+        "v1",
+        "ConfigMap",
+        "default",
+        "late",
+        Duration::from_secs(5),
+        |o| o.is_some_and(|o| o["data"]["k"] == "v"),
+    );
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        api.create(&PostParams::default(), &cm("late", &[]))
+            .await
+            .unwrap();
+    };
+    let (seen, ()) = tokio::join!(waiter, writer);
+    assert_eq!(seen.unwrap().unwrap()["metadata"]["name"], "late");
+    let timeout = server
+        .wait_for(
+            "v1",
+            "ConfigMap",
+            "default",
+            "never",
+            Duration::from_millis(50),
+            |o| o.is_some(),
+        )
+        .await;
+    assert!(timeout.is_err());
+}
