@@ -422,7 +422,11 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors or similar: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let shared = shared.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {

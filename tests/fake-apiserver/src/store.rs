@@ -243,6 +243,11 @@ impl Store {
                 old
             }
             _ => {
+                // A dependent written with a missing owner is collected too (a real server's
+                // garbage collector notices new dependents whose owners are gone).
+                if owner_uids(&obj).iter().any(|u| !self.uids.contains_key(u)) {
+                    self.gc_pending = true;
+                }
                 if let Some(uid) = meta_str(&obj, "uid") {
                     self.uids.insert(uid.to_owned(), (gr.clone(), key.clone()));
                 }

@@ -1219,3 +1219,135 @@ async fn leases_core_events_and_wait_for() {
         .await;
     assert!(timeout.is_err());
 }
+
+/// The operator's shape in miniature: a kube-runtime Controller that owns a child it
+/// server-side applies, writes status with a merge patch, and re-creates the child when deleted.
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_owned_children() {
+    use kube::runtime::controller::{Action, Controller};
+    use std::sync::Arc;
+
+    let (server, client) = with_widgets().await;
+    let widgets = widget_api(&client, "default");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+
+    #[derive(Debug)]
+    struct Fail(String);
+    impl std::fmt::Display for Fail {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Fail {}
+
+    async fn reconcile(w: Arc<DynamicObject>, client: Arc<Client>) -> Result<Action, Fail> {
+        let ns = w.namespace().unwrap();
+        let name = w.name_any();
+        let cms: Api<ConfigMap> = Api::namespaced((*client).clone(), &ns);
+        let child = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-child"), "labels": {"managed": "yes"},
+                "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget",
+                    "name": name, "uid": w.uid().unwrap(), "controller": true}]},
+            "data": {"size": w.data["spec"]["size"].to_string()},
+        });
+        cms.patch(
+            &format!("{name}-child"),
+            &PatchParams::apply("mini-operator").force(),
+            &Patch::Apply(&child),
+        )
+        .await
+        .map_err(|e| Fail(e.to_string()))?;
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+            "widgets",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with((*client).clone(), &ns, &ar);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": w.metadata.generation}})),
+        )
+        .await
+        .map_err(|e| Fail(e.to_string()))?;
+        Ok(Action::await_change())
+    }
+
+    let ctx = Arc::new(client.clone());
+    let controller = Controller::new_with(
+        Api::<DynamicObject>::all_with(client.clone(), &ar),
+        watcher::Config::default().any_semantic(),
+        ar.clone(),
+    )
+    .owns(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels("managed=yes"),
+    )
+    .run(
+        reconcile,
+        |_, _, _| Action::requeue(Duration::from_secs(1)),
+        ctx,
+    )
+    .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+
+    widgets
+        .create(&PostParams::default(), &widget("w", json!({"size": 5})))
+        .await
+        .unwrap();
+    let secs = Duration::from_secs(10);
+    server
+        .wait_for("v1", "ConfigMap", "default", "w-child", secs, |o| {
+            o.is_some()
+        })
+        .await
+        .unwrap();
+    server
+        .wait_for("example.com/v1", "Widget", "default", "w", secs, |o| {
+            o.is_some_and(|o| o["status"]["observedGeneration"] == 1)
+        })
+        .await
+        .unwrap();
+
+    // A deleted child is noticed through the owned watch and re-applied.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let before = cms.get("w-child").await.unwrap().uid();
+    cms.delete("w-child", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = server
+        .wait_for("v1", "ConfigMap", "default", "w-child", secs, |o| {
+            o.is_some_and(|o| o["metadata"]["uid"].as_str() != before.as_deref())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again["data"]["size"], "5");
+
+    // A spec change is reconciled; deleting the owner collects the child.
+    widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 7}})),
+        )
+        .await
+        .unwrap();
+    server
+        .wait_for("v1", "ConfigMap", "default", "w-child", secs, |o| {
+            o.is_some_and(|o| o["data"]["size"] == "7")
+        })
+        .await
+        .unwrap();
+    widgets.delete("w", &DeleteParams::default()).await.unwrap();
+    server
+        .wait_for("v1", "ConfigMap", "default", "w-child", secs, |o| {
+            o.is_none()
+        })
+        .await
+        .unwrap();
+    task.abort();
+}
