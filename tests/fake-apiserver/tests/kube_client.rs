@@ -1351,3 +1351,61 @@ async fn a_kube_runtime_controller_reconciles_owned_children() {
         .unwrap();
     task.abort();
 }
+
+#[tokio::test]
+async fn scaled_away_pvcs_go_when_when_scaled_is_delete() {
+    let (server, client) = setup().await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), "db");
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "s"},
+        "spec": {
+            "replicas": 3, "serviceName": "s",
+            "selector": {"matchLabels": {"app": "s"}},
+            "template": {"metadata": {"labels": {"app": "s"}},
+                         "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {}}],
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Delete"},
+        }
+    }))
+    .unwrap();
+    sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    assert_eq!(server.list("v1", "pvc", "db").len(), 3);
+    sts_api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    let left: Vec<Value> = server.list("v1", "pvc", "db");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["metadata"]["name"], "data-s-0");
+}
+
+#[tokio::test]
+async fn watches_dropped_at_a_rate_still_converge() {
+    let (server, client) = setup().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    server.set_faults(Faults {
+        seed: 3,
+        watch_drop_rate: 0.5,
+        ..Faults::default()
+    });
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = tokio::spawn(async move {
+        let _ = stream.try_for_each(|_| async { Ok(()) }).await;
+    });
+    for i in 0..20 {
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    wait_for(|| reader.state().len() == 20, "every object reflected").await;
+    task.abort();
+    assert!(server.counters().dropped_watches >= 3);
+}
