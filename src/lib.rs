@@ -19,4 +19,5 @@ pub mod render;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod validate;

@@ -1,7 +1,9 @@
 //! The custom resources this operator serves, and the CRD documents generated from them.
 
+mod access_token;
 mod secure_qdrant;
 
+pub use access_token::*;
 pub use secure_qdrant::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -14,7 +16,7 @@ pub const GROUP: &str = "secureqdrant.dev";
 
 /// Every CRD the operator serves, in the order they are printed by `crd`.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![secure_qdrant_crd()]
+    vec![secure_qdrant_crd(), access_token_crd()]
 }
 
 /// The `SecureQdrant` CRD, with the rules that need the object's metadata added at the root.

@@ -213,6 +213,13 @@ pub struct AuthSpec {
     /// Accept JWTs signed with the API key (Qdrant's `service.jwt_rbac`).
     #[serde(default = "default_true")]
     pub jwt_rbac: bool,
+
+    /// Allow QdrantAccessTokens with global manage access (`access: {global: m}`) for this
+    /// instance. Such a token can do everything the API key can (create and delete
+    /// collections, snapshots, cluster operations), so it is refused unless this is true.
+    /// Read-only and per-collection tokens need no opt-in.
+    #[serde(default)]
+    pub allow_manage_tokens: bool,
 }
 
 impl Default for AuthSpec {
@@ -220,6 +227,7 @@ impl Default for AuthSpec {
         AuthSpec {
             read_only_api_key: true,
             jwt_rbac: true,
+            allow_manage_tokens: false,
         }
     }
 }
