@@ -36,6 +36,12 @@ pub enum Error {
     Random(#[from] getrandom::Error),
     #[error("Secret {0} was created and removed by someone else while the operator read it")]
     SecretRace(String),
+    #[error("TLS material in Secret {secret}: {source}")]
+    Tls {
+        secret: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("the operator's caches did not sync in time")]
     CacheNotReady,
 }
@@ -51,6 +57,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Random(_) => "random",
             Error::SecretRace(_) => "create_secret",
+            Error::Tls { .. } => "tls",
             Error::CacheNotReady => "cache",
         }
     }

@@ -28,6 +28,11 @@ pub const AUDIT_DIR: &str = "/qdrant/storage/audit";
 pub const CONFIG_DIR: &str = "/qdrant/config-operator";
 /// File name of the operator's config file in the ConfigMap and the mounted directory.
 pub const CONFIG_FILE: &str = "config.yaml";
+/// Directory where the serving certificate Secret is mounted (a directory, never subPath, so a
+/// renewed certificate reaches the REST listener without a restart).
+pub const TLS_DIR: &str = "/qdrant/tls";
+/// Seconds between Qdrant's re-reads of the certificate for REST (`tls.cert_ttl`).
+pub const CERT_TTL_SECONDS: i64 = 3600;
 /// Writable directory for Qdrant's init marker.
 pub const INIT_DIR: &str = "/qdrant/init";
 /// The image's start script, which runs `./qdrant "$@"` and handles its recovery mode.
@@ -90,10 +95,14 @@ pub fn config(inst: &Instance) -> Value {
     if inst.metrics_port_enabled() {
         service["metrics_port"] = json!(METRICS_PORT);
     }
+    if let Some(tls) = &inst.tls {
+        service["enable_tls"] = json!(true);
+        service["verify_https_client_certificate"] = json!(tls.client_certificates);
+    }
 
     let mut cluster = json!({ "enabled": inst.cluster_mode() });
     if inst.cluster_mode() {
-        cluster["p2p"] = json!({ "port": P2P_PORT });
+        cluster["p2p"] = json!({ "port": P2P_PORT, "enable_tls": inst.tls.is_some() });
     }
 
     let mut ours = json!({
@@ -105,6 +114,15 @@ pub fn config(inst: &Instance) -> Value {
         },
         "telemetry_disabled": true,
     });
+    if inst.tls.is_some() {
+        // One set of files serves every listener: REST, gRPC, and both ends of p2p.
+        ours["tls"] = json!({
+            "cert": format!("{TLS_DIR}/tls.crt"),
+            "key": format!("{TLS_DIR}/tls.key"),
+            "ca_cert": format!("{TLS_DIR}/ca.crt"),
+            "cert_ttl": CERT_TTL_SECONDS,
+        });
+    }
     if inst.audit.enabled {
         ours["audit"] = json!({
             "enabled": true,

@@ -4,7 +4,7 @@
 use kube::Resource;
 use serde::Deserialize;
 
-use crate::children::{self, Material};
+use crate::children::{self, Material, PodTls};
 use crate::crd::SecureQdrant;
 use crate::material::ApiKeys;
 use crate::settings::Settings;
@@ -16,11 +16,17 @@ pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// Why rendering failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("document {index}: not a SecureQdrant: {source}")]
+    #[error("document {index}: not YAML: {source}")]
     Parse {
         index: usize,
         #[source]
         source: serde_yaml_ng::Error,
+    },
+    #[error("document {index}: {path}: {message}")]
+    Field {
+        index: usize,
+        path: String,
+        message: String,
     },
     #[error(
         "document {index}: expected kind SecureQdrant (apiVersion secureqdrant.dev/v1alpha1), got {kind:?}"
@@ -56,8 +62,12 @@ pub fn render(input: &str, settings: &Settings) -> Result<String, RenderError> {
                 kind: format!("{api_version}/{kind}"),
             });
         }
-        let mut sq: SecureQdrant = serde_yaml_ng::from_value(value)
-            .map_err(|source| RenderError::Parse { index, source })?;
+        let mut sq: SecureQdrant =
+            serde_path_to_error::deserialize(value).map_err(|e| RenderError::Field {
+                index,
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
         // Like kubectl: an object without a namespace goes to the default namespace.
         sq.meta_mut()
             .namespace
@@ -71,6 +81,12 @@ pub fn render(input: &str, settings: &Settings) -> Result<String, RenderError> {
         })?;
         let material = Material {
             api_keys: ApiKeys::placeholder(inst.auth.read_only_api_key),
+            tls: inst.tls.as_ref().map(|t| {
+                PodTls::placeholder(!matches!(
+                    t.source,
+                    crate::validate::TlsSource::UserCertificate(_)
+                ))
+            }),
         };
         for mut value in children::build(&inst, &material).to_values() {
             readable_secret(&mut value);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::crd::{
     AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
-    PodSpecOverrides, SecureQdrant,
+    PodSpecOverrides, SecureQdrant, TlsSpec,
 };
 use crate::qdrant::FORBIDDEN_USER_CONFIG;
 use crate::settings::Settings;
@@ -37,11 +38,35 @@ pub struct Instance {
     /// Size of the dedicated snapshots volume; None: an emptyDir.
     pub snapshots_size: Option<Quantity>,
     pub auth: AuthSpec,
+    /// None when `spec.tls.enabled` is false.
+    pub tls: Option<TlsSettings>,
     pub network: NetworkSpec,
     pub audit: AuditSpec,
     pub user_config: Map<String, Value>,
     pub pod: PodSpecOverrides,
     pub cluster_domain: String,
+}
+
+/// TLS settings with durations parsed and defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsSettings {
+    pub certificate_lifetime: Duration,
+    pub renew_before: Duration,
+    pub ca_lifetime: Duration,
+    pub client_certificates: bool,
+    pub source: TlsSource,
+    pub extra_dns_names: Vec<String>,
+}
+
+/// Where the certificates come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSource {
+    /// The operator's own CA (`<n>-ca`) signs the serving certificate (`<n>-tls`).
+    OperatorCa,
+    /// The user's CA (a Secret with tls.crt and tls.key) signs the serving certificate.
+    UserCa(String),
+    /// The user brings the serving certificate (tls.crt, tls.key, ca.crt); nothing is issued.
+    UserCertificate(String),
 }
 
 /// Data volume settings.
@@ -71,6 +96,24 @@ impl Instance {
     /// Name of the Secret holding the API keys.
     pub fn api_key_secret_name(&self) -> String {
         format!("{}-api-key", self.name)
+    }
+
+    /// Name of the Secret holding the operator's CA.
+    pub fn ca_secret_name(&self) -> String {
+        format!("{}-ca", self.name)
+    }
+
+    /// Name of the Secret the pods mount for TLS: the operator's `<n>-tls`, or the user's own.
+    pub fn tls_secret_name(&self) -> Option<String> {
+        self.tls.as_ref().map(|t| match &t.source {
+            TlsSource::UserCertificate(name) => name.clone(),
+            _ => format!("{}-tls", self.name),
+        })
+    }
+
+    /// `https` with TLS, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Name of the ConfigMap holding Qdrant's config file.
@@ -156,7 +199,11 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     // The CRD schema's maxLength bounds (counted in characters, as the apiserver counts them).
     for (field, value, max) in [
         ("spec.image", Some(&spec.image), MAX_IMAGE_LEN),
-        ("spec.storage.size", Some(&spec.storage.size), MAX_QUANTITY_LEN),
+        (
+            "spec.storage.size",
+            Some(&spec.storage.size),
+            MAX_QUANTITY_LEN,
+        ),
         (
             "spec.storage.storageClassName",
             spec.storage.storage_class_name.as_ref(),
@@ -171,10 +218,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         if let Some(value) = value
             && value.chars().count() > max
         {
-            problems.push(invalid(
-                field,
-                format!("may be at most {max} characters"),
-            ));
+            problems.push(invalid(field, format!("may be at most {max} characters")));
         }
     }
     let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, &mut problems);
@@ -201,6 +245,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         ));
     }
     check_user_config(&spec.config, &mut problems);
+    let tls = check_tls(&spec.tls, &mut problems);
     for key in spec.pod.labels.keys() {
         if key.starts_with("app.kubernetes.io/") {
             problems.push(invalid(
@@ -262,6 +307,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             },
             snapshots_size,
             auth: spec.auth.clone(),
+            tls,
             network: spec.network.clone(),
             audit: spec.audit.clone(),
             user_config: spec.config.clone().into_iter().collect(),
@@ -315,6 +361,116 @@ fn check_resources(r: &ResourceRequirements, problems: &mut Vec<Invalid>) {
             }
         }
     }
+}
+
+fn duration(field: &str, value: &str, problems: &mut Vec<Invalid>) -> Option<Duration> {
+    match value.parse::<kube::core::Duration>() {
+        Ok(d) if !d.is_negative() && !Duration::from(d).is_zero() => Some(d.into()),
+        Ok(_) => {
+            problems.push(invalid(field, format!("must be positive, got {value:?}")));
+            None
+        }
+        Err(_) => {
+            problems.push(invalid(
+                field,
+                format!("{value:?} is not a duration (examples: 2160h, 90m)"),
+            ));
+            None
+        }
+    }
+}
+
+fn check_tls(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> Option<TlsSettings> {
+    let before = problems.len();
+    if !tls.enabled {
+        if tls.client_certificates
+            || tls.ca_secret_ref.is_some()
+            || tls.certificate_secret_ref.is_some()
+        {
+            problems.push(invalid(
+                "spec.tls.enabled",
+                "clientCertificates, caSecretRef and certificateSecretRef need TLS enabled",
+            ));
+        }
+        return None;
+    }
+    let lifetime = duration(
+        "spec.tls.certificateLifetime",
+        &tls.certificate_lifetime,
+        problems,
+    );
+    let ca_lifetime = duration("spec.tls.caLifetime", &tls.ca_lifetime, problems);
+    let renew_before = match &tls.renew_before {
+        Some(r) => duration("spec.tls.renewBefore", r, problems),
+        None => lifetime.map(|l| l / 3),
+    };
+    if let Some(l) = lifetime
+        && l < Duration::from_secs(3600)
+    {
+        problems.push(invalid(
+            "spec.tls.certificateLifetime",
+            "must be at least 1h",
+        ));
+    }
+    if let (Some(l), Some(ca)) = (lifetime, ca_lifetime)
+        && ca <= l
+    {
+        problems.push(invalid(
+            "spec.tls.caLifetime",
+            "must be longer than spec.tls.certificateLifetime",
+        ));
+    }
+    if let (Some(l), Some(r), Some(_)) = (lifetime, renew_before, &tls.renew_before)
+        && (r >= l || r < Duration::from_secs(300))
+    {
+        problems.push(invalid(
+            "spec.tls.renewBefore",
+            "must be at least 5m and shorter than spec.tls.certificateLifetime",
+        ));
+    }
+    let source = match (&tls.ca_secret_ref, &tls.certificate_secret_ref) {
+        (Some(_), Some(_)) => {
+            problems.push(invalid(
+                "spec.tls",
+                "set caSecretRef or certificateSecretRef, not both",
+            ));
+            TlsSource::OperatorCa
+        }
+        (Some(ca), None) => TlsSource::UserCa(ca.name.clone()),
+        (None, Some(cert)) => TlsSource::UserCertificate(cert.name.clone()),
+        (None, None) => TlsSource::OperatorCa,
+    };
+    for (i, name) in tls.extra_dns_names.iter().enumerate() {
+        let bare = name.strip_prefix("*.").unwrap_or(name);
+        let ok = !bare.is_empty()
+            && name.len() <= 253
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !ok {
+            problems.push(invalid(
+                format!("spec.tls.extraDnsNames[{i}]"),
+                format!("{name:?} is not a lowercase DNS name"),
+            ));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(TlsSettings {
+        certificate_lifetime: lifetime?,
+        renew_before: renew_before?,
+        ca_lifetime: ca_lifetime?,
+        client_certificates: tls.client_certificates,
+        source,
+        extra_dns_names: tls.extra_dns_names.clone(),
+    })
 }
 
 /// NetworkPolicy peers the API server would reject are reported here, before anything is applied.

@@ -1312,11 +1312,8 @@ fn kube_cel_differs_from_the_apiserver_as_documented() {
     );
 }
 
-/// `render` parses each document into a YAML value before deserializing it, which drops the path
-/// from serde's message: "not a SecureQdrant: invalid type: string \"three\", expected i32" does
-/// not say which field. Ignored until render reports the path (src/render.rs).
+/// A type error in `render` names the field (the path of the value that failed to parse).
 #[test]
-#[ignore = "render's type errors do not name the field yet"]
 fn render_type_errors_name_the_field() {
     let mut failures = Vec::new();
     for case in bad_cases().iter().filter(|c| c.operator == Operator::Serde) {

@@ -4,7 +4,7 @@
 mod common;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use secure_qdrant_operator::children::{self, Children, Material, meta};
+use secure_qdrant_operator::children::{self, Children, Material, PodTls, meta};
 use secure_qdrant_operator::material::{ApiKeys, SecretValue};
 use secure_qdrant_operator::qdrant;
 use secure_qdrant_operator::validate::Instance;
@@ -24,6 +24,7 @@ fn keys() -> Material {
             api_key: SecretValue::new("k1"),
             read_only: Some(SecretValue::new("r1")),
         },
+        tls: Some(PodTls::placeholder(true)),
     }
 }
 
@@ -78,6 +79,7 @@ fn child_names_follow_the_contract() {
     let expect = [
         ("ServiceAccount", "vectors"),
         ("Secret", "vectors-api-key"),
+        ("Secret", "vectors-tls"),
         ("ConfigMap", "vectors-config"),
         ("Service", "vectors-headless"),
         ("Service", "vectors"),
@@ -155,6 +157,7 @@ fn secret_holds_both_keys_or_only_the_full_one() {
                 api_key: SecretValue::new("k1"),
                 read_only: None,
             },
+            tls: Some(PodTls::placeholder(true)),
         },
     );
     assert_eq!(
@@ -328,11 +331,11 @@ fn cluster_mode_bootstraps_every_pod_from_pod_zero() {
     let c = build(&with_spec("replicas: 3"));
     assert_eq!(
         env(&c, "QDRANT_URI").as_deref(),
-        Some("http://$(POD_NAME).vectors-headless.search.svc:6335")
+        Some("https://$(POD_NAME).vectors-headless.search.svc:6335")
     );
     assert_eq!(
         env(&c, "QDRANT_BOOTSTRAP").as_deref(),
-        Some("http://vectors-0.vectors-headless.search.svc:6335")
+        Some("https://vectors-0.vectors-headless.search.svc:6335")
     );
     // POD_NAME is declared before the variables that expand it.
     let names: Vec<String> = pod(&c).containers[0]
@@ -404,6 +407,7 @@ fn restart_hash_changes_with_config_and_keys_only() {
                 api_key: SecretValue::new("k2"),
                 read_only: Some(SecretValue::new("r1")),
             },
+            tls: Some(PodTls::placeholder(true)),
         },
     );
     assert_ne!(base, hash(&other_key), "a new API key restarts Qdrant");
@@ -414,6 +418,7 @@ fn restart_hash_changes_with_config_and_keys_only() {
                 api_key: SecretValue::new("k1"),
                 read_only: Some(SecretValue::new("r2")),
             },
+            tls: Some(PodTls::placeholder(true)),
         },
     );
     assert_ne!(base, hash(&other_ro), "a new read-only key restarts Qdrant");

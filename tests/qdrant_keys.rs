@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use secure_qdrant_operator::children::{self, Material};
+use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::material::ApiKeys;
 use secure_qdrant_operator::qdrant::{self, env_to_config_path, leaf_paths};
 use secure_qdrant_operator::validate::Instance;
@@ -188,6 +188,7 @@ fn hardened_settings_are_always_rendered() {
 fn statefulset(inst: &Instance) -> StatefulSet {
     let material = Material {
         api_keys: ApiKeys::placeholder(inst.auth.read_only_api_key),
+        tls: inst.tls.as_ref().map(|_| PodTls::placeholder(true)),
     };
     children::build(inst, &material).statefulset
 }
@@ -331,6 +332,7 @@ fn paths_in_the_config_are_on_the_right_volumes() {
             &inst,
             &Material {
                 api_keys: ApiKeys::placeholder(true),
+                tls: inst.tls.as_ref().map(|_| PodTls::placeholder(true)),
             },
         )
         .config_map;

@@ -34,7 +34,7 @@ use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
 use api_verifier::{ApiServer, Transcript, as_stored};
 use fixtures::{
     CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of, instance, keys,
-    path, restart_hash, settled, stored,
+    path, restart_hash, settled, stored, tls_disabled_event,
 };
 
 const OLD_IMAGE: &str = "docker.io/qdrant/qdrant:v1.17.1-unprivileged";
@@ -230,7 +230,8 @@ async fn first_reconcile_creates_the_secret_then_applies_every_child_statefulset
     );
 
     let events = h.published();
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1], tls_disabled_event(), "TLS off is announced once");
     assert_eq!(
         (events[0].0, events[0].1.as_str()),
         (EventType::Normal, "CredentialsGenerated")
@@ -436,7 +437,11 @@ async fn an_existing_secret_in_the_cache_is_reused_unchanged() {
         "the hash follows the keys"
     );
     assert!(!t.log.iter().any(|l| l.path.contains("/secrets")));
-    assert_eq!(h.published(), vec![], "no credentials Event");
+    assert_eq!(
+        h.published(),
+        vec![tls_disabled_event()],
+        "no credentials Event"
+    );
 }
 
 #[tokio::test]
@@ -460,7 +465,11 @@ async fn an_existing_secret_missing_from_the_cache_is_read_and_reused() {
         restart_hash_in(t.body(Method::PATCH, &path::statefulset())),
         restart_hash(&instance(&sq), &existing)
     );
-    assert_eq!(h.published(), vec![]);
+    assert_eq!(
+        h.published(),
+        vec![tls_disabled_event()],
+        "no credentials Event"
+    );
 }
 
 #[tokio::test]
@@ -522,7 +531,8 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
     );
 
     let events = h.published();
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1], tls_disabled_event());
     assert_eq!(
         (events[0].0, events[0].1.as_str()),
         (EventType::Warning, "CredentialsChanged")
@@ -564,12 +574,17 @@ async fn a_secret_created_concurrently_is_read_and_its_keys_used() {
         restart_hash(&instance(&sq), &ours),
         "our lost keys are dropped"
     );
-    assert_eq!(h.published(), vec![], "no keys were generated in the end");
+    assert_eq!(
+        h.published(),
+        vec![tls_disabled_event()],
+        "no keys were generated in the end"
+    );
 }
 
 #[tokio::test]
 async fn a_secret_race_lost_twice_fails_without_writing_anything_else() {
     let sq = SecureQdrant::test();
+    let cr = sq.to_json();
     let mut h = Harness::new(&Cluster::synced());
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
@@ -577,6 +592,9 @@ async fn a_secret_race_lost_twice_fails_without_writing_anything_else() {
                 api.expect_get_missing(&path::api_key_secret()).await;
                 api.expect_create_conflict(&path::secrets()).await;
             }
+            // The failure is reported on the resource, and nothing else is written.
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "CreateSecretFailed");
             api
         })
         .await;
@@ -713,6 +731,7 @@ async fn generated_keys_appear_only_in_the_secret_create() {
 #[tokio::test]
 async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is_written() {
     let sq = SecureQdrant::test();
+    let cr = sq.to_json();
     let mut h = Harness::new(&Cluster::synced());
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
@@ -726,6 +745,8 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
                     "InternalError",
                 ),
             );
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "CreateSecretFailed");
             api
         })
         .await;
@@ -735,7 +756,33 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
     let sent = keys_in(t.body(Method::POST, &path::secrets()));
     assert_no_secret("the error", &err.to_string(), &sent);
     assert_no_secret("the error", &format!("{err:?}"), &sent);
-    assert_eq!(h.published(), vec![]);
+    assert_no_secret(
+        "the status",
+        &t.body(Method::PATCH, &path::status()).to_string(),
+        &sent,
+    );
+    let events = h.published();
+    assert_eq!(events.len(), 1, "one Warning Event for the failure");
+    assert_no_secret("the Event", &format!("{events:?}"), &sent);
+}
+
+/// The status patch of a failed reconcile: Reconciled=False with `reason`, the rest untouched.
+fn assert_failed_condition(status: &serde_json::Value, reason: &str) {
+    let conditions = status["status"]["conditions"]
+        .as_array()
+        .expect("conditions");
+    let reconciled = conditions
+        .iter()
+        .find(|c| c["type"] == "Reconciled")
+        .expect("a Reconciled condition");
+    assert_eq!(reconciled["status"], "False", "{status}");
+    assert_eq!(reconciled["reason"], reason, "{status}");
+    assert!(
+        reconciled["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("retrying")
+    );
 }
 
 #[tokio::test]
@@ -841,6 +888,7 @@ async fn failures_back_off_per_object_and_a_success_resets_them() {
 #[tokio::test]
 async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let sq = SecureQdrant::test();
+    let cr = sq.to_json();
     let mut cluster = Cluster::synced();
     cluster.put(stored(children_of(&sq, &keys("k")).api_key_secret));
     let mut h = Harness::new(&cluster);
@@ -856,6 +904,9 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
                     "Invalid",
                 ),
             );
+            // No StatefulSet: only the failure, reported on the resource.
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "ApplyFailed");
             api
         })
         .await;
@@ -871,7 +922,7 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
         "{err:?}"
     );
     assert_eq!(err.metric_label(), "apply");
-    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+    assert_eq!(t.writes().len(), 3, "{}", t.summary());
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
 
 use crate::material::ApiKeys;
 use crate::qdrant;
@@ -24,6 +27,47 @@ use crate::validate::Instance;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Material {
     pub api_keys: ApiKeys,
+    /// None when TLS is off.
+    pub tls: Option<PodTls>,
+}
+
+/// What the pods need from the TLS material.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodTls {
+    /// Data and annotations of `<n>-tls`; None when the user brings the certificate.
+    pub secret: Option<(BTreeMap<String, ByteString>, BTreeMap<String, String>)>,
+    /// Changes whenever the pods must restart to load new material (gRPC and p2p read the
+    /// certificate only at start).
+    pub fingerprint: String,
+}
+
+impl PodTls {
+    /// Visible placeholders, for `render`.
+    pub fn placeholder(issued_by_operator: bool) -> Self {
+        let text = |what: &str| ByteString(format!("<{what}>").into_bytes());
+        PodTls {
+            secret: issued_by_operator.then(|| {
+                (
+                    BTreeMap::from([
+                        (
+                            "tls.crt".to_owned(),
+                            text("issued by the operator: serving certificate"),
+                        ),
+                        (
+                            "tls.key".to_owned(),
+                            text("issued by the operator: private key"),
+                        ),
+                        (
+                            "ca.crt".to_owned(),
+                            text("issued by the operator: trust bundle"),
+                        ),
+                    ]),
+                    BTreeMap::new(),
+                )
+            }),
+            fingerprint: "<fingerprint of the certificate>".to_owned(),
+        }
+    }
 }
 
 /// Every object of one instance. Applying destructures this without `..`, so a child that is
@@ -33,6 +77,8 @@ pub struct Children {
     pub service_account: ServiceAccount,
     /// Generated once and never overwritten: the apply step only creates it when missing.
     pub api_key_secret: Secret,
+    /// `<n>-tls`, when the operator issues the serving certificate.
+    pub tls_secret: Option<Secret>,
     pub config_map: ConfigMap,
     pub headless_service: Service,
     pub client_service: Service,
@@ -49,17 +95,26 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
     Children {
         service_account: service_account::build(inst),
         api_key_secret: secrets::api_key(inst, &material.api_keys),
+        tls_secret: material
+            .tls
+            .as_ref()
+            .and_then(|t| t.secret.as_ref())
+            .map(|(data, annotations)| secrets::tls(inst, data.clone(), annotations.clone())),
         config_map: config_map::build(inst, &config_yaml),
         headless_service: services::headless(inst),
         client_service: services::client(inst),
         network_policies: network_policies::build(inst),
         pdb: pdb::build(inst),
-        statefulset: statefulset::build(inst, &restart),
+        statefulset: statefulset::build(
+            inst,
+            &restart,
+            material.tls.as_ref().map(|t| t.fingerprint.as_str()),
+        ),
     }
 }
 
-/// Hash of everything Qdrant reads only at start: the config file and the keys (as SHA-256
-/// fingerprints, never the values). A change rolls the StatefulSet one pod at a time.
+/// Hash of everything Qdrant reads only at start: the config file, the keys (as SHA-256
+/// fingerprints, never the values) and the TLS material (gRPC and p2p load it only at start). A change rolls the StatefulSet one pod at a time.
 pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
     let mut h = Sha256::new();
     h.update(b"config\0");
@@ -69,6 +124,10 @@ pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
     if let Some(ro) = &material.api_keys.read_only {
         h.update(b"\0read-only-api-key\0");
         h.update(ro.fingerprint());
+    }
+    if let Some(tls) = &material.tls {
+        h.update(b"\0tls\0");
+        h.update(tls.fingerprint.as_bytes());
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -80,6 +139,7 @@ impl Children {
         let Children {
             service_account,
             api_key_secret,
+            tls_secret,
             config_map,
             headless_service,
             client_service,
@@ -87,13 +147,13 @@ impl Children {
             pdb,
             statefulset,
         } = self;
-        let mut out = vec![
-            typed(service_account),
-            typed(api_key_secret),
+        let mut out = vec![typed(service_account), typed(api_key_secret)];
+        out.extend(tls_secret.iter().map(typed));
+        out.extend([
             typed(config_map),
             typed(headless_service),
             typed(client_service),
-        ];
+        ]);
         out.extend(network_policies.iter().map(typed));
         out.extend(pdb.iter().map(typed));
         out.push(typed(statefulset));

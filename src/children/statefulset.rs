@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,8 +24,9 @@ use super::meta::{COMPONENT_DATABASE, RESTART_HASH, labels, object_meta, pod_sel
 use crate::material;
 use crate::qdrant::{
     CONFIG_DIR, CONFIG_FILE, ENTRYPOINT, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
-    SNAPSHOTS_PATH, STORAGE_PATH, WORKDIR, env,
+    SNAPSHOTS_PATH, STORAGE_PATH, TLS_DIR, WORKDIR, env,
 };
+use crate::tls::TLS_FINGERPRINT_ANNOTATION;
 use crate::validate::Instance;
 
 /// UID and GID of the Qdrant process. Above 10000 so it overlaps no user of the node (1000 is
@@ -42,12 +43,17 @@ const VOLUME_STORAGE: &str = "storage";
 const VOLUME_SNAPSHOTS: &str = "snapshots";
 const VOLUME_CONFIG: &str = "config";
 const VOLUME_INIT: &str = "init";
+const VOLUME_TLS: &str = "tls";
 
-pub fn build(inst: &Instance, restart_hash: &str) -> StatefulSet {
+/// `tls_fingerprint`: what the pods run with (see `crate::tls::TLS_FINGERPRINT_ANNOTATION`).
+pub fn build(inst: &Instance, restart_hash: &str, tls_fingerprint: Option<&str>) -> StatefulSet {
     let mut template_labels = labels(inst, COMPONENT_DATABASE);
     template_labels.extend(inst.pod.labels.clone());
     let mut annotations = inst.pod.annotations.clone();
     annotations.insert(RESTART_HASH.to_owned(), restart_hash.to_owned());
+    if let Some(fp) = tls_fingerprint {
+        annotations.insert(TLS_FINGERPRINT_ANNOTATION.to_owned(), fp.to_owned());
+    }
     annotations.insert(
         "kubectl.kubernetes.io/default-container".to_owned(),
         CONTAINER.to_owned(),
@@ -125,6 +131,16 @@ fn pod_spec(inst: &Instance) -> PodSpec {
             ..Volume::default()
         }),
         snapshots,
+        inst.tls_secret_name().map(|secret| Volume {
+            name: VOLUME_TLS.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                // Owner and group only: the process reads it through fsGroup.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
     ]
     .into_iter()
     .flatten()
@@ -223,8 +239,8 @@ pub fn peer_uri(inst: &Instance, pod: &str) -> String {
     )
 }
 
-fn scheme(_inst: &Instance) -> &'static str {
-    "http"
+fn scheme(inst: &Instance) -> &'static str {
+    inst.scheme()
 }
 
 fn env(inst: &Instance) -> Vec<EnvVar> {
@@ -274,13 +290,21 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+/// A probe of Qdrant's health endpoints. With client certificates required on REST, the kubelet
+/// (which has none) cannot complete the handshake, so the probe only checks the port is open.
+fn probe(inst: &Instance, path: &str, period: i32, failures: i32) -> Probe {
+    let port = IntOrString::String("http".to_owned());
+    let client_certs = inst.tls.as_ref().is_some_and(|t| t.client_certificates);
     Probe {
-        http_get: Some(HTTPGetAction {
+        http_get: (!client_certs).then(|| HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("http".to_owned()),
-            scheme: Some("HTTP".to_owned()),
+            port: port.clone(),
+            scheme: Some(inst.scheme().to_uppercase()),
             ..HTTPGetAction::default()
+        }),
+        tcp_socket: client_certs.then(|| TCPSocketAction {
+            port,
+            ..TCPSocketAction::default()
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(5),
@@ -334,15 +358,20 @@ fn container(inst: &Instance) -> Container {
             ..SecurityContext::default()
         }),
         // Loading large collections can take minutes: the startup probe holds liveness off.
-        startup_probe: Some(http_probe("/livez", 10, 90)),
-        liveness_probe: Some(http_probe("/livez", 10, 6)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        volume_mounts: Some(vec![
-            mount(VOLUME_STORAGE, STORAGE_PATH, false),
-            mount(VOLUME_SNAPSHOTS, SNAPSHOTS_PATH, false),
-            mount(VOLUME_INIT, INIT_DIR, false),
-            mount(VOLUME_CONFIG, CONFIG_DIR, true),
-        ]),
+        startup_probe: Some(probe(inst, "/livez", 10, 90)),
+        liveness_probe: Some(probe(inst, "/livez", 10, 6)),
+        readiness_probe: Some(probe(inst, "/readyz", 5, 3)),
+        volume_mounts: Some(
+            [
+                mount(VOLUME_STORAGE, STORAGE_PATH, false),
+                mount(VOLUME_SNAPSHOTS, SNAPSHOTS_PATH, false),
+                mount(VOLUME_INIT, INIT_DIR, false),
+                mount(VOLUME_CONFIG, CONFIG_DIR, true),
+            ]
+            .into_iter()
+            .chain(inst.tls.is_some().then(|| mount(VOLUME_TLS, TLS_DIR, true)))
+            .collect(),
+        ),
         ..Container::default()
     }
 }

@@ -93,6 +93,11 @@ pub struct SecureQdrantSpec {
     #[serde(default)]
     pub auth: AuthSpec,
 
+    /// TLS for REST, gRPC and peer-to-peer traffic, with certificates the operator issues and
+    /// renews (or that you bring).
+    #[serde(default)]
+    pub tls: TlsSpec,
+
     /// Who may talk to Qdrant. The operator always denies every other ingress and all egress.
     #[serde(default)]
     pub network: NetworkSpec,
@@ -230,6 +235,101 @@ impl Default for AuthSpec {
             allow_manage_tokens: false,
         }
     }
+}
+
+/// TLS settings. Durations use Go syntax (`2160h`, `90m`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "duration(self.certificateLifetime) >= duration('1h')",
+     "message": "tls.certificateLifetime must be at least 1h"},
+    {"rule": "duration(self.caLifetime) > duration(self.certificateLifetime)",
+     "message": "tls.caLifetime must be longer than tls.certificateLifetime"},
+    {"rule": "!has(self.renewBefore) || (duration(self.renewBefore) >= duration('5m') && duration(self.renewBefore) < duration(self.certificateLifetime))",
+     "message": "tls.renewBefore must be at least 5m and shorter than tls.certificateLifetime"},
+    {"rule": "self.enabled || (!self.clientCertificates && !has(self.caSecretRef) && !has(self.certificateSecretRef))",
+     "message": "tls.clientCertificates, tls.caSecretRef and tls.certificateSecretRef need tls.enabled"},
+    {"rule": "!(has(self.caSecretRef) && has(self.certificateSecretRef))",
+     "message": "set tls.caSecretRef (the operator signs with your CA) or tls.certificateSecretRef (you bring the certificate), not both"}
+]))]
+pub struct TlsSpec {
+    /// Serve REST, gRPC and peer traffic over TLS. Turning it off must be explicit and keeps a
+    /// `TLSDisabled` warning condition on the resource.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Lifetime of the serving certificates the operator issues.
+    #[serde(default = "default_certificate_lifetime")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub certificate_lifetime: String,
+
+    /// How long before expiry a certificate is renewed. Default: a third of its lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub renew_before: Option<String>,
+
+    /// Lifetime of the operator's CA. Renewed on the same key a third of its lifetime before
+    /// expiry, so existing trust holds.
+    #[serde(default = "default_ca_lifetime")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub ca_lifetime: String,
+
+    /// Require client certificates on the REST port (mutual TLS). The operator issues client
+    /// certificates for applications; kubelet probes switch to TCP checks.
+    #[serde(default)]
+    pub client_certificates: bool,
+
+    /// Bring your own CA: a Secret with `tls.crt` and `tls.key` in the same namespace. The
+    /// operator signs the serving certificates with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
+
+    /// Bring your own serving certificate (e.g. from cert-manager): a `kubernetes.io/tls`
+    /// Secret with `tls.crt`, `tls.key` and `ca.crt`. The operator mounts it, rolls the pods
+    /// when it changes, and warns before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_secret_ref: Option<SecretRef>,
+
+    /// Extra DNS names for the serving certificate (e.g. an Ingress host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        ))
+    )]
+    pub extra_dns_names: Vec<String>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec {
+            enabled: true,
+            certificate_lifetime: default_certificate_lifetime(),
+            renew_before: None,
+            ca_lifetime: default_ca_lifetime(),
+            client_certificates: false,
+            ca_secret_ref: None,
+            certificate_secret_ref: None,
+            extra_dns_names: Vec::new(),
+        }
+    }
+}
+
+fn default_certificate_lifetime() -> String {
+    "2160h".to_owned()
+}
+
+fn default_ca_lifetime() -> String {
+    "8760h".to_owned()
+}
+
+/// A Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Who may reach Qdrant. Everything not listed is denied by NetworkPolicies.
@@ -445,6 +545,25 @@ pub struct SecureQdrantStatus {
     /// Names of the Secrets applications and administrators use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretNames>,
+
+    /// The serving certificate and its CA (absent when TLS is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// Validity of the serving certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// When the serving certificate expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// When the operator renews it (or, for a certificate you bring, starts warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<String>,
+    /// When the CA expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_not_after: Option<String>,
 }
 
 /// Summary of a SecureQdrant's state.
@@ -472,4 +591,10 @@ pub struct Endpoints {
 pub struct SecretNames {
     /// Secret holding `api-key` and `read-only-api-key`.
     pub api_key: String,
+    /// Secret the pods mount for TLS (`tls.crt`, `tls.key`, `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// Secret holding the operator's CA (absent when you bring a CA or a certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }

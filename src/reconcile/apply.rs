@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
+use crate::validate::parse_quantity;
 
 /// Annotation on every applied child: hash of what the operator last sent. With the subset check
 /// below it detects both drift made by others and fields the operator stopped sending.
@@ -44,7 +45,17 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
         (Value::Array(w), Value::Array(h)) => {
             w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
         }
+        // The API server rewrites quantities to canonical form (`1.5Gi` is stored as `1536Mi`):
+        // equal values are equal, or every reconcile would re-apply them.
+        (Value::String(w), Value::String(h)) => w == h || same_quantity(w, h),
         (w, h) => w == h,
+    }
+}
+
+fn same_quantity(a: &str, b: &str) -> bool {
+    match (parse_quantity(a), parse_quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()).max(1.0) * 4.0,
+        _ => false,
     }
 }
 
@@ -174,5 +185,13 @@ mod tests {
         assert!(!is_subset(&json!({"a": 2}), &have));
         assert!(!is_subset(&json!({"b": {"c": [1]}}), &have));
         assert!(!is_subset(&json!({"missing": null}), &have));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert!(is_subset(&json!({"q": "1.5Gi"}), &json!({"q": "1536Mi"})));
+        assert!(is_subset(&json!({"cpu": "0.5"}), &json!({"cpu": "500m"})));
+        assert!(!is_subset(&json!({"q": "1Gi"}), &json!({"q": "1G"})));
+        assert!(!is_subset(&json!({"name": "a"}), &json!({"name": "b"})));
     }
 }

@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod plan;
 pub mod status;
 pub mod stores;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,12 +33,17 @@ use crate::validate::{self, Instance, describe};
 /// the resource or its children trigger a reconcile at once).
 pub const RESYNC: Duration = Duration::from_secs(600);
 
+/// The time source of reconciles: the system clock, or a fixed/advancing one in tests.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// Everything a reconcile needs, built once when the controller starts.
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub events: Events,
     pub settings: Settings,
+    /// Where reconciles read the time (certificate renewal, condition timestamps).
+    pub clock: Clock,
     /// Consecutive failures per object (namespace/name), for the backoff of `error_policy`.
     pub failures: Mutex<HashMap<String, u32>>,
 }
@@ -49,8 +55,15 @@ impl Context {
             stores,
             events,
             settings,
+            clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context reading time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -72,7 +85,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
     {
         return Err(Error::CacheNotReady);
     }
-    let now = Timestamp::now();
+    let now = (ctx.clock)();
     let reference = sq.object_ref(&());
 
     // 1. validate
@@ -97,6 +110,42 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
         }
     };
 
+    // 2.-7.: every failure from here on is also reported on the resource.
+    match converge(&sq, &ctx, inst, now).await {
+        Ok(action) => {
+            ctx.failures.lock().expect("lock").remove(&key(&sq));
+            Ok(action)
+        }
+        Err(error) => {
+            let status = status::desired(&sq, &Verdict::Failed(&error), now);
+            if condition_changed(&sq, &status) {
+                ctx.events
+                    .publish(
+                        &reference,
+                        EventType::Warning,
+                        &status::failure_reason(&error),
+                        "Reconcile",
+                        error.to_string(),
+                    )
+                    .await;
+            }
+            if let Err(status_error) = status::write(&ctx.client, &sq, status).await {
+                warn!(instance = %key(&sq), error = %status_error, "could not report a failure in status");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Steps 2 to 7 for a valid spec: plan, credentials, build, apply, prune, status.
+async fn converge(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: Instance,
+    now: Timestamp,
+) -> Result<Action> {
+    let reference = sq.object_ref(&());
+
     // 2. observe and plan
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let plan = plan::plan(inst, current_sts.as_deref());
@@ -116,25 +165,69 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
             .await;
     }
 
+    // 3b. TLS material
+    let tls_report = match &inst.tls {
+        Some(settings) => Some(
+            tls::ensure(
+                &ctx.client,
+                &ctx.stores,
+                sq,
+                inst,
+                settings,
+                current_sts.as_deref(),
+                now,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    for n in tls_report.iter().flat_map(|r| &r.notices) {
+        ctx.events
+            .publish(
+                &reference,
+                n.type_,
+                n.reason,
+                "Certificates",
+                n.note.clone(),
+            )
+            .await;
+    }
+
     // 4. build, 5. apply, 6. prune
-    let children = children::build(inst, &Material { api_keys });
-    let written = apply_children(&ctx, inst, children).await?;
+    let material = Material {
+        api_keys,
+        tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
+    };
+    let children = children::build(inst, &material);
+    let written = apply_children(ctx, inst, children).await?;
     if written > 0 {
-        info!(instance = %key(&sq), written, "applied children");
+        info!(instance = %key(sq), written, "applied children");
     }
 
     // 7. status
     let sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let status = status::desired(
-        &sq,
+        sq,
         &Verdict::Applied {
             instance: inst,
             refusals: &plan.refusals,
             statefulset: sts.as_deref(),
+            tls: tls_report.as_ref(),
         },
         now,
     );
-    if condition_changed(&sq, &status) {
+    if inst.tls.is_none() && !has_condition(sq, status::TLS_DISABLED) {
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Warning,
+                "TLSDisabled",
+                "Validate",
+                status::TLS_DISABLED_MESSAGE.to_owned(),
+            )
+            .await;
+    }
+    if condition_changed(sq, &status) {
         for r in &plan.refusals {
             ctx.events
                 .publish(
@@ -147,9 +240,18 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                 .await;
         }
     }
-    status::write(&ctx.client, &sq, status).await?;
-    ctx.failures.lock().expect("lock").remove(&key(&sq));
-    Ok(Action::requeue(RESYNC))
+    status::write(&ctx.client, sq, status).await?;
+    let requeue = tls_report
+        .map(|r| r.requeue_after.min(RESYNC))
+        .unwrap_or(RESYNC)
+        .max(Duration::from_secs(1));
+    Ok(Action::requeue(requeue))
+}
+
+fn has_condition(sq: &SecureQdrant, type_: &str) -> bool {
+    sq.status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
 }
 
 /// True when the Reconciled condition's reason or message differs from the stored one: Events
@@ -172,6 +274,7 @@ async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> R
         service_account,
         // Created (never applied) by the credentials step.
         api_key_secret: _,
+        tls_secret,
         config_map,
         headless_service,
         client_service,
@@ -181,12 +284,15 @@ async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> R
     } = children;
     let client = &ctx.client;
     let s = &ctx.stores;
-    let mut outcomes = vec![
-        apply(client, &s.service_accounts, service_account).await?,
+    let mut outcomes = vec![apply(client, &s.service_accounts, service_account).await?];
+    if let Some(secret) = tls_secret {
+        outcomes.push(apply(client, &s.secrets, secret).await?);
+    }
+    outcomes.extend([
         apply(client, &s.config_maps, config_map).await?,
         apply(client, &s.services, headless_service).await?,
         apply(client, &s.services, client_service).await?,
-    ];
+    ]);
     let policy_names: Vec<String> = network_policies.iter().map(|p| p.name_any()).collect();
     for policy in network_policies {
         outcomes.push(apply(client, &s.network_policies, policy).await?);

@@ -5,26 +5,39 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use super::plan::Refusal;
+use super::tls::TlsReport;
+use crate::children::meta::MANAGER;
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
 use crate::qdrant::{GRPC_PORT, HTTP_PORT};
-use crate::validate::{Instance, Invalid, describe};
+use crate::validate::{Instance, Invalid, TlsSource, describe};
 
 /// Condition type: all replicas run the current spec and are ready.
 pub const READY: &str = "Ready";
 /// Condition type: the spec was validated and every child applied as asked.
 pub const RECONCILED: &str = "Reconciled";
+/// Condition type: the serving certificate is valid and not about to expire.
+pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// Condition type (a warning, True while it applies): TLS is turned off.
+pub const TLS_DISABLED: &str = "TLSDisabled";
+/// What the TLSDisabled condition and Event say.
+pub const TLS_DISABLED_MESSAGE: &str = "spec.tls.enabled is false: API keys, JWTs and data \
+     cross the network in clear text, between clients and Qdrant and between Qdrant peers";
 
 /// How a reconcile ended, as far as status is concerned.
 pub enum Verdict<'a> {
     Invalid(&'a [Invalid]),
+    /// A step failed (the API refused a write, a Secret could not be read...): retried with
+    /// backoff; the rest of the status stays as it was.
+    Failed(&'a Error),
     Applied {
         instance: &'a Instance,
         refusals: &'a [Refusal],
         statefulset: Option<&'a StatefulSet>,
+        tls: Option<&'a TlsReport>,
     },
 }
 
@@ -94,11 +107,52 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                 );
             }
         }
+        Verdict::Failed(error) => {
+            set_condition(
+                &mut status.conditions,
+                RECONCILED,
+                false,
+                &failure_reason(error),
+                format!("{error}; retrying"),
+                generation,
+                now,
+            );
+        }
         Verdict::Applied {
             instance,
             refusals,
             statefulset,
+            tls,
         } => {
+            match tls {
+                Some(report) => {
+                    let (ok, reason, message) = &report.ready;
+                    set_condition(
+                        &mut status.conditions,
+                        CERTIFICATE_READY,
+                        *ok,
+                        reason,
+                        message.clone(),
+                        generation,
+                        now,
+                    );
+                    status.conditions.retain(|c| c.type_ != TLS_DISABLED);
+                    status.certificate = Some(report.certificate.clone());
+                }
+                None => {
+                    set_condition(
+                        &mut status.conditions,
+                        TLS_DISABLED,
+                        true,
+                        "TLSDisabledBySpec",
+                        TLS_DISABLED_MESSAGE.to_owned(),
+                        generation,
+                        now,
+                    );
+                    status.conditions.retain(|c| c.type_ != CERTIFICATE_READY);
+                    status.certificate = None;
+                }
+            }
             let replicas = instance.replicas;
             let sts_status = statefulset.and_then(|s| s.status.as_ref());
             let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -178,29 +232,54 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             );
             let host = format!("{}.{}.svc", instance.name, instance.namespace);
             status.endpoints = Some(Endpoints {
-                rest: format!("http://{host}:{HTTP_PORT}"),
-                grpc: format!("http://{host}:{GRPC_PORT}"),
+                rest: format!("{}://{host}:{HTTP_PORT}", instance.scheme()),
+                grpc: format!("{}://{host}:{GRPC_PORT}", instance.scheme()),
             });
             status.secrets = Some(SecretNames {
                 api_key: instance.api_key_secret_name(),
+                tls: instance.tls_secret_name(),
+                ca: instance
+                    .tls
+                    .as_ref()
+                    .filter(|t| t.source == TlsSource::OperatorCa)
+                    .map(|_| instance.ca_secret_name()),
             });
         }
     }
     status
 }
 
-/// Writes the status if it differs from the object's current one. Returns whether it wrote.
+/// Condition reason for a failed step, e.g. `ApplyFailed`.
+pub fn failure_reason(error: &Error) -> String {
+    let mut out = String::new();
+    for part in error.metric_label().split('_') {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            out.push(first.to_ascii_uppercase());
+            out.extend(chars);
+        }
+    }
+    out.push_str("Failed");
+    out
+}
+
+/// Writes the status (server-side apply on the status subresource, under the operator's field
+/// manager) if it differs from the object's current one. Returns whether it wrote.
 pub async fn write(client: &Client, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
     if sq.status.as_ref() == Some(&status) {
         return Ok(false);
     }
     let api: Api<SecureQdrant> =
         Api::namespaced(client.clone(), &sq.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": status });
+    let patch = serde_json::json!({
+        "apiVersion": SecureQdrant::api_version(&()),
+        "kind": SecureQdrant::kind(&()),
+        "status": status,
+    });
     api.patch_status(
         &sq.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
     )
     .await
     .map_err(Error::Status)?;

@@ -304,6 +304,37 @@ impl ApiServer {
         sent
     }
 
+    /// A replace (PUT of the whole object at `path`) under the operator's field manager, guarded
+    /// by `resource_version` (the version the operator read: a compare-and-swap). Answered 200
+    /// with the object as stored. Returns what was sent. Used by reconcile_tls.rs.
+    #[allow(dead_code)]
+    pub async fn expect_replace(&mut self, path: &str, resource_version: &str) -> Value {
+        let call = self.expect(Method::PUT, path).await;
+        let r = &call.request;
+        assert_eq!(
+            r.query.get("fieldManager").map(String::as_str),
+            Some(FIELD_MANAGER),
+            "{} must name the operator's field manager",
+            r.describe()
+        );
+        let (_, _, name) = parse_path(path);
+        assert_eq!(
+            r.body["metadata"]["name"].as_str(),
+            Some(name.as_str()),
+            "{}: body names another object",
+            r.describe()
+        );
+        assert_eq!(
+            r.body["metadata"]["resourceVersion"].as_str(),
+            Some(resource_version),
+            "{}: a replace must carry the resourceVersion that was read",
+            r.describe()
+        );
+        let sent = r.body.clone();
+        call.respond(StatusCode::OK, &as_stored(&sent));
+        sent
+    }
+
     /// A POST to `collection` under the operator's field manager, not yet answered.
     pub async fn expect_post(&mut self, collection: &str) -> Call {
         let call = self.expect(Method::POST, collection).await;
@@ -316,21 +347,35 @@ impl ApiServer {
         call
     }
 
-    /// A merge patch of the status subresource at `path` (ending in `/status`): answered with
-    /// `object` carrying the new status. Returns the patch.
+    /// A server-side apply of the status subresource at `path` (ending in `/status`), forced,
+    /// under the operator's field manager: answered with `object` carrying the new status.
+    /// Returns the patch.
     pub async fn expect_status_patch(&mut self, path: &str, object: &Value) -> Value {
         assert!(path.ends_with("/status"), "{path} is not a status path");
         let call = self.expect(Method::PATCH, path).await;
         assert_eq!(
             call.request.content_type.as_deref(),
-            Some(MERGE_PATCH),
-            "{}: status is written as a merge patch",
+            Some(APPLY_PATCH),
+            "{}: status is written with server-side apply",
             call.request.describe()
         );
+        assert_eq!(
+            call.request.query.get("fieldManager").map(String::as_str),
+            Some(FIELD_MANAGER)
+        );
+        assert_eq!(
+            call.request.query.get("force").map(String::as_str),
+            Some("true")
+        );
         let patch = call.request.body.clone();
-        assert!(
-            patch.as_object().is_some_and(|o| o.len() == 1),
-            "a status patch carries nothing but status: {patch}"
+        let keys: Vec<&str> = patch
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys,
+            ["apiVersion", "kind", "status"],
+            "a status apply carries nothing but status: {patch}"
         );
         let mut stored = as_stored(object);
         stored["status"] = patch["status"].clone();

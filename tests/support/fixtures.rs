@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use secure_qdrant_operator::children::{self, Children, Material};
-use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus};
+use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus, TlsSpec};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::{ApiKeys, SecretValue};
@@ -28,7 +28,7 @@ use secure_qdrant_operator::reconcile::apply::stamp;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
 use secure_qdrant_operator::reconcile::stores::{Stores, cached};
-use secure_qdrant_operator::reconcile::{Context, reconcile};
+use secure_qdrant_operator::reconcile::{Clock, Context, reconcile};
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::validate::{self, Instance};
 
@@ -97,14 +97,20 @@ pub trait SecureQdrantExt: Sized {
     fn with_status(self, status: SecureQdrantStatus) -> Self;
     fn generation(self, generation: i64) -> Self;
     fn deleting(self) -> Self;
+    /// `spec.tls` at its defaults: TLS on, the operator's own CA (used by reconcile_tls.rs).
+    #[allow(dead_code)]
+    fn tls(self) -> Self;
     /// The object as JSON, as the API server returns it.
     fn to_json(&self) -> Value;
 }
 
 impl SecureQdrantExt for SecureQdrant {
+    /// TLS is off here: these scenarios are about keys, children and status; the TLS step has
+    /// its own scenarios (`tls()` turns it on).
     fn test() -> Self {
         let spec: SecureQdrantSpec =
-            serde_json::from_value(serde_json::json!({})).expect("every spec field has a default");
+            serde_json::from_value(serde_json::json!({"tls": {"enabled": false}}))
+                .expect("every spec field has a default");
         let mut sq = SecureQdrant::new(NAME, spec);
         sq.metadata.namespace = Some(NS.to_owned());
         sq.metadata.uid = Some(CR_UID.to_owned());
@@ -150,6 +156,10 @@ impl SecureQdrantExt for SecureQdrant {
         self.metadata.deletion_timestamp = Some(Time(t0()));
         self
     }
+    fn tls(mut self) -> Self {
+        self.spec.tls = TlsSpec::default();
+        self
+    }
     fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("a SecureQdrant serializes")
     }
@@ -181,6 +191,7 @@ pub fn children_of(sq: &SecureQdrant, keys: &ApiKeys) -> Children {
         &instance(sq),
         &Material {
             api_keys: keys.clone(),
+            tls: None,
         },
     )
 }
@@ -191,6 +202,7 @@ pub fn restart_hash(inst: &Instance, keys: &ApiKeys) -> String {
         &secure_qdrant_operator::qdrant::config_yaml(inst),
         &Material {
             api_keys: keys.clone(),
+            tls: None,
         },
     )
 }
@@ -287,6 +299,7 @@ impl Cluster {
         let Children {
             service_account,
             api_key_secret,
+            tls_secret,
             config_map,
             headless_service,
             client_service,
@@ -296,6 +309,9 @@ impl Cluster {
         } = children.clone();
         self.put(applied(service_account));
         self.put(stored(api_key_secret));
+        if let Some(secret) = tls_secret {
+            self.put(applied(secret));
+        }
         self.put(applied(config_map));
         self.put(applied(headless_service));
         self.put(applied(client_service));
@@ -321,6 +337,7 @@ pub fn settled(sq: SecureQdrant, cluster: &Cluster) -> SecureQdrant {
             instance: &plan.instance,
             refusals: &plan.refusals,
             statefulset: sts.as_deref(),
+            tls: None,
         },
         t0(),
     );
@@ -354,9 +371,23 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(cluster: &Cluster) -> Self {
+        Harness::build(cluster, None)
+    }
+
+    /// A harness whose reconciles read the time from `clock` (`Context::with_clock`), so a
+    /// scenario can move time (certificate renewal). Used by reconcile_tls.rs.
+    #[allow(dead_code)]
+    pub fn with_clock(cluster: &Cluster, clock: Clock) -> Self {
+        Harness::build(cluster, Some(clock))
+    }
+
+    fn build(cluster: &Cluster, clock: Option<Clock>) -> Self {
         let (client, api) = mock_client(NS);
         let (events, log) = Events::memory();
-        let ctx = Context::new(client, cluster.stores.clone(), events, Settings::default());
+        let mut ctx = Context::new(client, cluster.stores.clone(), events, Settings::default());
+        if let Some(clock) = clock {
+            ctx = ctx.with_clock(clock);
+        }
         Harness {
             ctx: Arc::new(ctx),
             events: log,
@@ -384,4 +415,13 @@ impl Harness {
     pub fn published(&self) -> Vec<(EventType, String, String)> {
         published(&self.events)
     }
+}
+
+/// The Warning Event a TLS-off SecureQdrant gets the first time it is reconciled.
+pub fn tls_disabled_event() -> (EventType, String, String) {
+    (
+        EventType::Warning,
+        "TLSDisabled".to_owned(),
+        status::TLS_DISABLED_MESSAGE.to_owned(),
+    )
 }

@@ -1,0 +1,409 @@
+//! The TLS step: reads the CA and serving-certificate Secrets, lets [`crate::tls::converge`]
+//! decide (pure), and writes the CA Secret when it changes. The serving certificate Secret
+//! `<n>-tls` is applied with the other children; the pods mount it.
+//!
+//! - Operator CA: `<n>-ca` is created once and afterwards only renewed on the same key (a
+//!   compare-and-swap update), or replaced through the rollover when its key is lost or a new one
+//!   is asked for (annotation `secureqdrant.dev/rotate-ca`).
+//! - The user's CA (`spec.tls.caSecretRef`): read, never written.
+//! - The user's certificate (`spec.tls.certificateSecretRef`): read, mounted, fingerprinted so a
+//!   change rolls the pods; a warning condition from `renewBefore` ahead of expiry.
+//!
+//! Referenced user Secrets are not watched (the operator watches only its own objects); they are
+//! re-read on every reconcile, at least every [`EXTERNAL_POLL`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::PostParams;
+use kube::runtime::events::EventType;
+use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::credentials::Notice;
+use super::stores::{Stores, cached};
+use crate::children::PodTls;
+use crate::children::meta::{COMPONENT_CREDENTIALS, MANAGER, object_meta};
+use crate::crd::{CertificateStatus, SecureQdrant};
+use crate::error::{Error, Result};
+use crate::tls::{
+    self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
+    TLS_FINGERPRINT_ANNOTATION, TlsInputs, TlsPolicy, Transition,
+};
+use crate::validate::{Instance, TlsSettings, TlsSource};
+
+/// How often Secrets the user references are re-read (they are not watched).
+pub const EXTERNAL_POLL: Duration = Duration::from_secs(300);
+
+/// The outcome of the TLS step.
+#[derive(Clone, Debug)]
+pub struct TlsReport {
+    pub pod_tls: PodTls,
+    pub certificate: CertificateStatus,
+    /// CertificateReady: (status, reason, message).
+    pub ready: (bool, &'static str, String),
+    pub requeue_after: Duration,
+    pub notices: Vec<Notice>,
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+async fn read_secret(
+    client: &Client,
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>> {
+    if let Some(s) = cached(&stores.secrets, ns, name) {
+        return Ok(Some(s.as_ref().clone()));
+    }
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: "Secret",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+fn tls_error(secret: &str, source: tls::TlsError) -> Error {
+    Error::Tls {
+        secret: secret.to_owned(),
+        source,
+    }
+}
+
+/// The fingerprint of the StatefulSet's pods once a rollout is complete and every pod is ready.
+pub fn rolled_out_fingerprint(sts: Option<&StatefulSet>) -> Option<String> {
+    let sts = sts?;
+    let spec = sts.spec.as_ref()?;
+    let status = sts.status.as_ref()?;
+    let replicas = spec.replicas.unwrap_or(1);
+    let done = status.observed_generation >= sts.metadata.generation
+        && status.update_revision == status.current_revision
+        && status.updated_replicas == Some(replicas)
+        && status.ready_replicas == Some(replicas);
+    if !done {
+        return None;
+    }
+    spec.template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(TLS_FINGERPRINT_ANNOTATION)
+        .cloned()
+}
+
+/// Runs the TLS step for an instance with TLS on.
+pub async fn ensure(
+    client: &Client,
+    stores: &Stores,
+    sq: &SecureQdrant,
+    inst: &Instance,
+    settings: &TlsSettings,
+    sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<TlsReport> {
+    match &settings.source {
+        TlsSource::UserCertificate(name) => {
+            user_certificate(client, stores, inst, settings, name, now).await
+        }
+        source => issued(client, stores, sq, inst, settings, source, sts, now).await,
+    }
+}
+
+async fn user_certificate(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    settings: &TlsSettings,
+    name: &str,
+    now: Timestamp,
+) -> Result<TlsReport> {
+    let secret = read_secret(client, stores, &inst.namespace, name)
+        .await?
+        .ok_or_else(|| tls_error(name, tls::TlsError::MissingKey(tls::TLS_CRT)))?;
+    let data = secret.data.unwrap_or_default();
+    let read = tls::read_published(Some(&data));
+    let leaf = read.leaf.map_err(|e| tls_error(name, e))?;
+    if read.bundle.is_empty() {
+        return Err(tls_error(name, tls::TlsError::MissingKey(tls::CA_CRT)));
+    }
+    let not_after = leaf.cert().not_after();
+    let warn_at = not_after
+        .checked_sub(signed(settings.renew_before))
+        .unwrap_or(not_after);
+    let ca_not_after = read
+        .bundle
+        .iter()
+        .map(|c| c.not_after())
+        .min()
+        .unwrap_or(not_after);
+    let mut h = Sha256::new();
+    for key in [tls::TLS_CRT, tls::TLS_KEY, tls::CA_CRT] {
+        h.update(key.as_bytes());
+        h.update(b"\0");
+        h.update(Sha256::digest(
+            data.get(key).map(|b| b.0.as_slice()).unwrap_or_default(),
+        ));
+    }
+    let ready = if now >= not_after {
+        (
+            false,
+            "Expired",
+            format!(
+                "the certificate in Secret {name} expired at {}",
+                rfc3339(not_after)
+            ),
+        )
+    } else if now >= warn_at {
+        (
+            false,
+            "ExpiringSoon",
+            format!(
+                "the certificate in Secret {name} expires at {}: renew it",
+                rfc3339(not_after)
+            ),
+        )
+    } else {
+        (
+            true,
+            "Valid",
+            format!(
+                "certificate from Secret {name} valid until {}",
+                rfc3339(not_after)
+            ),
+        )
+    };
+    // Look again when the condition changes next (the warning, then the expiry), and at least
+    // every EXTERNAL_POLL to notice the user's renewal; never in a tight loop once warning.
+    let requeue_after = [warn_at, not_after]
+        .into_iter()
+        .find(|t| *t > now)
+        .and_then(|t| Duration::try_from(t.duration_since(now)).ok())
+        .map_or(EXTERNAL_POLL, |d| {
+            EXTERNAL_POLL.min(d.max(Duration::from_secs(1)))
+        });
+    Ok(TlsReport {
+        pod_tls: PodTls {
+            secret: None,
+            fingerprint: hex::encode(h.finalize()),
+        },
+        certificate: CertificateStatus {
+            not_after: Some(rfc3339(not_after)),
+            renewal_time: Some(rfc3339(warn_at)),
+            ca_not_after: Some(rfc3339(ca_not_after)),
+        },
+        ready,
+        requeue_after,
+        notices: Vec::new(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issued(
+    client: &Client,
+    stores: &Stores,
+    sq: &SecureQdrant,
+    inst: &Instance,
+    settings: &TlsSettings,
+    source: &TlsSource,
+    sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<TlsReport> {
+    let ns = &inst.namespace;
+    let ca_name = match source {
+        TlsSource::UserCa(name) => name.clone(),
+        _ => inst.ca_secret_name(),
+    };
+    let ca_secret = read_secret(client, stores, ns, &ca_name).await?;
+    let tls_name = inst.tls_secret_name().expect("TLS is on");
+    let published = read_secret(client, stores, ns, &tls_name).await?;
+    let empty = BTreeMap::new();
+    let ca_data = ca_secret.as_ref().and_then(|s| s.data.as_ref());
+    let ca_annotations = ca_secret
+        .as_ref()
+        .map(|s| s.annotations().clone())
+        .unwrap_or_default();
+    let ca_input = match source {
+        TlsSource::UserCa(_) => CaInput::External(
+            ca_data.ok_or_else(|| tls_error(&ca_name, tls::TlsError::MissingKey(tls::TLS_CRT)))?,
+        ),
+        _ => CaInput::Managed {
+            secret: ca_data,
+            rotation_requested: sq
+                .annotations()
+                .get(ROTATE_CA_ANNOTATION)
+                .map(String::as_str),
+            rotation_handled: ca_annotations
+                .get(tls::CA_ROTATION_HANDLED_ANNOTATION)
+                .map(String::as_str),
+        },
+    };
+    let rolled_out = rolled_out_fingerprint(sts);
+    let published_annotations = published
+        .as_ref()
+        .map(|s| s.annotations().clone())
+        .unwrap_or_default();
+    let input = TlsInputs {
+        policy: TlsPolicy {
+            certificate_lifetime: signed(settings.certificate_lifetime),
+            renew_before: Some(signed(settings.renew_before)),
+            ca_lifetime: signed(settings.ca_lifetime),
+        },
+        subject: CaSubject::new(ns.clone(), inst.name.clone()),
+        jitter: Jitter::for_instance(ns, &inst.name, &inst.owner.uid),
+        dns_names: tls::serving_dns_names(
+            &inst.name,
+            ns,
+            &inst.cluster_domain,
+            &settings.extra_dns_names,
+        ),
+        ca: ca_input,
+        published: Some(
+            published
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .unwrap_or(&empty),
+        )
+        .filter(|_| published.is_some()),
+        recorded_phase: published_annotations
+            .get(tls::ROLLOVER_PHASE_ANNOTATION)
+            .map(String::as_str),
+        rolled_out: rolled_out.as_deref(),
+        now,
+    };
+    let outcome = tls::converge(&input).map_err(|e| tls_error(&ca_name, e))?;
+
+    let mut notices = Vec::new();
+    if let Some(change) = &outcome.ca_change {
+        write_ca(client, inst, ca_secret.as_ref(), change).await?;
+        let (type_, reason, note) = match &change.action {
+            // A first CA. With `<n>-tls` already published (a deleted `<n>-ca`), it is a
+            // replacement of the trust root: the Warning below.
+            CaAction::Create(_) if ca_secret.is_none() && published.is_none() => (
+                EventType::Normal,
+                "CAIssued",
+                format!("issued the instance CA in Secret {ca_name}"),
+            ),
+            CaAction::Create(why) => (
+                EventType::Warning,
+                "CAReplaced",
+                format!("replaced the CA key in Secret {ca_name} ({why:?}); rolling over trust"),
+            ),
+            _ => (
+                EventType::Normal,
+                "CARenewed",
+                format!("renewed the CA in Secret {ca_name} on the same key"),
+            ),
+        };
+        notices.push(Notice {
+            type_,
+            reason,
+            note,
+        });
+    }
+    if let LeafAction::Issue(why) = &outcome.leaf_action {
+        notices.push(Notice {
+            type_: EventType::Normal,
+            reason: if published.is_some() {
+                "CertificateRenewed"
+            } else {
+                "CertificateIssued"
+            },
+            note: format!(
+                "issued the serving certificate in Secret {tls_name} ({why:?}), valid until {}",
+                rfc3339(outcome.not_after)
+            ),
+        });
+    }
+    match outcome.transition {
+        Transition::Stay => {}
+        other => notices.push(Notice {
+            type_: EventType::Normal,
+            reason: "CARollover",
+            note: format!(
+                "CA rollover {other:?}: phase {}",
+                outcome.published.phase.as_str()
+            ),
+        }),
+    }
+
+    Ok(TlsReport {
+        pod_tls: PodTls {
+            secret: Some((
+                outcome.published.to_secret_data(),
+                outcome.published.annotations(),
+            )),
+            fingerprint: outcome.published.fingerprint(),
+        },
+        certificate: CertificateStatus {
+            not_after: Some(rfc3339(outcome.not_after)),
+            renewal_time: Some(rfc3339(outcome.renewal_time)),
+            ca_not_after: Some(rfc3339(outcome.ca_not_after)),
+        },
+        ready: (
+            true,
+            "Valid",
+            format!(
+                "serving certificate valid until {}, renewed at {}",
+                rfc3339(outcome.not_after),
+                rfc3339(outcome.renewal_time)
+            ),
+        ),
+        requeue_after: outcome.requeue_after,
+        notices,
+    })
+}
+
+/// Writes `<n>-ca`: a create when it does not exist (fails rather than overwrites), else an
+/// update guarded by the resourceVersion that was read (a concurrent change fails it).
+async fn write_ca(
+    client: &Client,
+    inst: &Instance,
+    existing: Option<&Secret>,
+    change: &tls::CaChange,
+) -> Result<()> {
+    let name = inst.ca_secret_name();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
+    let mut secret = Secret {
+        metadata: object_meta(inst, name.clone(), COMPONENT_CREDENTIALS),
+        type_: Some("Opaque".to_owned()),
+        data: Some(change.secret_data()),
+        ..Secret::default()
+    };
+    secret.metadata.annotations = Some(change.annotations()).filter(|a| !a.is_empty());
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match existing {
+        None => match api.create(&params, &secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::SecretRace(name)),
+            Err(source) => Err(Error::CreateSecret { name, source }),
+        },
+        Some(current) => {
+            secret.metadata.resource_version = current.metadata.resource_version.clone();
+            api.replace(&name, &params, &secret)
+                .await
+                .map(|_| ())
+                .map_err(|source| Error::Apply {
+                    kind: "Secret",
+                    name,
+                    source,
+                })
+        }
+    }
+}
