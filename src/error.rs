@@ -42,6 +42,8 @@ pub enum Error {
         #[source]
         source: crate::tls::TlsError,
     },
+    #[error("signing the token of QdrantAccessToken {name}: {reason}")]
+    Token { name: String, reason: String },
     #[error("the operator's caches did not sync in time")]
     CacheNotReady,
 }
@@ -58,6 +60,7 @@ impl Error {
             Error::Random(_) => "random",
             Error::SecretRace(_) => "create_secret",
             Error::Tls { .. } => "tls",
+            Error::Token { .. } => "token",
             Error::CacheNotReady => "cache",
         }
     }

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod status;
 pub mod stores;
 pub mod tls;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,335 @@
+//! The QdrantAccessToken pipeline: validate against its SecureQdrant → read the API key →
+//! plan (pure: keep or sign) → sign if needed → apply the token Secret → status. The token is
+//! signed with the instance's API key, exactly as Qdrant checks it, and renewed at its renewal
+//! time (the requeue), after a key change, or when the spec changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+
+use super::apply::apply;
+use super::status::set_condition;
+use super::stores::cached;
+use super::{Context, RESYNC};
+use crate::children::meta::MANAGER;
+use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
+use crate::error::{Error, Result};
+use crate::material::{self, read_key};
+use crate::tokens::{
+    self, InstanceInfo, TokenEndpoints, ValidToken, controlled_by, plan_token, read_token,
+    token_annotations, token_secret, token_status, validate_token_spec,
+};
+use crate::validate::{self, Instance, describe};
+
+/// Condition type of a QdrantAccessToken: its Secret holds a valid token.
+pub const READY: &str = "Ready";
+/// How soon to look again while waiting for the SecureQdrant's material.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Why no token could be written this time (reported as Ready=False).
+struct Blocked {
+    reason: &'static str,
+    message: String,
+    retry: Option<Duration>,
+}
+
+fn blocked(reason: &'static str, message: String, retry: Option<Duration>) -> Blocked {
+    Blocked {
+        reason,
+        message,
+        retry,
+    }
+}
+
+/// Reconciles one QdrantAccessToken. `instances` is the cache of SecureQdrants.
+pub async fn reconcile(
+    qat: Arc<QdrantAccessToken>,
+    ctx: Arc<Context>,
+    instances: Store<SecureQdrant>,
+) -> Result<Action> {
+    if qat.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change()); // its Secret is garbage-collected with it
+    }
+    let now = (ctx.clock)();
+    let ns = qat.namespace().unwrap_or_default();
+    let sq = instances.get(&ObjectRef::new(&qat.spec.qdrant_ref.name).within(&ns));
+    let info = InstanceInfo::of(sq.as_deref());
+
+    let outcome = match validate_token_spec(&qat, &info) {
+        Err(problems) => {
+            remove_our_secret(&ctx, &qat).await?;
+            Err(blocked("InvalidSpec", describe(&problems), None))
+        }
+        Ok(valid) => issue(&ctx, &valid, sq.as_deref(), now).await?,
+    };
+
+    let mut status = qat.status.clone().unwrap_or_default();
+    status.observed_generation = qat.metadata.generation;
+    let (action, ready) = match outcome {
+        Ok((fresh, requeue)) => {
+            let conditions = std::mem::take(&mut status.conditions);
+            status = fresh;
+            status.conditions = conditions;
+            (
+                Action::requeue(requeue.min(RESYNC).max(Duration::from_secs(1))),
+                (
+                    true,
+                    "TokenIssued",
+                    format!(
+                        "token in Secret {}",
+                        status.secret_name.clone().unwrap_or_default()
+                    ),
+                ),
+            )
+        }
+        Err(b) => (
+            b.retry
+                .map(Action::requeue)
+                .unwrap_or_else(Action::await_change),
+            (false, b.reason, b.message),
+        ),
+    };
+    let old_ready = qat
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    set_condition(
+        &mut status.conditions,
+        READY,
+        ready.0,
+        ready.1,
+        ready.2.clone(),
+        qat.metadata.generation,
+        now,
+    );
+    let changed = old_ready
+        != Some((
+            if ready.0 { "True" } else { "False" }.to_owned(),
+            ready.1.to_owned(),
+        ));
+    if changed && !ready.0 {
+        ctx.events
+            .publish(
+                &qat.object_ref(&()),
+                EventType::Warning,
+                ready.1,
+                "Issue",
+                ready.2,
+            )
+            .await;
+    }
+    write_status(&ctx, &qat, status).await?;
+    Ok(action)
+}
+
+/// Validated spec → the token Secret. Ok(Err(..)) when blocked by the instance's state.
+async fn issue(
+    ctx: &Context,
+    valid: &ValidToken,
+    sq: Option<&SecureQdrant>,
+    now: Timestamp,
+) -> Result<std::result::Result<(QdrantAccessTokenStatus, Duration), Blocked>> {
+    let Some(sq) = sq else {
+        return Ok(Err(blocked(
+            "InstanceMissing",
+            format!("SecureQdrant {} not found", valid.instance),
+            None,
+        )));
+    };
+    let inst = match validate::validate(sq, &ctx.settings) {
+        Ok(inst) => inst,
+        Err(_) => {
+            return Ok(Err(blocked(
+                "InstanceInvalid",
+                format!(
+                    "SecureQdrant {} has an invalid spec; see its status",
+                    valid.instance
+                ),
+                None,
+            )));
+        }
+    };
+    let client = &ctx.client;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
+
+    // The signing key: the instance's full-access API key.
+    let key_secret = read(ctx, &secrets, &inst.namespace, &inst.api_key_secret_name()).await?;
+    let Some(key) = key_secret
+        .as_ref()
+        .and_then(|s| read_key(s, material::API_KEY).ok())
+    else {
+        return Ok(Err(blocked(
+            "WaitingForKey",
+            format!("the API key of {} is not ready yet", inst.name),
+            Some(WAIT),
+        )));
+    };
+
+    // What the application trusts.
+    let ca_crt = match trust_bundle(ctx, &secrets, &inst).await? {
+        Ok(ca) => ca,
+        Err(b) => return Ok(Err(b)),
+    };
+
+    let existing = read(ctx, &secrets, &inst.namespace, &valid.secret_name).await?;
+    if let Some(s) = &existing
+        && !controlled_by(s, valid)
+    {
+        return Ok(Err(blocked(
+            "SecretConflict",
+            format!(
+                "Secret {} exists and does not belong to this QdrantAccessToken: choose another spec.secretName",
+                valid.secret_name
+            ),
+            None,
+        )));
+    }
+
+    let plan = plan_token(now, existing.as_ref(), valid, &key);
+    let token = match (&plan.mint, existing.as_ref().and_then(read_token)) {
+        (None, Some(token)) => token,
+        (reason, _) => {
+            let token =
+                tokens::mint(&valid.claims(plan.expires_at), &key).map_err(|e| Error::Token {
+                    name: valid.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            if let Some(reason) = reason {
+                ctx.events
+                    .publish(
+                        &token_ref(valid),
+                        EventType::Normal,
+                        "TokenIssued",
+                        "Issue",
+                        format!(
+                            "signed a new token ({}), valid until {}",
+                            reason.describe(),
+                            plan.expires_at
+                        ),
+                    )
+                    .await;
+            }
+            token
+        }
+    };
+    let scheme = inst.scheme();
+    let host = format!("{}.{}.svc", inst.name, inst.namespace);
+    let endpoints = TokenEndpoints {
+        url: format!("{scheme}://{host}:{}", crate::qdrant::HTTP_PORT),
+        grpc_url: format!("{scheme}://{host}:{}", crate::qdrant::GRPC_PORT),
+        ca_crt,
+    };
+    let secret = token_secret(valid, &token, &endpoints, token_annotations(valid, &key));
+    apply(client, &ctx.stores.secrets, secret).await?;
+    Ok(Ok((token_status(valid, &plan), plan.requeue_after)))
+}
+
+fn token_ref(valid: &ValidToken) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(QdrantAccessToken::api_version(&()).into_owned()),
+        kind: Some(QdrantAccessToken::kind(&()).into_owned()),
+        name: Some(valid.name.clone()),
+        namespace: Some(valid.namespace.clone()),
+        uid: Some(valid.owner.uid.clone()),
+        ..Default::default()
+    }
+}
+
+async fn read(ctx: &Context, api: &Api<Secret>, ns: &str, name: &str) -> Result<Option<Secret>> {
+    if let Some(s) = cached(&ctx.stores.secrets, ns, name) {
+        return Ok(Some(s.as_ref().clone()));
+    }
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind: "Secret",
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// The PEM bundle that verifies the instance's serving certificate (None without TLS).
+async fn trust_bundle(
+    ctx: &Context,
+    api: &Api<Secret>,
+    inst: &Instance,
+) -> Result<std::result::Result<Option<String>, Blocked>> {
+    let Some(name) = inst.tls_secret_name() else {
+        return Ok(Ok(None));
+    };
+    let ca = read(ctx, api, &inst.namespace, &name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(crate::tls::CA_CRT).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .filter(|s| s.contains("BEGIN CERTIFICATE"));
+    Ok(match ca {
+        Some(ca) => Ok(Some(ca)),
+        None => Err(blocked(
+            "WaitingForCertificate",
+            format!(
+                "the trust bundle of {} (Secret {name}, ca.crt) is not ready yet",
+                inst.name
+            ),
+            Some(WAIT),
+        )),
+    })
+}
+
+/// Deletes the token Secret this QdrantAccessToken controls, if any (its spec became invalid,
+/// e.g. manage tokens were disallowed): a token that may no longer be issued is not kept around.
+async fn remove_our_secret(ctx: &Context, qat: &QdrantAccessToken) -> Result<()> {
+    let ns = qat.namespace().unwrap_or_default();
+    let name = qat.secret_name();
+    let Some(secret) = cached(&ctx.stores.secrets, &ns, &name) else {
+        return Ok(());
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|r| Some(&r.uid) == qat.metadata.uid.as_ref() && r.controller == Some(true));
+    if !ours {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: "Secret",
+            name,
+            source,
+        }),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    qat: &QdrantAccessToken,
+    status: QdrantAccessTokenStatus,
+) -> Result<()> {
+    if qat.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<QdrantAccessToken> =
+        Api::namespaced(ctx.client.clone(), &qat.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": QdrantAccessToken::api_version(&()),
+        "kind": QdrantAccessToken::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &qat.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}
