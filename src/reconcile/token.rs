@@ -38,6 +38,9 @@ struct Blocked {
     reason: &'static str,
     message: String,
     retry: Option<Duration>,
+    /// No token of this QdrantAccessToken exists any more (its Secret was removed): the status
+    /// stops describing one.
+    no_token: bool,
 }
 
 fn blocked(reason: &'static str, message: String, retry: Option<Duration>) -> Blocked {
@@ -45,6 +48,7 @@ fn blocked(reason: &'static str, message: String, retry: Option<Duration>) -> Bl
         reason,
         message,
         retry,
+        no_token: false,
     }
 }
 
@@ -65,7 +69,16 @@ pub async fn reconcile(
     let outcome = match validate_token_spec(&qat, &info) {
         Err(problems) => {
             remove_our_secret(&ctx, &qat).await?;
-            Err(blocked("InvalidSpec", describe(&problems), None))
+            // A missing SecureQdrant is reported as such (creating it triggers this token).
+            let reason = if info.exists {
+                "InvalidSpec"
+            } else {
+                "InstanceMissing"
+            };
+            Err(Blocked {
+                no_token: true,
+                ..blocked(reason, describe(&problems), None)
+            })
         }
         Ok(valid) => issue(&ctx, &valid, sq.as_deref(), now).await?,
     };
@@ -89,12 +102,20 @@ pub async fn reconcile(
                 ),
             )
         }
-        Err(b) => (
-            b.retry
-                .map(Action::requeue)
-                .unwrap_or_else(Action::await_change),
-            (false, b.reason, b.message),
-        ),
+        Err(b) => {
+            if b.no_token {
+                status.secret_name = None;
+                status.access = None;
+                status.expires_at = None;
+                status.renewal_time = None;
+            }
+            (
+                b.retry
+                    .map(Action::requeue)
+                    .unwrap_or_else(Action::await_change),
+                (false, b.reason, b.message),
+            )
+        }
     };
     let old_ready = qat
         .status
