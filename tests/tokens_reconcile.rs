@@ -1,0 +1,1525 @@
+//! QdrantAccessToken reconciles (issue 5), against the in-memory API server of
+//! `tests/fake-apiserver`.
+//!
+//! Part 1 runs `reconcile::token::reconcile` in-process with a [`Context`] whose clock the test
+//! moves: a kube `Client` built from the fake server's kubeconfig, the Context's caches and the
+//! SecureQdrant cache filled by reflectors on that same client (as the controller does), the
+//! SecureQdrant's own material (API-key, CA and TLS Secrets) written by the real SecureQdrant
+//! reconcile, and Events kept in memory. Writes are counted with the server's request counters.
+//!
+//! Part 2 runs the real binary (`secure-qdrant-operator run`, debug logs) against the server,
+//! drives tokens through issue, key rotation, refusals and API failures, then scans the operator's
+//! log, every Event, every status and every error message for the API keys, the tokens and their
+//! signatures. A control plants such values and proves the scan finds them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use fake_apiserver::{FakeApiServer, Faults, Options};
+use futures::StreamExt;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
+use secure_qdrant_operator::error::Result as ReconcileResult;
+use secure_qdrant_operator::events::{EventLog, Events};
+use secure_qdrant_operator::reconcile::stores::Stores;
+use secure_qdrant_operator::reconcile::{self, Context, RESYNC, token};
+use secure_qdrant_operator::settings::Settings;
+use secure_qdrant_operator::tokens::KEY_FINGERPRINT_ANNOTATION;
+
+const NS: &str = "search";
+const SQ: &str = "vectors";
+const SQ_API: &str = "secureqdrant.dev/v1alpha1";
+const QAT_KIND: &str = "QdrantAccessToken";
+const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
+
+// =============================================================================================
+// Part 1: token::reconcile in-process, with an injected clock
+// =============================================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reconcile_writes_secret_and_status_then_nothing_until_renewal_time() {
+    let env = Env::start().await;
+    env.instance(json!({})).await; // TLS on (the default)
+    let key = env.api_key();
+    let qat = env
+        .create_token(
+            "frontend",
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"},
+                   "lifetime": "10m", "renewBefore": "4m"}),
+        )
+        .await;
+    let t0 = env.now();
+
+    // First reconcile: the Secret, the status, an Event, and a requeue for the renewal time.
+    let action = env.reconcile("frontend").await.expect("reconciled");
+    let secret = env
+        .secret("frontend-qdrant-token")
+        .expect("the token Secret is written");
+    assert_eq!(
+        data_keys(&secret),
+        set(&["ca.crt", "grpc-url", "token", "url"]),
+        "token Secret keys"
+    );
+    assert_eq!(
+        text(&secret, "url").as_deref(),
+        Some("https://vectors.search.svc:6333")
+    );
+    assert_eq!(
+        text(&secret, "grpc-url").as_deref(),
+        Some("https://vectors.search.svc:6334")
+    );
+    let tls_ca = env
+        .secret("vectors-tls")
+        .and_then(|s| text(&s, "ca.crt"))
+        .expect("the instance's trust bundle");
+    assert!(tls_ca.contains("BEGIN CERTIFICATE"));
+    assert_eq!(
+        text(&secret, "ca.crt"),
+        Some(tls_ca),
+        "ca.crt is the instance's trust bundle"
+    );
+    let owner = controller_of(&secret).expect("a controller owner reference");
+    assert_eq!(owner.kind, QAT_KIND);
+    assert_eq!(Some(&owner.uid), qat.metadata.uid.as_ref());
+    assert_eq!(
+        secret.labels().get(LABEL_MANAGED_BY).map(String::as_str),
+        Some(MANAGER)
+    );
+
+    let token = text(&secret, "token").expect("a token");
+    let claims = qdrant_claims(&token, &key).expect("the token verifies under the API key");
+    let exp = t0 + SignedDuration::from_mins(10);
+    assert_eq!(
+        claims,
+        json!({"exp": exp.as_second(), "access": "r", "subject": "search/frontend"})
+    );
+
+    let status = env.token_status("frontend");
+    assert_eq!(status.secret_name.as_deref(), Some("frontend-qdrant-token"));
+    assert_eq!(status.expires_at.as_ref().map(|t| t.0), Some(exp));
+    let renewal = status.renewal_time.as_ref().expect("renewalTime").0;
+    // exp - renewBefore, pulled earlier by a per-token jitter below a tenth of renewBefore.
+    let latest = exp - SignedDuration::from_mins(4);
+    assert!(
+        renewal <= latest && renewal > latest - SignedDuration::from_secs(24),
+        "renewalTime {renewal}, expected just before {latest}"
+    );
+    assert_eq!(status.observed_generation, qat.metadata.generation);
+    let ready = ready_condition(&env.token("frontend"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "TokenIssued")
+    );
+    assert_eq!(ready.last_transition_time.0, t0);
+    assert_eq!(action, Action::requeue(until(t0, renewal)));
+    assert_eq!(
+        env.event_reasons(),
+        vec![(EventType::Normal, "TokenIssued".to_owned())]
+    );
+
+    // A minute later, and one second before the renewal time: nothing is written (no Secret,
+    // no status, no Event), and the requeue still points at the renewal time.
+    for now in [
+        t0 + SignedDuration::from_mins(1),
+        renewal - SignedDuration::from_secs(1),
+    ] {
+        env.set_now(now);
+        env.reset();
+        let action = env.reconcile("frontend").await.expect("reconciled");
+        let counters = env.server.counters();
+        assert_eq!(
+            counters.writes(),
+            0,
+            "wrote before the renewal time: {:?}",
+            counters.requests
+        );
+        assert_eq!(action, Action::requeue(until(now, renewal)));
+        assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
+        assert_eq!(env.token_value("frontend-qdrant-token"), token);
+    }
+
+    // At the renewal time: a new token, a new expiry, one Secret write and one status write.
+    env.set_now(renewal);
+    env.reset();
+    let action = env.reconcile("frontend").await.expect("reconciled");
+    let counters = env.server.counters();
+    assert_eq!(
+        counters.get("patch", "secrets"),
+        1,
+        "{:?}",
+        counters.requests
+    );
+    assert_eq!(
+        counters.get("patch", "qdrantaccesstokens.secureqdrant.dev/status"),
+        1,
+        "{:?}",
+        counters.requests
+    );
+    assert_eq!(counters.writes(), 2, "{:?}", counters.requests);
+    let renewed = env.token_value("frontend-qdrant-token");
+    assert_ne!(renewed, token, "no new token at the renewal time");
+    let new_exp = renewal + SignedDuration::from_mins(10);
+    assert_eq!(
+        qdrant_claims(&renewed, &key).expect("the new token verifies")["exp"],
+        json!(new_exp.as_second())
+    );
+    let status = env.token_status("frontend");
+    assert_eq!(status.expires_at.as_ref().map(|t| t.0), Some(new_exp));
+    let new_renewal = status.renewal_time.as_ref().expect("renewalTime").0;
+    assert_eq!(
+        new_exp.duration_since(new_renewal),
+        exp.duration_since(renewal),
+        "same renewBefore and jitter for the same token"
+    );
+    assert_eq!(action, Action::requeue(until(renewal, new_renewal)));
+    let notes = env.event_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("renewal time"), "{notes:?}");
+    // Still Ready, and the condition did not transition.
+    assert_eq!(
+        ready_condition(&env.token("frontend"))
+            .last_transition_time
+            .0,
+        t0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lived_token_is_looked_at_again_within_the_resync_period() {
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    env.create_token(
+        "daily",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    let t0 = env.now();
+    let action = env.reconcile("daily").await.expect("reconciled");
+    let status = env.token_status("daily");
+    // Default lifetime 24h, renewBefore a third of it.
+    let exp = t0 + SignedDuration::from_hours(24);
+    assert_eq!(status.expires_at.as_ref().map(|t| t.0), Some(exp));
+    let renewal = status.renewal_time.as_ref().expect("renewalTime").0;
+    let latest = exp - SignedDuration::from_hours(8);
+    assert!(
+        renewal <= latest && renewal > latest - SignedDuration::from_mins(1),
+        "{renewal}"
+    );
+    // 16 hours away: the drift safety net (RESYNC) comes first.
+    assert_eq!(action, Action::requeue(RESYNC));
+
+    // Five minutes before the renewal time the requeue is exactly the wait.
+    let now = renewal - SignedDuration::from_mins(5);
+    env.set_now(now);
+    env.reset();
+    let action = env.reconcile("daily").await.expect("reconciled");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(env.server.counters().writes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_api_key_re_mints_a_token_that_verifies_only_under_the_new_key() {
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    let old_key = env.api_key();
+    env.create_token(
+        "reader",
+        json!({"qdrantRef": {"name": SQ}, "access": {"collections": [{"collection": "docs", "access": "r"}]}}),
+    )
+    .await;
+    env.reconcile("reader").await.expect("reconciled");
+    let old_token = env.token_value("reader-qdrant-token");
+    let old_fingerprint = env
+        .secret("reader-qdrant-token")
+        .and_then(|s| s.annotations().get(KEY_FINGERPRINT_ANNOTATION).cloned())
+        .expect("key fingerprint annotation");
+
+    // The API key is replaced (a user rotated it), long before the token's renewal time.
+    let new_key = "rotated-key-0123456789abcdef0123456789abcdef";
+    env.replace_api_key(new_key).await;
+    env.set_now(env.now() + SignedDuration::from_mins(30));
+    env.reset();
+    env.reconcile("reader").await.expect("reconciled");
+    let counters = env.server.counters();
+    assert_eq!(
+        counters.get("patch", "secrets"),
+        1,
+        "{:?}",
+        counters.requests
+    );
+    let new_token = env.token_value("reader-qdrant-token");
+    assert_ne!(new_token, old_token, "the token was not re-minted");
+
+    let claims = qdrant_claims(&new_token, new_key).expect("verifies under the new key");
+    assert_eq!(
+        claims["access"],
+        json!([{"collection": "docs", "access": "r"}])
+    );
+    assert_eq!(
+        claims["exp"],
+        json!((env.now() + SignedDuration::from_hours(24)).as_second())
+    );
+    assert_eq!(
+        qdrant_claims(&new_token, &old_key),
+        Err(ErrorKind::InvalidSignature),
+        "the new token must not verify under the old key"
+    );
+    assert_eq!(
+        qdrant_claims(&old_token, new_key),
+        Err(ErrorKind::InvalidSignature),
+        "the old token must not verify under the new key"
+    );
+    let fingerprint = env
+        .secret("reader-qdrant-token")
+        .and_then(|s| s.annotations().get(KEY_FINGERPRINT_ANNOTATION).cloned());
+    assert_ne!(fingerprint.as_ref(), Some(&old_fingerprint));
+    let notes = env.event_notes();
+    assert!(
+        notes.len() == 1 && notes[0].contains("API key changed"),
+        "{notes:?}"
+    );
+
+    // And then it is stable again: the next reconcile writes nothing.
+    env.reset();
+    env.reconcile("reader").await.expect("reconciled");
+    assert_eq!(env.server.counters().writes(), 0);
+    assert_eq!(env.token_value("reader-qdrant-token"), new_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manage_tokens_need_allow_manage_tokens_and_lose_their_secret_when_it_is_turned_off() {
+    let env = Env::start().await;
+    env.instance(json!({})).await; // allowManageTokens defaults to false
+    env.create_token(
+        "admin",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "m"}}),
+    )
+    .await;
+
+    env.reset();
+    let action = env.reconcile("admin").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let ready = ready_condition(&env.token("admin"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(ready.message.contains("allowManageTokens"), "{ready:?}");
+    assert!(ready.message.contains("spec.access.global"), "{ready:?}");
+    assert!(
+        env.server
+            .get("v1", "Secret", NS, "admin-qdrant-token")
+            .is_none()
+    );
+    assert_eq!(secret_writes(&env.server), 0);
+    assert_eq!(
+        env.event_reasons(),
+        vec![(EventType::Warning, "InvalidSpec".to_owned())]
+    );
+    // Refused again: no second Event, no status write.
+    env.reset();
+    env.reconcile("admin").await.expect("reconciled");
+    assert_eq!(env.server.counters().writes(), 0);
+    assert!(env.event_reasons().is_empty());
+
+    // Allowed: a manage token is issued.
+    env.patch_instance(json!({"spec": {"auth": {"allowManageTokens": true}}}))
+        .await;
+    env.reconcile("admin").await.expect("reconciled");
+    let ready = ready_condition(&env.token("admin"));
+    assert_eq!(ready.status, "True", "{ready:?}");
+    let token = env.token_value("admin-qdrant-token");
+    assert_eq!(
+        qdrant_claims(&token, &env.api_key()).expect("verifies")["access"],
+        json!("m")
+    );
+
+    // Disallowed again: Ready=False and our Secret is deleted (a manage token that may no
+    // longer be issued is not left behind), and the status no longer describes a token.
+    env.patch_instance(json!({"spec": {"auth": {"allowManageTokens": false}}}))
+        .await;
+    env.reset();
+    env.reconcile("admin").await.expect("reconciled");
+    let ready = ready_condition(&env.token("admin"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    let counters = env.server.counters();
+    assert_eq!(
+        counters.get("delete", "secrets"),
+        1,
+        "{:?}",
+        counters.requests
+    );
+    assert!(
+        env.server
+            .get("v1", "Secret", NS, "admin-qdrant-token")
+            .is_none()
+    );
+    let status = env.token_status("admin");
+    assert_eq!(status.expires_at, None, "{status:?}");
+    assert_eq!(status.renewal_time, None, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_a_missing_instance_is_not_ready_until_the_instance_exists() {
+    let env = Env::start().await;
+    env.create_token(
+        "early",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reset();
+    let action = env.reconcile("early").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let ready = ready_condition(&env.token("early"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InstanceMissing"),
+        "{ready:?}"
+    );
+    assert!(ready.message.contains("vectors"), "{ready:?}");
+    assert_eq!(secret_writes(&env.server), 0);
+    assert_eq!(
+        env.event_reasons(),
+        vec![(EventType::Warning, "InstanceMissing".to_owned())]
+    );
+
+    // The instance appears: the token is issued.
+    env.instance(json!({})).await;
+    env.reconcile("early").await.expect("reconciled");
+    assert_eq!(ready_condition(&env.token("early")).status, "True");
+    assert!(qdrant_claims(&env.token_value("early-qdrant-token"), &env.api_key()).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_rbac_off_blocks_the_token() {
+    let env = Env::start().await;
+    env.instance(json!({"auth": {"jwtRbac": false}})).await;
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reset();
+    let action = env.reconcile("frontend").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let ready = ready_condition(&env.token("frontend"));
+    assert_eq!(ready.status, "False", "{ready:?}");
+    assert!(ready.message.contains("jwtRbac"), "{ready:?}");
+    assert!(
+        env.server
+            .get("v1", "Secret", NS, "frontend-qdrant-token")
+            .is_none()
+    );
+    assert_eq!(secret_writes(&env.server), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_that_name_owned_by_someone_else_is_a_conflict_and_never_written() {
+    let env = Env::start().await;
+    env.instance(json!({"auth": {"allowManageTokens": true}}))
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+
+    // (a) An application's own Secret, no labels, no owner.
+    let foreign: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "frontend-qdrant-token", "namespace": NS},
+        "stringData": {"token": "the application's own"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("foreign Secret created");
+    let before = env.server.get("v1", "Secret", NS, "frontend-qdrant-token");
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    // (b) Another token's Secret, carrying our labels: "first" owns "shared", then "second"
+    // asks for the same name.
+    env.create_token(
+        "first",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}, "secretName": "shared"}),
+    )
+    .await;
+    env.reconcile("first").await.expect("reconciled");
+    let shared = env
+        .server
+        .get("v1", "Secret", NS, "shared")
+        .expect("shared");
+    env.create_token(
+        "second",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}, "secretName": "shared"}),
+    )
+    .await;
+    // (c) An invalid spec naming a foreign Secret: the clean-up must not delete it either.
+    env.create_token(
+        "greedy",
+        json!({"qdrantRef": {"name": "other"}, "access": {"global": "m"},
+               "secretName": "frontend-qdrant-token"}),
+    )
+    .await;
+
+    // Now and two days later (long past any renewal time), several times.
+    for now in [env.now(), env.now() + SignedDuration::from_hours(48)] {
+        env.set_now(now);
+        for _ in 0..2 {
+            env.reset();
+            for name in ["frontend", "second"] {
+                let action = env.reconcile(name).await.expect("reconciled");
+                assert_eq!(action, Action::await_change());
+                let ready = ready_condition(&env.token(name));
+                assert_eq!(
+                    (ready.status.as_str(), ready.reason.as_str()),
+                    ("False", "SecretConflict"),
+                    "{name}: {ready:?}"
+                );
+            }
+            env.reconcile("greedy").await.expect("reconciled");
+            assert_eq!(ready_condition(&env.token("greedy")).status, "False");
+            assert_eq!(
+                secret_writes(&env.server),
+                0,
+                "{:?}",
+                env.server.counters().requests
+            );
+        }
+    }
+    assert_eq!(
+        env.server.get("v1", "Secret", NS, "frontend-qdrant-token"),
+        before,
+        "the application's Secret was changed"
+    );
+    assert_eq!(
+        env.server.get("v1", "Secret", NS, "shared"),
+        Some(shared),
+        "another token's Secret was changed"
+    );
+    let message = ready_condition(&env.token("frontend")).message;
+    assert!(message.contains("frontend-qdrant-token"), "{message}");
+    assert!(message.contains("spec.secretName"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_token_garbage_collects_its_secret() {
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    let tokens: Api<QdrantAccessToken> = Api::namespaced(env.client.clone(), NS);
+
+    // Plain deletion: the server's garbage collector removes the Secret by owner uid.
+    env.create_token(
+        "plain",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("plain").await.expect("reconciled");
+    assert!(env.secret("plain-qdrant-token").is_some());
+    tokens
+        .delete("plain", &DeleteParams::background())
+        .await
+        .expect("deleted");
+    assert!(env.server.get(SQ_API, QAT_KIND, NS, "plain").is_none());
+    assert!(
+        env.server
+            .get("v1", "Secret", NS, "plain-qdrant-token")
+            .is_none(),
+        "the token Secret outlived its QdrantAccessToken"
+    );
+
+    // A token held by a finalizer: while it is being deleted, reconciles write nothing and keep
+    // the Secret; when the finalizer goes, the Secret goes.
+    let held = env
+        .create_token_with(
+            "held",
+            json!({"finalizers": ["test.secureqdrant.dev/hold"]}),
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+        )
+        .await;
+    env.reconcile("held").await.expect("reconciled");
+    tokens
+        .delete("held", &DeleteParams::background())
+        .await
+        .expect("deletion requested");
+    assert!(env.token("held").metadata.deletion_timestamp.is_some());
+    env.set_now(env.now() + SignedDuration::from_hours(48));
+    env.reset();
+    let action = env.reconcile("held").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(env.server.counters().writes(), 0);
+    assert!(env.secret("held-qdrant-token").is_some());
+    tokens
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("finalizer removed");
+    assert!(env.server.get(SQ_API, QAT_KIND, NS, "held").is_none());
+    assert!(
+        env.server
+            .get("v1", "Secret", NS, "held-qdrant-token")
+            .is_none()
+    );
+    assert!(held.metadata.uid.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_the_secret_has_an_http_url_and_no_ca() {
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}})).await;
+    env.create_token(
+        "plain",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("plain").await.expect("reconciled");
+    let secret = env.secret("plain-qdrant-token").expect("written");
+    assert_eq!(data_keys(&secret), set(&["grpc-url", "token", "url"]));
+    assert_eq!(
+        text(&secret, "url").as_deref(),
+        Some("http://vectors.search.svc:6333")
+    );
+    assert_eq!(
+        text(&secret, "grpc-url").as_deref(),
+        Some("http://vectors.search.svc:6334")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1 harness
+// ---------------------------------------------------------------------------------------------
+
+/// The fake API server, a client, reflector-fed caches and a Context with a movable clock.
+struct Env {
+    server: FakeApiServer,
+    client: Client,
+    ctx: Arc<Context>,
+    events: EventLog,
+    instances: Store<SecureQdrant>,
+    clock: Arc<Mutex<Timestamp>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn t0() -> Timestamp {
+    "2030-01-01T00:00:00Z".parse().unwrap()
+}
+
+impl Env {
+    async fn start() -> Env {
+        let server = FakeApiServer::start(Options {
+            objects: crds(),
+            ..Options::default()
+        })
+        .await
+        .expect("fake API server starts");
+        let client = client_for(&server).await;
+        let mut tasks = Vec::new();
+        // The same caches the controller keeps: managed objects only, by label.
+        let stores = Stores {
+            service_accounts: reflect::<ServiceAccount>(&client, &mut tasks, true),
+            secrets: reflect::<Secret>(&client, &mut tasks, true),
+            config_maps: reflect::<ConfigMap>(&client, &mut tasks, true),
+            services: reflect::<Service>(&client, &mut tasks, true),
+            network_policies: reflect::<NetworkPolicy>(&client, &mut tasks, true),
+            pdbs: reflect::<PodDisruptionBudget>(&client, &mut tasks, true),
+            statefulsets: reflect::<StatefulSet>(&client, &mut tasks, true),
+        };
+        let instances = reflect::<SecureQdrant>(&client, &mut tasks, false);
+        let clock = Arc::new(Mutex::new(t0()));
+        let (events, log) = Events::memory();
+        let reading = clock.clone();
+        let ctx = Context::new(client.clone(), stores, events, Settings::default())
+            .with_clock(Arc::new(move || *reading.lock().unwrap()));
+        let ready = async {
+            ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok()
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), ready)
+                .await
+                .unwrap_or(false),
+            "caches did not fill"
+        );
+        Env {
+            server,
+            client,
+            ctx: Arc::new(ctx),
+            events: log,
+            instances,
+            clock,
+            tasks,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        *self.clock.lock().unwrap()
+    }
+
+    fn set_now(&self, now: Timestamp) {
+        *self.clock.lock().unwrap() = now;
+    }
+
+    /// Forgets the request counters and the Events recorded so far.
+    fn reset(&self) {
+        self.server.reset_counters();
+        self.events.lock().unwrap().clear();
+    }
+
+    /// Creates SecureQdrant `search/vectors` with `spec` and runs the SecureQdrant reconcile
+    /// once, so its API-key, CA and TLS Secrets exist as the operator writes them.
+    async fn instance(&self, spec: Value) {
+        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        let sq: SecureQdrant = serde_json::from_value(json!({
+            "apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": SQ, "namespace": NS}, "spec": spec
+        }))
+        .expect("a SecureQdrant");
+        api.create(&PostParams::default(), &sq)
+            .await
+            .expect("SecureQdrant created");
+        self.settle().await;
+        let sq = api.get(SQ).await.expect("SecureQdrant read");
+        reconcile::reconcile(Arc::new(sq), self.ctx.clone())
+            .await
+            .expect("the SecureQdrant reconciles");
+        self.settle().await;
+        assert!(
+            self.secret("vectors-api-key").is_some(),
+            "no API-key Secret"
+        );
+        self.reset();
+    }
+
+    async fn patch_instance(&self, patch: Value) {
+        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        api.patch(SQ, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("SecureQdrant patched");
+    }
+
+    /// The instance's API key, as stored.
+    fn api_key(&self) -> String {
+        self.secret("vectors-api-key")
+            .and_then(|s| text(&s, "api-key"))
+            .expect("an API key")
+    }
+
+    /// Replaces the `api-key` of `vectors-api-key` (what a user rotating the key does).
+    async fn replace_api_key(&self, key: &str) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        api.patch(
+            "vectors-api-key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"api-key": STANDARD.encode(key)}})),
+        )
+        .await
+        .expect("API key replaced");
+    }
+
+    async fn create_token(&self, name: &str, spec: Value) -> QdrantAccessToken {
+        self.create_token_with(name, json!({}), spec).await
+    }
+
+    async fn create_token_with(&self, name: &str, meta: Value, spec: Value) -> QdrantAccessToken {
+        let mut metadata = meta;
+        metadata["name"] = json!(name);
+        metadata["namespace"] = json!(NS);
+        let qat: QdrantAccessToken = serde_json::from_value(json!({
+            "apiVersion": SQ_API, "kind": QAT_KIND, "metadata": metadata, "spec": spec
+        }))
+        .expect("a QdrantAccessToken");
+        Api::<QdrantAccessToken>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &qat)
+            .await
+            .expect("QdrantAccessToken created")
+    }
+
+    /// Reads the token as the controller would get it (after its caches caught up) and runs
+    /// one reconcile.
+    async fn reconcile(&self, name: &str) -> ReconcileResult<Action> {
+        self.settle().await;
+        let qat = self.token(name);
+        token::reconcile(Arc::new(qat), self.ctx.clone(), self.instances.clone()).await
+    }
+
+    fn token(&self, name: &str) -> QdrantAccessToken {
+        let value = self
+            .server
+            .get(SQ_API, QAT_KIND, NS, name)
+            .unwrap_or_else(|| panic!("no QdrantAccessToken {name}"));
+        serde_json::from_value(value).expect("a QdrantAccessToken")
+    }
+
+    fn token_status(&self, name: &str) -> secure_qdrant_operator::crd::QdrantAccessTokenStatus {
+        self.token(name).status.expect("a status")
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        self.server
+            .get("v1", "Secret", NS, name)
+            .map(|v| serde_json::from_value(v).expect("a Secret"))
+    }
+
+    fn token_value(&self, secret: &str) -> String {
+        self.secret(secret)
+            .and_then(|s| text(&s, "token"))
+            .unwrap_or_else(|| panic!("no token in Secret {secret}"))
+    }
+
+    fn event_reasons(&self) -> Vec<(EventType, String)> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| (e.type_, e.reason.clone()))
+            .collect()
+    }
+
+    fn event_notes(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.note.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// Waits until the caches hold exactly what the server holds (managed Secrets and every
+    /// SecureQdrant, by resourceVersion), as they would when a watch event triggers a reconcile.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let secrets = versions(
+                self.server
+                    .list("v1", "Secret", "")
+                    .into_iter()
+                    .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
+            );
+            let instances = versions(self.server.list(SQ_API, "SecureQdrant", "").into_iter());
+            let cached_secrets = cached_versions(&self.ctx.stores.secrets);
+            let cached_instances = cached_versions(&self.instances);
+            if secrets == cached_secrets && instances == cached_instances {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caches did not catch up: secrets {secrets:?} vs {cached_secrets:?}, \
+                 instances {instances:?} vs {cached_instances:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
+/// ends.
+fn reflect<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let mut config = watcher::Config::default();
+    if managed {
+        config = config.labels(MANAGED_SELECTOR);
+    }
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer);
+    tasks.push(tokio::spawn(async move {
+        stream.for_each(|_| async {}).await;
+    }));
+    reader
+}
+
+fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
+    objects
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Secret writes of any kind (create, update, patch, delete).
+fn secret_writes(server: &FakeApiServer) -> u64 {
+    let c = server.counters();
+    ["create", "update", "patch", "delete", "deletecollection"]
+        .iter()
+        .map(|verb| c.get(verb, "secrets"))
+        .sum()
+}
+
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
+}
+
+fn ready_condition(qat: &QdrantAccessToken) -> Condition {
+    qat.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no Ready condition: {:?}", qat.status))
+}
+
+fn controller_of(
+    secret: &Secret,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    secret
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .cloned()
+}
+
+fn data_keys(secret: &Secret) -> BTreeSet<String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8(b.0.clone()).expect("UTF-8"))
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The claims of `token` checked as Qdrant checks them: HS256 only, the key's raw bytes, `exp`
+/// required (its value is compared with the injected clock by the caller, not the real one).
+fn qdrant_claims(token: &str, key: &str) -> Result<Value, ErrorKind> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(key.as_bytes()),
+        &validation,
+    )
+    .map(|data| data.claims)
+    .map_err(|e| e.into_kind())
+}
+
+fn crds() -> Vec<Value> {
+    secure_qdrant_operator::crd::all()
+        .into_iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
+        .collect()
+}
+
+async fn client_for(server: &FakeApiServer) -> Client {
+    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(config).expect("client builds")
+}
+
+// =============================================================================================
+// Part 2: the real binary; nothing secret in logs, Events, status or errors
+// =============================================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
+    let server = Arc::new(
+        FakeApiServer::start(Options {
+            objects: crds(),
+            ..Options::default()
+        })
+        .await
+        .expect("fake API server starts"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut operator = Operator::spawn(&server, &dir);
+    wait_log(&operator, "starting the SecureQdrant").await;
+
+    // Two instances: one that allows manage tokens, one with JWTs off.
+    for (name, auth) in [
+        (SQ, json!({"allowManageTokens": true})),
+        ("locked", json!({"jwtRbac": false})),
+    ] {
+        server
+            .insert(json!({"apiVersion": SQ_API, "kind": "SecureQdrant",
+                "metadata": {"name": name, "namespace": NS}, "spec": {"auth": auth}}))
+            .expect("SecureQdrant inserted");
+    }
+    // An application's Secret that a token will collide with.
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "taken", "namespace": NS},
+            "data": {"token": STANDARD.encode("not the operator's")}}))
+        .expect("Secret inserted");
+    let issued = ["reader", "admin", "docs"];
+    let tokens = [
+        (
+            "reader",
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+        ),
+        (
+            "admin",
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "m"}}),
+        ),
+        (
+            "docs",
+            json!({"qdrantRef": {"name": SQ}, "access": {"collections": [
+                {"collection": "docs", "access": "rw"}, {"collection": "users", "access": "prw"}]},
+                "valueExists": {"collection": "users", "matches": [{"key": "user_id", "value": "u1"}]},
+                "lifetime": "1h"}),
+        ),
+        (
+            "conflict",
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}, "secretName": "taken"}),
+        ),
+        (
+            "orphan",
+            json!({"qdrantRef": {"name": "missing"}, "access": {"global": "r"}}),
+        ),
+        (
+            "nojwt",
+            json!({"qdrantRef": {"name": "locked"}, "access": {"global": "r"}}),
+        ),
+    ];
+    // Every value the token Secrets and the API-key Secret ever hold, from before they exist.
+    let mut monitors: Vec<ValueMonitor> = issued
+        .iter()
+        .map(|t| ValueMonitor::start(&server, &format!("{t}-qdrant-token"), "token"))
+        .collect();
+    monitors.push(ValueMonitor::start(&server, "vectors-api-key", "api-key"));
+    monitors.push(ValueMonitor::start(
+        &server,
+        "vectors-api-key",
+        "read-only-api-key",
+    ));
+    monitors.push(ValueMonitor::start(&server, "locked-api-key", "api-key"));
+    monitors.push(ValueMonitor::start(
+        &server,
+        "locked-api-key",
+        "read-only-api-key",
+    ));
+    for (name, spec) in &tokens {
+        server
+            .insert(json!({"apiVersion": SQ_API, "kind": QAT_KIND,
+                "metadata": {"name": name, "namespace": NS}, "spec": spec}))
+            .expect("QdrantAccessToken inserted");
+    }
+    for name in issued {
+        wait_ready(&server, &operator, name, "True", "TokenIssued").await;
+    }
+    wait_ready(&server, &operator, "conflict", "False", "SecretConflict").await;
+    wait_ready(&server, &operator, "orphan", "False", "InstanceMissing").await;
+    wait_ready(&server, &operator, "nojwt", "False", "InvalidSpec").await;
+
+    // Rotate the API key: every token is re-minted under the new key.
+    let new_key = "rotated-3f9a1c5e7b2d4f6a8c0e1b3d5f7a9c2e";
+    let client = client_for(&server).await;
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            "vectors-api-key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"api-key": STANDARD.encode(new_key)}})),
+        )
+        .await
+        .expect("API key rotated");
+    for name in issued {
+        wait_token(&server, &operator, name, |token| {
+            qdrant_claims(token, new_key).is_ok()
+        })
+        .await;
+    }
+
+    // The API refuses the operator's Secret writes for a while, while a spec change asks for a
+    // new token: reconcile errors reach the log (and the error policy).
+    server.set_faults(Faults {
+        seed: 5,
+        error_rate: 1.0,
+        error_codes: vec![500, 409],
+        verbs: vec!["patch".into()],
+        resources: vec!["secrets".into()],
+        ..Faults::default()
+    });
+    Api::<QdrantAccessToken>::namespaced(client.clone(), NS)
+        .patch(
+            "reader",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifetime": "12h"}})),
+        )
+        .await
+        .expect("reader patched");
+    wait_log(&operator, "token reconcile failed").await;
+    server.clear_faults();
+    wait_token(&server, &operator, "reader", |token| {
+        qdrant_claims(token, new_key).is_ok_and(|c| {
+            let left = c["exp"].as_i64().unwrap_or_default() - Timestamp::now().as_second();
+            (11 * 3600..13 * 3600).contains(&left)
+        })
+    })
+    .await;
+    // The last writes have settled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    operator.assert_healthy();
+    let log = operator.log();
+    operator.kill();
+
+    // What must never appear, and what it must not appear in.
+    let secrets = Secrets::from(&monitors);
+    assert!(
+        // Issued, re-minted after the rotation, and once more after the lifetime change.
+        secrets.tokens.len() > 2 * issued.len(),
+        "too few tokens observed to mean anything: {}",
+        secrets.tokens.len()
+    );
+    assert!(
+        secrets.keys.len() >= 4,
+        "keys observed: {}",
+        secrets.keys.len()
+    );
+    let places = Places::collect(&server, &log);
+    places.assert_meaningful(&tokens.map(|(n, _)| n));
+    let leaks = secrets.find_in(&places);
+    assert!(leaks.is_empty(), "secret material leaked: {leaks:#?}");
+
+    // Control: the same scan finds planted values in each kind of place.
+    let sig = secrets
+        .tokens
+        .iter()
+        .next()
+        .map(|t| signature(t).to_owned())
+        .expect("a token");
+    let whole_token = secrets.tokens.iter().last().cloned().expect("a token");
+    let key = new_key.to_owned();
+    server
+        .insert(json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "planted", "namespace": NS},
+            "eventTime": "2030-01-01T00:00:00.000000Z", "reportingController": "test",
+            "reportingInstance": "test", "action": "Issue", "reason": "Planted", "type": "Normal",
+            "regarding": {"kind": QAT_KIND, "name": "reader", "namespace": NS},
+            "note": format!("oops {sig}")}))
+        .expect("Event planted");
+    let mut status = server.get(SQ_API, QAT_KIND, NS, "docs").expect("docs")["status"].clone();
+    status["conditions"][0]["message"] = json!(format!("key was {}", STANDARD.encode(&key)));
+    server
+        .set_status(SQ_API, QAT_KIND, NS, "docs", status)
+        .expect("status planted");
+    let planted_log = format!("{log}\n{{\"error\":\"bad token {whole_token}\"}}\n");
+    let planted = Places::collect(&server, &planted_log);
+    let found = secrets.find_in(&planted);
+    let found_where: BTreeSet<&str> = found.iter().map(|l| l.place.as_str()).collect();
+    assert_eq!(
+        found_where,
+        BTreeSet::from([
+            "Event search/planted",
+            "status of QdrantAccessToken search/docs",
+            "operator log",
+            "error messages",
+        ]),
+        "the control did not find exactly the planted values: {found:#?}"
+    );
+    let what: BTreeSet<&str> = found.iter().map(|l| l.what.as_str()).collect();
+    assert!(what.contains("a JWT signature"), "{what:?}");
+    assert!(what.contains("an API key (base64)"), "{what:?}");
+    assert!(what.contains("a token"), "{what:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2 harness
+// ---------------------------------------------------------------------------------------------
+
+/// The operator binary running against the fake server; killed when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn spawn(server: &FakeApiServer, dir: &TempDir) -> Operator {
+        let kubeconfig = dir.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        let log = dir.path().join("operator.log");
+        let file = File::create(&log).expect("log file");
+        let child = Command::new(OPERATOR)
+            .args(["run", "--log-format", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("LOG_LEVEL", "secure_qdrant_operator=debug,kube=debug,info")
+            .env_remove("POD_NAME")
+            .env_remove("CLUSTER_DOMAIN")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("operator binary starts");
+        Operator { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's own last log lines (the client's debug lines are left out).
+    fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"target\":\"secure_qdrant_operator"))
+            .collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn assert_healthy(&mut self) {
+        if let Ok(Some(exit)) = self.child.try_wait() {
+            panic!("the operator exited ({exit}):\n{}", self.tail());
+        }
+        assert!(!self.log().contains("panicked"), "the operator panicked");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn eventually<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn wait_log(operator: &Operator, needle: &str) {
+    eventually(Duration::from_secs(20), || {
+        operator
+            .log()
+            .contains(needle)
+            .then_some(())
+            .ok_or_else(|| format!("the operator log has no {needle:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
+}
+
+async fn wait_ready(
+    server: &FakeApiServer,
+    operator: &Operator,
+    name: &str,
+    status: &str,
+    reason: &str,
+) {
+    eventually(Duration::from_secs(20), || {
+        let qat = server
+            .get(SQ_API, QAT_KIND, NS, name)
+            .ok_or("no QdrantAccessToken")?;
+        let ready = qat["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .ok_or("no Ready condition yet")?;
+        if ready["status"] == status && ready["reason"] == reason {
+            Ok(())
+        } else {
+            Err(format!("{name}: Ready is {ready}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
+}
+
+async fn wait_token(
+    server: &FakeApiServer,
+    operator: &Operator,
+    name: &str,
+    done: impl Fn(&str) -> bool,
+) {
+    let secret = format!("{name}-qdrant-token");
+    eventually(Duration::from_secs(20), || {
+        let token = server
+            .get("v1", "Secret", NS, &secret)
+            .and_then(|s| s["data"]["token"].as_str().map(decode))
+            .ok_or_else(|| format!("no token in {secret}"))?;
+        done(&token)
+            .then_some(())
+            .ok_or_else(|| format!("{secret}: not the expected token yet"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
+}
+
+fn decode(b64: &str) -> String {
+    String::from_utf8(STANDARD.decode(b64).expect("base64")).expect("UTF-8")
+}
+
+/// Records every value one key of one Secret takes (checked after every change on the server).
+struct ValueMonitor {
+    key: String,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl ValueMonitor {
+    fn start(server: &Arc<FakeApiServer>, secret: &str, key: &str) -> ValueMonitor {
+        let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let task = {
+            let (server, seen, secret, key) = (
+                server.clone(),
+                seen.clone(),
+                secret.to_owned(),
+                key.to_owned(),
+            );
+            tokio::spawn(async move {
+                let _ = server
+                    .wait_for("v1", "Secret", NS, &secret, Duration::from_secs(600), |s| {
+                        if let Some(v) = s.and_then(|s| s["data"][&key].as_str()) {
+                            seen.lock().unwrap().insert(decode(v));
+                        }
+                        false
+                    })
+                    .await;
+            })
+        };
+        ValueMonitor {
+            key: key.to_owned(),
+            seen,
+            task,
+        }
+    }
+}
+
+impl Drop for ValueMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The values that must never appear outside their Secrets.
+struct Secrets {
+    tokens: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+/// One finding of the scan: what kind of value, and where. Never the value itself.
+#[derive(Debug)]
+struct Leak {
+    what: String,
+    place: String,
+}
+
+impl Secrets {
+    fn from(monitors: &[ValueMonitor]) -> Secrets {
+        let mut out = Secrets {
+            tokens: BTreeSet::new(),
+            keys: BTreeSet::new(),
+        };
+        for m in monitors {
+            let seen = m.seen.lock().unwrap().clone();
+            if m.key == "token" {
+                out.tokens.extend(seen);
+            } else {
+                out.keys.extend(seen);
+            }
+        }
+        out
+    }
+
+    /// (what, needle): each key raw and base64-encoded (as in a Secret's JSON), each token
+    /// whole and base64-encoded, and each token's signature part on its own.
+    fn needles(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for key in &self.keys {
+            out.push(("an API key", key.clone()));
+            out.push(("an API key (base64)", STANDARD.encode(key)));
+        }
+        for token in &self.tokens {
+            out.push(("a token", token.clone()));
+            out.push(("a token (base64)", STANDARD.encode(token)));
+            out.push(("a JWT signature", signature(token).to_owned()));
+        }
+        out
+    }
+
+    fn find_in(&self, places: &Places) -> Vec<Leak> {
+        let needles = self.needles();
+        let mut out = Vec::new();
+        for (place, haystack) in &places.texts {
+            for (what, needle) in &needles {
+                if haystack.contains(needle.as_str()) {
+                    out.push(Leak {
+                        what: (*what).to_owned(),
+                        place: place.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The third part of a JWT (header.payload.signature).
+fn signature(token: &str) -> &str {
+    let sig = token.rsplit('.').next().unwrap_or_default();
+    assert!(sig.len() >= 40, "not an HS256 signature");
+    sig
+}
+
+/// Everything the scan reads: the operator's log (with its error messages), every Event (both
+/// APIs, whole objects) and every status of the operator's resources.
+struct Places {
+    texts: BTreeMap<String, String>,
+}
+
+impl Places {
+    fn collect(server: &FakeApiServer, log: &str) -> Places {
+        let mut texts = BTreeMap::new();
+        texts.insert("operator log".to_owned(), log.to_owned());
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"error\"") || l.contains("ERROR") || l.contains("WARN"))
+            .collect();
+        texts.insert("error messages".to_owned(), errors.join("\n"));
+        for api in ["events.k8s.io/v1", "v1"] {
+            for e in server.list(api, "Event", "") {
+                texts.insert(
+                    format!(
+                        "Event {}/{}",
+                        e["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        e["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                    e.to_string(),
+                );
+            }
+        }
+        for kind in ["SecureQdrant", QAT_KIND] {
+            for o in server.list(SQ_API, kind, "") {
+                texts.insert(
+                    format!(
+                        "status of {kind} {}/{}",
+                        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                    o["status"].to_string(),
+                );
+            }
+        }
+        Places { texts }
+    }
+
+    /// The places hold what the scenario produced, so an empty scan means something.
+    fn assert_meaningful(&self, tokens: &[&str]) {
+        let log = &self.texts["operator log"];
+        assert!(log.lines().count() > 20, "the log is nearly empty");
+        assert!(
+            log.contains("\"DEBUG\"") || log.contains("DEBUG"),
+            "no debug lines were logged"
+        );
+        assert!(
+            self.texts["error messages"].contains("token reconcile failed"),
+            "no reconcile error was logged"
+        );
+        let events: Vec<&String> = self
+            .texts
+            .iter()
+            .filter(|(k, _)| k.starts_with("Event "))
+            .map(|(_, v)| v)
+            .collect();
+        for reason in [
+            "TokenIssued",
+            "SecretConflict",
+            "InstanceMissing",
+            "InvalidSpec",
+        ] {
+            assert!(
+                events.iter().any(|e| e.contains(reason)),
+                "no {reason} Event was recorded"
+            );
+        }
+        for name in tokens {
+            let status = &self.texts[&format!("status of {QAT_KIND} {NS}/{name}")];
+            assert!(status.contains("Ready"), "{name} has no Ready condition");
+        }
+    }
+}
