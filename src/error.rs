@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("signing the token of QdrantAccessToken {name}: {reason}")]
     Token { name: String, reason: String },
+    #[error("the API key in Secret {secret} (spec.auth.apiKeySecretRef) is unusable: {problem}")]
+    UserKey { secret: String, problem: String },
     #[error("the operator's caches did not sync in time")]
     CacheNotReady,
 }
@@ -61,6 +63,7 @@ impl Error {
             Error::SecretRace(_) => "create_secret",
             Error::Tls { .. } => "tls",
             Error::Token { .. } => "token",
+            Error::UserKey { .. } => "api_key_secret",
             Error::CacheNotReady => "cache",
         }
     }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod events;
+pub mod key_rotation;
 pub mod material;
 pub mod qdrant;
 pub mod reconcile;

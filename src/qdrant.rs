@@ -42,6 +42,8 @@ pub const ENTRYPOINT: &str = "/qdrant/entrypoint.sh";
 pub mod env {
     /// Full-access API key (`service.api_key`).
     pub const API_KEY: &str = "QDRANT__SERVICE__API_KEY";
+    /// Second full-access key, during a rotation (`service.alt_api_key`).
+    pub const ALT_API_KEY: &str = "QDRANT__SERVICE__ALT_API_KEY";
     /// Global read-only API key (`service.read_only_api_key`).
     pub const READ_ONLY_API_KEY: &str = "QDRANT__SERVICE__READ_ONLY_API_KEY";
     /// This peer's URI (`--uri`).

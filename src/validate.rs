@@ -38,6 +38,8 @@ pub struct Instance {
     /// Size of the dedicated snapshots volume; None: an emptyDir.
     pub snapshots_size: Option<Quantity>,
     pub auth: AuthSpec,
+    /// How long both keys work during a key rotation.
+    pub key_rotation_grace: Duration,
     /// None when `spec.tls.enabled` is false.
     pub tls: Option<TlsSettings>,
     pub network: NetworkSpec,
@@ -96,6 +98,22 @@ impl Instance {
     /// Name of the Secret holding the API keys.
     pub fn api_key_secret_name(&self) -> String {
         format!("{}-api-key", self.name)
+    }
+
+    /// Where Qdrant's full-access key comes from: (Secret, key).
+    pub fn api_key_ref(&self) -> (String, String) {
+        match &self.auth.api_key_secret_ref {
+            Some(r) => (r.name.clone(), r.key.clone()),
+            None => (
+                self.api_key_secret_name(),
+                crate::material::API_KEY.to_owned(),
+            ),
+        }
+    }
+
+    /// Whether the operator generates (and may rotate) the full-access key.
+    pub fn generates_api_key(&self) -> bool {
+        self.auth.api_key_secret_ref.is_none()
     }
 
     /// Name of the Secret holding the operator's CA.
@@ -246,6 +264,19 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     }
     check_user_config(&spec.config, &mut problems);
     let tls = check_tls(&spec.tls, &mut problems);
+    let key_rotation_grace = duration(
+        "spec.auth.keyRotationGracePeriod",
+        &spec.auth.key_rotation_grace_period,
+        &mut problems,
+    );
+    if let Some(r) = &spec.auth.api_key_secret_ref
+        && (r.name.is_empty() || r.key.is_empty())
+    {
+        problems.push(invalid(
+            "spec.auth.apiKeySecretRef",
+            "needs both name and key",
+        ));
+    }
     for key in spec.pod.labels.keys() {
         if key.starts_with("app.kubernetes.io/") {
             problems.push(invalid(
@@ -289,8 +320,8 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         ));
     }
 
-    match (problems.is_empty(), owner, storage_size) {
-        (true, Some(owner), Some(size)) => Ok(Instance {
+    match (problems.is_empty(), owner, storage_size, key_rotation_grace) {
+        (true, Some(owner), Some(size), Some(key_rotation_grace)) => Ok(Instance {
             name,
             namespace,
             owner,
@@ -307,6 +338,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             },
             snapshots_size,
             auth: spec.auth.clone(),
+            key_rotation_grace,
             tls,
             network: spec.network.clone(),
             audit: spec.audit.clone(),

@@ -129,8 +129,16 @@ fn with_annotation(mut sq: SecureQdrant, key: &str, value: &str) -> SecureQdrant
     sq
 }
 
-/// A Secret the user made (no operator labels, so not in the operator's caches).
+/// A Secret the user made (no operator labels, so not in the operator's caches), already
+/// carrying the `secureqdrant.dev/referenced` label the operator adds the first time it reads it
+/// (so its watch sees changes); `unmarked_user_secret` is one before that.
 fn user_secret(name: &str, type_: &str, data: BTreeMap<String, ByteString>) -> Value {
+    let mut value = unmarked_user_secret(name, type_, data);
+    value["metadata"]["labels"] = json!({"secureqdrant.dev/referenced": "true"});
+    value
+}
+
+fn unmarked_user_secret(name: &str, type_: &str, data: BTreeMap<String, ByteString>) -> Value {
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
@@ -520,6 +528,15 @@ impl World {
                 continue;
             }
             assert_ne!(l.method, Method::DELETE, "no scenario here deletes");
+            if l.body.get("kind").is_none() {
+                // A merge patch (the referenced label on a user's Secret): merge it in.
+                let name = l.path.rsplit('/').next().unwrap().to_owned();
+                let key = ("Secret".to_owned(), name);
+                let mut stored = self.objects[&key].clone();
+                json_patch::merge(&mut stored, &l.body);
+                self.objects.insert(key, stored);
+                continue;
+            }
             let mut stored = as_stored(&l.body);
             if stored["kind"] == "StatefulSet" {
                 // Applying the main resource leaves the status subresource alone; a new
@@ -1920,3 +1937,40 @@ async fn turning_tls_off_warns_once_and_leaves_the_tls_secrets_alone() {
     assert_eq!(step.reasons(), ["TLSDisabled"]);
     assert_eq!(step.events[0].0, EventType::Warning);
 }
+
+#[tokio::test]
+async fn a_users_secret_gets_only_the_referenced_label_so_the_operator_watches_it() {
+    let corp = user_ca(t0() - DAY, CA_LIFETIME);
+    let mut w = World::new(with_ca_ref(sq3(), "corp-ca"), t0());
+    w.put_user_secret(unmarked_user_secret(
+        "corp-ca",
+        "Opaque",
+        corp.to_secret_data(),
+    ));
+    let corp_path = path::secret("corp-ca");
+    let answer = w.secret("corp-ca").clone();
+    let cr = w.sq.to_json();
+    let step = w
+        .reconcile(move |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            api.expect_create(&path::secrets()).await;
+            api.expect_get(&corp_path, &answer).await;
+            // A metadata-only merge patch: the label, nothing else.
+            let call = api.expect(Method::PATCH, &corp_path).await;
+            assert_eq!(
+                call.request.body,
+                json!({"metadata": {"labels": {"secureqdrant.dev/referenced": "true"}}}),
+                "only the label is written, never the user's data"
+            );
+            let mut labelled = answer.clone();
+            labelled["metadata"]["labels"] = json!({"secureqdrant.dev/referenced": "true"});
+            call.respond(http::StatusCode::OK, &labelled);
+            api.expect_get_missing(&tls_path()).await;
+            expect_children(&mut api, true, true).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    step.action();
+}
+

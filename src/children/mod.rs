@@ -107,6 +107,7 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
         pdb: pdb::build(inst),
         statefulset: statefulset::build(
             inst,
+            &material.api_keys,
             &restart,
             material.tls.as_ref().map(|t| t.fingerprint.as_str()),
         ),
@@ -124,6 +125,10 @@ pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
     if let Some(ro) = &material.api_keys.read_only {
         h.update(b"\0read-only-api-key\0");
         h.update(ro.fingerprint());
+    }
+    if let Some(next) = &material.api_keys.next {
+        h.update(b"\0next-api-key\0");
+        h.update(next.fingerprint());
     }
     if let Some(tls) = &material.tls {
         h.update(b"\0tls\0");

@@ -21,7 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{COMPONENT_DATABASE, RESTART_HASH, labels, object_meta, pod_selector};
+use crate::key_rotation::KEYS_FINGERPRINT_ANNOTATION;
 use crate::material;
+use crate::material::ApiKeys;
 use crate::qdrant::{
     CONFIG_DIR, CONFIG_FILE, ENTRYPOINT, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
     SNAPSHOTS_PATH, STORAGE_PATH, TLS_DIR, WORKDIR, env,
@@ -46,11 +48,17 @@ const VOLUME_INIT: &str = "init";
 const VOLUME_TLS: &str = "tls";
 
 /// `tls_fingerprint`: what the pods run with (see `crate::tls::TLS_FINGERPRINT_ANNOTATION`).
-pub fn build(inst: &Instance, restart_hash: &str, tls_fingerprint: Option<&str>) -> StatefulSet {
+pub fn build(
+    inst: &Instance,
+    keys: &ApiKeys,
+    restart_hash: &str,
+    tls_fingerprint: Option<&str>,
+) -> StatefulSet {
     let mut template_labels = labels(inst, COMPONENT_DATABASE);
     template_labels.extend(inst.pod.labels.clone());
     let mut annotations = inst.pod.annotations.clone();
     annotations.insert(RESTART_HASH.to_owned(), restart_hash.to_owned());
+    annotations.insert(KEYS_FINGERPRINT_ANNOTATION.to_owned(), keys.fingerprint());
     if let Some(fp) = tls_fingerprint {
         annotations.insert(TLS_FINGERPRINT_ANNOTATION.to_owned(), fp.to_owned());
     }
@@ -93,7 +101,7 @@ pub fn build(inst: &Instance, restart_hash: &str, tls_fingerprint: Option<&str>)
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(inst)),
+                spec: Some(pod_spec(inst, keys)),
             },
             volume_claim_templates: Some(claim_templates(inst)),
             ..StatefulSetSpec::default()
@@ -102,7 +110,7 @@ pub fn build(inst: &Instance, restart_hash: &str, tls_fingerprint: Option<&str>)
     }
 }
 
-fn pod_spec(inst: &Instance) -> PodSpec {
+fn pod_spec(inst: &Instance, keys: &ApiKeys) -> PodSpec {
     let snapshots = inst.snapshots_size.is_none().then(|| Volume {
         name: VOLUME_SNAPSHOTS.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -173,7 +181,7 @@ fn pod_spec(inst: &Instance) -> PodSpec {
         topology_spread_constraints: (!inst.pod.topology_spread_constraints.is_empty())
             .then(|| inst.pod.topology_spread_constraints.clone()),
         priority_class_name: inst.pod.priority_class_name.clone(),
-        containers: vec![container(inst)],
+        containers: vec![container(inst, keys)],
         volumes: Some(volumes),
         ..PodSpec::default()
     }
@@ -243,7 +251,7 @@ fn scheme(inst: &Instance) -> &'static str {
     inst.scheme()
 }
 
-fn env(inst: &Instance) -> Vec<EnvVar> {
+fn env(inst: &Instance, rotating: bool) -> Vec<EnvVar> {
     let mut env = vec![
         EnvVar {
             name: "POD_NAME".to_owned(),
@@ -262,8 +270,16 @@ fn env(inst: &Instance) -> Vec<EnvVar> {
             env::INIT_FILE_PATH,
             format!("{INIT_DIR}/.qdrant-initialized"),
         ),
-        secret_env(env::API_KEY, &inst.api_key_secret_name(), material::API_KEY),
+        secret_env(env::API_KEY, &inst.api_key_ref().0, &inst.api_key_ref().1),
     ];
+    if rotating {
+        // During a key rotation the incoming key works too (requests and JWT signatures).
+        env.push(secret_env(
+            env::ALT_API_KEY,
+            &inst.api_key_secret_name(),
+            material::NEXT_API_KEY,
+        ));
+    }
     if inst.auth.read_only_api_key {
         env.push(secret_env(
             env::READ_ONLY_API_KEY,
@@ -313,7 +329,7 @@ fn probe(inst: &Instance, path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn container(inst: &Instance) -> Container {
+fn container(inst: &Instance, keys: &ApiKeys) -> Container {
     let mut ports = vec![
         container_port("http", HTTP_PORT),
         container_port("grpc", GRPC_PORT),
@@ -340,7 +356,7 @@ fn container(inst: &Instance) -> Container {
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
         working_dir: Some(WORKDIR.to_owned()),
-        env: Some(env(inst)),
+        env: Some(env(inst, keys.next.is_some())),
         ports: Some(ports),
         resources: Some(inst.resources.clone()),
         security_context: Some(SecurityContext {

@@ -225,6 +225,25 @@ pub struct AuthSpec {
     /// Read-only and per-collection tokens need no opt-in.
     #[serde(default)]
     pub allow_manage_tokens: bool,
+
+    /// Use your own full-access API key from a Secret in the same namespace instead of a
+    /// generated one. The operator re-reads it on every reconcile and rolls the pods when it
+    /// changes; a missing Secret, a missing key or an empty value stops the rollout with a
+    /// condition. Rotating it is then up to you (the rotate-api-key annotation applies only to
+    /// generated keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+
+    /// During a key rotation (annotation `secureqdrant.dev/rotate-api-key`), how long the old
+    /// and the new key both work once every pod accepts the new one, before the old one is
+    /// removed. Go duration syntax.
+    #[serde(default = "default_rotation_grace")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub key_rotation_grace_period: String,
+}
+
+fn default_rotation_grace() -> String {
+    "1h".to_owned()
 }
 
 impl Default for AuthSpec {
@@ -233,8 +252,21 @@ impl Default for AuthSpec {
             read_only_api_key: true,
             jwt_rbac: true,
             allow_manage_tokens: false,
+            api_key_secret_ref: None,
+            key_rotation_grace_period: default_rotation_grace(),
         }
     }
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// TLS settings. Durations use Go syntax (`2160h`, `90m`).

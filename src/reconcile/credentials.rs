@@ -1,18 +1,34 @@
-//! The API-key Secret: read it if it exists, create it if it does not. Never overwritten: an
-//! existing key is never regenerated, whatever the cache says (a miss is confirmed with a GET,
-//! and creation is a create, which fails rather than replaces).
+//! The API keys: read them, create or complete the generated ones, and run a key rotation.
+//!
+//! Generated keys live in `<n>-api-key` and are never overwritten: a cache miss is confirmed
+//! with a GET, creation is a create (which fails rather than replaces), and later changes are
+//! compare-and-swap merge patches guarded by the resourceVersion that was read. A user's key
+//! (`spec.auth.apiKeySecretRef`) is read on every reconcile and never written.
+
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Map, Value, json};
 
 use super::stores::{Stores, cached};
+use super::tls::rolled_out_annotation;
 use crate::children::meta::MANAGER;
 use crate::children::secrets;
+use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
-use crate::material::{self, ApiKeys, KeyProblem, SecretValue, generate_key, read_key};
+use crate::key_rotation::{
+    self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
+    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION, RotationState, RotationStep,
+};
+use crate::material::{
+    self, ApiKeys, KeyProblem, NEXT_API_KEY, SecretValue, generate_key, read_key,
+};
 use crate::validate::Instance;
 
 /// Something the user should hear about, as an Event.
@@ -23,15 +39,250 @@ pub struct Notice {
     pub note: String,
 }
 
-/// Returns the instance's API keys, creating or completing the Secret when needed.
-/// `created_before` says whether the operator has created this Secret before (from status): a
-/// Secret missing now was deleted, and recreating it changes credentials.
+/// The keys Qdrant gets, what to tell the user, and when to look again.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub keys: ApiKeys,
+    pub notices: Vec<Notice>,
+    /// Set while a key rotation runs.
+    pub requeue_after: Option<Duration>,
+}
+
+fn b64(value: &SecretValue) -> Value {
+    serde_json::to_value(ByteString(value.expose().as_bytes().to_vec())).expect("bytes serialize")
+}
+
+/// Returns the instance's API keys, creating or completing `<n>-api-key` when needed and
+/// advancing a key rotation. `created_before`: the operator created this Secret before (status
+/// says so), so a missing one was deleted and recreating it changes credentials.
 pub async fn ensure(
     client: &Client,
     stores: &Stores,
+    sq: &SecureQdrant,
     inst: &Instance,
     created_before: bool,
-) -> Result<(ApiKeys, Option<Notice>)> {
+    sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<Credentials> {
+    let mut wanted: Vec<&'static str> = Vec::new();
+    if inst.generates_api_key() {
+        wanted.push(material::API_KEY);
+    }
+    if inst.auth.read_only_api_key {
+        wanted.push(material::READ_ONLY_API_KEY);
+    }
+    let mut notices = Vec::new();
+    let (secret, generated) = if wanted.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (secret, values, notice) =
+            ensure_secret(client, stores, inst, &wanted, created_before).await?;
+        notices.extend(notice);
+        (Some(secret), values)
+    };
+    let generated_value = |key: &str| {
+        wanted
+            .iter()
+            .position(|k| *k == key)
+            .map(|i| generated[i].clone())
+    };
+
+    let api_key = match &inst.auth.api_key_secret_ref {
+        None => generated_value(material::API_KEY).expect("the full key is generated"),
+        Some(r) => user_key(client, stores, inst, &r.name, &r.key).await?,
+    };
+    let mut keys = ApiKeys {
+        api_key,
+        read_only: generated_value(material::READ_ONLY_API_KEY),
+        next: None,
+    };
+    let mut requeue_after = None;
+    if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
+        keys.next = read_key(&secret, NEXT_API_KEY).ok();
+        let annotations = secret.annotations();
+        let state = RotationState {
+            requested: sq
+                .annotations()
+                .get(ROTATE_API_KEY_ANNOTATION)
+                .map(String::as_str),
+            handled: annotations.get(HANDLED_ANNOTATION).map(String::as_str),
+            has_next: keys.next.is_some(),
+            rolled_out_at: annotations
+                .get(ROLLED_OUT_AT_ANNOTATION)
+                .and_then(|t| t.parse().ok()),
+            rolled_out: rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION).as_deref()
+                == Some(keys.fingerprint().as_str()),
+            grace: inst.key_rotation_grace,
+            now,
+        };
+        let step = key_rotation::step(&state);
+        requeue_after = key_rotation::requeue_after(&step, now, inst.key_rotation_grace);
+        if let Some(notice) = rotate(client, inst, &secret, &mut keys, &step, now).await? {
+            notices.push(notice);
+        }
+    }
+    Ok(Credentials {
+        keys,
+        notices,
+        requeue_after,
+    })
+}
+
+/// Applies one rotation step to `<n>-api-key` (compare-and-swap) and to `keys`.
+async fn rotate(
+    client: &Client,
+    inst: &Instance,
+    secret: &Secret,
+    keys: &mut ApiKeys,
+    step: &RotationStep,
+    now: Timestamp,
+) -> Result<Option<Notice>> {
+    let name = inst.api_key_secret_name();
+    let (data, annotations, notice): (Map<String, Value>, Value, Notice) = match step {
+        RotationStep::Start { request } => {
+            let next = generate_key()?;
+            let data = Map::from_iter([(NEXT_API_KEY.to_owned(), b64(&next))]);
+            keys.next = Some(next);
+            (
+                data,
+                json!({PHASE_ANNOTATION: PHASE_INTRODUCED, HANDLED_ANNOTATION: request}),
+                Notice {
+                    type_: EventType::Normal,
+                    reason: "ApiKeyRotationStarted",
+                    note: format!(
+                        "generated a new API key ({NEXT_API_KEY} in Secret {name}); pods restart and accept both keys"
+                    ),
+                },
+            )
+        }
+        RotationStep::MarkRolledOut => (
+            Map::new(),
+            json!({ROLLED_OUT_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+            Notice {
+                type_: EventType::Normal,
+                reason: "ApiKeyRotationBothKeysActive",
+                note: format!(
+                    "every pod accepts the old and the new API key; the old one is removed after {:?}; new tokens are signed with the new key",
+                    inst.key_rotation_grace
+                ),
+            },
+        ),
+        RotationStep::Promote => {
+            let next = keys
+                .next
+                .take()
+                .expect("a rotation in progress has a next key");
+            let data = Map::from_iter([
+                (material::API_KEY.to_owned(), b64(&next)),
+                (NEXT_API_KEY.to_owned(), Value::Null),
+            ]);
+            keys.api_key = next;
+            (
+                data,
+                json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
+                Notice {
+                    type_: EventType::Normal,
+                    reason: "ApiKeyRotated",
+                    note: format!(
+                        "the new API key replaced the old one in Secret {name}; pods restart"
+                    ),
+                },
+            )
+        }
+        RotationStep::Idle | RotationStep::AwaitRollout | RotationStep::Grace { .. } => {
+            return Ok(None);
+        }
+    };
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": secret.metadata.resource_version,
+            "annotations": annotations,
+        },
+        "data": data,
+    });
+    Api::<Secret>::namespaced(client.clone(), &inst.namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Secret",
+            name,
+            source,
+        })?;
+    Ok(Some(notice))
+}
+
+/// Label the operator puts on Secrets a SecureQdrant references (its own watch selects them, so
+/// a change there reconciles the instance at once; the operator never watches other Secrets).
+pub const REFERENCED_LABEL: &str = "secureqdrant.dev/referenced";
+
+/// Makes sure a user's Secret carries [`REFERENCED_LABEL`]: a metadata-only patch, made once.
+/// Only the label is written; the data is never touched.
+pub async fn mark_referenced(client: &Client, secret: &Secret) -> Result<()> {
+    if secret.labels().get(REFERENCED_LABEL).map(String::as_str) == Some("true") {
+        return Ok(());
+    }
+    let name = secret.name_any();
+    let patch = json!({"metadata": {"labels": {REFERENCED_LABEL: "true"}}});
+    Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply {
+            kind: "Secret",
+            name,
+            source,
+        })
+}
+
+/// The user's key: must exist, be UTF-8 and not empty. Its data is never written.
+async fn user_key(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    name: &str,
+    key: &str,
+) -> Result<SecretValue> {
+    let secret = match cached(&stores.secrets, &inst.namespace, name) {
+        Some(s) => Some(s.as_ref().clone()),
+        None => Api::<Secret>::namespaced(client.clone(), &inst.namespace)
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "Secret",
+                name: name.to_owned(),
+                source,
+            })?,
+    };
+    let problem = |p: String| Error::UserKey {
+        secret: name.to_owned(),
+        problem: p,
+    };
+    let secret = secret.ok_or_else(|| problem("the Secret does not exist".to_owned()))?;
+    mark_referenced(client, &secret).await?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| problem(format!("key {key:?} is missing")))?;
+    let value =
+        std::str::from_utf8(&bytes.0).map_err(|_| problem(format!("key {key:?} is not UTF-8")))?;
+    if value.trim().is_empty() {
+        return Err(problem(format!(
+            "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
+        )));
+    }
+    Ok(SecretValue::new(value))
+}
+
+/// Reads `<n>-api-key`, creating it or completing missing keys. Returns the Secret (as now
+/// stored), the values of `wanted` in order, and a notice when credentials were generated.
+async fn ensure_secret(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    wanted: &[&'static str],
+    created_before: bool,
+) -> Result<(Secret, Vec<SecretValue>, Option<Notice>)> {
     let name = inst.api_key_secret_name();
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
     for _ in 0..2 {
@@ -44,16 +295,33 @@ pub async fn ensure(
             })?,
         };
         if let Some(secret) = existing {
-            return complete(&api, inst, &secret).await;
+            return complete(&api, inst, secret, wanted).await;
         }
-        let keys = ApiKeys::generate(inst.auth.read_only_api_key)?;
-        let secret = secrets::api_key(inst, &keys);
+        let values = wanted
+            .iter()
+            .map(|_| generate_key())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut secret = secrets::api_key(
+            inst,
+            &ApiKeys {
+                api_key: values[0].clone(),
+                read_only: None,
+                next: None,
+            },
+        );
+        secret.data = Some(
+            wanted
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.expose().as_bytes().to_vec())))
+                .collect(),
+        );
         let params = PostParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PostParams::default()
         };
         match api.create(&params, &secret).await {
-            Ok(_) => {
+            Ok(created) => {
                 let notice = if created_before {
                     Notice {
                         type_: EventType::Warning,
@@ -70,7 +338,12 @@ pub async fn ensure(
                         note: format!("generated API keys in Secret {name}"),
                     }
                 };
-                return Ok((keys, Some(notice)));
+                let stored = if created.data.is_some() {
+                    created
+                } else {
+                    secret
+                };
+                return Ok((stored, values, Some(notice)));
             }
             // Someone (another replica, a user) created it in the meantime: read theirs.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
@@ -85,52 +358,34 @@ pub async fn ensure(
 async fn complete(
     api: &Api<Secret>,
     inst: &Instance,
-    secret: &Secret,
-) -> Result<(ApiKeys, Option<Notice>)> {
-    let mut wanted = vec![material::API_KEY];
-    if inst.auth.read_only_api_key {
-        wanted.push(material::READ_ONLY_API_KEY);
-    }
+    secret: Secret,
+    wanted: &[&'static str],
+) -> Result<(Secret, Vec<SecretValue>, Option<Notice>)> {
     let mut values = Vec::new();
     let mut replaced: Vec<(&'static str, KeyProblem)> = Vec::new();
-    for key in &wanted {
-        match read_key(secret, key) {
+    let mut data = Map::new();
+    for key in wanted {
+        match read_key(&secret, key) {
             Ok(v) => values.push(v),
             Err(problem) => {
+                let v = generate_key()?;
+                data.insert((*key).to_owned(), b64(&v));
                 replaced.push((key, problem));
-                values.push(generate_key()?);
+                values.push(v);
             }
         }
     }
-    let keys = ApiKeys {
-        api_key: values[0].clone(),
-        read_only: values.get(1).cloned(),
-    };
     if replaced.is_empty() {
-        return Ok((keys, None));
+        return Ok((secret, values, None));
     }
     let name = inst.api_key_secret_name();
-    let mut data = serde_json::Map::new();
-    for (key, _) in &replaced {
-        let value: &SecretValue = if *key == material::API_KEY {
-            &keys.api_key
-        } else {
-            keys.read_only
-                .as_ref()
-                .expect("read-only key generated above")
-        };
-        data.insert(
-            (*key).to_owned(),
-            serde_json::to_value(ByteString(value.expose().as_bytes().to_vec()))
-                .expect("bytes serialize"),
-        );
-    }
     // The resourceVersion makes this a compare-and-swap: a concurrent edit fails it with 409.
-    let patch = serde_json::json!({
+    let patch = json!({
         "metadata": {"resourceVersion": secret.metadata.resource_version},
         "data": data,
     });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::Apply {
             kind: "Secret",
@@ -143,7 +398,12 @@ async fn complete(
         .collect::<Vec<_>>()
         .join(", ");
     Ok((
-        keys,
+        if patched.data.is_some() {
+            patched
+        } else {
+            secret
+        },
+        values,
         Some(Notice {
             type_: EventType::Warning,
             reason: "CredentialsChanged",

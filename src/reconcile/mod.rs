@@ -158,11 +158,19 @@ async fn converge(
         .as_ref()
         .and_then(|s| s.secrets.as_ref())
         .is_some();
-    let (api_keys, notice) =
-        credentials::ensure(&ctx.client, &ctx.stores, inst, created_before).await?;
-    if let Some(n) = notice {
+    let credentials = credentials::ensure(
+        &ctx.client,
+        &ctx.stores,
+        sq,
+        inst,
+        created_before,
+        current_sts.as_deref(),
+        now,
+    )
+    .await?;
+    for n in &credentials.notices {
         ctx.events
-            .publish(&reference, n.type_, n.reason, "Credentials", n.note)
+            .publish(&reference, n.type_, n.reason, "Credentials", n.note.clone())
             .await;
     }
 
@@ -196,7 +204,7 @@ async fn converge(
 
     // 4. build, 5. apply, 6. prune
     let material = Material {
-        api_keys,
+        api_keys: credentials.keys,
         tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
     };
     let children = children::build(inst, &material);
@@ -242,10 +250,16 @@ async fn converge(
         }
     }
     status::write(&ctx.client, sq, status).await?;
-    let requeue = tls_report
-        .map(|r| r.requeue_after.min(RESYNC))
-        .unwrap_or(RESYNC)
-        .max(Duration::from_secs(1));
+    let requeue = [
+        Some(RESYNC),
+        tls_report.map(|r| r.requeue_after),
+        credentials.requeue_after,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(RESYNC)
+    .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
 }
 

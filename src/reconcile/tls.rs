@@ -23,7 +23,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::credentials::Notice;
+use super::credentials::{Notice, mark_referenced};
 use super::stores::{Stores, cached};
 use crate::children::PodTls;
 use crate::children::meta::{COMPONENT_CREDENTIALS, MANAGER, object_meta};
@@ -85,6 +85,12 @@ fn tls_error(secret: &str, source: tls::TlsError) -> Error {
 
 /// The fingerprint of the StatefulSet's pods once a rollout is complete and every pod is ready.
 pub fn rolled_out_fingerprint(sts: Option<&StatefulSet>) -> Option<String> {
+    rolled_out_annotation(sts, TLS_FINGERPRINT_ANNOTATION)
+}
+
+/// A pod-template annotation of the StatefulSet, once its rollout is complete and every pod is
+/// ready: what every pod runs with. None while a rollout is in progress.
+pub fn rolled_out_annotation(sts: Option<&StatefulSet>, annotation: &str) -> Option<String> {
     let sts = sts?;
     let spec = sts.spec.as_ref()?;
     let status = sts.status.as_ref()?;
@@ -101,7 +107,7 @@ pub fn rolled_out_fingerprint(sts: Option<&StatefulSet>) -> Option<String> {
         .as_ref()?
         .annotations
         .as_ref()?
-        .get(TLS_FINGERPRINT_ANNOTATION)
+        .get(annotation)
         .cloned()
 }
 
@@ -134,6 +140,7 @@ async fn user_certificate(
     let secret = read_secret(client, stores, &inst.namespace, name)
         .await?
         .ok_or_else(|| tls_error(name, tls::TlsError::MissingKey(tls::TLS_CRT)))?;
+    mark_referenced(client, &secret).await?;
     let data = secret.data.unwrap_or_default();
     let read = tls::read_published(Some(&data));
     let leaf = read.leaf.map_err(|e| tls_error(name, e))?;
@@ -228,6 +235,9 @@ async fn issued(
         _ => inst.ca_secret_name(),
     };
     let ca_secret = read_secret(client, stores, ns, &ca_name).await?;
+    if let (TlsSource::UserCa(_), Some(secret)) = (source, &ca_secret) {
+        mark_referenced(client, secret).await?;
+    }
     let tls_name = inst.tls_secret_name().expect("TLS is on");
     let published = read_secret(client, stores, ns, &tls_name).await?;
     let empty = BTreeMap::new();

@@ -22,6 +22,7 @@ use crate::children::meta::MANAGER;
 use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::material::{self, read_key};
+
 use crate::tokens::{
     self, InstanceInfo, TokenEndpoints, ValidToken, controlled_by, plan_token, read_token,
     token_annotations, token_secret, token_status, validate_token_spec,
@@ -181,12 +182,27 @@ async fn issue(
     let client = &ctx.client;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
 
-    // The signing key: the instance's full-access API key.
-    let key_secret = read(ctx, &secrets, &inst.namespace, &inst.api_key_secret_name()).await?;
-    let Some(key) = key_secret
-        .as_ref()
-        .and_then(|s| read_key(s, material::API_KEY).ok())
-    else {
+    // The signing key: the instance's full-access API key; during a key rotation, the new key
+    // once every pod accepts it (Qdrant checks JWTs against api_key and alt_api_key).
+    let (key_secret_name, key_name) = inst.api_key_ref();
+    let key_secret = read(ctx, &secrets, &inst.namespace, &key_secret_name).await?;
+    let rotated_in = key_secret.as_ref().filter(|s| {
+        inst.generates_api_key()
+            && s.annotations()
+                .contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION)
+    });
+    let key = match rotated_in.and_then(|s| read_key(s, material::NEXT_API_KEY).ok()) {
+        Some(next) => Some(next),
+        None => key_secret.as_ref().and_then(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(&key_name))
+                .and_then(|b| std::str::from_utf8(&b.0).ok())
+                .filter(|v| !v.trim().is_empty())
+                .map(material::SecretValue::new)
+        }),
+    };
+    let Some(key) = key else {
         return Ok(Err(blocked(
             "WaitingForKey",
             format!("the API key of {} is not ready yet", inst.name),

@@ -182,6 +182,7 @@ pub fn keys(tag: &str) -> ApiKeys {
     ApiKeys {
         api_key: SecretValue::new(pad(format!("{tag}-admin-key-"))),
         read_only: Some(SecretValue::new(pad(format!("{tag}-read-only-key-")))),
+        next: None,
     }
 }
 
