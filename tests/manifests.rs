@@ -14,26 +14,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use secure_qdrant_operator::settings::Settings;
 
 const CHECKOV_SKIPS: &[&str] = &["CKV_K8S_43", "CKV_K8S_15", "CKV_K8S_35"];
 
-fn tool(name: &str) -> PathBuf {
-    let path = common::root().join(".venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run ./tests/tools/setup.sh (./tests/run.sh does it for you)",
-        path.display()
-    );
-    path
-}
-
 /// Renders every example into its own file under a fresh temporary directory.
 fn rendered_examples() -> (tempfile::TempDir, Vec<PathBuf>) {
-    let dir = scratch_dir();
+    let dir = common::scratch_dir();
     let mut files = Vec::new();
     for (stem, path) in common::examples() {
         let input = std::fs::read_to_string(&path).unwrap();
@@ -45,46 +35,21 @@ fn rendered_examples() -> (tempfile::TempDir, Vec<PathBuf>) {
     (dir, files)
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("the tool starts");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn kubernetes_validate(files: &[PathBuf]) {
-    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
-        .args(["--strict", "-k", "1.33.0"])
-        .args(files));
-    assert!(ok, "kubernetes-validate failed:\n{text}");
-    assert!(
-        !text.contains("ERROR"),
-        "kubernetes-validate reported errors:\n{text}"
-    );
-    assert!(
-        text.contains("passed"),
-        "kubernetes-validate checked nothing:\n{text}"
-    );
-}
-
 #[test]
 fn rendered_examples_pass_kubernetes_validate_strict() {
     let (_dir, files) = rendered_examples();
-    kubernetes_validate(&files);
+    common::kubernetes_validate(&files);
 }
 
 #[test]
 fn crd_passes_kubernetes_validate_strict() {
-    kubernetes_validate(&[common::root().join("crds/secure-qdrant-operator.yaml")]);
+    common::kubernetes_validate(&[common::root().join("crds/secure-qdrant-operator.yaml")]);
 }
 
 #[test]
 fn kubernetes_validate_catches_an_unknown_field() {
     // The check above can fail: an unknown field in a StatefulSet is rejected.
-    let dir = scratch_dir();
+    let dir = common::scratch_dir();
     let file = dir.path().join("bad.yaml");
     std::fs::write(
         &file,
@@ -93,49 +58,23 @@ fn kubernetes_validate_catches_an_unknown_field() {
          spec:\n      containers: [{name: c, image: i, readOnlyRootFs: true}]\n",
     )
     .unwrap();
-    let (ok, text) = run(Command::new(tool("kubernetes-validate"))
-        .args(["--strict", "-k", "1.33.0"])
-        .arg(&file));
+    let (ok, text) = common::run(
+        Command::new(common::tool("kubernetes-validate"))
+            .args(["--strict", "-k", "1.33.0"])
+            .arg(&file),
+    );
     assert!(
         !ok || text.contains("ERROR"),
         "an unknown field passed:\n{text}"
     );
 }
 
-fn checkov(dir: &Path) -> serde_json::Value {
-    let (_, text) = run(Command::new(tool("checkov"))
-        .args([
-            "--framework",
-            "kubernetes",
-            "--skip-download",
-            "--quiet",
-            "-o",
-            "json",
-        ])
-        .args(["--skip-check", &CHECKOV_SKIPS.join(",")])
-        .arg("-d")
-        .arg(dir));
-    let start = text
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON from checkov:\n{text}"));
-    serde_json::Deserializer::from_str(&text[start..])
-        .into_iter::<serde_json::Value>()
-        .next()
-        .expect("checkov JSON")
-        .expect("checkov JSON parses")
-}
-
 #[test]
 fn rendered_examples_pass_checkov_with_zero_failed_checks() {
     let (dir, _files) = rendered_examples();
-    let report = checkov(dir.path());
+    let report = common::checkov(dir.path(), CHECKOV_SKIPS);
     let summary = &report["summary"];
-    let failed: Vec<String> = report["results"]["failed_checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| format!("{} {} ({})", c["check_id"], c["check_name"], c["resource"]))
-        .collect();
+    let failed = common::checkov_failures(&report);
     assert_eq!(
         summary["failed"],
         0,
@@ -151,25 +90,17 @@ fn rendered_examples_pass_checkov_with_zero_failed_checks() {
 #[test]
 fn checkov_fails_a_root_pod() {
     // The check above can fail: a pod running as root with privilege escalation is reported.
-    let dir = scratch_dir();
+    let dir = common::scratch_dir();
     std::fs::write(
         dir.path().join("bad.yaml"),
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: x}\nspec:\n  containers:\n  - name: c\n    \
          image: nginx\n    securityContext: {privileged: true, runAsUser: 0}\n",
     )
     .unwrap();
-    let report = checkov(dir.path());
+    let report = common::checkov(dir.path(), CHECKOV_SKIPS);
     assert!(
         report["summary"]["failed"].as_u64().unwrap_or(0) > 5,
         "{}",
         report["summary"]
     );
-}
-
-/// A fresh directory checkov will scan (it skips hidden ones, like tempfile's default `.tmp*`).
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sqo-manifests-")
-        .tempdir()
-        .expect("a temporary directory")
 }
