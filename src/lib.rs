@@ -15,6 +15,7 @@ pub mod events;
 pub mod key_rotation;
 pub mod material;
 pub mod qdrant;
+pub mod rbac;
 pub mod reconcile;
 pub mod render;
 pub mod settings;
