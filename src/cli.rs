@@ -1,12 +1,23 @@
 //! Command line: `run`, `crd`, `render`.
+//!
+//! `run` wires the process: logs, the HTTP endpoints (`--http-addr`), the watched namespaces
+//! (`--namespaces`), optional leader election (`--leader-election`), and SIGTERM/SIGINT for a
+//! graceful stop (running reconciles finish, the Lease is released, exit code 0).
 
 use std::io::Read;
 use std::path::PathBuf;
 
+use std::net::SocketAddr;
+
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 
+use crate::controller::RunOptions;
+use crate::controller::scope::WatchScope;
+use crate::controller::shutdown::Shutdown;
+use crate::leader::{self, LeaderElector, LeaseConfig};
 use crate::settings::Settings;
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, Health, LogFormat, Metrics, http};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +72,56 @@ pub struct RunArgs {
     /// Log filter, e.g. `info` or `secure_qdrant_operator=debug,info`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Address of the HTTP endpoints: /metrics (Prometheus), /healthz, /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Watch only these namespaces (comma-separated); all namespaces when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Run the controllers only while holding the Lease `secure-qdrant-operator`, so several
+    /// replicas can run (one leads, the others stand by).
+    #[arg(
+        long,
+        env = "LEADER_ELECTION",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+}
+
+impl RunArgs {
+    /// Where the Lease lives: the flag, else the pod's namespace, else `fallback`.
+    pub fn lease_namespace(&self, fallback: &str) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| fallback.to_owned())
+    }
+}
+
+/// This replica's name in leader election: the pod name, else the host name with a random
+/// suffix (two processes on one host never share an identity).
+pub fn identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "secure-qdrant-operator".to_owned());
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    format!("{host}-{}", hex::encode(suffix))
 }
 
 /// Runs the command line; returns the process exit code.
@@ -95,22 +156,145 @@ pub async fn main(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Run(args) => {
-            telemetry::init(args.log_format, &args.log_level);
-            let client = match kube::Client::try_default().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "no Kubernetes configuration (in-cluster or kubeconfig) found");
-                    return 1;
-                }
-            };
-            match crate::controller::run(client, args.operator.settings()).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "the operator cannot run");
-                    1
-                }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+/// `run`: telemetry, the HTTP endpoints, then the controllers (directly, or while leading).
+async fn run(args: RunArgs) -> i32 {
+    telemetry::init(args.log_format, &args.log_level);
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes configuration (in-cluster or kubeconfig) found");
+            return 1;
+        }
+    };
+    let scope = WatchScope::from_list(&args.namespaces);
+    if let Err(e) = crate::controller::preflight(&client, &scope).await {
+        tracing::error!(error = %e, "the operator cannot run");
+        return 1;
+    }
+    let shutdown = match Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for signals");
+            return 1;
+        }
+    };
+    let listener = match http::bind(args.http_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, addr = %args.http_addr, "cannot serve the HTTP endpoints (--http-addr)");
+            return 1;
+        }
+    };
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let (stop_http, http_stop) = Shutdown::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async move { http_stop.requested().await },
+    ));
+    {
+        // Not ready from the first signal on, while running reconciles finish.
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.requested().await;
+            health.set_stopping();
+        });
+    }
+    let options = RunOptions {
+        settings: args.operator.settings(),
+        scope,
+        metrics,
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+
+    let code = if args.leader_election {
+        let config = LeaseConfig::new(args.lease_namespace(client.default_namespace()), identity());
+        tracing::info!(
+            lease = %format!("{}/{}", config.namespace, config.name),
+            identity = %config.identity,
+            "leader election on"
+        );
+        let elector = LeaderElector::new(client.clone(), config);
+        let controllers = crate::controller::run(client, options);
+        match leader::run(elector, &health, &shutdown, controllers).await {
+            Ok(None) | Ok(Some(Ok(()))) => 0,
+            Ok(Some(Err(e))) => {
+                tracing::error!(error = %e, "the operator cannot run");
+                1
+            }
+            // Logged by the elector; a restart makes this replica a standby.
+            Err(_lost) => 1,
+        }
+    } else {
+        match crate::controller::run(client, options).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "the operator cannot run");
+                1
             }
         }
+    };
+    stop_http.fire();
+    let _ = server.await;
+    tracing::info!(code, "exiting");
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["secure-qdrant-operator", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(r) => r,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    // Environment variables are process-wide: these tests only pass flags, so they hold whatever
+    // the environment of the test process says.
+    #[test]
+    fn operations_flags() {
+        let r = run_args(&[
+            "--http-addr",
+            "127.0.0.1:9090",
+            "--namespaces",
+            "a,b",
+            "--leader-election",
+            "--lease-namespace",
+            "ops",
+        ]);
+        assert_eq!(r.http_addr, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(r.namespaces, ["a", "b"]);
+        assert!(r.leader_election);
+        assert_eq!(r.lease_namespace("fallback"), "ops");
+        assert_eq!(
+            WatchScope::from_list(&r.namespaces),
+            WatchScope::Namespaces(vec!["a".into(), "b".into()])
+        );
+
+        for (value, expected) in [("true", true), ("false", false), ("1", true), ("no", false)] {
+            let r = run_args(&[&format!("--leader-election={value}")]);
+            assert_eq!(r.leader_election, expected, "{value}");
+        }
+        assert!(Cli::try_parse_from(["x", "run", "--http-addr", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["x", "run", "--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn two_identities_on_one_host_differ() {
+        if std::env::var("POD_NAME").is_ok() {
+            return; // the pod name is the identity
+        }
+        assert_ne!(identity(), identity());
     }
 }

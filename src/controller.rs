@@ -1,6 +1,12 @@
 //! Wiring of the controller: watches, caches, and the reconcile loop.
 
+pub mod scope;
+pub mod shutdown;
+
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -15,8 +21,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use self::scope::{EventStream, OnReady, WatchScope, reflect};
+use self::shutdown::Shutdown;
 use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
@@ -27,6 +35,8 @@ use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::settings::Settings;
+use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
+use crate::telemetry::{Health, Metrics};
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +50,13 @@ pub enum StartError {
     Unreachable(#[source] kube::Error),
 }
 
-/// Checks that the API answers and that the CRD is installed.
-pub async fn preflight(client: &Client) -> Result<(), StartError> {
-    let api: Api<SecureQdrant> = Api::all(client.clone());
+/// Checks that the API answers and that the CRD is installed (listing in the first watched
+/// namespace when the scope is a list, which needs no cluster-wide permission).
+pub async fn preflight(client: &Client, scope: &WatchScope) -> Result<(), StartError> {
+    let api: Api<SecureQdrant> = match scope {
+        WatchScope::All => Api::all(client.clone()),
+        WatchScope::Namespaces(list) => Api::namespaced(client.clone(), &list[0]),
+    };
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Err(StartError::CrdMissing),
@@ -53,9 +67,10 @@ pub async fn preflight(client: &Client) -> Result<(), StartError> {
 type ChildStream<K> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
 
-/// A label-selected, managed-fields-stripped cache of one child kind, and the stream that feeds
-/// it (deletions included, so a deleted child triggers a reconcile of its owner).
-fn cache<K>(client: &Client) -> (Store<K>, ChildStream<K>)
+/// A label-selected, managed-fields-stripped cache of one child kind in the watched namespaces,
+/// and the stream that feeds it (deletions included, so a deleted child triggers a reconcile of
+/// its owner).
+fn cache<K>(client: &Client, scope: &WatchScope, synced: &Synced) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -65,30 +80,144 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<K> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|o: &mut K| {
-            o.meta_mut().managed_fields = None;
+    let watches = scope
+        .watches::<K>(client, &config)
+        .into_iter()
+        .map(|(ns, s)| {
+            let s: EventStream<K> = s
+                .modify(|o: &mut K| {
+                    o.meta_mut().managed_fields = None;
+                })
+                .boxed();
+            (ns, s)
         })
-        .reflect(writer)
-        .touched_objects();
+        .collect();
+    let stream = reflect(watches, writer, synced.register()).touched_objects();
     (reader, Box::pin(stream))
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
-    preflight(&client).await?;
+/// The cache and trigger stream of a controller's own kind in the watched namespaces; `deleted`
+/// is called with each object whose deletion the watch reports.
+fn main_stream<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    deleted: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().any_semantic();
+    let stream = reflect(
+        scope.watches::<K>(client, &config),
+        writer,
+        synced.register(),
+    )
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(obj)) = event {
+            deleted(obj);
+        }
+    })
+    .applied_objects();
+    (reader, Box::pin(stream))
+}
 
-    let (service_accounts, sa_stream) = cache::<ServiceAccount>(&client);
-    let (secrets, secret_stream) = cache::<Secret>(&client);
-    let (config_maps, cm_stream) = cache::<ConfigMap>(&client);
-    let (services, svc_stream) = cache::<Service>(&client);
-    let (network_policies, np_stream) = cache::<NetworkPolicy>(&client);
-    let (pdbs, pdb_stream) = cache::<PodDisruptionBudget>(&client);
-    let (statefulsets, sts_stream) = cache::<StatefulSet>(&client);
+/// Marks the health synced once every registered cache has listed.
+#[derive(Clone)]
+struct Synced {
+    pending: Arc<AtomicUsize>,
+    health: Health,
+}
+
+impl Synced {
+    fn new(health: Health) -> Self {
+        Synced {
+            pending: Arc::new(AtomicUsize::new(0)),
+            health,
+        }
+    }
+
+    /// One more cache to wait for; the result is called when it has listed. (Every cache
+    /// registers before any stream is polled.)
+    fn register(&self) -> OnReady {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        Box::new(move || {
+            if this.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                info!("caches synced");
+                this.health.set_synced(true);
+            }
+        })
+    }
+}
+
+/// What the controllers run with, besides the client.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub settings: Settings,
+    pub scope: WatchScope,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub shutdown: Shutdown,
+}
+
+/// Counts and times one reconcile of `obj`. Forgets its per-object series when it is being
+/// deleted, or was deleted while the reconcile ran (`store` no longer holds it: the watch's
+/// deletion already forgot it, and the reconcile may have set it again).
+async fn instrumented<K, F, T>(
+    metrics: Metrics,
+    controller: &'static str,
+    obj: Arc<K>,
+    store: Store<K>,
+    reconcile: F,
+) -> T
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    F: Future<Output = T>,
+{
+    let started = Instant::now();
+    let result = reconcile.await;
+    metrics.reconciled(controller, started.elapsed());
+    if obj.meta().deletion_timestamp.is_some()
+        || store.get(&ObjectRef::from_obj(obj.as_ref())).is_none()
+    {
+        metrics.forget(
+            controller,
+            &obj.namespace().unwrap_or_default(),
+            &obj.name_any(),
+        );
+    }
+    result
+}
+
+/// Runs the SecureQdrant and QdrantAccessToken controllers until `options.shutdown` fires, then
+/// lets running reconciles finish. Marks `options.health` synced once every cache listed.
+pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
+    let RunOptions {
+        settings,
+        scope,
+        metrics,
+        health,
+        shutdown,
+    } = options;
+    health.set_synced(false);
+    let synced = Synced::new(health);
+    let (service_accounts, sa_stream) = cache::<ServiceAccount>(&client, &scope, &synced);
+    let (secrets, secret_stream) = cache::<Secret>(&client, &scope, &synced);
+    let (config_maps, cm_stream) = cache::<ConfigMap>(&client, &scope, &synced);
+    let (services, svc_stream) = cache::<Service>(&client, &scope, &synced);
+    let (network_policies, np_stream) = cache::<NetworkPolicy>(&client, &scope, &synced);
+    let (pdbs, pdb_stream) = cache::<PodDisruptionBudget>(&client, &scope, &synced);
+    let (statefulsets, sts_stream) = cache::<StatefulSet>(&client, &scope, &synced);
     let stores = Stores {
         service_accounts,
         secrets,
@@ -104,15 +233,24 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let events = Events::Kube(Recorder::new(client.clone(), reporter));
-    let ctx = Arc::new(Context::new(client.clone(), stores, events, settings));
+    let mut ctx = Context::new(client.clone(), stores.clone(), events, settings);
+    ctx.metrics = metrics.clone();
+    let ctx = Arc::new(ctx);
 
-    info!("starting the SecureQdrant and QdrantAccessToken controllers");
-    let instances = Controller::new(
-        Api::<SecureQdrant>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+    info!(
+        ?scope,
+        "starting the SecureQdrant and QdrantAccessToken controllers"
     );
-    let instance_store = instances.store();
-    let instances = instances
+    let forget = metrics.clone();
+    let (instance_store, instance_stream) =
+        main_stream::<SecureQdrant>(&client, &scope, &synced, move |sq| {
+            forget.forget(
+                SECURE_QDRANT,
+                &sq.namespace().unwrap_or_default(),
+                &sq.name_any(),
+            )
+        });
+    let instances = Controller::for_stream(instance_stream, instance_store.clone())
         .owns_stream(sa_stream)
         .owns_stream(secret_stream)
         .owns_stream(cm_stream)
@@ -120,17 +258,39 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
         .owns_stream(np_stream)
         .owns_stream(pdb_stream)
         .owns_stream(sts_stream)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
+        .graceful_shutdown_on(stopped(&shutdown))
+        .run(
+            {
+                let store = instance_store.clone();
+                move |sq: Arc<SecureQdrant>, ctx: Arc<Context>| {
+                    instrumented(
+                        ctx.metrics.clone(),
+                        SECURE_QDRANT,
+                        sq.clone(),
+                        store.clone(),
+                        reconcile(sq, ctx),
+                    )
+                }
+            },
+            |sq, error, ctx| {
+                ctx.metrics.failed(SECURE_QDRANT, error);
+                error_policy(sq, error, ctx)
+            },
+            ctx.clone(),
+        )
         .for_each(log_queue_errors);
 
     // Tokens: re-checked when their SecureQdrant or its credentials (API key, trust bundle)
     // change, so a rotated key re-mints at once.
-    let tokens = Controller::new(
-        Api::<QdrantAccessToken>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let token_store = tokens.store();
+    let forget = metrics.clone();
+    let (token_store, token_stream) =
+        main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
+            forget.forget(
+                ACCESS_TOKEN,
+                &qat.namespace().unwrap_or_default(),
+                &qat.name_any(),
+            )
+        });
     let by_instance = {
         let store = token_store.clone();
         move |sq: SecureQdrant| tokens_of(&store, sq.namespace(), sq.metadata.name)
@@ -145,25 +305,44 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let credentials = watcher::Config::default().labels(&format!(
         "{MANAGED_SELECTOR},{LABEL_COMPONENT}={COMPONENT_CREDENTIALS}"
     ));
-    let tokens = tokens
-        .owns(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(MANAGED_SELECTOR),
+    let token_secrets = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let instance_store_for_tokens = instance_store.clone();
+    let tokens = Controller::for_stream(token_stream, token_store.clone())
+        .owns_stream(
+            scope
+                .events::<Secret>(&client, &token_secrets)
+                .touched_objects(),
         )
-        .watches(
-            Api::<SecureQdrant>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            scope
+                .events::<SecureQdrant>(&client, &watcher::Config::default())
+                .touched_objects(),
             by_instance,
         )
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            credentials,
+        .watches_stream(
+            scope
+                .events::<Secret>(&client, &credentials)
+                .touched_objects(),
             by_credentials,
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stopped(&shutdown))
         .run(
-            move |qat, ctx| token::reconcile(qat, ctx, instance_store.clone()),
-            token_error_policy,
+            {
+                let store = token_store.clone();
+                move |qat: Arc<QdrantAccessToken>, ctx: Arc<Context>| {
+                    instrumented(
+                        ctx.metrics.clone(),
+                        ACCESS_TOKEN,
+                        qat.clone(),
+                        store.clone(),
+                        token::reconcile(qat, ctx, instance_store_for_tokens.clone()),
+                    )
+                }
+            },
+            |qat, error, ctx| {
+                ctx.metrics.failed(ACCESS_TOKEN, error);
+                token_error_policy(qat, error, ctx)
+            },
             ctx,
         )
         .for_each(log_queue_errors);
@@ -173,6 +352,19 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves when shutdown is requested (what `graceful_shutdown_on` waits for).
+fn stopped(shutdown: &Shutdown) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.requested().await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
 async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
     result: Result<T, kube::runtime::controller::Error<E, Q>>,
 ) {
@@ -180,6 +372,10 @@ async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
         // Reconcile errors are already logged by the error policies; these are watch errors.
         match e {
             kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+            // A requeue of an object deleted meanwhile: nothing to do.
+            kube::runtime::controller::Error::ObjectNotFound(obj) => {
+                debug!(object = %obj, "requeued object no longer exists")
+            }
             other => error!(error = %other, "controller error"),
         }
     }

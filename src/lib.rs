@@ -13,6 +13,7 @@ pub mod crd;
 pub mod error;
 pub mod events;
 pub mod key_rotation;
+pub mod leader;
 pub mod material;
 pub mod qdrant;
 pub mod rbac;

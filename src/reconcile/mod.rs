@@ -28,6 +28,7 @@ use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::settings::Settings;
+use crate::telemetry::Metrics;
 use crate::validate::{self, Instance, describe};
 
 /// How long a healthy instance waits before it is looked at again (drift safety net; changes to
@@ -47,6 +48,8 @@ pub struct Context {
     pub clock: Clock,
     /// Consecutive failures per object (namespace/name), for the backoff of `error_policy`.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Where reconciles record what the metrics show (certificate and token expiry).
+    pub metrics: Metrics,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
             settings,
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
         }
     }
 
@@ -225,6 +229,7 @@ async fn converge(
         },
         now,
     );
+    ctx.metrics.observe_instance(sq, &status);
     if inst.tls.is_none() && !has_condition(sq, status::TLS_DISABLED) {
         ctx.events
             .publish(

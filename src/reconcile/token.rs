@@ -148,6 +148,7 @@ pub async fn reconcile(
             )
             .await;
     }
+    ctx.metrics.observe_token(&qat, &status);
     write_status(&ctx, &qat, status).await?;
     Ok(action)
 }

@@ -1,11 +1,21 @@
-//! Logging setup.
+//! Operating the operator: logs (`init`), Prometheus metrics (`metrics`), readiness
+//! (`health`) and the HTTP endpoints that serve them (`http`).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
+
+pub use self::health::{Health, Role};
+pub use self::metrics::Metrics;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's
+    /// fields at the top level).
     Json,
 }
 
