@@ -70,7 +70,12 @@ fn search_ns() -> Namespace {
 /// The instance's pods as the StatefulSet controller creates them: the template's labels plus
 /// the labels the controller adds, the Qdrant container's named ports and a pod IP.
 fn qdrant_pods(inst: &Instance) -> Vec<Endpoint> {
-    let sts = statefulset::build(inst, "test-hash", None);
+    let sts = statefulset::build(
+        inst,
+        &secure_qdrant_operator::material::ApiKeys::placeholder(true),
+        "test-hash",
+        None,
+    );
     let spec = sts.spec.expect("statefulset spec");
     let template_labels = spec
         .template

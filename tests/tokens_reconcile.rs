@@ -1212,7 +1212,7 @@ impl Operator {
         let log = dir.path().join("operator.log");
         let file = File::create(&log).expect("log file");
         let child = Command::new(OPERATOR)
-            .args(["run", "--log-format", "json"])
+            .args(["run", "--log-format", "json", "--http-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &kubeconfig)
             .env("LOG_LEVEL", "secure_qdrant_operator=debug,kube=debug,info")
             .env_remove("POD_NAME")
