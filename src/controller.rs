@@ -29,6 +29,7 @@ use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
 use crate::crd::{QdrantAccessToken, SecureQdrant};
+use crate::reconcile::credentials::REFERENCED_LABEL;
 use crate::error::Error;
 use crate::events::Events;
 use crate::reconcile::stores::Stores;
@@ -250,7 +251,20 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 &sq.name_any(),
             )
         });
+    // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef) carry the
+    // label the operator put on them: a change reconciles every instance that references them.
+    let referenced = watcher::Config::default().labels(&format!("{REFERENCED_LABEL}=true"));
+    let by_reference = {
+        let store = instance_store.clone();
+        move |secret: Secret| instances_referencing(&store, &secret)
+    };
     let instances = Controller::for_stream(instance_stream, instance_store.clone())
+        .watches_stream(
+            scope
+                .events::<Secret>(&client, &referenced)
+                .touched_objects(),
+            by_reference,
+        )
         .owns_stream(sa_stream)
         .owns_stream(secret_stream)
         .owns_stream(cm_stream)
@@ -379,6 +393,25 @@ async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
             other => error!(error = %other, "controller error"),
         }
     }
+}
+
+/// The SecureQdrants of the Secret's namespace that reference it (key, CA or certificate).
+fn instances_referencing(store: &Store<SecureQdrant>, secret: &Secret) -> Vec<ObjectRef<SecureQdrant>> {
+    let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|sq| sq.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|sq| {
+            let spec = &sq.spec;
+            spec.auth.api_key_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+                || spec.tls.ca_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+                || spec.tls.certificate_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+        })
+        .map(|sq| ObjectRef::from_obj(sq.as_ref()))
+        .collect()
 }
 
 /// The QdrantAccessTokens of a namespace that reference the SecureQdrant `instance`.

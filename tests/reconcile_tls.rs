@@ -1973,4 +1973,3 @@ async fn a_users_secret_gets_only_the_referenced_label_so_the_operator_watches_i
         .await;
     step.action();
 }
-

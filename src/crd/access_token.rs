@@ -65,7 +65,7 @@ pub const DNS_SUBDOMAIN_PATTERN: &str =
     kind = "QdrantAccessToken",
     namespaced,
     shortname = "qat",
-    category = "secureqdrant",
+    category = "secure-qdrant",
     status = "QdrantAccessTokenStatus",
     derive = "PartialEq",
     doc = "A scoped, short-lived Qdrant credential (a JWT) that the operator signs with a SecureQdrant's API key and keeps fresh in a Secret.",

@@ -35,7 +35,7 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
     kind = "SecureQdrant",
     namespaced,
     shortname = "sq",
-    category = "secureqdrant",
+    category = "secure-qdrant",
     status = "SecureQdrantStatus",
     derive = "PartialEq",
     doc = "A Qdrant vector database cluster that the operator keeps secure by default.",

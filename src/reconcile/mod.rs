@@ -83,12 +83,17 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
         // when retainOnDelete is false, through the StatefulSet's retention policy).
         return Ok(Action::await_change());
     }
-    if tokio::time::timeout(Duration::from_secs(30), ctx.stores.wait_until_ready())
-        .await
-        .ok()
-        != Some(true)
-    {
-        return Err(Error::CacheNotReady);
+    // Polled rather than awaited once: kube-runtime's Store wakes only the last task that
+    // waited on it, and several reconciles may wait at start-up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = tokio::time::timeout(Duration::from_millis(50), ctx.stores.wait_until_ready());
+        if ready.await == Ok(true) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CacheNotReady);
+        }
     }
     let now = (ctx.clock)();
     let reference = sq.object_ref(&());
