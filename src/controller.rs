@@ -29,9 +29,9 @@ use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
 use crate::crd::{QdrantAccessToken, SecureQdrant};
-use crate::reconcile::credentials::REFERENCED_LABEL;
 use crate::error::Error;
 use crate::events::Events;
+use crate::reconcile::credentials::REFERENCED_LABEL;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -396,7 +396,10 @@ async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
 }
 
 /// The SecureQdrants of the Secret's namespace that reference it (key, CA or certificate).
-fn instances_referencing(store: &Store<SecureQdrant>, secret: &Secret) -> Vec<ObjectRef<SecureQdrant>> {
+fn instances_referencing(
+    store: &Store<SecureQdrant>,
+    secret: &Secret,
+) -> Vec<ObjectRef<SecureQdrant>> {
     let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
         return Vec::new();
     };
