@@ -1,0 +1,612 @@
+//! API-key rotation (`secureqdrant.dev/rotate-api-key`) driven through the real SecureQdrant
+//! reconcile, in-process, against the in-memory API server of `tests/fake-apiserver`, with a
+//! Context whose clock the test moves (the harness of `tests/tokens_reconcile.rs`, trimmed).
+//!
+//! The rollout of the StatefulSet is simulated with the server's `set_status`. Every phase is
+//! also checked after an operator restart (a fresh Context and fresh caches).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fake_apiserver::{FakeApiServer, Options};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::crd::SecureQdrant;
+use secure_qdrant_operator::events::{EventLog, Events};
+use secure_qdrant_operator::key_rotation::{
+    HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
+    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
+};
+use secure_qdrant_operator::reconcile::stores::Stores;
+use secure_qdrant_operator::reconcile::{self, Context};
+use secure_qdrant_operator::settings::Settings;
+
+const NS: &str = "search";
+const SQ: &str = "vectors";
+const SQ_API: &str = "secureqdrant.dev/v1alpha1";
+const KEY_SECRET: &str = "vectors-api-key";
+const API_KEY_ENV: &str = "QDRANT__SERVICE__API_KEY";
+const ALT_API_KEY_ENV: &str = "QDRANT__SERVICE__ALT_API_KEY";
+
+// =============================================================================================
+// Tests
+// =============================================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
+    let mut env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}})).await;
+    let old = env.api_key();
+    let t0 = env.now();
+
+    // Idle: no next key, no ALT env.
+    assert_eq!(env.reconcile().await, Action::requeue(reconcile::RESYNC));
+    env.assert_idle(&old);
+
+    // Asked for: the new key is introduced, the old one kept, both in the pods' env.
+    env.request("n1").await;
+    let action = env.reconcile().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    let new = env.assert_introduced(&old, None);
+    assert_ne!(new, old, "a new key");
+    assert!(
+        env.event_reasons()
+            .contains(&"ApiKeyRotationStarted".to_owned()),
+        "{:?}",
+        env.event_reasons()
+    );
+
+    // Not rolled out: nothing advances, whatever the time (and after a restart).
+    for minutes in [0, 5, 120] {
+        env.set_now(t0 + SignedDuration::from_mins(minutes));
+        env.reconcile().await;
+        assert_eq!(env.assert_introduced(&old, None), new);
+        env.restart().await;
+        env.reconcile().await;
+        assert_eq!(
+            env.assert_introduced(&old, None),
+            new,
+            "a restart generated a second new key or advanced"
+        );
+    }
+    // The status of the rollout of the previous template (old key only) stays as it was: that
+    // is not the rollout waited for.
+    let sts = env.statefulset();
+    assert!(
+        sts.status.and_then(|s| s.observed_generation) < sts.metadata.generation,
+        "the template changed with the new key"
+    );
+
+    // Rolled out with both keys: the time is recorded.
+    let t1 = t0 + SignedDuration::from_hours(3);
+    env.set_now(t1);
+    env.roll_out();
+    let action = env.reconcile().await;
+    // The grace period (1h), capped by the resync period.
+    assert_eq!(action, Action::requeue(reconcile::RESYNC));
+    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    assert!(
+        env.event_reasons()
+            .contains(&"ApiKeyRotationBothKeysActive".to_owned()),
+        "{:?}",
+        env.event_reasons()
+    );
+
+    // Within the grace period (default 1h): nothing changes, also after a restart, not a
+    // second early.
+    for now in [
+        t1 + SignedDuration::from_mins(1),
+        t1 + SignedDuration::from_secs(3599),
+    ] {
+        env.set_now(now);
+        let action = env.reconcile().await;
+        assert_eq!(
+            action,
+            Action::requeue(until(now, t1 + SignedDuration::from_hours(1)).min(reconcile::RESYNC))
+        );
+        assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+        env.restart().await;
+        env.reconcile().await;
+        assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    }
+
+    // After the grace period: promoted.
+    env.set_now(t1 + SignedDuration::from_hours(1));
+    env.reconcile().await;
+    env.assert_idle(&new);
+    assert_eq!(
+        env.secret_annotations()
+            .get(HANDLED_ANNOTATION)
+            .map(String::as_str),
+        Some("n1")
+    );
+    assert!(
+        env.event_reasons().contains(&"ApiKeyRotated".to_owned()),
+        "{:?}",
+        env.event_reasons()
+    );
+
+    // The same request value is handled once: no second rotation, also after a restart and a
+    // rollout.
+    env.roll_out();
+    for hours in [2, 30] {
+        env.set_now(t1 + SignedDuration::from_hours(hours));
+        env.reconcile().await;
+        env.assert_idle(&new);
+        env.restart().await;
+        env.reconcile().await;
+        env.assert_idle(&new);
+    }
+
+    // A new value starts a new rotation from the promoted key.
+    env.request("n2").await;
+    env.reconcile().await;
+    let newer = env.assert_introduced(&new, None);
+    assert_ne!(newer, new);
+    assert_ne!(newer, old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_recorded_phase() {
+    let mut env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "10m"}}))
+        .await;
+    let old = env.api_key();
+    let t0 = env.now();
+
+    env.request("r1").await;
+    env.restart().await;
+    env.reconcile().await;
+    let new = env.assert_introduced(&old, None);
+
+    // Restart, then the rollout completes: recorded once, with the time of the restarted
+    // operator's reconcile.
+    env.restart().await;
+    env.roll_out();
+    let t1 = t0 + SignedDuration::from_mins(3);
+    env.set_now(t1);
+    let action = env.reconcile().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(600)));
+    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+
+    // Another restart later: the recorded time stands (not re-recorded), the grace period is
+    // the spec's 10 minutes.
+    env.restart().await;
+    env.set_now(t1 + SignedDuration::from_mins(9));
+    env.reconcile().await;
+    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    env.restart().await;
+    env.set_now(t1 + SignedDuration::from_mins(10));
+    env.reconcile().await;
+    env.assert_idle(&new);
+    env.restart().await;
+    env.reconcile().await;
+    env.assert_idle(&new);
+}
+
+// =============================================================================================
+// Harness
+// =============================================================================================
+
+/// The fake API server, a client, reflector-fed caches and a Context with a movable clock.
+struct Env {
+    server: FakeApiServer,
+    client: Client,
+    ctx: Arc<Context>,
+    events: EventLog,
+    instances: Store<SecureQdrant>,
+    clock: Arc<Mutex<Timestamp>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn t0() -> Timestamp {
+    "2030-01-01T00:00:00Z".parse().unwrap()
+}
+
+/// A Context with fresh caches (what a restarted operator has), on `clock`.
+async fn context(
+    client: &Client,
+    clock: &Arc<Mutex<Timestamp>>,
+) -> (
+    Arc<Context>,
+    EventLog,
+    Store<SecureQdrant>,
+    Vec<JoinHandle<()>>,
+) {
+    let mut tasks = Vec::new();
+    let stores = Stores {
+        service_accounts: reflect::<ServiceAccount>(client, &mut tasks, true),
+        secrets: reflect::<Secret>(client, &mut tasks, true),
+        config_maps: reflect::<ConfigMap>(client, &mut tasks, true),
+        services: reflect::<Service>(client, &mut tasks, true),
+        network_policies: reflect::<NetworkPolicy>(client, &mut tasks, true),
+        pdbs: reflect::<PodDisruptionBudget>(client, &mut tasks, true),
+        statefulsets: reflect::<StatefulSet>(client, &mut tasks, true),
+    };
+    let instances = reflect::<SecureQdrant>(client, &mut tasks, false);
+    let (events, log) = Events::memory();
+    let reading = clock.clone();
+    let ctx = Context::new(client.clone(), stores, events, Settings::default())
+        .with_clock(Arc::new(move || *reading.lock().unwrap()));
+    let ready =
+        async { ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok() };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .unwrap_or(false),
+        "caches did not fill"
+    );
+    (Arc::new(ctx), log, instances, tasks)
+}
+
+impl Env {
+    async fn start() -> Env {
+        let server = FakeApiServer::start(Options {
+            objects: crds(),
+            ..Options::default()
+        })
+        .await
+        .expect("fake API server starts");
+        let client = client_for(&server).await;
+        let clock = Arc::new(Mutex::new(t0()));
+        let (ctx, events, instances, tasks) = context(&client, &clock).await;
+        Env {
+            server,
+            client,
+            ctx,
+            events,
+            instances,
+            clock,
+            tasks,
+        }
+    }
+
+    /// An operator restart: everything in memory is dropped, caches are filled anew.
+    async fn restart(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let (ctx, events, instances, tasks) = context(&self.client, &self.clock).await;
+        self.ctx = ctx;
+        self.events = events;
+        self.instances = instances;
+        self.tasks = tasks;
+    }
+
+    fn now(&self) -> Timestamp {
+        *self.clock.lock().unwrap()
+    }
+
+    fn set_now(&self, now: Timestamp) {
+        *self.clock.lock().unwrap() = now;
+    }
+
+    /// Creates SecureQdrant `search/vectors` with `spec` and reconciles it once.
+    async fn instance(&self, spec: Value) {
+        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        let sq: SecureQdrant = serde_json::from_value(json!({
+            "apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": SQ, "namespace": NS}, "spec": spec
+        }))
+        .expect("a SecureQdrant");
+        api.create(&PostParams::default(), &sq)
+            .await
+            .expect("SecureQdrant created");
+        self.reconcile().await;
+        assert!(self.secret().is_some(), "no API-key Secret");
+        self.roll_out();
+    }
+
+    /// Sets the rotation request annotation on the SecureQdrant.
+    async fn request(&self, value: &str) {
+        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        api.patch(
+            SQ,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ROTATE_API_KEY_ANNOTATION: value}}})),
+        )
+        .await
+        .expect("SecureQdrant annotated");
+    }
+
+    /// Runs the SecureQdrant reconcile once, on what the caches hold once they caught up, and
+    /// forgets the Events of earlier reconciles.
+    async fn reconcile(&self) -> Action {
+        self.settle().await;
+        self.events.lock().unwrap().clear();
+        let value = self
+            .server
+            .get(SQ_API, "SecureQdrant", NS, SQ)
+            .expect("the SecureQdrant");
+        let sq: SecureQdrant = serde_json::from_value(value).expect("a SecureQdrant");
+        let action = reconcile::reconcile(Arc::new(sq), self.ctx.clone())
+            .await
+            .expect("the SecureQdrant reconciles");
+        self.settle().await;
+        action
+    }
+
+    /// Makes the StatefulSet look fully rolled out with its current template.
+    fn roll_out(&self) {
+        let sts = self
+            .server
+            .get("apps/v1", "StatefulSet", NS, SQ)
+            .expect("the StatefulSet");
+        let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
+        self.server
+            .set_status(
+                "apps/v1",
+                "StatefulSet",
+                NS,
+                SQ,
+                json!({
+                    "observedGeneration": sts["metadata"]["generation"],
+                    "replicas": replicas,
+                    "readyReplicas": replicas,
+                    "updatedReplicas": replicas,
+                    "currentReplicas": replicas,
+                    "currentRevision": "rev",
+                    "updateRevision": "rev",
+                }),
+            )
+            .expect("StatefulSet status set");
+    }
+
+    fn secret(&self) -> Option<Secret> {
+        self.server
+            .get("v1", "Secret", NS, KEY_SECRET)
+            .map(|v| serde_json::from_value(v).expect("a Secret"))
+    }
+
+    fn secret_annotations(&self) -> BTreeMap<String, String> {
+        self.secret()
+            .expect("the API-key Secret")
+            .annotations()
+            .clone()
+    }
+
+    fn api_key(&self) -> String {
+        self.secret()
+            .and_then(|s| text(&s, "api-key"))
+            .expect("an API key")
+    }
+
+    fn statefulset(&self) -> StatefulSet {
+        serde_json::from_value(
+            self.server
+                .get("apps/v1", "StatefulSet", NS, SQ)
+                .expect("the StatefulSet"),
+        )
+        .expect("a StatefulSet")
+    }
+
+    /// The Qdrant container's env names that come from `vectors-api-key`, with their keys.
+    fn key_env(&self) -> BTreeMap<String, String> {
+        let sts = self.statefulset();
+        let spec = sts.spec.expect("spec").template.spec.expect("pod spec");
+        spec.containers
+            .iter()
+            .flat_map(|c| c.env.iter().flatten())
+            .filter_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                (r.name == KEY_SECRET).then(|| (e.name.clone(), r.key.clone()))
+            })
+            .filter(|(name, _)| name == API_KEY_ENV || name == ALT_API_KEY_ENV)
+            .collect()
+    }
+
+    fn template_fingerprint(&self) -> Option<String> {
+        self.statefulset()
+            .spec?
+            .template
+            .metadata?
+            .annotations?
+            .get(KEYS_FINGERPRINT_ANNOTATION)
+            .cloned()
+    }
+
+    /// No rotation runs: `key` is the only key, in the Secret and in the pods' env.
+    fn assert_idle(&self, key: &str) {
+        let secret = self.secret().expect("the API-key Secret");
+        assert_eq!(text(&secret, "api-key").as_deref(), Some(key), "api-key");
+        assert_eq!(text(&secret, "next-api-key"), None, "no next-api-key");
+        let annotations = secret.annotations();
+        assert!(
+            !annotations.contains_key(PHASE_ANNOTATION),
+            "{annotations:?}"
+        );
+        assert!(
+            !annotations.contains_key(ROLLED_OUT_AT_ANNOTATION),
+            "{annotations:?}"
+        );
+        assert_eq!(
+            self.key_env(),
+            BTreeMap::from([(API_KEY_ENV.to_owned(), "api-key".to_owned())]),
+            "API_KEY only, from api-key"
+        );
+    }
+
+    /// A rotation runs in phase Introduced: `old` is still `api-key` (never lost before the
+    /// promotion), the next key is in `next-api-key` and both reach the pods. Returns the next
+    /// key.
+    fn assert_introduced(&self, old: &str, rolled_out_at: Option<Timestamp>) -> String {
+        let secret = self.secret().expect("the API-key Secret");
+        assert_eq!(
+            text(&secret, "api-key").as_deref(),
+            Some(old),
+            "the old key is kept until the promotion"
+        );
+        let next = text(&secret, "next-api-key").expect("next-api-key");
+        assert!(!next.trim().is_empty());
+        let annotations = secret.annotations();
+        assert_eq!(
+            annotations.get(PHASE_ANNOTATION).map(String::as_str),
+            Some(PHASE_INTRODUCED)
+        );
+        assert_eq!(
+            annotations
+                .get(ROLLED_OUT_AT_ANNOTATION)
+                .map(|t| t.parse::<Timestamp>().expect("a timestamp")),
+            rolled_out_at,
+            "{annotations:?}"
+        );
+        assert_eq!(
+            self.key_env(),
+            BTreeMap::from([
+                (API_KEY_ENV.to_owned(), "api-key".to_owned()),
+                (ALT_API_KEY_ENV.to_owned(), "next-api-key".to_owned()),
+            ]),
+            "API_KEY from api-key, ALT from next-api-key"
+        );
+        assert!(self.template_fingerprint().is_some());
+        next
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.reason.clone())
+            .collect()
+    }
+
+    /// Waits until the caches hold what the server holds (managed Secrets and StatefulSets,
+    /// every SecureQdrant, by resourceVersion).
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let managed = |kind: &str, api: &str| {
+                versions(
+                    self.server
+                        .list(api, kind, "")
+                        .into_iter()
+                        .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
+                )
+            };
+            let server = (
+                managed("Secret", "v1"),
+                managed("StatefulSet", "apps/v1"),
+                versions(self.server.list(SQ_API, "SecureQdrant", "").into_iter()),
+            );
+            let cached = (
+                cached_versions(&self.ctx.stores.secrets),
+                cached_versions(&self.ctx.stores.statefulsets),
+                cached_versions(&self.instances),
+            );
+            if server == cached {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caches did not catch up: {server:?} vs {cached:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn reflect<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let mut config = watcher::Config::default();
+    if managed {
+        config = config.labels(MANAGED_SELECTOR);
+    }
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(writer);
+    tasks.push(tokio::spawn(async move {
+        stream.for_each(|_| async {}).await;
+    }));
+    reader
+}
+
+fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
+    objects
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8(b.0.clone()).expect("UTF-8"))
+}
+
+fn crds() -> Vec<Value> {
+    secure_qdrant_operator::crd::all()
+        .into_iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
+        .collect()
+}
+
+async fn client_for(server: &FakeApiServer) -> Client {
+    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(config).expect("client builds")
+}
