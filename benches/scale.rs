@@ -12,6 +12,9 @@
 //! extra environment for the operator, for diagnosis), `--operator PATH` (another build of the
 //! operator, to compare a change).
 //!
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs as a smoke test: 20
+//! instances, 2 s idle, 500 unrelated objects; it fails only when an instance does not converge.
+//!
 //! `cargo bench` builds the operator binary with the bench profile (= release) and passes its
 //! path as `CARGO_BIN_EXE_secure-qdrant-operator`. Each run:
 //! 1. starts a fake API server with the CRDs (and, for the second run, the unrelated objects),
@@ -55,6 +58,8 @@ struct Args {
     operator_env: Vec<(String, String)>,
     /// The operator binary (default: the one `cargo bench` built).
     operator: String,
+    /// Run by `cargo bench` (else a smoke run under `cargo test`).
+    benched: bool,
 }
 
 fn args() -> Args {
@@ -65,7 +70,17 @@ fn args() -> Args {
         example: "minimal".into(),
         operator_env: Vec::new(),
         operator: OPERATOR.to_owned(),
+        benched: false,
     };
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it:
+    // then a small smoke run (20 instances, 2 s idle, 500 unrelated objects) checks that the
+    // benchmark still works without spending minutes of every test run on it.
+    out.benched = std::env::args().any(|a| a == "--bench");
+    if !out.benched {
+        out.n = 20;
+        out.idle = Duration::from_secs(2);
+        out.unrelated = 500;
+    }
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -138,6 +153,19 @@ async fn main() {
         print_report(r);
     }
     print_targets(&reports);
+    if !args.benched {
+        // The smoke run checks that the benchmark works: every instance converged, with every
+        // child, and nothing was written at idle. The timing targets are for `cargo bench`.
+        for r in &reports {
+            assert!(r.converge.is_some(), "{}: did not converge", r.label);
+            if let Err(e) = &r.all_children {
+                panic!("{}: {e}", r.label);
+            }
+            if let Some((_, idle)) = &r.idle {
+                assert_eq!(idle.writes(), 0, "{}: writes at idle", r.label);
+            }
+        }
+    }
 }
 
 async fn run(args: &Args, unrelated: usize, idle: Option<Duration>) -> Report {
@@ -597,6 +625,11 @@ fn print_report(r: &Report) {
         for (verb, n) in by_verb(c) {
             println!("| {verb} | {n} | {:.4} |", per(n, r.n));
         }
+        println!(
+            "| **all requests** | {} | {:.4} |",
+            c.total(),
+            per(c.total(), r.n)
+        );
         println!(
             "| **writes** | {} | {:.4} |",
             c.writes(),
