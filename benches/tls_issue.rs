@@ -66,6 +66,7 @@ fn main() {
             published: None,
             recorded_phase: None,
             rolled_out: None,
+            clients_on_current: true,
             now,
         })
         .unwrap()
@@ -83,6 +84,7 @@ fn main() {
         published: None,
         recorded_phase: None,
         rolled_out: None,
+        clients_on_current: true,
         now,
     })
     .unwrap();
@@ -104,6 +106,7 @@ fn main() {
             published: Some(&tls_data),
             recorded_phase: phase.as_deref(),
             rolled_out: None,
+            clients_on_current: true,
             now,
         })
         .unwrap();

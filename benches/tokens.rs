@@ -64,6 +64,7 @@ fn main() {
         url: "https://vectors.search.svc:6333".into(),
         grpc_url: "https://vectors.search.svc:6334".into(),
         ca_crt: None,
+        client_certificate: None,
     };
     let secret = token_secret(&token, &jwt, &endpoints, token_annotations(&token, &key));
     let planned = rate(Duration::from_secs(2), || {

@@ -930,6 +930,7 @@ fn endpoints(tls: bool) -> TokenEndpoints {
         grpc_url: "https://vectors.search.svc:6334".into(),
         ca_crt: tls
             .then(|| "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+        client_certificate: None,
     }
 }
 

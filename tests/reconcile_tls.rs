@@ -51,8 +51,8 @@ use secure_qdrant_operator::reconcile::{Clock, RESYNC};
 use secure_qdrant_operator::tls::{
     CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, CaMaterial, CaSubject, Certificate, Jitter, Phase,
     PublishedTls, ROLLOVER_PHASE_ANNOTATION, ROLLOVER_POLL, ROTATE_CA_ANNOTATION, TLS_CRT,
-    TLS_FINGERPRINT_ANNOTATION, TLS_KEY, issue_ca, issue_leaf, parse_bundle, read_published,
-    serving_dns_names,
+    TLS_FINGERPRINT_ANNOTATION, TLS_KEY, issue_ca, issue_client, issue_leaf, parse_bundle,
+    read_published, serving_dns_names,
 };
 
 use api_verifier::{ApiServer, Transcript, as_stored, status_failure};
@@ -1972,4 +1972,117 @@ async fn a_users_secret_gets_only_the_referenced_label_so_the_operator_watches_i
         })
         .await;
     step.action();
+}
+
+// ===== 6. client certificates across a CA key rollover =========================================
+
+/// The token Secret of a QdrantAccessToken of this instance, as the token controller writes it,
+/// holding a client certificate from `ca`.
+fn token_secret_with_client_certificate(name: &str, ca: &CaMaterial, now: Timestamp) -> Value {
+    let client = issue_client(ca, &format!("{name}.{NS}"), LEAF_LIFETIME, now).unwrap();
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": name, "namespace": NS,
+            "labels": {
+                LABEL_MANAGED_BY: MANAGER,
+                LABEL_INSTANCE: NAME,
+                "app.kubernetes.io/component": "access-token",
+            },
+        },
+        "type": "Opaque",
+        "data": {
+            "token": STANDARD.encode("a.b.c"),
+            "tls.crt": STANDARD.encode(client.cert().pem()),
+            "tls.key": STANDARD.encode(client.key().expose_pem()),
+        },
+    })
+}
+
+/// A day later, a new CA key is asked for: the first reconcile stores it and publishes
+/// TrustBoth.
+async fn start_rollover(w: &mut World) {
+    w.set_now(t0() + DAY);
+    w.sq = with_annotation(w.sq.clone(), ROTATE_CA_ANNOTATION, "r1");
+    let version = w.version_of("Secret", &ca_name());
+    let cr = w.sq.to_json();
+    w.reconcile(move |mut api| async move {
+        api.expect_replace(&ca_path(), &version).await;
+        api.expect_apply(&tls_path()).await;
+        api.expect_apply(&path::statefulset()).await;
+        api.expect_status_patch(&path::status(), &cr).await;
+        api
+    })
+    .await
+    .action();
+    assert_eq!(w.phase(), "TrustBoth");
+}
+
+#[tokio::test]
+async fn the_old_ca_leaves_the_trust_bundle_only_after_every_client_certificate_moved_to_the_new() {
+    let mut sq = sq3();
+    sq.spec.tls.client_certificates = true;
+    let mut w = settled(sq).await;
+    let a = CaMaterial::from_secret_data(&w.secret_data(&ca_name())).unwrap();
+    w.store(token_secret_with_client_certificate(
+        "frontend-qdrant-token",
+        &a,
+        w.now(),
+    ));
+    // TrustBoth, rolled out; SignWithNew, rolled out: the client certificate plays no part yet
+    // (A is trusted throughout).
+    start_rollover(&mut w).await;
+    let b = CaMaterial::from_secret_data(&w.secret_data(&ca_name())).unwrap();
+    assert!(!b.cert().same_key(a.cert()));
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+    republish(&mut w, true).await.action();
+    assert_phase(&w, "SignWithNew", &[a.cert(), b.cert()], b.cert());
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+
+    // Rolled out, but the application still holds A's certificate: A stays trusted, and the
+    // condition says what the rollover waits for.
+    let step = status_only(&mut w).await;
+    assert_eq!(step.action(), Action::requeue(ROLLOVER_POLL));
+    assert_phase(&w, "SignWithNew", &[a.cert(), b.cert()], b.cert());
+    let (ready, _, message) = condition(step.status(), "CertificateReady");
+    assert_eq!(ready, "True");
+    assert!(
+        message.contains("waits for 1 client certificate"),
+        "{message}"
+    );
+    let quiet = w.reconcile(|api| async move { api }).await;
+    assert!(quiet.t.log.is_empty(), "{}", quiet.t.summary());
+    assert_eq!(w.phase(), "SignWithNew");
+
+    // The token controller re-issued it from B: now A is dropped.
+    w.store(token_secret_with_client_certificate(
+        "frontend-qdrant-token",
+        &b,
+        w.now(),
+    ));
+    republish(&mut w, true).await.action();
+    assert_phase(&w, "DropOld", &[b.cert()], b.cert());
+}
+
+#[tokio::test]
+async fn without_client_certificates_required_token_secrets_do_not_hold_a_rollover() {
+    let mut w = settled(sq3()).await;
+    let a = CaMaterial::from_secret_data(&w.secret_data(&ca_name())).unwrap();
+    // A leftover client certificate from A (the instance required them earlier).
+    w.store(token_secret_with_client_certificate(
+        "frontend-qdrant-token",
+        &a,
+        w.now(),
+    ));
+    start_rollover(&mut w).await;
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+    republish(&mut w, true).await.action();
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+    republish(&mut w, true).await.action();
+    let b = w.ca();
+    assert_phase(&w, "DropOld", &[&b], &b);
 }

@@ -23,8 +23,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use secure_qdrant_operator::tls::{
     CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, CaInput, CaMaterial, CaSubject, Certificate, Jitter,
     LeafMaterial, Phase, ROLLOVER_PHASE_ANNOTATION, TLS_CRT, TLS_KEY, TlsInputs, TlsOutcome,
-    TlsPolicy, converge, issue_ca, issue_leaf, parse_bundle, read_published, renew_ca,
-    serving_dns_names,
+    TlsPolicy, converge, issue_ca, issue_client, issue_leaf, parse_bundle, read_published,
+    renew_ca, serving_dns_names,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -589,6 +589,7 @@ impl Cluster {
                 .get(ROLLOVER_PHASE_ANNOTATION)
                 .map(String::as_str),
             rolled_out: rolled_out.as_deref(),
+            clients_on_current: true,
             now,
         };
         let out = converge(&input).unwrap();
@@ -867,4 +868,114 @@ fn the_material_has_the_shape_qdrant_reads() {
     let info = leaf.cert().info();
     assert!(info.server_auth && info.client_auth);
     assert!(info.not_before <= now - SignedDuration::from_mins(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client certificates for applications (spec.tls.clientCertificates)
+
+/// Qdrant's REST with `verify_https_client_certificate`: it presents the serving certificate
+/// and requires a client certificate chaining to its `ca.crt`. The application trusts the
+/// `ca.crt` of its token Secret and presents the `tls.crt`/`tls.key` the operator put there.
+async fn rest_mtls(
+    server_trust: &[Certificate],
+    serving: &LeafMaterial,
+    app_trust: &[Certificate],
+    app_identity: Option<&LeafMaterial>,
+    clock: Clock,
+) -> Result<(), String> {
+    handshake(
+        client_config(app_trust, app_identity, clock),
+        server_config(serving, Some(server_trust), clock),
+        "vectors.search.svc",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_operator_issued_client_certificate_passes_rest_mtls_and_nothing_else_does() {
+    let now = real_now();
+    let ca = fresh_ca(now);
+    let serving = issue_leaf(&ca, &names(), ninety_days(), now).unwrap();
+    let trust = [ca.cert().clone()];
+    let client = issue_client(&ca, "frontend.search", ninety_days(), now).unwrap();
+    rest_mtls(&trust, &serving, &trust, Some(&client), Clock::Real)
+        .await
+        .expect("the application's certificate is accepted");
+
+    // No certificate: refused (the kubelet's situation, hence TCP probes).
+    assert!(
+        rest_mtls(&trust, &serving, &trust, None, Clock::Real)
+            .await
+            .is_err()
+    );
+    // A certificate from another CA: refused.
+    let foreign = fresh_ca(now);
+    let stranger = issue_client(&foreign, "frontend.search", ninety_days(), now).unwrap();
+    assert!(
+        rest_mtls(&trust, &serving, &trust, Some(&stranger), Clock::Real)
+            .await
+            .is_err()
+    );
+    // An expired one: refused.
+    let later = Clock::At(client.cert().not_after() + SignedDuration::from_secs(60));
+    let serving_later = issue_leaf(&ca, &names(), ninety_days(), now).unwrap();
+    let fresh_server = server_config(&serving_later, Some(&trust), later);
+    let expired_client = client_config(&trust, Some(&client), Clock::Real);
+    assert!(
+        handshake(expired_client, fresh_server, "vectors.search.svc")
+            .await
+            .is_err()
+    );
+    // A client certificate is no serving certificate: a server presenting it is refused.
+    assert!(
+        one_way(&trust, &client, "vectors.search.svc", Clock::Real)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn client_certificates_keep_working_through_a_ca_key_rollover_when_moved_before_drop_old() {
+    let now = real_now();
+    let a = fresh_ca(now);
+    let b = fresh_ca(now);
+    let serving_a = issue_leaf(&a, &names(), ninety_days(), now).unwrap();
+    let serving_b = issue_leaf(&b, &names(), ninety_days(), now).unwrap();
+    let client_a = issue_client(&a, "frontend.search", ninety_days(), now).unwrap();
+    let client_b = issue_client(&b, "frontend.search", ninety_days(), now).unwrap();
+    let both = [a.cert().clone(), b.cert().clone()];
+    let only_a = [a.cert().clone()];
+    let only_b = [b.cert().clone()];
+
+    // TrustBoth: pods still on the old bundle or on the new one; the application keeps A's
+    // certificate and trusts both (its ca.crt follows <n>-tls).
+    for server_trust in [&only_a[..], &both[..]] {
+        rest_mtls(
+            server_trust,
+            &serving_a,
+            &both,
+            Some(&client_a),
+            Clock::Real,
+        )
+        .await
+        .expect("TrustBoth: A's client certificate works");
+    }
+    // SignWithNew: serving certificates from B, bundle A+B. A's client certificate still
+    // works; B's (re-issued in this phase) works too.
+    for client in [&client_a, &client_b] {
+        rest_mtls(&both, &serving_b, &both, Some(client), Clock::Real)
+            .await
+            .expect("SignWithNew: both client certificates work");
+    }
+    // DropOld: only B is trusted. B's certificate works, A's would not: this is why the
+    // operator drops A only after every client certificate moved.
+    rest_mtls(&only_b, &serving_b, &only_b, Some(&client_b), Clock::Real)
+        .await
+        .expect("DropOld: B's client certificate works");
+    assert!(
+        rest_mtls(&only_b, &serving_b, &only_b, Some(&client_a), Clock::Real)
+            .await
+            .is_err(),
+        "A's client certificate is refused once A is dropped"
+    );
 }

@@ -52,6 +52,10 @@ use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context, RESYNC, token};
 use secure_qdrant_operator::settings::Settings;
+use secure_qdrant_operator::tls::{
+    CaMaterial, CaSubject, Certificate, LeafMaterial, issue_ca, issue_client, issue_leaf,
+    serving_dns_names,
+};
 use secure_qdrant_operator::tokens::KEY_FINGERPRINT_ANNOTATION;
 
 const NS: &str = "search";
@@ -617,6 +621,281 @@ async fn without_tls_the_secret_has_an_http_url_and_no_ca() {
         text(&secret, "grpc-url").as_deref(),
         Some("http://vectors.search.svc:6334")
     );
+}
+
+// ----- client certificates (spec.tls.clientCertificates) --------------------------------------
+
+fn condition_of(qat: &QdrantAccessToken, type_: &str) -> Option<Condition> {
+    qat.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .cloned()
+}
+
+/// The client certificate of a token Secret, read as an application would (and its key must
+/// match).
+fn client_certificate_of(secret: &Secret) -> LeafMaterial {
+    LeafMaterial::from_pem(
+        &text(secret, "tls.crt").expect("tls.crt"),
+        &text(secret, "tls.key").expect("tls.key"),
+    )
+    .expect("a client certificate with its key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_required_the_token_secret_carries_one_that_renews_on_time() {
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"clientCertificates": true,
+                                 "certificateLifetime": "1h", "renewBefore": "50m"}}))
+        .await;
+    let qat = env
+        .create_token(
+            "frontend",
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}, "lifetime": "720h"}),
+        )
+        .await;
+    let t0 = env.now();
+    let action = env.reconcile("frontend").await.expect("reconciled");
+    let secret = env.secret("frontend-qdrant-token").expect("written");
+    assert_eq!(
+        data_keys(&secret),
+        set(&["ca.crt", "grpc-url", "tls.crt", "tls.key", "token", "url"])
+    );
+    let ca = Certificate::from_pem(
+        &env.secret("vectors-ca")
+            .and_then(|s| text(&s, "tls.crt"))
+            .expect("the instance CA"),
+    )
+    .unwrap();
+    let client = client_certificate_of(&secret);
+    let info = client.cert().info();
+    assert!(
+        client.cert().is_signed_by(&ca),
+        "signed by the instance's CA"
+    );
+    assert!(
+        info.client_auth && !info.server_auth,
+        "a client-only certificate"
+    );
+    assert!(info.subject.contains("frontend.search"), "{}", info.subject);
+    assert_eq!(
+        client.cert().not_after(),
+        t0 + SignedDuration::from_hours(1),
+        "the instance's certificate lifetime"
+    );
+    // The application's ca.crt verifies the server; the server's ca.crt verifies the client.
+    assert_eq!(
+        text(&secret, "ca.crt"),
+        env.secret("vectors-tls").and_then(|s| text(&s, "ca.crt"))
+    );
+
+    let status = env.token_status("frontend");
+    assert_eq!(
+        status.client_certificate_not_after.as_ref().map(|t| t.0),
+        Some(client.cert().not_after())
+    );
+    let renewal = status
+        .client_certificate_renewal_time
+        .as_ref()
+        .expect("a renewal time")
+        .0;
+    // notAfter - renewBefore, pulled earlier by a per-token jitter of at most 5% of the lifetime.
+    let latest = client.cert().not_after() - SignedDuration::from_mins(50);
+    assert!(
+        renewal <= latest && renewal >= latest - SignedDuration::from_mins(3),
+        "renewal {renewal}, expected just before {latest}"
+    );
+    // The certificate renews before the (720h) token: the requeue is for the certificate.
+    assert_eq!(action, Action::requeue(until(t0, renewal)));
+    let cond = condition_of(&env.token("frontend"), token::CLIENT_CERTIFICATE_READY)
+        .expect("a ClientCertificateReady condition");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "Issued")
+    );
+    assert!(
+        env.event_reasons()
+            .contains(&(EventType::Normal, "ClientCertificateIssued".to_owned())),
+        "{:?}",
+        env.event_reasons()
+    );
+    for note in env.event_notes() {
+        assert!(!note.contains("PRIVATE KEY"), "{note}");
+    }
+    let status_json = serde_json::to_string(&env.token("frontend").status).unwrap();
+    assert!(!status_json.contains("PRIVATE KEY"), "{status_json}");
+
+    // Before the renewal time: nothing is written, the same certificate stays.
+    env.set_now(renewal - SignedDuration::from_secs(1));
+    env.reset();
+    env.reconcile("frontend").await.expect("reconciled");
+    assert_eq!(secret_writes(&env.server), 0);
+    let kept = env.secret("frontend-qdrant-token").unwrap();
+    assert_eq!(text(&kept, "tls.crt"), text(&secret, "tls.crt"));
+
+    // At the renewal time: a new certificate and key, the token itself untouched.
+    env.set_now(renewal);
+    env.reset();
+    env.reconcile("frontend").await.expect("reconciled");
+    assert_eq!(env.server.counters().get("patch", "secrets"), 1);
+    let renewed = env.secret("frontend-qdrant-token").unwrap();
+    let new_client = client_certificate_of(&renewed);
+    assert_ne!(new_client.cert().der(), client.cert().der());
+    assert_ne!(
+        text(&renewed, "tls.key"),
+        text(&secret, "tls.key"),
+        "a new key"
+    );
+    assert!(new_client.cert().is_signed_by(&ca));
+    assert_eq!(
+        new_client.cert().not_after(),
+        renewal + SignedDuration::from_hours(1)
+    );
+    assert_eq!(text(&renewed, "token"), text(&secret, "token"));
+    assert!(
+        env.event_notes()
+            .iter()
+            .any(|n| n.contains("client certificate") && n.contains("renewal time")),
+        "{:?}",
+        env.event_notes()
+    );
+
+    // Client certificates no longer required: the Secret loses tls.crt and tls.key, the
+    // status and the condition go.
+    env.patch_instance(json!({"spec": {"tls": {"clientCertificates": false}}}))
+        .await;
+    env.reconcile("frontend").await.expect("reconciled");
+    let plain = env.secret("frontend-qdrant-token").unwrap();
+    assert_eq!(
+        data_keys(&plain),
+        set(&["ca.crt", "grpc-url", "token", "url"])
+    );
+    let after = env.token("frontend");
+    assert!(condition_of(&after, token::CLIENT_CERTIFICATE_READY).is_none());
+    let status = after.status.unwrap();
+    assert!(status.client_certificate_not_after.is_none());
+    assert!(status.client_certificate_renewal_time.is_none());
+    let _ = qat;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_another_ca_is_replaced_and_a_broken_one_too() {
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"clientCertificates": true}}))
+        .await;
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("frontend").await.expect("reconciled");
+    let ca =
+        CaMaterial::from_secret_data(&env.secret("vectors-ca").unwrap().data.unwrap()).unwrap();
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    // Someone puts a certificate from a foreign CA in place, then garbage.
+    let foreign = issue_ca(
+        &CaSubject::new("x", "y"),
+        SignedDuration::from_hours(100),
+        env.now(),
+    )
+    .unwrap();
+    let stranger = issue_client(
+        &foreign,
+        "frontend.search",
+        SignedDuration::from_hours(10),
+        env.now(),
+    )
+    .unwrap();
+    for (crt, key) in [
+        (
+            stranger.cert().pem(),
+            stranger.key().expose_pem().to_owned(),
+        ),
+        ("garbage".to_owned(), "garbage".to_owned()),
+    ] {
+        api.patch(
+            "frontend-qdrant-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.crt": STANDARD.encode(&crt),
+                                           "tls.key": STANDARD.encode(&key)}})),
+        )
+        .await
+        .unwrap();
+        env.reconcile("frontend").await.expect("reconciled");
+        let fixed = client_certificate_of(&env.secret("frontend-qdrant-token").unwrap());
+        assert!(fixed.cert().is_signed_by(ca.cert()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_user_certificate_no_client_certificate_can_be_signed_and_the_condition_says_so() {
+    let env = Env::start().await;
+    // The user's serving certificate (e.g. from cert-manager): the operator has no CA key.
+    let ca = issue_ca(
+        &CaSubject::new(NS, "user"),
+        SignedDuration::from_hours(8760),
+        env.now(),
+    )
+    .unwrap();
+    let leaf = issue_leaf(
+        &ca,
+        &serving_dns_names(SQ, NS, "cluster.local", &[]),
+        SignedDuration::from_hours(2160),
+        env.now(),
+    )
+    .unwrap();
+    let user: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "vectors-cert", "namespace": NS},
+        "type": "kubernetes.io/tls",
+    }))
+    .unwrap();
+    let user = Secret {
+        data: Some(leaf.to_secret_data(std::slice::from_ref(ca.cert()))),
+        ..user
+    };
+    Api::<Secret>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &user)
+        .await
+        .unwrap();
+    env.instance(json!({"tls": {"clientCertificates": true,
+                                 "certificateSecretRef": {"name": "vectors-cert"}}}))
+        .await;
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("frontend").await.expect("reconciled");
+    let secret = env
+        .secret("frontend-qdrant-token")
+        .expect("the token is still issued");
+    assert_eq!(
+        data_keys(&secret),
+        set(&["ca.crt", "grpc-url", "token", "url"])
+    );
+    let qat = env.token("frontend");
+    assert_eq!(ready_condition(&qat).status, "True");
+    let cond = condition_of(&qat, token::CLIENT_CERTIFICATE_READY).expect("the condition");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "NoSigningCA")
+    );
+    assert!(
+        cond.message.contains("certificateSecretRef"),
+        "{}",
+        cond.message
+    );
+    assert!(
+        env.event_reasons()
+            .contains(&(EventType::Warning, "NoSigningCA".to_owned())),
+        "{:?}",
+        env.event_reasons()
+    );
+    // Said once, not on every reconcile.
+    env.reset();
+    env.reconcile("frontend").await.expect("reconciled");
+    assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -309,7 +309,17 @@ pub struct QdrantAccessTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<Time>,
 
-    /// Conditions: Ready.
+    /// When the client certificate in the Secret expires (only when the SecureQdrant requires
+    /// client certificates, `spec.tls.clientCertificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_not_after: Option<Time>,
+
+    /// When the operator replaces the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_renewal_time: Option<Time>,
+
+    /// Conditions: Ready, and ClientCertificateReady when the SecureQdrant requires client
+    /// certificates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

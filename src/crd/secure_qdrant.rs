@@ -306,8 +306,9 @@ pub struct TlsSpec {
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub ca_lifetime: String,
 
-    /// Require client certificates on the REST port (mutual TLS). The operator issues client
-    /// certificates for applications; kubelet probes switch to TCP checks.
+    /// Require client certificates on the REST port (mutual TLS). Every QdrantAccessToken of
+    /// this instance then gets one in its Secret (tls.crt, tls.key), signed by the instance's
+    /// CA and renewed like the serving certificate; kubelet probes switch to TCP checks.
     #[serde(default)]
     pub client_certificates: bool,
 

@@ -26,13 +26,16 @@ use sha2::{Digest, Sha256};
 use super::credentials::{Notice, mark_referenced};
 use super::stores::{Stores, cached};
 use crate::children::PodTls;
-use crate::children::meta::{COMPONENT_CREDENTIALS, MANAGER, object_meta};
+use crate::children::meta::{
+    COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER, object_meta,
+};
 use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::tls::{
     self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
     TLS_FINGERPRINT_ANNOTATION, TlsInputs, TlsPolicy, Transition,
 };
+use crate::tokens;
 use crate::validate::{Instance, TlsSettings, TlsSource};
 
 /// How often Secrets the user references are re-read (they are not watched).
@@ -262,6 +265,11 @@ async fn issued(
         },
     };
     let rolled_out = rolled_out_fingerprint(sts);
+    let lagging_clients = if settings.client_certificates {
+        clients_not_from(stores, inst, ca_data)
+    } else {
+        0
+    };
     let published_annotations = published
         .as_ref()
         .map(|s| s.annotations().clone())
@@ -292,6 +300,7 @@ async fn issued(
             .get(tls::ROLLOVER_PHASE_ANNOTATION)
             .map(String::as_str),
         rolled_out: rolled_out.as_deref(),
+        clients_on_current: lagging_clients == 0,
         now,
     };
     let outcome = tls::converge(&input).map_err(|e| tls_error(&ca_name, e))?;
@@ -367,14 +376,57 @@ async fn issued(
             true,
             "Valid",
             format!(
-                "serving certificate valid until {}, renewed at {}",
+                "serving certificate valid until {}, renewed at {}{}",
                 rfc3339(outcome.not_after),
-                rfc3339(outcome.renewal_time)
+                rfc3339(outcome.renewal_time),
+                if outcome.published.phase == tls::Phase::SignWithNew && lagging_clients > 0 {
+                    format!(
+                        "; the CA rollover waits for {lagging_clients} client certificate(s) in \
+                         QdrantAccessToken Secrets to be re-issued from the new CA"
+                    )
+                } else {
+                    String::new()
+                }
             ),
         ),
         requeue_after: outcome.requeue_after,
         notices,
     })
+}
+
+/// How many client certificates in this instance's QdrantAccessToken Secrets do not chain to the
+/// CA in `ca_data` (the CA that signs now). Read from the cache of managed Secrets.
+fn clients_not_from(
+    stores: &Stores,
+    inst: &Instance,
+    ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+) -> usize {
+    let Some(ca) = ca_data
+        .and_then(|d| d.get(tls::TLS_CRT))
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .and_then(|pem| tls::Certificate::from_pem(pem).ok())
+    else {
+        return 0;
+    };
+    stores
+        .secrets
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(inst.namespace.as_str()))
+        .filter(|s| {
+            let labels = s.labels();
+            labels.get(LABEL_INSTANCE) == Some(&inst.name)
+                && labels.get(LABEL_COMPONENT).map(String::as_str)
+                    == Some(tokens::COMPONENT_ACCESS_TOKEN)
+        })
+        .filter_map(|s| s.data.as_ref()?.get(tokens::CLIENT_CRT_KEY).cloned())
+        .filter(|crt| {
+            std::str::from_utf8(&crt.0)
+                .ok()
+                .and_then(|pem| tls::Certificate::from_pem(pem).ok())
+                .is_some_and(|c| !c.is_signed_by(&ca))
+        })
+        .count()
 }
 
 /// Writes `<n>-ca`: a create when it does not exist (fails rather than overwrites), else an

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -23,14 +24,23 @@ use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::material::{self, read_key};
 
-use crate::tokens::{
-    self, InstanceInfo, TokenEndpoints, ValidToken, controlled_by, plan_token, read_token,
-    token_annotations, token_secret, token_status, validate_token_spec,
+use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::{
+    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, TlsPolicy, client_common_name,
+    issue_client, plan_client,
 };
-use crate::validate::{self, Instance, describe};
+use crate::tokens::{
+    self, InstanceInfo, TokenEndpoints, ValidToken, controlled_by, plan_token,
+    read_client_certificate, read_token, token_annotations, token_secret, token_status,
+    validate_token_spec,
+};
+use crate::validate::{self, Instance, TlsSource, describe};
 
 /// Condition type of a QdrantAccessToken: its Secret holds a valid token.
 pub const READY: &str = "Ready";
+/// Condition type of a QdrantAccessToken whose SecureQdrant requires client certificates: its
+/// Secret holds a client certificate (`tls.crt`, `tls.key`).
+pub const CLIENT_CERTIFICATE_READY: &str = "ClientCertificateReady";
 /// How soon to look again while waiting for the SecureQdrant's material.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -83,11 +93,13 @@ pub async fn reconcile(
         }
         Ok(valid) => issue(&ctx, &valid, sq.as_deref(), now).await?,
     };
+    let mut client_condition: ClientCondition = None;
 
     let mut status = qat.status.clone().unwrap_or_default();
     status.observed_generation = qat.metadata.generation;
     let (action, ready) = match outcome {
-        Ok((fresh, requeue)) => {
+        Ok((fresh, requeue, client)) => {
+            client_condition = client;
             let conditions = std::mem::take(&mut status.conditions);
             status = fresh;
             status.conditions = conditions;
@@ -109,6 +121,8 @@ pub async fn reconcile(
                 status.access = None;
                 status.expires_at = None;
                 status.renewal_time = None;
+                status.client_certificate_not_after = None;
+                status.client_certificate_renewal_time = None;
             }
             (
                 b.retry
@@ -148,10 +162,57 @@ pub async fn reconcile(
             )
             .await;
     }
+    let old_client = qat
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == CLIENT_CERTIFICATE_READY)
+        })
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    match &client_condition {
+        Some((ok, reason, message)) => {
+            set_condition(
+                &mut status.conditions,
+                CLIENT_CERTIFICATE_READY,
+                *ok,
+                reason,
+                message.clone(),
+                qat.metadata.generation,
+                now,
+            );
+            let now_state = (
+                if *ok { "True" } else { "False" }.to_owned(),
+                (*reason).to_owned(),
+            );
+            if !ok && old_client != Some(now_state) {
+                ctx.events
+                    .publish(
+                        &qat.object_ref(&()),
+                        EventType::Warning,
+                        reason,
+                        "Issue",
+                        message.clone(),
+                    )
+                    .await;
+            }
+        }
+        // Not required (or the token is blocked): drop a stale condition, but keep it while
+        // blocked so the last word on the certificate stays visible.
+        None if ready.0 => status
+            .conditions
+            .retain(|c| c.type_ != CLIENT_CERTIFICATE_READY),
+        None => {}
+    }
     ctx.metrics.observe_token(&qat, &status);
     write_status(&ctx, &qat, status).await?;
     Ok(action)
 }
+
+/// The ClientCertificateReady condition of a token: (status, reason, message); None when the
+/// instance does not require client certificates.
+type ClientCondition = Option<(bool, &'static str, String)>;
 
 /// Validated spec → the token Secret. Ok(Err(..)) when blocked by the instance's state.
 async fn issue(
@@ -159,7 +220,7 @@ async fn issue(
     valid: &ValidToken,
     sq: Option<&SecureQdrant>,
     now: Timestamp,
-) -> Result<std::result::Result<(QdrantAccessTokenStatus, Duration), Blocked>> {
+) -> Result<std::result::Result<(QdrantAccessTokenStatus, Duration, ClientCondition), Blocked>> {
     let Some(sq) = sq else {
         return Ok(Err(blocked(
             "InstanceMissing",
@@ -180,8 +241,7 @@ async fn issue(
             )));
         }
     };
-    let client = &ctx.client;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &inst.namespace);
 
     // The signing key: the instance's full-access API key; during a key rotation, the new key
     // once every pod accepts it (Qdrant checks JWTs against api_key and alt_api_key).
@@ -212,8 +272,8 @@ async fn issue(
     };
 
     // What the application trusts.
-    let ca_crt = match trust_bundle(ctx, &secrets, &inst).await? {
-        Ok(ca) => ca,
+    let (ca_crt, rollover_phase) = match trust_bundle(ctx, &secrets, &inst).await? {
+        Ok(found) => found,
         Err(b) => return Ok(Err(b)),
     };
 
@@ -230,6 +290,21 @@ async fn issue(
             None,
         )));
     }
+
+    let client = match client_certificate(
+        ctx,
+        &secrets,
+        &inst,
+        valid,
+        existing.as_ref(),
+        rollover_phase.as_deref(),
+        now,
+    )
+    .await?
+    {
+        Ok(client) => client,
+        Err(b) => return Ok(Err(b)),
+    };
 
     let plan = plan_token(now, existing.as_ref(), valid, &key);
     let token = match (&plan.mint, existing.as_ref().and_then(read_token)) {
@@ -264,10 +339,195 @@ async fn issue(
         url: format!("{scheme}://{host}:{}", crate::qdrant::HTTP_PORT),
         grpc_url: format!("{scheme}://{host}:{}", crate::qdrant::GRPC_PORT),
         ca_crt,
+        client_certificate: client.material.clone(),
     };
     let secret = token_secret(valid, &token, &endpoints, token_annotations(valid, &key));
-    apply(client, &ctx.stores.secrets, secret).await?;
-    Ok(Ok((token_status(valid, &plan), plan.requeue_after)))
+    apply(&ctx.client, &ctx.stores.secrets, secret).await?;
+    if let Some(reason) = &client.issued {
+        ctx.events
+            .publish(
+                &token_ref(valid),
+                EventType::Normal,
+                "ClientCertificateIssued",
+                "Issue",
+                format!(
+                    "issued the client certificate in Secret {} ({}), valid until {}",
+                    valid.secret_name,
+                    reason.describe(),
+                    client
+                        .material
+                        .as_ref()
+                        .map(|m| m.cert().not_after().to_string())
+                        .unwrap_or_default()
+                ),
+            )
+            .await;
+    }
+    let mut status = token_status(valid, &plan);
+    let mut requeue = plan.requeue_after;
+    if let Some(m) = &client.material {
+        status.client_certificate_not_after = Some(Time(m.cert().not_after()));
+        status.client_certificate_renewal_time = client.renewal_time.map(Time);
+    }
+    if let Some(next) = client.next_check {
+        let wait = if next > now {
+            next.duration_since(now).unsigned_abs()
+        } else {
+            Duration::ZERO
+        };
+        requeue = requeue.min(wait);
+    }
+    Ok(Ok((status, requeue, client.condition)))
+}
+
+/// The client certificate that goes into the token Secret.
+struct ClientCert {
+    material: Option<LeafMaterial>,
+    /// Why it was issued in this reconcile (None: kept, or none).
+    issued: Option<ClientReason>,
+    renewal_time: Option<Timestamp>,
+    next_check: Option<Timestamp>,
+    condition: ClientCondition,
+}
+
+/// Issues, keeps or renews the token's client certificate when its instance requires client
+/// certificates (`spec.tls.clientCertificates`): signed by the CA that signs the instance's
+/// serving certificate (the operator's `<n>-ca`, or the user's `spec.tls.caSecretRef`), with the
+/// instance's certificate lifetime and renewBefore. With `spec.tls.certificateSecretRef` the
+/// operator holds no CA key: the Secret carries no client certificate and the condition says so.
+#[allow(clippy::too_many_arguments)]
+async fn client_certificate(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    inst: &Instance,
+    valid: &ValidToken,
+    existing: Option<&Secret>,
+    rollover_phase: Option<&str>,
+    now: Timestamp,
+) -> Result<std::result::Result<ClientCert, Blocked>> {
+    let none = |condition| ClientCert {
+        material: None,
+        issued: None,
+        renewal_time: None,
+        next_check: None,
+        condition,
+    };
+    let Some(settings) = inst.tls.as_ref().filter(|t| t.client_certificates) else {
+        return Ok(Ok(none(None)));
+    };
+    let ca_name = match &settings.source {
+        TlsSource::UserCertificate(name) => {
+            return Ok(Ok(none(Some((
+                false,
+                "NoSigningCA",
+                format!(
+                    "{} requires client certificates but its serving certificate comes from Secret {name} \
+                     (spec.tls.certificateSecretRef): the operator holds no CA key to sign one; \
+                     issue the application's client certificate from that CA",
+                    inst.name
+                ),
+            )))));
+        }
+        TlsSource::UserCa(name) => name.clone(),
+        TlsSource::OperatorCa => inst.ca_secret_name(),
+    };
+    let ca = read(ctx, secrets, &inst.namespace, &ca_name)
+        .await?
+        .and_then(|s| s.data)
+        .map(|d| CaMaterial::from_secret_data(&d));
+    let ca = match ca {
+        Some(Ok(ca)) => ca,
+        Some(Err(e)) => {
+            return Ok(Err(blocked(
+                "WaitingForCertificate",
+                format!(
+                    "the CA of {} (Secret {ca_name}) is not usable: {e}",
+                    inst.name
+                ),
+                Some(WAIT),
+            )));
+        }
+        None => {
+            return Ok(Err(blocked(
+                "WaitingForCertificate",
+                format!(
+                    "the CA of {} (Secret {ca_name}) is not ready yet",
+                    inst.name
+                ),
+                Some(WAIT),
+            )));
+        }
+    };
+    let policy = TlsPolicy {
+        certificate_lifetime: signed(settings.certificate_lifetime),
+        renew_before: Some(signed(settings.renew_before)),
+        ca_lifetime: signed(settings.ca_lifetime),
+    };
+    let stored = read_client_certificate(existing);
+    let state = match &stored {
+        Ok(leaf) => LeafState::Present(leaf),
+        Err(TlsError::MissingKey(_)) => LeafState::Missing,
+        Err(e) => LeafState::Unusable(e),
+    };
+    // In the first phase of a CA key rollover the pods do not trust the new CA yet: a client
+    // certificate from the old CA is kept until they do.
+    let keep_previous = rollover_phase == Some(Phase::TrustBoth.as_str());
+    let jitter = Jitter::for_instance(&valid.namespace, &valid.name, &valid.owner.uid);
+    let decision = plan_client(&policy, state, ca.cert(), keep_previous, jitter, now);
+    let ready = |m: &LeafMaterial| {
+        Some((
+            true,
+            "Issued",
+            format!(
+                "client certificate in Secret {} valid until {}",
+                valid.secret_name,
+                m.cert().not_after()
+            ),
+        ))
+    };
+    match decision.issue {
+        None => {
+            let material = stored.ok();
+            let condition = material.as_ref().and_then(ready);
+            Ok(Ok(ClientCert {
+                material,
+                issued: None,
+                renewal_time: decision.renewal_time,
+                next_check: decision.next_check,
+                condition,
+            }))
+        }
+        Some(reason) => {
+            let material = issue_client(
+                &ca,
+                &client_common_name(&valid.namespace, &valid.name),
+                policy.certificate_lifetime,
+                now,
+            )
+            .map_err(|source| Error::Tls {
+                secret: ca_name.clone(),
+                source,
+            })?;
+            let renewal = renewal_time(
+                material.cert(),
+                policy.leaf_renew_before(),
+                jitter,
+                policy.certificate_lifetime,
+            );
+            let condition = ready(&material);
+            Ok(Ok(ClientCert {
+                material: Some(material),
+                issued: Some(reason),
+                renewal_time: Some(renewal),
+                next_check: Some(renewal),
+                condition,
+            }))
+        }
+    }
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 fn token_ref(valid: &ValidToken) -> k8s_openapi::api::core::v1::ObjectReference {
@@ -292,23 +552,29 @@ async fn read(ctx: &Context, api: &Api<Secret>, ns: &str, name: &str) -> Result<
     })
 }
 
-/// The PEM bundle that verifies the instance's serving certificate (None without TLS).
+/// The PEM bundle that verifies the instance's serving certificate (None without TLS), and the
+/// CA key rollover phase recorded on that Secret.
 async fn trust_bundle(
     ctx: &Context,
     api: &Api<Secret>,
     inst: &Instance,
-) -> Result<std::result::Result<Option<String>, Blocked>> {
+) -> Result<std::result::Result<(Option<String>, Option<String>), Blocked>> {
     let Some(name) = inst.tls_secret_name() else {
-        return Ok(Ok(None));
+        return Ok(Ok((None, None)));
     };
-    let ca = read(ctx, api, &inst.namespace, &name)
-        .await?
+    let secret = read(ctx, api, &inst.namespace, &name).await?;
+    let phase = secret.as_ref().and_then(|s| {
+        s.annotations()
+            .get(crate::tls::ROLLOVER_PHASE_ANNOTATION)
+            .cloned()
+    });
+    let ca = secret
         .and_then(|s| s.data)
         .and_then(|d| d.get(crate::tls::CA_CRT).cloned())
         .and_then(|b| String::from_utf8(b.0).ok())
         .filter(|s| s.contains("BEGIN CERTIFICATE"));
     Ok(match ca {
-        Some(ca) => Ok(Some(ca)),
+        Some(ca) => Ok((Some(ca), phase)),
         None => Err(blocked(
             "WaitingForCertificate",
             format!(

@@ -58,6 +58,9 @@ pub struct TlsInputs<'a> {
     /// StatefulSet's status shows updateRevision == currentRevision and all replicas ready and
     /// updated for its current generation); None while a rollout is in progress.
     pub rolled_out: Option<&'a str>,
+    /// Every client certificate issued for the instance's applications chains to the CA that
+    /// signs now (true when none are issued): the old CA of a key rollover is dropped only then.
+    pub clients_on_current: bool,
     pub now: Timestamp,
 }
 
@@ -247,6 +250,7 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         leaf: read.leaf.as_ref().ok().map(LeafMaterial::cert),
         current: ca.cert(),
         rolled_out,
+        clients_on_current: input.clients_on_current,
         now,
     });
 
@@ -382,6 +386,7 @@ mod tests {
                     .get(ROLLOVER_PHASE_ANNOTATION)
                     .map(String::as_str),
                 rolled_out: self.running.as_deref(),
+                clients_on_current: true,
                 now,
             }
         }

@@ -153,12 +153,6 @@ pub fn issue_leaf(
     lifetime: SignedDuration,
     now: Timestamp,
 ) -> Result<LeafMaterial, TlsError> {
-    let lifetime = positive(lifetime)?;
-    let now = whole_second(now);
-    let ca_cert = ca.cert();
-    if now > ca_cert.not_after() {
-        return Err(TlsError::CaExpired(ca_cert.not_after().to_string()));
-    }
     let Some(first) = dns_names.first() else {
         return Err(TlsError::BadDnsName(String::new()));
     };
@@ -179,12 +173,31 @@ pub fn issue_leaf(
     }
     params.distinguished_name = dn;
     params.subject_alt_names = sans;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
+    sign_leaf(ca, params, lifetime, now)
+}
+
+/// Completes `params` (subject, SANs and EKU set by the caller) into an end-entity certificate
+/// signed by `ca`: not a CA, digitalSignature, the CA's key identifier, a random serial,
+/// NotBefore a few minutes before `now` (never before the CA's), NotAfter `now + lifetime` but
+/// never after the CA's, and a fresh P-256 key.
+pub(super) fn sign_leaf(
+    ca: &CaMaterial,
+    mut params: CertificateParams,
+    lifetime: SignedDuration,
+    now: Timestamp,
+) -> Result<LeafMaterial, TlsError> {
+    let lifetime = positive(lifetime)?;
+    let now = whole_second(now);
+    let ca_cert = ca.cert();
+    if now > ca_cert.not_after() {
+        return Err(TlsError::CaExpired(ca_cert.not_after().to_string()));
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);
     params.not_before = to_offset(sub(now, BACKDATE).max(ca_cert.not_before()))?;

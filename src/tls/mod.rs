@@ -24,6 +24,7 @@
 
 pub mod ca;
 pub mod cert;
+pub mod client;
 pub mod converge;
 pub mod leaf;
 pub mod rollover;
@@ -32,6 +33,7 @@ mod time;
 
 pub use ca::{CaMaterial, CaSubject, issue_ca, renew_ca};
 pub use cert::{Certificate, PrivateKey, bundle_pem, parse_bundle};
+pub use client::{ClientDecision, ClientReason, client_common_name, issue_client, plan_client};
 pub use converge::{
     CaChange, CaInput, PublishedTls, ROLLOVER_POLL, ReadTls, TlsInputs, TlsOutcome, converge,
     read_published,

@@ -10,7 +10,10 @@
 //! | [`Phase::DropOld`] | new | new CA | every leaf is already new |
 //!
 //! then [`Phase::Stable`] again. A phase advances only when the caller reports that every pod
-//! runs the material the current phase published ([`RolloverInput::rolled_out`]).
+//! runs the material the current phase published ([`RolloverInput::rolled_out`]). With client
+//! certificates required, SignWithNew also waits until every client certificate the operator
+//! issued to applications comes from the new CA ([`RolloverInput::clients_on_current`]): the
+//! old CA leaves the pods' trust only when no client depends on it.
 //!
 //! The decision is made from the material itself (the published bundle and leaf, and the CA
 //! that signs now); the phase recorded in the `<n>-tls` annotation must agree before anything
@@ -127,6 +130,10 @@ pub struct RolloverInput<'a> {
     /// Every pod runs, ready, with the material currently published (the caller compares the
     /// pod-template fingerprint of a finished StatefulSet rollout with the published one).
     pub rolled_out: bool,
+    /// Every client certificate the operator issued for this instance's applications chains to
+    /// `current` (true when it issues none). The old CA leaves the pods' trust only then:
+    /// a client still holding an old-CA certificate would be refused.
+    pub clients_on_current: bool,
     pub now: Timestamp,
 }
 
@@ -216,7 +223,7 @@ pub fn step(input: RolloverInput<'_>) -> RolloverDecision {
         return decide(Phase::TrustBoth, Signer::Previous, Transition::Stay);
     }
     // Old and new trusted, new leaf: SignWithNew material.
-    if agrees(Phase::SignWithNew) && input.rolled_out {
+    if agrees(Phase::SignWithNew) && input.rolled_out && input.clients_on_current {
         return decide(Phase::DropOld, Signer::Current, Transition::Advanced);
     }
     decide(Phase::SignWithNew, Signer::Current, Transition::Stay)
@@ -268,6 +275,7 @@ mod tests {
             leaf: leaf.map(|l| l.cert()),
             current: current.cert(),
             rolled_out,
+            clients_on_current: true,
             now: add(t0(), SignedDuration::from_hours(1)),
         })
     }
@@ -366,6 +374,45 @@ mod tests {
     }
 
     #[test]
+    fn the_old_ca_stays_trusted_until_every_client_certificate_moved() {
+        let (a, b) = (new_ca(), new_ca());
+        let lb = leaf(&b);
+        let bundle = certs(&[&a, &b]);
+        let input = |clients_on_current| RolloverInput {
+            recorded: Some("SignWithNew"),
+            bundle: &bundle,
+            leaf: Some(lb.cert()),
+            current: b.cert(),
+            rolled_out: true,
+            clients_on_current,
+            now: add(t0(), SignedDuration::from_hours(1)),
+        };
+        let d = step(input(false));
+        assert_eq!(
+            (d.phase, d.signer, d.transition),
+            (Phase::SignWithNew, Signer::Current, Transition::Stay)
+        );
+        assert_eq!(d.trust_bundle, certs(&[&a, &b]), "A still trusted");
+        let d = step(input(true));
+        assert_eq!(
+            (d.phase, d.transition),
+            (Phase::DropOld, Transition::Advanced)
+        );
+        // The earlier phases do not wait for clients (they still hold A's certificates, which
+        // both bundles trust).
+        let la = leaf(&a);
+        let d = step(RolloverInput {
+            recorded: Some("TrustBoth"),
+            leaf: Some(la.cert()),
+            ..input(false)
+        });
+        assert_eq!(
+            (d.phase, d.transition),
+            (Phase::SignWithNew, Transition::Advanced)
+        );
+    }
+
+    #[test]
     fn nothing_to_preserve_means_no_rollover() {
         let (a, b) = (new_ca(), new_ca());
         // No published material at all: a fresh instance.
@@ -384,6 +431,7 @@ mod tests {
             leaf: Some(la.cert()),
             current: b.cert(),
             rolled_out: false,
+            clients_on_current: true,
             now: add(la.cert().not_after(), SignedDuration::from_secs(1)),
         });
         assert_eq!(

@@ -26,8 +26,8 @@ pub use plan::{
     plan_token, token_annotations, token_status,
 };
 pub use secret::{
-    CA_CRT_KEY, COMPONENT_ACCESS_TOKEN, GRPC_URL_KEY, TOKEN_KEY, TokenEndpoints, URL_KEY,
-    controlled_by, read_token, token_secret,
+    CA_CRT_KEY, CLIENT_CRT_KEY, CLIENT_KEY_KEY, COMPONENT_ACCESS_TOKEN, GRPC_URL_KEY, TOKEN_KEY,
+    TokenEndpoints, URL_KEY, controlled_by, read_client_certificate, read_token, token_secret,
 };
 pub use sign::{LEEWAY_SECONDS, mint, verify};
 pub use spec::{InstanceInfo, ValidToken, is_qdrant_json_path, validate_token_spec};

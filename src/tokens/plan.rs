@@ -184,6 +184,8 @@ pub fn token_status(token: &ValidToken, plan: &TokenPlan) -> QdrantAccessTokenSt
         access: Some(token.access_summary()),
         expires_at: Some(Time(plan.expires_at)),
         renewal_time: Some(Time(plan.renewal_time)),
+        client_certificate_not_after: None,
+        client_certificate_renewal_time: None,
         conditions: Vec::new(),
     }
 }

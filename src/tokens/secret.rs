@@ -1,4 +1,5 @@
-//! The token Secret an application mounts: `token`, `url`, `grpc-url` and (with TLS) `ca.crt`.
+//! The token Secret an application mounts: `token`, `url`, `grpc-url`, (with TLS) `ca.crt`, and
+//! (when the instance requires client certificates) `tls.crt` and `tls.key`.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use crate::children::meta::{
     LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGER,
 };
 use crate::material::SecretValue;
+use crate::tls::LeafMaterial;
 
 /// Secret key: the JWT.
 pub const TOKEN_KEY: &str = "token";
@@ -20,6 +22,10 @@ pub const URL_KEY: &str = "url";
 pub const GRPC_URL_KEY: &str = "grpc-url";
 /// Secret key: the CA bundle that verifies the server certificate (absent without TLS).
 pub const CA_CRT_KEY: &str = "ca.crt";
+/// Secret key: the application's client certificate (PEM), when the instance requires one.
+pub const CLIENT_CRT_KEY: &str = "tls.crt";
+/// Secret key: the client certificate's private key (PKCS#8 PEM).
+pub const CLIENT_KEY_KEY: &str = "tls.key";
 /// Component label of token Secrets.
 pub const COMPONENT_ACCESS_TOKEN: &str = "access-token";
 
@@ -32,6 +38,9 @@ pub struct TokenEndpoints {
     pub grpc_url: String,
     /// PEM trust bundle of the instance's serving certificate; `None` when TLS is off.
     pub ca_crt: Option<String>,
+    /// The application's client certificate and key (`spec.tls.clientCertificates`); `None`
+    /// when the instance does not require one or the operator cannot sign one.
+    pub client_certificate: Option<LeafMaterial>,
 }
 
 /// The token Secret of `token`, holding `value`. Labelled like every child of the SecureQdrant
@@ -59,6 +68,16 @@ pub fn token_secret(
     ]);
     if let Some(ca) = &endpoints.ca_crt {
         data.insert(CA_CRT_KEY.to_owned(), ByteString(ca.as_bytes().to_vec()));
+    }
+    if let Some(client) = &endpoints.client_certificate {
+        data.insert(
+            CLIENT_CRT_KEY.to_owned(),
+            ByteString(client.cert().pem().into_bytes()),
+        );
+        data.insert(
+            CLIENT_KEY_KEY.to_owned(),
+            ByteString(client.key().expose_pem().as_bytes().to_vec()),
+        );
     }
     Secret {
         metadata: ObjectMeta {
@@ -88,6 +107,17 @@ pub fn read_token(secret: &Secret) -> Option<SecretValue> {
     let bytes = secret.data.as_ref()?.get(TOKEN_KEY)?;
     let text = std::str::from_utf8(&bytes.0).ok()?;
     (!text.trim().is_empty()).then(|| SecretValue::new(text))
+}
+
+/// The client certificate a token Secret holds: Missing without `tls.crt`, Unusable when it
+/// cannot be read or the key does not match.
+pub fn read_client_certificate(
+    secret: Option<&Secret>,
+) -> Result<LeafMaterial, crate::tls::TlsError> {
+    let data = secret
+        .and_then(|s| s.data.as_ref())
+        .ok_or(crate::tls::TlsError::MissingKey(CLIENT_CRT_KEY))?;
+    LeafMaterial::from_secret_data(data)
 }
 
 /// Whether `secret` is controlled by the QdrantAccessToken `token` (its controller owner
