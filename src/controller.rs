@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -32,6 +32,7 @@ use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::Error;
 use crate::events::Events;
 use crate::reconcile::credentials::REFERENCED_LABEL;
+use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -65,15 +66,26 @@ pub async fn preflight(client: &Client, scope: &WatchScope) -> Result<(), StartE
     }
 }
 
+/// Reconciles running at once, per controller. Unbounded, a thousand instances created together
+/// start a thousand reconciles, each holding an HTTP connection and its buffers (BENCHMARKS.md);
+/// the API server is the bottleneck anyway.
+pub const CONCURRENCY: u16 = 16;
+
 type ChildStream<K> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
 
 /// A label-selected, managed-fields-stripped cache of one child kind in the watched namespaces,
 /// and the stream that feeds it (deletions included, so a deleted child triggers a reconcile of
 /// its owner).
-fn cache<K>(client: &Client, scope: &WatchScope, synced: &Synced) -> (Store<K>, ChildStream<K>)
+fn cache<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
         + Clone
         + std::fmt::Debug
         + DeserializeOwned
@@ -95,7 +107,15 @@ where
             (ns, s)
         })
         .collect();
-    let stream = reflect(watches, writer, synced.register()).touched_objects();
+    let expectations = expectations.clone();
+    // After the cache holds the event's object: a write it shows is no longer pending.
+    let stream = reflect(watches, writer, synced.register())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                expectations.observe(event);
+            }
+        })
+        .touched_objects();
     (reader, Box::pin(stream))
 }
 
@@ -118,17 +138,26 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
-    let stream = reflect(
-        scope.watches::<K>(client, &config),
-        writer,
-        synced.register(),
-    )
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(obj)) = event {
-            deleted(obj);
-        }
-    })
-    .applied_objects();
+    // Managed fields are never read: not kept in the cache (a third of a small object).
+    let watches = scope
+        .watches::<K>(client, &config)
+        .into_iter()
+        .map(|(ns, s)| {
+            let s: EventStream<K> = s
+                .modify(|o: &mut K| {
+                    o.meta_mut().managed_fields = None;
+                })
+                .boxed();
+            (ns, s)
+        })
+        .collect();
+    let stream = reflect(watches, writer, synced.register())
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                deleted(obj);
+            }
+        })
+        .applied_objects();
     (reader, Box::pin(stream))
 }
 
@@ -212,13 +241,16 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     } = options;
     health.set_synced(false);
     let synced = Synced::new(health);
-    let (service_accounts, sa_stream) = cache::<ServiceAccount>(&client, &scope, &synced);
-    let (secrets, secret_stream) = cache::<Secret>(&client, &scope, &synced);
-    let (config_maps, cm_stream) = cache::<ConfigMap>(&client, &scope, &synced);
-    let (services, svc_stream) = cache::<Service>(&client, &scope, &synced);
-    let (network_policies, np_stream) = cache::<NetworkPolicy>(&client, &scope, &synced);
-    let (pdbs, pdb_stream) = cache::<PodDisruptionBudget>(&client, &scope, &synced);
-    let (statefulsets, sts_stream) = cache::<StatefulSet>(&client, &scope, &synced);
+    let expectations = Expectations::enabled();
+    let (service_accounts, sa_stream) =
+        cache::<ServiceAccount>(&client, &scope, &synced, &expectations);
+    let (secrets, secret_stream) = cache::<Secret>(&client, &scope, &synced, &expectations);
+    let (config_maps, cm_stream) = cache::<ConfigMap>(&client, &scope, &synced, &expectations);
+    let (services, svc_stream) = cache::<Service>(&client, &scope, &synced, &expectations);
+    let (network_policies, np_stream) =
+        cache::<NetworkPolicy>(&client, &scope, &synced, &expectations);
+    let (pdbs, pdb_stream) = cache::<PodDisruptionBudget>(&client, &scope, &synced, &expectations);
+    let (statefulsets, sts_stream) = cache::<StatefulSet>(&client, &scope, &synced, &expectations);
     let stores = Stores {
         service_accounts,
         secrets,
@@ -236,6 +268,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let events = Events::Kube(Recorder::new(client.clone(), reporter));
     let mut ctx = Context::new(client.clone(), stores.clone(), events, settings);
     ctx.metrics = metrics.clone();
+    ctx.expectations = expectations;
     let ctx = Arc::new(ctx);
 
     info!(
@@ -259,6 +292,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         move |secret: Secret| instances_referencing(&store, &secret)
     };
     let instances = Controller::for_stream(instance_stream, instance_store.clone())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches_stream(
             scope
                 .events::<Secret>(&client, &referenced)
@@ -322,6 +356,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let token_secrets = watcher::Config::default().labels(MANAGED_SELECTOR);
     let instance_store_for_tokens = instance_store.clone();
     let tokens = Controller::for_stream(token_stream, token_store.clone())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .owns_stream(
             scope
                 .events::<Secret>(&client, &token_secrets)

@@ -228,23 +228,7 @@ done
                  "lifetime": "1h"}
     }))
     .await;
-    let tokens = ns.api::<QdrantAccessToken>();
-    poll(
-        "QdrantAccessToken reader Ready",
-        PROBE_TIMEOUT,
-        async || {
-            let qat = tokens.get("reader").await.map_err(|e| e.to_string())?;
-            let ready = qat
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-            match ready {
-                Some(c) if c.status == "True" => Ok(()),
-                other => Err(format!("Ready: {other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_token_ready(&ns, "reader").await;
     let secret: Secret = ns
         .api::<Secret>()
         .get("reader-qdrant-token")
@@ -293,6 +277,70 @@ check tampered -H "authorization: Bearer ${{TOKEN%.*}}.AAAAAAAAAAAAAAAAAAAAAAAAA
         run.expect(label, "403");
     }
     run.expect("tampered", "401");
+}
+
+/// Waits until the QdrantAccessToken `name` is Ready.
+async fn wait_token_ready(ns: &TestNamespace, name: &str) {
+    let tokens = ns.api::<QdrantAccessToken>();
+    poll(
+        &format!("QdrantAccessToken {name} Ready"),
+        PROBE_TIMEOUT,
+        async || {
+            let qat = tokens.get(name).await.map_err(|e| e.to_string())?;
+            let ready = qat
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            match ready {
+                Some(c) if c.status == "True" => Ok(()),
+                other => Err(format!("Ready: {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_rest_needs_the_one_in_the_token_secret() {
+    let Some(client) = cluster(
+        "with spec.tls.clientCertificates the instance becomes Ready (TCP probes), and REST \
+         answers a client presenting the tls.crt/tls.key of its QdrantAccessToken Secret (200), \
+         refuses the TLS handshake without a client certificate, and still wants the token (401)",
+    )
+    .await
+    else {
+        return;
+    };
+    let ns = TestNamespace::create(&client).await;
+    ns.create_instance("db", json!({"tls": {"clientCertificates": true}}))
+        .await;
+    ns.wait_ready("db").await;
+    ns.create_object(&json!({
+        "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+        "metadata": {"name": "app", "namespace": ns.name},
+        "spec": {"qdrantRef": {"name": "db"}, "access": {"global": "r"}, "lifetime": "1h"}
+    }))
+    .await;
+    wait_token_ready(&ns, "app").await;
+    let cert = "--cacert /token/ca.crt --cert /token/tls.crt --key /token/tls.key";
+    let run = ns
+        .run(
+            Probe::new(
+                "client-certificates",
+                format!(
+                    r#"TOKEN=$(cat /token/token); URL=$(cat /token/url)
+check with-cert {cert} -H "authorization: Bearer $TOKEN" "$URL/collections"
+check without-cert --cacert /token/ca.crt -H "authorization: Bearer $TOKEN" "$URL/collections"
+check cert-without-token {cert} "$URL/collections"
+"#
+                ),
+            )
+            .mount("app-qdrant-token", "/token"),
+        )
+        .await;
+    run.expect("with-cert", "200");
+    run.expect_no_response("without-cert");
+    run.expect("cert-without-token", "401");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

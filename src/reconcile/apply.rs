@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::expect::Expectations;
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
@@ -91,8 +92,14 @@ pub fn stamp<K: Serialize + Resource>(mut desired: K) -> K {
     desired
 }
 
-/// Server-side applies `desired` unless the cache shows it is already in place.
-pub async fn apply<K>(client: &Client, store: &Store<K>, desired: K) -> Result<Outcome>
+/// Server-side applies `desired` unless the cache shows it is already in place, or the same
+/// write was just made and the cache has not caught up yet (`expectations`).
+pub async fn apply<K>(
+    client: &Client,
+    expectations: &Expectations,
+    store: &Store<K>,
+    desired: K,
+) -> Result<Outcome>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -109,6 +116,18 @@ where
     if !needs_apply(&desired, current.as_deref()) {
         return Ok(Outcome::Unchanged);
     }
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let hash = desired
+        .annotations()
+        .get(APPLIED_HASH)
+        .cloned()
+        .unwrap_or_default();
+    let cache_behind = current
+        .as_deref()
+        .is_none_or(|c| c.annotations().get(APPLIED_HASH) != Some(&hash));
+    if cache_behind && expectations.pending(kind, &namespace, &name, &hash) {
+        return Ok(Outcome::Unchanged);
+    }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     api.patch(
         &name,
@@ -117,10 +136,11 @@ where
     )
     .await
     .map_err(|source| Error::Apply {
-        kind: <K as k8s_openapi::Resource>::KIND,
+        kind,
         name: name.clone(),
         source,
     })?;
+    expectations.expect(kind, &namespace, &name, &hash);
     Ok(Outcome::Applied)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod credentials;
+pub mod expect;
 pub mod plan;
 pub mod status;
 pub mod stores;
@@ -21,10 +22,11 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
+use self::expect::Expectations;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{Stores, cached};
 use crate::children::{self, Children, Material};
-use crate::crd::SecureQdrant;
+use crate::crd::{SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::settings::Settings;
@@ -50,6 +52,12 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Where reconciles record what the metrics show (certificate and token expiry).
     pub metrics: Metrics,
+    /// Child writes the caches have not shown yet (disabled unless the controller feeds them).
+    pub expectations: Expectations,
+    /// The status each SecureQdrant (by uid) was last given by this process, and when: the
+    /// object a reconcile starts from may predate it (its watch event is on its way), and a
+    /// status computed from that stale copy would write again, with new transition times.
+    pub written_status: Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>,
 }
 
 impl Context {
@@ -62,6 +70,8 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            expectations: Expectations::default(),
+            written_status: Mutex::new(HashMap::new()),
         }
     }
 
@@ -69,6 +79,41 @@ impl Context {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+}
+
+/// How long the status a reconcile wrote is preferred over an object's older copy.
+const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// `sq` with the status this process last wrote for it, when the copy in hand does not show
+    /// it yet (only this operator writes the status, so the one it wrote last is the latest).
+    fn with_latest_status(&self, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
+        let Some(uid) = sq.metadata.uid.as_deref() else {
+            return sq;
+        };
+        let mut written = self.written_status.lock().expect("lock");
+        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_STATUS_TTL);
+        match written.get(uid) {
+            Some((status, _)) if sq.status.as_ref() != Some(status) => {
+                let mut fresh = (*sq).clone();
+                fresh.status = Some(status.clone());
+                Arc::new(fresh)
+            }
+            _ => sq,
+        }
+    }
+
+    /// Writes the status when it changed, and remembers it.
+    async fn write_status(&self, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
+        let wrote = status::write(&self.client, sq, status.clone()).await?;
+        if wrote && let Some(uid) = sq.metadata.uid.clone() {
+            self.written_status
+                .lock()
+                .expect("lock")
+                .insert(uid, (status, std::time::Instant::now()));
+        }
+        Ok(wrote)
     }
 }
 
@@ -83,6 +128,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
         // when retainOnDelete is false, through the StatefulSet's retention policy).
         return Ok(Action::await_change());
     }
+    let sq = ctx.with_latest_status(sq);
     // Polled rather than awaited once: kube-runtime's Store wakes only the last task that
     // waited on it, and several reconciles may wait at start-up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -114,7 +160,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            status::write(&ctx.client, &sq, status).await?;
+            ctx.write_status(&sq, status).await?;
             ctx.failures.lock().expect("lock").remove(&key(&sq));
             return Ok(Action::await_change());
         }
@@ -139,7 +185,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            if let Err(status_error) = status::write(&ctx.client, &sq, status).await {
+            if let Err(status_error) = ctx.write_status(&sq, status).await {
                 warn!(instance = %key(&sq), error = %status_error, "could not report a failure in status");
             }
             Err(error)
@@ -259,7 +305,7 @@ async fn converge(
                 .await;
         }
     }
-    status::write(&ctx.client, sq, status).await?;
+    ctx.write_status(sq, status).await?;
     let requeue = [
         Some(RESYNC),
         tls_report.map(|r| r.requeue_after),
@@ -309,24 +355,32 @@ async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> R
     } = children;
     let client = &ctx.client;
     let s = &ctx.stores;
-    let mut outcomes = vec![apply(client, &s.service_accounts, service_account).await?];
+    let mut outcomes = vec![
+        apply(
+            client,
+            &ctx.expectations,
+            &s.service_accounts,
+            service_account,
+        )
+        .await?,
+    ];
     if let Some(secret) = tls_secret {
-        outcomes.push(apply(client, &s.secrets, secret).await?);
+        outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
     }
     outcomes.extend([
-        apply(client, &s.config_maps, config_map).await?,
-        apply(client, &s.services, headless_service).await?,
-        apply(client, &s.services, client_service).await?,
+        apply(client, &ctx.expectations, &s.config_maps, config_map).await?,
+        apply(client, &ctx.expectations, &s.services, headless_service).await?,
+        apply(client, &ctx.expectations, &s.services, client_service).await?,
     ]);
     let policy_names: Vec<String> = network_policies.iter().map(|p| p.name_any()).collect();
     for policy in network_policies {
-        outcomes.push(apply(client, &s.network_policies, policy).await?);
+        outcomes.push(apply(client, &ctx.expectations, &s.network_policies, policy).await?);
     }
     let pdb_names: Vec<String> = pdb.iter().map(|p| p.name_any()).collect();
     if let Some(pdb) = pdb {
-        outcomes.push(apply(client, &s.pdbs, pdb).await?);
+        outcomes.push(apply(client, &ctx.expectations, &s.pdbs, pdb).await?);
     }
-    outcomes.push(apply(client, &s.statefulsets, statefulset).await?);
+    outcomes.push(apply(client, &ctx.expectations, &s.statefulsets, statefulset).await?);
 
     let uid = &inst.owner.uid;
     let mut deleted = delete_orphans(

@@ -342,7 +342,7 @@ async fn issue(
         client_certificate: client.material.clone(),
     };
     let secret = token_secret(valid, &token, &endpoints, token_annotations(valid, &key));
-    apply(&ctx.client, &ctx.stores.secrets, secret).await?;
+    apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
     if let Some(reason) = &client.issued {
         ctx.events
             .publish(

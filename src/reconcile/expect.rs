@@ -1,0 +1,162 @@
+//! Writes the caches have not shown yet ("expectations", as Kubernetes' own controllers keep
+//! them).
+//!
+//! A reconcile decides from the caches whether a child needs a write. Right after a write, the
+//! watch that feeds the cache may still be behind: without a record of the write, the next
+//! reconcile (triggered by the write itself, or by a sibling's event) sees the child missing or
+//! old and writes it again. At 1,000 instances created at once that tripled the writes of a
+//! first reconcile (BENCHMARKS.md). So every apply records (kind, namespace, name) → the hash it
+//! sent; while that record is pending, a cache that does not show the object yet is not taken as
+//! "missing". The watch clears the record when it shows the object with that hash (or its
+//! deletion), and a record expires after [`EXPECTATION_TTL`] in any case, so a lost event can
+//! delay a repair by at most that long.
+//!
+//! Disabled (every check says "not pending") unless the controller turns it on and feeds the
+//! watch events in: in-process tests with plain reflectors keep the cache-only behaviour.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use super::apply::APPLIED_HASH;
+
+/// How long a write is trusted to be on its way to the cache.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+type Key = (&'static str, String, String);
+/// Object → (the hash written, when).
+type Pending = HashMap<Key, (String, Instant)>;
+
+/// The pending writes; cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Expectations(Option<Arc<Mutex<Pending>>>);
+
+impl Expectations {
+    /// Expectations that are recorded and checked (the controller's).
+    pub fn enabled() -> Self {
+        Expectations(Some(Arc::default()))
+    }
+
+    /// Records that `hash` was just applied to the `kind` object `namespace/name`.
+    pub fn expect(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) {
+        if let Some(map) = &self.0 {
+            let mut map = map.lock().expect("expectations lock");
+            map.insert(
+                (kind, namespace.to_owned(), name.to_owned()),
+                (hash.to_owned(), Instant::now()),
+            );
+        }
+    }
+
+    /// Whether a write of `hash` to that object is on its way to the cache.
+    pub fn pending(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) -> bool {
+        let Some(map) = &self.0 else { return false };
+        let mut map = map.lock().expect("expectations lock");
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        match map.get(&key) {
+            Some((h, at)) if at.elapsed() < EXPECTATION_TTL => h == hash,
+            Some(_) => {
+                map.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Feeds a watch event of the cache: an object that shows the expected hash, or is deleted,
+    /// fulfils its expectation.
+    pub fn observe<K>(&self, event: &watcher::Event<K>)
+    where
+        K: Resource + k8s_openapi::Resource,
+    {
+        let Some(map) = &self.0 else { return };
+        let (obj, deleted) = match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
+            watcher::Event::Delete(o) => (o, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let key = (
+            <K as k8s_openapi::Resource>::KIND,
+            obj.namespace().unwrap_or_default(),
+            obj.name_any(),
+        );
+        let mut map = map.lock().expect("expectations lock");
+        let fulfilled = match map.get(&key) {
+            Some((hash, _)) => deleted || obj.annotations().get(APPLIED_HASH) == Some(hash),
+            None => false,
+        };
+        if fulfilled {
+            map.remove(&key);
+        }
+    }
+
+    /// How many writes are pending (for tests and diagnosis).
+    pub fn len(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |m| m.lock().expect("expectations lock").len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn cm(hash: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("c".into()),
+                namespace: Some("ns".into()),
+                annotations: Some(BTreeMap::from([(APPLIED_HASH.to_owned(), hash.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn disabled_expectations_never_pend() {
+        let e = Expectations::default();
+        e.expect("ConfigMap", "ns", "c", "h1");
+        assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_write_pends_until_the_watch_shows_it_with_its_hash() {
+        let e = Expectations::enabled();
+        e.expect("ConfigMap", "ns", "c", "h1");
+        assert!(e.pending("ConfigMap", "ns", "c", "h1"));
+        // Another hash, object, or kind: not this write.
+        assert!(!e.pending("ConfigMap", "ns", "c", "h2"));
+        assert!(!e.pending("ConfigMap", "ns", "d", "h1"));
+        assert!(!e.pending("Secret", "ns", "c", "h1"));
+        // An older version of the object arrives: still pending.
+        e.observe(&watcher::Event::Apply(cm("h0")));
+        assert!(e.pending("ConfigMap", "ns", "c", "h1"));
+        // The written version arrives: fulfilled.
+        e.observe(&watcher::Event::InitApply(cm("h1")));
+        assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_deletion_fulfils_the_expectation_so_the_child_is_recreated() {
+        let e = Expectations::enabled();
+        e.expect("ConfigMap", "ns", "c", "h1");
+        e.observe(&watcher::Event::Delete(cm("h0")));
+        assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
+    }
+}
