@@ -164,6 +164,16 @@ async fn main() {
             if let Some((_, idle)) = &r.idle {
                 assert_eq!(idle.writes(), 0, "{}: writes at idle", r.label);
             }
+            // One write per child and one status write: no write repeated because a cache
+            // had not caught up yet (Events aside).
+            let writes = r.first.writes() - event_writes(&r.first);
+            assert!(
+                writes as usize <= r.n * (r.children_per_instance + 1),
+                "{}: {writes} first-reconcile writes for {} instances of {} children",
+                r.label,
+                r.n,
+                r.children_per_instance
+            );
         }
     }
 }
@@ -664,7 +674,13 @@ fn print_targets(reports: &[Report]) {
     println!(
         "| first-reconcile writes per instance ≤ children + 1 = {} | {writes:.2} ({writes_no_events:.2} without Events) | {} |",
         children + 1.0,
-        mark(writes <= children + 1.0)
+        if writes <= children + 1.0 {
+            "met"
+        } else if writes_no_events <= children + 1.0 {
+            "met for the objects; the Events come on top"
+        } else {
+            "MISSED"
+        }
     );
     if let Some((_, idle)) = &main.idle {
         println!(

@@ -31,6 +31,7 @@ use crate::children::meta::{
 use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::Error;
 use crate::events::Events;
+use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::credentials::REFERENCED_LABEL;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
@@ -82,10 +83,12 @@ fn cache<K>(
     scope: &WatchScope,
     synced: &Synced,
     expectations: &Expectations,
+    how: Compact,
 ) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
+        + serde::Serialize
         + Clone
         + std::fmt::Debug
         + DeserializeOwned
@@ -100,8 +103,9 @@ where
         .into_iter()
         .map(|(ns, s)| {
             let s: EventStream<K> = s
-                .modify(|o: &mut K| {
+                .modify(move |o: &mut K| {
                     o.meta_mut().managed_fields = None;
+                    compact(o, how);
                 })
                 .boxed();
             (ns, s)
@@ -243,14 +247,24 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     let synced = Synced::new(health);
     let expectations = Expectations::enabled();
     let (service_accounts, sa_stream) =
-        cache::<ServiceAccount>(&client, &scope, &synced, &expectations);
-    let (secrets, secret_stream) = cache::<Secret>(&client, &scope, &synced, &expectations);
-    let (config_maps, cm_stream) = cache::<ConfigMap>(&client, &scope, &synced, &expectations);
-    let (services, svc_stream) = cache::<Service>(&client, &scope, &synced, &expectations);
+        cache::<ServiceAccount>(&client, &scope, &synced, &expectations, Compact::Body);
+    let (secrets, secret_stream) =
+        cache::<Secret>(&client, &scope, &synced, &expectations, Compact::Nothing);
+    let (config_maps, cm_stream) =
+        cache::<ConfigMap>(&client, &scope, &synced, &expectations, Compact::Body);
+    let (services, svc_stream) =
+        cache::<Service>(&client, &scope, &synced, &expectations, Compact::Body);
     let (network_policies, np_stream) =
-        cache::<NetworkPolicy>(&client, &scope, &synced, &expectations);
-    let (pdbs, pdb_stream) = cache::<PodDisruptionBudget>(&client, &scope, &synced, &expectations);
-    let (statefulsets, sts_stream) = cache::<StatefulSet>(&client, &scope, &synced, &expectations);
+        cache::<NetworkPolicy>(&client, &scope, &synced, &expectations, Compact::Body);
+    let (pdbs, pdb_stream) =
+        cache::<PodDisruptionBudget>(&client, &scope, &synced, &expectations, Compact::Body);
+    let (statefulsets, sts_stream) = cache::<StatefulSet>(
+        &client,
+        &scope,
+        &synced,
+        &expectations,
+        Compact::Paths(&["/spec/template/spec"]),
+    );
     let stores = Stores {
         service_accounts,
         secrets,

@@ -77,7 +77,9 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
         return true;
     }
     let want = serde_json::to_value(desired).expect("k8s objects serialize");
-    let have = serde_json::to_value(current).expect("k8s objects serialize");
+    let mut have = serde_json::to_value(current).expect("k8s objects serialize");
+    // The cache keeps some parts as compact JSON: compare with them in place.
+    super::compact::restore(&mut have);
     !is_subset(&want, &have)
 }
 

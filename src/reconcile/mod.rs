@@ -3,6 +3,7 @@
 //! apply (server-side apply, fixed order, StatefulSet last) → prune → status.
 
 pub mod apply;
+pub mod compact;
 pub mod credentials;
 pub mod expect;
 pub mod plan;
