@@ -5,30 +5,29 @@
 //! The rollout of the StatefulSet is simulated with the server's `set_status`. Every phase is
 //! also checked after an operator restart (a fresh Context and fresh caches).
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::{cached_versions, client_for, crds, reflect, until, versions};
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_apiserver::{FakeApiServer, Options};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::key_rotation::{
@@ -532,81 +531,10 @@ impl Env {
     }
 }
 
-fn reflect<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if managed {
-        config = config.labels(MANAGED_SELECTOR);
-    }
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn until(now: Timestamp, then: Timestamp) -> Duration {
-    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
-}
-
 fn text(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()?
         .get(key)
         .map(|b| String::from_utf8(b.0.clone()).expect("UTF-8"))
-}
-
-fn crds() -> Vec<Value> {
-    secure_qdrant_operator::crd::all()
-        .into_iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
-        .collect()
-}
-
-async fn client_for(server: &FakeApiServer) -> Client {
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
-    Client::try_from(config).expect("client builds")
 }

@@ -12,6 +12,10 @@
 //! log, every Event, every status and every error message for the API keys, the tokens and their
 //! signatures. A control plants such values and proves the scan finds them.
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::{cached_versions, client_for, crds, reflect, until, versions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::File;
@@ -23,7 +27,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use fake_apiserver::{FakeApiServer, Faults, Options};
-use futures::StreamExt;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -33,19 +36,16 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Result as ReconcileResult;
 use secure_qdrant_operator::events::{EventLog, Events};
@@ -1131,60 +1131,6 @@ impl Env {
     }
 }
 
-/// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
-/// ends.
-fn reflect<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if managed {
-        config = config.labels(MANAGED_SELECTOR);
-    }
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 /// Secret writes of any kind (create, update, patch, delete).
 fn secret_writes(server: &FakeApiServer) -> u64 {
     let c = server.counters();
@@ -1192,10 +1138,6 @@ fn secret_writes(server: &FakeApiServer) -> u64 {
         .iter()
         .map(|verb| c.get(verb, "secrets"))
         .sum()
-}
-
-fn until(now: Timestamp, then: Timestamp) -> Duration {
-    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
 }
 
 fn ready_condition(qat: &QdrantAccessToken) -> Condition {
@@ -1250,21 +1192,6 @@ fn qdrant_claims(token: &str, key: &str) -> Result<Value, ErrorKind> {
     )
     .map(|data| data.claims)
     .map_err(|e| e.into_kind())
-}
-
-fn crds() -> Vec<Value> {
-    secure_qdrant_operator::crd::all()
-        .into_iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
-        .collect()
-}
-
-async fn client_for(server: &FakeApiServer) -> Client {
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
-    Client::try_from(config).expect("client builds")
 }
 
 // =============================================================================================
