@@ -46,7 +46,7 @@ use secure_qdrant_operator::crd::{SecretRef, SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::qdrant::env as qdrant_env;
 use secure_qdrant_operator::reconcile::status::TLS_DISABLED_MESSAGE;
-use secure_qdrant_operator::reconcile::tls::EXTERNAL_POLL;
+use secure_qdrant_operator::reconcile::tls::{CLIENT_PICKUP, EXTERNAL_POLL};
 use secure_qdrant_operator::reconcile::{Clock, RESYNC};
 use secure_qdrant_operator::tls::{
     CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, CaMaterial, CaSubject, Certificate, Jitter, Phase,
@@ -2049,19 +2049,33 @@ async fn the_old_ca_leaves_the_trust_bundle_only_after_every_client_certificate_
     let (ready, _, message) = condition(step.status(), "CertificateReady");
     assert_eq!(ready, "True");
     assert!(
-        message.contains("waits for 1 client certificate"),
+        message.contains("waits for 1 client certificate")
+            && message.contains("frontend-qdrant-token"),
         "{message}"
     );
     let quiet = w.reconcile(|api| async move { api }).await;
     assert!(quiet.t.log.is_empty(), "{}", quiet.t.summary());
     assert_eq!(w.phase(), "SignWithNew");
 
-    // The token controller re-issued it from B: now A is dropped.
+    // The token controller re-issued it from B: the application gets CLIENT_PICKUP to load it,
+    // then A is dropped.
     w.store(token_secret_with_client_certificate(
         "frontend-qdrant-token",
         &b,
         w.now(),
     ));
+    let step = status_only(&mut w).await;
+    assert_eq!(step.action(), Action::requeue(ROLLOVER_POLL));
+    assert_eq!(w.phase(), "SignWithNew");
+    let (_, _, message) = condition(step.status(), "CertificateReady");
+    assert!(
+        message.contains("to load their new client certificates"),
+        "{message}"
+    );
+    w.set_now(w.now() + CLIENT_PICKUP - SignedDuration::from_secs(1));
+    let quiet = w.reconcile(|api| async move { api }).await;
+    assert!(quiet.t.log.is_empty(), "{}", quiet.t.summary());
+    w.set_now(w.now() + SignedDuration::from_secs(1));
     republish(&mut w, true).await.action();
     assert_phase(&w, "DropOld", &[b.cert()], b.cert());
 }

@@ -779,6 +779,106 @@ async fn with_client_certificates_required_the_token_secret_carries_one_that_ren
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_ca_rollover_client_certificates_come_only_from_a_ca_the_pods_trust() {
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"clientCertificates": true}}))
+        .await;
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("frontend").await.expect("reconciled");
+    let old = client_certificate_of(&env.secret("frontend-qdrant-token").unwrap());
+    let a = Certificate::from_pem(&text(&env.secret("vectors-ca").unwrap(), "tls.crt").unwrap())
+        .unwrap();
+    assert!(old.cert().is_signed_by(&a));
+
+    // The instance's CA key is replaced (<n>-ca written first): the pods do not trust B yet.
+    let b = issue_ca(
+        &CaSubject::new(NS, SQ),
+        SignedDuration::from_hours(8760),
+        env.now(),
+    )
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let ca_data: BTreeMap<String, String> = b
+        .to_secret_data()
+        .into_iter()
+        .map(|(k, v)| (k, STANDARD.encode(v.0)))
+        .collect();
+    secrets
+        .patch(
+            "vectors-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": ca_data})),
+        )
+        .await
+        .unwrap();
+    env.reset();
+    env.reconcile("frontend").await.expect("reconciled");
+    let kept = client_certificate_of(&env.secret("frontend-qdrant-token").unwrap());
+    assert_eq!(
+        kept.cert().der(),
+        old.cert().der(),
+        "A's certificate is kept"
+    );
+    assert_eq!(secret_writes(&env.server), 0);
+    // A new token meanwhile: its token now, its certificate once the pods trust B.
+    env.create_token(
+        "batch",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    let action = env.reconcile("batch").await.expect("reconciled");
+    let batch = env
+        .secret("batch-qdrant-token")
+        .expect("the token is issued");
+    assert_eq!(
+        data_keys(&batch),
+        set(&["ca.crt", "grpc-url", "token", "url"])
+    );
+    let qat = env.token("batch");
+    assert_eq!(ready_condition(&qat).status, "True");
+    let cond = condition_of(&qat, token::CLIENT_CERTIFICATE_READY).unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "WaitingForCATrust")
+    );
+    assert_eq!(action, Action::requeue(token::WAIT), "looked at again soon");
+
+    // The published bundle trusts A and B, the first phase rolled out (SignWithNew): both
+    // certificates now come from B.
+    let bundle = format!("{}{}", a.pem(), b.cert().pem());
+    secrets
+        .patch(
+            "vectors-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"secureqdrant.dev/ca-rollover-phase": "SignWithNew"}},
+                "data": {"ca.crt": STANDARD.encode(&bundle)},
+            })),
+        )
+        .await
+        .unwrap();
+    for (name, secret) in [
+        ("frontend", "frontend-qdrant-token"),
+        ("batch", "batch-qdrant-token"),
+    ] {
+        env.reconcile(name).await.expect("reconciled");
+        let moved = client_certificate_of(&env.secret(secret).unwrap());
+        assert!(moved.cert().is_signed_by(b.cert()), "{name} from B");
+        assert_eq!(
+            text(&env.secret(secret).unwrap(), "ca.crt").as_deref(),
+            Some(bundle.as_str()),
+            "{name} trusts A and B"
+        );
+        let cond = condition_of(&env.token(name), token::CLIENT_CERTIFICATE_READY).unwrap();
+        assert_eq!(cond.status, "True");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_another_ca_is_replaced_and_a_broken_one_too() {
     let env = Env::start().await;
     env.instance(json!({"tls": {"clientCertificates": true}}))

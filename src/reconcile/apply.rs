@@ -28,6 +28,9 @@ pub const APPLIED_HASH: &str = "secureqdrant.dev/applied-hash";
 pub enum Outcome {
     Unchanged,
     Applied,
+    /// Not written: the same write was just made and the cache has not shown it yet. Look again
+    /// within [`super::expect::EXPECTATION_TTL`].
+    Pending,
 }
 
 /// Hash of an object as it would be sent.
@@ -128,8 +131,10 @@ where
         .as_deref()
         .is_none_or(|c| c.annotations().get(APPLIED_HASH) != Some(&hash));
     if cache_behind && expectations.pending(kind, &namespace, &name, &hash) {
-        return Ok(Outcome::Unchanged);
+        return Ok(Outcome::Pending);
     }
+    // Recorded before the write, so its watch event cannot arrive before the record.
+    expectations.expect(kind, &namespace, &name, &hash);
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     api.patch(
         &name,
@@ -137,12 +142,14 @@ where
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(|source| Error::Apply {
-        kind,
-        name: name.clone(),
-        source,
+    .map_err(|source| {
+        expectations.forget(kind, &namespace, &name);
+        Error::Apply {
+            kind,
+            name: name.clone(),
+            source,
+        }
     })?;
-    expectations.expect(kind, &namespace, &name, &hash);
     Ok(Outcome::Applied)
 }
 

@@ -6,10 +6,12 @@
 //! reconcile (triggered by the write itself, or by a sibling's event) sees the child missing or
 //! old and writes it again. At 1,000 instances created at once that tripled the writes of a
 //! first reconcile (BENCHMARKS.md). So every apply records (kind, namespace, name) → the hash it
-//! sent; while that record is pending, a cache that does not show the object yet is not taken as
-//! "missing". The watch clears the record when it shows the object with that hash (or its
-//! deletion), and a record expires after [`EXPECTATION_TTL`] in any case, so a lost event can
-//! delay a repair by at most that long.
+//! sent (before sending it, so the watch event cannot arrive first; forgotten if the write
+//! fails); while that record is pending, a cache that does not show the object yet is not taken
+//! as "missing". The watch clears the record when it shows the object with that hash (or its
+//! deletion), and a record expires after [`EXPECTATION_TTL`] in any case; a reconcile that
+//! skipped a write for a pending record looks again by then, so a lost event delays a repair by
+//! at most that long.
 //!
 //! Disabled (every check says "not pending") unless the controller turns it on and feeds the
 //! watch events in: in-process tests with plain reflectors keep the cache-only behaviour.
@@ -51,6 +53,17 @@ impl Expectations {
         }
     }
 
+    /// Drops the record of a write that failed.
+    pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
+        if let Some(map) = &self.0 {
+            map.lock().expect("expectations lock").remove(&(
+                kind,
+                namespace.to_owned(),
+                name.to_owned(),
+            ));
+        }
+    }
+
     /// Whether a write of `hash` to that object is on its way to the cache.
     pub fn pending(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) -> bool {
         let Some(map) = &self.0 else { return false };
@@ -66,17 +79,21 @@ impl Expectations {
         }
     }
 
-    /// Feeds a watch event of the cache: an object that shows the expected hash, or is deleted,
-    /// fulfils its expectation.
+    /// Feeds a watch event of the cache, after the cache applied it: an object that shows the
+    /// expected hash, or is deleted, fulfils its expectation. Objects of a (re-)list are not
+    /// looked at: the reflector holds them back until the list is complete, so they are not in
+    /// the cache yet (a pending record then simply expires).
     pub fn observe<K>(&self, event: &watcher::Event<K>)
     where
         K: Resource + k8s_openapi::Resource,
     {
         let Some(map) = &self.0 else { return };
         let (obj, deleted) = match event {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
+            watcher::Event::Apply(o) => (o, false),
             watcher::Event::Delete(o) => (o, true),
-            watcher::Event::Init | watcher::Event::InitDone => return,
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+                return;
+            }
         };
         let key = (
             <K as k8s_openapi::Resource>::KIND,
@@ -146,10 +163,21 @@ mod tests {
         // An older version of the object arrives: still pending.
         e.observe(&watcher::Event::Apply(cm("h0")));
         assert!(e.pending("ConfigMap", "ns", "c", "h1"));
-        // The written version arrives: fulfilled.
+        // A re-list is not in the cache before it completes: still pending.
         e.observe(&watcher::Event::InitApply(cm("h1")));
+        assert!(e.pending("ConfigMap", "ns", "c", "h1"));
+        // The written version arrives: fulfilled.
+        e.observe(&watcher::Event::Apply(cm("h1")));
         assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_is_forgotten() {
+        let e = Expectations::enabled();
+        e.expect("ConfigMap", "ns", "c", "h1");
+        e.forget("ConfigMap", "ns", "c");
+        assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
     }
 
     #[test]

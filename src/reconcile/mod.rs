@@ -59,7 +59,13 @@ pub struct Context {
     /// object a reconcile starts from may predate it (its watch event is on its way), and a
     /// status computed from that stale copy would write again, with new transition times.
     pub written_status: Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>,
+    /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
+    /// so a stale cached copy never makes a token or client certificate be issued twice.
+    pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
 }
+
+/// The data of a token Secret.
+pub type TokenSecretData = std::collections::BTreeMap<String, k8s_openapi::ByteString>;
 
 impl Context {
     pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
@@ -73,6 +79,7 @@ impl Context {
             metrics: Metrics::default(),
             expectations: Expectations::default(),
             written_status: Mutex::new(HashMap::new()),
+            written_token_data: Mutex::new(HashMap::new()),
         }
     }
 
@@ -264,7 +271,7 @@ async fn converge(
         tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
     };
     let children = children::build(inst, &material);
-    let written = apply_children(ctx, inst, children).await?;
+    let (written, pending) = apply_children(ctx, inst, children).await?;
     if written > 0 {
         info!(instance = %key(sq), written, "applied children");
     }
@@ -311,6 +318,8 @@ async fn converge(
         Some(RESYNC),
         tls_report.map(|r| r.requeue_after),
         credentials.requeue_after,
+        // A write skipped because the cache had not shown the same write yet: check it landed.
+        pending.then_some(expect::EXPECTATION_TTL),
     ]
     .into_iter()
     .flatten()
@@ -340,8 +349,12 @@ fn condition_changed(sq: &SecureQdrant, new: &crate::crd::SecureQdrantStatus) ->
 }
 
 /// Applies every child in order and deletes the ones no longer built. Returns how many objects
-/// were written.
-async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> Result<usize> {
+/// were written, and whether a write was skipped as pending (see [`expect`]).
+async fn apply_children(
+    ctx: &Context,
+    inst: &Instance,
+    children: Children,
+) -> Result<(usize, bool)> {
     let Children {
         service_account,
         // Created (never applied) by the credentials step.
@@ -407,7 +420,10 @@ async fn apply_children(ctx: &Context, inst: &Instance, children: Children) -> R
     if !deleted.is_empty() {
         info!(instance = %inst.name, namespace = %inst.namespace, ?deleted, "deleted children no longer needed");
     }
-    Ok(outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len())
+    Ok((
+        outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len(),
+        outcomes.contains(&Outcome::Pending),
+    ))
 }
 
 /// Called when a reconcile fails: logs, and retries with exponential backoff per object

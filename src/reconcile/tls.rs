@@ -265,10 +265,10 @@ async fn issued(
         },
     };
     let rolled_out = rolled_out_fingerprint(sts);
-    let lagging_clients = if settings.client_certificates {
-        clients_not_from(stores, inst, ca_data)
+    let clients = if settings.client_certificates {
+        client_certificates(stores, inst, ca_data, now)
     } else {
-        0
+        ClientCertificates::default()
     };
     let published_annotations = published
         .as_ref()
@@ -300,7 +300,7 @@ async fn issued(
             .get(tls::ROLLOVER_PHASE_ANNOTATION)
             .map(String::as_str),
         rolled_out: rolled_out.as_deref(),
-        clients_on_current: lagging_clients == 0,
+        clients_on_current: clients.moved(now),
         now,
     };
     let outcome = tls::converge(&input).map_err(|e| tls_error(&ca_name, e))?;
@@ -379,11 +379,8 @@ async fn issued(
                 "serving certificate valid until {}, renewed at {}{}",
                 rfc3339(outcome.not_after),
                 rfc3339(outcome.renewal_time),
-                if outcome.published.phase == tls::Phase::SignWithNew && lagging_clients > 0 {
-                    format!(
-                        "; the CA rollover waits for {lagging_clients} client certificate(s) in \
-                         QdrantAccessToken Secrets to be re-issued from the new CA"
-                    )
+                if outcome.published.phase == tls::Phase::SignWithNew && !clients.moved(now) {
+                    clients.waiting_for()
                 } else {
                     String::new()
                 }
@@ -394,39 +391,104 @@ async fn issued(
     })
 }
 
-/// How many client certificates in this instance's QdrantAccessToken Secrets do not chain to the
-/// CA in `ca_data` (the CA that signs now). Read from the cache of managed Secrets.
-fn clients_not_from(
+/// How long applications get to pick up a re-issued client certificate (the kubelet updates a
+/// mounted Secret within about a minute; the application must reload the files) before a CA
+/// rollover drops the old CA from the pods' trust.
+pub const CLIENT_PICKUP: SignedDuration = SignedDuration::from_mins(5);
+
+/// The client certificates in this instance's QdrantAccessToken Secrets, seen from a CA key
+/// rollover.
+#[derive(Debug, Default)]
+struct ClientCertificates {
+    /// Secrets whose certificate does not chain to the CA that signs now.
+    lagging: Vec<String>,
+    /// When the newest certificate from that CA was issued (its NotBefore is backdated).
+    newest_issued: Option<Timestamp>,
+}
+
+impl ClientCertificates {
+    /// Every client certificate comes from the current CA, and applications had
+    /// [`CLIENT_PICKUP`] to load the newest one.
+    fn moved(&self, now: Timestamp) -> bool {
+        self.lagging.is_empty()
+            && self
+                .newest_issued
+                .is_none_or(|t| now >= t.saturating_add(CLIENT_PICKUP).unwrap_or(Timestamp::MAX))
+    }
+
+    /// Words for the CertificateReady message while the rollover waits.
+    fn waiting_for(&self) -> String {
+        if self.lagging.is_empty() {
+            return format!(
+                "; the CA rollover gives applications {} to load their new client certificates",
+                CLIENT_PICKUP
+            );
+        }
+        let mut names = self.lagging.clone();
+        names.sort();
+        let more = names.len().saturating_sub(3);
+        names.truncate(3);
+        format!(
+            "; the CA rollover waits for {} client certificate(s) to be re-issued from the new \
+             CA (Secrets {}{})",
+            self.lagging.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Reads the client certificates of this instance's QdrantAccessToken Secrets from the cache of
+/// managed Secrets, against the CA in `ca_data` (the CA that signs now).
+fn client_certificates(
     stores: &Stores,
     inst: &Instance,
     ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
-) -> usize {
+    now: Timestamp,
+) -> ClientCertificates {
+    let mut out = ClientCertificates::default();
     let Some(ca) = ca_data
         .and_then(|d| d.get(tls::TLS_CRT))
         .and_then(|b| std::str::from_utf8(&b.0).ok())
         .and_then(|pem| tls::Certificate::from_pem(pem).ok())
     else {
-        return 0;
+        return out;
     };
-    stores
-        .secrets
-        .state()
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(inst.namespace.as_str()))
-        .filter(|s| {
-            let labels = s.labels();
-            labels.get(LABEL_INSTANCE) == Some(&inst.name)
-                && labels.get(LABEL_COMPONENT).map(String::as_str)
-                    == Some(tokens::COMPONENT_ACCESS_TOKEN)
-        })
-        .filter_map(|s| s.data.as_ref()?.get(tokens::CLIENT_CRT_KEY).cloned())
-        .filter(|crt| {
-            std::str::from_utf8(&crt.0)
-                .ok()
-                .and_then(|pem| tls::Certificate::from_pem(pem).ok())
-                .is_some_and(|c| !c.is_signed_by(&ca))
-        })
-        .count()
+    for secret in stores.secrets.state() {
+        let labels = secret.labels();
+        if secret.metadata.namespace.as_deref() != Some(inst.namespace.as_str())
+            || labels.get(LABEL_INSTANCE) != Some(&inst.name)
+            || labels.get(LABEL_COMPONENT).map(String::as_str)
+                != Some(tokens::COMPONENT_ACCESS_TOKEN)
+        {
+            continue;
+        }
+        let Some(cert) = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(tokens::CLIENT_CRT_KEY))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .and_then(|pem| tls::Certificate::from_pem(pem).ok())
+        else {
+            continue;
+        };
+        if !cert.is_signed_by(&ca) {
+            out.lagging.push(secret.name_any());
+        } else {
+            // Issued at NotBefore + the backdating; never later than now.
+            let issued = cert
+                .not_before()
+                .saturating_add(tls::BACKDATE)
+                .unwrap_or(Timestamp::MAX)
+                .min(now);
+            out.newest_issued = out.newest_issued.max(Some(issued));
+        }
+    }
+    out
 }
 
 /// Writes `<n>-ca`: a create when it does not exist (fails rather than overwrites), else an

@@ -15,7 +15,8 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
-use super::apply::apply;
+use super::apply::{Outcome, apply};
+use super::expect::EXPECTATION_TTL;
 use super::status::set_condition;
 use super::stores::cached;
 use super::{Context, RESYNC};
@@ -277,7 +278,7 @@ async fn issue(
         Err(b) => return Ok(Err(b)),
     };
 
-    let existing = read(ctx, &secrets, &inst.namespace, &valid.secret_name).await?;
+    let mut existing = read(ctx, &secrets, &inst.namespace, &valid.secret_name).await?;
     if let Some(s) = &existing
         && !controlled_by(s, valid)
     {
@@ -290,21 +291,30 @@ async fn issue(
             None,
         )));
     }
+    // Only this token writes its Secret: what it wrote last is newer than a cached copy that
+    // does not show it yet.
+    let memo_key = format!("{}/{}", inst.namespace, valid.secret_name);
+    if let Some(s) = existing.as_mut() {
+        let mut written = ctx.written_token_data.lock().expect("lock");
+        written.retain(|_, (_, at)| at.elapsed() < EXPECTATION_TTL);
+        if let Some((data, _)) = written.get(&memo_key)
+            && s.data.as_ref() != Some(data)
+        {
+            s.data = Some(data.clone());
+        }
+    }
 
-    let client = match client_certificate(
+    let client = client_certificate(
         ctx,
         &secrets,
         &inst,
         valid,
         existing.as_ref(),
+        ca_crt.as_deref(),
         rollover_phase.as_deref(),
         now,
     )
-    .await?
-    {
-        Ok(client) => client,
-        Err(b) => return Ok(Err(b)),
-    };
+    .await?;
 
     let plan = plan_token(now, existing.as_ref(), valid, &key);
     let token = match (&plan.mint, existing.as_ref().and_then(read_token)) {
@@ -342,7 +352,14 @@ async fn issue(
         client_certificate: client.material.clone(),
     };
     let secret = token_secret(valid, &token, &endpoints, token_annotations(valid, &key));
-    apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
+    let data = secret.data.clone().unwrap_or_default();
+    let outcome = apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
+    if outcome == Outcome::Applied {
+        ctx.written_token_data
+            .lock()
+            .expect("lock")
+            .insert(memo_key, (data, std::time::Instant::now()));
+    }
     if let Some(reason) = &client.issued {
         ctx.events
             .publish(
@@ -365,6 +382,10 @@ async fn issue(
     }
     let mut status = token_status(valid, &plan);
     let mut requeue = plan.requeue_after;
+    if outcome == Outcome::Pending {
+        // The same Secret was just written and the cache has not shown it: check it landed.
+        requeue = requeue.min(EXPECTATION_TTL);
+    }
     if let Some(m) = &client.material {
         status.client_certificate_not_after = Some(Time(m.cert().not_after()));
         status.client_certificate_renewal_time = client.renewal_time.map(Time);
@@ -390,11 +411,29 @@ struct ClientCert {
     condition: ClientCondition,
 }
 
+impl ClientCert {
+    fn none(condition: ClientCondition) -> Self {
+        ClientCert {
+            material: None,
+            issued: None,
+            renewal_time: None,
+            next_check: None,
+            condition,
+        }
+    }
+}
+
 /// Issues, keeps or renews the token's client certificate when its instance requires client
 /// certificates (`spec.tls.clientCertificates`): signed by the CA that signs the instance's
 /// serving certificate (the operator's `<n>-ca`, or the user's `spec.tls.caSecretRef`), with the
-/// instance's certificate lifetime and renewBefore. With `spec.tls.certificateSecretRef` the
-/// operator holds no CA key: the Secret carries no client certificate and the condition says so.
+/// instance's certificate lifetime and renewBefore.
+///
+/// A certificate is only issued from a CA the pods already trust: while a CA key rollover has
+/// not rolled the new CA out (the published bundle lacks it, or the phase is TrustBoth), a
+/// usable certificate from the old CA is kept, and a missing one waits. Nothing here blocks the
+/// token itself (gRPC needs no client certificate): a certificate that cannot be issued now is
+/// reported on ClientCertificateReady and looked at again soon, the last usable one kept. With
+/// `spec.tls.certificateSecretRef` the operator holds no CA key and issues none.
 #[allow(clippy::too_many_arguments)]
 async fn client_certificate(
     ctx: &Context,
@@ -402,22 +441,30 @@ async fn client_certificate(
     inst: &Instance,
     valid: &ValidToken,
     existing: Option<&Secret>,
+    trust_bundle: Option<&str>,
     rollover_phase: Option<&str>,
     now: Timestamp,
-) -> Result<std::result::Result<ClientCert, Blocked>> {
-    let none = |condition| ClientCert {
-        material: None,
+) -> Result<ClientCert> {
+    let Some(settings) = inst.tls.as_ref().filter(|t| t.client_certificates) else {
+        return Ok(ClientCert::none(None));
+    };
+    let stored = read_client_certificate(existing);
+    let usable = stored
+        .as_ref()
+        .ok()
+        .filter(|m| m.cert().valid_at(now) && m.cert().info().client_auth)
+        .cloned();
+    // Not now: keep what still works, say why, look again soon.
+    let later = |reason: &'static str, message: String| ClientCert {
+        material: usable.clone(),
         issued: None,
         renewal_time: None,
-        next_check: None,
-        condition,
-    };
-    let Some(settings) = inst.tls.as_ref().filter(|t| t.client_certificates) else {
-        return Ok(Ok(none(None)));
+        next_check: now.checked_add(signed(WAIT)).ok(),
+        condition: Some((false, reason, message)),
     };
     let ca_name = match &settings.source {
         TlsSource::UserCertificate(name) => {
-            return Ok(Ok(none(Some((
+            return Ok(ClientCert::none(Some((
                 false,
                 "NoSigningCA",
                 format!(
@@ -426,7 +473,7 @@ async fn client_certificate(
                      issue the application's client certificate from that CA",
                     inst.name
                 ),
-            )))));
+            ))));
         }
         TlsSource::UserCa(name) => name.clone(),
         TlsSource::OperatorCa => inst.ca_secret_name(),
@@ -438,42 +485,43 @@ async fn client_certificate(
     let ca = match ca {
         Some(Ok(ca)) => ca,
         Some(Err(e)) => {
-            return Ok(Err(blocked(
-                "WaitingForCertificate",
+            return Ok(later(
+                "CANotUsable",
                 format!(
                     "the CA of {} (Secret {ca_name}) is not usable: {e}",
                     inst.name
                 ),
-                Some(WAIT),
-            )));
+            ));
         }
         None => {
-            return Ok(Err(blocked(
-                "WaitingForCertificate",
+            return Ok(later(
+                "WaitingForCA",
                 format!(
                     "the CA of {} (Secret {ca_name}) is not ready yet",
                     inst.name
                 ),
-                Some(WAIT),
-            )));
+            ));
         }
     };
+    // The pods trust the CA that signs now once it is in the published bundle and the first
+    // phase of a rollover (which rolls it out) is over.
+    let bundle_has_ca = trust_bundle
+        .and_then(|pem| crate::tls::parse_bundle(pem).ok())
+        .is_some_and(|b| b.iter().any(|c| c.same_key(ca.cert())));
+    let ca_trusted = bundle_has_ca && rollover_phase != Some(Phase::TrustBoth.as_str());
+
     let policy = TlsPolicy {
         certificate_lifetime: signed(settings.certificate_lifetime),
         renew_before: Some(signed(settings.renew_before)),
         ca_lifetime: signed(settings.ca_lifetime),
     };
-    let stored = read_client_certificate(existing);
     let state = match &stored {
         Ok(leaf) => LeafState::Present(leaf),
         Err(TlsError::MissingKey(_)) => LeafState::Missing,
         Err(e) => LeafState::Unusable(e),
     };
-    // In the first phase of a CA key rollover the pods do not trust the new CA yet: a client
-    // certificate from the old CA is kept until they do.
-    let keep_previous = rollover_phase == Some(Phase::TrustBoth.as_str());
     let jitter = Jitter::for_instance(&valid.namespace, &valid.name, &valid.owner.uid);
-    let decision = plan_client(&policy, state, ca.cert(), keep_previous, jitter, now);
+    let decision = plan_client(&policy, state, ca.cert(), !ca_trusted, jitter, now);
     let ready = |m: &LeafMaterial| {
         Some((
             true,
@@ -485,45 +533,55 @@ async fn client_certificate(
             ),
         ))
     };
-    match decision.issue {
-        None => {
-            let material = stored.ok();
-            let condition = material.as_ref().and_then(ready);
-            Ok(Ok(ClientCert {
-                material,
-                issued: None,
-                renewal_time: decision.renewal_time,
-                next_check: decision.next_check,
-                condition,
-            }))
-        }
-        Some(reason) => {
-            let material = issue_client(
-                &ca,
-                &client_common_name(&valid.namespace, &valid.name),
-                policy.certificate_lifetime,
-                now,
-            )
-            .map_err(|source| Error::Tls {
-                secret: ca_name.clone(),
-                source,
-            })?;
-            let renewal = renewal_time(
-                material.cert(),
-                policy.leaf_renew_before(),
-                jitter,
-                policy.certificate_lifetime,
-            );
-            let condition = ready(&material);
-            Ok(Ok(ClientCert {
-                material: Some(material),
-                issued: Some(reason),
-                renewal_time: Some(renewal),
-                next_check: Some(renewal),
-                condition,
-            }))
-        }
+    let Some(reason) = decision.issue else {
+        let material = stored.ok();
+        let condition = material.as_ref().and_then(ready);
+        return Ok(ClientCert {
+            material,
+            issued: None,
+            renewal_time: decision.renewal_time,
+            next_check: decision.next_check,
+            condition,
+        });
+    };
+    if !ca_trusted {
+        return Ok(later(
+            "WaitingForCATrust",
+            format!(
+                "{} is rolling over to a new CA: a client certificate is issued from it once \
+                 every pod trusts it",
+                inst.name
+            ),
+        ));
     }
+    let material = match issue_client(
+        &ca,
+        &client_common_name(&valid.namespace, &valid.name),
+        policy.certificate_lifetime,
+        now,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(later(
+                "IssueFailed",
+                format!("could not issue a client certificate from Secret {ca_name}: {e}"),
+            ));
+        }
+    };
+    let renewal = renewal_time(
+        material.cert(),
+        policy.leaf_renew_before(),
+        jitter,
+        policy.certificate_lifetime,
+    );
+    let condition = ready(&material);
+    Ok(ClientCert {
+        material: Some(material),
+        issued: Some(reason),
+        renewal_time: Some(renewal),
+        next_check: Some(renewal),
+        condition,
+    })
 }
 
 fn signed(d: Duration) -> SignedDuration {

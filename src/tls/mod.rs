@@ -44,6 +44,7 @@ pub use rotation::{
     CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, Jitter, LeafAction, LeafDecision,
     LeafReason, LeafState, TlsPolicy,
 };
+pub use time::BACKDATE;
 
 /// Secret key of a certificate chain (leaf first) in `<n>-ca` and `<n>-tls`.
 pub const TLS_CRT: &str = "tls.crt";
