@@ -265,15 +265,21 @@ async fn issued(
         },
     };
     let rolled_out = rolled_out_fingerprint(sts);
-    let clients = if settings.client_certificates {
-        client_certificates(stores, inst, ca_data, now)
-    } else {
-        ClientCertificates::default()
-    };
     let published_annotations = published
         .as_ref()
         .map(|s| s.annotations().clone())
         .unwrap_or_default();
+    // Only the step out of SignWithNew looks at the applications' client certificates: the
+    // Secrets are not scanned on any other reconcile.
+    let in_sign_with_new = published_annotations
+        .get(tls::ROLLOVER_PHASE_ANNOTATION)
+        .map(String::as_str)
+        == Some(tls::Phase::SignWithNew.as_str());
+    let clients = if settings.client_certificates && in_sign_with_new {
+        client_certificates(stores, inst, ca_data, now)
+    } else {
+        ClientCertificates::default()
+    };
     let input = TlsInputs {
         policy: TlsPolicy {
             certificate_lifetime: signed(settings.certificate_lifetime),
