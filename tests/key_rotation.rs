@@ -8,16 +8,14 @@
 #[path = "support/in_process.rs"]
 mod in_process;
 
-use in_process::{cached_versions, client_for, crds, reflect, until, versions};
+use in_process::{cached_versions, client_for, crds, managed_stores, reflect, until, versions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_apiserver::{FakeApiServer, Options};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -34,7 +32,6 @@ use secure_qdrant_operator::key_rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
-use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
@@ -239,15 +236,7 @@ async fn context(
     Vec<JoinHandle<()>>,
 ) {
     let mut tasks = Vec::new();
-    let stores = Stores {
-        service_accounts: reflect::<ServiceAccount>(client, &mut tasks, true),
-        secrets: reflect::<Secret>(client, &mut tasks, true),
-        config_maps: reflect::<ConfigMap>(client, &mut tasks, true),
-        services: reflect::<Service>(client, &mut tasks, true),
-        network_policies: reflect::<NetworkPolicy>(client, &mut tasks, true),
-        pdbs: reflect::<PodDisruptionBudget>(client, &mut tasks, true),
-        statefulsets: reflect::<StatefulSet>(client, &mut tasks, true),
-    };
+    let stores = managed_stores(client, &mut tasks);
     let instances = reflect::<SecureQdrant>(client, &mut tasks, false);
     let (events, log) = Events::memory();
     let reading = clock.clone();

@@ -15,7 +15,7 @@
 #[path = "support/in_process.rs"]
 mod in_process;
 
-use in_process::{cached_versions, client_for, crds, reflect, until, versions};
+use in_process::{cached_versions, client_for, crds, managed_stores, reflect, until, versions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::File;
@@ -29,10 +29,7 @@ use base64::engine::general_purpose::STANDARD;
 use fake_apiserver::{FakeApiServer, Faults, Options};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -49,7 +46,6 @@ use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Result as ReconcileResult;
 use secure_qdrant_operator::events::{EventLog, Events};
-use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context, RESYNC, token};
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::{
@@ -1036,15 +1032,7 @@ impl Env {
         let client = client_for(&server).await;
         let mut tasks = Vec::new();
         // The same caches the controller keeps: managed objects only, by label.
-        let stores = Stores {
-            service_accounts: reflect::<ServiceAccount>(&client, &mut tasks, true),
-            secrets: reflect::<Secret>(&client, &mut tasks, true),
-            config_maps: reflect::<ConfigMap>(&client, &mut tasks, true),
-            services: reflect::<Service>(&client, &mut tasks, true),
-            network_policies: reflect::<NetworkPolicy>(&client, &mut tasks, true),
-            pdbs: reflect::<PodDisruptionBudget>(&client, &mut tasks, true),
-            statefulsets: reflect::<StatefulSet>(&client, &mut tasks, true),
-        };
+        let stores = managed_stores(&client, &mut tasks);
         let instances = reflect::<SecureQdrant>(&client, &mut tasks, false);
         let clock = Arc::new(Mutex::new(t0()));
         let (events, log) = Events::memory();

@@ -18,7 +18,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+use secure_qdrant_operator::reconcile::stores::Stores;
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
 /// ends.
@@ -91,4 +96,17 @@ pub async fn client_for(server: &FakeApiServer) -> Client {
         .await
         .expect("kubeconfig loads");
     Client::try_from(config).expect("client builds")
+}
+
+/// The caches the controller keeps: managed objects only, by label, fed until the test ends.
+pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
+    Stores {
+        service_accounts: reflect::<ServiceAccount>(client, tasks, true),
+        secrets: reflect::<Secret>(client, tasks, true),
+        config_maps: reflect::<ConfigMap>(client, tasks, true),
+        services: reflect::<Service>(client, tasks, true),
+        network_policies: reflect::<NetworkPolicy>(client, tasks, true),
+        pdbs: reflect::<PodDisruptionBudget>(client, tasks, true),
+        statefulsets: reflect::<StatefulSet>(client, tasks, true),
+    }
 }
