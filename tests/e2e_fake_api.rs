@@ -10,6 +10,10 @@
 //! the StatefulSet's claim templates exist. Secret values are generated, so the builders get the
 //! live keys and certificate: the restart hash is then checked against them too.
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::server_with_kubeconfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fake_apiserver::{FakeApiServer, Faults, Options};
+use fake_apiserver::{FakeApiServer, Faults};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -566,21 +570,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(faults: Faults) -> Cluster {
-        let objects = secure_qdrant_operator::crd::all()
-            .into_iter()
-            .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
-            .collect();
-        let server = FakeApiServer::start(Options {
-            objects,
-            faults,
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts");
-        let dir = tempfile::tempdir().expect("temp dir");
-        server
-            .write_kubeconfig(dir.path().join("kubeconfig"))
-            .expect("kubeconfig written");
+        let (server, dir) = server_with_kubeconfig(faults).await;
         Cluster {
             server: Arc::new(server),
             dir,

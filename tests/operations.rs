@@ -13,6 +13,10 @@
 //! Each binary test starts its own API server, and each operator serves its endpoints on a port
 //! the kernel picks (`--http-addr 127.0.0.1:0`), read back from its JSON log.
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
+use in_process::server_with_kubeconfig;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -807,21 +811,7 @@ struct Env {
 
 impl Env {
     async fn start(faults: Faults) -> Env {
-        let objects = secure_qdrant_operator::crd::all()
-            .into_iter()
-            .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
-            .collect();
-        let server = FakeApiServer::start(Options {
-            objects,
-            faults,
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts");
-        let dir = tempfile::tempdir().expect("temp dir");
-        server
-            .write_kubeconfig(dir.path().join("kubeconfig"))
-            .expect("kubeconfig written");
+        let (server, dir) = server_with_kubeconfig(faults).await;
         Env {
             server: Arc::new(server),
             dir,

@@ -15,8 +15,12 @@
 //! authorized by the API server as `create` too. So `create` is required for every kind the
 //! operator created through apply (objects of that kind exist that only the operator wrote).
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
 mod common;
 
+use in_process::crds;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -754,12 +758,8 @@ fn operator_created_kinds(server: &FakeApiServer) -> BTreeSet<(String, String)> 
 }
 
 async fn start_server() -> FakeApiServer {
-    let objects = secure_qdrant_operator::crd::all()
-        .into_iter()
-        .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
-        .collect();
     FakeApiServer::start(Options {
-        objects,
+        objects: crds(),
         ..Options::default()
     })
     .await

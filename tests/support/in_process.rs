@@ -1,13 +1,14 @@
 //! The pieces shared by tests that run the reconcile functions in-process against the
 //! in-memory API server (`tests/fake-apiserver`): a client for it, the CRDs it starts with,
-//! reflector-fed caches like the controller's, and cache/server comparison by resourceVersion.
+//! reflector-fed caches like the controller's, and cache/server comparison by resourceVersion;
+//! and a server with a kubeconfig for the tests that run the operator binary.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, Faults, Options};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -16,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -109,4 +111,21 @@ pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Store
         pdbs: reflect::<PodDisruptionBudget>(client, tasks, true),
         statefulsets: reflect::<StatefulSet>(client, tasks, true),
     }
+}
+
+/// A fake API server holding the CRDs, with `faults`, and a temp dir holding its `kubeconfig`
+/// (for the operator binary).
+pub async fn server_with_kubeconfig(faults: Faults) -> (FakeApiServer, TempDir) {
+    let server = FakeApiServer::start(Options {
+        objects: crds(),
+        faults,
+        ..Options::default()
+    })
+    .await
+    .expect("fake API server starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    server
+        .write_kubeconfig(dir.path().join("kubeconfig"))
+        .expect("kubeconfig written");
+    (server, dir)
 }
