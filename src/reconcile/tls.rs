@@ -56,8 +56,17 @@ fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn signed(d: Duration) -> SignedDuration {
+pub(super) fn signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// The certificate lifetimes of an instance's TLS settings, for the pure `tls` functions.
+pub(super) fn policy(settings: &TlsSettings) -> TlsPolicy {
+    TlsPolicy {
+        certificate_lifetime: signed(settings.certificate_lifetime),
+        renew_before: Some(signed(settings.renew_before)),
+        ca_lifetime: signed(settings.ca_lifetime),
+    }
 }
 
 async fn read_secret(
@@ -281,11 +290,7 @@ async fn issued(
         ClientCertificates::default()
     };
     let input = TlsInputs {
-        policy: TlsPolicy {
-            certificate_lifetime: signed(settings.certificate_lifetime),
-            renew_before: Some(signed(settings.renew_before)),
-            ca_lifetime: signed(settings.ca_lifetime),
-        },
+        policy: policy(settings),
         subject: CaSubject::new(ns.clone(), inst.name.clone()),
         jitter: Jitter::for_instance(ns, &inst.name, &inst.owner.uid),
         dns_names: tls::serving_dns_names(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -27,7 +27,7 @@ use crate::material::{self, read_key};
 
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{
-    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, TlsPolicy, client_common_name,
+    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, client_common_name,
     issue_client, plan_client,
 };
 use crate::tokens::{
@@ -459,7 +459,7 @@ async fn client_certificate(
         material: usable.clone(),
         issued: None,
         renewal_time: None,
-        next_check: now.checked_add(signed(WAIT)).ok(),
+        next_check: now.checked_add(super::tls::signed(WAIT)).ok(),
         condition: Some((false, reason, message)),
     };
     let ca_name = match &settings.source {
@@ -510,11 +510,7 @@ async fn client_certificate(
         .is_some_and(|b| b.iter().any(|c| c.same_key(ca.cert())));
     let ca_trusted = bundle_has_ca && rollover_phase != Some(Phase::TrustBoth.as_str());
 
-    let policy = TlsPolicy {
-        certificate_lifetime: signed(settings.certificate_lifetime),
-        renew_before: Some(signed(settings.renew_before)),
-        ca_lifetime: signed(settings.ca_lifetime),
-    };
+    let policy = super::tls::policy(settings);
     let state = match &stored {
         Ok(leaf) => LeafState::Present(leaf),
         Err(TlsError::MissingKey(_)) => LeafState::Missing,
@@ -582,10 +578,6 @@ async fn client_certificate(
         next_check: Some(renewal),
         condition,
     })
-}
-
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 fn token_ref(valid: &ValidToken) -> k8s_openapi::api::core::v1::ObjectReference {
