@@ -18,6 +18,7 @@ use http::Method;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
@@ -860,14 +861,26 @@ async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
 #[tokio::test]
 async fn failures_back_off_per_object_and_a_success_resets_them() {
     let (sq, cluster) = settled_cluster(&SecureQdrant::test(), &keys("k"));
-    let mut h = Harness::new(&cluster);
+    let now = Arc::new(std::sync::Mutex::new(Timestamp::UNIX_EPOCH));
+    let reader = now.clone();
+    let mut h = Harness::with_clock(&cluster, Arc::new(move || *reader.lock().unwrap()));
     let sq = Arc::new(sq);
     let ctx = h.ctx.clone();
     let fail =
         |sq: &Arc<SecureQdrant>| error_policy(sq.clone(), &Error::CacheNotReady, ctx.clone());
+    let advance = |secs: i64| {
+        let mut t = now.lock().unwrap();
+        *t = t.checked_add(SignedDuration::from_secs(secs)).unwrap();
+    };
 
     assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(5)));
+    // Failures while the retry waits (reconciles started by watch events) keep its time.
+    advance(2);
+    assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(3)));
+    // Each failed retry doubles the wait.
+    advance(3);
     assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(10)));
+    advance(10);
     assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(20)));
     let mut other = (*sq).clone();
     other.metadata.name = Some("other".into());

@@ -49,8 +49,8 @@ pub struct Context {
     pub settings: Settings,
     /// Where reconciles read the time (certificate renewal, condition timestamps).
     pub clock: Clock,
-    /// Consecutive failures per object (namespace/name), for the backoff of `error_policy`.
-    pub failures: Mutex<HashMap<String, u32>>,
+    /// Failures per object (namespace/name), for the backoff of `error_policy`.
+    pub failures: Backoffs,
     /// Where reconciles record what the metrics show (certificate and token expiry).
     pub metrics: Metrics,
     /// Child writes the caches have not shown yet (disabled unless the controller feeds them).
@@ -75,7 +75,7 @@ impl Context {
             events,
             settings,
             clock: Arc::new(Timestamp::now),
-            failures: Mutex::new(HashMap::new()),
+            failures: Backoffs::default(),
             metrics: Metrics::default(),
             expectations: Expectations::default(),
             written_status: Mutex::new(HashMap::new()),
@@ -169,7 +169,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     .await;
             }
             ctx.write_status(&sq, status).await?;
-            ctx.failures.lock().expect("lock").remove(&key(&sq));
+            ctx.failures.succeeded(&key(&sq));
             return Ok(Action::await_change());
         }
     };
@@ -177,7 +177,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
     // 2.-7.: every failure from here on is also reported on the resource.
     match converge(&sq, &ctx, inst, now).await {
         Ok(action) => {
-            ctx.failures.lock().expect("lock").remove(&key(&sq));
+            ctx.failures.succeeded(&key(&sq));
             Ok(action)
         }
         Err(error) => {
@@ -427,12 +427,9 @@ async fn apply_children(
 }
 
 /// Called when a reconcile fails: logs, and retries with exponential backoff per object
-/// (5 s doubling to 5 min).
+/// (5 s doubling to 5 min; see [`Backoffs`]).
 pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
-    let mut failures = ctx.failures.lock().expect("lock");
-    let n = failures.entry(key(&sq)).or_insert(0);
-    *n = n.saturating_add(1);
-    let delay = backoff(*n);
+    let delay = ctx.failures.failed(&key(&sq), (ctx.clock)());
     warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -441,6 +438,37 @@ pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> 
 pub fn backoff(failures: u32) -> Duration {
     let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
     Duration::from_secs(secs.min(300))
+}
+
+/// The retry schedule of each object that is failing.
+///
+/// The backoff grows with failed *retries*, not with failed reconciles: while a retry is
+/// scheduled, watch events (a child's update, the object's own status write) still start
+/// reconciles, and during an API outage each of them fails too. Counting those would take an
+/// object from 5 s to the 5-minute cap within a second of an outage and leave it waiting long
+/// after the API is back. A failure before the scheduled retry keeps the schedule as it is.
+#[derive(Default)]
+pub struct Backoffs(Mutex<HashMap<String, (u32, Timestamp)>>);
+
+impl Backoffs {
+    /// Records a failure of `key` at `now`; returns how long to wait before the next attempt.
+    pub fn failed(&self, key: &str, now: Timestamp) -> Duration {
+        let mut entries = self.0.lock().expect("lock");
+        let (failures, retry_at) = entries.entry(key.to_owned()).or_insert((0, now));
+        if now < *retry_at {
+            return retry_at.duration_since(now).unsigned_abs();
+        }
+        *failures = failures.saturating_add(1);
+        let delay = backoff(*failures);
+        let delay_ = k8s_openapi::jiff::SignedDuration::try_from(delay).unwrap_or_default();
+        *retry_at = now.checked_add(delay_).unwrap_or(Timestamp::MAX);
+        delay
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.0.lock().expect("lock").remove(key);
+    }
 }
 
 #[cfg(test)]
@@ -454,5 +482,25 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_secs(40));
         assert_eq!(backoff(7), Duration::from_secs(300));
         assert_eq!(backoff(100), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn only_failed_retries_grow_the_backoff() {
+        let backoffs = Backoffs::default();
+        let at =
+            |ms: i64| Timestamp::UNIX_EPOCH + k8s_openapi::jiff::SignedDuration::from_millis(ms);
+        assert_eq!(backoffs.failed("a", at(0)), Duration::from_secs(5));
+        // A burst of event-driven failures during the wait keeps the retry where it was.
+        for ms in [10, 20, 300, 4_000] {
+            let left = Duration::from_millis(5_000 - ms as u64);
+            assert_eq!(backoffs.failed("a", at(ms)), left);
+        }
+        // The retry itself fails: the backoff doubles, and again after that.
+        assert_eq!(backoffs.failed("a", at(5_000)), Duration::from_secs(10));
+        assert_eq!(backoffs.failed("a", at(15_001)), Duration::from_secs(20));
+        // Other objects have their own schedule; success starts over.
+        assert_eq!(backoffs.failed("b", at(15_001)), Duration::from_secs(5));
+        backoffs.succeeded("a");
+        assert_eq!(backoffs.failed("a", at(15_002)), Duration::from_secs(5));
     }
 }
