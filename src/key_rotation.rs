@@ -3,16 +3,27 @@
 //! reconcile reads the state from the API-key Secret and the StatefulSet, and writes back what
 //! [`step`] decides.
 //!
+//! In cluster mode peers authenticate to each other with their own `api_key`
+//! (`enforce_internal_auth`), so at every moment of every roll, each pod's `api_key` must be
+//! accepted by every other pod, old revision or new. That takes three rolls:
+//!
 //! 1. Asked for (annotation `secureqdrant.dev/rotate-api-key` set to a new value): a new key is
 //!    stored as `next-api-key` and phase `Introduced` is recorded on the Secret. Qdrant gets it as
 //!    `alt_api_key`; the pods roll; both keys work.
 //! 2. Once every pod runs, ready, with both keys, the time is recorded (`rolled-out-at`). From
 //!    then on new tokens are signed with the new key and consumers have the grace period
 //!    (`spec.auth.keyRotationGracePeriod`) to pick it up.
-//! 3. After the grace period the new key is promoted to `api-key` and the old one is removed;
-//!    the pods roll again.
+//! 3. After the grace period, phase `Swapped`: the pods roll with the new key as `api_key` and the
+//!    old one as `alt_api_key` (the Secret's data does not change). Old and new pods still accept
+//!    both keys, so peers on either side of the roll keep talking.
+//! 4. Once rolled out, phase `Promoted`: `api-key` gets the new key and the pods roll with it
+//!    alone. Every pod of either revision now sends the new key to its peers; clients still
+//!    using the old key are refused from here on.
+//! 5. Once rolled out, `next-api-key` and the phase are removed (no roll: the pods do not read
+//!    it any more).
 //!
-//! Every phase lives on the Secret, so an operator restart resumes where it stopped.
+//! Every phase lives on the Secret, so an operator restart resumes where it stopped; every Secret
+//! key a pod template refers to stays in the Secret until no pod of that template can restart.
 
 use std::time::Duration;
 
@@ -22,14 +33,19 @@ use k8s_openapi::jiff::Timestamp;
 pub const ROTATE_API_KEY_ANNOTATION: &str = "secureqdrant.dev/rotate-api-key";
 /// Annotation on `<n>-api-key`: the request value last handled.
 pub const HANDLED_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-handled";
-/// Annotation on `<n>-api-key`: the rotation phase (`Introduced`), absent when none runs.
+/// Annotation on `<n>-api-key`: the rotation phase (`Introduced`, `Swapped`, `Promoted`),
+/// absent when none runs.
 pub const PHASE_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-phase";
 /// Annotation on `<n>-api-key`: when every pod first ran with both keys.
 pub const ROLLED_OUT_AT_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-rolled-out-at";
 /// Pod-template annotation: fingerprint of the keys the pods run with.
 pub const KEYS_FINGERPRINT_ANNOTATION: &str = "secureqdrant.dev/api-keys-fingerprint";
-/// The one phase a running rotation is in.
+/// Phase 1-2: the new key is Qdrant's `alt_api_key`.
 pub const PHASE_INTRODUCED: &str = "Introduced";
+/// Phase 3: the new key is Qdrant's `api_key`, the old one its `alt_api_key`.
+pub const PHASE_SWAPPED: &str = "Swapped";
+/// Phase 4: `api-key` holds the new key, the only one Qdrant gets.
+pub const PHASE_PROMOTED: &str = "Promoted";
 /// While waiting for a rollout, look again at least this often.
 pub const POLL: Duration = Duration::from_secs(30);
 
@@ -42,6 +58,8 @@ pub struct RotationState<'a> {
     pub handled: Option<&'a str>,
     /// The Secret holds `next-api-key`.
     pub has_next: bool,
+    /// `PHASE_ANNOTATION` on the Secret.
+    pub phase: Option<&'a str>,
     /// `ROLLED_OUT_AT_ANNOTATION` on the Secret, parsed.
     pub rolled_out_at: Option<Timestamp>,
     /// Every pod runs, ready, with the keys the Secret holds now.
@@ -63,8 +81,12 @@ pub enum RotationStep {
     MarkRolledOut,
     /// Both keys work; the grace period runs until then.
     Grace { until: Timestamp },
-    /// Make the next key the only key.
+    /// Give Qdrant the new key as `api_key` and the old one as `alt_api_key`.
+    Swap,
+    /// Store the new key as `api-key`, the only key Qdrant gets.
     Promote,
+    /// Remove `next-api-key` and the phase: the rotation is over.
+    Finish,
 }
 
 /// Decides the next step of a rotation.
@@ -77,48 +99,65 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
             _ => RotationStep::Idle,
         };
     }
-    match s.rolled_out_at {
-        None if !s.rolled_out => RotationStep::AwaitRollout,
-        None => RotationStep::MarkRolledOut,
-        Some(at) => {
-            let until = at
-                .checked_add(
-                    k8s_openapi::jiff::SignedDuration::try_from(s.grace).unwrap_or_default(),
-                )
-                .unwrap_or(at);
-            if s.now >= until {
-                RotationStep::Promote
-            } else {
-                RotationStep::Grace { until }
+    match s.phase {
+        Some(PHASE_SWAPPED) if s.rolled_out => RotationStep::Promote,
+        Some(PHASE_PROMOTED) if s.rolled_out => RotationStep::Finish,
+        Some(PHASE_SWAPPED | PHASE_PROMOTED) => RotationStep::AwaitRollout,
+        // Introduced (or an annotation that was lost: the keys tell the same).
+        _ => match s.rolled_out_at {
+            None if !s.rolled_out => RotationStep::AwaitRollout,
+            None => RotationStep::MarkRolledOut,
+            Some(at) => {
+                let until = at
+                    .checked_add(
+                        k8s_openapi::jiff::SignedDuration::try_from(s.grace).unwrap_or_default(),
+                    )
+                    .unwrap_or(at);
+                if s.now >= until {
+                    RotationStep::Swap
+                } else {
+                    RotationStep::Grace { until }
+                }
             }
-        }
+        },
     }
+}
+
+/// Whether tokens are signed with `next-api-key`: once every pod accepts it (recorded as
+/// `rolled-out-at`) and in the later phases, while the Secret still holds it.
+pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) -> bool {
+    has_next && (rolled_out_at || matches!(phase, Some(PHASE_SWAPPED) | Some(PHASE_PROMOTED)))
 }
 
 /// How long to wait before looking again after `step`.
 pub fn requeue_after(step: &RotationStep, now: Timestamp, grace: Duration) -> Option<Duration> {
     match step {
         RotationStep::Idle => None,
-        RotationStep::Start { .. } | RotationStep::AwaitRollout => Some(POLL),
+        RotationStep::Start { .. }
+        | RotationStep::AwaitRollout
+        | RotationStep::Swap
+        | RotationStep::Promote => Some(POLL),
         RotationStep::MarkRolledOut => Some(grace.max(Duration::from_secs(1))),
         RotationStep::Grace { until } => Some(
             Duration::try_from(*until - now)
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1)),
         ),
-        RotationStep::Promote => Some(Duration::from_secs(1)),
+        RotationStep::Finish => Some(Duration::from_secs(1)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::material::ApiKeys;
 
     fn state<'a>() -> RotationState<'a> {
         RotationState {
             requested: None,
             handled: None,
             has_next: false,
+            phase: None,
             rolled_out_at: None,
             rolled_out: true,
             grace: Duration::from_secs(3600),
@@ -176,9 +215,96 @@ mod tests {
             "not a second early"
         );
         s.now = until;
-        assert_eq!(step(&s), RotationStep::Promote);
+        assert_eq!(step(&s), RotationStep::Swap);
         // A new request during a rotation waits for it to finish.
         s.requested = Some("n2");
-        assert_eq!(step(&s), RotationStep::Promote);
+        assert_eq!(step(&s), RotationStep::Swap);
+
+        // Swapped and Promoted each wait for their own rollout.
+        for (phase, next) in [
+            (PHASE_SWAPPED, RotationStep::Promote),
+            (PHASE_PROMOTED, RotationStep::Finish),
+        ] {
+            s.phase = Some(phase);
+            s.rolled_out = false;
+            assert_eq!(step(&s), RotationStep::AwaitRollout, "{phase}");
+            s.rolled_out = true;
+            assert_eq!(step(&s), next, "{phase}");
+        }
+        s.has_next = false;
+        s.phase = None;
+        s.requested = Some("n1");
+        assert_eq!(step(&s), RotationStep::Idle, "finished");
+    }
+
+    #[test]
+    fn tokens_switch_to_the_new_key_once_every_pod_accepts_it() {
+        assert!(!sign_with_next(false, None, false));
+        assert!(!sign_with_next(true, Some(PHASE_INTRODUCED), false));
+        assert!(sign_with_next(true, Some(PHASE_INTRODUCED), true));
+        assert!(sign_with_next(true, Some(PHASE_SWAPPED), false));
+        assert!(sign_with_next(true, Some(PHASE_PROMOTED), false));
+        assert!(!sign_with_next(false, Some(PHASE_PROMOTED), true));
+    }
+
+    /// Whether pods can go from `from` to `to` (a roll, or a change of the Secret's data alone)
+    /// without a pod failing to start or two pods refusing each other's key: every pod of either
+    /// template, started before or after the Secret changed, must find the Secret keys its env
+    /// refers to, and accept the `api_key` every other pod sends (peers authenticate with it
+    /// when `enforce_internal_auth` is on).
+    fn step_is_safe(from: &ApiKeys, to: &ApiKeys) -> Result<(), String> {
+        use crate::material::KeySlot;
+        let slots = |k: &ApiKeys| {
+            let (api, alt) = k.qdrant_keys();
+            (api.0, alt.map(|a: KeySlot<'_>| a.0))
+        };
+        let mut pods = Vec::new();
+        // (template, Secret data it started with)
+        for (template, data) in [(from, from), (from, to), (to, to)] {
+            let data = data.to_data();
+            let (api, alt) = slots(template);
+            let read = |slot: &str| {
+                data.get(slot)
+                    .map(|v| v.0.clone())
+                    .ok_or(format!("a pod refers to {slot:?}, which the Secret lacks"))
+            };
+            pods.push((read(api)?, alt.map(read).transpose()?));
+        }
+        for (sender, _) in &pods {
+            for (api, alt) in &pods {
+                if sender != api && Some(sender) != alt.as_ref() {
+                    return Err("a peer's api_key is refused by another pod".to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn no_roll_of_a_rotation_splits_the_cluster() {
+        use crate::material::{KeyPhase, SecretValue};
+        let keys = |api: &str, next: Option<&str>, phase| ApiKeys {
+            api_key: SecretValue::new(api),
+            read_only: None,
+            next: next.map(SecretValue::new),
+            phase,
+        };
+        let phases = [
+            keys("old", None, KeyPhase::Introduced),
+            keys("old", Some("new"), KeyPhase::Introduced),
+            keys("old", Some("new"), KeyPhase::Swapped),
+            keys("new", Some("new"), KeyPhase::Promoted),
+            keys("new", None, KeyPhase::Introduced),
+        ];
+        for pair in phases.windows(2) {
+            assert_eq!(step_is_safe(&pair[0], &pair[1]), Ok(()), "{pair:?}");
+        }
+        // The last step changes the Secret only: the pods need not roll.
+        assert_eq!(phases[3].fingerprint(), phases[4].fingerprint());
+        // What the check catches: promoting straight after the grace period (old pods would
+        // send the old key to promoted ones), or swapping the data under running templates.
+        assert!(step_is_safe(&phases[1], &phases[4]).is_err());
+        assert!(step_is_safe(&phases[1], &phases[3]).is_err());
+        assert!(step_is_safe(&phases[2], &phases[4]).is_err());
     }
 }

@@ -831,6 +831,14 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
             None
         },
         next: read_key(&api_key_secret, material::NEXT_API_KEY).ok(),
+        phase: material::KeyPhase::from_annotation(
+            api_key_secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(secure_qdrant_operator::key_rotation::PHASE_ANNOTATION))
+                .map(String::as_str),
+        ),
     };
     let sts: StatefulSet = serde_json::from_value(
         server

@@ -30,7 +30,7 @@ use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::key_rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
-    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
+    PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
@@ -124,10 +124,53 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
         assert_eq!(env.assert_introduced(&old, Some(t1)), new);
     }
 
-    // After the grace period: promoted.
-    env.set_now(t1 + SignedDuration::from_hours(1));
+    // After the grace period: swapped. The new key becomes Qdrant's api_key (what peers send),
+    // the old one its alt_api_key; the Secret's data is unchanged. Nothing advances until the
+    // pods have rolled, also after a restart.
+    let t2 = t1 + SignedDuration::from_hours(1);
+    env.set_now(t2);
+    let before = env.template_fingerprint();
+    assert_eq!(
+        env.reconcile().await,
+        Action::requeue(Duration::from_secs(30))
+    );
+    env.assert_swapped(&old, &new);
+    assert_ne!(env.template_fingerprint(), before, "the pods roll");
+    assert!(
+        env.event_reasons()
+            .contains(&"ApiKeyRotationSwapped".to_owned()),
+        "{:?}",
+        env.event_reasons()
+    );
+    for hours in [1, 30] {
+        env.set_now(t2 + SignedDuration::from_hours(hours));
+        env.reconcile().await;
+        env.assert_swapped(&old, &new);
+        env.restart().await;
+        env.reconcile().await;
+        env.assert_swapped(&old, &new);
+    }
+
+    // Rolled out: promoted. api-key holds the new key, the only one Qdrant gets; next-api-key
+    // stays until no pod of the swapped template can restart (their env refers to it).
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_promoted(&new);
+    assert!(
+        env.event_reasons().contains(&"ApiKeyRotated".to_owned()),
+        "{:?}",
+        env.event_reasons()
+    );
+    env.restart().await;
+    env.reconcile().await;
+    env.assert_promoted(&new);
+
+    // Rolled out: finished, without another roll.
+    let promoted = env.template_fingerprint();
+    env.roll_out();
     env.reconcile().await;
     env.assert_idle(&new);
+    assert_eq!(env.template_fingerprint(), promoted, "no fourth roll");
     assert_eq!(
         env.secret_annotations()
             .get(HANDLED_ANNOTATION)
@@ -135,7 +178,8 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
         Some("n1")
     );
     assert!(
-        env.event_reasons().contains(&"ApiKeyRotated".to_owned()),
+        env.event_reasons()
+            .contains(&"ApiKeyRotationFinished".to_owned()),
         "{:?}",
         env.event_reasons()
     );
@@ -191,6 +235,14 @@ async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_
     assert_eq!(env.assert_introduced(&old, Some(t1)), new);
     env.restart().await;
     env.set_now(t1 + SignedDuration::from_mins(10));
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.restart().await;
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_promoted(&new);
+    env.restart().await;
+    env.roll_out();
     env.reconcile().await;
     env.assert_idle(&new);
     env.restart().await;
@@ -474,6 +526,49 @@ impl Env {
         );
         assert!(self.template_fingerprint().is_some());
         next
+    }
+
+    /// Phase Swapped: the Secret still holds `old` as `api-key` and `new` as `next-api-key`;
+    /// Qdrant gets `new` as its api_key and `old` as its alt_api_key.
+    fn assert_swapped(&self, old: &str, new: &str) {
+        let secret = self.secret().expect("the API-key Secret");
+        assert_eq!(text(&secret, "api-key").as_deref(), Some(old));
+        assert_eq!(text(&secret, "next-api-key").as_deref(), Some(new));
+        assert_eq!(
+            secret
+                .annotations()
+                .get(PHASE_ANNOTATION)
+                .map(String::as_str),
+            Some(PHASE_SWAPPED)
+        );
+        assert_eq!(
+            self.key_env(),
+            BTreeMap::from([
+                (API_KEY_ENV.to_owned(), "next-api-key".to_owned()),
+                (ALT_API_KEY_ENV.to_owned(), "api-key".to_owned()),
+            ]),
+            "API_KEY from next-api-key, ALT from api-key"
+        );
+    }
+
+    /// Phase Promoted: `api-key` holds `new` (and `next-api-key` still does); Qdrant gets `new`
+    /// alone.
+    fn assert_promoted(&self, new: &str) {
+        let secret = self.secret().expect("the API-key Secret");
+        assert_eq!(text(&secret, "api-key").as_deref(), Some(new));
+        assert_eq!(text(&secret, "next-api-key").as_deref(), Some(new));
+        assert_eq!(
+            secret
+                .annotations()
+                .get(PHASE_ANNOTATION)
+                .map(String::as_str),
+            Some(PHASE_PROMOTED)
+        );
+        assert_eq!(
+            self.key_env(),
+            BTreeMap::from([(API_KEY_ENV.to_owned(), "api-key".to_owned())]),
+            "API_KEY only, from api-key"
+        );
     }
 
     fn event_reasons(&self) -> Vec<String> {

@@ -65,6 +65,7 @@ fn keys_in(secret: &Value) -> ApiKeys {
         api_key: material::read_key(&secret, material::API_KEY).expect("api-key"),
         read_only: material::read_key(&secret, material::READ_ONLY_API_KEY).ok(),
         next: None,
+        phase: Default::default(),
     }
 }
 
@@ -527,6 +528,7 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
         api_key: existing.api_key.clone(),
         read_only: Some(SecretValue::new(added)),
         next: None,
+        phase: Default::default(),
     };
     assert_eq!(
         restart_hash_in(t.body(Method::PATCH, &path::statefulset())),

@@ -120,15 +120,16 @@ pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
     let mut h = Sha256::new();
     h.update(b"config\0");
     h.update(config_yaml.as_bytes());
+    let (api_key, alt) = material.api_keys.qdrant_keys();
     h.update(b"\0api-key\0");
-    h.update(material.api_keys.api_key.fingerprint());
+    h.update(api_key.1.fingerprint());
     if let Some(ro) = &material.api_keys.read_only {
         h.update(b"\0read-only-api-key\0");
         h.update(ro.fingerprint());
     }
-    if let Some(next) = &material.api_keys.next {
-        h.update(b"\0next-api-key\0");
-        h.update(next.fingerprint());
+    if let Some((_, alt)) = alt {
+        h.update(b"\0alt-api-key\0");
+        h.update(alt.fingerprint());
     }
     if let Some(tls) = &material.tls {
         h.update(b"\0tls\0");

@@ -251,7 +251,13 @@ fn scheme(inst: &Instance) -> &'static str {
     inst.scheme()
 }
 
-fn env(inst: &Instance, rotating: bool) -> Vec<EnvVar> {
+fn env(inst: &Instance, keys: &ApiKeys) -> Vec<EnvVar> {
+    // Qdrant's keys by the Secret key they come from (they trade places during a rotation).
+    let (api_key, alt) = keys.qdrant_keys();
+    let api_key_ref = match inst.generates_api_key() {
+        true => (inst.api_key_secret_name(), api_key.0.to_owned()),
+        false => inst.api_key_ref(),
+    };
     let mut env = vec![
         EnvVar {
             name: "POD_NAME".to_owned(),
@@ -270,14 +276,14 @@ fn env(inst: &Instance, rotating: bool) -> Vec<EnvVar> {
             env::INIT_FILE_PATH,
             format!("{INIT_DIR}/.qdrant-initialized"),
         ),
-        secret_env(env::API_KEY, &inst.api_key_ref().0, &inst.api_key_ref().1),
+        secret_env(env::API_KEY, &api_key_ref.0, &api_key_ref.1),
     ];
-    if rotating {
-        // During a key rotation the incoming key works too (requests and JWT signatures).
+    if let (true, Some((slot, _))) = (inst.generates_api_key(), alt) {
+        // During a key rotation the other key works too (requests and JWT signatures).
         env.push(secret_env(
             env::ALT_API_KEY,
             &inst.api_key_secret_name(),
-            material::NEXT_API_KEY,
+            slot,
         ));
     }
     if inst.auth.read_only_api_key {
@@ -356,7 +362,7 @@ fn container(inst: &Instance, keys: &ApiKeys) -> Container {
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
         working_dir: Some(WORKDIR.to_owned()),
-        env: Some(env(inst, keys.next.is_some())),
+        env: Some(env(inst, keys)),
         ports: Some(ports),
         resources: Some(inst.resources.clone()),
         security_context: Some(SecurityContext {

@@ -24,10 +24,11 @@ use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
 use crate::key_rotation::{
     self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
-    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION, RotationState, RotationStep,
+    PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
+    RotationState, RotationStep,
 };
 use crate::material::{
-    self, ApiKeys, KeyProblem, NEXT_API_KEY, SecretValue, generate_key, read_key,
+    self, ApiKeys, KeyPhase, KeyProblem, NEXT_API_KEY, SecretValue, generate_key, read_key,
 };
 use crate::validate::Instance;
 
@@ -95,11 +96,14 @@ pub async fn ensure(
         api_key,
         read_only: generated_value(material::READ_ONLY_API_KEY),
         next: None,
+        phase: KeyPhase::Introduced,
     };
     let mut requeue_after = None;
     if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
         keys.next = read_key(&secret, NEXT_API_KEY).ok();
         let annotations = secret.annotations();
+        let phase = annotations.get(PHASE_ANNOTATION).map(String::as_str);
+        keys.phase = KeyPhase::from_annotation(phase);
         let state = RotationState {
             requested: sq
                 .annotations()
@@ -107,6 +111,7 @@ pub async fn ensure(
                 .map(String::as_str),
             handled: annotations.get(HANDLED_ANNOTATION).map(String::as_str),
             has_next: keys.next.is_some(),
+            phase,
             rolled_out_at: annotations
                 .get(ROLLED_OUT_AT_ANNOTATION)
                 .and_then(|t| t.parse().ok()),
@@ -167,24 +172,53 @@ async fn rotate(
                 ),
             },
         ),
+        RotationStep::Swap => {
+            keys.phase = KeyPhase::Swapped;
+            (
+                Map::new(),
+                json!({PHASE_ANNOTATION: PHASE_SWAPPED}),
+                Notice {
+                    type_: EventType::Normal,
+                    reason: "ApiKeyRotationSwapped",
+                    note: "the grace period is over: pods restart with the new API key as their \
+                           main key and the old one as the alternative (peers authenticate with \
+                           the new one)"
+                        .to_owned(),
+                },
+            )
+        }
         RotationStep::Promote => {
             let next = keys
                 .next
-                .take()
+                .clone()
                 .expect("a rotation in progress has a next key");
-            let data = Map::from_iter([
-                (material::API_KEY.to_owned(), b64(&next)),
-                (NEXT_API_KEY.to_owned(), Value::Null),
-            ]);
+            let data = Map::from_iter([(material::API_KEY.to_owned(), b64(&next))]);
             keys.api_key = next;
+            keys.phase = KeyPhase::Promoted;
             (
                 data,
-                json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
+                json!({PHASE_ANNOTATION: PHASE_PROMOTED}),
                 Notice {
                     type_: EventType::Normal,
                     reason: "ApiKeyRotated",
                     note: format!(
-                        "the new API key replaced the old one in Secret {name}; pods restart"
+                        "the new API key replaced the old one in Secret {name}; pods restart and \
+                         stop accepting the old key"
+                    ),
+                },
+            )
+        }
+        RotationStep::Finish => {
+            keys.next = None;
+            keys.phase = KeyPhase::Introduced;
+            (
+                Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
+                json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
+                Notice {
+                    type_: EventType::Normal,
+                    reason: "ApiKeyRotationFinished",
+                    note: format!(
+                        "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
                     ),
                 },
             )
@@ -307,6 +341,7 @@ async fn ensure_secret(
                 api_key: values[0].clone(),
                 read_only: None,
                 next: None,
+                phase: KeyPhase::Introduced,
             },
         );
         secret.data = Some(

@@ -249,9 +249,15 @@ async fn issue(
     let (key_secret_name, key_name) = inst.api_key_ref();
     let key_secret = read(ctx, &secrets, &inst.namespace, &key_secret_name).await?;
     let rotated_in = key_secret.as_ref().filter(|s| {
+        let annotations = s.annotations();
         inst.generates_api_key()
-            && s.annotations()
-                .contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION)
+            && crate::key_rotation::sign_with_next(
+                true,
+                annotations
+                    .get(crate::key_rotation::PHASE_ANNOTATION)
+                    .map(String::as_str),
+                annotations.contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION),
+            )
     });
     let key = match rotated_in.and_then(|s| read_key(s, material::NEXT_API_KEY).ok()) {
         Some(next) => Some(next),

@@ -183,6 +183,7 @@ pub fn keys(tag: &str) -> ApiKeys {
         api_key: SecretValue::new(pad(format!("{tag}-admin-key-"))),
         read_only: Some(SecretValue::new(pad(format!("{tag}-read-only-key-")))),
         next: None,
+        phase: Default::default(),
     }
 }
 
