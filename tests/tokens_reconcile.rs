@@ -65,6 +65,62 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
 // =============================================================================================
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_token_waits_for_the_instance_cache_and_keeps_its_secret() {
+    use kube::runtime::watcher::Event;
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    env.create_token(
+        "frontend",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("frontend").await.expect("reconciled");
+    let before = env
+        .secret("frontend-qdrant-token")
+        .expect("the token Secret");
+
+    // A restarted operator whose SecureQdrant cache has not listed yet: were the token
+    // reconciled now, its instance would look missing and its Secret would be deleted.
+    env.settle().await;
+    let (instances, mut writer) = kube::runtime::reflector::store::<SecureQdrant>();
+    let qat = Arc::new(env.token("frontend"));
+    let reconcile = tokio::spawn(token::reconcile(qat, env.ctx.clone(), instances));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !reconcile.is_finished(),
+        "the reconcile did not wait for the cache"
+    );
+    assert_eq!(
+        env.secret("frontend-qdrant-token").map(|s| s.metadata.uid),
+        Some(before.metadata.uid.clone()),
+        "the Secret was touched while the cache was empty"
+    );
+    let sq: SecureQdrant = serde_json::from_value(
+        env.server
+            .get(SQ_API, "SecureQdrant", NS, SQ)
+            .expect("the instance"),
+    )
+    .expect("a SecureQdrant");
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitApply(sq));
+    writer.apply_watcher_event(&Event::InitDone);
+    reconcile
+        .await
+        .expect("the reconcile task")
+        .expect("reconciled once the cache is filled");
+    let after = env
+        .secret("frontend-qdrant-token")
+        .expect("the token Secret is kept");
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(after.data, before.data, "the same token");
+    let ready = ready_condition(&env.token("frontend"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "TokenIssued")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_reconcile_writes_secret_and_status_then_nothing_until_renewal_time() {
     let env = Env::start().await;
     env.instance(json!({})).await; // TLS on (the default)

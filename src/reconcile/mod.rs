@@ -137,18 +137,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let sq = ctx.with_latest_status(sq);
-    // Polled rather than awaited once: kube-runtime's Store wakes only the last task that
-    // waited on it, and several reconciles may wait at start-up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = tokio::time::timeout(Duration::from_millis(50), ctx.stores.wait_until_ready());
-        if ready.await == Ok(true) {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::CacheNotReady);
-        }
-    }
+    caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT).await?;
     let now = (ctx.clock)();
     let reference = sq.object_ref(&());
 
@@ -424,6 +413,29 @@ async fn apply_children(
         outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len(),
         outcomes.contains(&Outcome::Pending),
     ))
+}
+
+/// How long a reconcile waits for the caches to be filled after a start.
+pub const CACHE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `ready` says the caches hold a complete list, at most `limit`: a reconcile that
+/// read an empty cache at start-up would take existing objects for missing ones. Polled rather
+/// than awaited once: kube-runtime's Store wakes only the last task that waited on it, and
+/// several reconciles may wait at start-up.
+pub async fn caches_ready<F, Fut>(ready: F, limit: Duration) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if tokio::time::timeout(Duration::from_millis(50), ready()).await == Ok(true) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CacheNotReady);
+        }
+    }
 }
 
 /// Called when a reconcile fails: logs, and retries with exponential backoff per object

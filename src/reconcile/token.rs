@@ -73,6 +73,15 @@ pub async fn reconcile(
     if qat.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change()); // its Secret is garbage-collected with it
     }
+    // Before the SecureQdrant cache is filled, every instance looks missing, and a token whose
+    // instance is missing loses its Secret: wait (an operator start, a re-list).
+    super::caches_ready(
+        || async {
+            ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok()
+        },
+        super::CACHE_WAIT,
+    )
+    .await?;
     let now = (ctx.clock)();
     let ns = qat.namespace().unwrap_or_default();
     let sq = instances.get(&ObjectRef::new(&qat.spec.qdrant_ref.name).within(&ns));
