@@ -48,6 +48,11 @@ pub enum Error {
     UserKey { secret: String, problem: String },
     #[error("the operator's caches did not sync in time")]
     CacheNotReady,
+    #[error(
+        "Secret {name} belongs to {owner}, not to this SecureQdrant: the operator does not write \
+         its credentials there; delete or rename that Secret"
+    )]
+    NotOurs { name: String, owner: String },
 }
 
 impl Error {
@@ -65,6 +70,7 @@ impl Error {
             Error::Token { .. } => "token",
             Error::UserKey { .. } => "api_key_secret",
             Error::CacheNotReady => "cache",
+            Error::NotOurs { .. } => "secret_conflict",
         }
     }
 }

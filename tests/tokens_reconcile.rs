@@ -121,6 +121,71 @@ async fn after_a_restart_a_token_waits_for_the_instance_cache_and_keeps_its_secr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_secret_named_like_another_instances_credentials_never_receives_them() {
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    let api: Api<SecureQdrant> = Api::namespaced(env.client.clone(), NS);
+    // Each Secret an instance writes credentials into, taken first by a token.
+    for (instance, suffix) in [("alpha", "api-key"), ("beta", "ca"), ("gamma", "tls")] {
+        let taken = format!("{instance}-{suffix}");
+        env.create_token(
+            &format!("squat-{suffix}"),
+            json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}, "secretName": taken}),
+        )
+        .await;
+        env.reconcile(&format!("squat-{suffix}"))
+            .await
+            .expect("reconciled");
+        let before = env.secret(&taken).expect("the token's Secret");
+
+        let sq: SecureQdrant = serde_json::from_value(json!({
+            "apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": instance, "namespace": NS}, "spec": {}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &sq).await.unwrap();
+        env.settle().await;
+        let sq = api.get(instance).await.unwrap();
+        let error = reconcile::reconcile(Arc::new(sq), env.ctx.clone())
+            .await
+            .expect_err("the instance refuses to write into the token's Secret");
+        assert!(
+            matches!(error, secure_qdrant_operator::error::Error::NotOurs { .. }),
+            "{error}"
+        );
+        let after = env.secret(&taken).expect("the token's Secret");
+        assert_eq!(after.data, before.data, "{taken}: written into");
+        assert_eq!(
+            data_keys(&after),
+            set(&["ca.crt", "grpc-url", "token", "url"])
+        );
+        let status = api.get(instance).await.unwrap().status.expect("a status");
+        let reconciled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciled")
+            .expect("Reconciled");
+        assert_eq!(
+            (reconciled.status.as_str(), reconciled.reason.as_str()),
+            ("False", "SecretConflictFailed")
+        );
+        assert!(
+            reconciled.message.contains(&format!(
+                "Secret {taken} belongs to QdrantAccessToken squat-{suffix}"
+            )),
+            "{}",
+            reconciled.message
+        );
+        assert!(
+            env.server
+                .get("apps/v1", "StatefulSet", NS, instance)
+                .is_none(),
+            "{instance}: half-applied"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_reconcile_writes_secret_and_status_then_nothing_until_renewal_time() {
     let env = Env::start().await;
     env.instance(json!({})).await; // TLS on (the default)

@@ -329,6 +329,7 @@ async fn ensure_secret(
             })?,
         };
         if let Some(secret) = existing {
+            super::stores::ensure_ours(&secret, inst)?;
             return complete(&api, inst, secret, wanted).await;
         }
         let values = wanted

@@ -247,11 +247,16 @@ async fn issued(
         _ => inst.ca_secret_name(),
     };
     let ca_secret = read_secret(client, stores, ns, &ca_name).await?;
-    if let (TlsSource::UserCa(_), Some(secret)) = (source, &ca_secret) {
-        mark_referenced(client, secret).await?;
+    match (source, &ca_secret) {
+        (TlsSource::UserCa(_), Some(secret)) => mark_referenced(client, secret).await?,
+        (_, Some(secret)) => super::stores::ensure_ours(secret, inst)?,
+        (_, None) => {}
     }
     let tls_name = inst.tls_secret_name().expect("TLS is on");
     let published = read_secret(client, stores, ns, &tls_name).await?;
+    if let Some(secret) = &published {
+        super::stores::ensure_ours(secret, inst)?;
+    }
     let empty = BTreeMap::new();
     let ca_data = ca_secret.as_ref().and_then(|s| s.data.as_ref());
     let ca_annotations = ca_secret
