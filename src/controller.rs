@@ -364,6 +364,17 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
             tokens_of(&store, secret.namespace(), instance)
         }
     };
+    // A user's key (spec.auth.apiKeySecretRef) signs the tokens too: a change re-signs them.
+    let by_referenced = {
+        let tokens = token_store.clone();
+        let instances = instance_store.clone();
+        move |secret: Secret| {
+            instances_referencing(&instances, &secret)
+                .into_iter()
+                .flat_map(|sq| tokens_of(&tokens, sq.namespace.clone(), Some(sq.name.clone())))
+                .collect::<Vec<_>>()
+        }
+    };
     let credentials = watcher::Config::default().labels(&format!(
         "{MANAGED_SELECTOR},{LABEL_COMPONENT}={COMPONENT_CREDENTIALS}"
     ));
@@ -387,6 +398,12 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 .events::<Secret>(&client, &credentials)
                 .touched_objects(),
             by_credentials,
+        )
+        .watches_stream(
+            scope
+                .events::<Secret>(&client, &referenced)
+                .touched_objects(),
+            by_referenced,
         )
         .graceful_shutdown_on(stopped(&shutdown))
         .run(

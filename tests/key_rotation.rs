@@ -250,6 +250,144 @@ async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_
     env.assert_idle(&new);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
+    const USER_SECRET: &str = "my-qdrant-key";
+    let env = Env::start().await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let api: Api<SecureQdrant> = Api::namespaced(env.client.clone(), NS);
+    let sq: SecureQdrant = serde_json::from_value(json!({
+        "apiVersion": SQ_API, "kind": "SecureQdrant",
+        "metadata": {"name": SQ, "namespace": NS},
+        "spec": {"tls": {"enabled": false},
+                 "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &sq).await.unwrap();
+    let user_secret = |data: Value| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": USER_SECRET, "namespace": NS}, "data": data
+        }))
+        .unwrap()
+    };
+    let b64 = |v: &str| {
+        use base64::Engine;
+        json!(base64::engine::general_purpose::STANDARD.encode(v))
+    };
+    let refused = |expected: &str| {
+        let (status, reason, message) = env.reconciled();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ApiKeySecretFailed")
+        );
+        assert!(message.contains(expected), "{message}");
+    };
+
+    // No Secret, no key in it, an empty key: refused, named, and nothing is applied.
+    env.try_reconcile().await.expect_err("no Secret");
+    refused(
+        "Secret my-qdrant-key (spec.auth.apiKeySecretRef) is unusable: the Secret does not exist",
+    );
+    secrets
+        .create(
+            &PostParams::default(),
+            &user_secret(json!({"other": b64("x")})),
+        )
+        .await
+        .unwrap();
+    env.try_reconcile().await.expect_err("no key");
+    refused("key \"key\" is missing");
+    let set = |value: &str| {
+        let secrets = secrets.clone();
+        let data = json!({"data": {"key": b64(value)}});
+        async move {
+            secrets
+                .patch(USER_SECRET, &PatchParams::default(), &Patch::Merge(&data))
+                .await
+                .unwrap();
+        }
+    };
+    set("  ").await;
+    env.try_reconcile().await.expect_err("an empty key");
+    refused("key \"key\" is empty");
+    assert!(
+        env.server.get("apps/v1", "StatefulSet", NS, SQ).is_none(),
+        "applied with an unusable key"
+    );
+
+    // A usable key: the pods read it from the user's Secret, which gets the watch label (and
+    // nothing else: its data is never written).
+    set("user-key-1").await;
+    env.reconcile().await;
+    assert_eq!(env.reconciled().0, "True");
+    let env_ref = |sts: &StatefulSet| -> Option<(String, String)> {
+        let spec = sts.spec.as_ref()?.template.spec.as_ref()?;
+        spec.containers
+            .iter()
+            .flat_map(|c| c.env.iter().flatten())
+            .find_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                (e.name == API_KEY_ENV).then(|| (r.name.clone(), r.key.clone()))
+            })
+    };
+    let first = env.statefulset();
+    assert_eq!(
+        env_ref(&first),
+        Some((USER_SECRET.to_owned(), "key".to_owned()))
+    );
+    let labelled = secrets.get(USER_SECRET).await.unwrap();
+    assert_eq!(
+        labelled
+            .labels()
+            .get("secureqdrant.dev/referenced")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(text(&labelled, "key").as_deref(), Some("user-key-1"));
+    assert_eq!(
+        text(
+            &env.secret().expect("the read-only key's Secret"),
+            "api-key"
+        ),
+        None,
+        "no generated full-access key"
+    );
+
+    // A changed key rolls the pods; an unchanged one does not.
+    let fingerprint = |sts: &StatefulSet| {
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+    };
+    env.reconcile().await;
+    assert_eq!(
+        fingerprint(&env.statefulset()),
+        fingerprint(&first),
+        "rolled for nothing"
+    );
+    set("user-key-2").await;
+    env.reconcile().await;
+    let second = env.statefulset();
+    assert_ne!(
+        fingerprint(&second),
+        fingerprint(&first),
+        "a new key rolls the pods"
+    );
+
+    // Blanked again: refused, and the pod template stays as it was.
+    set("").await;
+    env.try_reconcile().await.expect_err("an empty key");
+    refused("is empty");
+    assert_eq!(fingerprint(&env.statefulset()), fingerprint(&second));
+}
+
 // =============================================================================================
 // Harness
 // =============================================================================================
@@ -378,6 +516,12 @@ impl Env {
     /// Runs the SecureQdrant reconcile once, on what the caches hold once they caught up, and
     /// forgets the Events of earlier reconciles.
     async fn reconcile(&self) -> Action {
+        self.try_reconcile()
+            .await
+            .expect("the SecureQdrant reconciles")
+    }
+
+    async fn try_reconcile(&self) -> Result<Action, secure_qdrant_operator::error::Error> {
         self.settle().await;
         self.events.lock().unwrap().clear();
         let value = self
@@ -385,11 +529,25 @@ impl Env {
             .get(SQ_API, "SecureQdrant", NS, SQ)
             .expect("the SecureQdrant");
         let sq: SecureQdrant = serde_json::from_value(value).expect("a SecureQdrant");
-        let action = reconcile::reconcile(Arc::new(sq), self.ctx.clone())
-            .await
-            .expect("the SecureQdrant reconciles");
+        let result = reconcile::reconcile(Arc::new(sq), self.ctx.clone()).await;
         self.settle().await;
-        action
+        result
+    }
+
+    /// The SecureQdrant's `Reconciled` condition: (status, reason, message).
+    fn reconciled(&self) -> (String, String, String) {
+        let value = self
+            .server
+            .get(SQ_API, "SecureQdrant", NS, SQ)
+            .expect("the SecureQdrant");
+        let sq: SecureQdrant = serde_json::from_value(value).expect("a SecureQdrant");
+        let status = sq.status.expect("a status");
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciled")
+            .expect("a Reconciled condition");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
     /// Makes the StatefulSet look fully rolled out with its current template.

@@ -1431,6 +1431,21 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
                 "metadata": {"name": name, "namespace": NS}, "spec": {"auth": auth}}))
             .expect("SecureQdrant inserted");
     }
+    // An instance on the user's own key.
+    let byo_keys = [
+        "byo-first-7d1e3a5c9b2f4e6a8c0d1f3b5a7c9e2d",
+        "byo-second-2a4c6e8f0b1d3f5a7c9e1b3d5f7a9c0e",
+    ];
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "byo-key", "namespace": NS},
+            "data": {"key": STANDARD.encode(byo_keys[0])}}))
+        .expect("Secret inserted");
+    server
+        .insert(json!({"apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": "byo", "namespace": NS},
+            "spec": {"auth": {"apiKeySecretRef": {"name": "byo-key", "key": "key"}}}}))
+        .expect("SecureQdrant inserted");
     // An application's Secret that a token will collide with.
     server
         .insert(json!({"apiVersion": "v1", "kind": "Secret",
@@ -1466,6 +1481,10 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
             "nojwt",
             json!({"qdrantRef": {"name": "locked"}, "access": {"global": "r"}}),
         ),
+        (
+            "byo-reader",
+            json!({"qdrantRef": {"name": "byo"}, "access": {"global": "r"}}),
+        ),
     ];
     // Every value the token Secrets and the API-key Secret ever hold, from before they exist.
     let mut monitors: Vec<ValueMonitor> = issued
@@ -1477,6 +1496,17 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
         &server,
         "vectors-api-key",
         "read-only-api-key",
+    ));
+    monitors.push(ValueMonitor::start(
+        &server,
+        "vectors-api-key",
+        "next-api-key",
+    ));
+    monitors.push(ValueMonitor::start(&server, "byo-key", "key"));
+    monitors.push(ValueMonitor::start(
+        &server,
+        "byo-reader-qdrant-token",
+        "token",
     ));
     monitors.push(ValueMonitor::start(&server, "locked-api-key", "api-key"));
     monitors.push(ValueMonitor::start(
@@ -1496,6 +1526,11 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
     wait_ready(&server, &operator, "conflict", "False", "SecretConflict").await;
     wait_ready(&server, &operator, "orphan", "False", "InstanceMissing").await;
     wait_ready(&server, &operator, "nojwt", "False", "InvalidSpec").await;
+    wait_ready(&server, &operator, "byo-reader", "True", "TokenIssued").await;
+    wait_token(&server, &operator, "byo-reader", |token| {
+        qdrant_claims(token, byo_keys[0]).is_ok()
+    })
+    .await;
 
     // Rotate the API key: every token is re-minted under the new key.
     let new_key = "rotated-3f9a1c5e7b2d4f6a8c0e1b3d5f7a9c2e";
@@ -1514,6 +1549,40 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
         })
         .await;
     }
+    // The user changes their own key: the token is re-signed with it (the operator watches the
+    // referenced Secret for tokens too).
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            "byo-key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"key": STANDARD.encode(byo_keys[1])}})),
+        )
+        .await
+        .expect("user key changed");
+    wait_token(&server, &operator, "byo-reader", |token| {
+        qdrant_claims(token, byo_keys[1]).is_ok()
+    })
+    .await;
+    // A rotation asked for through the annotation: a next key is generated (the pods never
+    // roll here, so it stays in its first phase).
+    Api::<SecureQdrant>::namespaced(client.clone(), NS)
+        .patch(
+            SQ,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "secureqdrant.dev/rotate-api-key": "leak-scan"}}})),
+        )
+        .await
+        .expect("rotation requested");
+    eventually(Duration::from_secs(20), || {
+        server
+            .get("v1", "Secret", NS, "vectors-api-key")
+            .filter(|s| s["data"]["next-api-key"].is_string())
+            .map(|_| ())
+            .ok_or_else(|| "no next-api-key yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
 
     // The API refuses the operator's Secret writes for a while, while a spec change asks for a
     // new token: reconcile errors reach the log (and the error policy).
@@ -1557,7 +1626,11 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
         secrets.tokens.len()
     );
     assert!(
-        secrets.keys.len() >= 4,
+        byo_keys.iter().all(|k| secrets.keys.contains(*k)),
+        "the user's keys were not observed"
+    );
+    assert!(
+        secrets.keys.len() >= 7,
         "keys observed: {}",
         secrets.keys.len()
     );
