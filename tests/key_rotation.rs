@@ -311,6 +311,9 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     set("  ").await;
     env.try_reconcile().await.expect_err("an empty key");
     refused("key \"key\" is empty");
+    set("password123").await;
+    env.try_reconcile().await.expect_err("a short key");
+    refused("key \"key\" is shorter than 32 characters");
     assert!(
         env.server.get("apps/v1", "StatefulSet", NS, SQ).is_none(),
         "applied with an unusable key"
@@ -318,7 +321,7 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
 
     // A usable key: the pods read it from the user's Secret, which gets the watch label (and
     // nothing else: its data is never written).
-    set("user-key-1").await;
+    set("user-key-1-0123456789abcdef0123456789").await;
     env.reconcile().await;
     assert_eq!(env.reconciled().0, "True");
     let env_ref = |sts: &StatefulSet| -> Option<(String, String)> {
@@ -344,7 +347,10 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
             .map(String::as_str),
         Some("true")
     );
-    assert_eq!(text(&labelled, "key").as_deref(), Some("user-key-1"));
+    assert_eq!(
+        text(&labelled, "key").as_deref(),
+        Some("user-key-1-0123456789abcdef0123456789")
+    );
     assert_eq!(
         text(
             &env.secret().expect("the read-only key's Secret"),
@@ -372,7 +378,7 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
         fingerprint(&first),
         "rolled for nothing"
     );
-    set("user-key-2").await;
+    set("user-key-2-0123456789abcdef0123456789").await;
     env.reconcile().await;
     let second = env.statefulset();
     assert_ne!(

@@ -268,7 +268,10 @@ pub async fn mark_referenced(client: &Client, secret: &Secret) -> Result<()> {
         })
 }
 
-/// The user's key: must exist, be UTF-8 and not empty. Its data is never written.
+/// The shortest key accepted from `spec.auth.apiKeySecretRef` (the generated ones have 43).
+pub const MIN_USER_KEY_LEN: usize = 32;
+
+/// The user's key: must exist, be UTF-8, not empty and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
 async fn user_key(
     client: &Client,
     stores: &Stores,
@@ -303,6 +306,13 @@ async fn user_key(
     if value.trim().is_empty() {
         return Err(problem(format!(
             "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
+        )));
+    }
+    if value.len() < MIN_USER_KEY_LEN {
+        return Err(problem(format!(
+            "key {key:?} is shorter than {MIN_USER_KEY_LEN} characters: the key also signs the \
+             JWTs (HS256), so a short one can be guessed offline from any token; generate one \
+             with `openssl rand -base64 32`"
         )));
     }
     Ok(SecretValue::new(value))
