@@ -112,10 +112,10 @@ fn stages(text: &str) -> Vec<Stage> {
     for ins in instructions(text) {
         if ins.keyword == "FROM" {
             let words: Vec<&str> = ins.args.split_whitespace().collect();
-            let name = match words.iter().position(|w| w.eq_ignore_ascii_case("as")) {
-                Some(i) => Some(words.get(i + 1).expect("a name after AS").to_string()),
-                None => None,
-            };
+            let name = words
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("as"))
+                .map(|i| words.get(i + 1).expect("a name after AS").to_string());
             out.push(Stage {
                 from: ins.args.clone(),
                 name,
