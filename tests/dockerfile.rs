@@ -360,8 +360,9 @@ fn replay_copies(stage: &Stage, root: &Path, ignore: &Ignore, into: &Path) -> Pa
 /// Where the check of the reproduced context builds: not the target directory of the running
 /// `cargo test` (it holds that directory's lock).
 fn docker_context_target_dir() -> PathBuf {
+    // A relative CARGO_TARGET_DIR is relative to where cargo test runs, not to the context.
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|dir| std::env::current_dir().unwrap().join(dir))
         .unwrap_or_else(|| common::root().join("target"))
         .join("docker-context")
 }
