@@ -69,8 +69,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `secure_qdrant_operator=debug,info`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    /// Log filter: comma-separated levels (trace, debug, info, warn, error, off) and
+    /// `target=level` directives, e.g. `info` or `secure_qdrant_operator=debug,info`. An invalid
+    /// one is refused at startup.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = telemetry::log_filter)]
     pub log_level: String,
     /// Address of the HTTP endpoints: /metrics (Prometheus), /healthz, /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -162,7 +164,10 @@ pub async fn main(cli: Cli) -> i32 {
 
 /// `run`: telemetry, the HTTP endpoints, then the controllers (directly, or while leading).
 async fn run(args: RunArgs) -> i32 {
-    telemetry::init(args.log_format, &args.log_level);
+    if let Err(e) = telemetry::init(args.log_format, &args.log_level) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {

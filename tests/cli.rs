@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_secure-qdrant-operator"));
-    cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
+    cmd.env_remove("KUBECONFIG")
+        .env_remove("LOG_LEVEL")
+        .env("HOME", "/nonexistent");
     cmd
 }
 
@@ -121,6 +123,36 @@ fn run_without_any_cluster_configuration_fails_clearly() {
         "{}",
         text(&out).1
     );
+}
+
+/// An unparsable log filter stops `run` before anything else (before it even looks for a
+/// cluster), with a non-zero exit and a message naming the value; from the flag and from the
+/// environment variable alike. A valid one gets past it (to the missing cluster).
+#[test]
+fn run_refuses_an_invalid_log_level() {
+    for bad in ["warning", "secure_qdrant_operator=loud", "=info"] {
+        let from_flag = bin().args(["run", "--log-level", bad]).output().unwrap();
+        let from_env = bin().arg("run").env("LOG_LEVEL", bad).output().unwrap();
+        for (source, out) in [("--log-level", from_flag), ("LOG_LEVEL", from_env)] {
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{source}={bad}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid log filter {bad:?}")),
+                "{source}={bad}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("no Kubernetes configuration"),
+                "{source}={bad} got past the log filter: {stderr}"
+            );
+        }
+    }
+    let out = bin()
+        .args(["run", "--log-level", "secure_qdrant_operator=debug, warn"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no Kubernetes configuration"), "{stderr}");
 }
 
 #[test]

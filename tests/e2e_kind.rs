@@ -1,9 +1,11 @@
 //! The kind end-to-end suite (issue 6): a real cluster with a NetworkPolicy-enforcing CNI
 //! (Calico), the operator installed from its Helm chart, and real Qdrant pods. `tests/e2e/kind.sh`
-//! sets all of that up and runs this file with `E2E_KIND=1`.
+//! sets all of that up and runs this file with `E2E_KIND=1 cargo test --test e2e_kind --
+//! --include-ignored`.
 //!
-//! Without `E2E_KIND=1` every test prints one line saying what it would check and passes without
-//! checking anything: there is no cluster to check.
+//! Each test that needs the cluster is `#[ignore]`d with the reason "needs a kind cluster
+//! (tests/e2e/kind.sh): checks that …", so a plain `cargo test` lists it as ignored, saying what
+//! it would check. Run with `--ignored` but without `E2E_KIND=1`, such a test fails.
 //!
 //! Each test works in a fresh namespace with a random name (deleted at the end; kept with
 //! `E2E_KEEP=1`) and reaches Qdrant the way an application does: from client pods inside the
@@ -55,15 +57,11 @@ const POINTS: &str = r#"{"points":[{"id":1,"vector":[0.1,0.2,0.3,0.4],"payload":
 // =============================================================================================
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that a SecureQdrant with default \
+     settings becomes Ready: phase Ready, Ready, Reconciled and CertificateReady True, every \
+     replica ready, endpoints and Secret names in status"]
 async fn a_secure_qdrant_becomes_ready() {
-    let Some(client) = cluster(
-        "a SecureQdrant with default settings becomes Ready: phase Ready, Ready, Reconciled and \
-         CertificateReady True, every replica ready, endpoints and Secret names in status",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({})).await;
     let sq = ns.wait_ready("db").await;
@@ -95,16 +93,11 @@ async fn a_secure_qdrant_becomes_ready() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that REST answers over TLS only \
+     (plain HTTP gets no HTTP response), the certificate verifies against the instance CA for \
+     the Service name, and only with a key (401 without one or with a wrong one)"]
 async fn rest_answers_over_tls_only_and_only_with_a_key() {
-    let Some(client) = cluster(
-        "REST answers over TLS only (plain HTTP gets no HTTP response), the certificate verifies \
-         against the instance CA for the Service name, and only with a key (401 without one or \
-         with a wrong one)",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({})).await;
     let sq = ns.wait_ready("db").await;
@@ -138,15 +131,10 @@ check untrusted -H "api-key: $API_KEY" "{url}/collections"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that the read-only API key reads \
+     (200) but cannot create a collection (403), which the full key then can (200)"]
 async fn the_read_only_key_cannot_write() {
-    let Some(client) = cluster(
-        "the read-only API key reads (200) but cannot create a collection (403), which the full \
-         key then can (200)",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({})).await;
     let sq = ns.wait_ready("db").await;
@@ -183,16 +171,12 @@ check ro-sees --cacert /tls/ca.crt -H "api-key: $RO_KEY" "{url}/collections/e2e"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that a QdrantAccessToken for `docs: \
+     r` becomes Ready; its Secret's token, url and ca.crt let a client read `docs` (200) but not \
+     write it, read `other`, create or delete collections or call /cluster (403); a tampered \
+     token gets 401"]
 async fn an_access_token_reads_its_collection_and_nothing_else() {
-    let Some(client) = cluster(
-        "a QdrantAccessToken for `docs: r` becomes Ready; its Secret's token, url and ca.crt \
-         let a client read `docs` (200) but not write it, read `other`, create or delete \
-         collections or call /cluster (403); a tampered token gets 401",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({})).await;
     let sq = ns.wait_ready("db").await;
@@ -301,16 +285,12 @@ async fn wait_token_ready(ns: &TestNamespace, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that with \
+     spec.tls.clientCertificates the instance becomes Ready (TCP probes), and REST answers a \
+     client presenting the tls.crt/tls.key of its QdrantAccessToken Secret (200), refuses the \
+     TLS handshake without a client certificate, and still wants the token (401)"]
 async fn with_client_certificates_rest_needs_the_one_in_the_token_secret() {
-    let Some(client) = cluster(
-        "with spec.tls.clientCertificates the instance becomes Ready (TCP probes), and REST \
-         answers a client presenting the tls.crt/tls.key of its QdrantAccessToken Secret (200), \
-         refuses the TLS handshake without a client certificate, and still wants the token (401)",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({"tls": {"clientCertificates": true}}))
         .await;
@@ -344,16 +324,11 @@ check cert-without-token {cert} "$URL/collections"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that with spec.network.clients = \
+     pods labelled e2e-role=client, such a pod gets 200 while a pod of the same namespace \
+     without that label and a pod of another namespace cannot even connect"]
 async fn a_pod_outside_the_listed_clients_cannot_connect() {
-    let Some(client) = cluster(
-        "with spec.network.clients = pods labelled e2e-role=client, such a pod gets 200 while \
-         a pod of the same namespace without that label and a pod of another namespace cannot \
-         even connect",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     let elsewhere = TestNamespace::create(&client).await;
     ns.create_instance(
@@ -391,16 +366,12 @@ async fn a_pod_outside_the_listed_clients_cannot_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that from inside a Qdrant pod's \
+     network namespace (an ephemeral curl container) nothing is reachable: an internet address, \
+     a name (no DNS), the Kubernetes API; while a plain pod of the same namespace does reach the \
+     internet (so the check means something)"]
 async fn a_qdrant_pod_cannot_reach_the_internet() {
-    let Some(client) = cluster(
-        "from inside a Qdrant pod's network namespace (an ephemeral curl container) nothing is \
-         reachable: an internet address, a name (no DNS), the Kubernetes API; while a plain pod \
-         of the same namespace does reach the internet (so the check means something)",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     ns.create_instance("db", json!({})).await;
     ns.wait_ready("db").await;
@@ -446,16 +417,12 @@ check apiserver -k "https://{apiserver}:443/version"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that with certificateLifetime 1h \
+     and renewBefore 50m, a three-node instance gets a new certificate within ten minutes and \
+     rolls every pod onto it, while a client looping over the Service (a new TLS connection each \
+     time) sees no failed request"]
 async fn a_short_certificate_lifetime_rotates_without_failed_requests() {
-    let Some(client) = cluster(
-        "with certificateLifetime 1h and renewBefore 50m, a three-node instance gets a new \
-         certificate within ten minutes and rolls every pod onto it, while a client looping over \
-         the Service (a new TLS connection each time) sees no failed request",
-    )
-    .await
-    else {
-        return;
-    };
+    let client = cluster().await;
     let ns = TestNamespace::create(&client).await;
     // Renewal 10 minutes after issue (minus a jitter of at most 3), so a roll of three pods
     // finishes well before the next one.
@@ -631,13 +598,16 @@ async fn wait_rolled(ns: &TestNamespace, since: Timestamp) {
 // Harness
 // =============================================================================================
 
-/// A client for the kind cluster, or `None` (after printing what the test checks) when the
-/// suite is not enabled.
-async fn cluster(checks: &str) -> Option<Client> {
-    if std::env::var(ENABLE).as_deref() != Ok("1") {
-        println!("skipped: needs a kind cluster ({ENABLE}=1): checks that {checks}");
-        return None;
-    }
+/// A client for the kind cluster. Panics unless the suite is enabled (`E2E_KIND=1`, which
+/// tests/e2e/kind.sh sets together with the kubeconfig of the cluster it made): `--ignored`
+/// alone does not point these tests at whatever cluster the current kubeconfig names, and a
+/// test that cannot check anything fails rather than passes.
+async fn cluster() -> Client {
+    assert_eq!(
+        std::env::var(ENABLE).as_deref(),
+        Ok("1"),
+        "this test needs the kind cluster of tests/e2e/kind.sh, which runs it with {ENABLE}=1"
+    );
     let client = Client::try_default()
         .await
         .expect("a kubeconfig for the kind cluster (tests/e2e/kind.sh sets one up)");
@@ -645,7 +615,7 @@ async fn cluster(checks: &str) -> Option<Client> {
         .list(&ListParams::default().limit(1))
         .await
         .expect("the SecureQdrant CRD is installed (install the chart: tests/e2e/kind.sh)");
-    Some(client)
+    client
 }
 
 /// A namespace with a random name, deleted when dropped (unless `E2E_KEEP=1`).

@@ -226,6 +226,10 @@ fn the_schema_rejects_bad_values_naming_them() {
             "at '/image/pullPolicy'",
         ),
         (json!({"logFormat": "xml"}), "at '/logFormat'"),
+        // Not a level: the operator would refuse to start (src/telemetry).
+        (json!({"logLevel": "warning"}), "at '/logLevel'"),
+        (json!({"logLevel": "kube=loud"}), "at '/logLevel'"),
+        (json!({"logLevel": ""}), "at '/logLevel'"),
         (json!({"watchNamespaces": "a"}), "at '/watchNamespaces'"),
         (
             json!({"watchNamespaces": ["Team_A"]}),
@@ -274,6 +278,7 @@ fn the_schema_rejects_bad_values_naming_them() {
         "replicas": 3,
         "image": {"tag": "0.1.0-rc.1", "pullPolicy": "Always"},
         "logFormat": "text",
+        "logLevel": "secure_qdrant_operator=debug, kube::runtime=WARN,info",
         "watchNamespaces": ["a", "b-2"],
         "leaderElection": {"enabled": true},
         "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32", "fd00::/64"]}},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, golden files, manifest checks
 # with kubernetes-validate and checkov, reconcile tests against a mocked API).
-# Tests that need a real cluster are skipped unless KUBECONFIG points at one (they say so).
+# The tests that need a real cluster (tests/e2e_kind.rs) are #[ignore]d: cargo test lists each
+# as ignored with what it would check. tests/e2e/kind.sh makes a kind cluster and runs them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Incremental caches double the size of target/ and buy nothing on a fresh clone.

@@ -7,7 +7,8 @@
 #    use) into the cluster with `kind load docker-image`.
 # 3. Installs the operator from charts/secure-qdrant-operator with helm. Without the chart, it
 #    installs the CRDs and runs the operator binary on this machine against the cluster instead.
-# 4. Runs `cargo test --test e2e_kind -- --test-threads=1` with E2E_KIND=1 (tests/e2e_kind.rs).
+# 4. Runs `cargo test --test e2e_kind -- --include-ignored --test-threads=1` with E2E_KIND=1
+#    (tests/e2e_kind.rs: its cluster tests are #[ignore]d, so a plain `cargo test` skips them).
 #
 # Usage:
 #   tests/e2e/kind.sh                      # everything; the cluster is deleted at the end
@@ -145,5 +146,5 @@ fi
 # --- 4. the suite -------------------------------------------------------------------------------
 log "running tests/e2e_kind.rs"
 cd "$ROOT"
-E2E_KIND=1 cargo test --test e2e_kind -- --test-threads=1 --nocapture "$@"
+E2E_KIND=1 cargo test --test e2e_kind -- --include-ignored --test-threads=1 --nocapture "$@"
 log "kind end-to-end suite passed"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python tools the test suite runs (kubernetes-validate, checkov) into ./.venv.
+# Installs the Python tools the test suite runs (kubernetes-validate, checkov, hadolint and the
+# Helm SDK helm-python-sdk, from tests/tools/requirements.txt) into ./.venv.
 # Idempotent: does nothing when .venv already matches tests/tools/requirements.txt.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
