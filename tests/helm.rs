@@ -339,6 +339,24 @@ fn chart_crds_equal_the_generated_crds() {
 }
 
 #[test]
+fn the_deploy_manifest_passes_kubernetes_validate_strict_namespace_and_crds_included() {
+    // The renderings above are the chart's templates; deploy/ adds the CRDs and the Namespace.
+    let text =
+        common::kubernetes_validate(&[common::root().join("deploy/secure-qdrant-operator.yaml")]);
+    for resource in [
+        "namespace/secure-qdrant-operator",
+        "customresourcedefinition/secureqdrants.secureqdrant.dev",
+        "customresourcedefinition/qdrantaccesstokens.secureqdrant.dev",
+        "deployment/secure-qdrant-operator",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {resource}")),
+            "{resource} was not validated:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn kubectl_apply_of_deploy_gets_crds_then_namespace_then_the_operator() {
     // `kubectl apply -f deploy/` is not recursive: the only manifest file at the top is the
     // rendering; the examples live in deploy/examples/.
