@@ -181,6 +181,47 @@ fn config_map_holds_the_rendered_yaml_and_no_secret() {
     assert!(!yaml.contains("k1") && !yaml.contains("r1"));
 }
 
+#[test]
+fn the_audit_section_follows_the_spec_and_lives_on_the_storage_volume() {
+    let off = qdrant::config(&with_spec(""));
+    assert!(off.get("audit").is_none(), "audit is off by default: {off}");
+
+    let on = qdrant::config(&with_spec(
+        "audit: {enabled: true, rotation: hourly, maxLogFiles: 3, trustForwardedHeaders: true}",
+    ));
+    assert_eq!(
+        on["audit"],
+        serde_json::json!({
+            "enabled": true,
+            "dir": "/qdrant/storage/audit",
+            "rotation": "hourly",
+            "max_log_files": 3,
+            "trust_forwarded_headers": true,
+        })
+    );
+    let defaults = qdrant::config(&with_spec("audit: {enabled: true}"));
+    assert_eq!(defaults["audit"]["rotation"], "daily");
+    assert_eq!(defaults["audit"]["max_log_files"], 7);
+    assert_eq!(defaults["audit"]["trust_forwarded_headers"], false);
+
+    // The directory is on the mounted storage volume (Qdrant panics at start if it cannot
+    // create it; the root filesystem is read-only).
+    let c = build(&with_spec("audit: {enabled: true}"));
+    let mounts = pod(&c).containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap_or_default();
+    let storage = mounts
+        .iter()
+        .find(|m| m.name == "storage")
+        .expect("the storage volume is mounted");
+    assert!(
+        "/qdrant/storage/audit".starts_with(&format!("{}/", storage.mount_path)),
+        "{}",
+        storage.mount_path
+    );
+}
+
 /// The "restricted" Pod Security Standard (v1.33), checked field by field.
 fn assert_restricted(pod: &PodSpec) {
     let psc = pod.security_context.as_ref().expect("pod securityContext");
