@@ -30,6 +30,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("removing annotation {annotation} from SecureQdrant {name}: {source}")]
+    RemoveAnnotation {
+        name: String,
+        annotation: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
     #[error("the OS random number generator failed: {0}")]
@@ -63,6 +70,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::CreateSecret { .. } => "create_secret",
             Error::Delete { .. } => "delete",
+            Error::RemoveAnnotation { .. } => "annotation",
             Error::Status(_) => "status",
             Error::Random(_) => "random",
             Error::SecretRace(_) => "create_secret",

@@ -19,8 +19,14 @@ pub type Rule = (&'static str, &'static str, &'static [&'static str]);
 /// What the operator calls in every namespace it watches: a ClusterRole by default, a Role in
 /// each namespace of `--namespaces`.
 pub const RBAC: &[Rule] = &[
-    // The controllers' caches (`controller::run`; `controller::preflight` lists SecureQdrants).
-    ("secureqdrant.dev", "secureqdrants", &["list", "watch"]),
+    // The controllers' caches (`controller::run`; `controller::preflight` lists SecureQdrants);
+    // `patch`: a merge patch of metadata only, removing the `secureqdrant.dev/peers-removed`
+    // acknowledgment once its scale-down is applied (`reconcile::remove_peers_removed_annotation`).
+    (
+        "secureqdrant.dev",
+        "secureqdrants",
+        &["list", "watch", "patch"],
+    ),
     ("secureqdrant.dev", "qdrantaccesstokens", &["list", "watch"]),
     // Status through server-side apply (`reconcile::status::write`, `reconcile::token`).
     ("secureqdrant.dev", "secureqdrants/status", &["patch"]),

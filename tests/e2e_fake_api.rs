@@ -28,7 +28,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -40,6 +40,7 @@ use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::{Phase, SecureQdrant};
 use secure_qdrant_operator::material::{self, ApiKeys, read_key};
 use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
+use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::TLS_FINGERPRINT_ANNOTATION;
 use secure_qdrant_operator::validate::{self, TlsSource};
@@ -185,6 +186,70 @@ async fn spec_changes_are_followed_by_the_children() {
     assert_ne!(configured.restart_hash, three.restart_hash);
     assert_eq!(configured.api_key, single.api_key);
     assert_eq!(configured.ca, single.ca);
+    cluster.assert_operator_healthy();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_waits_for_the_acknowledgment_which_is_used_once() {
+    let mut cluster = Cluster::start(Faults::default()).await;
+    cluster.spawn_operator();
+    let sq = example("full.yaml");
+    let (ns, name) = ns_name(&sq);
+    cluster.server.insert(&sq).expect("inserted");
+    let three = cluster.converge(&ns, &name).await;
+    assert_eq!(three.statefulset_replicas(), 3);
+    let client = cluster.client().await;
+    let api: Api<SecureQdrant> = Api::namespaced(client, &ns);
+    let sts_replicas = |server: &FakeApiServer| {
+        server
+            .get("apps/v1", "StatefulSet", &ns, &name)
+            .expect("StatefulSet")["spec"]["replicas"]
+            .as_i64()
+    };
+    let annotate = |value: Option<&str>| json!({"metadata": {"annotations": {PEERS_REMOVED_ANNOTATION: value}}});
+
+    // Lowering spec.replicas alone is refused; the message names the acknowledgment.
+    merge(&api, &name, json!({"spec": {"replicas": 2}})).await;
+    let message = cluster.refused(&ns, &name, "ScaleDownRefused").await;
+    let command = format!("kubectl annotate sq {name} -n {ns} {PEERS_REMOVED_ANNOTATION}=2");
+    assert!(message.contains(&command), "{message}");
+    assert_eq!(sts_replicas(&cluster.server), Some(3));
+
+    // An acknowledgment of another count changes nothing either.
+    merge(&api, &name, annotate(Some("1"))).await;
+    let message = cluster.refused(&ns, &name, "PeersRemovedMismatch").await;
+    assert!(message.contains("is 1 but spec.replicas is 2"), "{message}");
+    assert_eq!(sts_replicas(&cluster.server), Some(3));
+
+    // The right one: scaled to 2, still a cluster (PDB, peers' egress), the acknowledgment is
+    // removed, and the volumes of pod 2 stay.
+    merge(&api, &name, annotate(Some("2"))).await;
+    let two = cluster
+        .converge_until(&ns, &name, |s| {
+            s.statefulset_replicas() == 2
+                && !s.sq.annotations().contains_key(PEERS_REMOVED_ANNOTATION)
+        })
+        .await;
+    assert!(two.has("PodDisruptionBudget", &name));
+    assert!(two.has("NetworkPolicy", &format!("{name}-egress")));
+    for claim in ["storage", "snapshots"] {
+        assert!(
+            two.pvcs.contains(&format!("{claim}-{name}-2")),
+            "{claim} of pod 2 kept: {:?}",
+            two.pvcs
+        );
+    }
+    assert!(event_reasons(&cluster.server, &ns, &name).contains("ScaleDownApplied"));
+    assert_eq!(two.api_key, three.api_key);
+
+    // Later: up to 3, then down to 2 again without a new acknowledgment: refused.
+    merge(&api, &name, json!({"spec": {"replicas": 3}})).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.statefulset_replicas() == 3)
+        .await;
+    merge(&api, &name, json!({"spec": {"replicas": 2}})).await;
+    cluster.refused(&ns, &name, "ScaleDownRefused").await;
+    assert_eq!(sts_replicas(&cluster.server), Some(3));
     cluster.assert_operator_healthy();
 }
 
@@ -652,6 +717,38 @@ impl Cluster {
             .await
             .expect("kubeconfig loads");
         Client::try_from(config).expect("client builds")
+    }
+
+    /// Waits until the current generation is reported as refused with `reason`
+    /// (`Reconciled=False`); returns the condition's message.
+    async fn refused(&self, ns: &str, name: &str, reason: &str) -> String {
+        let server = self.server.clone();
+        let result = eventually(CONVERGE, || {
+            let sq = server
+                .get(SQ_API, SQ_KIND, ns, name)
+                .ok_or("no SecureQdrant")?;
+            let generation = sq["metadata"]["generation"].clone();
+            let reconciled = sq["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Reconciled")
+                .ok_or("no Reconciled condition")?;
+            if reconciled["status"] == "False"
+                && reconciled["reason"] == reason
+                && reconciled["observedGeneration"] == generation
+                && sq["status"]["phase"] == "Degraded"
+            {
+                Ok(reconciled["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned())
+            } else {
+                Err(format!("not refused with {reason}: {reconciled}"))
+            }
+        })
+        .await;
+        result.unwrap_or_else(|e| panic!("{e}\noperator log (tail):\n{}", self.log_tail()))
     }
 
     async fn converge(&self, ns: &str, name: &str) -> Snapshot {

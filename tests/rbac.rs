@@ -4,7 +4,8 @@
 //! started exactly as the Helm chart starts it with two replicas (the Deployment's args and env,
 //! leader election on), and goes through a scenario that makes every kind of call it has: an
 //! instance from deploy/examples/full.yaml converges (one of its Secrets was broken beforehand,
-//! so it is replaced), a QdrantAccessToken is issued, stale children are pruned, the API-key
+//! so it is replaced), a QdrantAccessToken is issued, stale children are pruned, an acknowledged
+//! scale-down is applied (the acknowledgment annotation removed), the API-key
 //! Secret is lost (new keys, the token re-signed, a repeated Event), the instance is deleted (the
 //! token Secret goes), and the operator is stopped with SIGTERM (the Lease is released). Then the
 //! server's request counter, by (verb, resource), must equal the tables: a call without a rule
@@ -181,6 +182,41 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
         (np.is_none() && pdb.is_none())
             .then_some(())
             .ok_or_else(|| "stale children still there".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+
+    // The user acknowledges a scale-down (3 -> 2) with the annotation: the StatefulSet is
+    // scaled and the operator removes the annotation (its one write to the resource itself).
+    // The user's own write goes to the server directly, so it is not counted.
+    server
+        .merge_patch(
+            SQ_API,
+            "SecureQdrant",
+            NS,
+            NAME,
+            &json!({"metadata": {"annotations": {"secureqdrant.dev/peers-removed": "2"}},
+                    "spec": {"replicas": 2}}),
+        )
+        .expect("scale-down acknowledged");
+    eventually("the acknowledged scale-down is applied", || {
+        let sts = server
+            .get("apps/v1", "StatefulSet", NS, NAME)
+            .ok_or("no StatefulSet")?;
+        let sq = server
+            .get(SQ_API, "SecureQdrant", NS, NAME)
+            .ok_or("no SecureQdrant")?;
+        let acknowledged = sq["metadata"]["annotations"]
+            .get("secureqdrant.dev/peers-removed")
+            .is_some();
+        (sts["spec"]["replicas"] == 2 && !acknowledged)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "replicas {}, acknowledged {acknowledged}",
+                    sts["spec"]["replicas"]
+                )
+            })
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));

@@ -30,6 +30,7 @@ use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
 use secure_qdrant_operator::reconcile::apply::{APPLIED_HASH, stamp};
+use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
 use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
 
 use api_verifier::{ApiServer, Transcript, as_stored};
@@ -613,16 +614,68 @@ async fn a_secret_race_lost_twice_fails_without_writing_anything_else() {
     }
 }
 
-// ----- 7. scale-down refused -------------------------------------------------------------------
+// ----- 7. scale-down: refused unless acknowledged -----------------------------------------------
+
+/// The SecureQdrant itself (where the acknowledgment is removed).
+fn sq_path() -> String {
+    format!("/apis/secureqdrant.dev/v1alpha1/namespaces/{NS}/secureqdrants/{NAME}")
+}
+
+/// `sq` with the scale-down acknowledgment set to `value`.
+fn acknowledged(mut sq: SecureQdrant, value: &str) -> SecureQdrant {
+    sq.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(PEERS_REMOVED_ANNOTATION.to_owned(), value.to_owned());
+    sq
+}
+
+fn annotations_of(object: &Value) -> &Value {
+    &object["metadata"]["annotations"]
+}
+
+/// The removal of the acknowledgment: a merge patch of nothing but that annotation, under the
+/// operator's field manager, never guarded by a resourceVersion. Answered with `object` patched
+/// as the API server would; returns that object.
+async fn expect_acknowledgment_removed(api: &mut ApiServer, object: &Value) -> Value {
+    let call = api.expect(Method::PATCH, &sq_path()).await;
+    let r = &call.request;
+    assert_eq!(
+        r.content_type.as_deref(),
+        Some(api_verifier::MERGE_PATCH),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        r.query.get("fieldManager").map(String::as_str),
+        Some(api_verifier::FIELD_MANAGER),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        r.body,
+        json!({"metadata": {"annotations": {PEERS_REMOVED_ANNOTATION: null}}}),
+        "only the annotation is written"
+    );
+    let mut stored = as_stored(object);
+    json_patch::merge(&mut stored, &r.body);
+    call.respond(http::StatusCode::OK, &stored);
+    stored
+}
+
+/// `cluster` after the StatefulSet write in `t` landed in the cache.
+fn with_written_statefulset(cluster: &mut Cluster, t: &Transcript) {
+    cluster.put_json(&as_stored(t.body(Method::PATCH, &path::statefulset())));
+}
 
 #[tokio::test]
-async fn a_scale_down_is_refused_the_statefulset_keeps_its_replicas() {
+async fn a_scale_down_without_acknowledgment_is_refused_and_names_the_command() {
     let k = keys("k");
-    // Running with 3 replicas of an older image; the user asks for 1 replica of the new one.
+    // Running with 3 replicas of an older image; the user asks for 2 replicas of the new one.
     let before = SecureQdrant::test().replicas(3).image(OLD_IMAGE);
     let (before, cluster) = settled_cluster(&before, &k);
     let sq = SecureQdrant::test()
-        .replicas(1)
+        .replicas(2)
         .generation(2)
         .with_status(before.status.clone().unwrap());
     let cr = sq.to_json();
@@ -631,6 +684,7 @@ async fn a_scale_down_is_refused_the_statefulset_keeps_its_replicas() {
     let (result, t) = h
         .reconcile(&sq, move |mut api| async move {
             // Config, policies and PDB stay those of a 3-node cluster: only the image changes.
+            // No write to the SecureQdrant: there is no acknowledgment to use up.
             api.expect_apply(&path::statefulset()).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
@@ -650,7 +704,10 @@ async fn a_scale_down_is_refused_the_statefulset_keeps_its_replicas() {
     assert_eq!(patch["status"]["observedGeneration"], 2);
     let (status, reason, message) = condition(patch, "Reconciled");
     assert_eq!((status, reason), ("False", "ScaleDownRefused"));
-    assert!(message.contains("from 3 to 1"), "{message}");
+    assert!(message.contains("from 3 to 2"), "{message}");
+    assert!(message.contains("DELETE /cluster/peer/<id>"), "{message}");
+    let command = format!("kubectl annotate sq {NAME} -n {NS} {PEERS_REMOVED_ANNOTATION}=2");
+    assert!(message.contains(&command), "{message}");
 
     let events = h.published();
     assert_eq!(events.len(), 1, "{events:?}");
@@ -658,7 +715,227 @@ async fn a_scale_down_is_refused_the_statefulset_keeps_its_replicas() {
         (events[0].0, events[0].1.as_str()),
         (EventType::Warning, "ScaleDownRefused")
     );
-    assert!(events[0].2.contains("from 3 to 1"), "{events:?}");
+    assert_eq!(
+        events[0].2, message,
+        "the Event says what the condition says"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_scale_down_is_applied_once_and_the_acknowledgment_removed() {
+    let k = keys("k");
+    let (before, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    assert!(
+        cluster.stores.pdbs.state().len() == 1,
+        "a 3-node cluster has its PDB"
+    );
+    let sq = acknowledged(
+        SecureQdrant::test()
+            .replicas(2)
+            .generation(2)
+            .with_status(before.status.clone().unwrap()),
+        "2",
+    );
+    let cr = sq.to_json();
+
+    // 1. The StatefulSet is scaled to 2, then the acknowledgment is removed. Nothing else is
+    //    written: 2 replicas are still a cluster (same config, policies and PDB).
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_apply(&path::statefulset()).await;
+            expect_acknowledgment_removed(&mut api, &cr).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(
+        t.body(Method::PATCH, &path::statefulset())["spec"]["replicas"],
+        2
+    );
+    assert_eq!(
+        t.writes(),
+        vec![
+            format!("PATCH {}", path::statefulset()),
+            format!("PATCH {}", sq_path()),
+            format!("PATCH {}", path::status()),
+        ],
+        "the StatefulSet is written before the acknowledgment goes"
+    );
+    let status = t.body(Method::PATCH, &path::status());
+    assert_eq!(condition(status, "Reconciled").0, "True", "{status}");
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (type_, reason, note) = &events[0];
+    assert_eq!(
+        (*type_, reason.as_str()),
+        (EventType::Normal, "ScaleDownApplied")
+    );
+    assert!(note.contains("from 3 to 2"), "{note}");
+    assert!(note.contains(&format!("storage-{NAME}-2")), "{note}");
+    assert!(!note.contains(&format!("storage-{NAME}-1")), "{note}");
+    let stored: SecureQdrant = serde_json::from_value(
+        t.log
+            .iter()
+            .find(|l| l.path == sq_path())
+            .map(|l| {
+                let mut o = as_stored(&sq.to_json());
+                json_patch::merge(&mut o, &l.body);
+                o
+            })
+            .expect("the SecureQdrant was patched"),
+    )
+    .unwrap();
+    assert_eq!(
+        stored
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PEERS_REMOVED_ANNOTATION)),
+        None
+    );
+    let status = status_in(t.body(Method::PATCH, &path::status()));
+
+    // 2. A reconcile that still sees the acknowledgment (its watch event is on its way) while
+    //    the StatefulSet already runs 2: only the removal again, no second Event.
+    with_written_statefulset(&mut cluster, &t);
+    let stale = sq.clone().with_status(status.clone());
+    let stale_json = stale.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&stale, move |mut api| async move {
+            expect_acknowledgment_removed(&mut api, &stale_json).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(t.writes().len(), 1, "{}", t.summary());
+    assert_eq!(h.published(), vec![]);
+
+    // 3. Later: scaled up to 3 again (the PDB stays throughout)...
+    let up = stored.clone().replicas(3).generation(3).with_status(status);
+    let up_json = up.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&up, move |mut api| async move {
+            api.expect_apply(&path::statefulset()).await;
+            api.expect_status_patch(&path::status(), &up_json).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(
+        t.body(Method::PATCH, &path::statefulset())["spec"]["replicas"],
+        3
+    );
+    with_written_statefulset(&mut cluster, &t);
+    let status = status_in(t.body(Method::PATCH, &path::status()));
+
+    // 4. ...and down to 2 once more, with nothing acknowledged since: refused, because the
+    //    acknowledgment was used up by the first scale-down.
+    let down = up.clone().replicas(2).generation(4).with_status(status);
+    assert_eq!(
+        annotations_of(&down.to_json()).get(PEERS_REMOVED_ANNOTATION),
+        None
+    );
+    let down_json = down.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&down, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &down_json).await;
+            api
+        })
+        .await;
+    result.expect("a refusal is not an error");
+    let (status, reason, message) = condition(t.body(Method::PATCH, &path::status()), "Reconciled");
+    assert_eq!((status, reason), ("False", "ScaleDownRefused"));
+    assert!(message.contains("from 3 to 2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_wrong_acknowledgment_changes_nothing_and_says_why() {
+    let k = keys("k");
+    let (before, cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    // (annotation, reason, what the message quotes)
+    for (value, want_reason, quoted) in [
+        ("3", "PeersRemovedMismatch", "is 3 but spec.replicas is 2"),
+        ("1", "PeersRemovedMismatch", "is 1 but spec.replicas is 2"),
+        (
+            "two",
+            "PeersRemovedInvalid",
+            "is \"two\", not a replica count",
+        ),
+    ] {
+        let sq = acknowledged(
+            SecureQdrant::test()
+                .replicas(2)
+                .generation(2)
+                .with_status(before.status.clone().unwrap()),
+            value,
+        );
+        let cr = sq.to_json();
+        let mut h = Harness::new(&cluster);
+        let (result, t) = h
+            .reconcile(&sq, move |mut api| async move {
+                // No StatefulSet write (it keeps 3) and the annotation stays: only status.
+                api.expect_status_patch(&path::status(), &cr).await;
+                api
+            })
+            .await;
+        result.expect("a refusal is not an error");
+        assert_eq!(t.writes().len(), 1, "{value}: {}", t.summary());
+        let patch = t.body(Method::PATCH, &path::status());
+        assert_eq!(patch["status"]["phase"], "Degraded");
+        let (status, reason, message) = condition(patch, "Reconciled");
+        assert_eq!((status, reason), ("False", want_reason), "{value}");
+        assert!(message.contains(quoted), "{message}");
+        assert!(message.contains("keeps 3 replicas"), "{message}");
+        let remove = format!("kubectl annotate sq {NAME} -n {NS} {PEERS_REMOVED_ANNOTATION}-");
+        assert!(message.contains(&remove), "{message}");
+        let events = h.published();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].0, events[0].1.as_str()),
+            (EventType::Warning, want_reason)
+        );
+        assert_eq!(events[0].2, message);
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_is_not_scaled_down_to_one_replica_even_acknowledged() {
+    let k = keys("k");
+    let (before, cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    for ack in [None, Some("1")] {
+        let mut sq = SecureQdrant::test()
+            .replicas(1)
+            .generation(2)
+            .with_status(before.status.clone().unwrap());
+        if let Some(value) = ack {
+            sq = acknowledged(sq, value);
+        }
+        let cr = sq.to_json();
+        let mut h = Harness::new(&cluster);
+        let (result, t) = h
+            .reconcile(&sq, move |mut api| async move {
+                // The cluster stays a 3-node cluster: StatefulSet, PDB, egress policy and
+                // config untouched (no write, no delete), the annotation stays.
+                api.expect_status_patch(&path::status(), &cr).await;
+                api
+            })
+            .await;
+        result.expect("a refusal is not an error");
+        assert_eq!(t.writes().len(), 1, "{ack:?}: {}", t.summary());
+        let (status, reason, message) =
+            condition(t.body(Method::PATCH, &path::status()), "Reconciled");
+        assert_eq!((status, reason), ("False", "ScaleDownRefused"), "{ack:?}");
+        assert!(message.contains("from 3 to 1 replica refused"), "{message}");
+        assert!(message.contains("cluster mode"), "{message}");
+        assert_eq!(message.contains("even with"), ack.is_some(), "{message}");
+        assert!(!message.contains("peers-removed=1"), "{message}");
+        assert_eq!(h.published().len(), 1);
+    }
 }
 
 // ----- 8. orphans ------------------------------------------------------------------------------

@@ -56,8 +56,13 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
 #[serde(rename_all = "camelCase")]
 pub struct SecureQdrantSpec {
     /// Number of Qdrant pods. 1 runs a single node; more than 1 runs a Qdrant cluster whose peers
-    /// talk on port 6335. Scaling down is refused (Qdrant keeps removed peers in its consensus):
-    /// remove peers with Qdrant's API first.
+    /// talk on port 6335. A scale-down is applied only when acknowledged (Qdrant keeps removed
+    /// peers in its consensus and their shards would be lost): move the shards off the peers of
+    /// pods `<name>-<k>`, k ≥ the new count, remove those peers with Qdrant's API
+    /// (`DELETE /cluster/peer/<id>`), then set this field and the annotation
+    /// `secureqdrant.dev/peers-removed` to the new count; the operator removes the annotation
+    /// once the scale-down is applied. The data volumes of removed pods are kept. A cluster is
+    /// never scaled down to 1 (1 replica turns cluster mode off).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,

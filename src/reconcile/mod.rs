@@ -17,15 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
 use self::expect::Expectations;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{Stores, cached};
+use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
 use crate::crd::{SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
@@ -201,7 +203,7 @@ async fn converge(
 
     // 2. observe and plan
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
-    let plan = plan::plan(inst, current_sts.as_deref());
+    let plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
     let inst = &plan.instance;
 
     // 3. credentials
@@ -265,6 +267,24 @@ async fn converge(
         info!(instance = %key(sq), written, "applied children");
     }
 
+    // 6b. an acknowledged scale-down is done (or there was nothing left to do): the
+    // acknowledgment is used up, so it cannot allow a later scale-down.
+    if plan.consume_annotation {
+        remove_peers_removed_annotation(&ctx.client, sq).await?;
+        if let Some(scale_down) = plan.scale_down {
+            info!(instance = %key(sq), from = scale_down.from, to = scale_down.to, "applied an acknowledged scale-down");
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "ScaleDownApplied",
+                    "Plan",
+                    scale_down_applied_message(inst, scale_down),
+                )
+                .await;
+        }
+    }
+
     // 7. status
     let sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let status = status::desired(
@@ -316,6 +336,56 @@ async fn converge(
     .unwrap_or(RESYNC)
     .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
+}
+
+/// Removes [`plan::PEERS_REMOVED_ANNOTATION`] from `sq` (a merge patch of its metadata, nothing
+/// else). Not guarded by a resourceVersion: if the user set a new value meanwhile, it is removed
+/// too, and the next reconcile refuses the scale-down it would have allowed until it is set
+/// again (a refusal, never a scale-down nobody acknowledged).
+async fn remove_peers_removed_annotation(client: &Client, sq: &SecureQdrant) -> Result<()> {
+    let api: Api<SecureQdrant> =
+        Api::namespaced(client.clone(), &sq.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {plan::PEERS_REMOVED_ANNOTATION: null}}
+    });
+    api.patch(
+        &sq.name_any(),
+        &PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::RemoveAnnotation {
+        name: sq.name_any(),
+        annotation: plan::PEERS_REMOVED_ANNOTATION,
+        source,
+    })?;
+    Ok(())
+}
+
+/// What the Event of an applied scale-down says: which pods stop and what is left of them.
+fn scale_down_applied_message(inst: &Instance, scale_down: plan::ScaleDown) -> String {
+    let plan::ScaleDown { from, to } = scale_down;
+    let name = &inst.name;
+    let claims: Vec<String> = (to..from)
+        .flat_map(|ordinal| {
+            std::iter::once("storage")
+                .chain(inst.snapshots_size.as_ref().map(|_| "snapshots"))
+                .map(move |claim| format!("{claim}-{name}-{ordinal}"))
+        })
+        .collect();
+    format!(
+        "scaled down from {from} to {to} replicas as acknowledged by {annotation}={to}, which is \
+         now removed (a later scale-down needs a new acknowledgment). The StatefulSet stops \
+         {pods}; their volumes are kept (whenScaled: Retain): {claims}. Delete them before \
+         scaling up again: a pod that comes back on its old volume restarts as the peer that \
+         was removed",
+        annotation = plan::PEERS_REMOVED_ANNOTATION,
+        pods = plan::removed_pods(name, from, to),
+        claims = claims.join(", "),
+    )
 }
 
 fn has_condition(sq: &SecureQdrant, type_: &str) -> bool {

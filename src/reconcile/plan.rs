@@ -2,21 +2,99 @@
 //!
 //! Some changes cannot be made safely by rewriting objects, so the plan keeps the cluster as it
 //! is for those and says why:
-//! - scaling down: Qdrant keeps a removed peer in its consensus and the shards it held would be
-//!   lost; peers must be removed with Qdrant's API first;
+//! - scaling down without an acknowledgment: Qdrant keeps a removed peer in its consensus and
+//!   the shards it held would be lost; the user moves the shards off and removes the peers with
+//!   Qdrant's API first (the operator cannot: its pods may reach only the API server), then
+//!   says so with [`PEERS_REMOVED_ANNOTATION`] set to the new replica count;
+//! - scaling a cluster down to 1 replica, even acknowledged: 1 replica turns Qdrant's cluster
+//!   mode off ([`Instance::cluster_mode`]), and a node whose storage holds the cluster's raft
+//!   state is not known to start safely that way;
+//! - an acknowledgment that is not a number or names another count than `spec.replicas`: the
+//!   replicas stay as they are (neither down nor up), so a stale acknowledgment never carries
+//!   over to a later scale-down;
 //! - changing the data volume size or class: StatefulSet claim templates are immutable.
+//!
+//! An acknowledgment is used once: when the replicas it names are what gets applied (the
+//! scale-down it allowed, or a count that is already running), [`Plan::consume_annotation`]
+//! tells the reconcile to remove it after the StatefulSet is written.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
 
+use crate::crd::SecureQdrant;
 use crate::validate::Instance;
+
+/// Annotation on the SecureQdrant: the user moved the shards off the peers of the pods
+/// `<n>-<k>`, k ≥ the value, and removed those peers from Qdrant's consensus; the value is the
+/// replica count to scale down to, and must equal `spec.replicas`.
+pub const PEERS_REMOVED_ANNOTATION: &str = "secureqdrant.dev/peers-removed";
+
+/// The longest part of an annotation value quoted back in a message.
+const QUOTED_VALUE_MAX: usize = 40;
+
+/// The value of [`PEERS_REMOVED_ANNOTATION`] on `sq`, if set.
+pub fn peers_removed(sq: &SecureQdrant) -> Option<&str> {
+    sq.annotations()
+        .get(PEERS_REMOVED_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// `kubectl annotate` of the instance with `change` (`key=value`, or `key-` to remove it).
+fn kubectl_annotate(namespace: &str, name: &str, change: &str) -> String {
+    format!("kubectl annotate sq {name} -n {namespace} {change}")
+}
+
+/// The pods a scale-down from `from` to `to` replicas removes, for messages: the highest
+/// ordinals, `<n>-<to>` to `<n>-<from - 1>`.
+pub fn removed_pods(name: &str, from: i32, to: i32) -> String {
+    let last = from - 1;
+    if to == last {
+        format!("pod {name}-{to}")
+    } else {
+        format!("pods {name}-{to} to {name}-{last}")
+    }
+}
+
+/// `value`, shortened and quoted so it reads safely in a message.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_VALUE_MAX) {
+        Some((end, _)) => format!("{:?}...", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
 
 /// A change the operator refuses to make, with the reason shown to the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// A scale-down without (a matching) [`PEERS_REMOVED_ANNOTATION`].
     ScaleDown {
+        namespace: String,
+        name: String,
         from: i32,
         to: i32,
+    },
+    /// A cluster scaled down to a single node, acknowledged or not.
+    ScaleDownToSingleNode {
+        namespace: String,
+        name: String,
+        from: i32,
+        acknowledged: bool,
+    },
+    /// [`PEERS_REMOVED_ANNOTATION`] is not a replica count.
+    PeersRemovedInvalid {
+        namespace: String,
+        name: String,
+        value: String,
+        kept: i32,
+    },
+    /// [`PEERS_REMOVED_ANNOTATION`] names another count than `spec.replicas`.
+    PeersRemovedMismatch {
+        namespace: String,
+        name: String,
+        value: i32,
+        replicas: i32,
+        kept: i32,
     },
     StorageChange {
         field: &'static str,
@@ -29,7 +107,9 @@ impl Refusal {
     /// Condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::ScaleDown { .. } => "ScaleDownRefused",
+            Refusal::ScaleDown { .. } | Refusal::ScaleDownToSingleNode { .. } => "ScaleDownRefused",
+            Refusal::PeersRemovedInvalid { .. } => "PeersRemovedInvalid",
+            Refusal::PeersRemovedMismatch { .. } => "PeersRemovedMismatch",
             Refusal::StorageChange { .. } => "StorageChangeRefused",
         }
     }
@@ -37,11 +117,75 @@ impl Refusal {
     /// A message telling the user what happened and what to do.
     pub fn message(&self) -> String {
         match self {
-            Refusal::ScaleDown { from, to } => format!(
+            Refusal::ScaleDown {
+                namespace,
+                name,
+                from,
+                to,
+            } => format!(
                 "scale-down from {from} to {to} replicas refused: Qdrant would keep the removed \
-                 peers in its consensus and their shards would be lost. Move shards off and remove \
-                 the peers with Qdrant's API (DELETE /cluster/peer/<id>), then lower \
-                 spec.replicas; the cluster keeps {from} replicas meanwhile"
+                 peers in its consensus and their shards would be lost. Move every shard off the \
+                 peers of {pods} and remove those peers with Qdrant's API \
+                 (DELETE /cluster/peer/<id>), then acknowledge it with `{command}`; the cluster \
+                 keeps {from} replicas meanwhile",
+                pods = removed_pods(name, *from, *to),
+                command =
+                    kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}={to}")),
+            ),
+            Refusal::ScaleDownToSingleNode {
+                namespace,
+                name,
+                from,
+                acknowledged,
+            } => format!(
+                "scale-down from {from} to 1 replica refused{even}: with 1 replica Qdrant's \
+                 cluster mode is turned off, and a node whose storage holds the cluster's raft \
+                 state is not known to start safely without it. Keep at least 2 replicas, or \
+                 move the data to a new single-node SecureQdrant with snapshots; set \
+                 spec.replicas back to {from}{remove}; the cluster keeps {from} replicas \
+                 meanwhile",
+                even = if *acknowledged {
+                    format!(" even with {PEERS_REMOVED_ANNOTATION}")
+                } else {
+                    String::new()
+                },
+                remove = if *acknowledged {
+                    format!(
+                        " and remove the annotation with `{}`",
+                        kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-"))
+                    )
+                } else {
+                    String::new()
+                },
+            ),
+            Refusal::PeersRemovedInvalid {
+                namespace,
+                name,
+                value,
+                kept,
+            } => format!(
+                "annotation {PEERS_REMOVED_ANNOTATION} is {value}, not a replica count: nothing \
+                 was scaled, the StatefulSet keeps {kept} replicas. Once the peers above the new \
+                 count are removed from Qdrant, set it to that count (equal to spec.replicas), \
+                 or remove it with `{command}`",
+                value = quoted(value),
+                command =
+                    kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-")),
+            ),
+            Refusal::PeersRemovedMismatch {
+                namespace,
+                name,
+                value,
+                replicas,
+                kept,
+            } => format!(
+                "annotation {PEERS_REMOVED_ANNOTATION} is {value} but spec.replicas is \
+                 {replicas}: it acknowledges a scale-down to exactly spec.replicas, so nothing \
+                 was scaled, the StatefulSet keeps {kept} replicas. Set spec.replicas to {value} \
+                 if that is the count the peers were removed down to, or remove the annotation \
+                 with `{command}`",
+                command =
+                    kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-")),
             ),
             Refusal::StorageChange { field, from, to } => format!(
                 "{field} cannot change from {from} to {to}: StatefulSet volume claims are \
@@ -52,30 +196,53 @@ impl Refusal {
     }
 }
 
+/// A scale-down the user acknowledged, applied by the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScaleDown {
+    pub from: i32,
+    pub to: i32,
+}
+
 /// The instance to build, adjusted to what can be applied, and the refused changes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub instance: Instance,
     pub refusals: Vec<Refusal>,
+    /// The acknowledged scale-down this plan applies.
+    pub scale_down: Option<ScaleDown>,
+    /// [`PEERS_REMOVED_ANNOTATION`] has served its purpose (the replica count it names is the
+    /// one applied): the reconcile removes it once the StatefulSet is written, so it never
+    /// allows a later scale-down.
+    pub consume_annotation: bool,
 }
 
-/// Plans the instance against the StatefulSet that exists (if any).
-pub fn plan(mut inst: Instance, current: Option<&StatefulSet>) -> Plan {
+/// Plans the instance against the StatefulSet that exists (if any); `peers_removed` is the
+/// value of [`PEERS_REMOVED_ANNOTATION`].
+pub fn plan(
+    mut inst: Instance,
+    current: Option<&StatefulSet>,
+    peers_removed: Option<&str>,
+) -> Plan {
     let mut refusals = Vec::new();
-    let Some(spec) = current.and_then(|s| s.spec.as_ref()) else {
+    let spec = current.and_then(|s| s.spec.as_ref());
+    let running = spec.map(|s| s.replicas.unwrap_or(1));
+    let (scale_down, consume_annotation) = match scale(&inst, running, peers_removed) {
+        // spec.replicas is applied; when the acknowledgment names it, it is used up.
+        Scale::As { scale_down } => (scale_down, peers_removed.is_some()),
+        Scale::Keep(refusal) => {
+            refusals.push(refusal);
+            inst.replicas = running.unwrap_or(inst.replicas);
+            (None, false)
+        }
+    };
+    let Some(spec) = spec else {
         return Plan {
             instance: inst,
             refusals,
+            scale_down,
+            consume_annotation,
         };
     };
-    let running = spec.replicas.unwrap_or(1);
-    if inst.replicas < running {
-        refusals.push(Refusal::ScaleDown {
-            from: running,
-            to: inst.replicas,
-        });
-        inst.replicas = running;
-    }
     let storage_claim = spec
         .volume_claim_templates
         .iter()
@@ -116,5 +283,256 @@ pub fn plan(mut inst: Instance, current: Option<&StatefulSet>) -> Plan {
     Plan {
         instance: inst,
         refusals,
+        scale_down,
+        consume_annotation,
+    }
+}
+
+/// What to do with the replica count.
+enum Scale {
+    /// Apply `spec.replicas` (an acknowledged scale-down among others).
+    As { scale_down: Option<ScaleDown> },
+    /// Keep the replicas running, for this reason.
+    Keep(Refusal),
+}
+
+/// `value` as a replica count: decimal digits only.
+fn replica_count(value: &str) -> Option<i32> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// Decides the replica count: `spec.replicas` unless it is a scale-down from `running` that is
+/// not acknowledged (or not safe), or the acknowledgment is wrong.
+fn scale(inst: &Instance, running: Option<i32>, peers_removed: Option<&str>) -> Scale {
+    let (namespace, name) = (inst.namespace.clone(), inst.name.clone());
+    let wanted = inst.replicas;
+    let kept = running.unwrap_or(wanted);
+    let acknowledged = match peers_removed.map(|v| (v, replica_count(v))) {
+        None => None,
+        Some((value, None)) => {
+            return Scale::Keep(Refusal::PeersRemovedInvalid {
+                namespace,
+                name,
+                value: value.to_owned(),
+                kept,
+            });
+        }
+        Some((_, Some(value))) if value != wanted => {
+            return Scale::Keep(Refusal::PeersRemovedMismatch {
+                namespace,
+                name,
+                value,
+                replicas: wanted,
+                kept,
+            });
+        }
+        Some((_, Some(value))) => Some(value),
+    };
+    let Some(from) = running.filter(|r| wanted < *r) else {
+        return Scale::As { scale_down: None };
+    };
+    if wanted == 1 {
+        // Cluster mode follows the replica count: a cluster would restart as a single node.
+        return Scale::Keep(Refusal::ScaleDownToSingleNode {
+            namespace,
+            name,
+            from,
+            acknowledged: acknowledged.is_some(),
+        });
+    }
+    match acknowledged {
+        Some(_) => Scale::As {
+            scale_down: Some(ScaleDown { from, to: wanted }),
+        },
+        None => Scale::Keep(Refusal::ScaleDown {
+            namespace,
+            name,
+            from,
+            to: wanted,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
+
+    use super::*;
+    use crate::settings::Settings;
+    use crate::validate::validate;
+
+    /// `search/vectors` with `replicas`, and the acknowledgment `ack` when given.
+    fn sq(replicas: i32, ack: Option<&str>) -> SecureQdrant {
+        let mut sq: SecureQdrant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1",
+            "kind": "SecureQdrant",
+            "metadata": {"name": "vectors", "namespace": "search", "uid": "u"},
+            "spec": {"replicas": replicas},
+        }))
+        .expect("a SecureQdrant");
+        if let Some(value) = ack {
+            sq.annotations_mut()
+                .insert(PEERS_REMOVED_ANNOTATION.to_owned(), value.to_owned());
+        }
+        sq
+    }
+
+    /// A StatefulSet running `replicas` (no claim templates: only the count is planned here).
+    fn running(replicas: i32) -> StatefulSet {
+        StatefulSet {
+            spec: Some(StatefulSetSpec {
+                replicas: Some(replicas),
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    fn plan_of(replicas: i32, ack: Option<&str>, current: Option<i32>) -> Plan {
+        let sq = sq(replicas, ack);
+        let inst = validate(&sq, &Settings::default()).expect("a valid spec");
+        let current = current.map(running);
+        plan(inst, current.as_ref(), peers_removed(&sq))
+    }
+
+    #[test]
+    fn the_annotation_is_read_from_the_resource() {
+        assert_eq!(peers_removed(&sq(3, None)), None);
+        assert_eq!(peers_removed(&sq(3, Some("3"))), Some("3"));
+    }
+
+    #[test]
+    fn a_scale_down_without_acknowledgment_keeps_the_replicas_and_names_the_command() {
+        let p = plan_of(2, None, Some(3));
+        assert_eq!(p.instance.replicas, 3);
+        assert_eq!(p.scale_down, None);
+        assert!(!p.consume_annotation);
+        assert_eq!(p.refusals.len(), 1);
+        assert_eq!(p.refusals[0].reason(), "ScaleDownRefused");
+        let message = p.refusals[0].message();
+        assert!(message.contains("from 3 to 2"), "{message}");
+        assert!(message.contains("peers of pod vectors-2 and"), "{message}");
+        let message = plan_of(2, None, Some(5)).refusals[0].message();
+        assert!(
+            message.contains("peers of pods vectors-2 to vectors-4 and"),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                "`kubectl annotate sq vectors -n search secureqdrant.dev/peers-removed=2`"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_scale_down_is_applied_and_uses_the_annotation_up() {
+        let p = plan_of(3, Some("3"), Some(5));
+        assert_eq!(p.instance.replicas, 3);
+        assert!(p.instance.cluster_mode());
+        assert_eq!(p.refusals, vec![]);
+        assert_eq!(p.scale_down, Some(ScaleDown { from: 5, to: 3 }));
+        assert!(p.consume_annotation);
+    }
+
+    #[test]
+    fn a_wrong_acknowledgment_changes_no_replica_count_up_or_down() {
+        // (spec.replicas, annotation, running): a mismatch, down, level and up.
+        for (replicas, ack, current) in [(2, "3", 5), (5, "3", 5), (7, "3", 5), (3, "2", 3)] {
+            let p = plan_of(replicas, Some(ack), Some(current));
+            assert_eq!(p.instance.replicas, current, "{replicas} {ack} {current}");
+            assert_eq!(p.scale_down, None);
+            assert!(!p.consume_annotation, "a wrong annotation stays visible");
+            assert_eq!(p.refusals.len(), 1);
+            assert_eq!(p.refusals[0].reason(), "PeersRemovedMismatch");
+            let message = p.refusals[0].message();
+            assert!(
+                message.contains(&format!("is {ack} but spec.replicas is {replicas}")),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("keeps {current} replicas")),
+                "{message}"
+            );
+            assert!(
+                message.contains(
+                    "`kubectl annotate sq vectors -n search secureqdrant.dev/peers-removed-`"
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_acknowledgment_that_is_not_a_count_is_refused_and_quoted_safely() {
+        for ack in ["", "three", "3 ", "+3", "-3", "3.0", "99999999999"] {
+            let p = plan_of(3, Some(ack), Some(5));
+            assert_eq!(p.instance.replicas, 5, "{ack:?}");
+            assert_eq!(p.scale_down, None);
+            assert!(!p.consume_annotation);
+            assert_eq!(p.refusals.len(), 1);
+            assert_eq!(p.refusals[0].reason(), "PeersRemovedInvalid", "{ack:?}");
+            let message = p.refusals[0].message();
+            assert!(message.contains(&format!("{ack:?}")), "{message}");
+        }
+        let long = "x".repeat(5000);
+        let message = plan_of(3, Some(&long), Some(5)).refusals[0].message();
+        assert!(message.len() < 800, "{message}");
+        let odd = "a\nb\u{7}";
+        let message = plan_of(3, Some(odd), Some(5)).refusals[0].message();
+        assert!(
+            !message.contains('\n') && !message.contains('\u{7}'),
+            "{message:?}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_not_scaled_to_one_replica_even_acknowledged() {
+        for ack in [None, Some("1")] {
+            let p = plan_of(1, ack, Some(3));
+            assert_eq!(p.instance.replicas, 3, "{ack:?}");
+            assert!(p.instance.cluster_mode(), "cluster mode stays on");
+            assert_eq!(p.scale_down, None);
+            assert!(!p.consume_annotation);
+            assert_eq!(p.refusals.len(), 1);
+            assert_eq!(p.refusals[0].reason(), "ScaleDownRefused");
+            let message = p.refusals[0].message();
+            assert!(message.contains("from 3 to 1 replica refused"), "{message}");
+            assert!(message.contains("cluster mode"), "{message}");
+            assert_eq!(
+                message.contains("even with secureqdrant.dev/peers-removed"),
+                ack.is_some(),
+                "{message}"
+            );
+            // No advice to acknowledge what would be refused anyway.
+            assert!(!message.contains("peers-removed=1"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_acknowledgment_naming_the_count_applied_is_used_up_without_a_scale_down() {
+        // Already at that count (the scale-down landed; a stale cache), a scale-up to it, and a
+        // first creation.
+        for (replicas, ack, current) in [(3, "3", Some(3)), (5, "5", Some(3)), (3, "3", None)] {
+            let p = plan_of(replicas, Some(ack), current);
+            assert_eq!(p.instance.replicas, replicas);
+            assert_eq!(p.refusals, vec![]);
+            assert_eq!(p.scale_down, None);
+            assert!(p.consume_annotation, "{replicas} {ack} {current:?}");
+        }
+    }
+
+    #[test]
+    fn without_the_annotation_nothing_is_consumed_and_scale_up_is_free() {
+        for (replicas, current) in [(3, Some(3)), (5, Some(3)), (1, None), (3, None)] {
+            let p = plan_of(replicas, None, current);
+            assert_eq!(p.instance.replicas, replicas);
+            assert_eq!(p.refusals, vec![]);
+            assert_eq!(p.scale_down, None);
+            assert!(!p.consume_annotation);
+        }
     }
 }

@@ -67,10 +67,15 @@ the operator's API calls; tests/rbac.rs and tests/helm.rs fail when either side 
   that as `create`, so every applied kind has create and patch.
 - list/watch: the controller's caches; they select the operator's own objects by label, but RBAC
   cannot restrict by label.
+- patch of secureqdrants: a merge patch of metadata only, removing the
+  `secureqdrant.dev/peers-removed` acknowledgment once the scale-down it allowed is applied.
 */}}
 {{- define "sqo.rules" -}}
 - apiGroups: ["secureqdrant.dev"]
-  resources: ["secureqdrants", "qdrantaccesstokens"]
+  resources: ["secureqdrants"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["secureqdrant.dev"]
+  resources: ["qdrantaccesstokens"]
   verbs: ["list", "watch"]
 - apiGroups: ["secureqdrant.dev"]
   resources: ["secureqdrants/status", "qdrantaccesstokens/status"]

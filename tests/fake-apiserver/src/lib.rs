@@ -42,7 +42,7 @@ pub use error::ApiError;
 pub use faults::{Counters, Faults};
 
 use faults::Rng;
-use store::{DeleteOpts, Store, WriteCtx};
+use store::{DeleteOpts, PatchKind, Store, WriteCtx};
 
 /// How to start the server.
 #[derive(Clone, Debug)]
@@ -383,6 +383,35 @@ impl FakeApiServer {
                 _ = rx.recv() => {}
             }
         }
+    }
+
+    /// Applies a JSON merge patch to an object directly (no faults, not counted), as a user's
+    /// `kubectl patch --type merge` or `kubectl annotate` would: for tests that must tell the
+    /// user's writes from the code under test's (the request counters see only the latter).
+    pub fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut store = self.shared.lock_store();
+        let rt = store
+            .registry
+            .by_api_version(api_version, kind)
+            .map(|(rt, _)| rt.clone())
+            .ok_or_else(|| unknown_kind(api_version, kind))?;
+        let ctx = WriteCtx {
+            manager: "kubectl".into(),
+            api_version: api_version.to_owned(),
+            ..WriteCtx::default()
+        };
+        let body = serde_json::to_vec(patch)
+            .map_err(|e| ApiError::bad_request(format!("not serializable: {e}")))?;
+        store
+            .patch(&rt, namespace, name, PatchKind::Merge, &body, &ctx)
+            .map(|(obj, _)| obj)
     }
 
     /// Replaces an object's `.status` (as a controller or kubelet would), e.g. to make a
