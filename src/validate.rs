@@ -116,9 +116,32 @@ impl Instance {
         self.auth.api_key_secret_ref.is_none()
     }
 
+    /// The keys the operator generates into `<n>-api-key`, in the order it generates them:
+    /// `api-key` unless `spec.auth.apiKeySecretRef` is set, `read-only-api-key` when
+    /// `spec.auth.readOnlyApiKey` is on. Empty: the operator writes no `<n>-api-key` at all.
+    pub fn generated_api_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.generates_api_key() {
+            keys.push(crate::material::API_KEY);
+        }
+        if self.auth.read_only_api_key {
+            keys.push(crate::material::READ_ONLY_API_KEY);
+        }
+        keys
+    }
+
     /// Name of the Secret holding the operator's CA.
     pub fn ca_secret_name(&self) -> String {
         format!("{}-ca", self.name)
+    }
+
+    /// `<n>-ca` when the operator runs its own CA: TLS on, and neither `spec.tls.caSecretRef`
+    /// nor `spec.tls.certificateSecretRef` set. None: the operator writes no CA Secret.
+    pub fn operator_ca_secret_name(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .filter(|t| t.source == TlsSource::OperatorCa)
+            .map(|_| self.ca_secret_name())
     }
 
     /// Name of the Secret the pods mount for TLS: the operator's `<n>-tls`, or the user's own.
