@@ -495,6 +495,113 @@ pub struct PodSpecOverrides {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What `kubectl explain` says about each operator-owned `spec.config` key: who sets it, and the
+/// spec field to use instead where there is one. Every key of [`FORBIDDEN_USER_CONFIG`] has one
+/// (the schema is not built otherwise).
+const MANAGED_CONFIG_DOCS: &[(&str, &str)] = &[
+    (
+        "service.host",
+        "Set by the operator (0.0.0.0, so the Services reach the pod).",
+    ),
+    (
+        "service.http_port",
+        "Set by the operator (6333: the Services, probes and NetworkPolicies use it).",
+    ),
+    (
+        "service.grpc_port",
+        "Set by the operator (6334: the Services and NetworkPolicies use it).",
+    ),
+    (
+        "service.metrics_port",
+        "Set by the operator (9091) when spec.network.metrics lists scrapers; use that field.",
+    ),
+    (
+        "service.api_key",
+        "Set by the operator from a Secret (generated, or spec.auth.apiKeySecretRef); use \
+         spec.auth.apiKeySecretRef for your own key.",
+    ),
+    (
+        "service.alt_api_key",
+        "Set by the operator during a key rotation (annotation secureqdrant.dev/rotate-api-key).",
+    ),
+    (
+        "service.read_only_api_key",
+        "Set by the operator from a generated Secret; use spec.auth.readOnlyApiKey.",
+    ),
+    (
+        "service.jwt_rbac",
+        "Set by the operator; use spec.auth.jwtRbac.",
+    ),
+    (
+        "service.enable_tls",
+        "Set by the operator; use spec.tls.enabled.",
+    ),
+    (
+        "service.verify_https_client_certificate",
+        "Set by the operator; use spec.tls.clientCertificates.",
+    ),
+    (
+        "service.enable_cors",
+        "Set by the operator (always false: no browser origin may call Qdrant).",
+    ),
+    (
+        "service.enforce_internal_auth",
+        "Set by the operator (true in cluster mode, spec.replicas > 1).",
+    ),
+    (
+        "service.enable_snapshot_url_recovery",
+        "Set by the operator (always false: recovering from a URL would let a caller make Qdrant \
+         fetch any address).",
+    ),
+    (
+        "tls",
+        "Set by the operator (the mounted certificate files); use spec.tls.",
+    ),
+    (
+        "cluster.enabled",
+        "Set by the operator (true when spec.replicas > 1); use spec.replicas.",
+    ),
+    (
+        "cluster.p2p",
+        "Set by the operator (port 6335, TLS as spec.tls.enabled says).",
+    ),
+    (
+        "telemetry_disabled",
+        "Set by the operator (always true: nothing leaves the cluster).",
+    ),
+    (
+        "storage.storage_path",
+        "Set by the operator (the data volume, spec.storage).",
+    ),
+    (
+        "storage.snapshots_path",
+        "Set by the operator (the snapshots volume, spec.snapshots).",
+    ),
+    (
+        "storage.temp_path",
+        "Left to Qdrant's default on the data volume: the root filesystem is read-only, so no \
+         other path is writable.",
+    ),
+    ("audit", "Set by the operator; use spec.audit."),
+];
+
+/// The description of an operator-owned `spec.config` key.
+fn managed_config_description(path: &str) -> String {
+    let (_, why) = MANAGED_CONFIG_DOCS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .unwrap_or_else(|| panic!("spec.config.{path} is refused but not documented"));
+    format!("{why} Refused in spec.config.")
+}
+
+/// The description of a section of Qdrant's config with operator-owned keys in it.
+fn config_section_description(section: &str) -> String {
+    format!(
+        "Qdrant's `{section}` section. The keys declared here are set by the operator and \
+         refused; any other key is passed to Qdrant."
+    )
+}
+
 /// The schema of `spec.config`: any object, minus the keys the operator owns.
 ///
 /// The apiserver hides fields kept by `x-kubernetes-preserve-unknown-fields` from CEL, so every
@@ -527,9 +634,15 @@ fn user_config_schema(_: &mut SchemaGenerator) -> Schema {
             let child = &mut node["properties"][*part];
             if child.is_null() {
                 *child = if is_leaf {
-                    leaf_schema(json_type)
+                    let mut leaf = leaf_schema(json_type);
+                    leaf["description"] = managed_config_description(path).into();
+                    leaf
                 } else {
-                    serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+                    serde_json::json!({
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                        "description": config_section_description(&parts[..=i].join(".")),
+                    })
                 };
             }
             node = child;
@@ -630,4 +743,22 @@ pub struct SecretNames {
     /// Secret holding the operator's CA (absent when you bring a CA or a certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refused_config_key_is_documented_once_and_no_other() {
+        let refused: Vec<&str> = FORBIDDEN_USER_CONFIG.iter().map(|(p, _)| *p).collect();
+        let documented: Vec<&str> = MANAGED_CONFIG_DOCS.iter().map(|(p, _)| *p).collect();
+        assert_eq!(documented, refused);
+        let schema = serde_json::to_value(user_config_schema(&mut SchemaGenerator::default()))
+            .expect("a schema serializes");
+        assert_eq!(
+            schema["properties"]["service"]["properties"]["jwt_rbac"]["description"],
+            "Set by the operator; use spec.auth.jwtRbac. Refused in spec.config."
+        );
+    }
 }
