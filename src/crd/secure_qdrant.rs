@@ -39,18 +39,43 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
     status = "SecureQdrantStatus",
     derive = "PartialEq",
     doc = "A Qdrant vector database cluster that the operator keeps secure by default.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Summary: Pending, Progressing, Ready, Degraded or Failed."
+    ),
+    // As for ReplicaSets: asked for, running, ready. Desired and Current differ while a
+    // scale-down is refused (the pods keep running) or a scale-up is in progress.
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Replicas asked for (spec.replicas)."
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Pods the StatefulSet runs (status.replicas)."
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Pods that are ready (status.readyReplicas)."
+    ),
     printcolumn(
         name = "Cert-Expiry",
         type_ = "date",
-        json_path = ".status.certificate.notAfter"
+        json_path = ".status.certificate.notAfter",
+        description = "When the serving certificate expires."
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
-        json_path = ".metadata.creationTimestamp"
+        json_path = ".metadata.creationTimestamp",
+        description = "Time since the resource was created."
     )
 )]
 #[serde(rename_all = "camelCase")]
