@@ -192,6 +192,9 @@ const MAX_IMAGE_LEN: usize = 512;
 const MAX_QUANTITY_LEN: usize = 64;
 const MAX_STORAGE_CLASS_LEN: usize = 253;
 const MAX_LOG_FILES: u32 = 10_000;
+/// The shortest `spec.auth.keyRotationGracePeriod`: about how long kubelets take to refresh a
+/// mounted Secret (the CRD's CEL rule says the same).
+const MIN_KEY_ROTATION_GRACE: Duration = Duration::from_secs(60);
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
@@ -291,7 +294,22 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         "spec.auth.keyRotationGracePeriod",
         &spec.auth.key_rotation_grace_period,
         &mut problems,
-    );
+    )
+    .filter(|grace| {
+        let enough = *grace >= MIN_KEY_ROTATION_GRACE;
+        if !enough {
+            problems.push(invalid(
+                "spec.auth.keyRotationGracePeriod",
+                format!(
+                    "must be at least 1m, got {:?}: kubelets take up to about a minute to \
+                     refresh a mounted Secret, so a shorter grace period removes the old key \
+                     before every consumer can have the new one",
+                    spec.auth.key_rotation_grace_period
+                ),
+            ));
+        }
+        enough
+    });
     if let Some(r) = &spec.auth.api_key_secret_ref
         && (r.name.is_empty() || r.key.is_empty())
     {

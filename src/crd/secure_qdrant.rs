@@ -235,6 +235,10 @@ pub struct SnapshotsSpec {
 /// API keys and JWT-based access control.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "duration(self.keyRotationGracePeriod) >= duration('1m')",
+     "message": "auth.keyRotationGracePeriod must be at least 1m: kubelets take up to about a minute to refresh a mounted Secret, so a shorter grace period removes the old key before every consumer can have the new one"}
+]))]
 pub struct AuthSpec {
     /// Also generate a global read-only API key (`read-only-api-key` in the API-key Secret).
     #[serde(default = "default_true")]
@@ -261,7 +265,8 @@ pub struct AuthSpec {
 
     /// During a key rotation (annotation `secureqdrant.dev/rotate-api-key`), how long the old
     /// and the new key both work once every pod accepts the new one, before the old one is
-    /// removed. Go duration syntax.
+    /// removed. Go duration syntax, at least 1m (kubelets take up to about a minute to refresh
+    /// a mounted Secret, and consumers need that long to see the new key).
     #[serde(default = "default_rotation_grace")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub key_rotation_grace_period: String,
