@@ -451,7 +451,7 @@ fn example(name: &str) -> Value {
     sq
 }
 
-/// Objects one instance owns: what the builders make, plus the CA Secret of the TLS step.
+/// Objects one instance owns: what the builders make, and the CA Secret of the TLS step.
 fn children_of(sq: &Value) -> usize {
     let mut sq: SecureQdrant = serde_json::from_value(sq.clone()).expect("example is typed");
     sq.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
@@ -460,7 +460,10 @@ fn children_of(sq: &Value) -> usize {
         api_keys: ApiKeys::placeholder(inst.auth.read_only_api_key),
         tls: inst.tls.as_ref().map(|_| PodTls::placeholder(true)),
     };
-    children::build(&inst, &material).to_values().len() + usize::from(inst.tls.is_some())
+    let ca = children::secrets::ca_placeholder(&inst);
+    children::build(&inst, &material)
+        .to_values(ca.as_ref())
+        .len()
 }
 
 struct Operator(Child);

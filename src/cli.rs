@@ -37,7 +37,8 @@ pub enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Print every object the operator would create for the SecureQdrants in FILE ("-" for
-    /// standard input), in apply order. Offline: generated secrets show as placeholders.
+    /// standard input), in the order it writes them. Offline: generated secrets show as
+    /// placeholders.
     Render {
         /// YAML file with one or more SecureQdrant documents.
         file: PathBuf,

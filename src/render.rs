@@ -39,7 +39,8 @@ pub enum RenderError {
 }
 
 /// Renders every SecureQdrant of a YAML stream into the objects the operator would create, in
-/// apply order, as one multi-document YAML stream.
+/// the order it writes them (tests/render_matches_operator.rs holds both to that), as one
+/// multi-document YAML stream.
 pub fn render(input: &str, settings: &Settings) -> Result<String, RenderError> {
     let mut docs = Vec::new();
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
@@ -88,7 +89,8 @@ pub fn render(input: &str, settings: &Settings) -> Result<String, RenderError> {
                 ))
             }),
         };
-        for mut value in children::build(&inst, &material).to_values() {
+        let ca_secret = children::secrets::ca_placeholder(&inst);
+        for mut value in children::build(&inst, &material).to_values(ca_secret.as_ref()) {
             readable_secret(&mut value);
             docs.push(serde_yaml_ng::to_string(&value).expect("JSON values serialize"));
         }

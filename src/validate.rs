@@ -116,9 +116,32 @@ impl Instance {
         self.auth.api_key_secret_ref.is_none()
     }
 
+    /// The keys the operator generates into `<n>-api-key`, in the order it generates them:
+    /// `api-key` unless `spec.auth.apiKeySecretRef` is set, `read-only-api-key` when
+    /// `spec.auth.readOnlyApiKey` is on. Empty: the operator writes no `<n>-api-key` at all.
+    pub fn generated_api_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.generates_api_key() {
+            keys.push(crate::material::API_KEY);
+        }
+        if self.auth.read_only_api_key {
+            keys.push(crate::material::READ_ONLY_API_KEY);
+        }
+        keys
+    }
+
     /// Name of the Secret holding the operator's CA.
     pub fn ca_secret_name(&self) -> String {
         format!("{}-ca", self.name)
+    }
+
+    /// `<n>-ca` when the operator runs its own CA: TLS on, and neither `spec.tls.caSecretRef`
+    /// nor `spec.tls.certificateSecretRef` set. None: the operator writes no CA Secret.
+    pub fn operator_ca_secret_name(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .filter(|t| t.source == TlsSource::OperatorCa)
+            .map(|_| self.ca_secret_name())
     }
 
     /// Name of the Secret the pods mount for TLS: the operator's `<n>-tls`, or the user's own.
@@ -169,6 +192,9 @@ const MAX_IMAGE_LEN: usize = 512;
 const MAX_QUANTITY_LEN: usize = 64;
 const MAX_STORAGE_CLASS_LEN: usize = 253;
 const MAX_LOG_FILES: u32 = 10_000;
+/// The shortest `spec.auth.keyRotationGracePeriod`: about how long kubelets take to refresh a
+/// mounted Secret (the CRD's CEL rule says the same).
+const MIN_KEY_ROTATION_GRACE: Duration = Duration::from_secs(60);
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
@@ -268,7 +294,22 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         "spec.auth.keyRotationGracePeriod",
         &spec.auth.key_rotation_grace_period,
         &mut problems,
-    );
+    )
+    .filter(|grace| {
+        let enough = *grace >= MIN_KEY_ROTATION_GRACE;
+        if !enough {
+            problems.push(invalid(
+                "spec.auth.keyRotationGracePeriod",
+                format!(
+                    "must be at least 1m, got {:?}: kubelets take up to about a minute to \
+                     refresh a mounted Secret, so a shorter grace period removes the old key \
+                     before every consumer can have the new one",
+                    spec.auth.key_rotation_grace_period
+                ),
+            ));
+        }
+        enough
+    });
     if let Some(r) = &spec.auth.api_key_secret_ref
         && (r.name.is_empty() || r.key.is_empty())
     {

@@ -514,6 +514,45 @@ fn bad_cases() -> Vec<Case> {
         .updating("{}")
         .cel(),
     ];
+    // auth.keyRotationGracePeriod: syntax by pattern, the lower bound (1m, about how long
+    // kubelets take to refresh a mounted Secret) by CEL and the operator.
+    cases.extend([
+        bad(
+            "auth.keyRotationGracePeriod 1s",
+            "spec.auth.keyRotationGracePeriod",
+            "{auth: {keyRotationGracePeriod: 1s}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "auth.keyRotationGracePeriod 59s",
+            "spec.auth.keyRotationGracePeriod",
+            "{auth: {keyRotationGracePeriod: 59s}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "auth.keyRotationGracePeriod 0.5m",
+            "spec.auth.keyRotationGracePeriod",
+            "{auth: {keyRotationGracePeriod: 0.5m}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "auth.keyRotationGracePeriod 0s",
+            "spec.auth.keyRotationGracePeriod",
+            "{auth: {keyRotationGracePeriod: 0s}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "auth.keyRotationGracePeriod 1d",
+            "spec.auth.keyRotationGracePeriod",
+            "{auth: {keyRotationGracePeriod: 1d}}",
+        )
+        .schema()
+        .validate(),
+    ]);
     // TLS: durations are checked by pattern (syntax) and CEL (ranges and relations). spec.tls was
     // written alongside these cases; the guard keeps them from running against a CRD without it.
     let crd_has_tls = openapi_schema()["properties"]["spec"]["properties"]["tls"].is_object();
@@ -640,6 +679,14 @@ fn valid_cases() -> Vec<(String, String, Option<String>)> {
             "{audit: {enabled: true, rotation: hourly, maxLogFiles: 10000}}",
         ),
         spec("audit maxLogFiles 1", "{audit: {maxLogFiles: 1}}"),
+        spec(
+            "auth.keyRotationGracePeriod 1m exactly",
+            "{auth: {keyRotationGracePeriod: 1m}}",
+        ),
+        spec(
+            "auth.keyRotationGracePeriod 60s",
+            "{auth: {keyRotationGracePeriod: 60s}}",
+        ),
         spec(
             "pod labels and annotations outside the reserved prefixes",
             "{pod: {labels: {team: search, example.com/app.kubernetes.io: x}, annotations: \

@@ -42,7 +42,8 @@ fn pod(c: &Children) -> PodSpec {
 fn every_child_has_labels_namespace_and_a_controller_owner() {
     for (stem, path) in common::examples() {
         let inst = common::example_instance(&path);
-        for obj in build(&inst).to_values() {
+        let ca = children::secrets::ca_placeholder(&inst);
+        for obj in build(&inst).to_values(ca.as_ref()) {
             let m = &obj["metadata"];
             let what = format!("{stem}: {} {}", obj["kind"], m["name"]);
             assert_eq!(m["namespace"], "search", "{what}");
@@ -65,11 +66,10 @@ fn every_child_has_labels_namespace_and_a_controller_owner() {
 
 #[test]
 fn child_names_follow_the_contract() {
-    let c = build(&with_spec(
-        "replicas: 3, network: {metrics: [{podSelector: {}}]}",
-    ));
+    let inst = with_spec("replicas: 3, network: {metrics: [{podSelector: {}}]}");
+    let c = build(&inst);
     let names: Vec<(String, String)> = c
-        .to_values()
+        .to_values(children::secrets::ca_placeholder(&inst).as_ref())
         .iter()
         .map(|v| {
             (
@@ -79,8 +79,9 @@ fn child_names_follow_the_contract() {
         })
         .collect();
     let expect = [
-        ("ServiceAccount", "vectors"),
         ("Secret", "vectors-api-key"),
+        ("Secret", "vectors-ca"),
+        ("ServiceAccount", "vectors"),
         ("Secret", "vectors-tls"),
         ("ConfigMap", "vectors-config"),
         ("Service", "vectors-headless"),
@@ -98,7 +99,8 @@ fn child_names_follow_the_contract() {
         .collect();
     assert_eq!(
         names, expect,
-        "apply order: Secrets/ConfigMaps and policies before the StatefulSet"
+        "write order: generated keys and CA first, Secrets/ConfigMaps and policies before \
+         the StatefulSet"
     );
 }
 
@@ -149,7 +151,7 @@ fn services_expose_the_right_ports() {
 #[test]
 fn secret_holds_both_keys_or_only_the_full_one() {
     let c = build(&with_spec(""));
-    let data = c.api_key_secret.data.unwrap();
+    let data = c.api_key_secret.unwrap().data.unwrap();
     assert_eq!(data["api-key"].0, b"k1");
     assert_eq!(data["read-only-api-key"].0, b"r1");
     let only = children::build(
@@ -165,9 +167,57 @@ fn secret_holds_both_keys_or_only_the_full_one() {
         },
     );
     assert_eq!(
-        only.api_key_secret.data.unwrap().keys().collect::<Vec<_>>(),
+        only.api_key_secret
+            .unwrap()
+            .data
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         vec!["api-key"]
     );
+}
+
+#[test]
+fn with_the_users_key_the_secret_holds_only_the_read_only_key_or_does_not_exist() {
+    let byo = "auth: {apiKeySecretRef: {name: admin, key: token}}";
+    let c = build(&with_spec(byo));
+    let secret = c
+        .api_key_secret
+        .expect("the read-only key is still generated");
+    assert_eq!(
+        secret.data.unwrap().keys().collect::<Vec<_>>(),
+        vec!["read-only-api-key"],
+        "the operator never writes the full key the user brings"
+    );
+    let none = build(&with_spec(
+        "auth: {apiKeySecretRef: {name: admin, key: token}, readOnlyApiKey: false}",
+    ));
+    assert_eq!(none.api_key_secret, None, "no key generated, no Secret");
+}
+
+#[test]
+fn the_ca_secret_exists_only_when_the_operator_runs_its_own_ca() {
+    let names = |spec: &str| {
+        children::secrets::ca_placeholder(&with_spec(spec)).map(|s| {
+            let data = s.data.unwrap_or_default();
+            (
+                s.metadata.name.unwrap(),
+                s.type_.unwrap(),
+                data.keys().cloned().collect::<Vec<_>>(),
+            )
+        })
+    };
+    assert_eq!(
+        names(""),
+        Some((
+            "vectors-ca".to_owned(),
+            "Opaque".to_owned(),
+            vec!["tls.crt".to_owned(), "tls.key".to_owned()]
+        ))
+    );
+    assert_eq!(names("tls: {enabled: false}"), None);
+    assert_eq!(names("tls: {caSecretRef: {name: corp-ca}}"), None);
+    assert_eq!(names("tls: {certificateSecretRef: {name: cert}}"), None);
 }
 
 #[test]

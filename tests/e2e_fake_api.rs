@@ -970,8 +970,14 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
         }),
     };
 
-    // Every built child exists as built (the API-key and TLS Secrets built from the live values).
-    let built = children::build(&inst, &material).to_values();
+    // Every built child exists as built (the API-key, CA and TLS Secrets built from the live
+    // values).
+    let live_ca = children::secrets::ca(
+        &inst,
+        ca_secret.data.clone().unwrap_or_default(),
+        ca_secret.metadata.annotations.clone().unwrap_or_default(),
+    );
+    let built = children::build(&inst, &material).to_values(Some(&live_ca));
     let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
     for want in &built {
         let kind = want["kind"].as_str().expect("kind");
@@ -987,7 +993,6 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
             .ok_or_else(|| format!("no {kind} {child}"))?;
         compare(want, &have)?;
     }
-    expected.insert(("Secret".to_owned(), inst.ca_secret_name()));
 
     // Nothing else carries the instance's labels.
     let objects = owned_objects(server, ns, name);

@@ -419,7 +419,11 @@ async fn an_existing_secret_in_the_cache_is_reused_unchanged() {
     let sq = SecureQdrant::test();
     let existing = keys("existing");
     let mut cluster = Cluster::synced();
-    cluster.put(stored(children_of(&sq, &existing).api_key_secret));
+    cluster.put(stored(
+        children_of(&sq, &existing)
+            .api_key_secret
+            .expect("generated keys"),
+    ));
     let cr = sq.to_json();
 
     let mut h = Harness::new(&cluster);
@@ -452,7 +456,12 @@ async fn an_existing_secret_in_the_cache_is_reused_unchanged() {
 async fn an_existing_secret_missing_from_the_cache_is_read_and_reused() {
     let sq = SecureQdrant::test().replicas(3);
     let existing = keys("existing");
-    let secret = serde_json::to_value(stored(children_of(&sq, &existing).api_key_secret)).unwrap();
+    let secret = serde_json::to_value(stored(
+        children_of(&sq, &existing)
+            .api_key_secret
+            .expect("generated keys"),
+    ))
+    .unwrap();
     let cr = sq.to_json();
 
     let mut h = Harness::new(&Cluster::synced());
@@ -480,7 +489,11 @@ async fn an_existing_secret_missing_from_the_cache_is_read_and_reused() {
 async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
     let sq = SecureQdrant::test();
     let existing = keys("existing");
-    let mut secret = stored(children_of(&sq, &existing).api_key_secret);
+    let mut secret = stored(
+        children_of(&sq, &existing)
+            .api_key_secret
+            .expect("generated keys"),
+    );
     secret
         .data
         .as_mut()
@@ -556,8 +569,12 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
 async fn a_secret_created_concurrently_is_read_and_its_keys_used() {
     let sq = SecureQdrant::test().replicas(3);
     let theirs = keys("theirs");
-    let their_secret =
-        serde_json::to_value(stored(children_of(&sq, &theirs).api_key_secret)).unwrap();
+    let their_secret = serde_json::to_value(stored(
+        children_of(&sq, &theirs)
+            .api_key_secret
+            .expect("generated keys"),
+    ))
+    .unwrap();
     let cr = sq.to_json();
 
     let mut h = Harness::new(&Cluster::synced());
@@ -1071,7 +1088,11 @@ fn assert_failed_condition(status: &serde_json::Value, reason: &str) {
 async fn a_deleted_secret_is_recreated_pods_roll_and_an_event_says_so() {
     let old = keys("old");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &old);
-    cluster.remove(stored(children_of(&sq, &old).api_key_secret));
+    cluster.remove(stored(
+        children_of(&sq, &old)
+            .api_key_secret
+            .expect("generated keys"),
+    ));
 
     let mut h = Harness::new(&cluster);
     let (result, t) = h
@@ -1184,7 +1205,11 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let sq = SecureQdrant::test();
     let cr = sq.to_json();
     let mut cluster = Cluster::synced();
-    cluster.put(stored(children_of(&sq, &keys("k")).api_key_secret));
+    cluster.put(stored(
+        children_of(&sq, &keys("k"))
+            .api_key_secret
+            .expect("generated keys"),
+    ));
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {

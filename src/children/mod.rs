@@ -62,7 +62,11 @@ impl PodTls {
                             text("issued by the operator: trust bundle"),
                         ),
                     ]),
-                    BTreeMap::new(),
+                    // What a new instance's `<n>-tls` carries: no CA rollover in progress.
+                    BTreeMap::from([(
+                        crate::tls::ROLLOVER_PHASE_ANNOTATION.to_owned(),
+                        crate::tls::Phase::Stable.as_str().to_owned(),
+                    )]),
                 )
             }),
             fingerprint: "<fingerprint of the certificate>".to_owned(),
@@ -75,8 +79,9 @@ impl PodTls {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
     pub service_account: ServiceAccount,
-    /// Generated once and never overwritten: the apply step only creates it when missing.
-    pub api_key_secret: Secret,
+    /// `<n>-api-key`, when the operator generates a key ([`Instance::generated_api_keys`]).
+    /// Created once by the credentials step and never overwritten; never applied.
+    pub api_key_secret: Option<Secret>,
     /// `<n>-tls`, when the operator issues the serving certificate.
     pub tls_secret: Option<Secret>,
     pub config_map: ConfigMap,
@@ -139,9 +144,13 @@ pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
 }
 
 impl Children {
-    /// Every object in apply order, as JSON (for `render` and tests). Secrets and ConfigMaps come
-    /// before the StatefulSet that mounts them; NetworkPolicies before any pod exists.
-    pub fn to_values(&self) -> Vec<serde_json::Value> {
+    /// Every object the operator writes for the instance, in the order it writes them, as JSON
+    /// (for `render` and tests): `<n>-api-key` (the credentials step creates it first), then
+    /// `ca_secret` (`<n>-ca`, which the TLS step creates from the CA it issues, so the caller
+    /// passes it: see [`secrets::ca`]), then the applied children in apply order. Secrets and
+    /// ConfigMaps come before the StatefulSet that mounts them; NetworkPolicies before any pod
+    /// exists.
+    pub fn to_values(&self, ca_secret: Option<&Secret>) -> Vec<serde_json::Value> {
         let Children {
             service_account,
             api_key_secret,
@@ -153,7 +162,9 @@ impl Children {
             pdb,
             statefulset,
         } = self;
-        let mut out = vec![typed(service_account), typed(api_key_secret)];
+        let mut out: Vec<serde_json::Value> = api_key_secret.iter().map(typed).collect();
+        out.extend(ca_secret.map(typed));
+        out.push(typed(service_account));
         out.extend(tls_secret.iter().map(typed));
         out.extend([
             typed(config_map),

@@ -55,3 +55,71 @@ pub fn to_yaml() -> String {
         .collect::<Vec<_>>()
         .join("---\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Paths of the properties under `schema` that have no description (`kubectl explain`
+    /// shows nothing for them), walking into properties, array items and map values.
+    fn undescribed(path: &str, schema: &Value, out: &mut Vec<String>) {
+        for (name, child) in schema["properties"].as_object().into_iter().flatten() {
+            let child_path = format!("{path}.{name}");
+            let described = child["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty());
+            if !described {
+                out.push(child_path.clone());
+            }
+            undescribed(&child_path, child, out);
+        }
+        if schema["items"].is_object() {
+            undescribed(&format!("{path}[]"), &schema["items"], out);
+        }
+        if schema["additionalProperties"].is_object() {
+            undescribed(&format!("{path}{{}}"), &schema["additionalProperties"], out);
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            for (i, sub) in schema[key].as_array().into_iter().flatten().enumerate() {
+                undescribed(&format!("{path}<{key}{i}>"), sub, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_property_of_every_crd_has_a_description() {
+        let mut missing = Vec::new();
+        let mut walked = 0;
+        for crd in super::all() {
+            let crd = serde_json::to_value(crd).expect("a CRD serializes");
+            for version in crd["spec"]["versions"].as_array().expect("versions") {
+                let schema = &version["schema"]["openAPIV3Schema"];
+                assert!(schema["properties"]["spec"].is_object(), "{crd}");
+                walked += 1;
+                let root = format!(
+                    "{}/{}",
+                    crd["spec"]["names"]["kind"].as_str().unwrap_or_default(),
+                    version["name"].as_str().unwrap_or_default()
+                );
+                undescribed(&root, schema, &mut missing);
+            }
+        }
+        assert_eq!(walked, 2, "both CRDs walked");
+        assert!(
+            missing.is_empty(),
+            "properties without a description:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_description_check_finds_a_bare_property() {
+        let schema = serde_json::json!({"properties": {
+            "a": {"description": "A.", "type": "object", "properties": {"b": {"type": "string"}}},
+            "c": {"type": "array", "items": {"properties": {"d": {"type": "string"}}}}
+        }});
+        let mut missing = Vec::new();
+        undescribed("x", &schema, &mut missing);
+        assert_eq!(missing, ["x.a.b", "x.c", "x.c[].d"]);
+    }
+}

@@ -39,18 +39,43 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
     status = "SecureQdrantStatus",
     derive = "PartialEq",
     doc = "A Qdrant vector database cluster that the operator keeps secure by default.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Summary: Pending, Progressing, Ready, Degraded or Failed."
+    ),
+    // As for ReplicaSets: asked for, running, ready. Desired and Current differ while a
+    // scale-down is refused (the pods keep running) or a scale-up is in progress.
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Replicas asked for (spec.replicas)."
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Pods the StatefulSet runs (status.replicas)."
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Pods that are ready (status.readyReplicas)."
+    ),
     printcolumn(
         name = "Cert-Expiry",
         type_ = "date",
-        json_path = ".status.certificate.notAfter"
+        json_path = ".status.certificate.notAfter",
+        description = "When the serving certificate expires."
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
-        json_path = ".metadata.creationTimestamp"
+        json_path = ".metadata.creationTimestamp",
+        description = "Time since the resource was created."
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +240,10 @@ pub struct SnapshotsSpec {
 /// API keys and JWT-based access control.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "duration(self.keyRotationGracePeriod) >= duration('1m')",
+     "message": "auth.keyRotationGracePeriod must be at least 1m: kubelets take up to about a minute to refresh a mounted Secret, so a shorter grace period removes the old key before every consumer can have the new one"}
+]))]
 pub struct AuthSpec {
     /// Also generate a global read-only API key (`read-only-api-key` in the API-key Secret).
     #[serde(default = "default_true")]
@@ -233,15 +262,16 @@ pub struct AuthSpec {
 
     /// Use your own full-access API key from a Secret in the same namespace instead of a
     /// generated one. The operator re-reads it on every reconcile and rolls the pods when it
-    /// changes; a missing Secret, a missing key or an empty value stops the rollout with a
-    /// condition. Rotating it is then up to you (the rotate-api-key annotation applies only to
-    /// generated keys).
+    /// changes; a missing Secret, a missing key, an empty value or one shorter than 32
+    /// characters (it also signs the tokens) stops the rollout with a condition. Rotating it is
+    /// then up to you (the rotate-api-key annotation applies only to generated keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
 
     /// During a key rotation (annotation `secureqdrant.dev/rotate-api-key`), how long the old
     /// and the new key both work once every pod accepts the new one, before the old one is
-    /// removed. Go duration syntax.
+    /// removed. Go duration syntax, at least 1m (kubelets take up to about a minute to refresh
+    /// a mounted Secret, and consumers need that long to see the new key).
     #[serde(default = "default_rotation_grace")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub key_rotation_grace_period: String,
@@ -500,6 +530,113 @@ pub struct PodSpecOverrides {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What `kubectl explain` says about each operator-owned `spec.config` key: who sets it, and the
+/// spec field to use instead where there is one. Every key of [`FORBIDDEN_USER_CONFIG`] has one
+/// (the schema is not built otherwise).
+const MANAGED_CONFIG_DOCS: &[(&str, &str)] = &[
+    (
+        "service.host",
+        "Set by the operator (0.0.0.0, so the Services reach the pod).",
+    ),
+    (
+        "service.http_port",
+        "Set by the operator (6333: the Services, probes and NetworkPolicies use it).",
+    ),
+    (
+        "service.grpc_port",
+        "Set by the operator (6334: the Services and NetworkPolicies use it).",
+    ),
+    (
+        "service.metrics_port",
+        "Set by the operator (9091) when spec.network.metrics lists scrapers; use that field.",
+    ),
+    (
+        "service.api_key",
+        "Set by the operator from a Secret (generated, or spec.auth.apiKeySecretRef); use \
+         spec.auth.apiKeySecretRef for your own key.",
+    ),
+    (
+        "service.alt_api_key",
+        "Set by the operator during a key rotation (annotation secureqdrant.dev/rotate-api-key).",
+    ),
+    (
+        "service.read_only_api_key",
+        "Set by the operator from a generated Secret; use spec.auth.readOnlyApiKey.",
+    ),
+    (
+        "service.jwt_rbac",
+        "Set by the operator; use spec.auth.jwtRbac.",
+    ),
+    (
+        "service.enable_tls",
+        "Set by the operator; use spec.tls.enabled.",
+    ),
+    (
+        "service.verify_https_client_certificate",
+        "Set by the operator; use spec.tls.clientCertificates.",
+    ),
+    (
+        "service.enable_cors",
+        "Set by the operator (always false: no browser origin may call Qdrant).",
+    ),
+    (
+        "service.enforce_internal_auth",
+        "Set by the operator (true in cluster mode, spec.replicas > 1).",
+    ),
+    (
+        "service.enable_snapshot_url_recovery",
+        "Set by the operator (always false: recovering from a URL would let a caller make Qdrant \
+         fetch any address).",
+    ),
+    (
+        "tls",
+        "Set by the operator (the mounted certificate files); use spec.tls.",
+    ),
+    (
+        "cluster.enabled",
+        "Set by the operator (true when spec.replicas > 1); use spec.replicas.",
+    ),
+    (
+        "cluster.p2p",
+        "Set by the operator (port 6335, TLS as spec.tls.enabled says).",
+    ),
+    (
+        "telemetry_disabled",
+        "Set by the operator (always true: nothing leaves the cluster).",
+    ),
+    (
+        "storage.storage_path",
+        "Set by the operator (the data volume, spec.storage).",
+    ),
+    (
+        "storage.snapshots_path",
+        "Set by the operator (the snapshots volume, spec.snapshots).",
+    ),
+    (
+        "storage.temp_path",
+        "Left to Qdrant's default on the data volume: the root filesystem is read-only, so no \
+         other path is writable.",
+    ),
+    ("audit", "Set by the operator; use spec.audit."),
+];
+
+/// The description of an operator-owned `spec.config` key.
+fn managed_config_description(path: &str) -> String {
+    let (_, why) = MANAGED_CONFIG_DOCS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .unwrap_or_else(|| panic!("spec.config.{path} is refused but not documented"));
+    format!("{why} Refused in spec.config.")
+}
+
+/// The description of a section of Qdrant's config with operator-owned keys in it.
+fn config_section_description(section: &str) -> String {
+    format!(
+        "Qdrant's `{section}` section. The keys declared here are set by the operator and \
+         refused; any other key is passed to Qdrant."
+    )
+}
+
 /// The schema of `spec.config`: any object, minus the keys the operator owns.
 ///
 /// The apiserver hides fields kept by `x-kubernetes-preserve-unknown-fields` from CEL, so every
@@ -532,9 +669,15 @@ fn user_config_schema(_: &mut SchemaGenerator) -> Schema {
             let child = &mut node["properties"][*part];
             if child.is_null() {
                 *child = if is_leaf {
-                    leaf_schema(json_type)
+                    let mut leaf = leaf_schema(json_type);
+                    leaf["description"] = managed_config_description(path).into();
+                    leaf
                 } else {
-                    serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+                    serde_json::json!({
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                        "description": config_section_description(&parts[..=i].join(".")),
+                    })
                 };
             }
             node = child;
@@ -635,4 +778,22 @@ pub struct SecretNames {
     /// Secret holding the operator's CA (absent when you bring a CA or a certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refused_config_key_is_documented_once_and_no_other() {
+        let refused: Vec<&str> = FORBIDDEN_USER_CONFIG.iter().map(|(p, _)| *p).collect();
+        let documented: Vec<&str> = MANAGED_CONFIG_DOCS.iter().map(|(p, _)| *p).collect();
+        assert_eq!(documented, refused);
+        let schema = serde_json::to_value(user_config_schema(&mut SchemaGenerator::default()))
+            .expect("a schema serializes");
+        assert_eq!(
+            schema["properties"]["service"]["properties"]["jwt_rbac"]["description"],
+            "Set by the operator; use spec.auth.jwtRbac. Refused in spec.config."
+        );
+    }
 }

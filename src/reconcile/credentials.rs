@@ -65,13 +65,8 @@ pub async fn ensure(
     sts: Option<&StatefulSet>,
     now: Timestamp,
 ) -> Result<Credentials> {
-    let mut wanted: Vec<&'static str> = Vec::new();
-    if inst.generates_api_key() {
-        wanted.push(material::API_KEY);
-    }
-    if inst.auth.read_only_api_key {
-        wanted.push(material::READ_ONLY_API_KEY);
-    }
+    // `render` shows the same keys (`children::secrets::api_key`).
+    let wanted = inst.generated_api_keys();
     let mut notices = Vec::new();
     let (secret, generated) = if wanted.is_empty() {
         (None, Vec::new())
@@ -346,16 +341,8 @@ async fn ensure_secret(
             .iter()
             .map(|_| generate_key())
             .collect::<Result<Vec<_>, _>>()?;
-        let mut secret = secrets::api_key(
+        let secret = secrets::api_key_with(
             inst,
-            &ApiKeys {
-                api_key: values[0].clone(),
-                read_only: None,
-                next: None,
-                phase: KeyPhase::Introduced,
-            },
-        );
-        secret.data = Some(
             wanted
                 .iter()
                 .zip(&values)

@@ -13,7 +13,7 @@ use crate::children::meta::MANAGER;
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
 use crate::qdrant::{GRPC_PORT, HTTP_PORT};
-use crate::validate::{Instance, Invalid, TlsSource, describe};
+use crate::validate::{Instance, Invalid, describe};
 
 /// Condition type: all replicas run the current spec and are ready.
 pub const READY: &str = "Ready";
@@ -238,11 +238,7 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             status.secrets = Some(SecretNames {
                 api_key: instance.api_key_secret_name(),
                 tls: instance.tls_secret_name(),
-                ca: instance
-                    .tls
-                    .as_ref()
-                    .filter(|t| t.source == TlsSource::OperatorCa)
-                    .map(|_| instance.ca_secret_name()),
+                ca: instance.operator_ca_secret_name(),
             });
         }
     }

@@ -25,10 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::credentials::{Notice, mark_referenced};
 use super::stores::{Stores, cached};
-use crate::children::PodTls;
-use crate::children::meta::{
-    COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER, object_meta,
-};
+use crate::children::meta::{LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
+use crate::children::{PodTls, secrets};
 use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::tls::{
@@ -517,13 +515,8 @@ async fn write_ca(
 ) -> Result<()> {
     let name = inst.ca_secret_name();
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
-    let mut secret = Secret {
-        metadata: object_meta(inst, name.clone(), COMPONENT_CREDENTIALS),
-        type_: Some("Opaque".to_owned()),
-        data: Some(change.secret_data()),
-        ..Secret::default()
-    };
-    secret.metadata.annotations = Some(change.annotations()).filter(|a| !a.is_empty());
+    // `render` shows the same object, with placeholders (`children::secrets::ca`).
+    let mut secret = secrets::ca(inst, change.secret_data(), change.annotations());
     let params = PostParams {
         field_manager: Some(MANAGER.to_owned()),
         ..PostParams::default()

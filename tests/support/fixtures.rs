@@ -310,7 +310,9 @@ impl Cluster {
             statefulset,
         } = children.clone();
         self.put(applied(service_account));
-        self.put(stored(api_key_secret));
+        if let Some(secret) = api_key_secret {
+            self.put(stored(secret));
+        }
         if let Some(secret) = tls_secret {
             self.put(applied(secret));
         }

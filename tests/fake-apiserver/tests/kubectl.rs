@@ -111,7 +111,7 @@ async fn kubectl_discovers_applies_gets_patches_and_deletes() {
     let table = ok(&kc, &["get", "sq", "-A"], None).await;
     let header = table.lines().next().unwrap_or_default();
     assert!(
-        header.contains("REPLICAS") && header.contains("PHASE"),
+        header.contains("DESIRED") && header.contains("CURRENT") && header.contains("PHASE"),
         "{table}"
     );
     assert!(table.contains("vectors"), "{table}");

@@ -1,0 +1,339 @@
+//! `render` prints what the operator writes, no more and no less.
+//!
+//! For every example under deploy/examples and a variant for each rule that adds or removes an
+//! object (TLS off; the user's API key with and without the read-only key; the user's CA; the
+//! user's certificate; cluster mode with metrics and client certificates), the real SecureQdrant
+//! reconcile runs once, in-process, against the in-memory API server of `tests/fake-apiserver`
+//! (the Secrets a spec references are created first, as a user would). What it wrote is then
+//! compared with `render`'s output for the same document:
+//! - the same objects (kind and name) in the same order: the order the operator wrote them,
+//!   read from their resourceVersions (a first reconcile writes each object once);
+//! - the same labels, annotations (but the applied-hash one the apply step adds) and owner;
+//! - for Secrets, the same type and the same keys (render shows placeholders for the values).
+
+#[path = "support/in_process.rs"]
+mod in_process;
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_apiserver::{FakeApiServer, Options};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Action;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use in_process::{client_for, crds, managed_stores};
+use secure_qdrant_operator::crd::SecureQdrant;
+use secure_qdrant_operator::events::Events;
+use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
+use secure_qdrant_operator::reconcile::{self, Context};
+use secure_qdrant_operator::render::render;
+use secure_qdrant_operator::settings::Settings;
+use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
+
+const SQ_API: &str = "secureqdrant.dev/v1alpha1";
+
+/// The kinds the operator writes for a SecureQdrant (apiVersion, kind).
+const WRITTEN_KINDS: [(&str, &str); 7] = [
+    ("v1", "ServiceAccount"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("apps/v1", "StatefulSet"),
+];
+
+/// What is compared of one object.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    kind: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeSet<String>,
+    /// (apiVersion, kind, name, controller) of each owner; the UID is the API server's.
+    owners: Vec<(String, String, String, bool)>,
+    /// Secrets only: the type and the keys of the data.
+    secret: Option<(String, BTreeSet<String>)>,
+}
+
+fn strings(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+fn seen(obj: &Value) -> Seen {
+    let meta = &obj["metadata"];
+    let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+    let secret = (kind == "Secret").then(|| {
+        // render shows the placeholders as stringData; the API server stores data.
+        let data = if obj["stringData"].is_object() {
+            &obj["stringData"]
+        } else {
+            &obj["data"]
+        };
+        (
+            obj["type"].as_str().unwrap_or_default().to_owned(),
+            strings(data).into_keys().collect(),
+        )
+    });
+    Seen {
+        name: meta["name"].as_str().unwrap_or_default().to_owned(),
+        kind,
+        labels: strings(&meta["labels"]),
+        annotations: strings(&meta["annotations"])
+            .into_keys()
+            .filter(|k| k != APPLIED_HASH)
+            .collect(),
+        owners: meta["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                (
+                    o["apiVersion"].as_str().unwrap_or_default().to_owned(),
+                    o["kind"].as_str().unwrap_or_default().to_owned(),
+                    o["name"].as_str().unwrap_or_default().to_owned(),
+                    o["controller"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect(),
+        secret,
+    }
+}
+
+/// Where render and the operator disagree, in words; Ok when they do not.
+fn differences(rendered: &[Seen], written: &[Seen]) -> Result<(), String> {
+    let names = |objs: &[Seen]| -> Vec<String> {
+        objs.iter()
+            .map(|o| format!("{} {}", o.kind, o.name))
+            .collect()
+    };
+    if names(rendered) != names(written) {
+        return Err(format!(
+            "objects differ:\n  render:   {:?}\n  operator: {:?}",
+            names(rendered),
+            names(written)
+        ));
+    }
+    for (r, w) in rendered.iter().zip(written) {
+        if r != w {
+            return Err(format!(
+                "{} {} differs:\n  render:   {r:?}\n  operator: {w:?}",
+                r.kind, r.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// render's output for a document, parsed.
+fn rendered(doc: &str) -> Vec<Seen> {
+    let out = render(doc, &Settings::default()).unwrap_or_else(|e| panic!("render: {e}"));
+    serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| seen(&Value::deserialize(d).expect("render prints YAML")))
+        .collect()
+}
+
+fn opaque(ns: &str, name: &str, type_: &str, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.to_owned()),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// The Secrets the spec references, as a user would have made them.
+fn user_secrets(sq: &SecureQdrant) -> Vec<Secret> {
+    let ns = sq.metadata.namespace.as_deref().expect("a namespace");
+    let name = sq.metadata.name.as_deref().expect("a name");
+    let now = Timestamp::now();
+    let mut out = Vec::new();
+    if let Some(r) = &sq.spec.auth.api_key_secret_ref {
+        out.push(opaque(
+            ns,
+            &r.name,
+            "Opaque",
+            BTreeMap::from([(r.key.clone(), ByteString(vec![b'k'; 43]))]),
+        ));
+    }
+    let ca = issue_ca(
+        &CaSubject::new("pki", "corp"),
+        SignedDuration::from_hours(24 * 365),
+        now,
+    )
+    .expect("a CA");
+    if let Some(r) = &sq.spec.tls.ca_secret_ref {
+        out.push(opaque(ns, &r.name, "Opaque", ca.to_secret_data()));
+    }
+    if let Some(r) = &sq.spec.tls.certificate_secret_ref {
+        let names = serving_dns_names(name, ns, "cluster.local", &sq.spec.tls.extra_dns_names);
+        let leaf = issue_leaf(&ca, &names, SignedDuration::from_hours(24 * 90), now)
+            .expect("a certificate");
+        out.push(opaque(
+            ns,
+            &r.name,
+            "kubernetes.io/tls",
+            leaf.to_secret_data(&[ca.cert().clone()]),
+        ));
+    }
+    out
+}
+
+/// Runs the first reconcile of `doc` against a fresh API server; returns what the operator
+/// wrote for it, in the order it wrote them.
+async fn written(doc: &str) -> Vec<Seen> {
+    let server = FakeApiServer::start(Options {
+        objects: crds(),
+        ..Options::default()
+    })
+    .await
+    .expect("fake API server starts");
+    let mut sq: Value = serde_yaml_ng::from_str(doc).expect("a YAML document");
+    let ns = sq["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    sq["metadata"]["namespace"] = json!(ns);
+    let typed: SecureQdrant = serde_json::from_value(sq.clone()).expect("a SecureQdrant");
+    for secret in user_secrets(&typed) {
+        let mut value = serde_json::to_value(secret).expect("serializes");
+        value["apiVersion"] = json!("v1");
+        value["kind"] = json!("Secret");
+        server.insert(value).expect("user Secret inserted");
+    }
+    let stored = server.insert(&sq).expect("SecureQdrant inserted");
+    let uid = stored["metadata"]["uid"]
+        .as_str()
+        .expect("a uid")
+        .to_owned();
+    let name = stored["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+
+    let client = client_for(&server).await;
+    let mut tasks = Vec::new();
+    let stores = managed_stores(&client, &mut tasks);
+    let (events, _log) = Events::memory();
+    let ctx = Context::new(client, stores, events, Settings::default());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), ctx.stores.wait_until_ready())
+            .await
+            .unwrap_or(false),
+        "caches did not fill"
+    );
+    let sq: SecureQdrant = serde_json::from_value(
+        server
+            .get(SQ_API, "SecureQdrant", &ns, &name)
+            .expect("the SecureQdrant"),
+    )
+    .expect("a SecureQdrant");
+    let action = reconcile::reconcile(Arc::new(sq), Arc::new(ctx))
+        .await
+        .unwrap_or_else(|e| panic!("the first reconcile failed: {e}"));
+    for task in tasks {
+        task.abort();
+    }
+    assert_ne!(action, Action::await_change(), "the spec was refused");
+
+    let mut objects: Vec<(u64, Value)> = WRITTEN_KINDS
+        .iter()
+        .flat_map(|(api, kind)| server.list(api, kind, &ns))
+        .filter(|o| {
+            o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["uid"] == uid.as_str())
+        })
+        .map(|o| {
+            let rv = o["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .expect("a numeric resourceVersion");
+            (rv, o)
+        })
+        .collect();
+    objects.sort_by_key(|(rv, _)| *rv);
+    objects.iter().map(|(_, o)| seen(o)).collect()
+}
+
+fn doc(spec: &str) -> String {
+    format!(
+        "apiVersion: {SQ_API}\nkind: SecureQdrant\nmetadata: {{name: vectors, namespace: search}}\nspec: {spec}\n"
+    )
+}
+
+/// Every example, and a variant for each rule that adds or removes an object.
+fn cases() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = common::examples()
+        .into_iter()
+        .map(|(stem, path)| {
+            (
+                format!("example {stem}"),
+                std::fs::read_to_string(path).expect("readable example"),
+            )
+        })
+        .collect();
+    for (name, spec) in [
+        ("TLS off", "{tls: {enabled: false}}"),
+        (
+            "the user's API key, with the read-only key",
+            "{auth: {apiKeySecretRef: {name: admin-key, key: token}}}",
+        ),
+        (
+            "the user's API key, no read-only key",
+            "{auth: {apiKeySecretRef: {name: admin-key, key: token}, readOnlyApiKey: false}}",
+        ),
+        ("the user's CA", "{tls: {caSecretRef: {name: corp-ca}}}"),
+        (
+            "the user's certificate",
+            "{tls: {certificateSecretRef: {name: vectors-cert}}}",
+        ),
+        (
+            "cluster mode, metrics, client certificates",
+            "{replicas: 3, network: {metrics: [{podSelector: {}}]}, tls: {clientCertificates: true}}",
+        ),
+    ] {
+        out.push((name.to_owned(), doc(spec)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_shows_every_object_the_operator_writes_in_its_order() {
+    let mut failures = Vec::new();
+    for (case, doc) in cases() {
+        let rendered = rendered(&doc);
+        let written = written(&doc).await;
+        assert!(written.len() >= 8, "{case}: the operator wrote {written:?}");
+        if let Err(e) = differences(&rendered, &written) {
+            failures.push(format!("{case}: {e}"));
+        }
+        // The comparison can fail: one object fewer, or one Secret key fewer, is found.
+        assert!(differences(&rendered[1..], &written).is_err(), "{case}");
+        let mut fewer_keys = rendered;
+        let secret = fewer_keys
+            .iter_mut()
+            .find_map(|o| o.secret.as_mut())
+            .expect("every case has a Secret");
+        secret.1.pop_first();
+        assert!(differences(&fewer_keys, &written).is_err(), "{case}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
