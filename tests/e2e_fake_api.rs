@@ -323,8 +323,14 @@ async fn deleted_children_come_back_and_a_deleted_key_secret_is_new_and_announce
     );
     assert_ne!(rekeyed.restart_hash, before.restart_hash);
     assert_eq!(rekeyed.ca, before.ca);
-    // The monitor the fault test relies on saw it: created, deleted, created anew.
-    assert_eq!(key_monitor.states_since_created(), 3);
+    // The monitor the fault test relies on saw it: created, then changed (deleted and created
+    // anew; on a loaded machine the monitor may wake only after the re-creation, so the absent
+    // state in between is not always seen).
+    let states = key_monitor.states_since_created();
+    assert!(
+        (2..=3).contains(&states),
+        "the monitor saw {states} states of the API-key Secret"
+    );
     let server = &cluster.server;
     eventually(Duration::from_secs(5), || {
         let reasons = event_reasons(server, &ns, &name);
