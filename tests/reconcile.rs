@@ -1184,6 +1184,7 @@ async fn failures_back_off_per_object_and_a_success_resets_them() {
     assert_eq!(fail(&sq), Action::requeue(Duration::from_secs(20)));
     let mut other = (*sq).clone();
     other.metadata.name = Some("other".into());
+    other.metadata.uid = Some("uid-of-other".into());
     assert_eq!(
         fail(&Arc::new(other)),
         Action::requeue(Duration::from_secs(5)),

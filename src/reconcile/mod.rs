@@ -131,6 +131,12 @@ fn key(sq: &SecureQdrant) -> String {
     format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
 }
 
+/// The object's backoff entry: by uid, so an object created anew under the same name starts
+/// afresh.
+fn backoff_key(sq: &SecureQdrant) -> String {
+    sq.uid().unwrap_or_else(|| key(sq))
+}
+
 /// Reconciles one SecureQdrant.
 pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {
     if sq.meta().deletion_timestamp.is_some() {
@@ -160,7 +166,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     .await;
             }
             ctx.write_status(&sq, status).await?;
-            ctx.failures.succeeded(&key(&sq));
+            ctx.failures.succeeded(&backoff_key(&sq));
             return Ok(Action::await_change());
         }
     };
@@ -168,7 +174,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
     // 2.-7.: every failure from here on is also reported on the resource.
     match converge(&sq, &ctx, inst, now).await {
         Ok(action) => {
-            ctx.failures.succeeded(&key(&sq));
+            ctx.failures.succeeded(&backoff_key(&sq));
             Ok(action)
         }
         Err(error) => {
@@ -511,7 +517,7 @@ where
 /// Called when a reconcile fails: logs, and retries with exponential backoff per object
 /// (5 s doubling to 5 min; see [`Backoffs`]).
 pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.failures.failed(&key(&sq), (ctx.clock)());
+    let delay = ctx.failures.failed(&backoff_key(&sq), (ctx.clock)());
     warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -536,9 +542,17 @@ impl Backoffs {
     /// Records a failure of `key` at `now`; returns how long to wait before the next attempt.
     pub fn failed(&self, key: &str, now: Timestamp) -> Duration {
         let mut entries = self.0.lock().expect("lock");
+        // Objects that stopped failing without a success (deleted meanwhile) are dropped once
+        // their retry is long past.
+        let stale = k8s_openapi::jiff::SignedDuration::from_secs(3600);
+        entries.retain(|k, (_, at)| k == key || at.checked_add(stale).is_ok_and(|t| t > now));
         let (failures, retry_at) = entries.entry(key.to_owned()).or_insert((0, now));
         if now < *retry_at {
-            return retry_at.duration_since(now).unsigned_abs();
+            // Capped: a clock that stepped back never stretches the wait.
+            return retry_at
+                .duration_since(now)
+                .unsigned_abs()
+                .min(backoff(*failures));
         }
         *failures = failures.saturating_add(1);
         let delay = backoff(*failures);
@@ -584,5 +598,12 @@ mod tests {
         assert_eq!(backoffs.failed("b", at(15_001)), Duration::from_secs(5));
         backoffs.succeeded("a");
         assert_eq!(backoffs.failed("a", at(15_002)), Duration::from_secs(5));
+
+        // A clock that steps back an hour does not stretch the wait beyond the backoff.
+        assert_eq!(backoffs.failed("a", at(-3_600_000)), Duration::from_secs(5));
+        // Entries whose retry is an hour past are dropped when another object fails.
+        assert_eq!(backoffs.0.lock().unwrap().len(), 2);
+        backoffs.failed("c", at(15_002 + 3_700_000));
+        assert_eq!(backoffs.0.lock().unwrap().len(), 1);
     }
 }
