@@ -60,6 +60,12 @@ pub enum Error {
          its credentials there; delete or rename that Secret"
     )]
     NotOurs { name: String, owner: String },
+    #[error(
+        "Secret {0} lost next-api-key while the pods run with it as their API key (key rotation \
+         phase Swapped): put the key back, or delete the Secret to generate new keys (every \
+         client needs them then)"
+    )]
+    RotationKeyLost(String),
 }
 
 impl Error {
@@ -79,6 +85,7 @@ impl Error {
             Error::UserKey { .. } => "api_key_secret",
             Error::CacheNotReady => "cache",
             Error::NotOurs { .. } => "secret_conflict",
+            Error::RotationKeyLost(_) => "key_rotation",
         }
     }
 }

@@ -96,6 +96,9 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
             Some(r) if !r.is_empty() && Some(r) != s.handled => RotationStep::Start {
                 request: r.to_owned(),
             },
+            // `next-api-key` was removed by hand mid-rotation (in phase Introduced or Promoted,
+            // where no pod depends on it: Swapped is refused before this): clear what is left.
+            _ if s.phase.is_some() || s.rolled_out_at.is_some() => RotationStep::Finish,
             _ => RotationStep::Idle,
         };
     }
@@ -232,8 +235,14 @@ mod tests {
             assert_eq!(step(&s), next, "{phase}");
         }
         s.has_next = false;
-        s.phase = None;
         s.requested = Some("n1");
+        assert_eq!(
+            step(&s),
+            RotationStep::Finish,
+            "leftover annotations are cleared"
+        );
+        s.phase = None;
+        s.rolled_out_at = None;
         assert_eq!(step(&s), RotationStep::Idle, "finished");
     }
 

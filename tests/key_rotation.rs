@@ -251,6 +251,65 @@ async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_depend_on_it() {
+    let mut env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let drop_next = || async {
+        secrets
+            .patch(
+                KEY_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"next-api-key": null}})),
+            )
+            .await
+            .expect("next-api-key removed");
+    };
+
+    // Introduced and rolled out (rolled-out-at recorded), then next-api-key is removed: no pod
+    // needs it (they run with api-key as api_key), so the rotation is abandoned cleanly...
+    env.request("a").await;
+    env.reconcile().await;
+    env.roll_out();
+    env.reconcile().await;
+    assert!(
+        env.secret_annotations()
+            .contains_key(ROLLED_OUT_AT_ANNOTATION)
+    );
+    drop_next().await;
+    env.reconcile().await;
+    env.assert_idle(&old);
+    // ... and the next rotation waits for its own rollout (no leftover rolled-out-at).
+    env.roll_out();
+    env.request("b").await;
+    env.reconcile().await;
+    let new = env.assert_introduced(&old, None);
+    env.restart().await;
+    env.reconcile().await;
+    env.assert_introduced(&old, None);
+
+    // Swapped: the pods send next-api-key to their peers. Removing it stops the instance with
+    // a condition, and the pod template stays as it is.
+    env.roll_out();
+    env.reconcile().await;
+    env.set_now(env.now() + SignedDuration::from_mins(1));
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    let template = env.template_fingerprint();
+    drop_next().await;
+    let error = env.try_reconcile().await.expect_err("refused");
+    assert!(error.to_string().contains("lost next-api-key"), "{error}");
+    let (status, reason, _) = env.reconciled();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "KeyRotationFailed")
+    );
+    assert_eq!(env.template_fingerprint(), template, "the pods were rolled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     const USER_SECRET: &str = "my-qdrant-key";
     let env = Env::start().await;

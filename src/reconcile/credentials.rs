@@ -99,6 +99,11 @@ pub async fn ensure(
         let annotations = secret.annotations();
         let phase = annotations.get(PHASE_ANNOTATION).map(String::as_str);
         keys.phase = KeyPhase::from_annotation(phase);
+        if keys.next.is_none() && keys.phase == KeyPhase::Swapped {
+            // The pods send that key to their peers: rendering them without it would split the
+            // cluster during the roll.
+            return Err(Error::RotationKeyLost(inst.api_key_secret_name()));
+        }
         let state = RotationState {
             requested: sq
                 .annotations()
@@ -145,7 +150,9 @@ async fn rotate(
             keys.next = Some(next);
             (
                 data,
-                json!({PHASE_ANNOTATION: PHASE_INTRODUCED, HANDLED_ANNOTATION: request}),
+                // A rolled-out-at left from an earlier rotation would skip the rollout.
+                json!({PHASE_ANNOTATION: PHASE_INTRODUCED, HANDLED_ANNOTATION: request,
+                       ROLLED_OUT_AT_ANNOTATION: null}),
                 Notice {
                     type_: EventType::Normal,
                     reason: "ApiKeyRotationStarted",
@@ -204,7 +211,14 @@ async fn rotate(
             )
         }
         RotationStep::Finish => {
-            keys.next = None;
+            let note = match keys.next.take() {
+                Some(_) => format!(
+                    "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
+                ),
+                None => format!(
+                    "{NEXT_API_KEY} was removed from Secret {name} by hand: the key rotation is abandoned"
+                ),
+            };
             keys.phase = KeyPhase::Introduced;
             (
                 Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
@@ -212,9 +226,7 @@ async fn rotate(
                 Notice {
                     type_: EventType::Normal,
                     reason: "ApiKeyRotationFinished",
-                    note: format!(
-                        "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
-                    ),
+                    note,
                 },
             )
         }
