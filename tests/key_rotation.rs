@@ -251,6 +251,67 @@ async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_back() {
+    use kube::runtime::watcher::Event;
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    env.request("r").await;
+    env.reconcile().await;
+    let new = env.assert_introduced(&old, None);
+    env.roll_out();
+    env.reconcile().await;
+    env.set_now(env.now() + SignedDuration::from_mins(1));
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.roll_out();
+
+    // An operator whose Secret cache stops at phase Swapped (its watch lags behind).
+    let (secrets, mut writer) = kube::runtime::reflector::store::<Secret>();
+    writer.apply_watcher_event(&Event::Init);
+    for s in env.server.list("v1", "Secret", NS) {
+        writer.apply_watcher_event(&Event::InitApply(serde_json::from_value(s).unwrap()));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    let mut stores = env.ctx.stores.clone();
+    stores.secrets = secrets;
+    let clock = env.clock.clone();
+    let (events, _) = Events::memory();
+    let lagging = Arc::new(
+        Context::new(env.client.clone(), stores, events, Settings::default())
+            .with_clock(Arc::new(move || *clock.lock().unwrap())),
+    );
+    let run = |ctx: Arc<Context>| async {
+        env.settle().await;
+        let sq: SecureQdrant =
+            serde_json::from_value(env.server.get(SQ_API, "SecureQdrant", NS, SQ).unwrap())
+                .unwrap();
+        reconcile::reconcile(Arc::new(sq), ctx)
+            .await
+            .expect("reconciled");
+        env.settle().await;
+    };
+
+    // It promotes (its cache shows Swapped, rolled out), the pods roll to the new key alone.
+    run(lagging.clone()).await;
+    env.assert_promoted(&new);
+    let promoted = env.template_fingerprint();
+    // Its next reconcile, on the same stale cache, must not take the Secret for Swapped again
+    // (that would give the pods the Swapped template back: two needless rolls).
+    run(lagging.clone()).await;
+    env.assert_promoted(&new);
+    assert_eq!(
+        env.template_fingerprint(),
+        promoted,
+        "rolled back to Swapped"
+    );
+    env.roll_out();
+    run(lagging).await;
+    env.assert_idle(&new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_depend_on_it() {
     let mut env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))

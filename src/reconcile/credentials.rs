@@ -32,6 +32,30 @@ use crate::material::{
 };
 use crate::validate::Instance;
 
+/// When the operator last advanced a key rotation in each `<n>-api-key` (namespace/name). For a
+/// while after such a write the cache may still show the Secret before it, and a rotation step
+/// computed from that copy would roll the pods back a phase: the Secret is read from the API
+/// server instead. (Other writes need no such care: a stale copy makes their compare-and-swap
+/// fail, or misses the Secret and reads it.)
+#[derive(Default)]
+pub struct RecentWrites(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl RecentWrites {
+    fn record(&self, ns: &str, name: &str) {
+        let mut map = self.0.lock().expect("lock");
+        map.retain(|_, at| at.elapsed() < super::expect::EXPECTATION_TTL);
+        map.insert(format!("{ns}/{name}"), std::time::Instant::now());
+    }
+
+    fn recent(&self, ns: &str, name: &str) -> bool {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(&format!("{ns}/{name}"))
+            .is_some_and(|at| at.elapsed() < super::expect::EXPECTATION_TTL)
+    }
+}
+
 /// Something the user should hear about, as an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
@@ -56,9 +80,11 @@ fn b64(value: &SecretValue) -> Value {
 /// Returns the instance's API keys, creating or completing `<n>-api-key` when needed and
 /// advancing a key rotation. `created_before`: the operator created this Secret before (status
 /// says so), so a missing one was deleted and recreating it changes credentials.
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure(
     client: &Client,
     stores: &Stores,
+    written: &RecentWrites,
     sq: &SecureQdrant,
     inst: &Instance,
     created_before: bool,
@@ -72,7 +98,7 @@ pub async fn ensure(
         (None, Vec::new())
     } else {
         let (secret, values, notice) =
-            ensure_secret(client, stores, inst, &wanted, created_before).await?;
+            ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
         notices.extend(notice);
         (Some(secret), values)
     };
@@ -122,7 +148,7 @@ pub async fn ensure(
         };
         let step = key_rotation::step(&state);
         requeue_after = key_rotation::requeue_after(&step, now, inst.key_rotation_grace);
-        if let Some(notice) = rotate(client, inst, &secret, &mut keys, &step, now).await? {
+        if let Some(notice) = rotate(client, written, inst, &secret, &mut keys, &step, now).await? {
             notices.push(notice);
         }
     }
@@ -136,6 +162,7 @@ pub async fn ensure(
 /// Applies one rotation step to `<n>-api-key` (compare-and-swap) and to `keys`.
 async fn rotate(
     client: &Client,
+    written: &RecentWrites,
     inst: &Instance,
     secret: &Secret,
     keys: &mut ApiKeys,
@@ -241,6 +268,8 @@ async fn rotate(
         },
         "data": data,
     });
+    // Recorded before the write: a reconcile racing with it must not trust the cache either.
+    written.record(&inst.namespace, &name);
     Api::<Secret>::namespaced(client.clone(), &inst.namespace)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -330,6 +359,7 @@ async fn user_key(
 async fn ensure_secret(
     client: &Client,
     stores: &Stores,
+    written: &RecentWrites,
     inst: &Instance,
     wanted: &[&'static str],
     created_before: bool,
@@ -337,7 +367,11 @@ async fn ensure_secret(
     let name = inst.api_key_secret_name();
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
     for _ in 0..2 {
-        let existing = match cached(&stores.secrets, &inst.namespace, &name) {
+        let cache = match written.recent(&inst.namespace, &name) {
+            true => None,
+            false => cached(&stores.secrets, &inst.namespace, &name),
+        };
+        let existing = match cache {
             Some(s) => Some(s.as_ref().clone()),
             None => api.get_opt(&name).await.map_err(|source| Error::Read {
                 kind: "Secret",

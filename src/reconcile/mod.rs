@@ -64,6 +64,8 @@ pub struct Context {
     /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
     /// so a stale cached copy never makes a token or client certificate be issued twice.
     pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
+    /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
+    pub key_secret_writes: credentials::RecentWrites,
 }
 
 /// The data of a token Secret.
@@ -82,6 +84,7 @@ impl Context {
             expectations: Expectations::default(),
             written_status: Mutex::new(HashMap::new()),
             written_token_data: Mutex::new(HashMap::new()),
+            key_secret_writes: credentials::RecentWrites::default(),
         }
     }
 
@@ -221,6 +224,7 @@ async fn converge(
     let credentials = credentials::ensure(
         &ctx.client,
         &ctx.stores,
+        &ctx.key_secret_writes,
         sq,
         inst,
         created_before,
