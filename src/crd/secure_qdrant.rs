@@ -86,7 +86,7 @@ pub struct SecureQdrantSpec {
     /// pods `<name>-<k>`, k ≥ the new count, remove those peers with Qdrant's API
     /// (`DELETE /cluster/peer/<id>`), then set this field and the annotation
     /// `secureqdrant.dev/peers-removed` to the new count; the operator removes the annotation
-    /// once the scale-down is applied. The data volumes of removed pods are kept. A cluster is
+    /// once the StatefulSet runs that count. The data volumes of removed pods are kept. A cluster is
     /// never scaled down to 1 (1 replica turns cluster mode off).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 100))]

@@ -277,22 +277,24 @@ async fn converge(
         info!(instance = %key(sq), written, "applied children");
     }
 
-    // 6b. an acknowledged scale-down is done (or there was nothing left to do): the
-    // acknowledgment is used up, so it cannot allow a later scale-down.
+    // 6b. an acknowledged scale-down was written (a reconcile on a cache that lags behind the
+    // write finds nothing to write and says nothing) ...
+    if let (Some(scale_down), true) = (plan.scale_down, written > 0) {
+        info!(instance = %key(sq), from = scale_down.from, to = scale_down.to, "applied an acknowledged scale-down");
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "ScaleDownApplied",
+                "Plan",
+                scale_down_applied_message(inst, scale_down),
+            )
+            .await;
+    }
+    // ... and once the StatefulSet runs that count, the acknowledgment is used up, so it cannot
+    // allow a later scale-down.
     if plan.consume_annotation {
         remove_peers_removed_annotation(&ctx.client, sq).await?;
-        if let Some(scale_down) = plan.scale_down {
-            info!(instance = %key(sq), from = scale_down.from, to = scale_down.to, "applied an acknowledged scale-down");
-            ctx.events
-                .publish(
-                    &reference,
-                    EventType::Normal,
-                    "ScaleDownApplied",
-                    "Plan",
-                    scale_down_applied_message(inst, scale_down),
-                )
-                .await;
-        }
     }
 
     // 7. status

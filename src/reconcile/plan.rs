@@ -14,9 +14,10 @@
 //!   over to a later scale-down;
 //! - changing the data volume size or class: StatefulSet claim templates are immutable.
 //!
-//! An acknowledgment is used once: when the replicas it names are what gets applied (the
-//! scale-down it allowed, or a count that is already running), [`Plan::consume_annotation`]
-//! tells the reconcile to remove it after the StatefulSet is written.
+//! An acknowledgment is used once: when the StatefulSet runs the replicas it names (after the
+//! scale-down it allowed, or a count that was already running), [`Plan::consume_annotation`]
+//! tells the reconcile to remove it. Not at the write: a reconcile on a cache that does not show
+//! the write yet would find no acknowledgment and scale back up.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -210,9 +211,8 @@ pub struct Plan {
     pub refusals: Vec<Refusal>,
     /// The acknowledged scale-down this plan applies.
     pub scale_down: Option<ScaleDown>,
-    /// [`PEERS_REMOVED_ANNOTATION`] has served its purpose (the replica count it names is the
-    /// one applied): the reconcile removes it once the StatefulSet is written, so it never
-    /// allows a later scale-down.
+    /// [`PEERS_REMOVED_ANNOTATION`] has served its purpose (the StatefulSet runs the replica
+    /// count it names): the reconcile removes it, so it never allows a later scale-down.
     pub consume_annotation: bool,
 }
 
@@ -227,8 +227,13 @@ pub fn plan(
     let spec = current.and_then(|s| s.spec.as_ref());
     let running = spec.map(|s| s.replicas.unwrap_or(1));
     let (scale_down, consume_annotation) = match scale(&inst, running, peers_removed) {
-        // spec.replicas is applied; when the acknowledgment names it, it is used up.
-        Scale::As { scale_down } => (scale_down, peers_removed.is_some()),
+        // spec.replicas is applied; the acknowledgment naming it is used up once the StatefulSet
+        // runs that count (not when it is written: a reconcile on a cache that does not show the
+        // write yet would find no acknowledgment and scale back up).
+        Scale::As { scale_down } => (
+            scale_down,
+            peers_removed.is_some() && running == Some(inst.replicas),
+        ),
         Scale::Keep(refusal) => {
             refusals.push(refusal);
             inst.replicas = running.unwrap_or(inst.replicas);
@@ -435,7 +440,13 @@ mod tests {
         assert!(p.instance.cluster_mode());
         assert_eq!(p.refusals, vec![]);
         assert_eq!(p.scale_down, Some(ScaleDown { from: 5, to: 3 }));
-        assert!(p.consume_annotation);
+        assert!(
+            !p.consume_annotation,
+            "kept until the StatefulSet runs 3: a reconcile on a cache without the write needs it"
+        );
+        let p = plan_of(3, Some("3"), Some(3));
+        assert_eq!(p.scale_down, None);
+        assert!(p.consume_annotation, "used up once the StatefulSet runs 3");
     }
 
     #[test]
@@ -514,14 +525,18 @@ mod tests {
 
     #[test]
     fn an_acknowledgment_naming_the_count_applied_is_used_up_without_a_scale_down() {
-        // Already at that count (the scale-down landed; a stale cache), a scale-up to it, and a
-        // first creation.
-        for (replicas, ack, current) in [(3, "3", Some(3)), (5, "5", Some(3)), (3, "3", None)] {
+        // Already at that count: used up. A scale-up to it and a first creation: applied, and
+        // used up once the StatefulSet runs that count.
+        for (replicas, ack, current, used) in [
+            (3, "3", Some(3), true),
+            (5, "5", Some(3), false),
+            (3, "3", None, false),
+        ] {
             let p = plan_of(replicas, Some(ack), current);
             assert_eq!(p.instance.replicas, replicas);
             assert_eq!(p.refusals, vec![]);
             assert_eq!(p.scale_down, None);
-            assert!(p.consume_annotation, "{replicas} {ack} {current:?}");
+            assert_eq!(p.consume_annotation, used, "{replicas} {ack} {current:?}");
         }
     }
 
