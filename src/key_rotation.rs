@@ -96,8 +96,10 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
             Some(r) if !r.is_empty() && Some(r) != s.handled => RotationStep::Start {
                 request: r.to_owned(),
             },
-            // `next-api-key` was removed by hand mid-rotation (in phase Introduced or Promoted,
-            // where no pod depends on it: Swapped is refused before this): clear what is left.
+            // `next-api-key` was removed by hand mid-rotation, in phase Introduced or Promoted
+            // (Swapped is refused before this: the pods send that key to their peers). Pods of
+            // the template that still names it cannot restart until they are replaced, which the
+            // one-key template does; no pod's api_key is lost. Clear what is left.
             _ if s.phase.is_some() || s.rolled_out_at.is_some() => RotationStep::Finish,
             _ => RotationStep::Idle,
         };

@@ -307,8 +307,13 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
         "rolled back to Swapped"
     );
     env.roll_out();
+    run(lagging.clone()).await;
+    env.assert_idle(&new);
+    // And still none later, on that cache (older than every write since).
+    let finished = env.template_fingerprint();
     run(lagging).await;
     env.assert_idle(&new);
+    assert_eq!(env.template_fingerprint(), finished);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,9 +347,20 @@ async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_
     drop_next().await;
     env.reconcile().await;
     env.assert_idle(&old);
-    // ... and the next rotation waits for its own rollout (no leftover rolled-out-at).
+    // Again, rolled out, and next-api-key is removed together with a new request: the new
+    // rotation starts without the old rolled-out-at (it would skip the rollout, and tokens
+    // would be signed with a key no pod has).
     env.roll_out();
     env.request("b").await;
+    env.reconcile().await;
+    env.roll_out();
+    env.reconcile().await;
+    assert!(
+        env.secret_annotations()
+            .contains_key(ROLLED_OUT_AT_ANNOTATION)
+    );
+    drop_next().await;
+    env.request("c").await;
     env.reconcile().await;
     let new = env.assert_introduced(&old, None);
     env.restart().await;

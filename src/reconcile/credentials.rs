@@ -32,27 +32,48 @@ use crate::material::{
 };
 use crate::validate::Instance;
 
-/// When the operator last advanced a key rotation in each `<n>-api-key` (namespace/name). For a
-/// while after such a write the cache may still show the Secret before it, and a rotation step
-/// computed from that copy would roll the pods back a phase: the Secret is read from the API
-/// server instead. (Other writes need no such care: a stale copy makes their compare-and-swap
-/// fail, or misses the Secret and reads it.)
+/// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret
+/// (namespace/name). A cached copy with one of them predates a write, and a rotation step
+/// computed from it would roll the pods back a phase: the Secret is read from the API server
+/// instead. (Other writes need no such care: a stale copy makes their compare-and-swap fail, or
+/// misses the Secret and reads it.)
 #[derive(Default)]
-pub struct RecentWrites(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+pub struct RecentWrites(
+    std::sync::Mutex<std::collections::HashMap<String, Vec<(String, std::time::Instant)>>>,
+);
+
+/// How long a replaced resourceVersion is remembered (a cache that does not catch up within it
+/// is a broken watch).
+const REMEMBER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl RecentWrites {
-    fn record(&self, ns: &str, name: &str) {
+    fn record(&self, ns: &str, name: &str, replaced: Option<&str>) {
         let mut map = self.0.lock().expect("lock");
-        map.retain(|_, at| at.elapsed() < super::expect::EXPECTATION_TTL);
-        map.insert(format!("{ns}/{name}"), std::time::Instant::now());
+        for versions in map.values_mut() {
+            versions.retain(|(_, at)| at.elapsed() < REMEMBER);
+        }
+        map.retain(|_, versions| !versions.is_empty());
+        if let Some(rv) = replaced {
+            map.entry(format!("{ns}/{name}"))
+                .or_default()
+                .push((rv.to_owned(), std::time::Instant::now()));
+        }
     }
 
-    fn recent(&self, ns: &str, name: &str) -> bool {
+    /// Whether `cached` (the cache's copy of the Secret) predates a write of this process.
+    fn predates_write(&self, ns: &str, name: &str, cached: &Secret) -> bool {
+        let Some(rv) = cached.metadata.resource_version.as_deref() else {
+            return false;
+        };
         self.0
             .lock()
             .expect("lock")
             .get(&format!("{ns}/{name}"))
-            .is_some_and(|at| at.elapsed() < super::expect::EXPECTATION_TTL)
+            .is_some_and(|versions| {
+                versions
+                    .iter()
+                    .any(|(v, at)| v == rv && at.elapsed() < REMEMBER)
+            })
     }
 }
 
@@ -238,23 +259,28 @@ async fn rotate(
             )
         }
         RotationStep::Finish => {
-            let note = match keys.next.take() {
-                Some(_) => format!(
-                    "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
-                ),
-                None => format!(
-                    "{NEXT_API_KEY} was removed from Secret {name} by hand: the key rotation is abandoned"
-                ),
+            let notice = match keys.next.take() {
+                Some(_) => Notice {
+                    type_: EventType::Normal,
+                    reason: "ApiKeyRotationFinished",
+                    note: format!(
+                        "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
+                    ),
+                },
+                None => Notice {
+                    type_: EventType::Warning,
+                    reason: "ApiKeyRotationAbandoned",
+                    note: format!(
+                        "{NEXT_API_KEY} was removed from Secret {name} by hand: the key rotation is \
+                         abandoned and the pods roll with the current key alone"
+                    ),
+                },
             };
             keys.phase = KeyPhase::Introduced;
             (
                 Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
                 json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
-                Notice {
-                    type_: EventType::Normal,
-                    reason: "ApiKeyRotationFinished",
-                    note,
-                },
+                notice,
             )
         }
         RotationStep::Idle | RotationStep::AwaitRollout | RotationStep::Grace { .. } => {
@@ -269,7 +295,11 @@ async fn rotate(
         "data": data,
     });
     // Recorded before the write: a reconcile racing with it must not trust the cache either.
-    written.record(&inst.namespace, &name);
+    written.record(
+        &inst.namespace,
+        &name,
+        secret.metadata.resource_version.as_deref(),
+    );
     Api::<Secret>::namespaced(client.clone(), &inst.namespace)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -367,10 +397,8 @@ async fn ensure_secret(
     let name = inst.api_key_secret_name();
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
     for _ in 0..2 {
-        let cache = match written.recent(&inst.namespace, &name) {
-            true => None,
-            false => cached(&stores.secrets, &inst.namespace, &name),
-        };
+        let cache = cached(&stores.secrets, &inst.namespace, &name)
+            .filter(|c| !written.predates_write(&inst.namespace, &name, c));
         let existing = match cache {
             Some(s) => Some(s.as_ref().clone()),
             None => api.get_opt(&name).await.map_err(|source| Error::Read {

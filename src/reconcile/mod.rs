@@ -272,27 +272,18 @@ async fn converge(
         tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
     };
     let children = children::build(inst, &material);
-    let (written, pending) = apply_children(ctx, inst, children).await?;
+    // An acknowledged scale-down is announced when its StatefulSet write happens (not again on a
+    // cache that lags behind it, and not lost when a later step of this reconcile fails).
+    let scale_down_event = plan
+        .scale_down
+        .map(|d| (&reference, scale_down_applied_message(inst, d)));
+    let (written, pending) = apply_children(ctx, inst, children, scale_down_event).await?;
     if written > 0 {
         info!(instance = %key(sq), written, "applied children");
     }
 
-    // 6b. an acknowledged scale-down was written (a reconcile on a cache that lags behind the
-    // write finds nothing to write and says nothing) ...
-    if let (Some(scale_down), true) = (plan.scale_down, written > 0) {
-        info!(instance = %key(sq), from = scale_down.from, to = scale_down.to, "applied an acknowledged scale-down");
-        ctx.events
-            .publish(
-                &reference,
-                EventType::Normal,
-                "ScaleDownApplied",
-                "Plan",
-                scale_down_applied_message(inst, scale_down),
-            )
-            .await;
-    }
-    // ... and once the StatefulSet runs that count, the acknowledgment is used up, so it cannot
-    // allow a later scale-down.
+    // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
+    // cannot allow a later scale-down.
     if plan.consume_annotation {
         remove_peers_removed_annotation(&ctx.client, sq).await?;
     }
@@ -390,7 +381,8 @@ fn scale_down_applied_message(inst: &Instance, scale_down: plan::ScaleDown) -> S
         .collect();
     format!(
         "scaled down from {from} to {to} replicas as acknowledged by {annotation}={to}, which is \
-         now removed (a later scale-down needs a new acknowledgment). The StatefulSet stops \
+         removed once the StatefulSet runs {to} (a later scale-down needs a new acknowledgment). \
+         The StatefulSet stops \
          {pods}; their volumes are kept (whenScaled: Retain): {claims}. Delete them before \
          scaling up again: a pod that comes back on its old volume restarts as the peer that \
          was removed",
@@ -425,6 +417,7 @@ async fn apply_children(
     ctx: &Context,
     inst: &Instance,
     children: Children,
+    scale_down_event: Option<(&k8s_openapi::api::core::v1::ObjectReference, String)>,
 ) -> Result<(usize, bool)> {
     let Children {
         service_account,
@@ -465,7 +458,20 @@ async fn apply_children(
     if let Some(pdb) = pdb {
         outcomes.push(apply(client, &ctx.expectations, &s.pdbs, pdb).await?);
     }
-    outcomes.push(apply(client, &ctx.expectations, &s.statefulsets, statefulset).await?);
+    let sts = apply(client, &ctx.expectations, &s.statefulsets, statefulset).await?;
+    if let (Outcome::Applied, Some((reference, note))) = (&sts, scale_down_event) {
+        info!(instance = %inst.name, namespace = %inst.namespace, "applied an acknowledged scale-down");
+        ctx.events
+            .publish(
+                reference,
+                EventType::Normal,
+                "ScaleDownApplied",
+                "Plan",
+                note,
+            )
+            .await;
+    }
+    outcomes.push(sts);
 
     let uid = &inst.owner.uid;
     let mut deleted = delete_orphans(
@@ -553,12 +559,11 @@ impl Backoffs {
         let stale = k8s_openapi::jiff::SignedDuration::from_secs(3600);
         entries.retain(|k, (_, at)| k == key || at.checked_add(stale).is_ok_and(|t| t > now));
         let (failures, retry_at) = entries.entry(key.to_owned()).or_insert((0, now));
-        if now < *retry_at {
-            // Capped: a clock that stepped back never stretches the wait.
-            return retry_at
-                .duration_since(now)
-                .unsigned_abs()
-                .min(backoff(*failures));
+        let left = retry_at.duration_since(now);
+        // Still waiting: keep the retry's time. (Further away than the backoff itself means the
+        // clock stepped back: counted as the retry instead, so the backoff keeps growing.)
+        if now < *retry_at && left.unsigned_abs() <= backoff(*failures) {
+            return left.unsigned_abs();
         }
         *failures = failures.saturating_add(1);
         let delay = backoff(*failures);
@@ -605,8 +610,16 @@ mod tests {
         backoffs.succeeded("a");
         assert_eq!(backoffs.failed("a", at(15_002)), Duration::from_secs(5));
 
-        // A clock that steps back an hour does not stretch the wait beyond the backoff.
-        assert_eq!(backoffs.failed("a", at(-3_600_000)), Duration::from_secs(5));
+        // A clock that steps back an hour neither stretches the wait nor stops the backoff from
+        // growing.
+        assert_eq!(
+            backoffs.failed("a", at(-3_600_000)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            backoffs.failed("a", at(-3_590_000)),
+            Duration::from_secs(20)
+        );
         // Entries whose retry is an hour past are dropped when another object fails.
         assert_eq!(backoffs.0.lock().unwrap().len(), 2);
         backoffs.failed("c", at(15_002 + 3_700_000));
