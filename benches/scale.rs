@@ -398,15 +398,7 @@ fn converged(server: &FakeApiServer) -> usize {
 /// Every instance has exactly the children the builders make (plus its CA Secret).
 fn check_children(server: &FakeApiServer, n: usize, per_instance: usize) -> Result<(), String> {
     let mut counts: HashMap<(String, String), usize> = HashMap::new();
-    for (api, kind) in [
-        ("v1", "ServiceAccount"),
-        ("v1", "Secret"),
-        ("v1", "ConfigMap"),
-        ("v1", "Service"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("policy/v1", "PodDisruptionBudget"),
-        ("apps/v1", "StatefulSet"),
-    ] {
+    for (api, kind) in secure_qdrant_operator::children::CHILD_KINDS {
         for o in server.list(api, kind, "") {
             if let Some(instance) = o["metadata"]["labels"]["app.kubernetes.io/instance"].as_str() {
                 let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();

@@ -49,17 +49,6 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
 const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 const SQ_KIND: &str = "SecureQdrant";
 
-/// The kinds a SecureQdrant owns (apiVersion, kind).
-const CHILD_KINDS: [(&str, &str); 7] = [
-    ("v1", "ServiceAccount"),
-    ("v1", "Secret"),
-    ("v1", "ConfigMap"),
-    ("v1", "Service"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("apps/v1", "StatefulSet"),
-];
-
 /// How long a test waits for the operator to converge (first reconciles take well under a
 /// second here; the fault test needs retries with backoff).
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -1115,7 +1104,7 @@ fn compare(want: &Value, have: &Value) -> Result<(), String> {
 /// (kind, name) of every object of the child kinds labelled for this instance and operator.
 fn owned_objects(server: &FakeApiServer, ns: &str, instance: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for (api, kind) in CHILD_KINDS {
+    for (api, kind) in children::CHILD_KINDS {
         for o in server.list(api, kind, ns) {
             if has_label(&o, LABEL_INSTANCE, instance) && has_label(&o, LABEL_MANAGED_BY, MANAGER) {
                 out.insert((
@@ -1151,7 +1140,7 @@ fn has_label(obj: &Value, key: &str, value: &str) -> bool {
 
 /// Objects of the child kinds (and SecureQdrants) in `ns` written after resourceVersion `rv`.
 fn writes_after(server: &FakeApiServer, ns: &str, rv: u64) -> Vec<String> {
-    CHILD_KINDS
+    children::CHILD_KINDS
         .iter()
         .copied()
         .chain([(SQ_API, SQ_KIND), ("v1", "PersistentVolumeClaim")])

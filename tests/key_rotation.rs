@@ -8,12 +8,12 @@
 #[path = "support/in_process.rs"]
 mod in_process;
 
-use in_process::{cached_versions, client_for, crds, managed_stores, reflect, until, versions};
+use in_process::{cached_versions, client_for, managed_stores, reflect, until, versions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Options};
+use fake_apiserver::FakeApiServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -587,12 +587,7 @@ async fn context(
 
 impl Env {
     async fn start() -> Env {
-        let server = FakeApiServer::start(Options {
-            objects: crds(),
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts");
+        let server = in_process::server_with_crds().await;
         let client = client_for(&server).await;
         let clock = Arc::new(Mutex::new(t0()));
         let (ctx, events, instances, tasks) = context(&client, &clock).await;

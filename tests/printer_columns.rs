@@ -8,13 +8,13 @@ mod in_process;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Options};
+use fake_apiserver::FakeApiServer;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use in_process::{cached_versions, client_for, crds, managed_stores, versions};
+use in_process::{cached_versions, client_for, managed_stores, versions};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::reconcile::{self, Context};
@@ -76,12 +76,7 @@ impl Drop for Env {
 
 impl Env {
     async fn start() -> Env {
-        let server = FakeApiServer::start(Options {
-            objects: crds(),
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts");
+        let server = in_process::server_with_crds().await;
         let client = client_for(&server).await;
         let mut tasks = Vec::new();
         let stores = managed_stores(&client, &mut tasks);

@@ -21,7 +21,6 @@ mod in_process;
 
 mod common;
 
-use in_process::crds;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -30,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_apiserver::{Counters, FakeApiServer, Options};
+use fake_apiserver::{Counters, FakeApiServer};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -794,12 +793,7 @@ fn operator_created_kinds(server: &FakeApiServer) -> BTreeSet<(String, String)> 
 }
 
 async fn start_server() -> FakeApiServer {
-    FakeApiServer::start(Options {
-        objects: crds(),
-        ..Options::default()
-    })
-    .await
-    .expect("fake API server starts")
+    in_process::server_with_crds().await
 }
 
 fn labels() -> Value {

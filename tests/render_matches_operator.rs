@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Options};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -28,7 +27,7 @@ use kube::runtime::controller::Action;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use in_process::{client_for, crds, managed_stores};
+use in_process::{client_for, managed_stores};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
@@ -38,17 +37,6 @@ use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
 
 const SQ_API: &str = "secureqdrant.dev/v1alpha1";
-
-/// The kinds the operator writes for a SecureQdrant (apiVersion, kind).
-const WRITTEN_KINDS: [(&str, &str); 7] = [
-    ("v1", "ServiceAccount"),
-    ("v1", "Secret"),
-    ("v1", "ConfigMap"),
-    ("v1", "Service"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("apps/v1", "StatefulSet"),
-];
 
 /// What is compared of one object.
 #[derive(Debug, PartialEq, Eq)]
@@ -197,12 +185,7 @@ fn user_secrets(sq: &SecureQdrant) -> Vec<Secret> {
 /// Runs the first reconcile of `doc` against a fresh API server; returns what the operator
 /// wrote for it, in the order it wrote them.
 async fn written(doc: &str) -> Vec<Seen> {
-    let server = FakeApiServer::start(Options {
-        objects: crds(),
-        ..Options::default()
-    })
-    .await
-    .expect("fake API server starts");
+    let server = in_process::server_with_crds().await;
     let mut sq: Value = serde_yaml_ng::from_str(doc).expect("a YAML document");
     let ns = sq["metadata"]["namespace"]
         .as_str()
@@ -251,7 +234,7 @@ async fn written(doc: &str) -> Vec<Seen> {
     }
     assert_ne!(action, Action::await_change(), "the spec was refused");
 
-    let mut objects: Vec<(u64, Value)> = WRITTEN_KINDS
+    let mut objects: Vec<(u64, Value)> = secure_qdrant_operator::children::CHILD_KINDS
         .iter()
         .flat_map(|(api, kind)| server.list(api, kind, &ns))
         .filter(|o| {

@@ -15,7 +15,7 @@
 #[path = "support/in_process.rs"]
 mod in_process;
 
-use in_process::{cached_versions, client_for, crds, managed_stores, reflect, until, versions};
+use in_process::{cached_versions, client_for, managed_stores, reflect, until, versions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::File;
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fake_apiserver::{FakeApiServer, Faults, Options};
+use fake_apiserver::{FakeApiServer, Faults};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use k8s_openapi::api::core::v1::Secret;
@@ -1144,12 +1144,7 @@ fn t0() -> Timestamp {
 
 impl Env {
     async fn start() -> Env {
-        let server = FakeApiServer::start(Options {
-            objects: crds(),
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts");
+        let server = in_process::server_with_crds().await;
         let client = client_for(&server).await;
         let mut tasks = Vec::new();
         // The same caches the controller keeps: managed objects only, by label.
@@ -1409,14 +1404,7 @@ fn qdrant_claims(token: &str, key: &str) -> Result<Value, ErrorKind> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
-    let server = Arc::new(
-        FakeApiServer::start(Options {
-            objects: crds(),
-            ..Options::default()
-        })
-        .await
-        .expect("fake API server starts"),
-    );
+    let server = Arc::new(in_process::server_with_crds().await);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut operator = Operator::spawn(&server, &dir);
     wait_log(&operator, "starting the SecureQdrant").await;

@@ -23,6 +23,17 @@ use crate::material::ApiKeys;
 use crate::qdrant;
 use crate::validate::Instance;
 
+/// The kinds of the objects a SecureQdrant owns, as (apiVersion, kind).
+pub const CHILD_KINDS: [(&str, &str); 7] = [
+    ("v1", "ServiceAccount"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("apps/v1", "StatefulSet"),
+];
+
 /// Secret material the children depend on (read from the cluster or freshly generated).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Material {

@@ -92,6 +92,16 @@ pub fn crds() -> Vec<Value> {
         .collect()
 }
 
+/// The in-memory API server with the operator's CRDs installed.
+pub async fn server_with_crds() -> FakeApiServer {
+    FakeApiServer::start(fake_apiserver::Options {
+        objects: crds(),
+        ..fake_apiserver::Options::default()
+    })
+    .await
+    .expect("fake API server starts")
+}
+
 pub async fn client_for(server: &FakeApiServer) -> Client {
     let kc = Kubeconfig::from_yaml(&server.kubeconfig()).expect("kubeconfig parses");
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
