@@ -520,6 +520,164 @@ done"#
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a kind cluster (tests/e2e/kind.sh): checks that an API-key rotation of a \
+     three-node instance (annotation, 1m grace period) walks the phases Introduced, Swapped and \
+     Promoted and ends with the new key only, while an application looping with its \
+     QdrantAccessToken (re-read from the mounted Secret each time) sees no failed request; \
+     afterwards every pod lists the same three peers, the new key gets 200 and the old one 401"]
+async fn an_api_key_rotation_keeps_the_peers_together_and_token_clients_served() {
+    let client = cluster().await;
+    let ns = TestNamespace::create(&client).await;
+    ns.create_instance(
+        "db",
+        json!({"replicas": 3, "auth": {"keyRotationGracePeriod": "1m"}}),
+    )
+    .await;
+    ns.wait_ready("db").await;
+    ns.create_typed::<QdrantAccessToken>(&json!({
+        "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+        "metadata": {"name": "app"},
+        "spec": {"qdrantRef": {"name": "db"}, "access": {"global": "r"}}
+    }))
+    .await;
+    wait_token_ready(&ns, "app").await;
+    let old = secret_text(&ns, "db-api-key", "api-key").await;
+    // The old key, kept for the check at the end (a Secret of the test's own namespace).
+    ns.create_object(&json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "old-key"},
+        "stringData": {"key": old}
+    }))
+    .await;
+
+    // The application: a new connection every 0.3 s, with the token as the Secret holds it now.
+    let looper = Probe::new(
+        "app",
+        r#"while true; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 3 --max-time 5 --cacert /token/ca.crt -H "Authorization: Bearer $(cat /token/token)" "$(cat /token/url)/collections")
+  rc=$?
+  echo "TICK $(date +%s) $code $rc"
+  sleep 0.3
+done"#,
+    )
+    .mount("app-qdrant-token", "/token");
+    ns.start(&looper).await;
+    poll(
+        "the application's first success",
+        PROBE_TIMEOUT,
+        async || {
+            let log = ns.log("app", None).await;
+            ticks(&log)
+                .iter()
+                .any(|t| t.code == "200")
+                .then_some(())
+                .ok_or_else(|| format!("no successful request yet:\n{log}"))
+        },
+    )
+    .await;
+
+    // Rotate, and record the phases the API-key Secret goes through.
+    let started = Timestamp::now().as_second();
+    ns.api::<SecureQdrant>()
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "secureqdrant.dev/rotate-api-key": "e2e-1"}}})),
+        )
+        .await
+        .expect("rotation requested");
+    let secrets = ns.api::<Secret>();
+    let mut phases: Vec<String> = Vec::new();
+    poll("the rotation to finish", 3 * READY_TIMEOUT, async || {
+        let secret = secrets.get("db-api-key").await.map_err(|e| e.to_string())?;
+        let phase = secret
+            .annotations()
+            .get("secureqdrant.dev/api-key-rotation-phase")
+            .cloned();
+        if let Some(phase) = &phase
+            && phases.last() != Some(phase)
+        {
+            phases.push(phase.clone());
+        }
+        let data = secret.data.unwrap_or_default();
+        let current = data
+            .get("api-key")
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+        let done = phase.is_none()
+            && !data.contains_key("next-api-key")
+            && current.is_some_and(|k| k != old);
+        done.then_some(())
+            .ok_or_else(|| format!("phase {phase:?}, phases so far {phases:?}"))
+    })
+    .await;
+    assert_eq!(phases, ["Introduced", "Swapped", "Promoted"]);
+    ns.wait_ready("db").await;
+    let finished = Timestamp::now().as_second();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // The application was served throughout.
+    let ticks: Vec<Tick> = ticks(&ns.log("app", None).await)
+        .into_iter()
+        .filter(|t| t.at >= started)
+        .collect();
+    assert!(
+        ticks.last().is_some_and(|t| t.at > finished),
+        "the application did not run across the whole rotation"
+    );
+    let failed: Vec<&Tick> = ticks.iter().filter(|t| t.code != "200").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation; first ones: {:?}",
+        failed.len(),
+        ticks.len(),
+        &failed[..failed.len().min(10)]
+    );
+
+    // One cluster: every pod lists the same three peers. The new key works, the old one not.
+    let peers = ns
+        .run(
+            Probe::new(
+                "peers",
+                format!(
+                    r#"for i in 0 1 2; do
+  echo "CLUSTER db-$i $(curl -s --max-time 5 --cacert /tls/ca.crt -H "api-key: $API_KEY" https://db-$i.db-headless.{ns}.svc:6333/cluster)"
+done
+check new-key --cacert /tls/ca.crt -H "api-key: $API_KEY" "https://db.{ns}.svc:6333/collections"
+check old-key --cacert /tls/ca.crt -H "api-key: $OLD_KEY" "https://db.{ns}.svc:6333/collections"
+"#,
+                    ns = ns.name
+                ),
+            )
+            .env_from_secret("API_KEY", "db-api-key", "api-key")
+            .env_from_secret("OLD_KEY", "old-key", "key")
+            .mount("db-tls", "/tls"),
+        )
+        .await;
+    peers.expect("new-key", "200");
+    peers.expect("old-key", "401");
+    let views: Vec<std::collections::BTreeSet<String>> = peers
+        .log
+        .lines()
+        .filter_map(|l| l.strip_prefix("CLUSTER "))
+        .map(|l| {
+            let (pod, body) = l.split_once(' ').unwrap_or((l, ""));
+            let v: Value = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("{pod}: GET /cluster: {e}: {body}"));
+            assert_eq!(v["result"]["status"], "enabled", "{pod}: {v}");
+            v["result"]["peers"]
+                .as_object()
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(views.len(), 3, "{}", peers.log);
+    for view in &views {
+        assert_eq!(view.len(), 3, "a pod sees {view:?}");
+        assert_eq!(view, &views[0], "the pods disagree on the peers");
+    }
+}
+
 /// `status.certificate`: notAfter (as written) and renewalTime of the serving certificate.
 async fn certificate_times(ns: &TestNamespace) -> (String, Timestamp) {
     let sq = ns
