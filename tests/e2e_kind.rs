@@ -435,33 +435,13 @@ async fn a_short_certificate_lifetime_rotates_without_failed_requests() {
     let url = rest_url(&sq);
 
     // The client: a new connection every 0.3 s, one TICK line per request.
-    let looper = Probe::new(
+    let looper = looping_client(
         "looper",
-        format!(
-            r#"while true; do
-  code=$(curl -s -o /dev/null -w '%{{http_code}}' --connect-timeout 3 --max-time 5 --cacert /tls/ca.crt -H "api-key: $API_KEY" "{url}/collections")
-  rc=$?
-  echo "TICK $(date +%s) $code $rc"
-  sleep 0.3
-done"#
-        ),
+        &format!(r#"--cacert /tls/ca.crt -H "api-key: $API_KEY" "{url}/collections""#),
     )
     .env_from_secret("API_KEY", "db-api-key", "api-key")
     .mount("db-tls", "/tls");
-    ns.start(&looper).await;
-    poll(
-        "the looping client's first success",
-        PROBE_TIMEOUT,
-        async || {
-            let log = ns.log("looper", None).await;
-            ticks(&log)
-                .iter()
-                .any(|t| t.code == "200")
-                .then_some(())
-                .ok_or_else(|| format!("no successful request yet:\n{log}"))
-        },
-    )
-    .await;
+    start_looping_client(&ns, &looper).await;
 
     let (mut not_after, mut renewal) = certificate_times(&ns).await;
     if renewal.as_second() < Timestamp::now().as_second() + 60 {
@@ -510,14 +490,7 @@ done"#
             && ticks.last().is_some_and(|t| t.at > rolled_at),
         "the client did not run across the whole roll"
     );
-    let failed: Vec<&Tick> = ticks.iter().filter(|t| t.code != "200").collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the rotation; first ones: {:?}",
-        failed.len(),
-        ticks.len(),
-        &failed[..failed.len().min(10)]
-    );
+    assert_all_served(&ticks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,30 +524,12 @@ async fn an_api_key_rotation_keeps_the_peers_together_and_token_clients_served()
     .await;
 
     // The application: a new connection every 0.3 s, with the token as the Secret holds it now.
-    let looper = Probe::new(
+    let looper = looping_client(
         "app",
-        r#"while true; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 3 --max-time 5 --cacert /token/ca.crt -H "Authorization: Bearer $(cat /token/token)" "$(cat /token/url)/collections")
-  rc=$?
-  echo "TICK $(date +%s) $code $rc"
-  sleep 0.3
-done"#,
+        r#"--cacert /token/ca.crt -H "Authorization: Bearer $(cat /token/token)" "$(cat /token/url)/collections""#,
     )
     .mount("app-qdrant-token", "/token");
-    ns.start(&looper).await;
-    poll(
-        "the application's first success",
-        PROBE_TIMEOUT,
-        async || {
-            let log = ns.log("app", None).await;
-            ticks(&log)
-                .iter()
-                .any(|t| t.code == "200")
-                .then_some(())
-                .ok_or_else(|| format!("no successful request yet:\n{log}"))
-        },
-    )
-    .await;
+    start_looping_client(&ns, &looper).await;
 
     // Rotate, and record the phases the API-key Secret goes through.
     let started = Timestamp::now().as_second();
@@ -625,14 +580,7 @@ done"#,
         ticks.last().is_some_and(|t| t.at > finished),
         "the application did not run across the whole rotation"
     );
-    let failed: Vec<&Tick> = ticks.iter().filter(|t| t.code != "200").collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed during the rotation; first ones: {:?}",
-        failed.len(),
-        ticks.len(),
-        &failed[..failed.len().min(10)]
-    );
+    assert_all_served(&ticks);
 
     // One cluster: every pod lists the same three peers. The new key works, the old one not.
     let peers = ns
@@ -676,6 +624,52 @@ check old-key --cacert /tls/ca.crt -H "api-key: $OLD_KEY" "https://db.{ns}.svc:6
         assert_eq!(view.len(), 3, "a pod sees {view:?}");
         assert_eq!(view, &views[0], "the pods disagree on the peers");
     }
+}
+
+/// A client that sends one request (`curl_args`) on a new connection every 0.3 s, forever, and
+/// prints a TICK line (time, HTTP code, curl exit) for each (see [`ticks`]).
+fn looping_client(name: &str, curl_args: &str) -> Probe {
+    Probe::new(
+        name,
+        format!(
+            r#"while true; do
+  code=$(curl -s -o /dev/null -w '%{{http_code}}' --connect-timeout 3 --max-time 5 {curl_args})
+  rc=$?
+  echo "TICK $(date +%s) $code $rc"
+  sleep 0.3
+done"#
+        ),
+    )
+}
+
+/// Every request of a [`looping_client`] got a 200.
+fn assert_all_served(ticks: &[Tick]) {
+    let failed: Vec<&Tick> = ticks.iter().filter(|t| t.code != "200").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation; first ones: {:?}",
+        failed.len(),
+        ticks.len(),
+        &failed[..failed.len().min(10)]
+    );
+}
+
+/// Starts a [`looping_client`] and waits for its first successful request.
+async fn start_looping_client(ns: &TestNamespace, client: &Probe) {
+    ns.start(client).await;
+    poll(
+        &format!("{}'s first success", client.name),
+        PROBE_TIMEOUT,
+        async || {
+            let log = ns.log(&client.name, None).await;
+            ticks(&log)
+                .iter()
+                .any(|t| t.code == "200")
+                .then_some(())
+                .ok_or_else(|| format!("no successful request yet:\n{log}"))
+        },
+    )
+    .await;
 }
 
 /// `status.certificate`: notAfter (as written) and renewalTime of the serving certificate.
