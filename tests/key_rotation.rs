@@ -826,43 +826,40 @@ impl Env {
     /// Phase Swapped: the Secret still holds `old` as `api-key` and `new` as `next-api-key`;
     /// Qdrant gets `new` as its api_key and `old` as its alt_api_key.
     fn assert_swapped(&self, old: &str, new: &str) {
-        let secret = self.secret().expect("the API-key Secret");
-        assert_eq!(text(&secret, "api-key").as_deref(), Some(old));
-        assert_eq!(text(&secret, "next-api-key").as_deref(), Some(new));
-        assert_eq!(
-            secret
-                .annotations()
-                .get(PHASE_ANNOTATION)
-                .map(String::as_str),
-            Some(PHASE_SWAPPED)
-        );
-        assert_eq!(
-            self.key_env(),
-            BTreeMap::from([
-                (API_KEY_ENV.to_owned(), "next-api-key".to_owned()),
-                (ALT_API_KEY_ENV.to_owned(), "api-key".to_owned()),
-            ]),
-            "API_KEY from next-api-key, ALT from api-key"
+        self.assert_phase(
+            (old, new),
+            PHASE_SWAPPED,
+            &[(API_KEY_ENV, "next-api-key"), (ALT_API_KEY_ENV, "api-key")],
         );
     }
 
     /// Phase Promoted: `api-key` holds `new` (and `next-api-key` still does); Qdrant gets `new`
     /// alone.
     fn assert_promoted(&self, new: &str) {
+        self.assert_phase((new, new), PHASE_PROMOTED, &[(API_KEY_ENV, "api-key")]);
+    }
+
+    /// The Secret holds `api-key` and `next-api-key` as `keys` and records `phase`; the pods'
+    /// key env vars come from the Secret keys `env` names.
+    fn assert_phase(&self, keys: (&str, &str), phase: &str, env: &[(&str, &str)]) {
         let secret = self.secret().expect("the API-key Secret");
-        assert_eq!(text(&secret, "api-key").as_deref(), Some(new));
-        assert_eq!(text(&secret, "next-api-key").as_deref(), Some(new));
+        assert_eq!(text(&secret, "api-key").as_deref(), Some(keys.0));
+        assert_eq!(text(&secret, "next-api-key").as_deref(), Some(keys.1));
         assert_eq!(
             secret
                 .annotations()
                 .get(PHASE_ANNOTATION)
                 .map(String::as_str),
-            Some(PHASE_PROMOTED)
+            Some(phase)
         );
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(var, key)| ((*var).to_owned(), (*key).to_owned()))
+            .collect();
         assert_eq!(
             self.key_env(),
-            BTreeMap::from([(API_KEY_ENV.to_owned(), "api-key".to_owned())]),
-            "API_KEY only, from api-key"
+            env,
+            "{phase}: where the key env vars come from"
         );
     }
 

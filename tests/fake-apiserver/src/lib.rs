@@ -191,6 +191,19 @@ impl Drop for FakeApiServer {
 }
 
 /// Errors of the test helpers that name a kind.
+/// The resource type that serves `kind` in `api_version`, or the API's 404.
+fn served(
+    store: &Store,
+    api_version: &str,
+    kind: &str,
+) -> Result<resources::ResourceType, ApiError> {
+    store
+        .registry
+        .by_api_version(api_version, kind)
+        .map(|(rt, _)| rt.clone())
+        .ok_or_else(|| unknown_kind(api_version, kind))
+}
+
 fn unknown_kind(api_version: &str, kind: &str) -> ApiError {
     ApiError::new(
         404,
@@ -348,11 +361,7 @@ impl FakeApiServer {
         name: &str,
     ) -> Result<Value, ApiError> {
         let mut store = self.shared.lock_store();
-        let rt = store
-            .registry
-            .by_api_version(api_version, kind)
-            .map(|(rt, _)| rt.clone())
-            .ok_or_else(|| unknown_kind(api_version, kind))?;
+        let rt = served(&store, api_version, kind)?;
         store.delete(&rt, namespace, name, &DeleteOpts::default())
     }
 
@@ -397,11 +406,7 @@ impl FakeApiServer {
         patch: &Value,
     ) -> Result<Value, ApiError> {
         let mut store = self.shared.lock_store();
-        let rt = store
-            .registry
-            .by_api_version(api_version, kind)
-            .map(|(rt, _)| rt.clone())
-            .ok_or_else(|| unknown_kind(api_version, kind))?;
+        let rt = served(&store, api_version, kind)?;
         let ctx = WriteCtx {
             manager: "kubectl".into(),
             api_version: api_version.to_owned(),
@@ -425,11 +430,7 @@ impl FakeApiServer {
         status: Value,
     ) -> Result<Value, ApiError> {
         let mut store = self.shared.lock_store();
-        let rt = store
-            .registry
-            .by_api_version(api_version, kind)
-            .map(|(rt, _)| rt.clone())
-            .ok_or_else(|| unknown_kind(api_version, kind))?;
+        let rt = served(&store, api_version, kind)?;
         let ctx = WriteCtx {
             manager: "fake-apiserver".into(),
             api_version: api_version.to_owned(),
