@@ -53,12 +53,26 @@ pub struct OperatorArgs {
     /// DNS domain of the cluster (used in certificate names and endpoints).
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Allow QdrantAccessTokens with global manage access (`access: {global: m}`, as powerful
+    /// as the API key) for SecureQdrants that opt in (`spec.auth.allowManageTokens`). false
+    /// refuses them cluster-wide: such a token gets Ready=False (ManageTokensForbidden) and its
+    /// token Secret is removed.
+    #[arg(
+        long,
+        env = "ALLOW_GLOBAL_MANAGE_TOKENS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub allow_global_manage_tokens: bool,
 }
 
 impl OperatorArgs {
     pub fn settings(&self) -> Settings {
         Settings {
             cluster_domain: self.cluster_domain.clone(),
+            allow_global_manage_tokens: self.allow_global_manage_tokens,
         }
     }
 }
@@ -294,6 +308,24 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["x", "run", "--http-addr", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["x", "run", "--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn global_manage_tokens_are_allowed_unless_the_flag_says_false() {
+        if std::env::var("ALLOW_GLOBAL_MANAGE_TOKENS").is_ok() {
+            return; // the environment decides the default
+        }
+        assert!(run_args(&[]).operator.settings().allow_global_manage_tokens);
+        assert!(Settings::default().allow_global_manage_tokens);
+        for (value, expected) in [("false", false), ("0", false), ("true", true)] {
+            let r = run_args(&[&format!("--allow-global-manage-tokens={value}")]);
+            assert_eq!(
+                r.operator.settings().allow_global_manage_tokens,
+                expected,
+                "{value}"
+            );
+        }
+        assert!(Cli::try_parse_from(["x", "run", "--allow-global-manage-tokens=perhaps"]).is_err());
     }
 
     #[test]

@@ -512,6 +512,96 @@ async fn manage_tokens_need_allow_manage_tokens_and_lose_their_secret_when_it_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_forbids_global_manage_tokens_cluster_wide_and_their_secrets_go() {
+    let mut env = Env::start().await;
+    // The instance opts in: only the operator's setting stands in the way.
+    env.instance(json!({"auth": {"allowManageTokens": true}}))
+        .await;
+    env.create_token(
+        "admin",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "m"}}),
+    )
+    .await;
+    env.create_token(
+        "reader",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.reconcile("admin").await.expect("reconciled");
+    env.reconcile("reader").await.expect("reconciled");
+    assert_eq!(ready_condition(&env.token("admin")).status, "True");
+    let reader_token = env.token_value("reader-qdrant-token");
+
+    // The operator restarts with --allow-global-manage-tokens=false.
+    env.restart_with(Settings {
+        allow_global_manage_tokens: false,
+        ..Settings::default()
+    })
+    .await;
+    env.reset();
+    let action = env.reconcile("admin").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let ready = ready_condition(&env.token("admin"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ManageTokensForbidden")
+    );
+    for needle in [
+        "--allow-global-manage-tokens=false",
+        "policy.allowGlobalManageTokens",
+    ] {
+        assert!(ready.message.contains(needle), "{ready:?}");
+    }
+    // The existing manage token's Secret is removed, nothing is signed or written to it.
+    assert!(env.secret("admin-qdrant-token").is_none());
+    let counters = env.server.counters();
+    assert_eq!(
+        counters.get("delete", "secrets"),
+        1,
+        "{:?}",
+        counters.requests
+    );
+    assert_eq!(secret_writes(&env.server), 1, "{:?}", counters.requests);
+    assert_eq!(
+        env.event_reasons(),
+        vec![(EventType::Warning, "ManageTokensForbidden".to_owned())]
+    );
+    let status = env.token_status("admin");
+    assert_eq!(status.secret_name, None, "{status:?}");
+    assert_eq!(status.expires_at, None, "{status:?}");
+
+    // Past its renewal time: still refused, nothing refreshed, no second Event.
+    env.reconcile("reader").await.expect("reconciled");
+    assert_eq!(
+        env.token_value("reader-qdrant-token"),
+        reader_token,
+        "a read token is unaffected"
+    );
+    assert_eq!(ready_condition(&env.token("reader")).status, "True");
+    env.set_now(t0() + SignedDuration::from_hours(48));
+    env.reset();
+    env.reconcile("admin").await.expect("reconciled");
+    assert_eq!(env.server.counters().writes(), 0);
+    assert!(env.event_reasons().is_empty());
+    assert!(env.secret("admin-qdrant-token").is_none());
+
+    // A new manage token never gets a Secret.
+    env.create_token(
+        "admin2",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "m"}}),
+    )
+    .await;
+    env.reset();
+    env.reconcile("admin2").await.expect("reconciled");
+    assert_eq!(
+        ready_condition(&env.token("admin2")).reason,
+        "ManageTokensForbidden"
+    );
+    assert_eq!(secret_writes(&env.server), 0);
+    assert!(env.secret("admin2-qdrant-token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_a_missing_instance_is_not_ready_until_the_instance_exists() {
     let env = Env::start().await;
     env.create_token(
@@ -1173,6 +1263,24 @@ impl Env {
             clock,
             tasks,
         }
+    }
+
+    /// The operator restarted with `settings`: a new Context (fresh caches, no memory of its
+    /// writes) on the same server and clock.
+    async fn restart_with(&mut self, settings: Settings) {
+        let stores = managed_stores(&self.client, &mut self.tasks);
+        let (events, log) = Events::memory();
+        let reading = self.clock.clone();
+        let ctx = Context::new(self.client.clone(), stores, events, settings)
+            .with_clock(Arc::new(move || *reading.lock().unwrap()));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), ctx.stores.wait_until_ready())
+                .await
+                .unwrap_or(false),
+            "caches did not fill"
+        );
+        self.ctx = Arc::new(ctx);
+        self.events = log;
     }
 
     fn now(&self) -> Timestamp {

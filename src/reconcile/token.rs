@@ -21,9 +21,10 @@ use super::status::set_condition;
 use super::stores::cached;
 use super::{Context, RESYNC};
 use crate::children::meta::MANAGER;
-use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
+use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::material::{self, read_key};
+use crate::settings::Settings;
 
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{
@@ -88,6 +89,23 @@ pub async fn reconcile(
     let info = InstanceInfo::of(sq.as_deref());
 
     let outcome = match validate_token_spec(&qat, &info) {
+        // Before anything else: no manage token is refreshed once the administrator forbids
+        // them, whatever the SecureQdrant allows.
+        _ if manage_token_forbidden(&qat, &ctx.settings) => {
+            remove_our_secret(&ctx, &qat).await?;
+            Err(Blocked {
+                no_token: true,
+                ..blocked(
+                    "ManageTokensForbidden",
+                    "global manage access (spec.access.global: m) is forbidden in this cluster by \
+                     the operator's administrator (--allow-global-manage-tokens=false, chart \
+                     value policy.allowGlobalManageTokens): use spec.access.collections or \
+                     global r; the token Secret is removed"
+                        .to_owned(),
+                    None,
+                )
+            })
+        }
         Err(problems) => {
             remove_our_secret(&ctx, &qat).await?;
             // A missing SecureQdrant is reported as such (creating it triggers this token).
@@ -649,6 +667,12 @@ async fn trust_bundle(
             Some(WAIT),
         )),
     })
+}
+
+/// Whether `qat` asks for global manage access while the operator's settings forbid it
+/// cluster-wide (`--allow-global-manage-tokens=false`).
+pub fn manage_token_forbidden(qat: &QdrantAccessToken, settings: &Settings) -> bool {
+    !settings.allow_global_manage_tokens && qat.spec.access.global == Some(GlobalAccess::Manage)
 }
 
 /// Deletes the token Secret this QdrantAccessToken controls, if any (its spec became invalid,
