@@ -299,6 +299,7 @@ mod tests {
             read_only: None,
             next: next.map(SecretValue::new),
             phase,
+            salt: SecretValue::new("salt"),
         };
         let phases = [
             keys("old", None, KeyPhase::Introduced),

@@ -25,6 +25,7 @@ fn keys() -> Material {
             read_only: Some(SecretValue::new("r1")),
             next: None,
             phase: Default::default(),
+            salt: SecretValue::new("s1"),
         },
         tls: Some(PodTls::placeholder(true)),
     }
@@ -162,6 +163,7 @@ fn secret_holds_both_keys_or_only_the_full_one() {
                 read_only: None,
                 next: None,
                 phase: Default::default(),
+                salt: SecretValue::new("s1"),
             },
             tls: Some(PodTls::placeholder(true)),
         },
@@ -173,12 +175,12 @@ fn secret_holds_both_keys_or_only_the_full_one() {
             .unwrap()
             .keys()
             .collect::<Vec<_>>(),
-        vec!["api-key"]
+        vec!["api-key", "fingerprint-salt"]
     );
 }
 
 #[test]
-fn with_the_users_key_the_secret_holds_only_the_read_only_key_or_does_not_exist() {
+fn with_the_users_key_the_secret_holds_only_the_read_only_key_and_the_salt() {
     let byo = "auth: {apiKeySecretRef: {name: admin, key: token}}";
     let c = build(&with_spec(byo));
     let secret = c
@@ -186,13 +188,86 @@ fn with_the_users_key_the_secret_holds_only_the_read_only_key_or_does_not_exist(
         .expect("the read-only key is still generated");
     assert_eq!(
         secret.data.unwrap().keys().collect::<Vec<_>>(),
-        vec!["read-only-api-key"],
+        vec!["fingerprint-salt", "read-only-api-key"],
         "the operator never writes the full key the user brings"
     );
-    let none = build(&with_spec(
+    // No key generated: the Secret still holds the salt that keys the fingerprints of the
+    // user's key on the pod template.
+    let salt_only = build(&with_spec(
         "auth: {apiKeySecretRef: {name: admin, key: token}, readOnlyApiKey: false}",
     ));
-    assert_eq!(none.api_key_secret, None, "no key generated, no Secret");
+    assert_eq!(
+        salt_only
+            .api_key_secret
+            .expect("the salt's Secret")
+            .data
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["fingerprint-salt"]
+    );
+}
+
+#[test]
+fn the_pod_template_carries_no_plain_hash_of_a_key_and_its_hashes_follow_the_salt() {
+    use sha2::{Digest, Sha256};
+    let inst =
+        with_spec("auth: {apiKeySecretRef: {name: admin, key: token}, readOnlyApiKey: false}");
+    // A user's key may be guessable: whoever reads the StatefulSet must not be able to test
+    // guesses against a hash of it.
+    let key = "correct horse battery staple, my passphrase";
+    let material = |salt: &str| Material {
+        api_keys: ApiKeys {
+            api_key: SecretValue::new(key),
+            read_only: None,
+            next: None,
+            phase: Default::default(),
+            salt: SecretValue::new(salt),
+        },
+        tls: Some(PodTls::placeholder(true)),
+    };
+    let a = children::build(&inst, &material("salt-a"));
+    let sts = serde_json::to_string(&a.statefulset).unwrap();
+    let sha = Sha256::digest(key.as_bytes());
+    // The plain SHA-256 (hex, base64) and what the pod template carried before: the SHA-256 of
+    // it, first 16 bytes, and the restart hash over the plain fingerprint.
+    let former_fingerprint = hex::encode(&Sha256::digest(sha)[..16]);
+    for needle in [
+        hex::encode(sha),
+        hex::encode(&sha[..16]),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sha),
+        former_fingerprint,
+    ] {
+        assert!(!sts.contains(&needle), "the StatefulSet holds {needle}");
+    }
+    // The salt is not on the pod template either.
+    assert!(!sts.contains("salt-a"));
+    // Another salt, other hashes; the same salt, the same hashes (no roll on a reconcile).
+    let b = children::build(&inst, &material("salt-b"));
+    let fingerprints = |c: &Children| {
+        let annotations = c
+            .statefulset
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
+        (
+            annotations[secure_qdrant_operator::children::meta::RESTART_HASH].clone(),
+            annotations[secure_qdrant_operator::key_rotation::KEYS_FINGERPRINT_ANNOTATION].clone(),
+        )
+    };
+    let (restart_a, keys_a) = fingerprints(&a);
+    let (restart_b, keys_b) = fingerprints(&b);
+    assert_ne!(restart_a, restart_b);
+    assert_ne!(keys_a, keys_b);
+    assert_eq!(
+        fingerprints(&children::build(&inst, &material("salt-a"))),
+        (restart_a, keys_a)
+    );
 }
 
 #[test]
@@ -503,6 +578,7 @@ fn restart_hash_changes_with_config_and_keys_only() {
                 read_only: Some(SecretValue::new("r1")),
                 next: None,
                 phase: Default::default(),
+                salt: SecretValue::new("s1"),
             },
             tls: Some(PodTls::placeholder(true)),
         },
@@ -516,6 +592,7 @@ fn restart_hash_changes_with_config_and_keys_only() {
                 read_only: Some(SecretValue::new("r2")),
                 next: None,
                 phase: Default::default(),
+                salt: SecretValue::new("s1"),
             },
             tls: Some(PodTls::placeholder(true)),
         },
@@ -611,6 +688,7 @@ fn during_a_key_rotation_qdrant_accepts_the_old_and_the_new_key() {
             read_only: Some(SecretValue::new("r1")),
             next: next.map(SecretValue::new),
             phase: Default::default(),
+            salt: SecretValue::new("s1"),
         },
         tls: Some(PodTls::placeholder(true)),
     };
@@ -658,6 +736,7 @@ fn during_a_key_rotation_qdrant_accepts_the_old_and_the_new_key() {
                 read_only: Some(SecretValue::new("r1")),
                 next: None,
                 phase: Default::default(),
+                salt: SecretValue::new("s1"),
             },
             tls: Some(PodTls::placeholder(true)),
         },

@@ -931,6 +931,8 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
                 .and_then(|a| a.get(secure_qdrant_operator::key_rotation::PHASE_ANNOTATION))
                 .map(String::as_str),
         ),
+        salt: read_key(&api_key_secret, material::FINGERPRINT_SALT)
+            .map_err(|e| format!("API-key Secret: {e}"))?,
     };
     let sts: StatefulSet = serde_json::from_value(
         server

@@ -67,6 +67,7 @@ fn keys_in(secret: &Value) -> ApiKeys {
         read_only: material::read_key(&secret, material::READ_ONLY_API_KEY).ok(),
         next: None,
         phase: Default::default(),
+        salt: material::read_key(&secret, material::FINGERPRINT_SALT).expect("fingerprint-salt"),
     }
 }
 
@@ -543,6 +544,7 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
         read_only: Some(SecretValue::new(added)),
         next: None,
         phase: Default::default(),
+        salt: existing.salt.clone(),
     };
     assert_eq!(
         restart_hash_in(t.body(Method::PATCH, &path::statefulset())),
@@ -561,6 +563,74 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
         "{events:?}"
     );
     assert_no_secret("the Event note", &events[0].2, &now);
+}
+
+#[tokio::test]
+async fn an_upgrade_adds_the_fingerprint_salt_once_keeps_the_keys_and_keys_the_hashes() {
+    // A Secret written by an operator that had no salt yet.
+    let sq = SecureQdrant::test();
+    let existing = keys("existing");
+    let mut secret = stored(
+        children_of(&sq, &existing)
+            .api_key_secret
+            .expect("generated keys"),
+    );
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(material::FINGERPRINT_SALT);
+    let mut cluster = Cluster::synced();
+    cluster.put(secret);
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            let call = api.expect(Method::PATCH, &path::api_key_secret()).await;
+            let answer = call.request.body.clone();
+            call.respond(http::StatusCode::OK, &answer);
+            expect_every_child(&mut api, false).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let patch = t.body(Method::PATCH, &path::api_key_secret());
+    assert_eq!(
+        patch["metadata"]["resourceVersion"],
+        api_verifier::RESOURCE_VERSION,
+        "a compare-and-swap: a salt is never written over another"
+    );
+    let data = patch["data"].as_object().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        vec![material::FINGERPRINT_SALT],
+        "the keys are kept"
+    );
+    let salt = String::from_utf8(
+        STANDARD
+            .decode(data[material::FINGERPRINT_SALT].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(salt.len(), 43, "256 random bits");
+    let now = ApiKeys {
+        salt: SecretValue::new(salt.clone()),
+        ..existing.clone()
+    };
+    let sts = t.body(Method::PATCH, &path::statefulset());
+    assert_eq!(restart_hash_in(sts), restart_hash(&instance(&sq), &now));
+    let text = sts.to_string();
+    assert!(!text.contains(&salt), "the salt is not on the pod template");
+    assert_no_secret("the StatefulSet", &text, &now);
+    let events = h.published();
+    assert_eq!(
+        (events[0].0, events[0].1.as_str()),
+        (EventType::Normal, "FingerprintSaltAdded"),
+        "{events:?}"
+    );
+    assert!(!events[0].2.contains(&salt), "{events:?}");
 }
 
 // ----- 6. a concurrent create ------------------------------------------------------------------

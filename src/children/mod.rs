@@ -90,8 +90,9 @@ impl PodTls {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
     pub service_account: ServiceAccount,
-    /// `<n>-api-key`, when the operator generates a key ([`Instance::generated_api_keys`]).
-    /// Created once by the credentials step and never overwritten; never applied.
+    /// `<n>-api-key`: the keys the operator generates ([`Instance::generated_api_keys`]) and the
+    /// fingerprint salt, so always present. Created once by the credentials step and never
+    /// overwritten; never applied.
     pub api_key_secret: Option<Secret>,
     /// `<n>-tls`, when the operator issues the serving certificate.
     pub tls_secret: Option<Secret>,
@@ -130,22 +131,24 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
     }
 }
 
-/// Hash of everything Qdrant reads only at start: the config file, the keys (as SHA-256
-/// fingerprints, never the values) and the TLS material (gRPC and p2p load it only at start). A change rolls the StatefulSet one pod at a time.
+/// Hash of everything Qdrant reads only at start: the config file, the keys (as HMACs keyed
+/// with the instance's fingerprint salt, never the values nor a plain hash of them) and the TLS
+/// material (gRPC and p2p load it only at start). A change rolls the StatefulSet one pod at a time.
 pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
+    let keys = &material.api_keys;
     let mut h = Sha256::new();
     h.update(b"config\0");
     h.update(config_yaml.as_bytes());
-    let (api_key, alt) = material.api_keys.qdrant_keys();
+    let (api_key, alt) = keys.qdrant_keys();
     h.update(b"\0api-key\0");
-    h.update(api_key.1.fingerprint());
-    if let Some(ro) = &material.api_keys.read_only {
+    h.update(keys.keyed(api_key.1));
+    if let Some(ro) = &keys.read_only {
         h.update(b"\0read-only-api-key\0");
-        h.update(ro.fingerprint());
+        h.update(keys.keyed(ro));
     }
     if let Some((_, alt)) = alt {
         h.update(b"\0alt-api-key\0");
-        h.update(alt.fingerprint());
+        h.update(keys.keyed(alt));
     }
     if let Some(tls) = &material.tls {
         h.update(b"\0tls\0");

@@ -1,4 +1,5 @@
-//! Secrets: `<n>-api-key` (generated API keys: created once, never overwritten), `<n>-ca` (the
+//! Secrets: `<n>-api-key` (generated API keys and the fingerprint salt: created once, never
+//! overwritten), `<n>-ca` (the
 //! operator's CA, written by the TLS step) and `<n>-tls` (the serving certificate, renewed by the
 //! operator). The reconcile steps that write them and `render` build them here, so what `render`
 //! shows is what the operator writes.
@@ -13,17 +14,19 @@ use crate::material::{self, ApiKeys};
 use crate::validate::Instance;
 
 /// `<n>-api-key` holding the keys the operator generates ([`Instance::generated_api_keys`], and
-/// `next-api-key` during a key rotation) taken from `keys`; None when it generates no key (a
-/// user's key from `spec.auth.apiKeySecretRef` and no read-only key).
+/// `next-api-key` during a key rotation) and the fingerprint salt, taken from `keys`. Always
+/// Some: even when the operator generates no key (a user's key from `spec.auth.apiKeySecretRef`
+/// and no read-only key), the Secret holds the salt.
 pub fn api_key(inst: &Instance, keys: &ApiKeys) -> Option<Secret> {
     let generated = inst.generated_api_keys();
-    if generated.is_empty() {
-        return None;
-    }
     let data = keys
         .to_data()
         .into_iter()
-        .filter(|(k, _)| generated.contains(&k.as_str()) || k == material::NEXT_API_KEY)
+        .filter(|(k, _)| {
+            generated.contains(&k.as_str())
+                || k == material::NEXT_API_KEY
+                || k == material::FINGERPRINT_SALT
+        })
         .collect();
     Some(api_key_with(inst, data))
 }

@@ -112,17 +112,15 @@ pub async fn ensure(
     sts: Option<&StatefulSet>,
     now: Timestamp,
 ) -> Result<Credentials> {
-    // `render` shows the same keys (`children::secrets::api_key`).
-    let wanted = inst.generated_api_keys();
+    // `render` shows the same keys (`children::secrets::api_key`). The Secret always exists: it
+    // holds the fingerprint salt even when the operator generates no key.
+    let mut wanted = inst.generated_api_keys();
+    wanted.push(material::FINGERPRINT_SALT);
     let mut notices = Vec::new();
-    let (secret, generated) = if wanted.is_empty() {
-        (None, Vec::new())
-    } else {
-        let (secret, values, notice) =
-            ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
-        notices.extend(notice);
-        (Some(secret), values)
-    };
+    let (secret, generated, notice) =
+        ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
+    notices.extend(notice);
+    let secret = Some(secret);
     let generated_value = |key: &str| {
         wanted
             .iter()
@@ -139,6 +137,7 @@ pub async fn ensure(
         read_only: generated_value(material::READ_ONLY_API_KEY),
         next: None,
         phase: KeyPhase::Introduced,
+        salt: generated_value(material::FINGERPRINT_SALT).expect("the salt is always stored"),
     };
     let mut requeue_after = None;
     if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
@@ -429,7 +428,17 @@ async fn ensure_secret(
         };
         match api.create(&params, &secret).await {
             Ok(created) => {
-                let notice = if created_before {
+                let salt_only = wanted.iter().all(|k| *k == material::FINGERPRINT_SALT);
+                let notice = if salt_only {
+                    Notice {
+                        type_: EventType::Normal,
+                        reason: "FingerprintSaltGenerated",
+                        note: format!(
+                            "generated the fingerprint salt in Secret {name} (it keys the hashes \
+                             of the API keys on the pod template)"
+                        ),
+                    }
+                } else if created_before {
                     Notice {
                         type_: EventType::Warning,
                         reason: "CredentialsChanged",
@@ -499,6 +508,28 @@ async fn complete(
             name: name.clone(),
             source,
         })?;
+    // A Secret written before the salt existed (an upgrade) gets one: the pods roll once.
+    if replaced
+        .iter()
+        .all(|(k, _)| *k == material::FINGERPRINT_SALT)
+    {
+        return Ok((
+            if patched.data.is_some() {
+                patched
+            } else {
+                secret
+            },
+            values,
+            Some(Notice {
+                type_: EventType::Normal,
+                reason: "FingerprintSaltAdded",
+                note: format!(
+                    "added the fingerprint salt to Secret {name}: the hashes of the API keys on \
+                     the pod template are now keyed with it, so the pods restart once"
+                ),
+            }),
+        ));
+    }
     let what = replaced
         .iter()
         .map(|(_, p)| p.to_string())

@@ -184,6 +184,7 @@ pub fn keys(tag: &str) -> ApiKeys {
         read_only: Some(SecretValue::new(pad(format!("{tag}-read-only-key-")))),
         next: None,
         phase: Default::default(),
+        salt: SecretValue::new(pad(format!("{tag}-fingerprint-salt-"))),
     }
 }
 
