@@ -146,7 +146,13 @@ fn every_rendering_passes_helm_lint_strict() {
 fn every_rendering_passes_kubernetes_validate_strict() {
     for (name, _dir, file) in rendered_scenarios() {
         let text = common::kubernetes_validate(std::slice::from_ref(&file));
-        for kind in ["deployment", "serviceaccount", "service"] {
+        for kind in [
+            "deployment",
+            "serviceaccount",
+            "service",
+            "validatingadmissionpolicy",
+            "validatingadmissionpolicybinding",
+        ] {
             assert!(
                 text.contains(&format!("passed for resource {kind}/")),
                 "{name}: no {kind} was validated:\n{text}"
@@ -250,8 +256,16 @@ fn the_schema_rejects_bad_values_naming_them() {
             "at '/networkPolicy/apiServer/cidrs/0'",
         ),
         (
-            json!({"networkPolicy": {"apiServer": {"cidrs": []}}}),
-            "at '/networkPolicy/apiServer/cidrs'",
+            json!({"policy": {"allowedImageRepositories": ["docker.io/qdrant/qdrant:v1"]}}),
+            "at '/policy/allowedImageRepositories/0'",
+        ),
+        (
+            json!({"policy": {"allowGlobalManageTokens": "no"}}),
+            "at '/policy/allowGlobalManageTokens'",
+        ),
+        (
+            json!({"admissionPolicy": {"enabled": "yes"}}),
+            "at '/admissionPolicy/enabled'",
         ),
         (
             json!({"networkPolicy": {"enable": true}}),
@@ -282,7 +296,11 @@ fn the_schema_rejects_bad_values_naming_them() {
         "watchNamespaces": ["a", "b-2"],
         "leaderElection": {"enabled": true},
         "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32", "fd00::/64"]}},
+        "policy": {"allowedImageRepositories": ["registry.example:5000/mirror/qdrant"], "allowGlobalManageTokens": false},
+        "admissionPolicy": {"enabled": false},
     }));
+    // An empty CIDR list is the default: looked up.
+    render(&json!({"networkPolicy": {"apiServer": {"cidrs": []}}}));
 }
 
 #[test]
@@ -390,7 +408,13 @@ fn kubectl_apply_of_deploy_gets_crds_then_namespace_then_the_operator() {
     // Every namespaced object goes to that namespace; the operator comes last.
     for d in &all[3..] {
         let kind = d["kind"].as_str().unwrap();
-        if !matches!(kind, "ClusterRole" | "ClusterRoleBinding") {
+        if !matches!(
+            kind,
+            "ClusterRole"
+                | "ClusterRoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+        ) {
             assert_eq!(
                 d["metadata"]["namespace"], "secure-qdrant-operator",
                 "{kind}"
@@ -402,6 +426,13 @@ fn kubectl_apply_of_deploy_gets_crds_then_namespace_then_the_operator() {
         order.iter().position(|k| *k == "NetworkPolicy")
             < order.iter().position(|k| *k == "Deployment"),
         "the NetworkPolicy must exist before the operator pods start: {order:?}"
+    );
+    assert!(
+        order
+            .iter()
+            .position(|k| *k == "ValidatingAdmissionPolicyBinding")
+            < order.iter().position(|k| *k == "Deployment"),
+        "the admission policy must bind before the operator pods start: {order:?}"
     );
 }
 
@@ -518,6 +549,11 @@ fn the_operator_runs_with_its_http_port_probes_and_settings() {
     assert_eq!(env(&all, "LOG_FORMAT")["value"], "text");
     assert_eq!(env(&all, "LOG_LEVEL")["value"], "debug");
     assert_eq!(env(&all, "CLUSTER_DOMAIN")["value"], "cluster.local");
+    assert_eq!(env(&all, "ALLOW_GLOBAL_MANAGE_TOKENS")["value"], "true");
+    let strict = docs(&render(
+        &json!({"policy": {"allowGlobalManageTokens": false}}),
+    ));
+    assert_eq!(env(&strict, "ALLOW_GLOBAL_MANAGE_TOKENS")["value"], "false");
     assert_eq!(
         c["image"],
         "ghcr.io/secure-qdrant-operator/secure-qdrant-operator:0.1.0"
@@ -815,12 +851,142 @@ fn the_network_policy_allows_the_api_server_and_dns_and_only_listed_scrapers() {
     }
 }
 
+/// The chart's `sqo.apiServerCidrs` helper, rendered by the Helm SDK in a probe chart that holds
+/// the chart's own `_helpers.tpl`, fed what `lookup` returns from a cluster (the SDK's `lookup`
+/// returns nothing without one).
+fn api_server_cidrs(configured: Value, slice: Value, endpoints: Value) -> Vec<String> {
+    let dir = common::scratch_dir();
+    let chart = dir.path().join("probe");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        common::root().join("charts/secure-qdrant-operator/templates/_helpers.tpl"),
+        chart.join("templates/_helpers.tpl"),
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/probe.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  cidrs: {{ include \"sqo.apiServerCidrs\" (dict \"configured\" .Values.configured \"slice\" .Values.slice \"endpoints\" .Values.endpoints) | quote }}\n",
+    )
+    .unwrap();
+    let values =
+        json!({"configured": configured, "slice": slice, "endpoints": endpoints}).to_string();
+    let chart = chart.to_string_lossy().into_owned();
+    let (ok, out, err) = helm_render(&["render", "--chart", &chart, "--values", &values]);
+    assert!(ok, "{err}");
+    let cm = docs(&out).pop().expect("the probe");
+    serde_json::from_str(cm["data"]["cidrs"].as_str().unwrap()).expect("a JSON list")
+}
+
+#[test]
+fn api_server_egress_narrows_to_the_looked_up_endpoints_else_stays_broad() {
+    // What `lookup` returns for the `kubernetes` Service of a kind cluster (one API server) and
+    // of an HA dual-stack control plane.
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "endpoints": [{"addresses": ["172.18.0.2"], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+    });
+    assert_eq!(
+        api_server_cidrs(json!([]), slice, json!({})),
+        ["172.18.0.2/32"]
+    );
+    let ha = json!({
+        "addressType": "IPv6",
+        "endpoints": [{"addresses": ["fd00::3"]}, {"addresses": ["fd00::2"]}],
+    });
+    assert_eq!(
+        api_server_cidrs(json!(null), ha, json!({})),
+        ["fd00::2/128", "fd00::3/128"]
+    );
+    // No EndpointSlice (an old cluster): the Endpoints.
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "subsets": [{"addresses": [{"ip": "10.0.0.10"}, {"ip": "10.0.0.11"}], "ports": [{"port": 443}]}],
+    });
+    assert_eq!(
+        api_server_cidrs(json!([]), json!({}), endpoints.clone()),
+        ["10.0.0.10/32", "10.0.0.11/32"]
+    );
+    // The value wins over anything looked up.
+    assert_eq!(
+        api_server_cidrs(json!(["192.168.0.0/24"]), json!({}), endpoints),
+        ["192.168.0.0/24"]
+    );
+    // Nothing found (`helm template`, a dry run, no right to read them): the broad rule.
+    assert_eq!(
+        api_server_cidrs(json!([]), json!({}), json!({})),
+        ["0.0.0.0/0"]
+    );
+    assert_eq!(
+        api_server_cidrs(json!([]), json!({"endpoints": []}), json!({"subsets": []})),
+        ["0.0.0.0/0"]
+    );
+}
+
+#[test]
+fn the_chart_tells_when_api_server_egress_could_not_be_narrowed() {
+    // The SDK's `lookup` finds nothing: the policy allows any address on the ports, and NOTES
+    // says so and how to fix it.
+    let broad = operator_policies(&json!({}));
+    let peers = &broad[0].spec.as_ref().unwrap().egress.as_ref().unwrap()[0];
+    let cidrs: Vec<_> = peers
+        .to
+        .iter()
+        .flatten()
+        .map(|p| p.ip_block.as_ref().unwrap().cidr.clone())
+        .collect();
+    assert_eq!(cidrs, ["0.0.0.0/0"]);
+    let text = notes(&json!({}));
+    for needle in [
+        "at 0.0.0.0/0",
+        "could not be looked up",
+        "networkPolicy.apiServer.cidrs",
+        "kubectl get endpointslice kubernetes -n default",
+    ] {
+        assert!(text.contains(needle), "NOTES.txt lacks {needle:?}:\n{text}");
+    }
+    // Set explicitly: the policy has exactly those, and NOTES has no warning.
+    let values =
+        json!({"networkPolicy": {"apiServer": {"cidrs": ["172.18.0.2/32", "fd00::2/128"]}}});
+    let narrow = operator_policies(&values);
+    let peers = &narrow[0].spec.as_ref().unwrap().egress.as_ref().unwrap()[0];
+    let cidrs: Vec<_> = peers
+        .to
+        .iter()
+        .flatten()
+        .map(|p| p.ip_block.as_ref().unwrap().cidr.clone())
+        .collect();
+    assert_eq!(cidrs, ["172.18.0.2/32", "fd00::2/128"]);
+    let text = notes(&values);
+    assert!(text.contains("at 172.18.0.2/32, fd00::2/128"), "{text}");
+    assert!(!text.contains("could not be looked up"), "{text}");
+    let w = world();
+    let c = Cluster::new(narrow).unwrap();
+    assert!(c.allows(Flow::tcp(
+        &w.operator,
+        &Endpoint::external("172.18.0.2"),
+        6443
+    )));
+    assert!(!c.allows(Flow::tcp(
+        &w.operator,
+        &Endpoint::external("172.18.0.3"),
+        6443
+    )));
+}
+
 #[test]
 fn the_default_network_policy_narrows_egress_by_port_and_admits_nobody() {
     let w = world();
     let anywhere = Endpoint::external("10.20.30.40");
     let c = Cluster::new(operator_policies(&json!({}))).expect("a valid NetworkPolicy");
-    // The API server's address is unknown by default: any address, API-server ports only.
+    // The API server's address is unknown by default (here: `lookup` finds nothing, as in
+    // `helm template`): any address, API-server ports only.
     assert!(c.allows(Flow::tcp(&w.operator, &anywhere, 443)));
     assert!(c.allows(Flow::tcp(&w.operator, &anywhere, 6443)));
     assert!(!c.allows(Flow::tcp(&w.operator, &anywhere, 80)));
@@ -880,7 +1046,7 @@ fn notes_tell_what_to_do_next() {
     ] {
         assert!(text.contains(needle), "NOTES.txt lacks {needle:?}:\n{text}");
     }
-    assert!(!text.contains("WARNING"), "{text}");
+    assert!(!text.contains("WARNING: serviceMonitor"), "{text}");
 
     let scoped = notes(&json!({
         "watchNamespaces": ["team-a", "team-b"],

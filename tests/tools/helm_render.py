@@ -11,6 +11,9 @@
     helm_render.py notes [--values JSON] [--name N] [--namespace NS]
         Prints the rendered NOTES.txt.
 
+--chart DIR renders another chart instead (tests use it to drive the chart's helpers with
+inputs Helm's `lookup` would return from a cluster).
+
 values.schema.json is enforced on render: invalid values exit with status 2 and the SDK's message
 (naming the offending key) on standard error.
 """
@@ -64,9 +67,17 @@ def documents(text: str) -> list[str]:
     return out
 
 
-def kind_rank(doc: str) -> int:
+# In the plain manifests, the operator's admission policy comes with its RBAC, before the
+# Deployment: `kubectl apply` creates objects in file order, and the operator must never run
+# without it. (Helm puts kinds it does not know last.)
+PLAIN_EARLY = {"ValidatingAdmissionPolicy": 0.1, "ValidatingAdmissionPolicyBinding": 0.2}
+
+
+def kind_rank(doc: str, plain: bool = False) -> float:
     m = KIND_RE.search(doc)
     kind = m.group(1) if m else ""
+    if plain and kind in PLAIN_EARLY:
+        return INSTALL_ORDER.index("ClusterRoleBindingList") + PLAIN_EARLY[kind]
     return INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
 
 
@@ -77,7 +88,7 @@ def render(chart: helm.Chart, values: dict, name: str, namespace: str, plain: bo
         if not path.endswith((".yaml", ".yml")):
             continue  # NOTES.txt
         for i, doc in enumerate(documents(manifests[path])):
-            docs.append((kind_rank(doc), path, i, doc))
+            docs.append((kind_rank(doc, plain), path, i, doc))
     docs.sort(key=lambda d: d[:3])
     parts = []
     if plain:
@@ -115,6 +126,7 @@ def main() -> int:
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--chart", default=CHART)
     args = parser.parse_args()
     values = json.loads(args.values)
     if not isinstance(values, dict):
@@ -123,7 +135,7 @@ def main() -> int:
 
     if args.command == "lint":
         report = helm.lint(
-            CHART, values, strict=True, namespace=args.namespace, kube_version=KUBE_VERSION
+            args.chart, values, strict=True, namespace=args.namespace, kube_version=KUBE_VERSION
         )
         print(json.dumps(report, indent=2))
         failed = report.get("errors") or any(
@@ -131,7 +143,7 @@ def main() -> int:
         )
         return 1 if failed else 0
 
-    with helm.Chart.load(CHART) as chart:
+    with helm.Chart.load(args.chart) as chart:
         try:
             if args.command == "notes":
                 manifests = chart.render(

@@ -99,3 +99,75 @@ the operator's API calls; tests/rbac.rs and tests/helm.rs fail when either side 
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/*
+The image prefixes the admission policy accepts, as a JSON list: each repository of
+`policy.allowedImageRepositories` as written, and for a Docker Hub one (`docker.io/...`) the
+other spellings of the same repository (`qdrant/qdrant`, `index.docker.io/qdrant/qdrant`,
+`library/x` for an official image). An image is allowed when it is one of them followed by
+`:<tag>` or `@<digest>`, so `docker.io/qdrant/qdrant-evil` never matches `docker.io/qdrant/qdrant`.
+*/}}
+{{- define "sqo.allowedImagePrefixes" -}}
+{{- $out := list -}}
+{{- range .Values.policy.allowedImageRepositories -}}
+{{- $out = append $out . -}}
+{{- if hasPrefix "docker.io/" . -}}
+{{- $path := trimPrefix "docker.io/" . -}}
+{{- $out = append $out $path -}}
+{{- $out = append $out (printf "index.docker.io/%s" $path) -}}
+{{- if hasPrefix "library/" $path -}}
+{{- $out = append $out (trimPrefix "library/" $path) -}}
+{{- else if not (contains "/" $path) -}}
+{{- $out = append $out (printf "library/%s" $path) -}}
+{{- $out = append $out (printf "docker.io/library/%s" $path) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $out | uniq | toJson -}}
+{{- end -}}
+
+{{/*
+The API server addresses the operator's NetworkPolicy allows, as a JSON list of CIDRs:
+`configured` (networkPolicy.apiServer.cidrs) when set; else the addresses of the `kubernetes`
+Service's EndpointSlice (`slice`) or Endpoints (`endpoints`) that `lookup` found at install
+time (/32 or /128 each); else, when neither is known (`helm template`, a dry run, no right to
+read them), ["0.0.0.0/0"]: any address, on the API server's ports only.
+*/}}
+{{- define "sqo.apiServerCidrs" -}}
+{{- $found := list -}}
+{{- range (dig "endpoints" list (default dict .slice)) -}}
+{{- range (default list .addresses) -}}
+{{- $found = append $found (ternary (printf "%s/128" .) (printf "%s/32" .) (contains ":" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- range (dig "subsets" list (default dict .endpoints)) -}}
+{{- range (default list .addresses) -}}
+{{- $found = append $found (ternary (printf "%s/128" .ip) (printf "%s/32" .ip) (contains ":" .ip)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .configured -}}
+{{- .configured | toJson -}}
+{{- else if $found -}}
+{{- $found | uniq | sortAlpha | toJson -}}
+{{- else -}}
+{{- list "0.0.0.0/0" | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+`sqo.apiServerCidrs` of this release: the value, else what `lookup` finds in the cluster (the
+EndpointSlice first; the deprecated Endpoints only when there is no slice).
+*/}}
+{{- define "sqo.apiServerLookup" -}}
+{{- $slice := dict -}}
+{{- $endpoints := dict -}}
+{{- if not .Values.networkPolicy.apiServer.cidrs -}}
+{{- $slice = lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
+{{- if not $slice -}}
+{{- $endpoints = lookup "v1" "Endpoints" "default" "kubernetes" -}}
+{{- end -}}
+{{- end -}}
+{{- include "sqo.apiServerCidrs" (dict "configured" .Values.networkPolicy.apiServer.cidrs "slice" $slice "endpoints" $endpoints) -}}
+{{- end -}}
