@@ -529,8 +529,8 @@ async fn converges_under_injected_errors_and_dropped_watches_without_leaking_or_
         "the faults never reached a reconcile (log has no failure)"
     );
     for snap in &snaps {
-        // API key, read-only key, CA key, serving key.
-        assert_eq!(snap.secret_values().len(), 4);
+        // API key, read-only key, fingerprint salt, CA key, serving key.
+        assert_eq!(snap.secret_values().len(), 5);
         assert_no_secret_in(&log, snap);
     }
 }
@@ -1004,7 +1004,7 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
     let keys = |s: &Secret| -> BTreeSet<String> {
         s.data.iter().flatten().map(|(k, _)| k.clone()).collect()
     };
-    let mut want_keys = names(&["api-key"]);
+    let mut want_keys = names(&["api-key", "fingerprint-salt"]);
     if inst.auth.read_only_api_key {
         want_keys.insert("read-only-api-key".to_owned());
     }
