@@ -918,7 +918,7 @@ fn api_server_egress_narrows_to_the_looked_up_endpoints_else_stays_broad() {
         api_server_cidrs(json!(["192.168.0.0/24"]), json!({}), endpoints),
         ["192.168.0.0/24"]
     );
-    // Nothing found (`helm template`, a dry run, no right to read them): the broad rule.
+    // Nothing found (`helm template`, a client-side dry run): the broad rule.
     assert_eq!(
         api_server_cidrs(json!([]), json!({}), json!({})),
         ["0.0.0.0/0"]

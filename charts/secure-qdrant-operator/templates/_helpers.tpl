@@ -130,8 +130,8 @@ other spellings of the same repository (`qdrant/qdrant`, `index.docker.io/qdrant
 The API server addresses the operator's NetworkPolicy allows, as a JSON list of CIDRs:
 `configured` (networkPolicy.apiServer.cidrs) when set; else the addresses of the `kubernetes`
 Service's EndpointSlice (`slice`) or Endpoints (`endpoints`) that `lookup` found at install
-time (/32 or /128 each); else, when neither is known (`helm template`, a dry run, no right to
-read them), ["0.0.0.0/0"]: any address, on the API server's ports only.
+time (/32 or /128 each); else, when neither is known (`helm template`, a client-side dry run),
+["0.0.0.0/0"]: any address, on the API server's ports only.
 */}}
 {{- define "sqo.apiServerCidrs" -}}
 {{- $found := list -}}
