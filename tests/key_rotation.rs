@@ -530,6 +530,172 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     assert_eq!(fingerprint(&env.statefulset()), fingerprint(&second));
 }
 
+/// Sets entries of a Secret's data (`None` removes one), as a user would by hand.
+async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>)]) {
+    use base64::Engine;
+    let data: serde_json::Map<String, Value> = entries
+        .iter()
+        .map(|(k, v)| {
+            let v = v.map(|v| json!(base64::engine::general_purpose::STANDARD.encode(v)));
+            ((*k).to_owned(), v.unwrap_or(Value::Null))
+        })
+        .collect();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"data": data})))
+        .await
+        .expect("Secret edited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instance_is_untouched() {
+    // Peers send the key as gRPC metadata: a newline (`--from-file` keeps a file's last one),
+    // a space or a non-ASCII character breaks cluster mode. Refused before anything is
+    // applied, with a message that names the problem and never shows the key.
+    const USER_SECRET: &str = "my-qdrant-key";
+    const GOOD: &str = "user-key-1-0123456789abcdef0123456789";
+    let env = Env::start().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": USER_SECRET, "namespace": NS}, "data": {}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
+                        "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}))
+        .await;
+    assert_eq!(env.reconciled().0, "True");
+    let running = env.children();
+    let template = env.statefulset().spec.unwrap().template;
+
+    for (value, expected) in [
+        (
+            format!("{GOOD}\n"),
+            "key \"key\" ends with a newline: create the Secret with --from-literal or from printf '%s'",
+        ),
+        (format!("{GOOD}\r\n"), "key \"key\" ends with a newline"),
+        (
+            format!("{GOOD} "),
+            "key \"key\" contains a space at position 38: an API key must be visible ASCII only",
+        ),
+        (
+            GOOD.replace('-', " "),
+            "key \"key\" contains a space at position 5",
+        ),
+        (
+            format!("\t{GOOD}"),
+            "key \"key\" contains a tab at position 1",
+        ),
+        (
+            format!("{GOOD}\u{e9}"),
+            "key \"key\" contains a non-ASCII character at position 38",
+        ),
+    ] {
+        edit_secret(&env.client, USER_SECRET, &[("key", Some(&value))]).await;
+        let error = env.try_reconcile().await.expect_err("refused");
+        let (status, reason, message) = env.reconciled();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ApiKeySecretFailed"),
+            "{value:?}"
+        );
+        assert!(message.contains(expected), "{value:?}: {message}");
+        let events = env.event_notes();
+        for text in [message.as_str(), &error.to_string()]
+            .into_iter()
+            .chain(events.iter().map(String::as_str))
+        {
+            assert!(!text.contains("0123456789"), "the key is shown: {text}");
+        }
+        assert_eq!(env.children(), running, "{value:?}: something was applied");
+    }
+
+    // Fixed: the same key runs on, no roll.
+    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    env.reconcile().await;
+    assert_eq!(env.reconciled().0, "True");
+    assert_eq!(env.statefulset().spec.unwrap().template, template);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_refused_not_replaced()
+{
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    let check = |entry: &str, value: &str, expected: &str| {
+        let entry = entry.to_owned();
+        let value = value.to_owned();
+        let expected = expected.to_owned();
+        let env = &env;
+        async move {
+            let before = env.children();
+            edit_secret(&env.client, KEY_SECRET, &[(&entry, Some(&value))]).await;
+            let edited = env.children();
+            env.try_reconcile().await.expect_err("refused");
+            let (status, reason, message) = env.reconciled();
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "ApiKeySecretFailed")
+            );
+            assert!(message.contains(&expected), "{message}");
+            assert!(!message.contains(&value.trim()[..8]), "{message}");
+            // Neither replaced (the pods may run with it) nor anything else applied.
+            assert_eq!(env.children(), edited);
+            assert_eq!(
+                text(&env.secret().unwrap(), &entry).as_deref(),
+                Some(value.as_str())
+            );
+            before
+        }
+    };
+
+    // api-key and read-only-api-key.
+    let before = check(
+        "api-key",
+        &format!("{old}\n"),
+        "Secret vectors-api-key are unusable: key \"api-key\" ends with a newline",
+    )
+    .await;
+    edit_secret(&env.client, KEY_SECRET, &[("api-key", Some(&old))]).await;
+    env.reconcile().await;
+    let others = |mut children: BTreeMap<String, String>| {
+        children.remove(&format!("Secret/{KEY_SECRET}"));
+        children
+    };
+    assert_eq!(others(env.children()), others(before), "the same key: no roll");
+    let read_only = text(&env.secret().unwrap(), "read-only-api-key").unwrap();
+    check(
+        "read-only-api-key",
+        &format!("{read_only}\u{2028}"),
+        "key \"read-only-api-key\" contains a non-ASCII character at position 44",
+    )
+    .await;
+    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", Some(&read_only))]).await;
+    env.reconcile().await;
+    env.assert_idle(&old);
+
+    // next-api-key, in phase Introduced: Qdrant's alt_api_key, and the key the peers send
+    // once swapped.
+    env.request("r").await;
+    env.reconcile().await;
+    let next = env.assert_introduced(&old, None);
+    env.roll_out();
+    check(
+        "next-api-key",
+        &format!("{} {}", &next[..20], &next[20..]),
+        "key \"next-api-key\" contains a space at position 21",
+    )
+    .await;
+    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&next))]).await;
+    env.reconcile().await;
+    assert_eq!(env.assert_introduced(&old, Some(env.now())), next);
+}
+
 // =============================================================================================
 // Harness
 // =============================================================================================
@@ -861,6 +1027,35 @@ impl Env {
             env,
             "{phase}: where the key env vars come from"
         );
+    }
+
+    /// Every managed object of the namespace, by kind and name, with its resourceVersion.
+    fn children(&self) -> BTreeMap<String, String> {
+        secure_qdrant_operator::children::CHILD_KINDS
+            .iter()
+            .flat_map(|(api, kind)| {
+                self.server
+                    .list(api, kind, NS)
+                    .into_iter()
+                    .filter(|o| o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER)
+                    .map(move |o| {
+                        (
+                            format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap()),
+                            o["metadata"]["resourceVersion"].as_str().unwrap().to_owned(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The Notes of the Events of the last reconcile.
+    fn event_notes(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.note.clone().unwrap_or_default())
+            .collect()
     }
 
     fn event_reasons(&self) -> Vec<String> {
