@@ -530,6 +530,10 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     assert_eq!(fingerprint(&env.statefulset()), fingerprint(&second));
 }
 
+fn names(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
 /// Sets entries of a Secret's data (`None` removes one), as a user would by hand.
 async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>)]) {
     use base64::Engine;
@@ -694,6 +698,117 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
     edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&next))]).await;
     env.reconcile().await;
     assert_eq!(env.assert_introduced(&old, Some(env.now())), next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pod_can_get_an_empty_key_from_any_source_in_any_rotation_phase() {
+    // Qdrant 1.19 takes an empty api_key, alt_api_key or read_only_api_key for "unset":
+    // authentication, JWT and internal auth off. After every reconcile, every key env var of
+    // the pod template must come from a Secret entry that exists and holds a usable key
+    // (checked on the Secret's CONTENTS, as a pod starting now would read them), or the
+    // reconcile is refused and applies nothing.
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
+                        "auth": {"readOnlyApiKey": true, "keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    let read_only = "QDRANT__SERVICE__READ_ONLY_API_KEY";
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, read_only])
+    );
+
+    // Generated entries emptied, blanked or removed by hand: generated again before the
+    // pods could read them.
+    for (entry, value) in [
+        ("api-key", Some("")),
+        ("read-only-api-key", Some("  ")),
+        ("read-only-api-key", None),
+        ("api-key", None),
+    ] {
+        edit_secret(&env.client, KEY_SECRET, &[(entry, value)]).await;
+        env.reconcile().await;
+        env.assert_pods_read_usable_keys();
+        env.roll_out();
+    }
+    let old_ = env.api_key();
+    assert_ne!(old_, old, "api-key was generated again");
+    let old = old_;
+
+    // Phase Introduced: next-api-key emptied, then removed, before and after the rollout: the
+    // rotation is abandoned and alt_api_key is no longer rendered.
+    for (value, rolled_out) in [(Some(""), false), (None, true), (Some("\n"), true)] {
+        env.request(&format!("{value:?}{rolled_out}")).await;
+        env.reconcile().await;
+        env.assert_introduced(&old, None);
+        env.assert_pods_read_usable_keys();
+        if rolled_out {
+            env.roll_out();
+            env.reconcile().await;
+        }
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
+        env.reconcile().await;
+        assert_eq!(
+            env.assert_pods_read_usable_keys(),
+            names(&[API_KEY_ENV, read_only])
+        );
+        env.assert_idle(&old);
+        env.roll_out();
+    }
+
+    // Introduced with the read-only key removed: generated again.
+    env.request("r").await;
+    env.reconcile().await;
+    let new = env.assert_introduced(&old, None);
+    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", None)]).await;
+    env.reconcile().await;
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, ALT_API_KEY_ENV, read_only])
+    );
+
+    // Swapped: the pods' api_key comes from next-api-key. Emptied or removed, it cannot be
+    // replaced (the peers run with it): refused, nothing applied; put back, it runs on.
+    env.roll_out();
+    env.reconcile().await;
+    env.set_now(env.now() + SignedDuration::from_mins(1));
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.assert_pods_read_usable_keys();
+    for value in [Some(""), Some(" "), None] {
+        let before = env.children();
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
+        let edited = env.children();
+        assert_ne!(before, edited);
+        let error = env.try_reconcile().await.expect_err("refused");
+        assert!(error.to_string().contains("lost next-api-key"), "{error}");
+        assert_eq!(env.children(), edited, "{value:?}: something was applied");
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&new))]).await;
+        env.reconcile().await;
+        env.assert_swapped(&old, &new);
+        env.assert_pods_read_usable_keys();
+    }
+    // Swapped with the read-only key emptied: generated again.
+    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", Some(""))]).await;
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.assert_pods_read_usable_keys();
+
+    // Promoted, then next-api-key removed: api-key alone.
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_promoted(&new);
+    env.assert_pods_read_usable_keys();
+    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", None)]).await;
+    env.reconcile().await;
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, read_only])
+    );
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_idle(&new);
+    env.assert_pods_read_usable_keys();
 }
 
 // =============================================================================================
@@ -1056,6 +1171,45 @@ impl Env {
             .iter()
             .map(|(_, e)| e.note.clone().unwrap_or_default())
             .collect()
+    }
+
+    /// What a pod starting now would read: every env var of the pod template that carries a
+    /// key comes from an entry of a Secret that exists and holds a usable key (not empty,
+    /// visible ASCII), never from an inline value or an optional reference. Returns the names
+    /// of those env vars.
+    fn assert_pods_read_usable_keys(&self) -> std::collections::BTreeSet<String> {
+        let spec = self.statefulset().spec.expect("spec").template.spec.expect("pod spec");
+        let mut names = std::collections::BTreeSet::new();
+        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            for e in c.env.iter().flatten().filter(|e| e.name.contains("API_KEY")) {
+                assert_eq!(e.value, None, "{} is inline", e.name);
+                let r = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .unwrap_or_else(|| panic!("{} is not from a Secret", e.name));
+                assert_ne!(r.optional, Some(true), "{}", e.name);
+                let secret: Secret = serde_json::from_value(
+                    self.server
+                        .get("v1", "Secret", NS, &r.name)
+                        .unwrap_or_else(|| panic!("{}: no Secret {}", e.name, r.name)),
+                )
+                .unwrap();
+                let value = text(&secret, &r.key)
+                    .unwrap_or_else(|| panic!("{}: Secret {} has no {}", e.name, r.name, r.key));
+                assert!(
+                    !value.is_empty()
+                        && secure_qdrant_operator::material::unsendable(&value).is_none(),
+                    "{} would get an unusable key from {}/{}",
+                    e.name,
+                    r.name,
+                    r.key
+                );
+                names.insert(e.name.clone());
+            }
+        }
+        assert!(names.contains(API_KEY_ENV), "{names:?}");
+        names
     }
 
     fn event_reasons(&self) -> Vec<String> {
