@@ -1,6 +1,6 @@
 //! Qdrant's own configuration: the file the operator renders and the names Qdrant reads.
 //!
-//! Every key written here is one Qdrant v1.18 parses (`tests/qdrant_keys.rs` checks the rendered
+//! Every key written here is one Qdrant v1.18 and v1.19 parse (`tests/qdrant_keys.rs` checks the rendered
 //! file and env vars against the real names). Qdrant ignores misspelled keys silently.
 
 use serde_json::{Value, json};

@@ -1,4 +1,5 @@
-//! Every config key and env var the operator renders is one Qdrant v1.18 actually reads.
+//! Every config key and env var the operator renders is one Qdrant v1.18 and v1.19 actually read
+//! (v1.19 renamed or removed none of them).
 //! Qdrant ignores unknown keys silently (`QDRANT__SERVICE__APIKEY` means no auth at all), so the
 //! names are checked against the real ones, written here from Qdrant's source (shared/QDRANT.md)
 //! and not taken from the code under test.
@@ -341,5 +342,34 @@ fn paths_in_the_config_are_on_the_right_volumes() {
             cm.data.unwrap().contains_key(key),
             "{name}: ConfigMap lacks {key}"
         );
+    }
+}
+
+#[test]
+fn the_operator_never_sets_io_uring_or_quotas() {
+    // Qdrant 1.19: `storage.performance.io_uring` fails under the RuntimeDefault seccomp
+    // profile the pods run with (it blocks io_uring on common runtimes), and
+    // `storage.quotas.*` is honoured only at a peer's first start. Neither is the operator's
+    // to set, in the file or as an env var.
+    for (name, inst) in variants() {
+        let config = qdrant::config(&inst);
+        assert!(
+            get(&config, "storage.performance.io_uring").is_null(),
+            "{name}"
+        );
+        assert!(get(&config, "storage.quotas").is_null(), "{name}");
+        let sts = statefulset(&inst);
+        for env in sts.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+        {
+            let path = env_to_config_path(&env.name).unwrap_or_default();
+            assert!(
+                !path.starts_with("storage.performance") && !path.starts_with("storage.quotas"),
+                "{name}: {}",
+                env.name
+            );
+        }
     }
 }
