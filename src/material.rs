@@ -250,7 +250,10 @@ mod tests {
             assert!(key.expose().bytes().all(|b| (0x21..=0x7e).contains(&b)));
             assert_eq!(unsendable(key.expose()), None);
         }
-        for keys in [ApiKeys::generate(true).unwrap(), ApiKeys::generate(false).unwrap()] {
+        for keys in [
+            ApiKeys::generate(true).unwrap(),
+            ApiKeys::generate(false).unwrap(),
+        ] {
             for (_, value) in keys.to_data() {
                 let text = std::str::from_utf8(&value.0).unwrap();
                 assert!(!text.is_empty());
@@ -265,17 +268,35 @@ mod tests {
         assert_eq!(unsendable(key), None);
         assert_eq!(unsendable("!~\"'`{|}+/=-_.:;<>?@[]^$%&*()#,"), None);
         let cases = [
-            (format!("{key}\n"), "ends with a newline: create the Secret with --from-literal"),
+            (
+                format!("{key}\n"),
+                "ends with a newline: create the Secret with --from-literal",
+            ),
             (format!("{key}\r\n"), "ends with a newline"),
             (format!("{key} "), "contains a space at position 37"),
             (format!("abc def{key}"), "contains a space at position 4"),
-            (format!("{key}\n\n x"), "contains a line break at position 37"),
+            (
+                format!("{key}\n\n x"),
+                "contains a line break at position 37",
+            ),
             (format!("\n{key}"), "contains a line break at position 1"),
             (format!("a\tb{key}"), "contains a tab at position 2"),
-            (format!("{key}\u{7f}"), "contains a control character at position 37"),
-            (format!("{key}\0"), "contains a control character at position 37"),
-            (format!("ab\u{e9}{key}"), "contains a non-ASCII character at position 3"),
-            (format!("{key}\u{a0}"), "contains a non-ASCII character at position 37"),
+            (
+                format!("{key}\u{7f}"),
+                "contains a control character at position 37",
+            ),
+            (
+                format!("{key}\0"),
+                "contains a control character at position 37",
+            ),
+            (
+                format!("ab\u{e9}{key}"),
+                "contains a non-ASCII character at position 3",
+            ),
+            (
+                format!("{key}\u{a0}"),
+                "contains a non-ASCII character at position 37",
+            ),
         ];
         for (value, expected) in cases {
             let problem = unsendable(&value).unwrap_or_else(|| panic!("{value:?} accepted"));
@@ -293,7 +314,9 @@ mod tests {
         let problem = read_key(&secret, API_KEY).unwrap_err();
         assert!(matches!(problem, KeyProblem::Unsendable(API_KEY, _)));
         assert!(
-            problem.to_string().starts_with("key \"api-key\" ends with a newline"),
+            problem
+                .to_string()
+                .starts_with("key \"api-key\" ends with a newline"),
             "{problem}"
         );
     }

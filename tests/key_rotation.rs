@@ -545,7 +545,11 @@ async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>
         })
         .collect();
     Api::<Secret>::namespaced(client.clone(), NS)
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"data": data})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": data})),
+        )
         .await
         .expect("Secret edited");
 }
@@ -671,7 +675,11 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
         children.remove(&format!("Secret/{KEY_SECRET}"));
         children
     };
-    assert_eq!(others(env.children()), others(before), "the same key: no roll");
+    assert_eq!(
+        others(env.children()),
+        others(before),
+        "the same key: no roll"
+    );
     let read_only = text(&env.secret().unwrap(), "read-only-api-key").unwrap();
     check(
         "read-only-api-key",
@@ -679,7 +687,12 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
         "key \"read-only-api-key\" contains a non-ASCII character at position 44",
     )
     .await;
-    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", Some(&read_only))]).await;
+    edit_secret(
+        &env.client,
+        KEY_SECRET,
+        &[("read-only-api-key", Some(&read_only))],
+    )
+    .await;
     env.reconcile().await;
     env.assert_idle(&old);
 
@@ -1156,7 +1169,10 @@ impl Env {
                     .map(move |o| {
                         (
                             format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap()),
-                            o["metadata"]["resourceVersion"].as_str().unwrap().to_owned(),
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned(),
                         )
                     })
             })
@@ -1178,10 +1194,25 @@ impl Env {
     /// visible ASCII), never from an inline value or an optional reference. Returns the names
     /// of those env vars.
     fn assert_pods_read_usable_keys(&self) -> std::collections::BTreeSet<String> {
-        let spec = self.statefulset().spec.expect("spec").template.spec.expect("pod spec");
+        let spec = self
+            .statefulset()
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec");
         let mut names = std::collections::BTreeSet::new();
-        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
-            for e in c.env.iter().flatten().filter(|e| e.name.contains("API_KEY")) {
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for e in c
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name.contains("API_KEY"))
+            {
                 assert_eq!(e.value, None, "{} is inline", e.name);
                 let r = e
                     .value_from
