@@ -66,6 +66,11 @@ pub enum Error {
          client needs them then)"
     )]
     RotationKeyLost(String),
+    #[error(
+        "the API keys in Secret {secret} are unusable: {problem}; write a valid key back, or \
+         remove that entry to have a new one generated (every client needs it then)"
+    )]
+    KeySecret { secret: String, problem: String },
 }
 
 impl Error {
@@ -86,6 +91,7 @@ impl Error {
             Error::CacheNotReady => "cache",
             Error::NotOurs { .. } => "secret_conflict",
             Error::RotationKeyLost(_) => "key_rotation",
+            Error::KeySecret { .. } => "api_key_secret",
         }
     }
 }

@@ -202,6 +202,36 @@ pub enum KeyProblem {
     Empty(&'static str),
     #[error("key {0:?} is not UTF-8")]
     NotUtf8(&'static str),
+    /// Not entirely visible ASCII ([`unsendable`] says why).
+    #[error("key {0:?} {1}")]
+    Unsendable(&'static str, String),
+}
+
+/// Why `value` cannot be sent as an API key, or `None` when it can: it must be visible ASCII
+/// only (0x21–0x7E). Peers put the key in a gRPC metadata header, where anything else makes
+/// Qdrant panic on every pooled p2p request, drop the key on bootstrap and fail shard snapshot
+/// transfers. The answer names the problem and where it is, never any part of the value.
+pub fn unsendable(value: &str) -> Option<String> {
+    const VISIBLE: &str = "an API key must be visible ASCII only (0x21-0x7E)";
+    let visible = |c: char| ('!'..='~').contains(&c);
+    let body = value.trim_end_matches(['\r', '\n']);
+    if body.len() < value.len() && !body.is_empty() && body.chars().all(visible) {
+        // `kubectl create secret generic --from-file` keeps the file's trailing newline.
+        return Some(
+            "ends with a newline: create the Secret with --from-literal or from printf '%s' \
+             (not from a file that ends with a newline, which --from-file keeps)"
+                .to_owned(),
+        );
+    }
+    let (i, c) = value.chars().enumerate().find(|(_, c)| !visible(*c))?;
+    let what = match c {
+        ' ' => "a space",
+        '\t' => "a tab",
+        '\r' | '\n' => "a line break",
+        c if c.is_ascii() => "a control character",
+        _ => "a non-ASCII character",
+    };
+    Some(format!("contains {what} at position {}: {VISIBLE}", i + 1))
 }
 
 /// Reads one key of a Secret.
@@ -214,6 +244,9 @@ pub fn read_key(secret: &Secret, key: &'static str) -> Result<SecretValue, KeyPr
     let value = std::str::from_utf8(&bytes.0).map_err(|_| KeyProblem::NotUtf8(key))?;
     if value.trim().is_empty() {
         return Err(KeyProblem::Empty(key));
+    }
+    if let Some(problem) = unsendable(value) {
+        return Err(KeyProblem::Unsendable(key, problem));
     }
     Ok(SecretValue::new(value))
 }
@@ -256,6 +289,87 @@ mod tests {
         let mut other = keys.clone();
         other.api_key = generate_key().unwrap();
         assert_ne!(keys.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn generated_keys_are_visible_ascii_and_never_empty() {
+        // The alphabet is the URL-safe base64 one (A-Z a-z 0-9 - _), a subset of 0x21-0x7E,
+        // and there is no padding: checked on many keys, not just one.
+        for _ in 0..1000 {
+            let key = generate_key().unwrap();
+            assert_eq!(key.expose().len(), 43);
+            assert!(key.expose().bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            assert_eq!(unsendable(key.expose()), None);
+        }
+        for keys in [
+            ApiKeys::generate(true).unwrap(),
+            ApiKeys::generate(false).unwrap(),
+        ] {
+            for (_, value) in keys.to_data() {
+                let text = std::str::from_utf8(&value.0).unwrap();
+                assert!(!text.is_empty());
+                assert_eq!(unsendable(text), None);
+            }
+        }
+    }
+
+    #[test]
+    fn unsendable_keys_are_named_without_their_value() {
+        let key = "abcdefghijklmnopqrstuvwxyz0123456789";
+        assert_eq!(unsendable(key), None);
+        assert_eq!(unsendable("!~\"'`{|}+/=-_.:;<>?@[]^$%&*()#,"), None);
+        let cases = [
+            (
+                format!("{key}\n"),
+                "ends with a newline: create the Secret with --from-literal",
+            ),
+            (format!("{key}\r\n"), "ends with a newline"),
+            (format!("{key} "), "contains a space at position 37"),
+            (format!("abc def{key}"), "contains a space at position 4"),
+            (
+                format!("{key}\n\n x"),
+                "contains a line break at position 37",
+            ),
+            (format!("\n{key}"), "contains a line break at position 1"),
+            (format!("a\tb{key}"), "contains a tab at position 2"),
+            (
+                format!("{key}\u{7f}"),
+                "contains a control character at position 37",
+            ),
+            (
+                format!("{key}\0"),
+                "contains a control character at position 37",
+            ),
+            (
+                format!("ab\u{e9}{key}"),
+                "contains a non-ASCII character at position 3",
+            ),
+            (
+                format!("{key}\u{a0}"),
+                "contains a non-ASCII character at position 37",
+            ),
+        ];
+        for (value, expected) in cases {
+            let problem = unsendable(&value).unwrap_or_else(|| panic!("{value:?} accepted"));
+            assert!(problem.starts_with(expected), "{value:?}: {problem}");
+            assert!(!problem.contains("abc"), "{problem}");
+        }
+        // read_key refuses them too (the operator's own Secret, edited by hand).
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                API_KEY.to_owned(),
+                ByteString(format!("{key}\n").into_bytes()),
+            )])),
+            ..Secret::default()
+        };
+        let problem = read_key(&secret, API_KEY).unwrap_err();
+        assert!(matches!(problem, KeyProblem::Unsendable(API_KEY, _)));
+        assert!(
+            problem
+                .to_string()
+                .starts_with("key \"api-key\" ends with a newline"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Qdrant's own configuration: the file the operator renders and the names Qdrant reads.
 //!
-//! Every key written here is one Qdrant v1.18 parses (`tests/qdrant_keys.rs` checks the rendered
+//! Every key written here is one Qdrant v1.18 and v1.19 parse (`tests/qdrant_keys.rs` checks the rendered
 //! file and env vars against the real names). Qdrant ignores misspelled keys silently.
 
 use serde_json::{Value, json};
@@ -37,6 +37,37 @@ pub const CERT_TTL_SECONDS: i64 = 3600;
 pub const INIT_DIR: &str = "/qdrant/init";
 /// The image's start script, which runs `./qdrant "$@"` and handles its recovery mode.
 pub const ENTRYPOINT: &str = "/qdrant/entrypoint.sh";
+
+/// Shell code (bash) run before the image's entrypoint: refuses to start Qdrant when an API-key
+/// env var is set but empty or not visible ASCII (0x21-0x7E). The operator never renders such a
+/// key, but a pod reads its keys from Secrets when it starts (`secretKeyRef`): a Secret emptied
+/// by hand would reach a pod that restarts before the operator refuses or repairs it, and Qdrant
+/// 1.19 takes an empty key for "no authentication" (1.18 for a key anyone can send). The pod
+/// fails closed instead, naming the variable and never its value.
+pub const KEY_GUARD: &str = r#"check_keys() {
+  local LC_ALL=C name value
+  for name in QDRANT__SERVICE__API_KEY QDRANT__SERVICE__ALT_API_KEY QDRANT__SERVICE__READ_ONLY_API_KEY; do
+    [ "${!name+set}" = set ] || continue
+    value="${!name}"
+    if [ -z "$value" ] || [[ "$value" == *[^!-~]* ]]; then
+      echo "refusing to start Qdrant: $name is empty or not visible ASCII (0x21-0x7E); fix the Secret it comes from (the SecureQdrant's Reconciled condition names the problem)" >&2
+      return 1
+    fi
+  done
+}
+check_keys || exit 1
+"#;
+
+/// The container's command: [`KEY_GUARD`], then the image's entrypoint with the container's
+/// args.
+pub fn start_command() -> Vec<String> {
+    vec![
+        "/bin/bash".to_owned(),
+        "-c".to_owned(),
+        format!("{KEY_GUARD}exec {ENTRYPOINT} \"$@\"\n"),
+        "qdrant".to_owned(),
+    ]
+}
 
 /// Environment variables Qdrant reads (outside the `QDRANT__SECTION__KEY` config mapping).
 pub mod env {

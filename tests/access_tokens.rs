@@ -481,6 +481,25 @@ fn bad_cases() -> Vec<Case> {
             &format!("{{{R}, valueExists: {{collection: tokens, matches: [{{key: 'a b', value: x}}]}}}}"),
         )
         .operator(),
+        // Qdrant reads an index as a usize: one that overflows makes it refuse the whole token.
+        case(
+            "valueExists key index beyond a 64-bit usize",
+            "spec.valueExists.matches",
+            &format!(
+                "{{{R}, valueExists: {{collection: tokens, matches: [{{key: 'a[18446744073709551616]', value: x}}]}}}}"
+            ),
+        )
+        .cel()
+        .operator(),
+        case(
+            "valueExists key index of ten digits",
+            "spec.valueExists.matches",
+            &format!(
+                "{{{R}, valueExists: {{collection: tokens, matches: [{{key: id, value: x}}, {{key: 'b[0].c[1000000000]', value: 1}}]}}}}"
+            ),
+        )
+        .cel()
+        .operator(),
         case(
             "secretName not a DNS subdomain",
             "spec.secretName",
@@ -572,6 +591,15 @@ fn valid_cases() -> Vec<(&'static str, String, Option<String>, InstanceInfo)> {
             doc(&format!(
                 "{{{R}, valueExists: {{collection: tokens, matches: [{{key: a, value: x}}, \
                  {{key: 'b[].c', value: -9223372036854775808}}, {{key: d, value: false}}]}}}}"
+            )),
+            None,
+            READY,
+        ),
+        (
+            "valueExists key with the largest index",
+            doc(&format!(
+                "{{{R}, valueExists: {{collection: tokens, matches: [{{key: 'a[999999999].b[0]', value: x}}, \
+                 {{key: 'c[000000000999999999]', value: x}}]}}}}"
             )),
             None,
             READY,

@@ -530,6 +530,300 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     assert_eq!(fingerprint(&env.statefulset()), fingerprint(&second));
 }
 
+fn names(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// Sets entries of a Secret's data (`None` removes one), as a user would by hand.
+async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>)]) {
+    use base64::Engine;
+    let data: serde_json::Map<String, Value> = entries
+        .iter()
+        .map(|(k, v)| {
+            let v = v.map(|v| json!(base64::engine::general_purpose::STANDARD.encode(v)));
+            ((*k).to_owned(), v.unwrap_or(Value::Null))
+        })
+        .collect();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": data})),
+        )
+        .await
+        .expect("Secret edited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instance_is_untouched() {
+    // Peers send the key as gRPC metadata: a newline (`--from-file` keeps a file's last one),
+    // a space or a non-ASCII character breaks cluster mode. Refused before anything is
+    // applied, with a message that names the problem and never shows the key.
+    const USER_SECRET: &str = "my-qdrant-key";
+    const GOOD: &str = "user-key-1-0123456789abcdef0123456789";
+    let env = Env::start().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": USER_SECRET, "namespace": NS}, "data": {}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
+                        "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}))
+        .await;
+    assert_eq!(env.reconciled().0, "True");
+    let running = env.children();
+    let template = env.statefulset().spec.unwrap().template;
+
+    for (value, expected) in [
+        (
+            format!("{GOOD}\n"),
+            "key \"key\" ends with a newline: create the Secret with --from-literal or from printf '%s'",
+        ),
+        (format!("{GOOD}\r\n"), "key \"key\" ends with a newline"),
+        (
+            format!("{GOOD} "),
+            "key \"key\" contains a space at position 38: an API key must be visible ASCII only",
+        ),
+        (
+            GOOD.replace('-', " "),
+            "key \"key\" contains a space at position 5",
+        ),
+        (
+            format!("\t{GOOD}"),
+            "key \"key\" contains a tab at position 1",
+        ),
+        (
+            format!("{GOOD}\u{e9}"),
+            "key \"key\" contains a non-ASCII character at position 38",
+        ),
+    ] {
+        edit_secret(&env.client, USER_SECRET, &[("key", Some(&value))]).await;
+        let error = env.try_reconcile().await.expect_err("refused");
+        let (status, reason, message) = env.reconciled();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ApiKeySecretFailed"),
+            "{value:?}"
+        );
+        assert!(message.contains(expected), "{value:?}: {message}");
+        let events = env.event_notes();
+        for text in [message.as_str(), &error.to_string()]
+            .into_iter()
+            .chain(events.iter().map(String::as_str))
+        {
+            assert!(!text.contains("0123456789"), "the key is shown: {text}");
+        }
+        assert_eq!(env.children(), running, "{value:?}: something was applied");
+    }
+
+    // Fixed: the same key runs on, no roll.
+    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    env.reconcile().await;
+    assert_eq!(env.reconciled().0, "True");
+    assert_eq!(env.statefulset().spec.unwrap().template, template);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_refused_not_replaced()
+{
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    let check = |entry: &str, value: &str, expected: &str| {
+        let entry = entry.to_owned();
+        let value = value.to_owned();
+        let expected = expected.to_owned();
+        let env = &env;
+        async move {
+            let before = env.children();
+            edit_secret(&env.client, KEY_SECRET, &[(&entry, Some(&value))]).await;
+            let edited = env.children();
+            env.try_reconcile().await.expect_err("refused");
+            let (status, reason, message) = env.reconciled();
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "ApiKeySecretFailed")
+            );
+            assert!(message.contains(&expected), "{message}");
+            assert!(!message.contains(&value.trim()[..8]), "{message}");
+            // Neither replaced (the pods may run with it) nor anything else applied.
+            assert_eq!(env.children(), edited);
+            assert_eq!(
+                text(&env.secret().unwrap(), &entry).as_deref(),
+                Some(value.as_str())
+            );
+            before
+        }
+    };
+
+    // api-key and read-only-api-key.
+    let before = check(
+        "api-key",
+        &format!("{old}\n"),
+        "Secret vectors-api-key are unusable: key \"api-key\" ends with a newline",
+    )
+    .await;
+    edit_secret(&env.client, KEY_SECRET, &[("api-key", Some(&old))]).await;
+    env.reconcile().await;
+    let others = |mut children: BTreeMap<String, String>| {
+        children.remove(&format!("Secret/{KEY_SECRET}"));
+        children
+    };
+    assert_eq!(
+        others(env.children()),
+        others(before),
+        "the same key: no roll"
+    );
+    let read_only = text(&env.secret().unwrap(), "read-only-api-key").unwrap();
+    check(
+        "read-only-api-key",
+        &format!("{read_only}\u{2028}"),
+        "key \"read-only-api-key\" contains a non-ASCII character at position 44",
+    )
+    .await;
+    edit_secret(
+        &env.client,
+        KEY_SECRET,
+        &[("read-only-api-key", Some(&read_only))],
+    )
+    .await;
+    env.reconcile().await;
+    env.assert_idle(&old);
+
+    // next-api-key, in phase Introduced: Qdrant's alt_api_key, and the key the peers send
+    // once swapped.
+    env.request("r").await;
+    env.reconcile().await;
+    let next = env.assert_introduced(&old, None);
+    env.roll_out();
+    check(
+        "next-api-key",
+        &format!("{} {}", &next[..20], &next[20..]),
+        "key \"next-api-key\" contains a space at position 21",
+    )
+    .await;
+    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&next))]).await;
+    env.reconcile().await;
+    assert_eq!(env.assert_introduced(&old, Some(env.now())), next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pod_can_get_an_empty_key_from_any_source_in_any_rotation_phase() {
+    // Qdrant 1.19 takes an empty api_key, alt_api_key or read_only_api_key for "unset":
+    // authentication, JWT and internal auth off. After every reconcile, every key env var of
+    // the pod template must come from a Secret entry that exists and holds a usable key
+    // (checked on the Secret's CONTENTS, as a pod starting now would read them), or the
+    // reconcile is refused and applies nothing.
+    let env = Env::start().await;
+    env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
+                        "auth": {"readOnlyApiKey": true, "keyRotationGracePeriod": "1m"}}))
+        .await;
+    let old = env.api_key();
+    let read_only = "QDRANT__SERVICE__READ_ONLY_API_KEY";
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, read_only])
+    );
+
+    // Generated entries emptied, blanked or removed by hand: generated again before the
+    // pods could read them.
+    for (entry, value) in [
+        ("api-key", Some("")),
+        ("read-only-api-key", Some("  ")),
+        ("read-only-api-key", None),
+        ("api-key", None),
+    ] {
+        edit_secret(&env.client, KEY_SECRET, &[(entry, value)]).await;
+        env.reconcile().await;
+        env.assert_pods_read_usable_keys();
+        env.roll_out();
+    }
+    let old_ = env.api_key();
+    assert_ne!(old_, old, "api-key was generated again");
+    let old = old_;
+
+    // Phase Introduced: next-api-key emptied, then removed, before and after the rollout: the
+    // rotation is abandoned and alt_api_key is no longer rendered.
+    for (value, rolled_out) in [(Some(""), false), (None, true), (Some("\n"), true)] {
+        env.request(&format!("{value:?}{rolled_out}")).await;
+        env.reconcile().await;
+        env.assert_introduced(&old, None);
+        env.assert_pods_read_usable_keys();
+        if rolled_out {
+            env.roll_out();
+            env.reconcile().await;
+        }
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
+        env.reconcile().await;
+        assert_eq!(
+            env.assert_pods_read_usable_keys(),
+            names(&[API_KEY_ENV, read_only])
+        );
+        env.assert_idle(&old);
+        env.roll_out();
+    }
+
+    // Introduced with the read-only key removed: generated again.
+    env.request("r").await;
+    env.reconcile().await;
+    let new = env.assert_introduced(&old, None);
+    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", None)]).await;
+    env.reconcile().await;
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, ALT_API_KEY_ENV, read_only])
+    );
+
+    // Swapped: the pods' api_key comes from next-api-key. Emptied or removed, it cannot be
+    // replaced (the peers run with it): refused, nothing applied; put back, it runs on.
+    env.roll_out();
+    env.reconcile().await;
+    env.set_now(env.now() + SignedDuration::from_mins(1));
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.assert_pods_read_usable_keys();
+    for value in [Some(""), Some(" "), None] {
+        let before = env.children();
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
+        let edited = env.children();
+        assert_ne!(before, edited);
+        let error = env.try_reconcile().await.expect_err("refused");
+        assert!(error.to_string().contains("lost next-api-key"), "{error}");
+        assert_eq!(env.children(), edited, "{value:?}: something was applied");
+        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&new))]).await;
+        env.reconcile().await;
+        env.assert_swapped(&old, &new);
+        env.assert_pods_read_usable_keys();
+    }
+    // Swapped with the read-only key emptied: generated again.
+    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", Some(""))]).await;
+    env.reconcile().await;
+    env.assert_swapped(&old, &new);
+    env.assert_pods_read_usable_keys();
+
+    // Promoted, then next-api-key removed: api-key alone.
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_promoted(&new);
+    env.assert_pods_read_usable_keys();
+    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", None)]).await;
+    env.reconcile().await;
+    assert_eq!(
+        env.assert_pods_read_usable_keys(),
+        names(&[API_KEY_ENV, read_only])
+    );
+    env.roll_out();
+    env.reconcile().await;
+    env.assert_idle(&new);
+    env.assert_pods_read_usable_keys();
+}
+
 // =============================================================================================
 // Harness
 // =============================================================================================
@@ -861,6 +1155,92 @@ impl Env {
             env,
             "{phase}: where the key env vars come from"
         );
+    }
+
+    /// Every managed object of the namespace, by kind and name, with its resourceVersion.
+    fn children(&self) -> BTreeMap<String, String> {
+        secure_qdrant_operator::children::CHILD_KINDS
+            .iter()
+            .flat_map(|(api, kind)| {
+                self.server
+                    .list(api, kind, NS)
+                    .into_iter()
+                    .filter(|o| o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER)
+                    .map(move |o| {
+                        (
+                            format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap()),
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The Notes of the Events of the last reconcile.
+    fn event_notes(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.note.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// What a pod starting now would read: every env var of the pod template that carries a
+    /// key comes from an entry of a Secret that exists and holds a usable key (not empty,
+    /// visible ASCII), never from an inline value or an optional reference. Returns the names
+    /// of those env vars.
+    fn assert_pods_read_usable_keys(&self) -> std::collections::BTreeSet<String> {
+        let spec = self
+            .statefulset()
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec");
+        let mut names = std::collections::BTreeSet::new();
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            for e in c
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name.contains("API_KEY"))
+            {
+                assert_eq!(e.value, None, "{} is inline", e.name);
+                let r = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .unwrap_or_else(|| panic!("{} is not from a Secret", e.name));
+                assert_ne!(r.optional, Some(true), "{}", e.name);
+                let secret: Secret = serde_json::from_value(
+                    self.server
+                        .get("v1", "Secret", NS, &r.name)
+                        .unwrap_or_else(|| panic!("{}: no Secret {}", e.name, r.name)),
+                )
+                .unwrap();
+                let value = text(&secret, &r.key)
+                    .unwrap_or_else(|| panic!("{}: Secret {} has no {}", e.name, r.name, r.key));
+                assert!(
+                    !value.is_empty()
+                        && secure_qdrant_operator::material::unsendable(&value).is_none(),
+                    "{} would get an unusable key from {}/{}",
+                    e.name,
+                    r.name,
+                    r.key
+                );
+                names.insert(e.name.clone());
+            }
+        }
+        assert!(names.contains(API_KEY_ENV), "{names:?}");
+        names
     }
 
     fn event_reasons(&self) -> Vec<String> {

@@ -1,4 +1,5 @@
-//! Every config key and env var the operator renders is one Qdrant v1.18 actually reads.
+//! Every config key and env var the operator renders is one Qdrant v1.18 and v1.19 actually read
+//! (v1.19 renamed or removed none of them).
 //! Qdrant ignores unknown keys silently (`QDRANT__SERVICE__APIKEY` means no auth at all), so the
 //! names are checked against the real ones, written here from Qdrant's source (shared/QDRANT.md)
 //! and not taken from the code under test.
@@ -341,5 +342,115 @@ fn paths_in_the_config_are_on_the_right_volumes() {
             cm.data.unwrap().contains_key(key),
             "{name}: ConfigMap lacks {key}"
         );
+    }
+}
+
+#[test]
+fn the_operator_never_sets_io_uring_or_quotas() {
+    // Qdrant 1.19: `storage.performance.io_uring` fails under the RuntimeDefault seccomp
+    // profile the pods run with (it blocks io_uring on common runtimes), and
+    // `storage.quotas.*` is honoured only at a peer's first start. Neither is the operator's
+    // to set, in the file or as an env var.
+    for (name, inst) in variants() {
+        let config = qdrant::config(&inst);
+        assert!(
+            get(&config, "storage.performance.io_uring").is_null(),
+            "{name}"
+        );
+        assert!(get(&config, "storage.quotas").is_null(), "{name}");
+        let sts = statefulset(&inst);
+        for env in sts.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+        {
+            let path = env_to_config_path(&env.name).unwrap_or_default();
+            assert!(
+                !path.starts_with("storage.performance") && !path.starts_with("storage.quotas"),
+                "{name}: {}",
+                env.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_pod_refuses_to_start_qdrant_with_an_empty_or_unsendable_key() {
+    // The keys reach a pod from Secrets when it starts: a Secret emptied by hand reaches a pod
+    // that restarts before the operator can refuse or repair it. The rendered start command is
+    // RUN under bash, with the image's entrypoint replaced by a stub that reports its args.
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("entrypoint.sh");
+    std::fs::write(&stub, "#!/bin/bash\necho \"started $*\"\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (_, inst) = variants().remove(0);
+    let container = statefulset(&inst)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .clone();
+    let mut command = container.command.clone().unwrap();
+    command[2] = command[2].replace(qdrant::ENTRYPOINT, stub.to_str().unwrap());
+    let run = |keys: &[(&str, &str)]| {
+        let out = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .args(container.args.clone().unwrap())
+            .env_clear()
+            .env("LANG", "C.UTF-8")
+            .envs(keys.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    const GOOD: &str = "Abc-_0123456789+/=!~xyzXYZ0123456789abcdef";
+    let (api, alt, ro) = (
+        "QDRANT__SERVICE__API_KEY",
+        "QDRANT__SERVICE__ALT_API_KEY",
+        "QDRANT__SERVICE__READ_ONLY_API_KEY",
+    );
+    for keys in [
+        vec![(api, GOOD)],
+        vec![(api, GOOD), (alt, GOOD), (ro, GOOD)],
+        vec![(api, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")],
+    ] {
+        let (ok, stdout, stderr) = run(&keys);
+        assert!(ok, "{keys:?}: {stderr}");
+        assert_eq!(
+            stdout.trim(),
+            format!("started {}", container.args.clone().unwrap().join(" ")),
+            "{keys:?}"
+        );
+    }
+    for (var, value) in [
+        (api, String::new()),
+        (api, format!("{GOOD}\n")),
+        (alt, String::new()),
+        (alt, format!("{GOOD} ")),
+        (ro, String::new()),
+        (ro, format!("{GOOD}\t")),
+        (ro, format!("{GOOD}\u{e9}")),
+        (api, format!("a b{GOOD}")),
+    ] {
+        let mut keys = vec![(api, GOOD), (alt, GOOD), (ro, GOOD)];
+        keys.retain(|(n, _)| *n != var);
+        keys.push((var, &value));
+        let (ok, stdout, stderr) = run(&keys);
+        assert!(!ok, "{var}={value:?} started: {stdout}");
+        assert!(!stdout.contains("started"), "{var}={value:?}: {stdout}");
+        assert!(
+            stderr.contains(&format!("refusing to start Qdrant: {var} is empty")),
+            "{var}={value:?}: {stderr}"
+        );
+        assert!(!stderr.contains("0123456789"), "the key is shown: {stderr}");
     }
 }

@@ -602,6 +602,40 @@ async fn an_administrator_forbids_global_manage_tokens_cluster_wide_and_their_se
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_exists_index_that_overflows_qdrants_usize_is_refused_and_nothing_is_issued() {
+    // Qdrant parses `[n]` as a usize: 2^64 overflows it, and Qdrant would answer every request
+    // with this token 401 ("not a JWT"). The token is refused instead, naming the key.
+    let env = Env::start().await;
+    env.instance(json!({})).await;
+    env.create_token(
+        "revocable",
+        json!({"qdrantRef": {"name": SQ}, "access": {"global": "r"},
+               "valueExists": {"collection": "tokens",
+                               "matches": [{"key": "a[18446744073709551616]", "value": "x"}]}}),
+    )
+    .await;
+    env.reset();
+    let action = env.reconcile("revocable").await.expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let ready = ready_condition(&env.token("revocable"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.message.contains("spec.valueExists.matches[0].key")
+            && ready.message.contains("array index above 999999999"),
+        "{ready:?}"
+    );
+    assert!(env.secret("revocable-qdrant-token").is_none());
+    assert_eq!(secret_writes(&env.server), 0);
+    assert_eq!(
+        env.event_reasons(),
+        vec![(EventType::Warning, "InvalidSpec".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_a_missing_instance_is_not_ready_until_the_instance_exists() {
     let env = Env::start().await;
     env.create_token(

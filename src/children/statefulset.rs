@@ -25,7 +25,7 @@ use crate::key_rotation::KEYS_FINGERPRINT_ANNOTATION;
 use crate::material;
 use crate::material::ApiKeys;
 use crate::qdrant::{
-    CONFIG_DIR, CONFIG_FILE, ENTRYPOINT, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
+    CONFIG_DIR, CONFIG_FILE, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
     SNAPSHOTS_PATH, STORAGE_PATH, TLS_DIR, WORKDIR, env,
 };
 use crate::tls::TLS_FINGERPRINT_ANNOTATION;
@@ -356,7 +356,7 @@ fn container(inst: &Instance, keys: &ApiKeys) -> Container {
         name: CONTAINER.to_owned(),
         image: Some(inst.image.clone()),
         image_pull_policy: Some(inst.image_pull_policy.as_str().to_owned()),
-        command: Some(vec![ENTRYPOINT.to_owned()]),
+        command: Some(crate::qdrant::start_command()),
         args: Some(vec![
             "--config-path".to_owned(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),

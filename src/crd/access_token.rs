@@ -42,6 +42,11 @@ pub const MAX_COLLECTION_NAME_LEN: usize = 255;
 pub const MAX_VALUE_EXISTS_MATCHES: usize = 16;
 /// Longest payload key (a Qdrant JSON path) in `valueExists.matches`.
 pub const MAX_PAYLOAD_KEY_LEN: usize = 256;
+/// Largest array index (`tags[3]`) in a `valueExists.matches` key. Qdrant reads an index as a
+/// `usize` and refuses the whole token ("not a JWT", 401) when one overflows; nine digits fit any
+/// `usize`, also a 32-bit one, and no payload array has a billion elements (a request body that
+/// could write one is far beyond Qdrant's size limit).
+pub const MAX_JSON_PATH_INDEX: u64 = 999_999_999;
 /// Longest string value in `valueExists.matches`.
 pub const MAX_MATCH_VALUE_LEN: usize = 1024;
 /// Longest `metadata.name` whose default Secret name (`<name>-qdrant-token`) is still a valid
@@ -265,6 +270,10 @@ pub struct PayloadMatch {
     /// Payload key, as a Qdrant JSON path (`user_id`, `meta.tenant`, `tags[]`,
     /// `"key with spaces"`).
     #[schemars(length(min = 1, max = 256))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!self.matches('\\\\[0*[1-9][0-9]{9,}\\\\]')",
+         "message": "spec.valueExists.matches[].key: an array index may be at most 999999999 (Qdrant refuses the whole token when an index overflows)"}
+    ]))]
     pub key: String,
 
     /// Value the payload must equal: a string (at most 1024 characters), a 64-bit integer or a

@@ -24,7 +24,7 @@ pub const MAX_NAME_LEN: usize = 52;
 /// Most replicas a SecureQdrant may ask for.
 pub const MAX_REPLICAS: i32 = 100;
 /// Default Qdrant image: pinned to a release, the variant built to run as non-root.
-pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
+pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.19.0-unprivileged";
 
 /// A Qdrant vector database, run as a cluster that is secure by default: API keys, TLS,
 /// NetworkPolicies and hardened pods are created and kept in place by the operator.

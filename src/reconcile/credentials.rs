@@ -141,7 +141,17 @@ pub async fn ensure(
     };
     let mut requeue_after = None;
     if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
-        keys.next = read_key(&secret, NEXT_API_KEY).ok();
+        keys.next = match read_key(&secret, NEXT_API_KEY) {
+            Ok(next) => Some(next),
+            // Edited by hand: the pods may run with it, so it is neither used nor replaced.
+            Err(problem @ KeyProblem::Unsendable(..)) => {
+                return Err(Error::KeySecret {
+                    secret: inst.api_key_secret_name(),
+                    problem: problem.to_string(),
+                });
+            }
+            Err(_) => None,
+        };
         let annotations = secret.annotations();
         let phase = annotations.get(PHASE_ANNOTATION).map(String::as_str);
         keys.phase = KeyPhase::from_annotation(phase);
@@ -336,7 +346,8 @@ pub async fn mark_referenced(client: &Client, secret: &Secret) -> Result<()> {
 /// The shortest key accepted from `spec.auth.apiKeySecretRef` (the generated ones have 43).
 pub const MIN_USER_KEY_LEN: usize = 32;
 
-/// The user's key: must exist, be UTF-8, not empty and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
+/// The user's key: must exist, be UTF-8, not empty, visible ASCII only
+/// ([`material::unsendable`]) and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
 async fn user_key(
     client: &Client,
     stores: &Stores,
@@ -372,6 +383,9 @@ async fn user_key(
         return Err(problem(format!(
             "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
         )));
+    }
+    if let Some(why) = material::unsendable(value) {
+        return Err(problem(format!("key {key:?} {why}")));
     }
     if value.len() < MIN_USER_KEY_LEN {
         return Err(problem(format!(
@@ -470,7 +484,8 @@ async fn ensure_secret(
 }
 
 /// Reads the keys of an existing Secret. A key that is missing or empty (edited by hand) is
-/// generated and added, leaving every other key as it is.
+/// generated and added, leaving every other key as it is; one that is not visible ASCII is
+/// refused.
 async fn complete(
     api: &Api<Secret>,
     inst: &Instance,
@@ -483,6 +498,14 @@ async fn complete(
     for key in wanted {
         match read_key(&secret, key) {
             Ok(v) => values.push(v),
+            // A value written by hand that the pods may run with: replacing it would change
+            // credentials behind the user's back, so the instance stops until it is fixed.
+            Err(problem @ KeyProblem::Unsendable(..)) => {
+                return Err(Error::KeySecret {
+                    secret: inst.api_key_secret_name(),
+                    problem: problem.to_string(),
+                });
+            }
             Err(problem) => {
                 let v = generate_key()?;
                 data.insert((*key).to_owned(), b64(&v));

@@ -1,4 +1,4 @@
-//! The JWT claims, shaped exactly as Qdrant (v1.18) parses them:
+//! The JWT claims, shaped exactly as Qdrant (v1.18 and v1.19) parses them:
 //!
 //! ```json
 //! { "exp": 1735689600,

@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 
 use super::claims::{Access, Claims, CollectionClaim, MatchValue, PayloadMatchClaim, ValueExists};
 use crate::crd::{
-    GlobalAccess, MAX_COLLECTION_NAME_LEN, MAX_MATCH_VALUE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_KEY_LEN,
-    MAX_TOKEN_COLLECTIONS, MAX_TOKEN_LIFETIME, MAX_TOKEN_NAME_FOR_DEFAULT_SECRET,
-    MAX_VALUE_EXISTS_MATCHES, MIN_RENEW_BEFORE, MIN_TOKEN_LIFETIME, MIN_TOKEN_USE,
-    QdrantAccessToken, SecureQdrant, ValueExistsSpec,
+    GlobalAccess, MAX_COLLECTION_NAME_LEN, MAX_JSON_PATH_INDEX, MAX_MATCH_VALUE_LEN, MAX_NAME_LEN,
+    MAX_PAYLOAD_KEY_LEN, MAX_TOKEN_COLLECTIONS, MAX_TOKEN_LIFETIME,
+    MAX_TOKEN_NAME_FOR_DEFAULT_SECRET, MAX_VALUE_EXISTS_MATCHES, MIN_RENEW_BEFORE,
+    MIN_TOKEN_LIFETIME, MIN_TOKEN_USE, QdrantAccessToken, SecureQdrant, ValueExistsSpec,
 };
 use crate::validate::Invalid;
 
@@ -319,6 +319,15 @@ fn value_exists(spec: &ValueExistsSpec, problems: &mut Vec<Invalid>) -> Option<V
                 key_field,
                 format!("may be at most {MAX_PAYLOAD_KEY_LEN} characters"),
             ));
+        } else if !is_qdrant_json_path(&m.key) && json_path(&m.key, None) {
+            problems.push(invalid(
+                key_field,
+                format!(
+                    "{:?} has an array index above {MAX_JSON_PATH_INDEX}: Qdrant refuses the \
+                     whole token when an index overflows its integer type",
+                    m.key
+                ),
+            ));
         } else if !is_qdrant_json_path(&m.key) {
             problems.push(invalid(
                 key_field,
@@ -376,8 +385,14 @@ fn value_exists(spec: &ValueExistsSpec, problems: &mut Vec<Invalid>) -> Option<V
 
 /// Whether `key` parses as a Qdrant JSON path (Qdrant refuses a token whose `value_exists` key
 /// does not): a key, then any of `.key`, `[n]`, `[]`, where a key is one or more alphanumeric,
-/// `_` or `-` characters, or any text without `"` and `\` between double quotes.
+/// `_` or `-` characters, or any text without `"` and `\` between double quotes, and an index
+/// `n` is at most [`MAX_JSON_PATH_INDEX`].
 pub fn is_qdrant_json_path(path: &str) -> bool {
+    json_path(path, Some(MAX_JSON_PATH_INDEX))
+}
+
+/// [`is_qdrant_json_path`] with indices bounded by `max_index` (`None`: any digits).
+fn json_path(path: &str, max_index: Option<u64>) -> bool {
     fn plain(s: &str) -> Option<&str> {
         let end = s
             .char_indices()
@@ -408,8 +423,9 @@ pub fn is_qdrant_json_path(path: &str) -> bool {
             let digits = after
                 .find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(after.len());
+            let fits = |n: &str| max_index.is_none_or(|max| n.parse().is_ok_and(|n: u64| n <= max));
             match after[digits..].strip_prefix(']') {
-                Some(r) if digits > 0 => r,
+                Some(r) if digits > 0 && fits(&after[..digits]) => r,
                 _ => return false,
             }
         } else {
@@ -587,6 +603,8 @@ mod tests {
             "meta.tenant",
             "tags[]",
             "a[0].b[12]",
+            "a[999999999]",
+            "a[000000000999999999]",
             "\"key with spaces\"",
             "a.\"b.c\"[]",
             "ключ",
@@ -606,6 +624,9 @@ mod tests {
             "a.[0]",
             "\"a\\\"\"",
             "$.a",
+            "a[1000000000]",
+            "a[18446744073709551616]",
+            "a[0].b[99999999999999999999999999999]",
         ] {
             assert!(!is_qdrant_json_path(bad), "{bad}");
         }
