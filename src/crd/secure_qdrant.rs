@@ -65,11 +65,14 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.18.3-unprivileged";
         json_path = ".status.readyReplicas",
         description = "Pods that are ready (status.readyReplicas)."
     ),
+    // A `string` column, not `date`: the API server shows a `date` column as the time elapsed
+    // since it (Kubernetes' HumanDuration), which is `<invalid>` for any time in the future, and
+    // an expiry is always in the future while it matters. The RFC 3339 time reads as it is.
     printcolumn(
         name = "Cert-Expiry",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.certificate.notAfter",
-        description = "When the serving certificate expires."
+        description = "When the serving certificate expires (RFC 3339, UTC)."
     ),
     printcolumn(
         name = "Age",
