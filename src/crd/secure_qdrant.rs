@@ -781,6 +781,11 @@ pub struct SecretNames {
     /// Secret holding the operator's CA (absent when you bring a CA or a certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// Secret holding the client certificate metrics scrapers present (`tls.crt`, `tls.key`,
+    /// `ca.crt`): only with spec.tls.clientCertificates and spec.network.metrics, when the
+    /// operator signs certificates (not with spec.tls.certificateSecretRef).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_client: Option<String>,
 }
 
 #[cfg(test)]
