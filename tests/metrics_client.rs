@@ -666,3 +666,126 @@ async fn a_ca_rollover_leaves_sign_with_new_only_after_the_metrics_certificate_m
     .await
     .expect("the scraper still gets in after the old CA left");
 }
+
+/// The YAML documents of a file, as JSON.
+fn documents(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn the_service_monitor_example_points_at_what_the_operator_creates_for_full_yaml() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example =
+        std::fs::read_to_string(root.join("deploy/examples/monitoring/service-monitor.yaml"))
+            .unwrap();
+    let docs = documents(&example);
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    let (service, monitor) = (of_kind("Service"), of_kind("ServiceMonitor"));
+    let full = std::fs::read_to_string(root.join("deploy/examples/full.yaml")).unwrap();
+    let rendered = documents(
+        &secure_qdrant_operator::render::render(&full, &Settings::default()).expect("renders"),
+    );
+    let rendered_of = |kind: &str, name: &str| {
+        rendered
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("render shows no {kind} {name}"))
+            .clone()
+    };
+    let sts = rendered_of("StatefulSet", NAME);
+    let secret = rendered_of("Secret", METRICS_SECRET);
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+
+    // Same namespace as the instance and its Secret.
+    for doc in [&service, &monitor] {
+        assert_eq!(doc["metadata"]["namespace"], NS);
+    }
+    // The Service selects the instance's Qdrant pods, on their `metrics` port (9091).
+    let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "selector {k}");
+    }
+    let port = &service["spec"]["ports"][0];
+    let container_ports = sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap();
+    assert!(
+        container_ports
+            .iter()
+            .any(|p| p["name"] == port["targetPort"] && p["containerPort"] == 9091),
+        "{container_ports:?}"
+    );
+    // The ServiceMonitor selects that Service and scrapes its port over HTTPS.
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "ServiceMonitor selector {k}");
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], port["name"]);
+    assert_eq!(endpoint["scheme"], "https");
+    // Its TLS settings come from <n>-metrics-client's keys, and its server name is on the
+    // serving certificate.
+    let tls = &endpoint["tlsConfig"];
+    for (reference, key) in [
+        (&tls["ca"]["secret"], "ca.crt"),
+        (&tls["cert"]["secret"], "tls.crt"),
+        (&tls["keySecret"], "tls.key"),
+    ] {
+        assert_eq!(reference["name"], METRICS_SECRET);
+        assert_eq!(reference["key"], key);
+        assert!(secret["stringData"][key].is_string(), "{key}");
+    }
+    let server_name = tls["serverName"].as_str().unwrap();
+    assert!(
+        serving_dns_names(NAME, NS, "cluster.local", &[]).contains(&server_name.to_owned()),
+        "{server_name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
+    // What a QdrantAccessToken with spec.secretName `vectors-metrics-client` would leave
+    // (created before the instance needed the name): its token, its owner.
+    let env = Env::start(spec()).await;
+    let token = env
+        .server
+        .insert(json!({
+            "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+            "metadata": {"name": "squatter", "namespace": NS},
+            "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"},
+                     "secretName": METRICS_SECRET},
+        }))
+        .expect("the QdrantAccessToken");
+    env.server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": METRICS_SECRET, "namespace": NS,
+                "labels": {LABEL_MANAGED_BY: MANAGER},
+                "ownerReferences": [{
+                    "apiVersion": SQ_API, "kind": "QdrantAccessToken", "name": "squatter",
+                    "uid": token["metadata"]["uid"], "controller": true,
+                }],
+            },
+            "data": {"token": STANDARD.encode("a token")},
+        }))
+        .expect("the token Secret");
+    env.settle().await;
+    let before = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
+    let result = reconcile::reconcile(Arc::new(env.sq()), env.ctx.clone()).await;
+    let error = result.expect_err("the reconcile must refuse the Secret");
+    assert!(
+        matches!(error, secure_qdrant_operator::error::Error::NotOurs { .. }),
+        "{error}"
+    );
+    let after = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
+    assert_eq!(before, after, "the token's Secret was written");
+}
