@@ -108,10 +108,7 @@ pub async fn ensure(
     }
     // The pods trust the CA that signs now once it is in the bundle they run with and the
     // first phase of a rollover (which rolls that bundle out) is over.
-    let ca_trusted = published
-        .trust_bundle
-        .iter()
-        .any(|c| c.same_key(ca.cert()))
+    let ca_trusted = published.trust_bundle.iter().any(|c| c.same_key(ca.cert()))
         && published.phase != Phase::TrustBoth;
     let policy = super::tls::policy(settings);
     let jitter = Jitter::for_instance(ns, &inst.name, &inst.owner.uid);
@@ -169,9 +166,7 @@ pub async fn ensure(
     let later = |reason: &'static str, message: String| MetricsClient {
         data: usable.map(|m| m.to_secret_data(bundle)),
         condition: (false, reason, message),
-        next_check: now
-            .checked_add(super::tls::signed(super::token::WAIT))
-            .ok(),
+        next_check: now.checked_add(super::tls::signed(super::token::WAIT)).ok(),
         issued: None,
     };
     if !ca_trusted {
