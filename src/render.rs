@@ -82,8 +82,11 @@ pub fn render(input: &str, settings: &Settings) -> Result<String, RenderError> {
         })?;
         let material = Material {
             api_keys: ApiKeys::placeholder(inst.auth.read_only_api_key),
-            tls: inst.tls.as_ref().map(|t| {
-                PodTls::placeholder(!matches!(
+            tls: inst.tls.as_ref().map(|t| PodTls {
+                metrics_client: inst
+                    .metrics_client_secret()
+                    .map(|_| children::secrets::metrics_client_placeholder()),
+                ..PodTls::placeholder(!matches!(
                     t.source,
                     crate::validate::TlsSource::UserCertificate(_)
                 ))

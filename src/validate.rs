@@ -100,6 +100,31 @@ impl Instance {
         format!("{}-api-key", self.name)
     }
 
+    /// Name of the Secret holding the client certificate for metrics scrapers
+    /// (`kubernetes.io/tls`: `tls.crt`, `tls.key`, `ca.crt`). Reserved for the instance whether
+    /// or not it is issued: nothing else may take the name.
+    pub fn metrics_client_secret_name(&self) -> String {
+        format!("{}-metrics-client", self.name)
+    }
+
+    /// Whether scrapers need a client certificate: client certificates are required
+    /// (`spec.tls.clientCertificates`, which Qdrant also enforces on its metrics port) and
+    /// scrapers are listed (`spec.network.metrics`).
+    pub fn metrics_need_client_certificate(&self) -> bool {
+        self.metrics_port_enabled() && self.tls.as_ref().is_some_and(|t| t.client_certificates)
+    }
+
+    /// `<n>-metrics-client` when the operator issues the metrics client certificate: scrapers
+    /// need one and the operator holds the signing CA (its own, or `spec.tls.caSecretRef`; not
+    /// with `spec.tls.certificateSecretRef`). None: the operator writes no such Secret.
+    pub fn metrics_client_secret(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .filter(|t| !matches!(t.source, TlsSource::UserCertificate(_)))
+            .filter(|_| self.metrics_need_client_certificate())
+            .map(|_| self.metrics_client_secret_name())
+    }
+
     /// Where Qdrant's full-access key comes from: (Secret, key).
     pub fn api_key_ref(&self) -> (String, String) {
         match &self.auth.api_key_secret_ref {

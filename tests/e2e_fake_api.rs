@@ -964,6 +964,10 @@ fn check_instance(server: &FakeApiServer, ns: &str, name: &str) -> Result<Snapsh
                 .get(TLS_FINGERPRINT_ANNOTATION)
                 .cloned()
                 .ok_or("the pod template has no TLS fingerprint")?,
+            metrics_client: match inst.metrics_client_secret() {
+                Some(n) => Some(secret(&n)?.data.clone().unwrap_or_default()),
+                None => None,
+            },
         }),
     };
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fake_apiserver::FakeApiServer;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, CustomResourceExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -26,6 +26,13 @@ const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 
 /// `kubectl get sq` as a Table: the column names, and the cells of the one row.
 async fn table(client: &Client) -> (Vec<String>, Vec<Value>) {
+    let (columns, cells, _) = table_with_types(client).await;
+    (columns, cells)
+}
+
+/// `kubectl get sq` as a Table: the column names, the cells of the one row, and the column
+/// types.
+async fn table_with_types(client: &Client) -> (Vec<String>, Vec<Value>, Vec<String>) {
     let request = http::Request::get(format!(
         "/apis/secureqdrant.dev/v1alpha1/namespaces/{NS}/secureqdrants"
     ))
@@ -43,11 +50,17 @@ async fn table(client: &Client) -> (Vec<String>, Vec<Value>) {
         .iter()
         .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
         .collect();
+    let types = table["columnDefinitions"]
+        .as_array()
+        .expect("column definitions")
+        .iter()
+        .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
     let cells = table["rows"][0]["cells"]
         .as_array()
         .expect("one row")
         .clone();
-    (columns, cells)
+    (columns, cells, types)
 }
 
 /// The cell under `column`.
@@ -184,4 +197,85 @@ async fn a_refused_scale_down_shows_the_desired_count_beside_the_pods_that_run()
     assert_eq!(cell(&columns, &cells, "Desired"), 1, "spec.replicas");
     assert_eq!(cell(&columns, &cells, "Current"), 3, "pods that run");
     assert_eq!(cell(&columns, &cells, "Ready"), 3, "pods that are ready");
+}
+
+/// How the API server renders a printer column cell of `type_` for the JSON `value`
+/// (apiextensions-apiserver's table convertor): a `date` is the time elapsed since it, in
+/// apimachinery's `duration.HumanDuration`, which refuses a time more than a second in the
+/// future with `<invalid>`; a `string` is shown as it is.
+fn real_cell(type_: &str, value: &str, now: k8s_openapi::jiff::Timestamp) -> String {
+    match type_ {
+        "date" => {
+            let t: k8s_openapi::jiff::Timestamp = value.parse().expect("an RFC 3339 time");
+            let seconds = now.as_second() - t.as_second();
+            if seconds < -1 {
+                "<invalid>".to_owned()
+            } else {
+                format!("{}s ago (a duration)", seconds.max(0))
+            }
+        }
+        "string" => value.to_owned(),
+        other => panic!("no {other} column expected here"),
+    }
+}
+
+#[test]
+fn no_date_column_points_at_a_time_in_the_future() {
+    let crd = serde_json::to_value(SecureQdrant::crd()).expect("the CRD serializes");
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("printer columns")
+        .clone();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .clone()
+    };
+    let expiry = column("Cert-Expiry");
+    assert_eq!(expiry["type"], "string", "{expiry}");
+    assert_eq!(expiry["jsonPath"], ".status.certificate.notAfter");
+    // A certificate that expires in 90 days reads as its time, not `<invalid>`.
+    let now: k8s_openapi::jiff::Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let not_after = "2030-04-01T00:00:00Z";
+    assert_eq!(
+        real_cell(expiry["type"].as_str().unwrap(), not_after, now),
+        not_after
+    );
+    assert_eq!(real_cell("date", not_after, now), "<invalid>", "the defect");
+    // Every date column shows a time in the past: only the creation time.
+    let dates: Vec<&Value> = columns.iter().filter(|c| c["type"] == "date").collect();
+    assert_eq!(dates.len(), 1, "{dates:?}");
+    assert_eq!(dates[0]["jsonPath"], ".metadata.creationTimestamp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_expiry_shows_the_time_the_certificate_expires() {
+    let env = Env::start().await;
+    env.server
+        .insert(json!({
+            "apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {"replicas": 1},
+        }))
+        .expect("SecureQdrant inserted");
+    env.reconcile().await;
+    let sq = env
+        .server
+        .get(SQ_API, "SecureQdrant", NS, NAME)
+        .expect("the SecureQdrant");
+    let not_after = sq["status"]["certificate"]["notAfter"]
+        .as_str()
+        .expect("status.certificate.notAfter")
+        .to_owned();
+    let expires: k8s_openapi::jiff::Timestamp = not_after.parse().expect("RFC 3339");
+    assert!(expires > k8s_openapi::jiff::Timestamp::now(), "{not_after}");
+
+    let (columns, cells, types) = table_with_types(&env.client).await;
+    let i = columns.iter().position(|c| c == "Cert-Expiry").unwrap();
+    // The in-memory server renders `date` cells as Kubernetes does (`<invalid>` in the future).
+    assert_ne!(cells[i], "<invalid>");
+    assert_eq!(cell(&columns, &cells, "Cert-Expiry"), &json!(not_after));
+    assert_eq!(types[i], "string");
 }

@@ -26,6 +26,9 @@ pub const COMPONENT_DATABASE: &str = "database";
 /// Component label of credential Secrets.
 pub const COMPONENT_CREDENTIALS: &str = "credentials";
 
+/// Component label of the metrics scrapers' client certificate Secret (`<n>-metrics-client`).
+pub const COMPONENT_METRICS_CLIENT: &str = "metrics-client";
+
 /// Labels that select the instance's Qdrant pods (immutable StatefulSet selector).
 pub fn selector_labels(inst: &Instance) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -50,6 +50,9 @@ pub struct PodTls {
     /// Changes whenever the pods must restart to load new material (gRPC and p2p read the
     /// certificate only at start).
     pub fingerprint: String,
+    /// Data of `<n>-metrics-client` (the scrapers' client certificate), when the operator
+    /// issues it ([`Instance::metrics_client_secret`]) and has one. The pods do not mount it.
+    pub metrics_client: Option<BTreeMap<String, ByteString>>,
 }
 
 impl PodTls {
@@ -81,6 +84,7 @@ impl PodTls {
                 )
             }),
             fingerprint: "<fingerprint of the certificate>".to_owned(),
+            metrics_client: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Children {
     pub api_key_secret: Option<Secret>,
     /// `<n>-tls`, when the operator issues the serving certificate.
     pub tls_secret: Option<Secret>,
+    /// `<n>-metrics-client`, when the operator issues the scrapers' client certificate.
+    pub metrics_client_secret: Option<Secret>,
     pub config_map: ConfigMap,
     pub headless_service: Service,
     pub client_service: Service,
@@ -117,6 +123,12 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
             .as_ref()
             .and_then(|t| t.secret.as_ref())
             .map(|(data, annotations)| secrets::tls(inst, data.clone(), annotations.clone())),
+        metrics_client_secret: material
+            .tls
+            .as_ref()
+            .and_then(|t| t.metrics_client.as_ref())
+            .filter(|_| inst.metrics_client_secret().is_some())
+            .map(|data| secrets::metrics_client(inst, data.clone())),
         config_map: config_map::build(inst, &config_yaml),
         headless_service: services::headless(inst),
         client_service: services::client(inst),
@@ -169,6 +181,7 @@ impl Children {
             service_account,
             api_key_secret,
             tls_secret,
+            metrics_client_secret,
             config_map,
             headless_service,
             client_service,
@@ -180,6 +193,7 @@ impl Children {
         out.extend(ca_secret.map(typed));
         out.push(typed(service_account));
         out.extend(tls_secret.iter().map(typed));
+        out.extend(metrics_client_secret.iter().map(typed));
         out.extend([
             typed(config_map),
             typed(headless_service),

@@ -1,6 +1,7 @@
 //! Secrets: `<n>-api-key` (generated API keys and the fingerprint salt: created once, never
-//! overwritten), `<n>-ca` (the
-//! operator's CA, written by the TLS step) and `<n>-tls` (the serving certificate, renewed by the
+//! overwritten), `<n>-ca` (the operator's CA, written by the TLS step), `<n>-tls` (the serving
+//! certificate, renewed by the operator) and `<n>-metrics-client` (the scrapers' client
+//! certificate, renewed by the
 //! operator). The reconcile steps that write them and `render` build them here, so what `render`
 //! shows is what the operator writes.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::meta::{COMPONENT_CREDENTIALS, object_meta};
+use super::meta::{COMPONENT_CREDENTIALS, COMPONENT_METRICS_CLIENT, object_meta};
 use crate::material::{self, ApiKeys};
 use crate::validate::Instance;
 
@@ -77,6 +78,41 @@ pub fn ca_placeholder(inst: &Instance) -> Option<Secret> {
         ]),
         BTreeMap::new(),
     ))
+}
+
+/// `<n>-metrics-client` (`kubernetes.io/tls`): the client certificate metrics scrapers present
+/// to Qdrant's metrics port when client certificates are required (`tls.crt`, `tls.key`), and
+/// the trust bundle that verifies Qdrant's serving certificate (`ca.crt`).
+pub fn metrics_client(inst: &Instance, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
+        metadata: object_meta(
+            inst,
+            inst.metrics_client_secret_name(),
+            COMPONENT_METRICS_CLIENT,
+        ),
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// The data of `<n>-metrics-client` as `render` shows it, with visible placeholders.
+pub fn metrics_client_placeholder() -> BTreeMap<String, ByteString> {
+    let text = |what: &str| ByteString(format!("<{what}>").into_bytes());
+    BTreeMap::from([
+        (
+            crate::tls::TLS_CRT.to_owned(),
+            text("issued by the operator: metrics client certificate"),
+        ),
+        (
+            crate::tls::TLS_KEY.to_owned(),
+            text("issued by the operator: private key"),
+        ),
+        (
+            crate::tls::CA_CRT.to_owned(),
+            text("issued by the operator: trust bundle"),
+        ),
+    ])
 }
 
 /// `<n>-tls`: `tls.crt`, `tls.key`, `ca.crt`, and the rollover phase annotation, written in one

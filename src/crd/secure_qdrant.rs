@@ -65,11 +65,14 @@ pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.19.0-unprivileged";
         json_path = ".status.readyReplicas",
         description = "Pods that are ready (status.readyReplicas)."
     ),
+    // A `string` column, not `date`: the API server shows a `date` column as the time elapsed
+    // since it (Kubernetes' HumanDuration), which is `<invalid>` for any time in the future, and
+    // an expiry is always in the future while it matters. The RFC 3339 time reads as it is.
     printcolumn(
         name = "Cert-Expiry",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.certificate.notAfter",
-        description = "When the serving certificate expires."
+        description = "When the serving certificate expires (RFC 3339, UTC)."
     ),
     printcolumn(
         name = "Age",
@@ -778,6 +781,11 @@ pub struct SecretNames {
     /// Secret holding the operator's CA (absent when you bring a CA or a certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// Secret holding the client certificate metrics scrapers present (`tls.crt`, `tls.key`,
+    /// `ca.crt`): only with spec.tls.clientCertificates and spec.network.metrics, when the
+    /// operator signs certificates (not with spec.tls.certificateSecretRef).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_client: Option<String>,
 }
 
 #[cfg(test)]

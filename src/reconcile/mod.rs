@@ -6,6 +6,7 @@ pub mod apply;
 pub mod compact;
 pub mod credentials;
 pub mod expect;
+pub mod metrics_client;
 pub mod plan;
 pub mod status;
 pub mod stores;
@@ -424,6 +425,7 @@ async fn apply_children(
         // Created (never applied) by the credentials step.
         api_key_secret: _,
         tls_secret,
+        metrics_client_secret,
         config_map,
         headless_service,
         client_service,
@@ -443,6 +445,9 @@ async fn apply_children(
         .await?,
     ];
     if let Some(secret) = tls_secret {
+        outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
+    }
+    if let Some(secret) = metrics_client_secret {
         outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
     }
     outcomes.extend([
@@ -494,6 +499,12 @@ async fn apply_children(
         )
         .await?,
     );
+    // `<n>-metrics-client` once scrapers need no client certificate from the operator.
+    if inst.metrics_client_secret().is_none() {
+        deleted.extend(
+            delete_controlled_secret(client, s, inst, &inst.metrics_client_secret_name()).await?,
+        );
+    }
     if !deleted.is_empty() {
         info!(instance = %inst.name, namespace = %inst.namespace, ?deleted, "deleted children no longer needed");
     }
@@ -501,6 +512,40 @@ async fn apply_children(
         outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len(),
         outcomes.contains(&Outcome::Pending),
     ))
+}
+
+/// Deletes the Secret `name` when the cache shows one controlled by the instance. Returns its
+/// name when deleted.
+async fn delete_controlled_secret(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    name: &str,
+) -> Result<Option<String>> {
+    let Some(secret) = cached(&stores.secrets, &inst.namespace, name) else {
+        return Ok(None);
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|r| r.uid == inst.owner.uid && r.controller == Some(true));
+    if !ours {
+        return Ok(None);
+    }
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &inst.namespace);
+    match api
+        .delete(name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Some(name.to_owned())),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(source) => Err(Error::Delete {
+            kind: "Secret",
+            name: name.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// How long a reconcile waits for the caches to be filled after a start.

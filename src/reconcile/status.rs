@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
 use super::plan::Refusal;
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
@@ -138,6 +139,20 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                     );
                     status.conditions.retain(|c| c.type_ != TLS_DISABLED);
                     status.certificate = Some(report.certificate.clone());
+                    match &report.metrics_client {
+                        Some((ok, reason, message)) => set_condition(
+                            &mut status.conditions,
+                            METRICS_CLIENT_CERTIFICATE_READY,
+                            *ok,
+                            reason,
+                            message.clone(),
+                            generation,
+                            now,
+                        ),
+                        None => status
+                            .conditions
+                            .retain(|c| c.type_ != METRICS_CLIENT_CERTIFICATE_READY),
+                    }
                 }
                 None => {
                     set_condition(
@@ -149,7 +164,9 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                         generation,
                         now,
                     );
-                    status.conditions.retain(|c| c.type_ != CERTIFICATE_READY);
+                    status.conditions.retain(|c| {
+                        c.type_ != CERTIFICATE_READY && c.type_ != METRICS_CLIENT_CERTIFICATE_READY
+                    });
                     status.certificate = None;
                 }
             }
@@ -239,6 +256,7 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                 api_key: instance.api_key_secret_name(),
                 tls: instance.tls_secret_name(),
                 ca: instance.operator_ca_secret_name(),
+                metrics_client: instance.metrics_client_secret(),
             });
         }
     }

@@ -24,8 +24,9 @@ use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::credentials::{Notice, mark_referenced};
+use super::metrics_client;
 use super::stores::{Stores, cached};
-use crate::children::meta::{LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
+use crate::children::meta::{COMPONENT_METRICS_CLIENT, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
 use crate::children::{PodTls, secrets};
 use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
@@ -48,6 +49,9 @@ pub struct TlsReport {
     pub ready: (bool, &'static str, String),
     pub requeue_after: Duration,
     pub notices: Vec<Notice>,
+    /// MetricsClientCertificateReady: (status, reason, message); None when scrapers need no
+    /// client certificate.
+    pub metrics_client: Option<(bool, &'static str, String)>,
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -131,12 +135,28 @@ pub async fn ensure(
     sts: Option<&StatefulSet>,
     now: Timestamp,
 ) -> Result<TlsReport> {
-    match &settings.source {
+    let mut report = match &settings.source {
         TlsSource::UserCertificate(name) => {
             user_certificate(client, stores, inst, settings, name, now).await
         }
         source => issued(client, stores, sq, inst, settings, source, sts, now).await,
+    }?;
+    // A MetricsClientCertificateReady that turns False is announced once.
+    if let Some((false, reason, message)) = &report.metrics_client {
+        let before = sq.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == metrics_client::METRICS_CLIENT_CERTIFICATE_READY)
+        });
+        if before.is_none_or(|c| c.status != "False" || c.reason != *reason) {
+            report.notices.push(Notice {
+                type_: EventType::Warning,
+                reason,
+                note: message.clone(),
+            });
+        }
     }
+    Ok(report)
 }
 
 async fn user_certificate(
@@ -212,10 +232,14 @@ async fn user_certificate(
         .map_or(EXTERNAL_POLL, |d| {
             EXTERNAL_POLL.min(d.max(Duration::from_secs(1)))
         });
+    let metrics_client = inst
+        .metrics_need_client_certificate()
+        .then(|| metrics_client::no_signing_ca(inst, name).condition);
     Ok(TlsReport {
         pod_tls: PodTls {
             secret: None,
             fingerprint: hex::encode(h.finalize()),
+            metrics_client: None,
         },
         certificate: CertificateStatus {
             not_after: Some(rfc3339(not_after)),
@@ -225,6 +249,7 @@ async fn user_certificate(
         ready,
         requeue_after,
         notices: Vec::new(),
+        metrics_client,
     })
 }
 
@@ -361,6 +386,41 @@ async fn issued(
             ),
         });
     }
+    // The scrapers' client certificate, from the CA that signs now and as far as the pods
+    // trust it (after `<n>-ca` is written: it may be a new CA).
+    let metrics = match inst.metrics_client_secret() {
+        Some(_) => Some(
+            metrics_client::ensure(
+                client,
+                stores,
+                inst,
+                settings,
+                &outcome.ca,
+                &outcome.published,
+                now,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if let Some((why, not_after)) = metrics.as_ref().and_then(|m| m.issued.as_ref()) {
+        notices.push(Notice {
+            type_: EventType::Normal,
+            reason: "MetricsClientCertificateIssued",
+            note: format!(
+                "issued the client certificate for metrics scrapers in Secret {} ({}), valid \
+                 until {}",
+                inst.metrics_client_secret_name(),
+                why.describe(),
+                rfc3339(*not_after)
+            ),
+        });
+    }
+    let mut requeue_after = outcome.requeue_after;
+    if let Some(next) = metrics.as_ref().and_then(|m| m.next_check) {
+        let wait = Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO);
+        requeue_after = requeue_after.min(wait.max(Duration::from_secs(1)));
+    }
     match outcome.transition {
         Transition::Stay => {}
         other => notices.push(Notice {
@@ -380,6 +440,7 @@ async fn issued(
                 outcome.published.annotations(),
             )),
             fingerprint: outcome.published.fingerprint(),
+            metrics_client: metrics.as_ref().and_then(|m| m.data.clone()),
         },
         certificate: CertificateStatus {
             not_after: Some(rfc3339(outcome.not_after)),
@@ -400,8 +461,9 @@ async fn issued(
                 }
             ),
         ),
-        requeue_after: outcome.requeue_after,
+        requeue_after,
         notices,
+        metrics_client: metrics.map(|m| m.condition),
     })
 }
 
@@ -410,8 +472,8 @@ async fn issued(
 /// rollover drops the old CA from the pods' trust.
 pub const CLIENT_PICKUP: SignedDuration = SignedDuration::from_mins(5);
 
-/// The client certificates in this instance's QdrantAccessToken Secrets, seen from a CA key
-/// rollover.
+/// The client certificates in this instance's QdrantAccessToken Secrets and its
+/// `<n>-metrics-client`, seen from a CA key rollover.
 #[derive(Debug, Default)]
 struct ClientCertificates {
     /// Secrets whose certificate does not chain to the CA that signs now.
@@ -472,12 +534,17 @@ fn client_certificates(
     else {
         return out;
     };
+    // The scrapers' certificate too, when the operator issues one.
+    let metrics = inst.metrics_client_secret();
     for secret in stores.secrets.state() {
         let labels = secret.labels();
+        let component = labels.get(LABEL_COMPONENT).map(String::as_str);
+        let client = component == Some(tokens::COMPONENT_ACCESS_TOKEN)
+            || (component == Some(COMPONENT_METRICS_CLIENT)
+                && metrics.as_deref() == Some(secret.name_any().as_str()));
         if secret.metadata.namespace.as_deref() != Some(inst.namespace.as_str())
             || labels.get(LABEL_INSTANCE) != Some(&inst.name)
-            || labels.get(LABEL_COMPONENT).map(String::as_str)
-                != Some(tokens::COMPONENT_ACCESS_TOKEN)
+            || !client
         {
             continue;
         }

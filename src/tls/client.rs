@@ -27,6 +27,12 @@ pub fn client_common_name(namespace: &str, name: &str) -> String {
     format!("{name}.{namespace}")
 }
 
+/// The common name of the client certificate metrics scrapers of the SecureQdrant `name` in
+/// `namespace` present (`metrics.<name>.<namespace>`; a QdrantAccessToken's is `<token>.<ns>`).
+pub fn metrics_client_common_name(namespace: &str, name: &str) -> String {
+    format!("metrics.{name}.{namespace}")
+}
+
 /// Issues a client certificate from `ca`: fresh P-256 key, EKU clientAuth only, no subject
 /// alternative names, NotBefore a few minutes before `now` (never before the CA's), NotAfter
 /// `now + lifetime` but never after the CA's.

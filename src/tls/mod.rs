@@ -33,7 +33,10 @@ mod time;
 
 pub use ca::{CaMaterial, CaSubject, issue_ca, renew_ca};
 pub use cert::{Certificate, PrivateKey, bundle_pem, parse_bundle};
-pub use client::{ClientDecision, ClientReason, client_common_name, issue_client, plan_client};
+pub use client::{
+    ClientDecision, ClientReason, client_common_name, issue_client, metrics_client_common_name,
+    plan_client,
+};
 pub use converge::{
     CaChange, CaInput, PublishedTls, ROLLOVER_POLL, ReadTls, TlsInputs, TlsOutcome, converge,
     read_published,

@@ -303,6 +303,7 @@ impl Cluster {
             service_account,
             api_key_secret,
             tls_secret,
+            metrics_client_secret,
             config_map,
             headless_service,
             client_service,
@@ -315,6 +316,9 @@ impl Cluster {
             self.put(stored(secret));
         }
         if let Some(secret) = tls_secret {
+            self.put(applied(secret));
+        }
+        if let Some(secret) = metrics_client_secret {
             self.put(applied(secret));
         }
         self.put(applied(config_map));

@@ -75,12 +75,18 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     }))
 }
 
-/// kubectl's human-readable durations (`5s`, `3m10s`, `4h`, `12d`).
+/// kubectl's human-readable durations (`5s`, `3m10s`, `4h`, `12d`) of the time since `created`,
+/// as the API server renders a `date` printer column (apimachinery's `duration.HumanDuration`):
+/// a time more than a second in the future is `<invalid>`, less than that `0s`.
 pub fn human_age(created: &str) -> String {
     let Ok(t) = created.parse::<jiff::Timestamp>() else {
         return "<unknown>".into();
     };
-    let s = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    let s = jiff::Timestamp::now().as_second() - t.as_second();
+    if s < -1 {
+        return "<invalid>".into();
+    }
+    let s = s.max(0);
     let (m, h, d) = (s / 60, s / 3600, s / 86_400);
     if s < 120 {
         format!("{s}s")

@@ -1,0 +1,208 @@
+//! The client certificate of metrics scrapers, `<n>-metrics-client`.
+//!
+//! Qdrant's metrics port (`service.metrics_port`) uses the same TLS server config as REST: with
+//! `spec.tls.clientCertificates` (`verify_https_client_certificate`) it demands a client
+//! certificate too, so a scraper listed in `spec.network.metrics` needs one. The operator issues
+//! it like the client certificates of QdrantAccessTokens (`super::token`): ECDSA P-256, EKU
+//! clientAuth only, CN `metrics.<n>.<ns>`, signed by the CA that signs the serving certificate
+//! (the operator's `<n>-ca` or the user's `spec.tls.caSecretRef`), with the instance's
+//! certificate lifetime and renewBefore. The Secret (`kubernetes.io/tls`) holds `tls.crt`,
+//! `tls.key` and `ca.crt`, the trust bundle that verifies Qdrant's serving certificate: what a
+//! Prometheus `tlsConfig` refers to.
+//!
+//! During a CA key rollover it moves like the token certificates: kept from the old CA while
+//! the pods do not trust the new one (TrustBoth), re-issued from the new CA in SignWithNew, and
+//! the rollover leaves SignWithNew only once it comes from the new CA (the TLS step scans it
+//! with the token Secrets: `super::tls`). With `spec.tls.certificateSecretRef` the operator
+//! holds no CA key: the condition says so and no Secret is written.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client};
+
+use super::stores::{Stores, cached, ensure_ours};
+use crate::error::{Error, Result};
+use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::{
+    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, PublishedTls, TlsError, issue_client,
+    metrics_client_common_name, plan_client,
+};
+use crate::validate::{Instance, TlsSettings};
+
+/// Condition type of a SecureQdrant whose scrapers need a client certificate
+/// (`spec.tls.clientCertificates` and `spec.network.metrics`): `<n>-metrics-client` holds one.
+pub const METRICS_CLIENT_CERTIFICATE_READY: &str = "MetricsClientCertificateReady";
+
+/// What the metrics client certificate step decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsClient {
+    /// Data of `<n>-metrics-client` (`tls.crt`, `tls.key`, `ca.crt`); None: none to write yet.
+    pub data: Option<BTreeMap<String, ByteString>>,
+    /// MetricsClientCertificateReady: (status, reason, message).
+    pub condition: (bool, &'static str, String),
+    /// When to look at it again (its renewal time, or soon while waiting).
+    pub next_check: Option<Timestamp>,
+    /// Issued in this reconcile: why, and until when it is valid.
+    pub issued: Option<(ClientReason, Timestamp)>,
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// With `spec.tls.certificateSecretRef`: nothing can be issued.
+pub fn no_signing_ca(inst: &Instance, certificate_secret: &str) -> MetricsClient {
+    MetricsClient {
+        data: None,
+        condition: (
+            false,
+            "NoSigningCA",
+            format!(
+                "{} requires client certificates, also on the metrics port, but its serving \
+                 certificate comes from Secret {certificate_secret} \
+                 (spec.tls.certificateSecretRef): the operator holds no CA key to sign one for \
+                 the scrapers; issue their client certificate from that CA",
+                inst.name
+            ),
+        ),
+        next_check: None,
+        issued: None,
+    }
+}
+
+async fn get(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: "Secret",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// Keeps, renews or issues the metrics client certificate from `ca` (the CA that signs now),
+/// given what `<n>-tls` publishes in this reconcile (`published`: its bundle and rollover
+/// phase). A Secret of that name controlled by another object is refused, never written.
+pub async fn ensure(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    settings: &TlsSettings,
+    ca: &CaMaterial,
+    published: &PublishedTls,
+    now: Timestamp,
+) -> Result<MetricsClient> {
+    let ns = &inst.namespace;
+    let name = inst.metrics_client_secret_name();
+    let from_cache = cached(&stores.secrets, ns, &name).map(|s| s.as_ref().clone());
+    let mut existing = match from_cache {
+        Some(s) => Some(s),
+        None => get(client, ns, &name).await?,
+    };
+    if let Some(s) = &existing {
+        ensure_ours(s, inst)?;
+    }
+    // The pods trust the CA that signs now once it is in the bundle they run with and the
+    // first phase of a rollover (which rolls that bundle out) is over.
+    let ca_trusted = published.trust_bundle.iter().any(|c| c.same_key(ca.cert()))
+        && published.phase != Phase::TrustBoth;
+    let policy = super::tls::policy(settings);
+    let jitter = Jitter::for_instance(ns, &inst.name, &inst.owner.uid);
+    let stored = |s: Option<&Secret>| -> std::result::Result<LeafMaterial, TlsError> {
+        let data = s
+            .and_then(|s| s.data.as_ref())
+            .ok_or(TlsError::MissingKey(crate::tls::TLS_CRT))?;
+        LeafMaterial::from_secret_data(data)
+    };
+    let decide = |leaf: &std::result::Result<LeafMaterial, TlsError>| {
+        let state = match leaf {
+            Ok(leaf) => LeafState::Present(leaf),
+            Err(TlsError::MissingKey(_)) => LeafState::Missing,
+            Err(e) => LeafState::Unusable(e),
+        };
+        plan_client(&policy, state, ca.cert(), !ca_trusted, jitter, now)
+    };
+    let mut leaf = stored(existing.as_ref());
+    let mut decision = decide(&leaf);
+    if decision.issue.is_some() && existing.is_some() {
+        // The cache may not show this process's last write yet: never issue twice on a stale
+        // copy. A new certificate is rare; one GET confirms it is needed.
+        existing = get(client, ns, &name).await?;
+        if let Some(s) = &existing {
+            ensure_ours(s, inst)?;
+        }
+        leaf = stored(existing.as_ref());
+        decision = decide(&leaf);
+    }
+    let bundle = &published.trust_bundle;
+    let ready = |m: &LeafMaterial| {
+        (
+            true,
+            "Issued",
+            format!(
+                "client certificate for metrics scrapers in Secret {name}, valid until {}",
+                rfc3339(m.cert().not_after())
+            ),
+        )
+    };
+    let Some(reason) = decision.issue else {
+        let leaf = leaf.expect("a kept certificate was read");
+        return Ok(MetricsClient {
+            data: Some(leaf.to_secret_data(bundle)),
+            condition: ready(&leaf),
+            next_check: decision.next_check,
+            issued: None,
+        });
+    };
+    // Not now: keep what still works, say why, look again soon.
+    let usable = leaf
+        .as_ref()
+        .ok()
+        .filter(|m| m.cert().valid_at(now) && m.cert().info().client_auth);
+    let later = |reason: &'static str, message: String| MetricsClient {
+        data: usable.map(|m| m.to_secret_data(bundle)),
+        condition: (false, reason, message),
+        next_check: now.checked_add(super::tls::signed(super::token::WAIT)).ok(),
+        issued: None,
+    };
+    if !ca_trusted {
+        return Ok(later(
+            "WaitingForCATrust",
+            format!(
+                "{} is rolling over to a new CA: the metrics client certificate is issued from \
+                 it once every pod trusts it",
+                inst.name
+            ),
+        ));
+    }
+    let material = match issue_client(
+        ca,
+        &metrics_client_common_name(ns, &inst.name),
+        policy.certificate_lifetime,
+        now,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(later(
+                "IssueFailed",
+                format!("could not issue the metrics client certificate: {e}"),
+            ));
+        }
+    };
+    let renewal = renewal_time(
+        material.cert(),
+        policy.leaf_renew_before(),
+        jitter,
+        policy.certificate_lifetime,
+    );
+    Ok(MetricsClient {
+        data: Some(material.to_secret_data(bundle)),
+        condition: ready(&material),
+        next_check: Some(renewal),
+        issued: Some((reason, material.cert().not_after())),
+    })
+}
