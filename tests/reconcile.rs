@@ -1213,6 +1213,7 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
             api.expect_apply(&path::service_account()).await;
+            api.expect_get_missing(&path::config_map()).await;
             let call = api.expect(Method::PATCH, &path::config_map()).await;
             call.respond(
                 http::StatusCode::UNPROCESSABLE_ENTITY,

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod compact;
 pub mod credentials;
 pub mod expect;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 pub mod stores;

@@ -88,6 +88,27 @@ pub async fn reconcile(
     let info = InstanceInfo::of(sq.as_deref());
 
     let outcome = match validate_token_spec(&qat, &info) {
+        Err(problems)
+            if info.exists
+                && qat
+                    .spec
+                    .secret_name
+                    .as_deref()
+                    .and_then(crate::children::meta::instance_of_secret_name)
+                    .is_some() =>
+        {
+            // A token created before such names were refused: its Secret is kept as it is (and
+            // no longer renewed), the condition names the fix.
+            Err(blocked(
+                "InvalidSpec",
+                format!(
+                    "{}; the existing token Secret is kept but no longer renewed: recreate the \
+                     QdrantAccessToken with another spec.secretName",
+                    describe(&problems)
+                ),
+                None,
+            ))
+        }
         Err(problems) => {
             remove_our_secret(&ctx, &qat).await?;
             // A missing SecureQdrant is reported as such (creating it triggers this token).
@@ -300,8 +321,10 @@ async fn issue(
         return Ok(Err(blocked(
             "SecretConflict",
             format!(
-                "Secret {} exists and does not belong to this QdrantAccessToken: choose another spec.secretName",
-                valid.secret_name
+                "Secret {} exists and does not belong to this QdrantAccessToken (current owner: \
+                 {}): the operator writes nothing to it; choose another spec.secretName",
+                valid.secret_name,
+                super::ownership::describe_owner(s)
             ),
             None,
         )));
