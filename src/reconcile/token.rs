@@ -690,9 +690,17 @@ async fn remove_our_secret(ctx: &Context, qat: &QdrantAccessToken) -> Result<()>
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.delete(&name, &DeleteParams::background()).await {
+    // Only the object whose owner was checked: one recreated by someone else meanwhile is left.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(source) => Err(Error::Delete {
             kind: "Secret",
             name,

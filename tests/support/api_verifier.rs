@@ -415,6 +415,11 @@ impl ApiServer {
             "{}: children are deleted in the background",
             call.request.describe()
         );
+        assert!(
+            call.request.body["preconditions"]["uid"].is_string(),
+            "{}: a child is deleted only as the object whose owner was checked (uid precondition)",
+            call.request.describe()
+        );
         let (group, plural, name) = parse_path(path);
         call.respond(
             StatusCode::OK,
