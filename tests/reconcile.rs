@@ -382,7 +382,11 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
     let mut edited = applied(children_of(&sq, &k).config_map);
-    edited.data.as_mut().unwrap().insert("config.yaml".into(), "drift\n".into());
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), "drift\n".into());
     cluster.put(edited);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
@@ -397,7 +401,8 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
                 http::StatusCode::CONFLICT,
                 &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map()).await;
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
             let status = api.expect_status_patch(&path::status(), &cr).await;
             assert_failed_condition(&status, "ChildConflict");
             api
@@ -426,7 +431,11 @@ async fn a_creation_racing_with_someone_elses_is_refused_not_taken_over() {
         .reconcile(&sq, |mut api| async move {
             api.expect_get_missing(&path::config_map()).await;
             let call = api.expect(Method::PATCH, &path::config_map()).await;
-            assert_eq!(call.request.query.get("force"), None, "a creation never forces");
+            assert_eq!(
+                call.request.query.get("force"),
+                None,
+                "a creation never forces"
+            );
             call.respond(
                 http::StatusCode::CONFLICT,
                 &api_verifier::status_failure(
@@ -435,13 +444,20 @@ async fn a_creation_racing_with_someone_elses_is_refused_not_taken_over() {
                     "Conflict",
                 ),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map()).await;
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })
         .await;
     assert!(
-        matches!(result, Err(Error::ChildConflict { kind: "ConfigMap", .. })),
+        matches!(
+            result,
+            Err(Error::ChildConflict {
+                kind: "ConfigMap",
+                ..
+            })
+        ),
         "{result:?}"
     );
     assert_eq!(t.writes().len(), 2, "{}", t.summary());

@@ -259,7 +259,14 @@ fn condition(sq: &SecureQdrant, type_: &str) -> Option<(String, String, String)>
 
 /// Asserts the attack on `(kind, name)` was refused: the reconcile failed with a ChildConflict
 /// naming it and `owner`, the condition and a Warning Event say so.
-fn assert_refused(env: &Env, instance: &str, result: Result<(), Error>, kind: &str, name: &str, owner: &str) {
+fn assert_refused(
+    env: &Env,
+    instance: &str,
+    result: Result<(), Error>,
+    kind: &str,
+    name: &str,
+    owner: &str,
+) {
     match result {
         Err(Error::ChildConflict {
             kind: k,
@@ -274,7 +281,10 @@ fn assert_refused(env: &Env, instance: &str, result: Result<(), Error>, kind: &s
     let sq = env.instance(instance);
     let (status, reason, message) =
         condition(&sq, "ChildConflict").expect("a ChildConflict condition");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ObjectNotOwned"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ObjectNotOwned")
+    );
     assert!(
         message.contains(&format!("{kind} {name} ")) && message.contains(owner),
         "{message}"
@@ -300,7 +310,11 @@ async fn every_child_name_taken_by_a_users_object_is_left_byte_for_byte_and_repo
     let children = children_of("vectors", spec.clone()).await;
     let kinds: std::collections::BTreeSet<&str> =
         children.iter().map(|(_, k, _, _)| k.as_str()).collect();
-    assert_eq!(kinds.len(), KINDS.len(), "every child kind is covered: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        KINDS.len(),
+        "every child kind is covered: {kinds:?}"
+    );
     for (i, (api, kind, name, child)) in children.iter().enumerate() {
         let env = Env::start().await;
         let owner = if i % 2 == 0 {
@@ -425,7 +439,14 @@ async fn an_orphaned_child_is_adopted_only_when_annotated_for_the_instance() {
 
     env.create_instance("vectors", json!({})).await;
     let result = env.reconcile("vectors").await;
-    assert_refused(&env, "vectors", result, "Secret", "vectors-api-key", "no owner");
+    assert_refused(
+        &env,
+        "vectors",
+        result,
+        "Secret",
+        "vectors-api-key",
+        "no owner",
+    );
     // Naming another instance is no consent for this one.
     env.server
         .merge_patch(
@@ -437,7 +458,10 @@ async fn an_orphaned_child_is_adopted_only_when_annotated_for_the_instance() {
         )
         .unwrap();
     let result = env.reconcile("vectors").await;
-    assert!(matches!(result, Err(Error::ChildConflict { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::ChildConflict { .. })),
+        "{result:?}"
+    );
 
     for (api, kind, o) in children() {
         let name = o["metadata"]["name"].as_str().unwrap();
@@ -490,7 +514,10 @@ async fn a_converged_instance_sees_zero_writes() {
         env.reconcile("vectors").await.expect("reconciles");
     }
     assert_eq!(writes(&env.server), 0, "{:?}", env.server.counters());
-    assert_eq!(stored(env.get("apps/v1", "StatefulSet", "vectors").unwrap()), sts);
+    assert_eq!(
+        stored(env.get("apps/v1", "StatefulSet", "vectors").unwrap()),
+        sts
+    );
 }
 
 /// A QdrantAccessToken whose `spec.secretName` names an application's Secret: nothing is
@@ -522,9 +549,15 @@ async fn a_token_naming_a_users_secret_leaves_it_untouched() {
     token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
         .await
         .expect("reconciled");
-    assert_eq!(stored(env.get("v1", "Secret", "payments-db").unwrap()), before);
+    assert_eq!(
+        stored(env.get("v1", "Secret", "payments-db").unwrap()),
+        before
+    );
     let ready = token_condition(&env, "grab", "Ready");
-    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "SecretConflict"));
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "SecretConflict")
+    );
     assert!(ready.2.contains("no owner"), "{}", ready.2);
 }
 
@@ -565,10 +598,20 @@ async fn a_token_may_not_take_a_secret_name_an_instance_needs() {
             .unwrap_or_default()
             .contains("may not end in")
     };
-    for name in ["future-api-key", "vectors-ca", "x-tls", "vectors-metrics-client"] {
+    for name in [
+        "future-api-key",
+        "vectors-ca",
+        "x-tls",
+        "vectors-metrics-client",
+    ] {
         assert!(refused(&token(Some(name))), "{name} accepted by the CRD");
     }
-    for name in [None, Some("vectors-token"), Some("my-tls-token"), Some("cab")] {
+    for name in [
+        None,
+        Some("vectors-token"),
+        Some("my-tls-token"),
+        Some("cab"),
+    ] {
         assert!(!refused(&token(name)), "{name:?} refused by the CRD");
     }
 
@@ -589,8 +632,15 @@ async fn a_token_may_not_take_a_secret_name_an_instance_needs() {
         .expect("reconciled");
     assert!(env.get("v1", "Secret", "later-tls").is_none());
     let ready = token_condition(&env, "squat", "Ready");
-    assert_eq!((ready.0.as_str(), ready.1.as_str()), ("False", "InvalidSpec"));
-    assert!(ready.2.contains("spec.secretName") && ready.2.contains("\"later\""), "{}", ready.2);
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.2.contains("spec.secretName") && ready.2.contains("\"later\""),
+        "{}",
+        ready.2
+    );
 }
 
 async fn create_token(env: &Env, name: &str, spec: Value) -> QdrantAccessToken {

@@ -161,7 +161,10 @@ async fn a_token_secret_named_like_another_instances_credentials_never_receives_
             .await
             .expect_err("the instance refuses to write into the token's Secret");
         assert!(
-            matches!(error, secure_qdrant_operator::error::Error::ChildConflict { .. }),
+            matches!(
+                error,
+                secure_qdrant_operator::error::Error::ChildConflict { .. }
+            ),
             "{error}"
         );
         let after = env.secret(&taken).expect("the token's Secret");

@@ -148,10 +148,8 @@ pub async fn own_secret(
         Ownership::Ours => Ok(secret),
         Ownership::Adoptable => {
             let api = Api::namespaced(client.clone(), &inst.namespace);
-            let labels = crate::children::meta::labels(
-                inst,
-                crate::children::meta::COMPONENT_CREDENTIALS,
-            );
+            let labels =
+                crate::children::meta::labels(inst, crate::children::meta::COMPONENT_CREDENTIALS);
             adopt(&api, &secret, &inst.owner, &labels).await
         }
         Ownership::Foreign(by) => Err(conflict(&secret, by)),
@@ -190,14 +188,17 @@ mod tests {
     #[test]
     fn only_the_same_uid_is_ours_and_only_an_annotated_orphan_is_adoptable() {
         let me = owner("SecureQdrant", "x", "u1");
-        assert_eq!(ownership(&object(vec![me.clone()], None), &me), Ownership::Ours);
+        assert_eq!(
+            ownership(&object(vec![me.clone()], None), &me),
+            Ownership::Ours
+        );
         // An earlier incarnation of the same name is not this instance.
         let earlier = object(vec![owner("SecureQdrant", "x", "u0")], Some("x"));
-        assert!(
-            matches!(ownership(&earlier, &me), Ownership::Foreign(m) if m.contains("earlier"))
-        );
+        assert!(matches!(ownership(&earlier, &me), Ownership::Foreign(m) if m.contains("earlier")));
         let other = object(vec![owner("Deployment", "app", "u9")], Some("x"));
-        assert!(matches!(ownership(&other, &me), Ownership::Foreign(m) if m.starts_with("Deployment/app")));
+        assert!(
+            matches!(ownership(&other, &me), Ownership::Foreign(m) if m.starts_with("Deployment/app"))
+        );
         // A non-controller reference does not make it ours.
         let mut weak = me.clone();
         weak.controller = None;
