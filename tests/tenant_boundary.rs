@@ -670,3 +670,65 @@ fn token_condition(env: &Env, name: &str, type_: &str) -> (String, String, Strin
         .map(|c| (c.status, c.reason, c.message))
         .expect("the condition")
 }
+
+/// A SecureQdrant deleted and created again under the same name while the garbage collector
+/// still removes the old one's children (here a ConfigMap held by a finalizer): the new instance
+/// (another UID) does not take the old child over — it waits, says why, and creates its own once
+/// the old one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_instance_waits_for_the_children_of_its_earlier_incarnation() {
+    let env = Env::start().await;
+    env.create_instance("vectors", json!({})).await;
+    env.converge("vectors").await;
+    env.server
+        .merge_patch(
+            "v1",
+            "ConfigMap",
+            NS,
+            "vectors-config",
+            &json!({"metadata": {"finalizers": ["example.com/backup"]}}),
+        )
+        .unwrap();
+    env.server
+        .delete(SQ_API, "SecureQdrant", NS, "vectors")
+        .unwrap();
+    let lingering = env.get("v1", "ConfigMap", "vectors-config").expect("held");
+    assert!(lingering["metadata"]["deletionTimestamp"].is_string());
+    let before = stored(lingering);
+
+    env.create_instance("vectors", json!({})).await;
+    let result = env.reconcile("vectors").await;
+    assert_refused(
+        &env,
+        "vectors",
+        result,
+        "ConfigMap",
+        "vectors-config",
+        "an earlier SecureQdrant of the same name",
+    );
+    assert_eq!(
+        stored(env.get("v1", "ConfigMap", "vectors-config").unwrap()),
+        before
+    );
+
+    env.server
+        .merge_patch(
+            "v1",
+            "ConfigMap",
+            NS,
+            "vectors-config",
+            &json!({"metadata": {"finalizers": null}}),
+        )
+        .unwrap();
+    assert!(env.get("v1", "ConfigMap", "vectors-config").is_none());
+    env.converge("vectors").await;
+    let uid = env.instance("vectors").metadata.uid.unwrap();
+    let config = env
+        .get("v1", "ConfigMap", "vectors-config")
+        .expect("recreated");
+    assert_eq!(
+        config["metadata"]["ownerReferences"][0]["uid"],
+        uid.as_str()
+    );
+    assert_eq!(condition(&env.instance("vectors"), "ChildConflict"), None);
+}

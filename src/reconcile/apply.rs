@@ -130,6 +130,26 @@ where
         + DeserializeOwned
         + 'static,
 {
+    // On the heap: the reads, adoption and retry make this future large, and the reconcile
+    // awaits a dozen of them.
+    Box::pin(apply_checked(client, expectations, store, desired)).await
+}
+
+async fn apply_checked<K>(
+    client: &Client,
+    expectations: &Expectations,
+    store: &Store<K>,
+    desired: K,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
     let desired = stamp(desired);
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
