@@ -732,3 +732,52 @@ async fn a_recreated_instance_waits_for_the_children_of_its_earlier_incarnation(
     );
     assert_eq!(condition(&env.instance("vectors"), "ChildConflict"), None);
 }
+
+/// Upgrade: a token created before reserved names were refused, whose Secret is `<x>-tls`,
+/// keeps that Secret exactly as it is (applications still mount it) and is told how to fix it;
+/// its Secret is not deleted as an invalid token's would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_already_holds_a_reserved_name_keeps_its_secret_and_names_the_fix() {
+    let env = Env::start().await;
+    env.create_instance("vectors", json!({})).await;
+    env.converge("vectors").await;
+    let qat = create_token(
+        &env,
+        "legacy",
+        json!({"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
+               "secretName": "old-tls"}),
+    )
+    .await;
+    env.server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "old-tls", "namespace": NS,
+                         "labels": {LABEL_MANAGED_BY: MANAGER},
+                         "ownerReferences": [{
+                             "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+                             "name": "legacy", "uid": qat.metadata.uid, "controller": true}]},
+            "stringData": {"token": "issued by the previous version"}
+        }))
+        .unwrap();
+    let before = stored(env.get("v1", "Secret", "old-tls").unwrap());
+    env.settle().await;
+    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(
+        stored(env.get("v1", "Secret", "old-tls").expect("kept")),
+        before
+    );
+    let ready = token_condition(&env, "legacy", "Ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready
+            .2
+            .contains("recreate the QdrantAccessToken with another spec.secretName"),
+        "{}",
+        ready.2
+    );
+}
