@@ -56,10 +56,16 @@ pub enum Error {
     #[error("the operator's caches did not sync in time")]
     CacheNotReady,
     #[error(
-        "Secret {name} belongs to {owner}, not to this SecureQdrant: the operator does not write \
-         its credentials there; delete or rename that Secret"
+        "{kind} {name} exists and is not controlled by this object (current owner: {owner}): the \
+         operator writes nothing to it and does not delete it. Delete or rename that {kind}; or, \
+         if it is this SecureQdrant's own child orphaned on purpose (no owner), annotate it \
+         secureqdrant.dev/adopt=<SecureQdrant name> to hand it over"
     )]
-    NotOurs { name: String, owner: String },
+    ChildConflict {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
     #[error(
         "Secret {0} lost next-api-key while the pods run with it as their API key (key rotation \
          phase Swapped): put the key back, or delete the Secret to generate new keys (every \
@@ -89,7 +95,7 @@ impl Error {
             Error::Token { .. } => "token",
             Error::UserKey { .. } => "api_key_secret",
             Error::CacheNotReady => "cache",
-            Error::NotOurs { .. } => "secret_conflict",
+            Error::ChildConflict { .. } => "child_conflict",
             Error::RotationKeyLost(_) => "key_rotation",
             Error::KeySecret { .. } => "api_key_secret",
         }

@@ -43,25 +43,36 @@ pub const RBAC: &[Rule] = &[
             "get", "list", "watch", "create", "update", "patch", "delete",
         ],
     ),
-    // Children applied with server-side apply (`reconcile::apply::apply`) and cached.
-    ("", "serviceaccounts", &["list", "watch", "create", "patch"]),
-    ("", "configmaps", &["list", "watch", "create", "patch"]),
-    ("", "services", &["list", "watch", "create", "patch"]),
+    // Children applied with server-side apply (`reconcile::apply::apply`) and cached; `get` of
+    // one the cache does not hold before creating it (the caches see only the operator's own
+    // objects: someone else's of that name is found this way, and left alone); `patch` also
+    // adopts an orphan annotated for adoption (`reconcile::ownership`).
+    (
+        "",
+        "serviceaccounts",
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    (
+        "",
+        "configmaps",
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    ("", "services", &["get", "list", "watch", "create", "patch"]),
     (
         "apps",
         "statefulsets",
-        &["list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch"],
     ),
     // Also pruned when no longer built (`reconcile::apply::delete_orphans`).
     (
         "networking.k8s.io",
         "networkpolicies",
-        &["list", "watch", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "policy",
         "poddisruptionbudgets",
-        &["list", "watch", "create", "patch", "delete"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     // Events (kube-runtime's `Recorder`: a new Event, then a patch of its series).
     ("events.k8s.io", "events", &["create", "patch"]),

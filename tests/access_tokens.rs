@@ -512,12 +512,28 @@ fn bad_cases() -> Vec<Case> {
             "spec.secretName",
             &format!("{{{R}, secretName: vectors-api-key}}"),
         )
+        .cel()
         .operator(),
         case(
             "secretName is the instance's TLS Secret",
             "spec.secretName",
             &format!("{{{R}, secretName: vectors-tls}}"),
         )
+        .cel()
+        .operator(),
+        case(
+            "secretName is another (or a future) instance's CA Secret",
+            "spec.secretName",
+            &format!("{{{R}, secretName: later-ca}}"),
+        )
+        .cel()
+        .operator(),
+        case(
+            "secretName is an instance's metrics client Secret",
+            "spec.secretName",
+            &format!("{{{R}, secretName: vectors-metrics-client}}"),
+        )
+        .cel()
         .operator(),
         Case {
             doc: doc_named(&long_name, &format!("{{{R}}}")),

@@ -78,19 +78,23 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     let proxy = RecordingProxy::start(&server);
     let kubeconfig = proxy.write_kubeconfig(&server, &dir);
 
-    // A broken CA Secret (someone edited it): the operator replaces it (an update).
-    server
-        .insert(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{NAME}-ca"), "namespace": NS, "labels": labels()},
-            "type": "Opaque",
-            "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "tls.key": "bm90IGEga2V5"},
-        }))
-        .expect("broken CA inserted");
     let sq = server
         .insert(example("full.yaml"))
         .expect("instance inserted");
     let uid = sq["metadata"]["uid"].as_str().expect("uid").to_owned();
+    // A broken CA Secret of the instance (someone edited it): the operator replaces it (an
+    // update). Controlled by the instance: the operator writes nothing it does not control.
+    server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{NAME}-ca"), "namespace": NS, "labels": labels(),
+                         "ownerReferences": [{
+                             "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
+                             "name": NAME, "uid": uid, "controller": true}]},
+            "type": "Opaque",
+            "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "tls.key": "bm90IGEga2V5"},
+        }))
+        .expect("broken CA inserted");
 
     let http_port = free_port();
     let (mut operator, chart) =

@@ -364,6 +364,106 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
     );
 }
 
+/// What another party's ConfigMap `vectors-config` looks like when the operator reads it.
+fn foreign_config_map() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "vectors-config", "namespace": "search", "uid": "someone-elses",
+                     "resourceVersion": "99"},
+        "data": {"theirs": "untouched"}
+    })
+}
+
+/// The ConfigMap the cache showed as the instance's was deleted and recreated by someone else
+/// just before the update: the update carries the checked resourceVersion, so it fails (409)
+/// instead of landing in the new object; the object is read again, found foreign, and nothing
+/// more is written to it.
+#[tokio::test]
+async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut edited = applied(children_of(&sq, &k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), "drift\n".into());
+    cluster.put(edited);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            assert!(
+                call.request.body["metadata"]["resourceVersion"].is_string(),
+                "an update is guarded by the resourceVersion whose owner was checked"
+            );
+            call.respond(
+                http::StatusCode::CONFLICT,
+                &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
+            );
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "ChildConflict");
+            api
+        })
+        .await;
+    let err = result.expect_err("a conflict");
+    assert!(
+        matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
+            if name == "vectors-config" && owner == "no owner"),
+        "{err:?}"
+    );
+    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+}
+
+/// A ConfigMap someone else creates between the operator's read (nothing there) and its create:
+/// the create is an apply without force, so it fails on their fields (409), and the object is
+/// read again and refused as foreign.
+#[tokio::test]
+async fn a_creation_racing_with_someone_elses_is_refused_not_taken_over() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    cluster.remove(applied(children_of(&sq, &k).config_map));
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get_missing(&path::config_map()).await;
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            assert_eq!(
+                call.request.query.get("force"),
+                None,
+                "a creation never forces"
+            );
+            call.respond(
+                http::StatusCode::CONFLICT,
+                &api_verifier::status_failure(
+                    "Apply failed with 1 conflict: conflict with \"kubectl\": .data",
+                    409,
+                    "Conflict",
+                ),
+            );
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::ChildConflict {
+                kind: "ConfigMap",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+}
+
 // ----- 4. invalid spec -------------------------------------------------------------------------
 
 #[tokio::test]
@@ -1283,6 +1383,7 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
             api.expect_apply(&path::service_account()).await;
+            api.expect_get_missing(&path::config_map()).await;
             let call = api.expect(Method::PATCH, &path::config_map()).await;
             call.respond(
                 http::StatusCode::UNPROCESSABLE_ENTITY,

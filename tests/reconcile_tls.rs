@@ -29,6 +29,7 @@ use http::Method;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource as _;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use rustls::client::WebPkiServerVerifier;
@@ -1106,6 +1107,10 @@ async fn an_existing_ca_missing_from_the_cache_is_read_and_used_not_regenerated(
     // <n>-ca as the operator wrote it before, but the cache has not seen it yet.
     let mut ca_secret = user_secret(&ca_name(), "Opaque", existing.to_secret_data());
     ca_secret["metadata"]["labels"] = json!({LABEL_MANAGED_BY: MANAGER, LABEL_INSTANCE: NAME});
+    // Controlled by the instance, as the operator writes it (anything else is not written to).
+    ca_secret["metadata"]["ownerReferences"] = json!([sq
+        .controller_owner_ref(&())
+        .expect("the instance has a uid")]);
     let ca_secret = as_stored(&ca_secret);
     let mut w = World::new(sq, now);
     let cr = w.sq.to_json();

@@ -146,7 +146,8 @@ pub struct QdrantAccessTokenSpec {
 
     /// Name of the Secret holding the token (keys `token`, `url`, `grpc-url`, `ca.crt`).
     /// Default: `<metadata.name>-qdrant-token`. Cannot be changed later. The operator never
-    /// writes to a Secret it does not own.
+    /// writes to a Secret it does not own. May not end in `-api-key`, `-ca`, `-tls` or
+    /// `-metrics-client` (the Secrets of SecureQdrants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
@@ -368,6 +369,25 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                     "metadata.name may be at most {MAX_TOKEN_NAME_FOR_DEFAULT_SECRET} characters \
                      unless spec.secretName is set (the default Secret name is \
                      <metadata.name>{SECRET_NAME_SUFFIX})"
+                )),
+                ..ValidationRule::default()
+            });
+        let suffixes = crate::children::meta::INSTANCE_SECRET_SUFFIXES
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        schema
+            .x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .push(ValidationRule {
+                rule: format!(
+                    "!has(self.spec.secretName) || ![{suffixes}].exists(s, self.spec.secretName.endsWith(s))"
+                ),
+                message: Some(format!(
+                    "spec.secretName may not end in {}: those are the Secrets of SecureQdrants \
+                     (a token there would block the instance)",
+                    crate::children::meta::INSTANCE_SECRET_SUFFIXES.join(", ")
                 )),
                 ..ValidationRule::default()
             });

@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::expect::Expectations;
+use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
@@ -99,7 +100,42 @@ pub fn stamp<K: Serialize + Resource>(mut desired: K) -> K {
 
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same
 /// write was just made and the cache has not caught up yet (`expectations`).
+///
+/// Ownership (see [`super::ownership`]): `desired` carries its controller reference, and the
+/// object is written only when it is absent (created) or controlled by that owner's UID
+/// (updated); an orphan annotated for adoption is adopted first; anything else is an
+/// [`Error::ChildConflict`] and nothing is written. The caches hold only objects labelled as
+/// managed by the operator, so a miss is confirmed with a GET before anything is created.
+/// The writes themselves are guarded too:
+/// - an update carries the resourceVersion of the copy whose owner was checked, so it fails
+///   (409) if the object changed since, e.g. was deleted and recreated by someone else; the
+///   object is then read again, checked again, and written once more at most;
+/// - a creation is an apply WITHOUT force: if someone created the object between the GET and
+///   the apply, every field they set differently is a conflict (409), the object is read again
+///   and refused as foreign. (A plain POST would be race-free, but it records the fields under
+///   an Update entry of the operator's field manager, and later applies could then never remove
+///   a field the operator stops sending.)
 pub async fn apply<K>(
+    client: &Client,
+    expectations: &Expectations,
+    store: &Store<K>,
+    desired: K,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
+    // On the heap: the reads, adoption and retry make this future large, and the reconcile
+    // awaits a dozen of them.
+    Box::pin(apply_checked(client, expectations, store, desired)).await
+}
+
+async fn apply_checked<K>(
     client: &Client,
     expectations: &Expectations,
     store: &Store<K>,
@@ -118,6 +154,12 @@ where
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let current = cached(store, &namespace, &name);
+    if let Some(c) = current.as_deref()
+        && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
+    {
+        // Checked before anything else: a foreign object is refused without a request.
+        return Err(conflict(c, by));
+    }
     if !needs_apply(&desired, current.as_deref()) {
         return Ok(Outcome::Unchanged);
     }
@@ -133,28 +175,70 @@ where
     if cache_behind && expectations.pending(kind, &namespace, &name, &hash) {
         return Ok(Outcome::Pending);
     }
-    // Recorded before the write, so its watch event cannot arrive before the record.
-    expectations.expect(kind, &namespace, &name, &hash);
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(|source| {
-        expectations.forget(kind, &namespace, &name);
-        Error::Apply {
-            kind,
-            name: name.clone(),
-            source,
+    let mut current = match current {
+        Some(c) => Some(c.as_ref().clone()),
+        None => read(&api, &name).await?,
+    };
+    for attempt in 0..2 {
+        if let Some(c) = current.take() {
+            let c = match ownership(&c, expected_owner(&desired)) {
+                Ownership::Ours => c,
+                Ownership::Adoptable => {
+                    let labels = desired.labels().clone();
+                    adopt(&api, &c, expected_owner(&desired), &labels).await?
+                }
+                Ownership::Foreign(by) => return Err(conflict(&c, by)),
+            };
+            if attempt > 0 && !needs_apply(&desired, Some(&c)) {
+                return Ok(Outcome::Unchanged);
+            }
+            current = Some(c);
         }
-    })?;
-    Ok(Outcome::Applied)
+        // Recorded before the write, so its watch event cannot arrive before the record.
+        expectations.expect(kind, &namespace, &name, &hash);
+        let mut body = serde_json::to_value(&desired).expect("k8s objects serialize");
+        let params = match &current {
+            Some(c) => {
+                body["metadata"]["resourceVersion"] = c.meta().resource_version.clone().into();
+                PatchParams::apply(MANAGER).force()
+            }
+            None => PatchParams::apply(MANAGER),
+        };
+        match api.patch(&name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => return Ok(Outcome::Applied),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
+                // Changed (or created) by someone else since it was read: read and check again.
+                expectations.forget(kind, &namespace, &name);
+                current = read(&api, &name).await?;
+            }
+            Err(source) => {
+                expectations.forget(kind, &namespace, &name);
+                return Err(Error::Apply {
+                    kind,
+                    name: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
+where
+    K: Resource + k8s_openapi::Resource + Clone + Debug + DeserializeOwned,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind: <K as k8s_openapi::Resource>::KIND,
+        name: name.to_owned(),
+        source,
+    })
 }
 
 /// Deletes the cached children of one instance (by its labels and controller owner UID) whose
-/// names are not in `keep`. Returns the names deleted.
+/// names are not in `keep`: never an object this instance does not control. Returns the names
+/// deleted.
 pub async fn delete_orphans<K>(
     client: &Client,
     store: &Store<K>,
@@ -171,7 +255,7 @@ where
         + DeserializeOwned
         + 'static,
 {
-    let orphans: Vec<String> = store
+    let orphans: Vec<(String, String)> = store
         .state()
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(namespace))
@@ -181,14 +265,24 @@ where
                 .iter()
                 .any(|r| r.uid == owner_uid && r.controller == Some(true))
         })
-        .map(|o| o.name_any())
-        .filter(|n| !keep.contains(n))
+        .map(|o| (o.name_any(), o.uid().unwrap_or_default()))
+        .filter(|(n, _)| !keep.contains(n))
         .collect();
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    for name in &orphans {
-        match api.delete(name, &DeleteParams::background()).await {
+    for (name, uid) in &orphans {
+        // The uid precondition: an object recreated by someone else under the same name since
+        // the cache saw it is not deleted (409).
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            // Gone, or replaced by an object this instance does not control: left alone.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(source) => {
                 return Err(Error::Delete {
                     kind: <K as k8s_openapi::Resource>::KIND,
@@ -198,7 +292,7 @@ where
             }
         }
     }
-    Ok(orphans)
+    Ok(orphans.into_iter().map(|(n, _)| n).collect())
 }
 
 #[cfg(test)]

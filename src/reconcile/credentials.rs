@@ -421,7 +421,7 @@ async fn ensure_secret(
             })?,
         };
         if let Some(secret) = existing {
-            super::stores::ensure_ours(&secret, inst)?;
+            let secret = super::ownership::own_secret(client, inst, secret).await?;
             return complete(&api, inst, secret, wanted).await;
         }
         let values = wanted

@@ -7,6 +7,7 @@ pub mod compact;
 pub mod credentials;
 pub mod expect;
 pub mod metrics_client;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 pub mod stores;

@@ -24,6 +24,9 @@ pub const RECONCILED: &str = "Reconciled";
 pub const CERTIFICATE_READY: &str = "CertificateReady";
 /// Condition type (a warning, True while it applies): TLS is turned off.
 pub const TLS_DISABLED: &str = "TLSDisabled";
+/// Condition type: an object with the name of one of the instance's children exists and is not
+/// controlled by it; nothing was written to it (see [`super::ownership`]).
+pub const CHILD_CONFLICT: &str = "ChildConflict";
 /// What the TLSDisabled condition and Event say.
 pub const TLS_DISABLED_MESSAGE: &str = "spec.tls.enabled is false: API keys, JWTs and data \
      cross the network in clear text, between clients and Qdrant and between Qdrant peers";
@@ -109,6 +112,17 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             }
         }
         Verdict::Failed(error) => {
+            if let Error::ChildConflict { .. } = error {
+                set_condition(
+                    &mut status.conditions,
+                    CHILD_CONFLICT,
+                    true,
+                    "ObjectNotOwned",
+                    error.to_string(),
+                    generation,
+                    now,
+                );
+            }
             set_condition(
                 &mut status.conditions,
                 RECONCILED,
@@ -125,6 +139,7 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             statefulset,
             tls,
         } => {
+            status.conditions.retain(|c| c.type_ != CHILD_CONFLICT);
             match tls {
                 Some(report) => {
                     let (ok, reason, message) = &report.ready;
@@ -265,6 +280,9 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
 
 /// Condition reason for a failed step, e.g. `ApplyFailed`.
 pub fn failure_reason(error: &Error) -> String {
+    if let Error::ChildConflict { .. } = error {
+        return CHILD_CONFLICT.to_owned();
+    }
     let mut out = String::new();
     for part in error.metric_label().split('_') {
         let mut chars = part.chars();

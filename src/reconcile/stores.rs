@@ -42,25 +42,3 @@ where
 {
     store.get(&ObjectRef::new(name).within(namespace))
 }
-
-/// Refuses a Secret the operator would write its credentials into (`<n>-api-key`, `<n>-ca`,
-/// `<n>-tls`) when another object controls it: a QdrantAccessToken named its Secret like that
-/// (before the instance existed), say, and an application mounts it. A Secret without a
-/// controller (created by a user ahead of time) is adopted.
-pub fn ensure_ours(
-    secret: &k8s_openapi::api::core::v1::Secret,
-    inst: &crate::validate::Instance,
-) -> crate::error::Result<()> {
-    use kube::ResourceExt;
-    match secret
-        .owner_references()
-        .iter()
-        .find(|r| r.controller == Some(true))
-    {
-        Some(r) if r.uid != inst.owner.uid => Err(crate::error::Error::NotOurs {
-            name: secret.name_any(),
-            owner: format!("{} {}", r.kind, r.name),
-        }),
-        _ => Ok(()),
-    }
-}

@@ -269,17 +269,22 @@ async fn issued(
         TlsSource::UserCa(name) => name.clone(),
         _ => inst.ca_secret_name(),
     };
-    let ca_secret = read_secret(client, stores, ns, &ca_name).await?;
-    match (source, &ca_secret) {
-        (TlsSource::UserCa(_), Some(secret)) => mark_referenced(client, secret).await?,
-        (_, Some(secret)) => super::stores::ensure_ours(secret, inst)?,
+    let mut ca_secret = read_secret(client, stores, ns, &ca_name).await?;
+    match (source, ca_secret.take()) {
+        (TlsSource::UserCa(_), Some(secret)) => {
+            mark_referenced(client, &secret).await?;
+            ca_secret = Some(secret);
+        }
+        (_, Some(secret)) => {
+            ca_secret = Some(super::ownership::own_secret(client, inst, secret).await?);
+        }
         (_, None) => {}
     }
     let tls_name = inst.tls_secret_name().expect("TLS is on");
-    let published = read_secret(client, stores, ns, &tls_name).await?;
-    if let Some(secret) = &published {
-        super::stores::ensure_ours(secret, inst)?;
-    }
+    let published = match read_secret(client, stores, ns, &tls_name).await? {
+        Some(secret) => Some(super::ownership::own_secret(client, inst, secret).await?),
+        None => None,
+    };
     let empty = BTreeMap::new();
     let ca_data = ca_secret.as_ref().and_then(|s| s.data.as_ref());
     let ca_annotations = ca_secret

@@ -106,6 +106,28 @@ pub async fn reconcile(
                 )
             })
         }
+
+        Err(problems)
+            if info.exists
+                && qat
+                    .spec
+                    .secret_name
+                    .as_deref()
+                    .and_then(crate::children::meta::instance_of_secret_name)
+                    .is_some() =>
+        {
+            // A token created before such names were refused: its Secret is kept as it is (and
+            // no longer renewed), the condition names the fix.
+            Err(blocked(
+                "InvalidSpec",
+                format!(
+                    "{}; the existing token Secret is kept but no longer renewed: recreate the \
+                     QdrantAccessToken with another spec.secretName",
+                    describe(&problems)
+                ),
+                None,
+            ))
+        }
         Err(problems) => {
             remove_our_secret(&ctx, &qat).await?;
             // A missing SecureQdrant is reported as such (creating it triggers this token).
@@ -318,8 +340,10 @@ async fn issue(
         return Ok(Err(blocked(
             "SecretConflict",
             format!(
-                "Secret {} exists and does not belong to this QdrantAccessToken: choose another spec.secretName",
-                valid.secret_name
+                "Secret {} exists and does not belong to this QdrantAccessToken (current owner: \
+                 {}): the operator writes nothing to it; choose another spec.secretName",
+                valid.secret_name,
+                super::ownership::describe_owner(s)
             ),
             None,
         )));
@@ -691,9 +715,17 @@ async fn remove_our_secret(ctx: &Context, qat: &QdrantAccessToken) -> Result<()>
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.delete(&name, &DeleteParams::background()).await {
+    // Only the object whose owner was checked: one recreated by someone else meanwhile is left.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(source) => Err(Error::Delete {
             kind: "Secret",
             name,

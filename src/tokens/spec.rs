@@ -550,20 +550,28 @@ fn secret_name(
         }
         None => {}
     }
-    let reserved = [
-        format!("{instance}-api-key"),
-        format!("{instance}-ca"),
-        format!("{instance}-tls"),
-    ];
-    if reserved.contains(&secret_name) {
+    if let Some(owner) = crate::children::meta::instance_of_secret_name(&secret_name) {
         problems.push(invalid(
             "spec.secretName",
-            format!(
-                "{secret_name:?} is a Secret of SecureQdrant {instance:?}: choose another name"
-            ),
+            reserved_secret_name_message(&secret_name, owner, instance),
         ));
     }
     secret_name
+}
+
+/// Why a token may not use `secret_name`: it is a Secret name that SecureQdrant `owner` uses or
+/// will need (see [`crate::children::meta::INSTANCE_SECRET_SUFFIXES`]).
+pub fn reserved_secret_name_message(secret_name: &str, owner: &str, instance: &str) -> String {
+    let whose = if owner == instance {
+        format!("a Secret of SecureQdrant {owner:?}")
+    } else {
+        format!("the name of a Secret SecureQdrant {owner:?} uses (existing or created later)")
+    };
+    format!(
+        "{secret_name:?} is {whose}: names ending in {} are reserved for SecureQdrants; choose \
+         another name",
+        crate::children::meta::INSTANCE_SECRET_SUFFIXES.join(", ")
+    )
 }
 
 /// A DNS-1035 label of at most `max` characters.

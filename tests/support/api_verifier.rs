@@ -245,9 +245,31 @@ impl ApiServer {
 
     /// A server-side apply of `path` under the operator's field manager, forced. Answered with the
     /// object as stored (resourceVersion, uid, creationTimestamp added). Returns what was sent.
+    ///
+    /// A child the cache does not hold is read first (a foreign object is not in the
+    /// label-selected cache): that GET is answered 404, and the apply that creates the object
+    /// must not force (a concurrent creation by someone else is a conflict, not a takeover). An
+    /// update must carry the resourceVersion of the copy whose owner was checked.
     pub async fn expect_apply(&mut self, path: &str) -> Value {
-        let call = self.expect(Method::PATCH, path).await;
+        let mut call = self.next(&format!("PATCH {path}")).await;
+        let creation = call.request.method == Method::GET && call.request.path == path;
+        if creation {
+            call.respond(StatusCode::NOT_FOUND, &not_found(path));
+            call = self.expect(Method::PATCH, path).await;
+        }
+        assert!(
+            call.request.method == Method::PATCH && call.request.path == path,
+            "expected PATCH {path}, got {}; requests so far:\n{}",
+            call.request.describe(),
+            self.summary()
+        );
         let r = &call.request;
+        assert_eq!(
+            r.body["metadata"]["resourceVersion"].is_string(),
+            !creation,
+            "{}: an update carries the checked resourceVersion, a creation none",
+            r.describe()
+        );
         assert_eq!(
             r.content_type.as_deref(),
             Some(APPLY_PATCH),
@@ -262,8 +284,9 @@ impl ApiServer {
         );
         assert_eq!(
             r.query.get("force").map(String::as_str),
-            Some("true"),
-            "{} must force conflicts (the operator owns these fields)",
+            (!creation).then_some("true"),
+            "{} must force conflicts on an update (the operator owns these fields), and never \
+             on a creation",
             r.describe()
         );
         let (_, _, name) = parse_path(path);
@@ -390,6 +413,11 @@ impl ApiServer {
             call.request.body["propagationPolicy"].as_str(),
             Some("Background"),
             "{}: children are deleted in the background",
+            call.request.describe()
+        );
+        assert!(
+            call.request.body["preconditions"]["uid"].is_string(),
+            "{}: a child is deleted only as the object whose owner was checked (uid precondition)",
             call.request.describe()
         );
         let (group, plural, name) = parse_path(path);
