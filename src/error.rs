@@ -66,6 +66,18 @@ pub enum Error {
          client needs them then)"
     )]
     RotationKeyLost(String),
+    #[error(
+        "Secret {name} ({field}) may not be used by SecureQdrant {instance}: {why}. The operator \
+         uses a Secret it does not own only when whoever manages it allows it on the Secret \
+         itself: `kubectl label secret {name} secureqdrant.dev/allowed-instance={instance}` \
+         (several instances: their names joined by _); nothing was changed"
+    )]
+    SecretNotAllowed {
+        field: &'static str,
+        name: String,
+        instance: String,
+        why: String,
+    },
 }
 
 impl Error {
@@ -86,6 +98,7 @@ impl Error {
             Error::CacheNotReady => "cache",
             Error::NotOurs { .. } => "secret_conflict",
             Error::RotationKeyLost(_) => "key_rotation",
+            Error::SecretNotAllowed { .. } => "secret_not_allowed",
         }
     }
 }

@@ -1426,7 +1426,8 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
     ];
     server
         .insert(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "byo-key", "namespace": NS},
+            "metadata": {"name": "byo-key", "namespace": NS,
+                "labels": {"secureqdrant.dev/allowed-instance": "byo"}},
             "data": {"key": STANDARD.encode(byo_keys[0])}}))
         .expect("Secret inserted");
     server

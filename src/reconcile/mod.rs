@@ -7,6 +7,7 @@ pub mod compact;
 pub mod credentials;
 pub mod expect;
 pub mod plan;
+pub mod references;
 pub mod status;
 pub mod stores;
 pub mod tls;
@@ -214,6 +215,10 @@ async fn converge(
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
     let inst = &plan.instance;
+
+    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
+    // is written before.
+    references::ensure_allowed(&ctx.client, &ctx.stores, inst).await?;
 
     // 3. credentials
     let created_before = sq

@@ -21,6 +21,9 @@ pub const READY: &str = "Ready";
 pub const RECONCILED: &str = "Reconciled";
 /// Condition type: the serving certificate is valid and not about to expire.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// Reason of Reconciled=False (and of the Warning Event) when a referenced Secret does not allow
+/// the instance (see [`super::references`]).
+pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 /// Condition type (a warning, True while it applies): TLS is turned off.
 pub const TLS_DISABLED: &str = "TLSDisabled";
 /// What the TLSDisabled condition and Event say.
@@ -247,6 +250,9 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
 
 /// Condition reason for a failed step, e.g. `ApplyFailed`.
 pub fn failure_reason(error: &Error) -> String {
+    if let Error::SecretNotAllowed { .. } = error {
+        return SECRET_NOT_ALLOWED.to_owned();
+    }
     let mut out = String::new();
     for part in error.metric_label().split('_') {
         let mut chars = part.chars();
