@@ -5,12 +5,17 @@
 pub struct Settings {
     /// The cluster's DNS domain (`cluster.local` unless the cluster was set up otherwise).
     pub cluster_domain: String,
+    /// DNS suffixes under which `spec.tls.extraDnsNames` may name hosts (an administrator's
+    /// choice: `--allowed-dns-suffixes`, chart value `policy.allowedDnsSuffixes`). Empty: no
+    /// extra name at all besides the instance's own Service names.
+    pub allowed_dns_suffixes: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             cluster_domain: "cluster.local".to_owned(),
+            allowed_dns_suffixes: Vec::new(),
         }
     }
 }
