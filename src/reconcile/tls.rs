@@ -393,9 +393,20 @@ async fn issued(
             true,
             "Valid",
             format!(
-                "serving certificate valid until {}, renewed at {}{}",
+                "serving certificate valid until {}, renewed at {}{}{}",
                 rfc3339(outcome.not_after),
                 rfc3339(outcome.renewal_time),
+                if outcome.uncovered_names.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; left out of the certificate because the CA's name constraints do not \
+                         permit them: {} (they are added with a new CA key: kubectl annotate sq \
+                         {} {ROTATE_CA_ANNOTATION}=$(date +%s))",
+                        outcome.uncovered_names.join(", "),
+                        inst.name
+                    )
+                },
                 if outcome.published.phase == tls::Phase::SignWithNew && !clients.moved(now) {
                     clients.waiting_for()
                 } else {
