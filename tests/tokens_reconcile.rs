@@ -1063,7 +1063,8 @@ async fn with_a_user_certificate_no_client_certificate_can_be_signed_and_the_con
     .unwrap();
     let user: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "vectors-cert", "namespace": NS},
+        "metadata": {"name": "vectors-cert", "namespace": NS,
+            "labels": {"secureqdrant.dev/allowed-instance": "vectors"}},
         "type": "kubernetes.io/tls",
     }))
     .unwrap();
