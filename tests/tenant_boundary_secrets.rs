@@ -226,7 +226,8 @@ async fn a_token_is_never_signed_with_a_key_its_secret_does_not_allow() {
     // with that key either (the token would open the victim's Qdrant).
     env.sq(
         "attacker",
-        json!({"auth": {"apiKeySecretRef": {"name": "victim-api-key", "key": "api-key"},
+        json!({"tls": {"enabled": false},
+            "auth": {"apiKeySecretRef": {"name": "victim-api-key", "key": "api-key"},
             "allowManageTokens": true}}),
     )
     .await;
