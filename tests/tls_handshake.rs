@@ -1043,6 +1043,17 @@ async fn a_leaked_ca_key_cannot_sign_for_names_outside_the_instance() {
             "{foreign}: {err}"
         );
     }
+    // The applications' client certificates (CN only, no DNS name) still pass REST mTLS.
+    let client = issue_client(&ca, "frontend.search", ninety_days(), now).unwrap();
+    rest_mtls(
+        &trust,
+        &out.published.leaf,
+        &trust,
+        Some(&client),
+        Clock::Real,
+    )
+    .await
+    .expect("a client certificate from the constrained CA is accepted");
     // A leaf that adds one foreign name to the instance's own is refused too, for its own names.
     let mut names = serving_dns_names(NAME, NS, "cluster.local", &extra);
     names.push("kubernetes.default.svc".to_owned());
