@@ -66,6 +66,43 @@ pub struct OperatorArgs {
         value_parser = BoolishValueParser::new(),
     )]
     pub allow_global_manage_tokens: bool,
+    /// DNS suffixes (comma-separated, e.g. `example.com,corp.internal`) under which
+    /// `spec.tls.extraDnsNames` may name hosts; a name is within `example.com` when it is
+    /// `example.com` or ends with `.example.com`. Empty (the default): no extra names. Names
+    /// under `.svc` and the cluster domain are never allowed.
+    #[arg(
+        long,
+        env = "ALLOWED_DNS_SUFFIXES",
+        value_delimiter = ',',
+        value_parser = parse_dns_suffix
+    )]
+    pub allowed_dns_suffixes: Vec<String>,
+}
+
+/// A DNS suffix of `--allowed-dns-suffixes`: lowercase labels, no wildcard, not in-cluster.
+fn parse_dns_suffix(s: &str) -> Result<String, String> {
+    let suffix = s.trim().trim_start_matches('.').trim_end_matches('.');
+    let ok = !suffix.is_empty()
+        && suffix.len() <= 253
+        && suffix.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !ok {
+        return Err(format!(
+            "{s:?} is not a lowercase DNS suffix such as example.com"
+        ));
+    }
+    if suffix == "svc" || suffix.ends_with(".svc") {
+        return Err(format!(
+            "{s:?} is in-cluster (.svc): those names are never allowed"
+        ));
+    }
+    Ok(suffix.to_owned())
 }
 
 impl OperatorArgs {
@@ -73,6 +110,7 @@ impl OperatorArgs {
         Settings {
             cluster_domain: self.cluster_domain.clone(),
             allow_global_manage_tokens: self.allow_global_manage_tokens,
+            allowed_dns_suffixes: self.allowed_dns_suffixes.clone(),
         }
     }
 }

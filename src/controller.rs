@@ -32,8 +32,8 @@ use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::Error;
 use crate::events::Events;
 use crate::reconcile::compact::{Compact, compact};
-use crate::reconcile::credentials::REFERENCED_LABEL;
 use crate::reconcile::expect::Expectations;
+use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -298,9 +298,11 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 &sq.name_any(),
             )
         });
-    // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef) carry the
-    // label the operator put on them: a change reconciles every instance that references them.
-    let referenced = watcher::Config::default().labels(&format!("{REFERENCED_LABEL}=true"));
+    // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef,
+    // imagePullSecrets) are used only when they carry the opt-in label naming the instance; the
+    // watch selects that label, so a change (the label added, the key renewed) reconciles every
+    // instance that references them at once. The operator writes no label on them.
+    let referenced = watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL);
     let by_reference = {
         let store = instance_store.clone();
         move |secret: Secret| instances_referencing(&store, &secret)
@@ -461,7 +463,8 @@ async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
     }
 }
 
-/// The SecureQdrants of the Secret's namespace that reference it (key, CA or certificate).
+/// The SecureQdrants of the Secret's namespace that reference it (key, CA, certificate or image
+/// pull Secret).
 fn instances_referencing(
     store: &Store<SecureQdrant>,
     secret: &Secret,
@@ -478,6 +481,7 @@ fn instances_referencing(
             spec.auth.api_key_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
                 || spec.tls.ca_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
                 || spec.tls.certificate_secret_ref.as_ref().map(|r| &r.name) == Some(&name)
+                || spec.image_pull_secrets.iter().any(|r| r.name == name)
         })
         .map(|sq| ObjectRef::from_obj(sq.as_ref()))
         .collect()

@@ -77,6 +77,17 @@ pub enum Error {
          remove that entry to have a new one generated (every client needs it then)"
     )]
     KeySecret { secret: String, problem: String },
+        "Secret {name} ({field}) may not be used by SecureQdrant {instance}: {why}. The operator \
+         uses a Secret it does not own only when whoever manages it allows it on the Secret \
+         itself: `kubectl label secret {name} secureqdrant.dev/allowed-instance={instance}` \
+         (several instances: their names joined by _); nothing was changed"
+    )]
+    SecretNotAllowed {
+        field: &'static str,
+        name: String,
+        instance: String,
+        why: String,
+    },
 }
 
 impl Error {
@@ -98,6 +109,7 @@ impl Error {
             Error::ChildConflict { .. } => "child_conflict",
             Error::RotationKeyLost(_) => "key_rotation",
             Error::KeySecret { .. } => "api_key_secret",
+            Error::SecretNotAllowed { .. } => "secret_not_allowed",
         }
     }
 }

@@ -9,6 +9,10 @@ pub struct Settings {
     /// issued at all (`--allow-global-manage-tokens`). When false they are refused cluster-wide,
     /// whatever their SecureQdrant's `spec.auth.allowManageTokens` says.
     pub allow_global_manage_tokens: bool,
+    /// DNS suffixes under which `spec.tls.extraDnsNames` may name hosts (an administrator's
+    /// choice: `--allowed-dns-suffixes`, chart value `policy.allowedDnsSuffixes`). Empty: no
+    /// extra name at all besides the instance's own Service names.
+    pub allowed_dns_suffixes: Vec<String>,
 }
 
 impl Default for Settings {
@@ -16,6 +20,7 @@ impl Default for Settings {
         Settings {
             cluster_domain: "cluster.local".to_owned(),
             allow_global_manage_tokens: true,
+            allowed_dns_suffixes: Vec::new(),
         }
     }
 }

@@ -314,7 +314,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         ));
     }
     check_user_config(&spec.config, &mut problems);
-    let tls = check_tls(&spec.tls, &mut problems);
+    let tls = check_tls(&spec.tls, &name, &namespace, settings, &mut problems);
     let key_rotation_grace = duration(
         "spec.auth.keyRotationGracePeriod",
         &spec.auth.key_rotation_grace_period,
@@ -478,7 +478,13 @@ fn duration(field: &str, value: &str, problems: &mut Vec<Invalid>) -> Option<Dur
     }
 }
 
-fn check_tls(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> Option<TlsSettings> {
+fn check_tls(
+    tls: &TlsSpec,
+    name: &str,
+    namespace: &str,
+    settings: &Settings,
+    problems: &mut Vec<Invalid>,
+) -> Option<TlsSettings> {
     let before = problems.len();
     if !tls.enabled {
         if tls.client_certificates
@@ -538,6 +544,7 @@ fn check_tls(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> Option<TlsSettings> 
         (None, Some(cert)) => TlsSource::UserCertificate(cert.name.clone()),
         (None, None) => TlsSource::OperatorCa,
     };
+    let instance = name;
     for (i, name) in tls.extra_dns_names.iter().enumerate() {
         let bare = name.strip_prefix("*.").unwrap_or(name);
         let ok = !bare.is_empty()
@@ -556,6 +563,8 @@ fn check_tls(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> Option<TlsSettings> 
                 format!("spec.tls.extraDnsNames[{i}]"),
                 format!("{name:?} is not a lowercase DNS name"),
             ));
+        } else if let Err(why) = check_extra_dns_name(name, instance, namespace, settings) {
+            problems.push(invalid(format!("spec.tls.extraDnsNames[{i}]"), why));
         }
     }
     if problems.len() > before {
@@ -569,6 +578,57 @@ fn check_tls(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> Option<TlsSettings> 
         source,
         extra_dns_names: tls.extra_dns_names.clone(),
     })
+}
+
+/// Whether `name` (a well-formed DNS name, maybe `*.`-prefixed) may go into the serving
+/// certificate of instance `instance` in `namespace`, and so into its CA's name constraints:
+/// - the instance's own Service names (always in the certificate anyway) are accepted;
+/// - any other name under `.svc`, `svc.<cluster domain>` or the cluster domain is refused: it
+///   is another Service (another instance, `kubernetes.default.svc`), and a certificate for it
+///   would let this instance's pods impersonate that Service to its clients;
+/// - any other name must lie within a suffix the administrator allows
+///   ([`Settings::allowed_dns_suffixes`]; none by default): a name outside the cluster belongs
+///   to someone, and only the administrator knows which domains this cluster's tenants own;
+/// - a wildcard is only a leftmost `*.` followed by a name within an allowed suffix
+///   (`*.vectors.example.com`, or `*.example.com` itself, with `example.com` allowed): it then
+///   covers names of that subtree only, which the administrator allowed as a whole; never an
+///   in-cluster wildcard (`*.search.svc` would cover every Service of the namespace).
+pub fn check_extra_dns_name(
+    name: &str,
+    instance: &str,
+    namespace: &str,
+    settings: &Settings,
+) -> Result<(), String> {
+    let domain = settings.cluster_domain.trim_end_matches('.');
+    let own = crate::tls::serving_dns_names(instance, namespace, domain, &[]);
+    if own.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    let under = |suffix: &str| bare == suffix || bare.ends_with(&format!(".{suffix}"));
+    if under("svc") || under(domain) {
+        return Err(format!(
+            "{name:?} is an in-cluster name that is not one of this instance's own Service \
+             names (those are always in the certificate): it names another Service, which \
+             this instance may not impersonate"
+        ));
+    }
+    if !settings.allowed_dns_suffixes.iter().any(|s| under(s)) {
+        let allowed = if settings.allowed_dns_suffixes.is_empty() {
+            "the operator allows no extra names (an administrator sets them with \
+             --allowed-dns-suffixes, chart value policy.allowedDnsSuffixes)"
+                .to_owned()
+        } else {
+            format!(
+                "the operator allows names only under {}",
+                settings.allowed_dns_suffixes.join(", ")
+            )
+        };
+        return Err(format!(
+            "{name:?} is not within an allowed DNS suffix: {allowed}"
+        ));
+    }
+    Ok(())
 }
 
 /// NetworkPolicy peers the API server would reject are reported here, before anything is applied.
@@ -846,6 +906,70 @@ mod tests {
         );
         // Valid peers pass.
         assert!(fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {matchExpressions: [{key: a, operator: Exists}]}}], extraEgress: [{to: [{ipBlock: {cidr: '::/0'}}], ports: [{port: 443, endPort: 444}]}]}}").is_empty());
+    }
+
+    #[test]
+    fn extra_dns_names_are_the_instances_own_or_within_an_allowed_suffix() {
+        let strict = Settings::default();
+        let allowing = Settings {
+            allowed_dns_suffixes: vec!["example.com".to_owned()],
+            ..Settings::default()
+        };
+        let check = |name: &str, settings: &Settings| {
+            check_extra_dns_name(name, "vectors", "search", settings)
+        };
+        // The instance's own names: accepted (they are in the certificate anyway).
+        for own in [
+            "vectors",
+            "vectors.search",
+            "vectors.search.svc",
+            "vectors.search.svc.cluster.local",
+            "*.vectors-headless.search.svc",
+        ] {
+            assert_eq!(check(own, &strict), Ok(()), "{own}");
+        }
+        // Other Services, the API server, in-cluster wildcards: never, whatever is allowed.
+        for other in [
+            "other.search.svc",
+            "other.search.svc.cluster.local",
+            "vectors.other.svc",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "*.search.svc",
+            "*.svc",
+            "svc",
+            "cluster.local",
+            "*.cluster.local",
+            "vectors-0.vectors-headless.other.svc",
+        ] {
+            let err = check(other, &allowing).expect_err(other);
+            assert!(err.contains("in-cluster"), "{other}: {err}");
+        }
+        // Outside the cluster: only within an allowed suffix.
+        for name in [
+            "qdrant.example.com",
+            "example.com",
+            "*.vectors.example.com",
+            "*.example.com",
+        ] {
+            assert!(check(name, &strict).is_err(), "{name}");
+            assert_eq!(check(name, &allowing), Ok(()), "{name}");
+        }
+        for name in [
+            "other.search",
+            "qdrant.example.org",
+            "example.com.evil.org",
+            "notexample.com",
+            "*.com",
+        ] {
+            let err = check(name, &allowing).expect_err(name);
+            assert!(err.contains("only under example.com"), "{name}: {err}");
+        }
+        assert!(
+            check("qdrant.example.com", &strict)
+                .unwrap_err()
+                .contains("--allowed-dns-suffixes")
+        );
     }
 
     #[test]

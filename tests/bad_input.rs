@@ -616,6 +616,52 @@ fn bad_cases() -> Vec<Case> {
                 .schema()
                 .validate(),
                 bad(
+                    "tls.extraDnsNames: another instance's Service",
+                    "spec.tls",
+                    "{tls: {extraDnsNames: [other.search.svc]}}",
+                )
+                .cel()
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: another instance's Service, with the cluster domain",
+                    "spec.tls",
+                    "{tls: {extraDnsNames: [other.search.svc.cluster.local]}}",
+                )
+                .cel()
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: the API server",
+                    "spec.tls",
+                    "{tls: {extraDnsNames: [kubernetes.default.svc]}}",
+                )
+                .cel()
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: a wildcard over the namespace's Services",
+                    "spec.tls",
+                    "{tls: {extraDnsNames: ['*.search.svc']}}",
+                )
+                .cel()
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: a wildcard outside the allowed suffixes",
+                    "spec.tls.extraDnsNames",
+                    "{tls: {extraDnsNames: ['*.example.com']}}",
+                )
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: a domain outside the allowed suffixes",
+                    "spec.tls.extraDnsNames",
+                    "{tls: {extraDnsNames: [qdrant.example.com]}}",
+                )
+                .validate(),
+                bad(
+                    "tls.extraDnsNames: another instance's short name",
+                    "spec.tls.extraDnsNames",
+                    "{tls: {extraDnsNames: [other.search]}}",
+                )
+                .validate(),
+                bad(
                     "tls.enabled \"no\"",
                     "spec.tls.enabled",
                     "{tls: {enabled: 'no'}}",

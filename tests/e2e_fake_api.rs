@@ -79,7 +79,7 @@ async fn example_converges(file: &str, replicas: i32) {
     cluster.spawn_operator();
     let sq = example(file);
     let (ns, name) = ns_name(&sq);
-    cluster.server.insert(&sq).expect("example inserted");
+    cluster.insert_instance(&sq);
 
     let snap = cluster.converge(&ns, &name).await;
     // No kubelet: the StatefulSet has no status, so nothing runs yet.
@@ -129,7 +129,7 @@ async fn spec_changes_are_followed_by_the_children() {
     cluster.spawn_operator();
     let sq = example("minimal.yaml");
     let (ns, name) = ns_name(&sq);
-    cluster.server.insert(&sq).expect("inserted");
+    cluster.insert_instance(&sq);
     let single = cluster.converge(&ns, &name).await;
     assert!(!single.has("PodDisruptionBudget", &name));
     assert!(!single.has("NetworkPolicy", &format!("{name}-egress")));
@@ -184,7 +184,7 @@ async fn a_scale_down_waits_for_the_acknowledgment_which_is_used_once() {
     cluster.spawn_operator();
     let sq = example("full.yaml");
     let (ns, name) = ns_name(&sq);
-    cluster.server.insert(&sq).expect("inserted");
+    cluster.insert_instance(&sq);
     let three = cluster.converge(&ns, &name).await;
     assert_eq!(three.statefulset_replicas(), 3);
     let client = cluster.client().await;
@@ -249,7 +249,7 @@ async fn deleted_children_come_back_and_a_deleted_key_secret_is_new_and_announce
     let sq = example("full.yaml");
     let (ns, name) = ns_name(&sq);
     let key_monitor = SecretMonitor::start(&cluster.server, &ns, &format!("{name}-api-key"));
-    cluster.server.insert(&sq).expect("inserted");
+    cluster.insert_instance(&sq);
     let before = cluster.converge(&ns, &name).await;
 
     // Delete children that are not credentials: they come back (new objects), nothing else
@@ -339,7 +339,7 @@ async fn drift_is_reverted_and_stray_children_are_pruned() {
     cluster.spawn_operator();
     let sq = example("full.yaml");
     let (ns, name) = ns_name(&sq);
-    cluster.server.insert(&sq).expect("inserted");
+    cluster.insert_instance(&sq);
     let before = cluster.converge(&ns, &name).await;
     let owner_uid = before.sq.metadata.uid.clone().expect("uid");
 
@@ -404,8 +404,8 @@ async fn deleting_the_resource_collects_children_and_pvcs_follow_retain_on_delet
     let kept = with_name(example("minimal.yaml"), "search", "kept");
     let mut dropped = with_name(example("full.yaml"), "search", "dropped");
     dropped["spec"]["storage"]["retainOnDelete"] = json!(false);
-    cluster.server.insert(&kept).expect("inserted");
-    cluster.server.insert(&dropped).expect("inserted");
+    cluster.insert_instance(&kept);
+    cluster.insert_instance(&dropped);
     let kept_snap = cluster.converge("search", "kept").await;
     let dropped_snap = cluster.converge("search", "dropped").await;
     assert_eq!(kept_snap.pvcs, names(&["storage-kept-0"]));
@@ -485,7 +485,7 @@ async fn converges_under_injected_errors_and_dropped_watches_without_leaking_or_
         ..Faults::default()
     });
     for sq in &sqs {
-        cluster.server.insert(sq).expect("inserted");
+        cluster.insert_instance(sq);
     }
     let started = Instant::now();
     let mut snaps = Vec::new();
@@ -556,7 +556,7 @@ async fn killed_mid_reconcile_and_restarted_converges_to_the_same_state() {
     cluster.spawn_operator();
     cluster.wait_until_watching().await;
     for sq in &sqs {
-        cluster.server.insert(sq).expect("inserted");
+        cluster.insert_instance(sq);
     }
     // Kill it (SIGKILL) as soon as one generated Secret exists: mid-reconcile.
     let server = &cluster.server;
@@ -629,6 +629,49 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Inserts a SecureQdrant, and first the image pull Secrets it names, each labelled to
+    /// allow the instance (as their owner would: the operator refuses them otherwise).
+    fn insert_instance(&self, sq: &Value) {
+        let (ns, name) = ns_name(sq);
+        for pull in sq["spec"]["imagePullSecrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let secret = pull["name"].as_str().expect("a pull Secret name");
+            let labels = json!({"secureqdrant.dev/allowed-instance": name});
+            match self.server.get("v1", "Secret", &ns, secret) {
+                // Shared by several instances: their names joined by `_`.
+                Some(existing) => {
+                    let allowed =
+                        existing["metadata"]["labels"]["secureqdrant.dev/allowed-instance"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                    self.server
+                        .merge_patch(
+                            "v1",
+                            "Secret",
+                            &ns,
+                            secret,
+                            &json!({"metadata": {"labels": {
+                                "secureqdrant.dev/allowed-instance": format!("{allowed}_{name}")}}}),
+                        )
+                        .expect("pull Secret labelled");
+                }
+                None => {
+                    self.server
+                        .insert(json!({"apiVersion": "v1", "kind": "Secret",
+                            "type": "kubernetes.io/dockerconfigjson",
+                            "metadata": {"name": secret, "namespace": ns, "labels": labels},
+                            "data": {".dockerconfigjson": "e30="}}))
+                        .expect("pull Secret inserted");
+                }
+            }
+        }
+        self.server.insert(sq).expect("inserted");
+    }
+
     async fn start(faults: Faults) -> Cluster {
         let (server, dir) = server_with_kubeconfig(faults).await;
         Cluster {

@@ -387,7 +387,7 @@ async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
+async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes() {
     const USER_SECRET: &str = "my-qdrant-key";
     let env = Env::start().await;
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
@@ -403,7 +403,9 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     let user_secret = |data: Value| -> Secret {
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": USER_SECRET, "namespace": NS}, "data": data
+            "metadata": {"name": USER_SECRET, "namespace": NS,
+                "labels": {"secureqdrant.dev/allowed-instance": SQ}},
+            "data": data
         }))
         .unwrap()
     };
@@ -455,8 +457,8 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
         "applied with an unusable key"
     );
 
-    // A usable key: the pods read it from the user's Secret, which gets the watch label (and
-    // nothing else: its data is never written).
+    // A usable key: the pods read it from the user's Secret, which the operator never writes (not
+    // even a label).
     set("user-key-1-0123456789abcdef0123456789").await;
     env.reconcile().await;
     assert_eq!(env.reconciled().0, "True");
@@ -477,11 +479,12 @@ async fn a_users_key_is_checked_labelled_and_rolls_the_pods_when_it_changes() {
     );
     let labelled = secrets.get(USER_SECRET).await.unwrap();
     assert_eq!(
-        labelled
-            .labels()
-            .get("secureqdrant.dev/referenced")
-            .map(String::as_str),
-        Some("true")
+        labelled.labels().clone(),
+        BTreeMap::from([(
+            "secureqdrant.dev/allowed-instance".to_owned(),
+            SQ.to_owned()
+        )]),
+        "the operator writes nothing onto the user's Secret"
     );
     assert_eq!(
         text(&labelled, "key").as_deref(),

@@ -42,6 +42,18 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
 /// The release the chart is rendered as.
 const RELEASE: &str = "sqo";
 const RELEASE_NS: &str = "qdrant-system";
+/// The image pull Secret deploy/examples/full.yaml names, as its owner made it: labelled to
+/// allow the instance (the operator refuses it otherwise).
+fn pull_secret() -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "registry-credentials", "namespace": NS,
+            "labels": {"secureqdrant.dev/allowed-instance": NAME}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "e30="},
+    })
+}
+
 /// The instance of deploy/examples/full.yaml.
 const NS: &str = "search";
 const NAME: &str = "vectors";
@@ -78,6 +90,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     let proxy = RecordingProxy::start(&server);
     let kubeconfig = proxy.write_kubeconfig(&server, &dir);
 
+    server.insert(pull_secret()).expect("pull Secret inserted");
     let sq = server
         .insert(example("full.yaml"))
         .expect("instance inserted");
@@ -335,6 +348,7 @@ async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
     let watched = ["search", "other"];
     let values = json!({"replicas": 2, "watchNamespaces": watched});
     // One instance in a watched namespace, one elsewhere (which must stay untouched).
+    server.insert(pull_secret()).expect("pull Secret inserted");
     server
         .insert(example("full.yaml"))
         .expect("instance inserted");

@@ -130,12 +130,11 @@ fn with_annotation(mut sq: SecureQdrant, key: &str, value: &str) -> SecureQdrant
     sq
 }
 
-/// A Secret the user made (no operator labels, so not in the operator's caches), already
-/// carrying the `secureqdrant.dev/referenced` label the operator adds the first time it reads it
-/// (so its watch sees changes); `unmarked_user_secret` is one before that.
+/// A Secret the user made (no operator labels, so not in the operator's caches), carrying the
+/// label that allows the test instance to use it; `unmarked_user_secret` is one without it.
 fn user_secret(name: &str, type_: &str, data: BTreeMap<String, ByteString>) -> Value {
     let mut value = unmarked_user_secret(name, type_, data);
-    value["metadata"]["labels"] = json!({"secureqdrant.dev/referenced": "true"});
+    value["metadata"]["labels"] = json!({"secureqdrant.dev/allowed-instance": NAME});
     value
 }
 
@@ -530,7 +529,7 @@ impl World {
             }
             assert_ne!(l.method, Method::DELETE, "no scenario here deletes");
             if l.body.get("kind").is_none() {
-                // A merge patch (the referenced label on a user's Secret): merge it in.
+                // A merge patch: merge it in.
                 let name = l.path.rsplit('/').next().unwrap().to_owned();
                 let key = ("Secret".to_owned(), name);
                 let mut stored = self.objects[&key].clone();
@@ -1528,6 +1527,8 @@ async fn a_users_ca_signs_the_serving_certificate_and_is_never_written() {
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            // The references are checked before anything is written.
+            api.expect_get(&corp_path, &answer).await;
             api.expect_get_missing(&path::api_key_secret()).await;
             api.expect_create(&path::secrets()).await;
             // The user's Secret is not cached (not labelled as the operator's): read it.
@@ -1579,6 +1580,7 @@ async fn a_users_ca_signs_the_serving_certificate_and_is_never_written() {
     let step = w
         .reconcile(move |mut api| async move {
             api.expect_get(&path::secret("corp-ca"), &answer).await;
+            api.expect_get(&path::secret("corp-ca"), &answer).await;
             api
         })
         .await;
@@ -1592,6 +1594,7 @@ async fn a_users_ca_signs_the_serving_certificate_and_is_never_written() {
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            api.expect_get(&path::secret("corp-ca"), &answer).await;
             api.expect_get(&path::secret("corp-ca"), &answer).await;
             api.expect_apply(&tls_path()).await;
             api.expect_apply(&path::statefulset()).await;
@@ -1611,6 +1614,7 @@ async fn status_only_with_user_secret(w: &mut World, name: &str) -> Step {
     let cr = w.sq.to_json();
     w.reconcile(move |mut api| async move {
         api.expect_get(&user_path, &answer).await;
+        api.expect_get(&user_path, &answer).await;
         api.expect_status_patch(&path::status(), &cr).await;
         api
     })
@@ -1624,6 +1628,8 @@ async fn a_users_ca_that_is_missing_or_expired_fails_the_reconcile_and_nothing_i
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            // The references are checked before anything is written.
+            api.expect_get_missing(&path::secret("corp-ca")).await;
             api.expect_get_missing(&path::api_key_secret()).await;
             api.expect_create(&path::secrets()).await;
             api.expect_get_missing(&path::secret("corp-ca")).await;
@@ -1647,6 +1653,8 @@ async fn a_users_ca_that_is_missing_or_expired_fails_the_reconcile_and_nothing_i
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            // The references are checked before anything is written.
+            api.expect_get(&path::secret("corp-ca"), &answer).await;
             api.expect_get_missing(&path::api_key_secret()).await;
             api.expect_create(&path::secrets()).await;
             api.expect_get(&path::secret("corp-ca"), &answer).await;
@@ -1678,6 +1686,8 @@ async fn a_users_certificate_is_mounted_not_issued_and_a_change_to_it_rolls_the_
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            // The references are checked before anything is written.
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get_missing(&path::api_key_secret()).await;
             api.expect_create(&path::secrets()).await;
             // Only the user's Secret is read: no operator CA, no <n>-tls.
@@ -1730,6 +1740,7 @@ async fn a_users_certificate_is_mounted_not_issued_and_a_change_to_it_rolls_the_
     let cr = w.sq.to_json();
     w.reconcile(move |mut api| async move {
         api.expect_get(&path::secret("corp-tls"), &answer).await;
+        api.expect_get(&path::secret("corp-tls"), &answer).await;
         api.expect_status_patch(&path::status(), &cr).await;
         api
     })
@@ -1738,6 +1749,7 @@ async fn a_users_certificate_is_mounted_not_issued_and_a_change_to_it_rolls_the_
     let answer = w.secret("corp-tls").clone();
     let quiet = w
         .reconcile(move |mut api| async move {
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get(&path::secret("corp-tls"), &answer).await;
             api
         })
@@ -1756,6 +1768,7 @@ async fn a_users_certificate_is_mounted_not_issued_and_a_change_to_it_rolls_the_
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_apply(&path::statefulset()).await;
             api.expect_status_patch(&path::status(), &cr).await;
@@ -1788,6 +1801,8 @@ async fn a_users_certificate_inside_renew_before_is_expiring_soon_then_expired()
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            // The references are checked before anything is written.
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get_missing(&path::api_key_secret()).await;
             api.expect_create(&path::secrets()).await;
             api.expect_get(&path::secret("corp-tls"), &answer).await;
@@ -1805,6 +1820,7 @@ async fn a_users_certificate_inside_renew_before_is_expiring_soon_then_expired()
     let step = w
         .reconcile(move |mut api| async move {
             api.expect_get(&path::secret("corp-tls"), &answer).await;
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api
         })
         .await;
@@ -1817,6 +1833,7 @@ async fn a_users_certificate_inside_renew_before_is_expiring_soon_then_expired()
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
@@ -1833,6 +1850,7 @@ async fn a_users_certificate_inside_renew_before_is_expiring_soon_then_expired()
     let step = w
         .reconcile(move |mut api| async move {
             api.expect_get(&path::secret("corp-tls"), &answer).await;
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api
         })
         .await;
@@ -1843,6 +1861,7 @@ async fn a_users_certificate_inside_renew_before_is_expiring_soon_then_expired()
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
+            api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_get(&path::secret("corp-tls"), &answer).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
@@ -1944,7 +1963,7 @@ async fn turning_tls_off_warns_once_and_leaves_the_tls_secrets_alone() {
 }
 
 #[tokio::test]
-async fn a_users_secret_gets_only_the_referenced_label_so_the_operator_watches_it() {
+async fn a_users_ca_without_the_opt_in_label_is_refused_before_anything_is_written() {
     let corp = user_ca(t0() - DAY, CA_LIFETIME);
     let mut w = World::new(with_ca_ref(sq3(), "corp-ca"), t0());
     w.put_user_secret(unmarked_user_secret(
@@ -1957,26 +1976,21 @@ async fn a_users_secret_gets_only_the_referenced_label_so_the_operator_watches_i
     let cr = w.sq.to_json();
     let step = w
         .reconcile(move |mut api| async move {
-            api.expect_get_missing(&path::api_key_secret()).await;
-            api.expect_create(&path::secrets()).await;
             api.expect_get(&corp_path, &answer).await;
-            // A metadata-only merge patch: the label, nothing else.
-            let call = api.expect(Method::PATCH, &corp_path).await;
-            assert_eq!(
-                call.request.body,
-                json!({"metadata": {"labels": {"secureqdrant.dev/referenced": "true"}}}),
-                "only the label is written, never the user's data"
+            // Refused: no key Secret, no label, no certificate; only the status says why.
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            let (_, reason, message) = condition(&status, "Reconciled");
+            assert_eq!(reason, "SecretNotAllowed");
+            assert!(
+                message.contains("secureqdrant.dev/allowed-instance=vectors"),
+                "{message}"
             );
-            let mut labelled = answer.clone();
-            labelled["metadata"]["labels"] = json!({"secureqdrant.dev/referenced": "true"});
-            call.respond(http::StatusCode::OK, &labelled);
-            api.expect_get_missing(&tls_path()).await;
-            expect_children(&mut api, true, true).await;
-            api.expect_status_patch(&path::status(), &cr).await;
             api
         })
         .await;
-    step.action();
+    step.result.as_ref().expect_err("refused");
+    assert_eq!(step.t.writes().len(), 1, "{}", step.t.summary());
+    assert_eq!(step.reasons(), ["SecretNotAllowed"]);
 }
 
 // ===== 6. client certificates across a CA key rollover =========================================

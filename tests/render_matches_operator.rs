@@ -179,6 +179,24 @@ fn user_secrets(sq: &SecureQdrant) -> Vec<Secret> {
             leaf.to_secret_data(&[ca.cert().clone()]),
         ));
     }
+    for r in &sq.spec.image_pull_secrets {
+        out.push(opaque(
+            ns,
+            &r.name,
+            "kubernetes.io/dockerconfigjson",
+            BTreeMap::from([(
+                ".dockerconfigjson".to_owned(),
+                ByteString(b"{\"auths\":{}}".to_vec()),
+            )]),
+        ));
+    }
+    // Each allows the instance to use it (the owner's opt-in).
+    for secret in &mut out {
+        secret.metadata.labels = Some(BTreeMap::from([(
+            "secureqdrant.dev/allowed-instance".to_owned(),
+            name.to_owned(),
+        )]));
+    }
     out
 }
 

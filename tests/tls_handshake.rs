@@ -979,3 +979,178 @@ async fn client_certificates_keep_working_through_a_ca_key_rollover_when_moved_b
         "A's client certificate is refused once A is dropped"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Name constraints (issue 12, item 3): the operator's CA can sign only the instance's names
+
+/// The operator's first CA for an instance, as `converge` issues it.
+fn operator_ca(extra: &[String], now: Timestamp) -> (CaMaterial, TlsOutcome) {
+    let input = TlsInputs {
+        policy: TlsPolicy::default(),
+        subject: CaSubject::new(NS, NAME),
+        jitter: Jitter::for_instance(NS, NAME, "9d1c7c2e"),
+        dns_names: serving_dns_names(NAME, NS, "cluster.local", extra),
+        ca: CaInput::Managed {
+            secret: None,
+            rotation_requested: None,
+            rotation_handled: None,
+        },
+        published: None,
+        recorded_phase: None,
+        rolled_out: None,
+        clients_on_current: true,
+        now,
+    };
+    let out = converge(&input).unwrap();
+    let ca = CaMaterial::from_secret_data(&out.ca_change.as_ref().unwrap().secret_data()).unwrap();
+    (ca, out)
+}
+
+#[tokio::test]
+async fn a_leaked_ca_key_cannot_sign_for_names_outside_the_instance() {
+    let now = real_now();
+    let extra = vec!["qdrant.example.com".to_owned()];
+    let (ca, out) = operator_ca(&extra, now);
+    assert!(
+        ca.cert().info().permitted_dns.is_some(),
+        "the operator's CA carries name constraints"
+    );
+    let trust = vec![ca.cert().clone()];
+    // The instance's own leaf, as converge issued it: accepted under every name it is dialled by.
+    for name in dialled_names()
+        .iter()
+        .map(String::as_str)
+        .chain(["qdrant.example.com"])
+    {
+        one_way(&trust, &out.published.leaf, name, Clock::Real)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // Whoever holds the CA key signs a leaf for another Service, the API server, another
+    // domain: a verifier trusting the CA refuses each (webpki checks the name constraints).
+    for foreign in [
+        "kubernetes.default.svc",
+        "other.search.svc",
+        "other.search.svc.cluster.local",
+        "qdrant.example.org",
+    ] {
+        let leaf = issue_leaf(&ca, &[foreign.to_owned()], ninety_days(), now).unwrap();
+        let err = one_way(&trust, &leaf, foreign, Clock::Real)
+            .await
+            .expect_err(foreign);
+        assert!(
+            err.contains("NameConstraint") || err.contains("name constraint"),
+            "{foreign}: {err}"
+        );
+    }
+    // The applications' client certificates (CN only, no DNS name) still pass REST mTLS.
+    let client = issue_client(&ca, "frontend.search", ninety_days(), now).unwrap();
+    rest_mtls(
+        &trust,
+        &out.published.leaf,
+        &trust,
+        Some(&client),
+        Clock::Real,
+    )
+    .await
+    .expect("a client certificate from the constrained CA is accepted");
+    // A leaf that adds one foreign name to the instance's own is refused too, for its own names.
+    let mut names = serving_dns_names(NAME, NS, "cluster.local", &extra);
+    names.push("kubernetes.default.svc".to_owned());
+    let mixed = issue_leaf(&ca, &names, ninety_days(), now).unwrap();
+    assert!(
+        one_way(&trust, &mixed, "vectors.search.svc", Clock::Real)
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn a_ca_renewal_keeps_its_constraints_and_an_old_ca_gets_them_at_its_renewal() {
+    let now = real_now();
+    let (ca, _) = operator_ca(&[], now);
+    let permitted = ca.cert().info().permitted_dns.clone().unwrap();
+    assert!(permitted.contains(&"vectors-headless.search.svc".to_owned()));
+    assert!(!permitted.iter().any(|p| p == "svc" || p == "search.svc"));
+    // Renewed on the same key: the same constraints, whatever names are asked for now.
+    let renewed = secure_qdrant_operator::tls::renew_ca_for(
+        &ca,
+        &["other.example.com".to_owned()],
+        year(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(renewed.cert().info().permitted_dns, Some(permitted.clone()));
+    // A CA issued before name constraints existed gets them at its renewal, on the same key.
+    let old = fresh_ca(now);
+    assert_eq!(old.cert().info().permitted_dns, None);
+    let names = serving_dns_names(NAME, NS, "cluster.local", &[]);
+    let renewed = secure_qdrant_operator::tls::renew_ca_for(
+        &old,
+        &secure_qdrant_operator::tls::permitted_subtrees(&names),
+        year(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(renewed.cert().info().permitted_dns, Some(permitted));
+    assert!(renewed.cert().same_key(old.cert()));
+}
+
+#[test]
+fn a_name_added_after_the_ca_was_issued_waits_for_a_new_ca_key() {
+    let now = real_now();
+    let (ca, first) = operator_ca(&[], now);
+    let extra = vec!["qdrant.example.com".to_owned()];
+    let input = TlsInputs {
+        policy: TlsPolicy::default(),
+        subject: CaSubject::new(NS, NAME),
+        jitter: Jitter::for_instance(NS, NAME, "9d1c7c2e"),
+        dns_names: serving_dns_names(NAME, NS, "cluster.local", &extra),
+        ca: CaInput::Managed {
+            secret: Some(&ca.to_secret_data()),
+            rotation_requested: None,
+            rotation_handled: None,
+        },
+        published: Some(&first.published.to_secret_data()),
+        recorded_phase: None,
+        rolled_out: None,
+        clients_on_current: true,
+        now,
+    };
+    let out = converge(&input).unwrap();
+    assert_eq!(out.uncovered_names, extra);
+    assert!(
+        out.ca_change.is_none(),
+        "the CA is not widened on the same key"
+    );
+    assert!(
+        !out.published
+            .leaf
+            .cert()
+            .info()
+            .dns_names
+            .contains(&extra[0]),
+        "the leaf carries a name its CA may not sign"
+    );
+    // Asked for a new CA key: it permits the new name.
+    let input = TlsInputs {
+        ca: CaInput::Managed {
+            secret: Some(&ca.to_secret_data()),
+            rotation_requested: Some("1"),
+            rotation_handled: None,
+        },
+        ..input
+    };
+    let out = converge(&input).unwrap();
+    let new_ca = out.ca_change.unwrap();
+    let new_ca = CaMaterial::from_secret_data(&new_ca.secret_data()).unwrap();
+    assert!(
+        new_ca
+            .cert()
+            .info()
+            .permitted_dns
+            .as_ref()
+            .unwrap()
+            .contains(&"qdrant.example.com".to_owned())
+    );
+}

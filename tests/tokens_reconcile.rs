@@ -1198,7 +1198,8 @@ async fn with_a_user_certificate_no_client_certificate_can_be_signed_and_the_con
     .unwrap();
     let user: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "vectors-cert", "namespace": NS},
+        "metadata": {"name": "vectors-cert", "namespace": NS,
+            "labels": {"secureqdrant.dev/allowed-instance": "vectors"}},
         "type": "kubernetes.io/tls",
     }))
     .unwrap();
@@ -1579,7 +1580,8 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
     ];
     server
         .insert(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "byo-key", "namespace": NS},
+            "metadata": {"name": "byo-key", "namespace": NS,
+                "labels": {"secureqdrant.dev/allowed-instance": "byo"}},
             "data": {"key": STANDARD.encode(byo_keys[0])}}))
         .expect("Secret inserted");
     server

@@ -320,7 +320,9 @@ pub struct SecretKeyRef {
     {"rule": "self.enabled || (!self.clientCertificates && !has(self.caSecretRef) && !has(self.certificateSecretRef))",
      "message": "tls.clientCertificates, tls.caSecretRef and tls.certificateSecretRef need tls.enabled"},
     {"rule": "!(has(self.caSecretRef) && has(self.certificateSecretRef))",
-     "message": "set tls.caSecretRef (the operator signs with your CA) or tls.certificateSecretRef (you bring the certificate), not both"}
+     "message": "set tls.caSecretRef (the operator signs with your CA) or tls.certificateSecretRef (you bring the certificate), not both"},
+    {"rule": "!has(self.extraDnsNames) || self.extraDnsNames.all(n, !(n == 'svc' || n.endsWith('.svc') || n == 'cluster.local' || n.endsWith('.cluster.local')))",
+     "message": "tls.extraDnsNames may not hold in-cluster names (under .svc or .cluster.local): the instance's own Service names are always in the certificate, and other ones belong to other Services"}
 ]))]
 pub struct TlsSpec {
     /// Serve REST, gRPC and peer traffic over TLS. Turning it off must be explicit and keeps a
@@ -361,10 +363,15 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_secret_ref: Option<SecretRef>,
 
-    /// Extra DNS names for the serving certificate (e.g. an Ingress host).
+    /// Extra DNS names for the serving certificate (e.g. an Ingress host), also the only names
+    /// besides the instance's own the CA may sign (X.509 name constraints). Each must lie within
+    /// a DNS suffix the operator's administrator allows (`--allowed-dns-suffixes`; none by
+    /// default); in-cluster names (`.svc`, the cluster domain) other than the instance's own are
+    /// refused. A wildcard only as a leftmost `*.` followed by such a name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
+        inner(length(max = 253)),
         inner(regex(
             pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
         ))

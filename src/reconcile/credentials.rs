@@ -117,6 +117,12 @@ pub async fn ensure(
     let mut wanted = inst.generated_api_keys();
     wanted.push(material::FINGERPRINT_SALT);
     let mut notices = Vec::new();
+    // The user's key first: a Secret that does not allow this instance stops the reconcile
+    // before anything is written.
+    let user_key = match &inst.auth.api_key_secret_ref {
+        None => None,
+        Some(r) => Some(user_key(client, stores, inst, &r.name, &r.key).await?),
+    };
     let (secret, generated, notice) =
         ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
     notices.extend(notice);
@@ -128,9 +134,9 @@ pub async fn ensure(
             .map(|i| generated[i].clone())
     };
 
-    let api_key = match &inst.auth.api_key_secret_ref {
+    let api_key = match user_key {
         None => generated_value(material::API_KEY).expect("the full key is generated"),
-        Some(r) => user_key(client, stores, inst, &r.name, &r.key).await?,
+        Some(key) => key,
     };
     let mut keys = ApiKeys {
         api_key,
@@ -320,29 +326,6 @@ async fn rotate(
     Ok(Some(notice))
 }
 
-/// Label the operator puts on Secrets a SecureQdrant references (its own watch selects them, so
-/// a change there reconciles the instance at once; the operator never watches other Secrets).
-pub const REFERENCED_LABEL: &str = "secureqdrant.dev/referenced";
-
-/// Makes sure a user's Secret carries [`REFERENCED_LABEL`]: a metadata-only patch, made once.
-/// Only the label is written; the data is never touched.
-pub async fn mark_referenced(client: &Client, secret: &Secret) -> Result<()> {
-    if secret.labels().get(REFERENCED_LABEL).map(String::as_str) == Some("true") {
-        return Ok(());
-    }
-    let name = secret.name_any();
-    let patch = json!({"metadata": {"labels": {REFERENCED_LABEL: "true"}}});
-    Api::<Secret>::namespaced(client.clone(), &secret.namespace().unwrap_or_default())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Apply {
-            kind: "Secret",
-            name,
-            source,
-        })
-}
-
 /// The shortest key accepted from `spec.auth.apiKeySecretRef` (the generated ones have 43).
 pub const MIN_USER_KEY_LEN: usize = 32;
 
@@ -371,7 +354,7 @@ async fn user_key(
         problem: p,
     };
     let secret = secret.ok_or_else(|| problem("the Secret does not exist".to_owned()))?;
-    mark_referenced(client, &secret).await?;
+    super::references::check(&secret, inst, "spec.auth.apiKeySecretRef")?;
     let bytes = secret
         .data
         .as_ref()

@@ -9,6 +9,7 @@ pub mod expect;
 pub mod metrics_client;
 pub mod ownership;
 pub mod plan;
+pub mod references;
 pub mod status;
 pub mod stores;
 pub mod tls;
@@ -216,6 +217,10 @@ async fn converge(
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
     let inst = &plan.instance;
+
+    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
+    // is written before.
+    references::ensure_allowed(&ctx.client, &ctx.stores, inst).await?;
 
     // 3. credentials
     let created_before = sq

@@ -22,6 +22,9 @@ pub const READY: &str = "Ready";
 pub const RECONCILED: &str = "Reconciled";
 /// Condition type: the serving certificate is valid and not about to expire.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// Reason of Reconciled=False (and of the Warning Event) when a referenced Secret does not allow
+/// the instance (see [`super::references`]).
+pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 /// Condition type (a warning, True while it applies): TLS is turned off.
 pub const TLS_DISABLED: &str = "TLSDisabled";
 /// Condition type: an object with the name of one of the instance's children exists and is not
@@ -282,6 +285,10 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
 pub fn failure_reason(error: &Error) -> String {
     if let Error::ChildConflict { .. } = error {
         return CHILD_CONFLICT.to_owned();
+    }
+
+    if let Error::SecretNotAllowed { .. } = error {
+        return SECRET_NOT_ALLOWED.to_owned();
     }
     let mut out = String::new();
     for part in error.metric_label().split('_') {

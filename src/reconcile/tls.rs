@@ -9,8 +9,9 @@
 //! - The user's certificate (`spec.tls.certificateSecretRef`): read, mounted, fingerprinted so a
 //!   change rolls the pods; a warning condition from `renewBefore` ahead of expiry.
 //!
-//! Referenced user Secrets are not watched (the operator watches only its own objects); they are
-//! re-read on every reconcile, at least every [`EXTERNAL_POLL`].
+//! Referenced user Secrets are used only when they allow the instance
+//! ([`super::references`]); they are re-read on every reconcile, at least every
+//! [`EXTERNAL_POLL`], and the operator's watch of labelled Secrets reconciles at once on a change.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::credentials::{Notice, mark_referenced};
+use super::credentials::Notice;
 use super::metrics_client;
 use super::stores::{Stores, cached};
 use crate::children::meta::{COMPONENT_METRICS_CLIENT, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
@@ -37,7 +38,7 @@ use crate::tls::{
 use crate::tokens;
 use crate::validate::{Instance, TlsSettings, TlsSource};
 
-/// How often Secrets the user references are re-read (they are not watched).
+/// How often Secrets the user references are re-read at the latest.
 pub const EXTERNAL_POLL: Duration = Duration::from_secs(300);
 
 /// The outcome of the TLS step.
@@ -170,7 +171,7 @@ async fn user_certificate(
     let secret = read_secret(client, stores, &inst.namespace, name)
         .await?
         .ok_or_else(|| tls_error(name, tls::TlsError::MissingKey(tls::TLS_CRT)))?;
-    mark_referenced(client, &secret).await?;
+    super::references::check(&secret, inst, "spec.tls.certificateSecretRef")?;
     let data = secret.data.unwrap_or_default();
     let read = tls::read_published(Some(&data));
     let leaf = read.leaf.map_err(|e| tls_error(name, e))?;
@@ -272,7 +273,7 @@ async fn issued(
     let mut ca_secret = read_secret(client, stores, ns, &ca_name).await?;
     match (source, ca_secret.take()) {
         (TlsSource::UserCa(_), Some(secret)) => {
-            mark_referenced(client, &secret).await?;
+            super::references::check(&secret, inst, "spec.tls.caSecretRef")?;
             ca_secret = Some(secret);
         }
         (_, Some(secret)) => {
@@ -456,9 +457,20 @@ async fn issued(
             true,
             "Valid",
             format!(
-                "serving certificate valid until {}, renewed at {}{}",
+                "serving certificate valid until {}, renewed at {}{}{}",
                 rfc3339(outcome.not_after),
                 rfc3339(outcome.renewal_time),
+                if outcome.uncovered_names.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; left out of the certificate because the CA's name constraints do not \
+                         permit them: {} (they are added with a new CA key: kubectl annotate sq \
+                         {} {ROTATE_CA_ANNOTATION}=$(date +%s))",
+                        outcome.uncovered_names.join(", "),
+                        inst.name
+                    )
+                },
                 if outcome.published.phase == tls::Phase::SignWithNew && !clients.moved(now) {
                     clients.waiting_for()
                 } else {

@@ -297,6 +297,17 @@ async fn issue(
     // once every pod accepts it (Qdrant checks JWTs against api_key and alt_api_key).
     let (key_secret_name, key_name) = inst.api_key_ref();
     let key_secret = read(ctx, &secrets, &inst.namespace, &key_secret_name).await?;
+    // A user's key signs the token only when its Secret allows this instance: otherwise an author
+    // could have manage tokens minted with another instance's key.
+    if let (false, Some(secret)) = (inst.generates_api_key(), &key_secret)
+        && let Err(e) = super::references::check(secret, &inst, "spec.auth.apiKeySecretRef")
+    {
+        return Ok(Err(blocked(
+            super::status::SECRET_NOT_ALLOWED,
+            e.to_string(),
+            Some(WAIT),
+        )));
+    }
     let rotated_in = key_secret.as_ref().filter(|s| {
         let annotations = s.annotations();
         inst.generates_api_key()
@@ -535,8 +546,14 @@ async fn client_certificate(
         TlsSource::UserCa(name) => name.clone(),
         TlsSource::OperatorCa => inst.ca_secret_name(),
     };
-    let ca = read(ctx, secrets, &inst.namespace, &ca_name)
-        .await?
+    let ca_secret = read(ctx, secrets, &inst.namespace, &ca_name).await?;
+    // A user's CA signs client certificates only when its Secret allows this instance.
+    if let (TlsSource::UserCa(_), Some(secret)) = (&settings.source, &ca_secret)
+        && let Err(e) = super::references::check(secret, inst, "spec.tls.caSecretRef")
+    {
+        return Ok(later(super::status::SECRET_NOT_ALLOWED, e.to_string()));
+    }
+    let ca = ca_secret
         .and_then(|s| s.data)
         .map(|d| CaMaterial::from_secret_data(&d));
     let ca = match ca {

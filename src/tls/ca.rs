@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, GeneralSubtree, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::der_parser::asn1_rs::Tag;
@@ -126,9 +126,36 @@ impl CaMaterial {
     }
 }
 
+/// The DNS subtrees that permit exactly `names` (a wildcard `*.x` through the subtree `x`),
+/// deduplicated, in order.
+pub fn permitted_subtrees(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let bare = name.strip_prefix("*.").unwrap_or(name).to_ascii_lowercase();
+        if !out.contains(&bare) {
+            out.push(bare);
+        }
+    }
+    out
+}
+
+/// Whether a CA whose name constraints permit the DNS subtrees `permitted` (None: no
+/// constraints) may sign `name` (a wildcard `*.x` as the names under `x`).
+pub fn permits(permitted: Option<&[String]>, name: &str) -> bool {
+    let Some(permitted) = permitted else {
+        return true;
+    };
+    let bare = name.strip_prefix("*.").unwrap_or(name).to_ascii_lowercase();
+    permitted.iter().any(|s| {
+        let s = s.trim_start_matches('.').to_ascii_lowercase();
+        bare == s || bare.ends_with(&format!(".{s}"))
+    })
+}
+
 fn ca_params(
     dn: DistinguishedName,
     key_id: KeyIdMethod,
+    permitted: &[String],
     lifetime: SignedDuration,
     now: Timestamp,
 ) -> Result<CertificateParams, TlsError> {
@@ -143,15 +170,36 @@ fn ca_params(
         KeyUsagePurpose::DigitalSignature,
     ];
     params.key_identifier_method = key_id;
+    if !permitted.is_empty() {
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: permitted
+                .iter()
+                .map(|s| GeneralSubtree::DnsName(s.clone()))
+                .collect(),
+            excluded_subtrees: Vec::new(),
+        });
+    }
     params.serial_number = Some(random_serial()?);
     params.not_before = to_offset(sub(now, BACKDATE))?;
     params.not_after = to_offset(add(now, lifetime))?;
     Ok(params)
 }
 
-/// A new CA: fresh P-256 key, valid from a few minutes before `now` for `lifetime`.
+/// A new CA: fresh P-256 key, valid from a few minutes before `now` for `lifetime`, without
+/// name constraints.
 pub fn issue_ca(
     subject: &CaSubject,
+    lifetime: SignedDuration,
+    now: Timestamp,
+) -> Result<CaMaterial, TlsError> {
+    issue_ca_for(subject, &[], lifetime, now)
+}
+
+/// A new CA whose name constraints permit only the DNS subtrees `permitted` (none: no
+/// constraints), so its key cannot sign for any other name a verifier would accept.
+pub fn issue_ca_for(
+    subject: &CaSubject,
+    permitted: &[String],
     lifetime: SignedDuration,
     now: Timestamp,
 ) -> Result<CaMaterial, TlsError> {
@@ -161,6 +209,7 @@ pub fn issue_ca(
     let params = ca_params(
         subject.distinguished_name(&key_id),
         KeyIdMethod::PreSpecified(key_id),
+        permitted,
         lifetime,
         now,
     )?;
@@ -169,9 +218,23 @@ pub fn issue_ca(
 }
 
 /// The same CA for another `lifetime` from `now`: same key, same subject (byte for byte), same
-/// subject key identifier, new serial. Certificates signed by either verify against the other.
+/// subject key identifier, same name constraints, new serial. Certificates signed by either
+/// verify against the other.
 pub fn renew_ca(
     ca: &CaMaterial,
+    lifetime: SignedDuration,
+    now: Timestamp,
+) -> Result<CaMaterial, TlsError> {
+    renew_ca_for(ca, &[], lifetime, now)
+}
+
+/// Like [`renew_ca`]; a CA without name constraints (issued before they existed) gets
+/// `permitted` (when not empty). A CA with constraints keeps its own: widening them on the same
+/// key would make the new leaf fail on pods that still hold the old CA certificate in memory
+/// (gRPC and p2p load it at start), so new names come with a new CA key through the rollover.
+pub fn renew_ca_for(
+    ca: &CaMaterial,
+    permitted: &[String],
     lifetime: SignedDuration,
     now: Timestamp,
 ) -> Result<CaMaterial, TlsError> {
@@ -185,7 +248,8 @@ pub fn renew_ca(
         Some(id) => KeyIdMethod::PreSpecified(id.clone()),
         None => KeyIdMethod::Sha256,
     };
-    let params = ca_params(dn, key_id, lifetime, now)?;
+    let permitted = old.permitted_dns.as_deref().unwrap_or(permitted);
+    let params = ca_params(dn, key_id, permitted, lifetime, now)?;
     let cert = params.self_signed(&ca.key.key_pair()?)?;
     let renewed = CaMaterial::new(Certificate::from_der(cert.der().to_vec())?, ca.key.clone())?;
     let new = renewed.cert.info();

@@ -50,6 +50,9 @@ pub struct CertInfo {
     pub dns_names: Vec<String>,
     pub subject_key_id: Option<Vec<u8>>,
     pub authority_key_id: Option<Vec<u8>>,
+    /// The DNS subtrees of a CA's name constraints (permittedSubtrees); None without name
+    /// constraints (the CA may sign any name).
+    pub permitted_dns: Option<Vec<String>>,
     /// The SubjectPublicKeyInfo, DER: two certificates with equal SPKI share a key.
     pub spki_der: Vec<u8>,
     /// Usable for TLS servers (EKU serverAuth, anyExtendedKeyUsage, or no EKU extension).
@@ -172,8 +175,21 @@ impl CertInfo {
         };
         let mut subject_key_id = None;
         let mut authority_key_id = None;
+        let mut permitted_dns = None;
         for ext in x509.iter_extensions() {
             match ext.parsed_extension() {
+                ParsedExtension::NameConstraints(nc) => {
+                    permitted_dns = Some(
+                        nc.permitted_subtrees
+                            .iter()
+                            .flatten()
+                            .filter_map(|t| match t.base {
+                                GeneralName::DNSName(n) => Some(n.to_owned()),
+                                _ => None,
+                            })
+                            .collect(),
+                    )
+                }
                 ParsedExtension::SubjectKeyIdentifier(id) => subject_key_id = Some(id.0.to_vec()),
                 ParsedExtension::AuthorityKeyIdentifier(aki) => {
                     authority_key_id = aki.key_identifier.as_ref().map(|id| id.0.to_vec())
@@ -194,6 +210,7 @@ impl CertInfo {
             dns_names,
             subject_key_id,
             authority_key_id,
+            permitted_dns,
             spki_der: x509.public_key().raw.to_vec(),
             server_auth,
             client_auth,

@@ -9,7 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::ca::{CaMaterial, CaSubject, issue_ca, renew_ca};
+use super::ca::{CaMaterial, CaSubject, issue_ca_for, permits, permitted_subtrees, renew_ca_for};
 use super::cert::{Certificate, parse_bundle, secret_text};
 use super::leaf::{LeafMaterial, issue_leaf};
 use super::rollover::{self, Phase, RolloverInput, Transition};
@@ -177,6 +177,9 @@ pub struct TlsOutcome {
     pub ca_renewal_time: Option<Timestamp>,
     /// Requeue after this long: the earliest renewal, or [`ROLLOVER_POLL`] during a rollover.
     pub requeue_after: Duration,
+    /// Wanted names the signing CA's name constraints do not permit, left out of the serving
+    /// certificate (a name added after the CA was issued: a new CA key, `rotate-ca`, brings it).
+    pub uncovered_names: Vec<String>,
 }
 
 /// Brings the TLS material to where the policy, the clock and the rollover want it. Pure apart
@@ -216,7 +219,12 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
             match (&decision.action, parsed) {
                 (CaAction::Keep, Some(Ok(ca))) => (ca, None, true),
                 (CaAction::Renew(_), Some(Ok(ca))) => {
-                    let renewed = renew_ca(&ca, policy.ca_lifetime, now)?;
+                    let renewed = renew_ca_for(
+                        &ca,
+                        &permitted_subtrees(&input.dns_names),
+                        policy.ca_lifetime,
+                        now,
+                    )?;
                     let change = CaChange {
                         material: renewed.clone(),
                         action: decision.action.clone(),
@@ -225,7 +233,12 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
                     (renewed, Some(change), true)
                 }
                 _ => {
-                    let created = issue_ca(&input.subject, policy.ca_lifetime, now)?;
+                    let created = issue_ca_for(
+                        &input.subject,
+                        &permitted_subtrees(&input.dns_names),
+                        policy.ca_lifetime,
+                        now,
+                    )?;
                     let change = CaChange {
                         material: created.clone(),
                         action: decision.action.clone(),
@@ -254,7 +267,15 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         now,
     });
 
-    // 3. The serving certificate.
+    // 3. The serving certificate, for the wanted names the signing CA's name constraints
+    // permit (a name added to extraDnsNames after the operator's CA was issued comes with the
+    // next CA key: see `uncovered_names`).
+    let permitted = ca.cert().info().permitted_dns.clone();
+    let (dns_names, uncovered_names): (Vec<String>, Vec<String>) = input
+        .dns_names
+        .iter()
+        .cloned()
+        .partition(|n| permits(permitted.as_deref(), n));
     let leaf_state = match &read.leaf {
         Ok(leaf) => LeafState::Present(leaf),
         Err(TlsError::MissingKey(_)) => LeafState::Missing,
@@ -265,13 +286,13 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         leaf_state,
         ca.cert(),
         rollover.signer,
-        &input.dns_names,
+        &dns_names,
         input.jitter,
         now,
     );
     let leaf = match (&decision.action, &read.leaf) {
         (LeafAction::Keep, Ok(leaf)) => leaf.clone(),
-        _ => issue_leaf(&ca, &input.dns_names, policy.certificate_lifetime, now)?,
+        _ => issue_leaf(&ca, &dns_names, policy.certificate_lifetime, now)?,
     };
 
     let published = PublishedTls {
@@ -308,7 +329,7 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         LeafState::Present(&published.leaf),
         ca.cert(),
         rollover.signer,
-        &input.dns_names,
+        &dns_names,
         input.jitter,
         now,
     );
@@ -326,6 +347,7 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         .max(Duration::from_secs(1));
 
     Ok(TlsOutcome {
+        uncovered_names,
         ca_change,
         not_after: published.leaf.cert().not_after(),
         ca_not_after: ca.cert().not_after(),
@@ -344,6 +366,7 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
 mod tests {
     use k8s_openapi::jiff::SignedDuration;
 
+    use super::super::ca::issue_ca;
     use super::super::leaf::serving_dns_names;
     use super::super::rotation::{CaCreateReason, CaRenewReason, LeafReason};
     use super::super::time::sub;
@@ -670,23 +693,30 @@ mod tests {
     }
 
     #[test]
-    fn changed_names_reissue_the_leaf() {
+    fn changed_names_reissue_the_leaf_within_the_cas_name_constraints() {
         let mut w = World::default();
         w.reconcile(t0());
         let mut input = w.inputs(t0());
-        input.dns_names.push("qdrant.example.com".into());
+        // A name removed: the leaf is reissued without it.
+        let removed = input.dns_names.remove(0);
         let out = converge(&input).unwrap();
         assert_eq!(out.leaf_action, LeafAction::Issue(LeafReason::NamesChanged));
         assert!(
-            out.published
+            !out.published
                 .leaf
                 .cert()
                 .info()
                 .dns_names
-                .contains(&"qdrant.example.com".to_owned())
+                .contains(&removed)
         );
-        input.dns_names.push("bad name".into());
-        assert!(matches!(converge(&input), Err(TlsError::BadDnsName(_))));
+        // A name the CA's constraints do not permit (added after it was issued): left out and
+        // reported, never signed by this CA.
+        let mut input = w.inputs(t0());
+        input.dns_names.push("qdrant.example.com".into());
+        let out = converge(&input).unwrap();
+        assert_eq!(out.leaf_action, LeafAction::Keep);
+        assert_eq!(out.uncovered_names, ["qdrant.example.com"]);
+        assert!(out.ca_change.is_none());
     }
 
     #[test]

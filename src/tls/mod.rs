@@ -31,7 +31,10 @@ pub mod rollover;
 pub mod rotation;
 mod time;
 
-pub use ca::{CaMaterial, CaSubject, issue_ca, renew_ca};
+pub use ca::{
+    CaMaterial, CaSubject, issue_ca, issue_ca_for, permits, permitted_subtrees, renew_ca,
+    renew_ca_for,
+};
 pub use cert::{Certificate, PrivateKey, bundle_pem, parse_bundle};
 pub use client::{
     ClientDecision, ClientReason, client_common_name, issue_client, metrics_client_common_name,
