@@ -77,6 +77,7 @@ pub enum Error {
          remove that entry to have a new one generated (every client needs it then)"
     )]
     KeySecret { secret: String, problem: String },
+    #[error(
         "Secret {name} ({field}) may not be used by SecureQdrant {instance}: {why}. The operator \
          uses a Secret it does not own only when whoever manages it allows it on the Secret \
          itself: `kubectl label secret {name} secureqdrant.dev/allowed-instance={instance}` \

@@ -23,7 +23,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
-use super::stores::{Stores, cached, ensure_ours};
+use super::ownership::ensure_ours;
+use super::stores::{Stores, cached};
 use crate::error::{Error, Result};
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{

@@ -135,6 +135,19 @@ where
     })
 }
 
+/// Refuses an existing child that this instance does not control (adoption goes through the
+/// write path, [`own_secret`] or the apply step, never through a read).
+pub fn ensure_ours<K: Resource + k8s_openapi::Resource>(
+    obj: &K,
+    inst: &crate::validate::Instance,
+) -> Result<()> {
+    match ownership(obj, &inst.owner) {
+        Ownership::Ours => Ok(()),
+        Ownership::Adoptable => Err(conflict(obj, describe_owner(obj))),
+        Ownership::Foreign(by) => Err(conflict(obj, by)),
+    }
+}
+
 /// A credentials Secret of the instance (`<n>-api-key`, `<n>-ca`, `<n>-tls`) that exists: kept
 /// when controlled by this instance, adopted when annotated for it, else a conflict (a
 /// QdrantAccessToken named its Secret like that, say, and an application mounts it; or a user
