@@ -19,7 +19,7 @@ use crate::crd::{
     AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
     PodSpecOverrides, SecureQdrant, TlsSpec,
 };
-use crate::qdrant::FORBIDDEN_USER_CONFIG;
+use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 use crate::settings::Settings;
 
 /// A validated SecureQdrant: everything the builders need, defaults resolved.
@@ -729,9 +729,10 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
             } else {
                 format!("{path}.{k}")
             };
+            let field = format!("spec.config.{child}");
             if k.contains('.') || k.chars().any(|c| c.is_ascii_uppercase()) || k.is_empty() {
                 problems.push(invalid(
-                    format!("spec.config.{child}"),
+                    field,
                     "config keys must be lowercase and nested ({service: {x: 1}}, not 'service.x')",
                 ));
                 continue;
@@ -741,8 +742,64 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
                 .find(|(p, _)| *p == child || child.starts_with(&format!("{p}.")))
             {
                 problems.push(invalid(
-                    format!("spec.config.{child}"),
-                    format!("`{owned}` is managed by the operator and cannot be set"),
+                    field,
+                    format!(
+                        "`{owned}` is not allowed: the operator manages it or it reaches outside \
+                         the pod (`kubectl explain secureqdrant.spec.config.{owned}` says why and \
+                         what to use instead)"
+                    ),
+                ));
+                continue;
+            }
+            if let Some((_, ty)) = ALLOWED_USER_CONFIG.iter().find(|(p, _)| *p == child) {
+                if !crate::qdrant::has_config_type(v, ty) {
+                    problems.push(invalid(
+                        field,
+                        format!("must be of Qdrant's type {ty} (`?`: or null)"),
+                    ));
+                }
+                continue;
+            }
+            let section = format!("{child}.");
+            let mut below: Vec<&str> = ALLOWED_USER_CONFIG
+                .iter()
+                .filter_map(|(p, _)| p.strip_prefix(&section))
+                .collect();
+            if below.is_empty() {
+                let prefix = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}.")
+                };
+                let mut siblings: Vec<&str> = ALLOWED_USER_CONFIG
+                    .iter()
+                    .filter_map(|(p, _)| p.strip_prefix(&prefix))
+                    .map(|rest| rest.split('.').next().unwrap_or(rest))
+                    .collect();
+                siblings.dedup();
+                let place = if path.is_empty() {
+                    "at the top".to_owned()
+                } else {
+                    format!("under `{path}`")
+                };
+                problems.push(invalid(
+                    field,
+                    format!(
+                        "`{child}` is not an allowed tuning key: spec.config accepts only the \
+                         keys listed in its description ({place}: {})",
+                        siblings.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            if !v.is_object() {
+                below.truncate(8);
+                problems.push(invalid(
+                    field,
+                    format!(
+                        "`{child}` is a section: set keys under it ({}, ...)",
+                        below.join(", ")
+                    ),
                 ));
                 continue;
             }
@@ -821,6 +878,143 @@ mod tests {
         );
         // Valid peers pass.
         assert!(fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {matchExpressions: [{key: a, operator: Exists}]}}], extraEgress: [{to: [{ipBlock: {cidr: '::/0'}}], ports: [{port: 443, endPort: 444}]}]}}").is_empty());
+    }
+
+    fn messages(spec: &str) -> Vec<String> {
+        match validate(&sq(spec), &Settings::default()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn config_keys_that_reach_outside_the_pod_are_refused_by_name() {
+        for (spec, field) in [
+            (
+                "{config: {service: {static_content_dir: /qdrant/tls, enable_static_content: true}}}",
+                "spec.config.service.enable_static_content",
+            ),
+            (
+                "{config: {service: {static_content_dir: /qdrant/tls}}}",
+                "spec.config.service.static_content_dir",
+            ),
+            (
+                "{config: {storage: {snapshots_config: {snapshots_storage: s3, s3_config: {bucket: b, endpoint_url: 'https://evil.example'}}}}}",
+                "spec.config.storage.snapshots_config",
+            ),
+            (
+                "{config: {inference: {address: 'http://169.254.169.254/'}}}",
+                "spec.config.inference",
+            ),
+            (
+                "{config: {feature_flags: {all: true}}}",
+                "spec.config.feature_flags",
+            ),
+            (
+                "{config: {service: {max_request_size_mb: 100000}}}",
+                "spec.config.service.max_request_size_mb",
+            ),
+            (
+                "{config: {storage: {performance: {io_uring: true}}}}",
+                "spec.config.storage.performance.io_uring",
+            ),
+            (
+                "{config: {logger: {on_disk: {enabled: true, log_file: /qdrant/storage/x}}}}",
+                "spec.config.logger",
+            ),
+        ] {
+            let got = messages(spec);
+            assert!(
+                got.iter()
+                    .any(|m| m.starts_with(&format!("{field}: ")) && m.contains("not allowed")),
+                "{spec}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_cluster_peer_id_is_refused_because_every_pod_shares_the_config() {
+        let got = messages("{replicas: 3, config: {cluster: {peer_id: 1}}}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("spec.config.cluster.peer_id: `cluster.peer_id` is not allowed"),
+            "{got:?}"
+        );
+        // Not even nested under an allowed section's sibling, nor as null.
+        assert!(!messages("{config: {cluster: {peer_id: null}}}").is_empty());
+    }
+
+    #[test]
+    fn config_is_an_allow_list() {
+        // Keys Qdrant reads that are not on the list, and keys nobody reads.
+        for (spec, field, says) in [
+            (
+                "{config: {service: {hardware_reporting: true}}}",
+                "spec.config.service.hardware_reporting",
+                "under `service`: max_workers",
+            ),
+            (
+                "{config: {storage: {node_type: Listener}}}",
+                "spec.config.storage.node_type",
+                "under `storage`: on_disk_payload",
+            ),
+            (
+                "{config: {storage: {performance: {async_scorer: true}}}}",
+                "spec.config.storage.performance.async_scorer",
+                "not allowed",
+            ),
+            (
+                "{config: {loglevel: DEBUG}}",
+                "spec.config.loglevel",
+                "at the top: log_level, service, cluster, storage",
+            ),
+            (
+                "{config: {storage: {hnsw_index: {m: -1}}}}",
+                "spec.config.storage.hnsw_index.m",
+                "type uint",
+            ),
+            (
+                "{config: {storage: {optimizers: 5}}}",
+                "spec.config.storage.optimizers",
+                "is a section",
+            ),
+            (
+                "{config: {storage: {hnsw_index: {m: null}}}}",
+                "spec.config.storage.hnsw_index.m",
+                "type uint",
+            ),
+        ] {
+            let got = messages(spec);
+            assert!(
+                got.iter()
+                    .any(|m| m.starts_with(&format!("{field}: ")) && m.contains(says)),
+                "{spec}: {got:?}"
+            );
+        }
+        // Every allowed key with a value of its type passes.
+        let mut config = serde_json::json!({});
+        for (path, ty) in ALLOWED_USER_CONFIG {
+            let leaf = match ty.trim_end_matches('?') {
+                "uint" => serde_json::json!(4),
+                "int" => serde_json::json!(-1),
+                "number" => serde_json::json!(0.25),
+                "bool" => serde_json::json!(true),
+                _ => serde_json::json!("INFO"),
+            };
+            let mut node = &mut config;
+            for part in path.split('.') {
+                node = &mut node[part];
+            }
+            *node = leaf;
+        }
+        assert_eq!(
+            messages(&format!("{{config: {config}}}")),
+            Vec::<String>::new()
+        );
+        assert!(
+            messages("{config: {storage: {max_collections: null, hnsw_index: {on_disk: null}}}}")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -626,6 +626,58 @@ fn bad_cases() -> Vec<Case> {
             .into_iter()
             .flatten(),
     );
+    // spec.config is an allow-list: the keys Qdrant reads that reach outside the pod are refused
+    // by CEL and the operator; any other key off the list by the operator (CEL cannot see keys
+    // it does not declare, and they stay visible to the operator so a running instance is kept).
+    cases.extend([
+        bad(
+            "config static content served from the TLS mount",
+            "spec.config.service.static_content_dir",
+            "{config: {service: {static_content_dir: /qdrant/tls, enable_static_content: true}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config snapshots to any S3 endpoint",
+            "spec.config.storage.snapshots_config",
+            "{config: {storage: {snapshots_config: {snapshots_storage: s3}}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config inference.address (SSRF)",
+            "spec.config.inference",
+            "{config: {inference: {address: 'http://169.254.169.254/latest/'}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config cluster.peer_id (one config for every pod)",
+            "spec.config.cluster.peer_id",
+            "{replicas: 3, config: {cluster: {peer_id: 7}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config key off the allow-list",
+            "spec.config.service.hardware_reporting",
+            "{config: {service: {hardware_reporting: true}}}",
+        )
+        .validate(),
+        bad(
+            "config misspelled top-level key",
+            "spec.config.loglevel",
+            "{config: {loglevel: DEBUG}}",
+        )
+        .validate(),
+        bad(
+            "config allowed key of the wrong type",
+            "spec.config.storage.hnsw_index.m",
+            "{config: {storage: {hnsw_index: {m: -1}}}}",
+        )
+        .schema()
+        .validate(),
+    ]);
     // Every operator-owned config key, with a value of its declared type.
     for (path, json_type) in FORBIDDEN_USER_CONFIG {
         let leaf = match *json_type {
@@ -662,7 +714,7 @@ fn valid_cases() -> Vec<(String, String, Option<String>)> {
         spec(
             "config with allowed keys",
             "{config: {log_level: DEBUG, storage: {performance: {max_search_threads: 4}, \
-             optimizers: {default_segment_number: 2}}, service: {max_request_size_mb: 64}, \
+             optimizers: {default_segment_number: 2}}, service: {max_workers: 4}, \
              cluster: {consensus: {tick_period_ms: 100}}}}",
         ),
         spec(

@@ -412,6 +412,40 @@ async fn an_invalid_spec_fails_in_status_and_an_event_and_applies_nothing() {
     assert_eq!(h.published().len(), 1, "Events only on transitions");
 }
 
+/// A running instance whose spec a newer rule refuses (here: static content pointed at the TLS
+/// mount, accepted by older versions) keeps running untouched: a status condition and an Event
+/// name the key, and no child is written.
+#[tokio::test]
+async fn a_running_instance_whose_spec_is_now_refused_keeps_running_untouched() {
+    let k = keys("k");
+    let (running, cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let mut sq = running.clone().config(
+        json!({"service": {"static_content_dir": "/qdrant/tls", "enable_static_content": true}}),
+    );
+    sq.metadata.generation = Some(2);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("a refused spec is not an error");
+    assert_eq!(t.writes().len(), 1, "only the status: {}", t.summary());
+    let patch = t.body(Method::PATCH, &path::status()).clone();
+    let (status, reason, message) = condition(&patch, "Reconciled");
+    assert_eq!((status, reason), ("False", "InvalidSpec"));
+    assert!(
+        message.contains("spec.config.service.static_content_dir")
+            && message.contains("not allowed"),
+        "{message}"
+    );
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "InvalidSpec");
+}
+
 // ----- 5. an existing Secret is reused ---------------------------------------------------------
 
 #[tokio::test]
