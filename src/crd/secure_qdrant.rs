@@ -136,8 +136,9 @@ pub struct SecureQdrantSpec {
     #[serde(default)]
     pub audit: AuditSpec,
 
-    /// Tuning of Qdrant's config file, from an allow-list (see `crate::qdrant::ALLOWED_USER_CONFIG`
-    /// and the schema's description); every other key is refused.
+    // Tuning of Qdrant's config file, from an allow-list (`crate::qdrant::ALLOWED_USER_CONFIG`);
+    // the schema's description (`user_config_description`) lists the keys. A doc comment here
+    // would replace that description.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "user_config_schema")]
     pub config: BTreeMap<String, serde_json::Value>,
