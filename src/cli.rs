@@ -16,8 +16,9 @@ use crate::controller::RunOptions;
 use crate::controller::scope::WatchScope;
 use crate::controller::shutdown::Shutdown;
 use crate::leader::{self, LeaderElector, LeaseConfig};
-use crate::settings::Settings;
+use crate::settings::{self, Policy, Settings};
 use crate::telemetry::{self, Health, LogFormat, Metrics, http};
+use ipnet::IpNet;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,12 +54,57 @@ pub struct OperatorArgs {
     /// DNS domain of the cluster (used in certificate names and endpoints).
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Image repositories spec.image may name (comma-separated, compared after normalising:
+    /// `qdrant/qdrant` is `docker.io/qdrant/qdrant`); `registry/path/*` allows a whole tree.
+    #[arg(long, env = "POLICY_ALLOWED_IMAGES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_IMAGE_REPOSITORIES))]
+    pub allowed_images: Vec<String>,
+    /// spec.image must be pinned by digest (`@sha256:...`).
+    #[arg(long, env = "POLICY_REQUIRE_IMAGE_DIGEST", num_args = 0..=1,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new())]
+    pub require_image_digest: bool,
+    /// Ranges an ipBlock of spec.network.extraEgress must lie inside (comma-separated CIDRs).
+    /// Add `0.0.0.0/0` and `::/0` to allow egress beyond the cluster's private ranges.
+    #[arg(long, env = "POLICY_EGRESS_CIDRS", value_delimiter = ',',
+          default_values_t = strs::<IpNet>(settings::DEFAULT_EGRESS_CIDRS))]
+    pub egress_cidrs: Vec<IpNet>,
+    /// Node label/taint keys spec.pod may not select on or tolerate.
+    #[arg(long, env = "POLICY_REFUSED_NODE_KEYS", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_NODE_KEYS))]
+    pub refused_node_keys: Vec<String>,
+    /// PriorityClasses spec.pod.priorityClassName may not name.
+    #[arg(long, env = "POLICY_REFUSED_PRIORITY_CLASSES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_PRIORITY_CLASSES))]
+    pub refused_priority_classes: Vec<String>,
+    /// Label/annotation key prefixes spec.pod may not use (`x/`, or `*.x/` for subdomains).
+    #[arg(long, env = "POLICY_REFUSED_METADATA_PREFIXES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_METADATA_PREFIXES))]
+    pub refused_metadata_prefixes: Vec<String>,
+}
+
+fn strs<T: std::str::FromStr>(items: &[&str]) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    items
+        .iter()
+        .map(|s| s.parse().expect("a valid default"))
+        .collect()
 }
 
 impl OperatorArgs {
     pub fn settings(&self) -> Settings {
         Settings {
             cluster_domain: self.cluster_domain.clone(),
+            policy: Policy {
+                image_repositories: self.allowed_images.clone(),
+                require_image_digest: self.require_image_digest,
+                egress_cidrs: self.egress_cidrs.clone(),
+                refused_node_keys: self.refused_node_keys.clone(),
+                refused_priority_classes: self.refused_priority_classes.clone(),
+                refused_metadata_prefixes: self.refused_metadata_prefixes.clone(),
+            },
         }
     }
 }

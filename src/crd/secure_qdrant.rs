@@ -498,15 +498,19 @@ impl AuditRotation {
     {"rule": "!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/'))",
      "message": "pod.labels may not set app.kubernetes.io/* labels: the operator owns them"},
     {"rule": "!has(self.annotations) || self.annotations.all(k, !k.startsWith('secureqdrant.dev/'))",
-     "message": "pod.annotations may not set secureqdrant.dev/* annotations: the operator owns them"}
+     "message": "pod.annotations may not set secureqdrant.dev/* annotations: the operator owns them"},
+    {"rule": "!has(self.tolerations) || self.tolerations.all(t, (has(t.key) && t.key != '') || !has(t.operator) || t.operator != 'Exists')",
+     "message": "pod.tolerations may not hold an entry with operator Exists and no key: it tolerates every taint"}
 ]))]
 pub struct PodSpecOverrides {
     /// Node labels the pods must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
-    /// Taints the pods tolerate.
+    /// Taints the pods tolerate (at most 32; never every taint: an entry needs a key, and the
+    /// operator's policy refuses control-plane taints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
 
     /// Affinity of the pods. Unset: the operator prefers spreading pods over nodes.
