@@ -66,9 +66,10 @@ pub struct OperatorArgs {
     pub require_image_digest: bool,
     /// Ranges an ipBlock of spec.network.extraEgress must lie inside (comma-separated CIDRs).
     /// Add `0.0.0.0/0` and `::/0` to allow egress beyond the cluster's private ranges.
-    #[arg(long, env = "POLICY_EGRESS_CIDRS", value_delimiter = ',',
-          default_values_t = strs::<IpNet>(settings::DEFAULT_EGRESS_CIDRS))]
-    pub egress_cidrs: Vec<IpNet>,
+    /// Empty: no ipBlock egress at all.
+    #[arg(long, env = "POLICY_EGRESS_CIDRS", value_delimiter = ',', value_parser = cidr_or_empty,
+          default_values_t = strs::<String>(settings::DEFAULT_EGRESS_CIDRS))]
+    pub egress_cidrs: Vec<String>,
     /// Node label/taint keys spec.pod may not select on or tolerate.
     #[arg(long, env = "POLICY_REFUSED_NODE_KEYS", value_delimiter = ',',
           default_values_t = strs::<String>(settings::DEFAULT_REFUSED_NODE_KEYS))]
@@ -81,6 +82,26 @@ pub struct OperatorArgs {
     #[arg(long, env = "POLICY_REFUSED_METADATA_PREFIXES", value_delimiter = ',',
           default_values_t = strs::<String>(settings::DEFAULT_REFUSED_METADATA_PREFIXES))]
     pub refused_metadata_prefixes: Vec<String>,
+}
+
+/// A CIDR, or nothing (an empty list from the chart or the environment).
+fn cidr_or_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.parse::<IpNet>().is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
+    }
+}
+
+/// The non-empty entries of a list flag (an empty env var means an empty list).
+fn entries(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn strs<T: std::str::FromStr>(items: &[&str]) -> Vec<T>
@@ -98,12 +119,15 @@ impl OperatorArgs {
         Settings {
             cluster_domain: self.cluster_domain.clone(),
             policy: Policy {
-                image_repositories: self.allowed_images.clone(),
+                image_repositories: entries(&self.allowed_images),
                 require_image_digest: self.require_image_digest,
-                egress_cidrs: self.egress_cidrs.clone(),
-                refused_node_keys: self.refused_node_keys.clone(),
-                refused_priority_classes: self.refused_priority_classes.clone(),
-                refused_metadata_prefixes: self.refused_metadata_prefixes.clone(),
+                egress_cidrs: entries(&self.egress_cidrs)
+                    .iter()
+                    .filter_map(|c| c.parse().ok())
+                    .collect(),
+                refused_node_keys: entries(&self.refused_node_keys),
+                refused_priority_classes: entries(&self.refused_priority_classes),
+                refused_metadata_prefixes: entries(&self.refused_metadata_prefixes),
             },
         }
     }
@@ -310,6 +334,42 @@ mod tests {
             Command::Run(r) => r,
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn policy_flags_default_to_the_settings_defaults_and_parse_lists() {
+        assert_eq!(run_args(&[]).operator.settings(), Settings::default());
+        let s = run_args(&[
+            "--allowed-images",
+            "registry.example.com/mirror/*,qdrant/qdrant",
+            "--require-image-digest",
+            "--egress-cidrs",
+            "",
+            "--refused-priority-classes",
+            "a,b",
+        ])
+        .operator
+        .settings();
+        assert_eq!(
+            s.policy.image_repositories,
+            ["registry.example.com/mirror/*", "qdrant/qdrant"]
+        );
+        assert!(s.policy.require_image_digest);
+        assert!(
+            s.policy.egress_cidrs.is_empty(),
+            "an empty list: no ipBlock egress"
+        );
+        assert_eq!(s.policy.refused_priority_classes, ["a", "b"]);
+        let mut argv = vec![
+            "secure-qdrant-operator",
+            "run",
+            "--egress-cidrs",
+            "10.0.0.0/33",
+        ];
+        assert!(
+            Cli::try_parse_from(argv.drain(..)).is_err(),
+            "a bad CIDR stops the start"
+        );
     }
 
     // Environment variables are process-wide: these tests only pass flags, so they hold whatever
