@@ -99,9 +99,7 @@ impl Default for Policy {
 impl Policy {
     /// Whether a label or annotation key falls under a refused prefix.
     pub fn refuses_metadata_key(&self, key: &str) -> Option<&str> {
-        let Some((prefix, _)) = key.split_once('/') else {
-            return None;
-        };
+        let (prefix, _) = key.split_once('/')?;
         self.refused_metadata_prefixes
             .iter()
             .find(|entry| {
