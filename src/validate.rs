@@ -193,6 +193,8 @@ const MAX_QUANTITY_LEN: usize = 64;
 const MAX_STORAGE_CLASS_LEN: usize = 253;
 const MAX_LOG_FILES: u32 = 10_000;
 const MAX_TOLERATIONS: usize = 32;
+/// The CRD's maxLength of an allowed string key of `spec.config` (`log_level`).
+const MAX_CONFIG_STRING_LEN: usize = 64;
 /// The shortest `spec.auth.keyRotationGracePeriod`: about how long kubelets take to refresh a
 /// mounted Secret (the CRD's CEL rule says the same).
 const MIN_KEY_ROTATION_GRACE: Duration = Duration::from_secs(60);
@@ -1091,6 +1093,14 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
                     problems.push(invalid(
                         field,
                         format!("must be of Qdrant's type {ty} (`?`: or null)"),
+                    ));
+                } else if v
+                    .as_str()
+                    .is_some_and(|s| s.chars().count() > MAX_CONFIG_STRING_LEN)
+                {
+                    problems.push(invalid(
+                        field,
+                        format!("may be at most {MAX_CONFIG_STRING_LEN} characters"),
                     ));
                 }
                 continue;

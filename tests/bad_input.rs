@@ -682,6 +682,13 @@ fn bad_cases() -> Vec<Case> {
         )
         .validate(),
         bad(
+            "config log_level of 65 characters",
+            "spec.config.log_level",
+            &format!("{{config: {{log_level: {}}}}}", "i".repeat(65)),
+        )
+        .schema()
+        .validate(),
+        bad(
             "config allowed key of the wrong type",
             "spec.config.storage.hnsw_index.m",
             "{config: {storage: {hnsw_index: {m: -1}}}}",
