@@ -16,8 +16,9 @@ use crate::controller::RunOptions;
 use crate::controller::scope::WatchScope;
 use crate::controller::shutdown::Shutdown;
 use crate::leader::{self, LeaderElector, LeaseConfig};
-use crate::settings::Settings;
+use crate::settings::{self, Policy, Settings};
 use crate::telemetry::{self, Health, LogFormat, Metrics, http};
+use ipnet::IpNet;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +78,34 @@ pub struct OperatorArgs {
         value_parser = parse_dns_suffix
     )]
     pub allowed_dns_suffixes: Vec<String>,
+    /// Image repositories spec.image may name (comma-separated, compared after normalising:
+    /// `qdrant/qdrant` is `docker.io/qdrant/qdrant`); `registry/path/*` allows a whole tree.
+    #[arg(long, env = "POLICY_ALLOWED_IMAGES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_IMAGE_REPOSITORIES))]
+    pub allowed_images: Vec<String>,
+    /// spec.image must be pinned by digest (`@sha256:...`).
+    #[arg(long, env = "POLICY_REQUIRE_IMAGE_DIGEST", num_args = 0..=1,
+          default_missing_value = "true", default_value = "false",
+          value_parser = BoolishValueParser::new())]
+    pub require_image_digest: bool,
+    /// Ranges an ipBlock of spec.network.extraEgress must lie inside (comma-separated CIDRs).
+    /// Add `0.0.0.0/0` and `::/0` to allow egress beyond the cluster's private ranges.
+    /// Empty: no ipBlock egress at all.
+    #[arg(long, env = "POLICY_EGRESS_CIDRS", value_delimiter = ',', value_parser = cidr_or_empty,
+          default_values_t = strs::<String>(settings::DEFAULT_EGRESS_CIDRS))]
+    pub egress_cidrs: Vec<String>,
+    /// Node label/taint keys spec.pod may not select on or tolerate.
+    #[arg(long, env = "POLICY_REFUSED_NODE_KEYS", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_NODE_KEYS))]
+    pub refused_node_keys: Vec<String>,
+    /// PriorityClasses spec.pod.priorityClassName may not name.
+    #[arg(long, env = "POLICY_REFUSED_PRIORITY_CLASSES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_PRIORITY_CLASSES))]
+    pub refused_priority_classes: Vec<String>,
+    /// Label/annotation key prefixes spec.pod may not use (`x/`, or `*.x/` for subdomains).
+    #[arg(long, env = "POLICY_REFUSED_METADATA_PREFIXES", value_delimiter = ',',
+          default_values_t = strs::<String>(settings::DEFAULT_REFUSED_METADATA_PREFIXES))]
+    pub refused_metadata_prefixes: Vec<String>,
 }
 
 /// A DNS suffix of `--allowed-dns-suffixes`: lowercase labels, no wildcard, not in-cluster.
@@ -105,12 +134,53 @@ fn parse_dns_suffix(s: &str) -> Result<String, String> {
     Ok(suffix.to_owned())
 }
 
+/// A CIDR, or nothing (an empty list from the chart or the environment).
+fn cidr_or_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.parse::<IpNet>().is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
+    }
+}
+
+/// The non-empty entries of a list flag (an empty env var means an empty list).
+fn entries(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn strs<T: std::str::FromStr>(items: &[&str]) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    items
+        .iter()
+        .map(|s| s.parse().expect("a valid default"))
+        .collect()
+}
+
 impl OperatorArgs {
     pub fn settings(&self) -> Settings {
         Settings {
             cluster_domain: self.cluster_domain.clone(),
             allow_global_manage_tokens: self.allow_global_manage_tokens,
             allowed_dns_suffixes: self.allowed_dns_suffixes.clone(),
+            policy: Policy {
+                image_repositories: entries(&self.allowed_images),
+                require_image_digest: self.require_image_digest,
+                egress_cidrs: entries(&self.egress_cidrs)
+                    .iter()
+                    .filter_map(|c| c.parse().ok())
+                    .collect(),
+                refused_node_keys: entries(&self.refused_node_keys),
+                refused_priority_classes: entries(&self.refused_priority_classes),
+                refused_metadata_prefixes: entries(&self.refused_metadata_prefixes),
+            },
         }
     }
 }
@@ -316,6 +386,42 @@ mod tests {
             Command::Run(r) => r,
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn policy_flags_default_to_the_settings_defaults_and_parse_lists() {
+        assert_eq!(run_args(&[]).operator.settings(), Settings::default());
+        let s = run_args(&[
+            "--allowed-images",
+            "registry.example.com/mirror/*,qdrant/qdrant",
+            "--require-image-digest",
+            "--egress-cidrs",
+            "",
+            "--refused-priority-classes",
+            "a,b",
+        ])
+        .operator
+        .settings();
+        assert_eq!(
+            s.policy.image_repositories,
+            ["registry.example.com/mirror/*", "qdrant/qdrant"]
+        );
+        assert!(s.policy.require_image_digest);
+        assert!(
+            s.policy.egress_cidrs.is_empty(),
+            "an empty list: no ipBlock egress"
+        );
+        assert_eq!(s.policy.refused_priority_classes, ["a", "b"]);
+        let mut argv = vec![
+            "secure-qdrant-operator",
+            "run",
+            "--egress-cidrs",
+            "10.0.0.0/33",
+        ];
+        assert!(
+            Cli::try_parse_from(argv.drain(..)).is_err(),
+            "a bad CIDR stops the start"
+        );
     }
 
     // Environment variables are process-wide: these tests only pass flags, so they hold whatever

@@ -19,7 +19,7 @@ use crate::crd::{
     AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
     PodSpecOverrides, SecureQdrant, TlsSpec,
 };
-use crate::qdrant::FORBIDDEN_USER_CONFIG;
+use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 use crate::settings::Settings;
 
 /// A validated SecureQdrant: everything the builders need, defaults resolved.
@@ -217,6 +217,9 @@ const MAX_IMAGE_LEN: usize = 512;
 const MAX_QUANTITY_LEN: usize = 64;
 const MAX_STORAGE_CLASS_LEN: usize = 253;
 const MAX_LOG_FILES: u32 = 10_000;
+const MAX_TOLERATIONS: usize = 32;
+/// The CRD's maxLength of an allowed string key of `spec.config` (`log_level`).
+const MAX_CONFIG_STRING_LEN: usize = 64;
 /// The shortest `spec.auth.keyRotationGracePeriod`: about how long kubelets take to refresh a
 /// mounted Secret (the CRD's CEL rule says the same).
 const MIN_KEY_ROTATION_GRACE: Duration = Duration::from_secs(60);
@@ -362,13 +365,26 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     if let Some(resources) = &spec.resources {
         check_resources(resources, &mut problems);
     }
-    check_peers("spec.network.clients", &spec.network.clients, &mut problems);
-    check_peers("spec.network.metrics", &spec.network.metrics, &mut problems);
+    check_image(&spec.image, &settings.policy, &mut problems);
+    check_pod(&spec.pod, &settings.policy, &mut problems);
+    check_peers(
+        "spec.network.clients",
+        &spec.network.clients,
+        None,
+        &mut problems,
+    );
+    check_peers(
+        "spec.network.metrics",
+        &spec.network.metrics,
+        None,
+        &mut problems,
+    );
     for (i, rule) in spec.network.extra_egress.iter().enumerate() {
         let field = format!("spec.network.extraEgress[{i}]");
         check_peers(
             &format!("{field}.to"),
             rule.to.as_deref().unwrap_or_default(),
+            Some(&settings.policy.egress_cidrs),
             &mut problems,
         );
         check_ports(
@@ -631,8 +647,15 @@ pub fn check_extra_dns_name(
     Ok(())
 }
 
-/// NetworkPolicy peers the API server would reject are reported here, before anything is applied.
-fn check_peers(field: &str, peers: &[NetworkPolicyPeer], problems: &mut Vec<Invalid>) {
+/// NetworkPolicy peers the API server would reject are reported here, before anything is applied;
+/// so are address ranges the policy refuses: `egress` (for `extraEgress`) is where the
+/// administrator allows ipBlocks to point.
+fn check_peers(
+    field: &str,
+    peers: &[NetworkPolicyPeer],
+    egress: Option<&[IpNet]>,
+    problems: &mut Vec<Invalid>,
+) {
     for (i, peer) in peers.iter().enumerate() {
         let field = format!("{field}[{i}]");
         let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
@@ -645,7 +668,7 @@ fn check_peers(field: &str, peers: &[NetworkPolicyPeer], problems: &mut Vec<Inva
                 &field,
                 "ipBlock cannot be combined with podSelector or namespaceSelector",
             )),
-            Some(block) => check_ip_block(&format!("{field}.ipBlock"), block, problems),
+            Some(block) => check_ip_block(&format!("{field}.ipBlock"), block, egress, problems),
             None => {}
         }
         for (name, selector) in [
@@ -659,7 +682,22 @@ fn check_peers(field: &str, peers: &[NetworkPolicyPeer], problems: &mut Vec<Inva
     }
 }
 
-fn check_ip_block(field: &str, block: &IPBlock, problems: &mut Vec<Invalid>) {
+/// Link-local and cloud metadata ranges no ipBlock may reach (169.254.169.254 and
+/// fd00:ec2::254 are the metadata services of the big clouds; `::ffff:169.254.0.0/112` is the
+/// IPv4-mapped form of the first). A block that contains one must list it in `except`.
+pub const LINK_LOCAL_RANGES: &[&str] = &[
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "::ffff:169.254.0.0/112",
+];
+
+fn check_ip_block(
+    field: &str,
+    block: &IPBlock,
+    egress: Option<&[IpNet]>,
+    problems: &mut Vec<Invalid>,
+) {
     let Ok(cidr) = block.cidr.parse::<IpNet>() else {
         problems.push(invalid(
             format!("{field}.cidr"),
@@ -667,9 +705,10 @@ fn check_ip_block(field: &str, block: &IPBlock, problems: &mut Vec<Invalid>) {
         ));
         return;
     };
+    let mut excepts = Vec::new();
     for (j, except) in block.except.iter().flatten().enumerate() {
         match except.parse::<IpNet>() {
-            Ok(net) if cidr.contains(&net) && net != cidr => {}
+            Ok(net) if cidr.contains(&net) && net != cidr => excepts.push(net),
             Ok(_) => problems.push(invalid(
                 format!("{field}.except[{j}]"),
                 format!("{except} must lie strictly inside {cidr}"),
@@ -678,6 +717,304 @@ fn check_ip_block(field: &str, block: &IPBlock, problems: &mut Vec<Invalid>) {
                 format!("{field}.except[{j}]"),
                 format!("{except:?} is not a CIDR"),
             )),
+        }
+    }
+    // Compared by overlap, not by string: two CIDR blocks overlap exactly when one contains
+    // the other (with the host bits cleared).
+    let cidr = cidr.trunc();
+    for range in LINK_LOCAL_RANGES {
+        let range: IpNet = range.parse().expect("a valid constant");
+        if range.contains(&cidr) {
+            problems.push(invalid(
+                format!("{field}.cidr"),
+                format!(
+                    "{cidr} lies inside the link-local range {range} (cloud metadata services): \
+                     not allowed"
+                ),
+            ));
+        } else if cidr.contains(&range) && !excepts.iter().any(|e| e.trunc().contains(&range)) {
+            problems.push(invalid(
+                format!("{field}.cidr"),
+                format!(
+                    "{cidr} contains the link-local range {range} (cloud metadata services): \
+                     add {range} to except"
+                ),
+            ));
+        }
+    }
+    if let Some(allowed) = egress
+        && !allowed.iter().any(|a| a.contains(&cidr))
+    {
+        problems.push(invalid(
+            format!("{field}.cidr"),
+            format!(
+                "{cidr} is outside the ranges the operator's policy allows for egress ({}); an \
+                 administrator can allow more (chart value policy.egressCidrs)",
+                allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+}
+
+/// Network openings the instance's owner should know about, as (condition type, message):
+/// egress beyond its peers and DNS, and clients or scrapers from every namespace. They are
+/// allowed (within the policy) and reported as True conditions.
+pub fn network_warnings(inst: &Instance) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !inst.network.extra_egress.is_empty() {
+        out.push((
+            "EgressBeyondPeers",
+            format!(
+                "spec.network.extraEgress opens {} egress rule(s) beyond the instance's peers and \
+                 DNS",
+                inst.network.extra_egress.len()
+            ),
+        ));
+    }
+    let everywhere = |peers: &[NetworkPolicyPeer]| {
+        peers.iter().any(|p| {
+            p.namespace_selector.as_ref().is_some_and(|s| {
+                s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                    && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+            })
+        })
+    };
+    let mut open = Vec::new();
+    if everywhere(&inst.network.clients) {
+        open.push("spec.network.clients");
+    }
+    if everywhere(&inst.network.metrics) {
+        open.push("spec.network.metrics");
+    }
+    if !open.is_empty() {
+        out.push((
+            "IngressFromAllNamespaces",
+            format!(
+                "{} select(s) pods in every namespace (namespaceSelector: {{}})",
+                open.join(" and ")
+            ),
+        ));
+    }
+    out
+}
+
+/// An image reference, normalised as container runtimes read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `registry/path`, with `docker.io` and `library/` filled in (`docker.io/library/busybox`).
+    pub repository: String,
+    pub tag: Option<String>,
+    /// `algorithm:hex`.
+    pub digest: Option<String>,
+}
+
+/// Parses an image reference (the distribution reference grammar): None when malformed.
+pub fn parse_image(image: &str) -> Option<ImageRef> {
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let (alg, hex) = d.split_once(':')?;
+        let alg_ok = !alg.is_empty()
+            && alg
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+        let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if !alg_ok || !hex_ok || (alg == "sha256" && hex.len() != 64) {
+            return None;
+        }
+    }
+    let name_start = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[name_start..].rfind(':') {
+        Some(i) => (&rest[..name_start + i], Some(&rest[name_start + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = (1..=128).contains(&tag.len())
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !ok {
+            return None;
+        }
+    }
+    let (registry, path) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_ascii_lowercase(), path.to_owned())
+        }
+        _ => ("docker.io".to_owned(), name.to_owned()),
+    };
+    let registry = match registry.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+        _ => registry,
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    if registry.is_empty() || !path.split('/').all(component_ok) {
+        return None;
+    }
+    let path = if registry == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    Some(ImageRef {
+        repository: format!("{registry}/{path}"),
+        tag: tag.map(str::to_owned),
+        digest: digest.map(str::to_owned),
+    })
+}
+
+/// Whether the policy's list allows a normalised repository.
+pub fn image_allowed(repository: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|entry| match entry.strip_suffix("/*") {
+        // Normalised through a child (`tree/x`), so a bare registry (`registry.example.com/*`)
+        // stays a registry and `qdrant/*` means `docker.io/qdrant/*`.
+        Some(tree) => parse_image(&format!("{tree}/x")).is_some_and(|t| {
+            let prefix = t.repository.strip_suffix('x').unwrap_or(&t.repository);
+            repository.starts_with(prefix)
+        }),
+        None => parse_image(entry).is_some_and(|e| e.repository == repository),
+    })
+}
+
+fn check_image(image: &str, policy: &crate::settings::Policy, problems: &mut Vec<Invalid>) {
+    if image.is_empty() || image.chars().any(char::is_whitespace) {
+        return; // reported above
+    }
+    let Some(reference) = parse_image(image) else {
+        problems.push(invalid(
+            "spec.image",
+            format!("{image:?} is not an image reference (registry/path:tag or @sha256:...)"),
+        ));
+        return;
+    };
+    if !image_allowed(&reference.repository, &policy.image_repositories) {
+        problems.push(invalid(
+            "spec.image",
+            format!(
+                "repository {} is not allowed by the operator's policy (allowed: {}; chart value \
+                 policy.allowedImages)",
+                reference.repository,
+                policy.image_repositories.join(", ")
+            ),
+        ));
+    }
+    if policy.require_image_digest && reference.digest.is_none() {
+        problems.push(invalid(
+            "spec.image",
+            "the operator's policy requires a digest (image@sha256:...)",
+        ));
+    }
+}
+
+fn check_pod(
+    pod: &PodSpecOverrides,
+    policy: &crate::settings::Policy,
+    problems: &mut Vec<Invalid>,
+) {
+    let refused_node_key = |key: &str| policy.refused_node_keys.iter().any(|k| k == key);
+    if pod.tolerations.len() > MAX_TOLERATIONS {
+        problems.push(invalid(
+            "spec.pod.tolerations",
+            format!("may hold at most {MAX_TOLERATIONS} entries"),
+        ));
+    }
+    for (i, t) in pod.tolerations.iter().enumerate() {
+        let key = t.key.as_deref().unwrap_or_default();
+        if key.is_empty() && t.operator.as_deref() == Some("Exists") {
+            problems.push(invalid(
+                format!("spec.pod.tolerations[{i}]"),
+                "a toleration with operator Exists and no key tolerates every taint (control \
+                 plane, NoExecute evictions): not allowed; name the taint's key",
+            ));
+        } else if refused_node_key(key) {
+            problems.push(invalid(
+                format!("spec.pod.tolerations[{i}].key"),
+                format!("{key} is refused by the operator's policy (control-plane nodes)"),
+            ));
+        }
+    }
+    for key in pod.node_selector.keys() {
+        if refused_node_key(key) {
+            problems.push(invalid(
+                format!("spec.pod.nodeSelector[{key}]"),
+                format!("{key} is refused by the operator's policy (control-plane nodes)"),
+            ));
+        }
+    }
+    if let Some(node) = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
+        let required = node
+            .required_during_scheduling_ignored_during_execution
+            .iter()
+            .flat_map(|r| r.node_selector_terms.iter());
+        let preferred = node
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten()
+            .map(|p| &p.preference);
+        for term in required.chain(preferred) {
+            for expr in term
+                .match_expressions
+                .iter()
+                .flatten()
+                .chain(term.match_fields.iter().flatten())
+            {
+                if refused_node_key(&expr.key)
+                    && !matches!(expr.operator.as_str(), "NotIn" | "DoesNotExist")
+                {
+                    problems.push(invalid(
+                        "spec.pod.affinity.nodeAffinity",
+                        format!(
+                            "selects on {} ({}), refused by the operator's policy \
+                             (control-plane nodes)",
+                            expr.key, expr.operator
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(class) = &pod.priority_class_name
+        && policy.refused_priority_classes.contains(class)
+    {
+        problems.push(invalid(
+            "spec.pod.priorityClassName",
+            format!("{class} is reserved for the cluster's own pods (operator policy)"),
+        ));
+    }
+    for (what, keys) in [
+        ("labels", pod.labels.keys().collect::<Vec<_>>()),
+        ("annotations", pod.annotations.keys().collect()),
+    ] {
+        for key in keys {
+            if key.starts_with("app.kubernetes.io/")
+                || (what == "annotations" && key.starts_with("secureqdrant.dev/"))
+            {
+                continue; // reported with its own message
+            }
+            if let Some(prefix) = policy.refuses_metadata_key(key) {
+                problems.push(invalid(
+                    format!("spec.pod.{what}[{key}]"),
+                    format!(
+                        "keys under {prefix} are refused by the operator's policy (they change \
+                         how Kubernetes or an injector treats the pod)"
+                    ),
+                ));
+            }
         }
     }
 }
@@ -814,9 +1151,10 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
             } else {
                 format!("{path}.{k}")
             };
+            let field = format!("spec.config.{child}");
             if k.contains('.') || k.chars().any(|c| c.is_ascii_uppercase()) || k.is_empty() {
                 problems.push(invalid(
-                    format!("spec.config.{child}"),
+                    field,
                     "config keys must be lowercase and nested ({service: {x: 1}}, not 'service.x')",
                 ));
                 continue;
@@ -826,8 +1164,72 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
                 .find(|(p, _)| *p == child || child.starts_with(&format!("{p}.")))
             {
                 problems.push(invalid(
-                    format!("spec.config.{child}"),
-                    format!("`{owned}` is managed by the operator and cannot be set"),
+                    field,
+                    format!(
+                        "`{owned}` is not allowed: the operator manages it or it reaches outside \
+                         the pod (`kubectl explain secureqdrant.spec.config.{owned}` says why and \
+                         what to use instead)"
+                    ),
+                ));
+                continue;
+            }
+            if let Some((_, ty)) = ALLOWED_USER_CONFIG.iter().find(|(p, _)| *p == child) {
+                if !crate::qdrant::has_config_type(v, ty) {
+                    problems.push(invalid(
+                        field,
+                        format!("must be of Qdrant's type {ty} (`?`: or null)"),
+                    ));
+                } else if v
+                    .as_str()
+                    .is_some_and(|s| s.chars().count() > MAX_CONFIG_STRING_LEN)
+                {
+                    problems.push(invalid(
+                        field,
+                        format!("may be at most {MAX_CONFIG_STRING_LEN} characters"),
+                    ));
+                }
+                continue;
+            }
+            let section = format!("{child}.");
+            let mut below: Vec<&str> = ALLOWED_USER_CONFIG
+                .iter()
+                .filter_map(|(p, _)| p.strip_prefix(&section))
+                .collect();
+            if below.is_empty() {
+                let prefix = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}.")
+                };
+                let mut siblings: Vec<&str> = ALLOWED_USER_CONFIG
+                    .iter()
+                    .filter_map(|(p, _)| p.strip_prefix(&prefix))
+                    .map(|rest| rest.split('.').next().unwrap_or(rest))
+                    .collect();
+                siblings.dedup();
+                let place = if path.is_empty() {
+                    "at the top".to_owned()
+                } else {
+                    format!("under `{path}`")
+                };
+                problems.push(invalid(
+                    field,
+                    format!(
+                        "`{child}` is not an allowed tuning key: spec.config accepts only the \
+                         keys listed in its description ({place}: {})",
+                        siblings.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            if !v.is_object() {
+                below.truncate(8);
+                problems.push(invalid(
+                    field,
+                    format!(
+                        "`{child}` is a section: set keys under it ({}, ...)",
+                        below.join(", ")
+                    ),
                 ));
                 continue;
             }
@@ -905,7 +1307,432 @@ mod tests {
             ]
         );
         // Valid peers pass.
-        assert!(fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {matchExpressions: [{key: a, operator: Exists}]}}], extraEgress: [{to: [{ipBlock: {cidr: '::/0'}}], ports: [{port: 443, endPort: 444}]}]}}").is_empty());
+        assert!(fields("{network: {clients: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {namespaceSelector: {matchExpressions: [{key: a, operator: Exists}]}}], extraEgress: [{to: [{ipBlock: {cidr: 'fd12::/16'}}], ports: [{port: 443, endPort: 444}]}]}}").is_empty());
+    }
+
+    fn messages(spec: &str) -> Vec<String> {
+        match validate(&sq(spec), &Settings::default()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn config_keys_that_reach_outside_the_pod_are_refused_by_name() {
+        for (spec, field) in [
+            (
+                "{config: {service: {static_content_dir: /qdrant/tls, enable_static_content: true}}}",
+                "spec.config.service.enable_static_content",
+            ),
+            (
+                "{config: {service: {static_content_dir: /qdrant/tls}}}",
+                "spec.config.service.static_content_dir",
+            ),
+            (
+                "{config: {storage: {snapshots_config: {snapshots_storage: s3, s3_config: {bucket: b, endpoint_url: 'https://evil.example'}}}}}",
+                "spec.config.storage.snapshots_config",
+            ),
+            (
+                "{config: {inference: {address: 'http://169.254.169.254/'}}}",
+                "spec.config.inference",
+            ),
+            (
+                "{config: {feature_flags: {all: true}}}",
+                "spec.config.feature_flags",
+            ),
+            (
+                "{config: {service: {max_request_size_mb: 100000}}}",
+                "spec.config.service.max_request_size_mb",
+            ),
+            (
+                "{config: {storage: {performance: {io_uring: true}}}}",
+                "spec.config.storage.performance.io_uring",
+            ),
+            (
+                "{config: {logger: {on_disk: {enabled: true, log_file: /qdrant/storage/x}}}}",
+                "spec.config.logger",
+            ),
+        ] {
+            let got = messages(spec);
+            assert!(
+                got.iter()
+                    .any(|m| m.starts_with(&format!("{field}: ")) && m.contains("not allowed")),
+                "{spec}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_cluster_peer_id_is_refused_because_every_pod_shares_the_config() {
+        let got = messages("{replicas: 3, config: {cluster: {peer_id: 1}}}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("spec.config.cluster.peer_id: `cluster.peer_id` is not allowed"),
+            "{got:?}"
+        );
+        // Not even nested under an allowed section's sibling, nor as null.
+        assert!(!messages("{config: {cluster: {peer_id: null}}}").is_empty());
+    }
+
+    #[test]
+    fn config_is_an_allow_list() {
+        // Keys Qdrant reads that are not on the list, and keys nobody reads.
+        for (spec, field, says) in [
+            (
+                "{config: {service: {hardware_reporting: true}}}",
+                "spec.config.service.hardware_reporting",
+                "under `service`: max_workers",
+            ),
+            (
+                "{config: {storage: {node_type: Listener}}}",
+                "spec.config.storage.node_type",
+                "under `storage`: on_disk_payload",
+            ),
+            (
+                "{config: {storage: {performance: {async_scorer: true}}}}",
+                "spec.config.storage.performance.async_scorer",
+                "not allowed",
+            ),
+            (
+                "{config: {loglevel: DEBUG}}",
+                "spec.config.loglevel",
+                "at the top: log_level, service, cluster, storage",
+            ),
+            (
+                "{config: {storage: {hnsw_index: {m: -1}}}}",
+                "spec.config.storage.hnsw_index.m",
+                "type uint",
+            ),
+            (
+                "{config: {storage: {optimizers: 5}}}",
+                "spec.config.storage.optimizers",
+                "is a section",
+            ),
+            (
+                "{config: {storage: {hnsw_index: {m: null}}}}",
+                "spec.config.storage.hnsw_index.m",
+                "type uint",
+            ),
+        ] {
+            let got = messages(spec);
+            assert!(
+                got.iter()
+                    .any(|m| m.starts_with(&format!("{field}: ")) && m.contains(says)),
+                "{spec}: {got:?}"
+            );
+        }
+        // Every allowed key with a value of its type passes.
+        let mut config = serde_json::json!({});
+        for (path, ty) in ALLOWED_USER_CONFIG {
+            let leaf = match ty.trim_end_matches('?') {
+                "uint" => serde_json::json!(4),
+                "int" => serde_json::json!(-1),
+                "number" => serde_json::json!(0.25),
+                "bool" => serde_json::json!(true),
+                _ => serde_json::json!("INFO"),
+            };
+            let mut node = &mut config;
+            for part in path.split('.') {
+                node = &mut node[part];
+            }
+            *node = leaf;
+        }
+        assert_eq!(
+            messages(&format!("{{config: {config}}}")),
+            Vec::<String>::new()
+        );
+        assert!(
+            messages("{config: {storage: {max_collections: null, hnsw_index: {on_disk: null}}}}")
+                .is_empty()
+        );
+    }
+
+    fn messages_with(spec: &str, settings: &Settings) -> Vec<String> {
+        match validate(&sq(spec), settings) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn assert_refused(spec: &str, field: &str, says: &str) {
+        let got = messages(spec);
+        assert!(
+            got.iter()
+                .any(|m| m.starts_with(&format!("{field}: ")) && m.contains(says)),
+            "{spec}: expected {field} ({says}), got {got:?}"
+        );
+    }
+
+    /// Everything beyond the cluster allowed by the admin (for the link-local cases alone).
+    fn open_egress() -> Settings {
+        let mut s = Settings::default();
+        s.policy.egress_cidrs = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        s
+    }
+
+    #[test]
+    fn ip_blocks_overlapping_link_local_or_metadata_are_refused_unless_excepted() {
+        for (cidr, range) in [
+            ("0.0.0.0/0", "169.254.0.0/16"),
+            ("169.254.169.254/32", "169.254.0.0/16"),
+            ("169.254.0.0/15", "169.254.0.0/16"),
+            ("168.0.0.0/6", "169.254.0.0/16"),
+            ("::/0", "fe80::/10"),
+            ("::/0", "fd00:ec2::254/128"),
+            ("fd00:ec2::254/128", "fd00:ec2::254/128"),
+            ("fd00::/8", "fd00:ec2::254/128"),
+            ("::ffff:0:0/96", "::ffff:169.254.0.0/112"),
+        ] {
+            for list in ["clients", "metrics"] {
+                let spec = format!("{{network: {{{list}: [{{ipBlock: {{cidr: '{cidr}'}}}}]}}}}");
+                let got = messages_with(&spec, &open_egress());
+                let field = format!("spec.network.{list}[0].ipBlock.cidr");
+                assert!(
+                    got.iter()
+                        .any(|m| m.starts_with(&field) && m.contains(range)),
+                    "{spec}: {got:?}"
+                );
+            }
+            let spec = format!(
+                "{{network: {{extraEgress: [{{to: [{{ipBlock: {{cidr: '{cidr}'}}}}]}}]}}}}"
+            );
+            let got = messages_with(&spec, &open_egress());
+            assert!(
+                got.iter().any(
+                    |m| m.starts_with("spec.network.extraEgress[0].to[0].ipBlock.cidr")
+                        && m.contains(range)
+                ),
+                "{spec}: {got:?}"
+            );
+        }
+        // An except that covers the range (or a wider one) makes it acceptable.
+        for spec in [
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}}]}]}}",
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [169.0.0.0/8]}}]}]}}",
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: '::/0', except: ['fe80::/10', 'fd00::/8', '::ffff:0:0/96']}}]}]}}",
+            "{network: {clients: [{ipBlock: {cidr: 169.254.0.0/15, except: [169.254.0.0/16]}}]}}",
+        ] {
+            assert_eq!(
+                messages_with(spec, &open_egress()),
+                Vec::<String>::new(),
+                "{spec}"
+            );
+        }
+        // An except that covers only part of it does not.
+        assert!(!messages_with(
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [169.254.169.254/32]}}]}]}}",
+            &open_egress()
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn egress_beyond_the_admins_ranges_is_refused_by_default() {
+        // 0.0.0.0/0 minus the metadata range is still the internet: the default policy (private
+        // ranges) refuses it, and an administrator can allow it.
+        let spec = "{network: {extraEgress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}}]}]}}";
+        assert_refused(
+            spec,
+            "spec.network.extraEgress[0].to[0].ipBlock.cidr",
+            "policy.egressCidrs",
+        );
+        assert!(messages_with(spec, &open_egress()).is_empty());
+        assert_refused(
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: 8.8.8.8/32}}]}]}}",
+            "spec.network.extraEgress[0].to[0].ipBlock.cidr",
+            "outside the ranges",
+        );
+        assert!(
+            messages("{network: {extraEgress: [{to: [{ipBlock: {cidr: 10.20.0.0/16}}]}]}}")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn openings_are_reported_as_warnings() {
+        let inst = validate(
+            &sq("{network: {clients: [{namespaceSelector: {}}], metrics: [{namespaceSelector: {}, podSelector: {matchLabels: {app: prometheus}}}], extraEgress: [{to: [{namespaceSelector: {}}]}]}}"),
+            &Settings::default(),
+        )
+        .expect("allowed, with warnings");
+        let types: Vec<&str> = network_warnings(&inst).iter().map(|(t, _)| *t).collect();
+        assert_eq!(types, ["EgressBeyondPeers", "IngressFromAllNamespaces"]);
+        let (_, message) = &network_warnings(&inst)[1];
+        assert!(
+            message.contains("spec.network.clients and spec.network.metrics"),
+            "{message}"
+        );
+        let quiet = validate(&sq("{}"), &Settings::default()).unwrap();
+        assert!(network_warnings(&quiet).is_empty());
+    }
+
+    #[test]
+    fn image_references_are_normalised() {
+        let repo = |image: &str| parse_image(image).map(|r| r.repository);
+        assert_eq!(
+            repo("qdrant/qdrant:v1.19.0"),
+            Some("docker.io/qdrant/qdrant".into())
+        );
+        assert_eq!(
+            repo("index.docker.io/qdrant/qdrant"),
+            Some("docker.io/qdrant/qdrant".into())
+        );
+        assert_eq!(repo("busybox"), Some("docker.io/library/busybox".into()));
+        assert_eq!(
+            repo("localhost:5000/qdrant/qdrant:v1"),
+            Some("localhost:5000/qdrant/qdrant".into())
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let full = parse_image(&format!(
+            "docker.io/qdrant/qdrant:v1.19.0-unprivileged@{digest}"
+        ))
+        .unwrap();
+        assert_eq!(
+            full,
+            ImageRef {
+                repository: "docker.io/qdrant/qdrant".into(),
+                tag: Some("v1.19.0-unprivileged".into()),
+                digest: Some(digest.clone()),
+            }
+        );
+        for bad in [
+            "Qdrant/Qdrant",
+            "qdrant/qdrant@sha256:abc",
+            "qdrant/qdrant:",
+            "qdrant//qdrant",
+            "qdrant/qdrant:-x",
+        ] {
+            assert_eq!(parse_image(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_allowed_image_repositories_run() {
+        for image in [
+            "qdrant/qdrant:v1.19.0-unprivileged",
+            "docker.io/qdrant/qdrant:v1.18.3-unprivileged",
+            "registry-1.docker.io/qdrant/qdrant",
+        ] {
+            assert!(
+                messages(&format!("{{image: '{image}'}}")).is_empty(),
+                "{image}"
+            );
+        }
+        for image in [
+            "qdrant/qdrant-evil:v1.19.0",
+            "evil.example.com/qdrant/qdrant:v1.19.0",
+            "docker.io/qdrant/qdrant/evil:v1",
+            "docker.io/qdrantt/qdrant:v1",
+            "qdrant:v1",
+            "ghcr.io/qdrant/qdrant:v1",
+        ] {
+            assert_refused(
+                &format!("{{image: '{image}'}}"),
+                "spec.image",
+                "not allowed by the operator's policy",
+            );
+        }
+        let mut registry = Settings::default();
+        registry.policy.image_repositories =
+            vec!["registry.example.com/*".into(), "qdrant/*".into()];
+        assert!(messages_with("{image: 'registry.example.com/a/b:v1'}", &registry).is_empty());
+        assert!(messages_with("{image: 'qdrant/other:v1'}", &registry).is_empty());
+        assert!(
+            !messages_with("{image: 'registry.example.com.evil.io/a:v1'}", &registry).is_empty()
+        );
+        assert!(!messages_with("{image: 'qdrantevil/other:v1'}", &registry).is_empty());
+        // A tree an admin allows; a digest an admin requires.
+        let mut s = Settings::default();
+        s.policy.image_repositories = vec!["registry.example.com/mirror/*".into()];
+        s.policy.require_image_digest = true;
+        let digest = format!("sha256:{}", "b".repeat(64));
+        assert!(
+            messages_with(
+                &format!("{{image: 'registry.example.com/mirror/qdrant@{digest}'}}"),
+                &s
+            )
+            .is_empty()
+        );
+        let got = messages_with("{image: 'registry.example.com/mirror/qdrant:v1'}", &s);
+        assert!(
+            got.iter().any(|m| m.contains("requires a digest")),
+            "{got:?}"
+        );
+        let got = messages_with(
+            &format!("{{image: 'registry.example.com/mirrored@{digest}'}}"),
+            &s,
+        );
+        assert!(got.iter().any(|m| m.contains("not allowed")), "{got:?}");
+    }
+
+    #[test]
+    fn pod_passthrough_attacks_are_refused() {
+        assert_refused(
+            "{pod: {tolerations: [{operator: Exists}]}}",
+            "spec.pod.tolerations[0]",
+            "every taint",
+        );
+        assert_refused(
+            "{pod: {tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]}}",
+            "spec.pod.tolerations[0].key",
+            "control-plane",
+        );
+        assert_refused(
+            "{pod: {nodeSelector: {node-role.kubernetes.io/control-plane: ''}}}",
+            "spec.pod.nodeSelector[node-role.kubernetes.io/control-plane]",
+            "control-plane",
+        );
+        assert_refused(
+            "{pod: {affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: node-role.kubernetes.io/master, operator: Exists}]}]}}}}}",
+            "spec.pod.affinity.nodeAffinity",
+            "node-role.kubernetes.io/master",
+        );
+        assert_refused(
+            "{pod: {priorityClassName: system-node-critical}}",
+            "spec.pod.priorityClassName",
+            "reserved",
+        );
+        assert_refused(
+            "{pod: {priorityClassName: system-cluster-critical}}",
+            "spec.pod.priorityClassName",
+            "reserved",
+        );
+        assert_refused(
+            "{pod: {annotations: {container.apparmor.security.beta.kubernetes.io/qdrant: unconfined}}}",
+            "spec.pod.annotations[container.apparmor.security.beta.kubernetes.io/qdrant]",
+            "*.kubernetes.io/",
+        );
+        assert_refused(
+            "{pod: {annotations: {sidecar.istio.io/userVolume: '[{\"name\":\"h\",\"hostPath\":{\"path\":\"/\"}}]'}}}",
+            "spec.pod.annotations[sidecar.istio.io/userVolume]",
+            "*.istio.io/",
+        );
+        assert_refused(
+            "{pod: {annotations: {vault.hashicorp.com/agent-inject: 'true'}}}",
+            "spec.pod.annotations[vault.hashicorp.com/agent-inject]",
+            "vault.hashicorp.com/",
+        );
+        assert_refused(
+            "{pod: {labels: {linkerd.io/control-plane-ns: linkerd}}}",
+            "spec.pod.labels[linkerd.io/control-plane-ns]",
+            "linkerd.io/",
+        );
+        assert_refused(
+            "{pod: {labels: {kubernetes.io/metadata.name: kube-system}}}",
+            "spec.pod.labels[kubernetes.io/metadata.name]",
+            "kubernetes.io/",
+        );
+        // Allowed: a keyed toleration, an ordinary class, prefixes outside the list, and a
+        // NotIn on the control-plane label.
+        assert!(messages("{pod: {tolerations: [{key: dedicated, operator: Exists}], priorityClassName: vectors-high, labels: {team: search, example.com/kubernetes.io: x}, annotations: {notkubernetes.io/x: y}, affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: DoesNotExist}]}]}}}}}").is_empty());
+        let many: Vec<String> = (0..33)
+            .map(|i| format!("{{key: k{i}, operator: Exists}}"))
+            .collect();
+        assert_refused(
+            &format!("{{pod: {{tolerations: [{}]}}}}", many.join(", ")),
+            "spec.pod.tolerations",
+            "at most 32",
+        );
     }
 
     #[test]

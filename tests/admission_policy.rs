@@ -568,14 +568,14 @@ fn a_foreign_image_is_denied_and_the_allowed_repositories_come_from_the_values()
             assert_eq!(d, Decision::Allowed, "{image}");
         } else {
             assert!(
-                d.denied_because("policy.allowedImageRepositories"),
+                d.denied_because("policy.allowedImages"),
                 "{image}: {d:?}"
             );
         }
     }
     // Another list: the default image is now foreign, the listed mirror is allowed.
     let mirror = Policy::rendered(
-        &json!({"policy": {"allowedImageRepositories": ["registry.example:5000/mirror/qdrant"]}}),
+        &json!({"policy": {"allowedImages": ["registry.example:5000/mirror/qdrant"]}}),
     );
     let sts = statefulset();
     assert!(
@@ -590,13 +590,20 @@ fn a_foreign_image_is_denied_and_the_allowed_repositories_come_from_the_values()
         mirror.decide(&Request::create(STATEFULSETS, mirrored)),
         Decision::Allowed
     );
-    // Empty: any image (the hardened shape still holds).
-    let any = Policy::rendered(&json!({"policy": {"allowedImageRepositories": []}}));
+    // A whole tree (`x/*`): any image under it, and nothing beside it (the hardened shape
+    // still holds).
+    let any = Policy::rendered(&json!({"policy": {"allowedImages": ["registry.example:5000/mirror/*"]}}));
     let mut busybox = statefulset();
-    container(&mut busybox)["image"] = json!("busybox:latest");
+    container(&mut busybox)["image"] = json!("registry.example:5000/mirror/busybox:latest");
     assert_eq!(
         any.decide(&Request::create(STATEFULSETS, busybox.clone())),
         Decision::Allowed
+    );
+    let mut beside = statefulset();
+    container(&mut beside)["image"] = json!("registry.example:5000/mirrorx/busybox:latest");
+    assert!(
+        any.decide(&Request::create(STATEFULSETS, beside))
+            .denied_because("policy.allowedImages")
     );
     container(&mut busybox)["securityContext"]["privileged"] = json!(true);
     assert!(

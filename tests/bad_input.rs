@@ -33,6 +33,17 @@ use serde_json::{Map, Value, json};
 // Cases
 // ---------------------------------------------------------------------------------------------
 
+/// The default policy, plus the test registry the image-length bounds use
+/// (`registry.example.com/...`), so those cases test the bound and not the policy.
+fn settings() -> Settings {
+    let mut settings = Settings::default();
+    settings
+        .policy
+        .image_repositories
+        .push("registry.example.com/*".to_owned());
+    settings
+}
+
 /// What the operator itself does with a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operator {
@@ -672,6 +683,146 @@ fn bad_cases() -> Vec<Case> {
             .into_iter()
             .flatten(),
     );
+    // spec.config is an allow-list: the keys Qdrant reads that reach outside the pod are refused
+    // by CEL and the operator; any other key off the list by the operator (CEL cannot see keys
+    // it does not declare, and they stay visible to the operator so a running instance is kept).
+    cases.extend([
+        bad(
+            "config static content served from the TLS mount",
+            "spec.config.service.static_content_dir",
+            "{config: {service: {static_content_dir: /qdrant/tls, enable_static_content: true}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config snapshots to any S3 endpoint",
+            "spec.config.storage.snapshots_config",
+            "{config: {storage: {snapshots_config: {snapshots_storage: s3}}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config inference.address (SSRF)",
+            "spec.config.inference",
+            "{config: {inference: {address: 'http://169.254.169.254/latest/'}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config cluster.peer_id (one config for every pod)",
+            "spec.config.cluster.peer_id",
+            "{replicas: 3, config: {cluster: {peer_id: 7}}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "config key off the allow-list",
+            "spec.config.service.hardware_reporting",
+            "{config: {service: {hardware_reporting: true}}}",
+        )
+        .validate(),
+        bad(
+            "config misspelled top-level key",
+            "spec.config.loglevel",
+            "{config: {loglevel: DEBUG}}",
+        )
+        .validate(),
+        bad(
+            "config log_level of 65 characters",
+            "spec.config.log_level",
+            &format!("{{config: {{log_level: {}}}}}", "i".repeat(65)),
+        )
+        .schema()
+        .validate(),
+        bad(
+            "config allowed key of the wrong type",
+            "spec.config.storage.hnsw_index.m",
+            "{config: {storage: {hnsw_index: {m: -1}}}}",
+        )
+        .schema()
+        .validate(),
+    ]);
+    // The operator's policy (tenant boundary): fixed rules also in CEL, admin-configurable ones
+    // in the operator only.
+    let many_tolerations: Vec<String> = (0..33)
+        .map(|i| format!("{{key: k{i}, operator: Exists}}"))
+        .collect();
+    cases.extend([
+        bad(
+            "pod toleration of every taint",
+            "spec.pod.tolerations",
+            "{pod: {tolerations: [{operator: Exists}]}}",
+        )
+        .cel()
+        .validate(),
+        bad(
+            "pod 33 tolerations",
+            "spec.pod.tolerations",
+            &format!("{{pod: {{tolerations: [{}]}}}}", many_tolerations.join(", ")),
+        )
+        .schema()
+        .validate(),
+        bad(
+            "pod toleration of the control plane",
+            "spec.pod.tolerations[0].key",
+            "{pod: {tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]}}",
+        )
+        .validate(),
+        bad(
+            "pod on control-plane nodes",
+            "spec.pod.nodeSelector",
+            "{pod: {nodeSelector: {node-role.kubernetes.io/master: ''}}}",
+        )
+        .validate(),
+        bad(
+            "pod priority system-node-critical",
+            "spec.pod.priorityClassName",
+            "{pod: {priorityClassName: system-node-critical}}",
+        )
+        .validate(),
+        bad(
+            "pod apparmor unconfined",
+            "spec.pod.annotations[container.apparmor.security.beta.kubernetes.io/qdrant]",
+            "{pod: {annotations: {container.apparmor.security.beta.kubernetes.io/qdrant: unconfined}}}",
+        )
+        .validate(),
+        bad(
+            "pod mesh injection annotation",
+            "spec.pod.annotations[sidecar.istio.io/inject]",
+            "{pod: {annotations: {sidecar.istio.io/inject: 'true'}}}",
+        )
+        .validate(),
+        bad(
+            "image outside the allowed repositories",
+            "spec.image",
+            "{image: 'qdrant/qdrant-evil:v1.19.0'}",
+        )
+        .validate(),
+        bad(
+            "image from another registry",
+            "spec.image",
+            "{image: 'evil.example.com/qdrant/qdrant:v1.19.0-unprivileged'}",
+        )
+        .validate(),
+        bad(
+            "extraEgress to the whole internet",
+            "spec.network.extraEgress[0].to[0].ipBlock.cidr",
+            "{network: {extraEgress: [{to: [{ipBlock: {cidr: 0.0.0.0/0}}]}]}}",
+        )
+        .validate(),
+        bad(
+            "clients from the metadata address",
+            "spec.network.clients[0].ipBlock.cidr",
+            "{network: {clients: [{ipBlock: {cidr: 169.254.169.254/32}}]}}",
+        )
+        .validate(),
+        bad(
+            "metrics from ::/0",
+            "spec.network.metrics[0].ipBlock.cidr",
+            "{network: {metrics: [{ipBlock: {cidr: '::/0'}}]}}",
+        )
+        .validate(),
+    ]);
     // Every operator-owned config key, with a value of its declared type.
     for (path, json_type) in FORBIDDEN_USER_CONFIG {
         let leaf = match *json_type {
@@ -708,7 +859,7 @@ fn valid_cases() -> Vec<(String, String, Option<String>)> {
         spec(
             "config with allowed keys",
             "{config: {log_level: DEBUG, storage: {performance: {max_search_threads: 4}, \
-             optimizers: {default_segment_number: 2}}, service: {max_request_size_mb: 64}, \
+             optimizers: {default_segment_number: 2}}, service: {max_workers: 4}, \
              cluster: {consensus: {tick_period_ms: 100}}}}",
         ),
         spec(
@@ -1148,7 +1299,7 @@ fn check(layers: &Layers, case: &Case) -> (Vec<String>, BTreeSet<String>) {
         }
         (expected, Some((Ok(sq), Ok(_)))) => {
             let result = guarded("validate", name, &mut failures, || {
-                validate(&sq, &Settings::default())
+                validate(&sq, &settings())
             });
             match (expected, result) {
                 (_, None) => {}
@@ -1171,7 +1322,7 @@ fn check(layers: &Layers, case: &Case) -> (Vec<String>, BTreeSet<String>) {
 
     // render: refuses (with nothing to print) whatever the operator refuses.
     if let Some(rendered) = guarded("render", name, &mut failures, || {
-        render(&case.doc, &Settings::default())
+        render(&case.doc, &settings())
     }) {
         match (case.operator, rendered) {
             (Operator::Accepts, Err(e)) => failures.push(format!("{name}: render fails: {e}")),

@@ -256,8 +256,8 @@ fn the_schema_rejects_bad_values_naming_them() {
             "at '/networkPolicy/apiServer/cidrs/0'",
         ),
         (
-            json!({"policy": {"allowedImageRepositories": ["docker.io/qdrant/qdrant:v1"]}}),
-            "at '/policy/allowedImageRepositories/0'",
+            json!({"policy": {"allowedImages": ["docker.io/qdrant/qdrant:v1"]}}),
+            "at '/policy/allowedImages/0'",
         ),
         (
             json!({"policy": {"allowGlobalManageTokens": "no"}}),
@@ -296,7 +296,7 @@ fn the_schema_rejects_bad_values_naming_them() {
         "watchNamespaces": ["a", "b-2"],
         "leaderElection": {"enabled": true},
         "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32", "fd00::/64"]}},
-        "policy": {"allowedImageRepositories": ["registry.example:5000/mirror/qdrant"], "allowGlobalManageTokens": false},
+        "policy": {"allowedImages": ["registry.example:5000/mirror/qdrant"], "allowGlobalManageTokens": false},
         "admissionPolicy": {"enabled": false},
     }));
     // An empty CIDR list is the default: looked up.
@@ -1061,4 +1061,56 @@ fn notes_tell_what_to_do_next() {
         scoped.contains("WARNING: serviceMonitor is on but networkPolicy.metricsFrom is empty"),
         "{scoped}"
     );
+}
+
+/// The admin policy reaches the operator as the env vars its flags read, and the operator parses
+/// what the chart renders into the same settings as its own defaults.
+#[test]
+fn policy_values_reach_the_operator() {
+    use clap::Parser;
+    use secure_qdrant_operator::cli::{Cli, Command};
+    use secure_qdrant_operator::settings::Settings;
+
+    let all = docs(&render(&json!({})));
+    let names = [
+        ("POLICY_ALLOWED_IMAGES", "--allowed-images"),
+        ("POLICY_REQUIRE_IMAGE_DIGEST", "--require-image-digest"),
+        ("POLICY_EGRESS_CIDRS", "--egress-cidrs"),
+        ("POLICY_REFUSED_NODE_KEYS", "--refused-node-keys"),
+        (
+            "POLICY_REFUSED_PRIORITY_CLASSES",
+            "--refused-priority-classes",
+        ),
+        (
+            "POLICY_REFUSED_METADATA_PREFIXES",
+            "--refused-metadata-prefixes",
+        ),
+    ];
+    let mut argv = vec!["secure-qdrant-operator".to_owned(), "run".to_owned()];
+    for (var, flag) in names {
+        let value = env(&all, var)["value"]
+            .as_str()
+            .expect("a value")
+            .to_owned();
+        argv.push(format!("{flag}={value}"));
+    }
+    let Command::Run(run) = Cli::try_parse_from(argv).expect("parses").command else {
+        panic!("not run")
+    };
+    assert_eq!(run.operator.settings(), Settings::default());
+
+    let all = docs(&render(&json!({"policy": {
+        "allowedImages": ["registry.example.com/mirror/*"],
+        "requireImageDigest": true,
+        "egressCidrs": [],
+        "refusedNodeKeys": [], "refusedPriorityClasses": [], "refusedMetadataPrefixes": []
+    }})));
+    assert_eq!(
+        env(&all, "POLICY_ALLOWED_IMAGES")["value"],
+        "registry.example.com/mirror/*"
+    );
+    assert_eq!(env(&all, "POLICY_REQUIRE_IMAGE_DIGEST")["value"], "true");
+    assert_eq!(env(&all, "POLICY_EGRESS_CIDRS")["value"], "");
+    let err = refusal(&json!({"policy": {"allowedImages": []}}));
+    assert!(err.contains("allowedImages"), "{err}");
 }

@@ -31,6 +31,7 @@ const QDRANT_CONFIG_KEYS: &[&str] = &[
     "service.verify_https_client_certificate",
     "service.enable_cors",
     "service.enable_snapshot_url_recovery",
+    "service.enable_static_content",
     "service.max_request_size_mb",
     "tls.cert",
     "tls.key",

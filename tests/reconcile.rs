@@ -513,6 +513,92 @@ async fn an_invalid_spec_fails_in_status_and_an_event_and_applies_nothing() {
     assert_eq!(h.published().len(), 1, "Events only on transitions");
 }
 
+/// A running instance whose spec a newer rule refuses (here: static content pointed at the TLS
+/// mount, accepted by older versions) keeps running untouched: a status condition and an Event
+/// name the key, and no child is written.
+#[tokio::test]
+async fn a_running_instance_whose_spec_is_now_refused_keeps_running_untouched() {
+    refused_running_instance(
+        |sq| {
+            sq.config(json!({"service": {"static_content_dir": "/qdrant/tls", "enable_static_content": true}}))
+        },
+        "spec.config.service.static_content_dir",
+    )
+    .await;
+    // The same for an admin policy: an image outside the allowed repositories.
+    refused_running_instance(|sq| sq.image("qdrant/qdrant-evil:v1.19.0"), "spec.image").await;
+}
+
+async fn refused_running_instance(edit: impl Fn(SecureQdrant) -> SecureQdrant, field: &str) {
+    let k = keys("k");
+    let (running, cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let mut sq = edit(running.clone());
+    sq.metadata.generation = Some(2);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("a refused spec is not an error");
+    assert_eq!(t.writes().len(), 1, "only the status: {}", t.summary());
+    let patch = t.body(Method::PATCH, &path::status()).clone();
+    let (status, reason, message) = condition(&patch, "Reconciled");
+    assert_eq!((status, reason), ("False", "InvalidSpec"));
+    assert!(
+        message.contains(field) && message.contains("not allowed"),
+        "{message}"
+    );
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "InvalidSpec");
+}
+
+/// Egress beyond the peers and DNS, and clients from every namespace, are allowed within the
+/// policy and shown as True conditions; they go away with the opening.
+#[test]
+fn network_openings_show_as_warning_conditions() {
+    let mut open = SecureQdrant::test().replicas(3);
+    open.spec.network = serde_json::from_value(json!({
+        "clients": [{"namespaceSelector": {}}],
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 443}]}]
+    }))
+    .unwrap();
+    let k = keys("k");
+    let (sq, _) = settled_cluster(&open, &k);
+    let status = sq.status.clone().unwrap();
+    let find = |t: &str| status.conditions.iter().find(|c| c.type_ == t).cloned();
+    let egress = find("EgressBeyondPeers").expect("EgressBeyondPeers");
+    assert_eq!(
+        (egress.status.as_str(), egress.reason.as_str()),
+        ("True", "OpenedBySpec")
+    );
+    assert!(
+        egress.message.contains("1 egress rule"),
+        "{}",
+        egress.message
+    );
+    let ingress = find("IngressFromAllNamespaces").expect("IngressFromAllNamespaces");
+    assert!(
+        ingress.message.contains("spec.network.clients"),
+        "{}",
+        ingress.message
+    );
+
+    let mut closed = sq.clone();
+    closed.spec.network = Default::default();
+    let (closed, _) = settled_cluster(&closed, &k);
+    let conditions = closed.status.unwrap().conditions;
+    assert!(
+        conditions
+            .iter()
+            .all(|c| c.type_ != "EgressBeyondPeers" && c.type_ != "IngressFromAllNamespaces"),
+        "{conditions:?}"
+    );
+}
+
 // ----- 5. an existing Secret is reused ---------------------------------------------------------
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::qdrant::FORBIDDEN_USER_CONFIG;
+use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 
 /// The longest `metadata.name` a SecureQdrant may have: the StatefulSet's controller-revision-hash
 /// label (`<name>-<10 char hash>`) must fit in 63 characters.
@@ -139,9 +139,9 @@ pub struct SecureQdrantSpec {
     #[serde(default)]
     pub audit: AuditSpec,
 
-    /// Extra Qdrant configuration (the YAML of Qdrant's config file, e.g.
-    /// `{storage: {performance: {max_search_threads: 4}}}`). Keys the operator manages for
-    /// security (keys, TLS, ports, CORS, telemetry, cluster and storage paths, audit) are rejected.
+    // Tuning of Qdrant's config file, from an allow-list (`crate::qdrant::ALLOWED_USER_CONFIG`);
+    // the schema's description (`user_config_description`) lists the keys. A doc comment here
+    // would replace that description.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "user_config_schema")]
     pub config: BTreeMap<String, serde_json::Value>,
@@ -508,15 +508,19 @@ impl AuditRotation {
     {"rule": "!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/'))",
      "message": "pod.labels may not set app.kubernetes.io/* labels: the operator owns them"},
     {"rule": "!has(self.annotations) || self.annotations.all(k, !k.startsWith('secureqdrant.dev/'))",
-     "message": "pod.annotations may not set secureqdrant.dev/* annotations: the operator owns them"}
+     "message": "pod.annotations may not set secureqdrant.dev/* annotations: the operator owns them"},
+    {"rule": "!has(self.tolerations) || self.tolerations.all(t, (has(t.key) && t.key != '') || !has(t.operator) || t.operator != 'Exists')",
+     "message": "pod.tolerations may not hold an entry with operator Exists and no key: it tolerates every taint"}
 ]))]
 pub struct PodSpecOverrides {
     /// Node labels the pods must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
-    /// Taints the pods tolerate.
+    /// Taints the pods tolerate (at most 32; never every taint: an entry needs a key, and the
+    /// operator's policy refuses control-plane taints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
 
     /// Affinity of the pods. Unset: the operator prefers spreading pods over nodes.
@@ -599,6 +603,20 @@ const MANAGED_CONFIG_DOCS: &[(&str, &str)] = &[
          fetch any address).",
     ),
     (
+        "service.enable_static_content",
+        "Set by the operator (always false: static files are served without any API key).",
+    ),
+    (
+        "service.static_content_dir",
+        "Not allowed: files under it are served at /dashboard without any API key (pointed at \
+         the TLS mount it publishes the private key). The operator turns static content off.",
+    ),
+    (
+        "service.max_request_size_mb",
+        "Not allowed: memory per request is a denial-of-service knob; Qdrant's default (32) \
+         applies.",
+    ),
+    (
         "tls",
         "Set by the operator (the mounted certificate files); use spec.tls.",
     ),
@@ -609,6 +627,11 @@ const MANAGED_CONFIG_DOCS: &[(&str, &str)] = &[
     (
         "cluster.p2p",
         "Set by the operator (port 6335, TLS as spec.tls.enabled says).",
+    ),
+    (
+        "cluster.peer_id",
+        "Not allowed: every pod reads the same config file, so every pod would claim the same \
+         peer id at its first start. Qdrant picks a random id per pod.",
     ),
     (
         "telemetry_disabled",
@@ -627,7 +650,47 @@ const MANAGED_CONFIG_DOCS: &[(&str, &str)] = &[
         "Left to Qdrant's default on the data volume: the root filesystem is read-only, so no \
          other path is writable.",
     ),
+    (
+        "storage.snapshots_config",
+        "Not allowed: it sends snapshots to any S3 endpoint with credentials in the config. \
+         Snapshots stay on the snapshots volume (spec.snapshots).",
+    ),
+    (
+        "storage.recovery_mode",
+        "Not allowed: it stops the instance from accepting data.",
+    ),
+    (
+        "storage.async_scorer",
+        "Not allowed: it uses io_uring, which the RuntimeDefault seccomp profile blocks.",
+    ),
+    (
+        "storage.quotas",
+        "Not allowed: honoured only at Qdrant's first start, so changing it later does nothing.",
+    ),
+    (
+        "storage.performance.io_uring",
+        "Not allowed: io_uring is blocked by the RuntimeDefault seccomp profile.",
+    ),
+    (
+        "storage.performance.async_scorer",
+        "Not allowed: it uses io_uring, which the RuntimeDefault seccomp profile blocks.",
+    ),
     ("audit", "Set by the operator; use spec.audit."),
+    (
+        "inference",
+        "Not allowed: inference.address makes Qdrant call any URL (an SSRF path, e.g. the cloud \
+         metadata address).",
+    ),
+    (
+        "feature_flags",
+        "Not allowed: unreleased Qdrant behaviour, untested with this operator.",
+    ),
+    (
+        "logger",
+        "Not allowed: logger.on_disk writes a log file to a path of your choice; Qdrant logs to \
+         stdout (use log_level).",
+    ),
+    ("gpu", "Not allowed: the pods get no GPU device."),
 ];
 
 /// The description of an operator-owned `spec.config` key.
@@ -639,61 +702,112 @@ fn managed_config_description(path: &str) -> String {
     format!("{why} Refused in spec.config.")
 }
 
-/// The description of a section of Qdrant's config with operator-owned keys in it.
+/// The description of a section of Qdrant's config.
 fn config_section_description(section: &str) -> String {
     format!(
-        "Qdrant's `{section}` section. The keys declared here are set by the operator and \
-         refused; any other key is passed to Qdrant."
+        "Qdrant's `{section}` section. Only the tuning keys declared here without \"Refused\" \
+         may be set; the operator refuses every other key."
     )
 }
 
-/// The schema of `spec.config`: any object, minus the keys the operator owns.
+/// The description of `spec.config`: the allow-list, key by key.
+pub fn user_config_description() -> String {
+    let keys: Vec<String> = ALLOWED_USER_CONFIG
+        .iter()
+        .map(|(path, ty)| format!("{path} ({ty})"))
+        .collect();
+    format!(
+        "Tuning of Qdrant's config file (the YAML of Qdrant's config, nested: \
+         `{{storage: {{performance: {{max_search_threads: 4}}}}}}`). Only these keys may be set \
+         (uint: an integer >= 0; `?`: null means Qdrant's automatic choice): {}. Every other key \
+         is refused: the ones the operator sets (keys, TLS, ports, CORS, telemetry, static \
+         content, cluster, storage paths, audit) and any that could reach outside the pod or \
+         differ per pod (snapshots_config, inference, feature_flags, cluster.peer_id, ...).",
+        keys.join(", ")
+    )
+}
+
+/// The schema of `spec.config`: the allow-listed tuning keys with their Qdrant types, and the
+/// refused keys Qdrant reads, each with a CEL `!has()` rule on its parent.
 ///
 /// The apiserver hides fields kept by `x-kubernetes-preserve-unknown-fields` from CEL, so every
-/// operator-owned key is declared (with its Qdrant type) and its parent carries a `!has()` rule.
-/// A value of another type fails the type check instead: either way the object is rejected.
-/// The operator's own validation (`crate::validate`) checks the same list for clusters or tools
-/// that skip CEL, and also rejects dotted and upper-case keys, which CEL cannot see.
+/// refused key is declared (with its Qdrant type) and its parent carries a `!has()` rule (a
+/// constant-cost rule: no iteration). A value of another type fails the type check instead:
+/// either way the object is rejected. Unknown keys are kept (not pruned), so the operator sees
+/// them and refuses them with a condition: a running instance whose spec the allow-list now
+/// refuses keeps running untouched instead of losing a setting silently. The operator's own
+/// validation (`crate::validate`) refuses every key not on the allow-list, including dotted and
+/// upper-case keys, which CEL cannot see.
 fn user_config_schema(_: &mut SchemaGenerator) -> Schema {
     let mut root = serde_json::json!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+        "description": user_config_description(),
     });
+    for (path, ty) in ALLOWED_USER_CONFIG {
+        let node = config_node(&mut root, path);
+        *node = allowed_leaf_schema(ty);
+        node["description"] = format!("Qdrant's `{path}` ({ty}).").into();
+    }
     for (path, json_type) in FORBIDDEN_USER_CONFIG {
-        let parts: Vec<&str> = path.split('.').collect();
-        let mut node = &mut root;
-        for (i, part) in parts.iter().enumerate() {
-            let rule = serde_json::json!({
-                "rule": format!("!has(self.{part})"),
-                "message": format!("spec.config may not set `{path}`: the operator manages it"),
-            });
-            let is_leaf = i + 1 == parts.len();
-            if is_leaf {
-                node["x-kubernetes-validations"]
-                    .as_array_mut()
-                    .map(|a| a.push(rule.clone()))
-                    .unwrap_or_else(|| {
-                        node["x-kubernetes-validations"] = serde_json::json!([rule])
-                    });
-            }
-            let child = &mut node["properties"][*part];
-            if child.is_null() {
-                *child = if is_leaf {
-                    let mut leaf = leaf_schema(json_type);
-                    leaf["description"] = managed_config_description(path).into();
-                    leaf
-                } else {
-                    serde_json::json!({
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": true,
-                        "description": config_section_description(&parts[..=i].join(".")),
-                    })
-                };
-            }
-            node = child;
+        let (parent, leaf) = match path.rsplit_once('.') {
+            Some((parent, leaf)) => (Some(parent), leaf),
+            None => (None, *path),
+        };
+        let parent_node = match parent {
+            Some(parent) => config_node(&mut root, parent),
+            None => &mut root,
+        };
+        let rule = serde_json::json!({
+            "rule": format!("!has(self.{leaf})"),
+            "message": format!("spec.config may not set `{path}`: see its description"),
+        });
+        match parent_node["x-kubernetes-validations"].as_array_mut() {
+            Some(rules) => rules.push(rule),
+            None => parent_node["x-kubernetes-validations"] = serde_json::json!([rule]),
         }
+        let node = &mut parent_node["properties"][leaf];
+        *node = leaf_schema(json_type);
+        node["description"] = managed_config_description(path).into();
     }
     Schema::try_from(root).expect("a JSON object is a schema")
+}
+
+/// The node of a config path in the schema tree, creating the sections on the way.
+fn config_node<'a>(root: &'a mut serde_json::Value, path: &str) -> &'a mut serde_json::Value {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let child = &mut node["properties"][*part];
+        if child.is_null() {
+            *child = serde_json::json!({
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "description": config_section_description(&parts[..=i].join(".")),
+            });
+        }
+        node = child;
+    }
+    node
+}
+
+fn allowed_leaf_schema(ty: &str) -> serde_json::Value {
+    let (base, nullable) = match ty.strip_suffix('?') {
+        Some(base) => (base, true),
+        None => (ty, false),
+    };
+    let mut schema = match base {
+        "uint" => serde_json::json!({"type": "integer", "minimum": 0}),
+        "int" => serde_json::json!({"type": "integer"}),
+        "number" => serde_json::json!({"type": "number"}),
+        "bool" => serde_json::json!({"type": "boolean"}),
+        "string" => serde_json::json!({"type": "string", "maxLength": 64}),
+        other => panic!("unknown config type {other}"),
+    };
+    if nullable {
+        schema["nullable"] = true.into();
+    }
+    schema
 }
 
 fn leaf_schema(json_type: &str) -> serde_json::Value {

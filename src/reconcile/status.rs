@@ -48,6 +48,10 @@ pub enum Verdict<'a> {
     },
 }
 
+/// Warning conditions (True when the spec opens the network that way): egress beyond the peers
+/// and DNS (`spec.network.extraEgress`), clients or scrapers from every namespace.
+pub const NETWORK_WARNINGS: &[&str] = &["EgressBeyondPeers", "IngressFromAllNamespaces"];
+
 /// Sets a condition, keeping its lastTransitionTime when its status did not change.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
@@ -186,6 +190,23 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                         c.type_ != CERTIFICATE_READY && c.type_ != METRICS_CLIENT_CERTIFICATE_READY
                     });
                     status.certificate = None;
+                }
+            }
+            // Openings the spec may make within the operator's policy, shown as True conditions
+            // (removed when the spec closes them again).
+            let warnings = crate::validate::network_warnings(instance);
+            for type_ in NETWORK_WARNINGS {
+                match warnings.iter().find(|(t, _)| t == type_) {
+                    Some((_, message)) => set_condition(
+                        &mut status.conditions,
+                        type_,
+                        true,
+                        "OpenedBySpec",
+                        message.clone(),
+                        generation,
+                        now,
+                    ),
+                    None => status.conditions.retain(|c| c.type_ != *type_),
                 }
             }
             let replicas = instance.replicas;

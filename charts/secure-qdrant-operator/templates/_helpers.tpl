@@ -102,17 +102,18 @@ the operator's API calls; tests/rbac.rs and tests/helm.rs fail when either side 
 
 {{/*
 The image prefixes the admission policy accepts, as a JSON list: each repository of
-`policy.allowedImageRepositories` as written, and for a Docker Hub one (`docker.io/...`) the
+`policy.allowedImages` as written (`x/*`, a whole tree, as the prefix `x/`), and for a Docker Hub one (`docker.io/...`) the
 other spellings of the same repository (`qdrant/qdrant`, `index.docker.io/qdrant/qdrant`,
 `library/x` for an official image). An image is allowed when it is one of them followed by
-`:<tag>` or `@<digest>`, so `docker.io/qdrant/qdrant-evil` never matches `docker.io/qdrant/qdrant`.
+`:<tag>` or `@<digest>` (or, for a prefix ending in `/`, when it starts with it), so `docker.io/qdrant/qdrant-evil` never matches `docker.io/qdrant/qdrant`.
 */}}
 {{- define "sqo.allowedImagePrefixes" -}}
 {{- $out := list -}}
-{{- range .Values.policy.allowedImageRepositories -}}
-{{- $out = append $out . -}}
-{{- if hasPrefix "docker.io/" . -}}
-{{- $path := trimPrefix "docker.io/" . -}}
+{{- range $entry := .Values.policy.allowedImages -}}
+{{- $repo := trimSuffix "*" $entry -}}
+{{- $out = append $out $repo -}}
+{{- if hasPrefix "docker.io/" $repo -}}
+{{- $path := trimPrefix "docker.io/" $repo -}}
 {{- $out = append $out $path -}}
 {{- $out = append $out (printf "index.docker.io/%s" $path) -}}
 {{- if hasPrefix "library/" $path -}}
