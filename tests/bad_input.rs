@@ -541,6 +541,17 @@ fn bad_cases() -> Vec<Case> {
         )
         .updating_with_status("{replicas: 3, tls: {enabled: false}}", "{clustered: true}")
         .cel(),
+        bad(
+            "tls.enabled switched off on a clustered instance serving https",
+            "spec.tls.enabled",
+            "{replicas: 3, tls: {enabled: false}}",
+        )
+        .updating_with_status(
+            "{replicas: 3}",
+            "{clustered: true, endpoints: {rest: 'https://vectors.search.svc:6333', grpc: \
+             'https://vectors.search.svc:6334'}}",
+        )
+        .cel(),
         // 3 -> 1 -> switch: the instance runs one replica now, but status.clustered stays.
         bad(
             "tls.enabled switched on a cluster scaled down to 1",
@@ -701,6 +712,16 @@ fn valid_cases() -> Vec<(String, String, Option<String>)> {
             "tls.enabled switched on a never-clustered single node".to_owned(),
             doc("{tls: {enabled: false}}"),
             Some(with_status(doc("{}"), "{replicas: 1}")),
+        ),
+        (
+            // A switch that got past an older CRD is undone: back to what the pods run with.
+            "tls.enabled set back to the scheme a clustered instance serves".to_owned(),
+            doc("{replicas: 3, tls: {enabled: true}}"),
+            Some(with_status(
+                doc("{replicas: 3, tls: {enabled: false}}"),
+                "{clustered: true, endpoints: {rest: 'https://vectors.search.svc:6333', grpc: \
+                 'https://vectors.search.svc:6334'}}",
+            )),
         ),
         (
             "a clustered instance that keeps its TLS setting".to_owned(),

@@ -61,13 +61,17 @@ fn tls_enabled(x: &str) -> String {
 /// A transition rule at the root (it reads the status): `spec.tls.enabled` cannot change once
 /// the instance has run more than one replica (`status.clustered`, which the operator never
 /// clears). Qdrant keeps every peer's URI, scheme included, in its Raft state. The operator
-/// refuses the same change itself ([`crate::reconcile::plan::tls_switch`]).
+/// refuses the same change itself ([`crate::reconcile::plan::tls_switch`]). A change back to
+/// what the pods run with (the scheme of `status.endpoints.rest`) is allowed, so a switch that
+/// got past an older CRD can be undone; an update that leaves the field alone (a status write
+/// included) always passes.
 fn tls_switch_rule() -> ValidationRule {
+    let (new, old) = (tls_enabled("self"), tls_enabled("oldSelf"));
     ValidationRule {
         rule: format!(
-            "!has(oldSelf.status) || !has(oldSelf.status.clustered) || !oldSelf.status.clustered || {} == {}",
-            tls_enabled("self"),
-            tls_enabled("oldSelf"),
+            "!has(oldSelf.status) || !has(oldSelf.status.clustered) || !oldSelf.status.clustered \
+             || {new} == {old} || (has(oldSelf.status.endpoints) && \
+             {new} == oldSelf.status.endpoints.rest.startsWith('https://'))"
         ),
         message: Some(
             "spec.tls.enabled cannot change on an instance that has run more than one replica \
