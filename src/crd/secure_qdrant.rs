@@ -737,7 +737,8 @@ pub struct SecureQdrantStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clustered: bool,
 
-    /// True once the operator saw at least two peers of the cluster ready; never cleared. From
+    /// True once the operator saw at least two peers of the cluster ready, every pod running the
+    /// current template; never cleared. From
     /// then on a pod 0 that starts without Raft state (a wiped volume) joins the cluster through
     /// pod 1 instead of starting a new one-peer cluster.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

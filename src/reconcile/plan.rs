@@ -242,7 +242,8 @@ impl History {
     /// The history recorded in `status`, with what the StatefulSet shows now: a StatefulSet
     /// asked for or running more than one replica makes the instance clustered (also for an
     /// instance that predates `status.clustered`, or whose status write was lost), and two ready
-    /// pods of a cluster-mode StatefulSet mean the cluster formed.
+    /// pods of a cluster-mode StatefulSet that has rolled out (every pod runs the current
+    /// template: no single-node pod 0 left from a scale-up) mean the cluster formed.
     pub fn observe(status: Option<&SecureQdrantStatus>, current: Option<&StatefulSet>) -> Self {
         let spec_replicas = current
             .and_then(|s| s.spec.as_ref())
@@ -251,9 +252,16 @@ impl History {
         let sts_status = current.and_then(|s| s.status.as_ref());
         let running = sts_status.map(|s| s.replicas).unwrap_or(0);
         let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let rolled_out = sts_status.is_some_and(|s| {
+            s.observed_generation >= current.and_then(|c| c.metadata.generation)
+                && s.updated_replicas == Some(spec_replicas)
+                && s.current_revision.is_some()
+                && s.current_revision == s.update_revision
+        });
         History {
             clustered: status.is_some_and(|s| s.clustered) || spec_replicas > 1 || running > 1,
-            formed: status.is_some_and(|s| s.cluster_formed) || (spec_replicas > 1 && ready > 1),
+            formed: status.is_some_and(|s| s.cluster_formed)
+                || (spec_replicas > 1 && ready > 1 && rolled_out),
         }
     }
 }
@@ -677,6 +685,9 @@ mod tests {
             status: Some(StatefulSetStatus {
                 replicas: running,
                 ready_replicas: Some(ready),
+                updated_replicas: Some(replicas),
+                current_revision: Some("r1".to_owned()),
+                update_revision: Some("r1".to_owned()),
                 ..StatefulSetStatus::default()
             }),
             ..StatefulSet::default()
@@ -783,6 +794,11 @@ mod tests {
         assert!(History::observe(None, Some(&sts(3, 3, 2, true))).formed);
         // A single node with one ready pod never forms a cluster.
         assert!(!History::observe(None, Some(&sts(1, 1, 1, true))).formed);
+        // Mid-roll (a scale-up from a single node: pod 0 still runs the old template), ready
+        // pods do not mean a formed cluster.
+        let mut rolling = sts(3, 3, 3, true);
+        rolling.status.as_mut().unwrap().update_revision = Some("r2".to_owned());
+        assert!(!History::observe(None, Some(&rolling)).formed);
         // Recorded once, kept whatever the StatefulSet shows later.
         assert_eq!(
             History::observe(Some(&recorded(true, true)), Some(&sts(3, 3, 0, true))),
