@@ -58,17 +58,6 @@ pub const KEY_GUARD: &str = r#"check_keys() {
 check_keys || exit 1
 "#;
 
-/// The container's command: [`KEY_GUARD`], then the image's entrypoint with the container's
-/// args.
-pub fn start_command() -> Vec<String> {
-    vec![
-        "/bin/bash".to_owned(),
-        "-c".to_owned(),
-        format!("{KEY_GUARD}exec {ENTRYPOINT} \"$@\"\n"),
-        "qdrant".to_owned(),
-    ]
-}
-
 /// Environment variables Qdrant reads (outside the `QDRANT__SECTION__KEY` config mapping).
 pub mod env {
     /// Full-access API key (`service.api_key`).

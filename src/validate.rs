@@ -47,6 +47,9 @@ pub struct Instance {
     pub user_config: Map<String, Value>,
     pub pod: PodSpecOverrides,
     pub cluster_domain: String,
+    /// The cluster has formed (`status.clusterFormed`): a pod 0 without Raft state joins it
+    /// through pod 1. Not from the spec: false here, set by the reconcile from the status.
+    pub cluster_formed: bool,
 }
 
 /// TLS settings with durations parsed and defaults resolved.
@@ -427,6 +430,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             user_config: spec.config.clone().into_iter().collect(),
             pod: spec.pod.clone(),
             cluster_domain: settings.cluster_domain.clone(),
+            cluster_formed: false,
         }),
         _ => Err(problems),
     }

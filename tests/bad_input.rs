@@ -122,6 +122,16 @@ impl Case {
         self.old = Some(doc(old_spec));
         self
     }
+    /// An update of the object stored with this spec and this status.
+    fn updating_with_status(mut self, old_spec: &str, status: &str) -> Self {
+        self.old = Some(with_status(doc(old_spec), status));
+        self
+    }
+}
+
+/// `doc` with a status (YAML flow style), as the operator wrote it.
+fn with_status(doc: String, status: &str) -> String {
+    format!("{doc}status: {status}\n")
 }
 
 fn bad_cases() -> Vec<Case> {
@@ -524,6 +534,46 @@ fn bad_cases() -> Vec<Case> {
         )
         .updating("{}")
         .cel(),
+        // Once the instance has run more than one replica (status.clustered), the TLS setting
+        // is fixed: peer URIs are in Qdrant's Raft state with their scheme. The operator refuses
+        // it in its plan (it needs the running StatefulSet or the status, which validate does
+        // not see).
+        bad(
+            "tls.enabled switched off on a clustered instance",
+            "spec.tls.enabled",
+            "{replicas: 3, tls: {enabled: false}}",
+        )
+        .updating_with_status("{replicas: 3}", "{clustered: true}")
+        .cel(),
+        bad(
+            "tls.enabled switched on on a clustered instance",
+            "spec.tls.enabled",
+            "{replicas: 3}",
+        )
+        .updating_with_status("{replicas: 3, tls: {enabled: false}}", "{clustered: true}")
+        .cel(),
+        bad(
+            "tls.enabled switched off on a clustered instance serving https",
+            "spec.tls.enabled",
+            "{replicas: 3, tls: {enabled: false}}",
+        )
+        .updating_with_status(
+            "{replicas: 3}",
+            "{clustered: true, endpoints: {rest: 'https://vectors.search.svc:6333', grpc: \
+             'https://vectors.search.svc:6334'}}",
+        )
+        .cel(),
+        // 3 -> 1 -> switch: the instance runs one replica now, but status.clustered stays.
+        bad(
+            "tls.enabled switched on a cluster scaled down to 1",
+            "spec.tls.enabled",
+            "{replicas: 1, tls: {enabled: false}}",
+        )
+        .updating_with_status(
+            "{replicas: 1, tls: {enabled: true}}",
+            "{clustered: true, replicas: 1}",
+        )
+        .cel(),
     ];
     // auth.keyRotationGracePeriod: syntax by pattern, the lower bound (1m, about how long
     // kubelets take to refresh a mounted Secret) by CEL and the operator.
@@ -855,6 +905,26 @@ fn valid_cases() -> Vec<(String, String, Option<String>)> {
     vec![
         spec("empty spec (all defaults)", "{}"),
         spec("replicas 1", "{replicas: 1}"),
+        (
+            "tls.enabled switched on a never-clustered single node".to_owned(),
+            doc("{tls: {enabled: false}}"),
+            Some(with_status(doc("{}"), "{replicas: 1}")),
+        ),
+        (
+            // A switch that got past an older CRD is undone: back to what the pods run with.
+            "tls.enabled set back to the scheme a clustered instance serves".to_owned(),
+            doc("{replicas: 3, tls: {enabled: true}}"),
+            Some(with_status(
+                doc("{replicas: 3, tls: {enabled: false}}"),
+                "{clustered: true, endpoints: {rest: 'https://vectors.search.svc:6333', grpc: \
+                 'https://vectors.search.svc:6334'}}",
+            )),
+        ),
+        (
+            "a clustered instance that keeps its TLS setting".to_owned(),
+            doc("{replicas: 4, tls: {enabled: true}}"),
+            Some(with_status(doc("{replicas: 3}"), "{clustered: true}")),
+        ),
         spec("replicas 100", "{replicas: 100}"),
         spec(
             "config with allowed keys",

@@ -53,13 +53,16 @@ const QDRANT_CONFIG_KEYS: &[&str] = &[
 ];
 
 /// Env vars Qdrant (or its image's entrypoint) reads outside the `QDRANT__` mapping, plus the
-/// operator's own `POD_NAME`, used only for `$(POD_NAME)` expansion by the kubelet.
+/// operator's own `POD_NAME`, used only for `$(POD_NAME)` expansion by the kubelet, and the two
+/// the cluster-mode start script reads (`SQ_`: no Qdrant name starts so).
 const OTHER_ENV: &[&str] = &[
     "QDRANT_URI",
     "QDRANT_BOOTSTRAP",
     "QDRANT_INIT_FILE_PATH",
     "RUN_MODE",
     "POD_NAME",
+    "SQ_CLUSTER_FORMED",
+    "SQ_REJOIN_BOOTSTRAP",
 ];
 
 fn variants() -> Vec<(String, Instance)> {

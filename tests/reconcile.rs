@@ -1396,6 +1396,8 @@ async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, move |mut api| async move {
+            // Ready peers: the formed cluster is recorded (see the test below).
+            api.expect_apply(&path::config_map()).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })
@@ -1408,6 +1410,111 @@ async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
         condition(patch, "Ready"),
         ("True", "AllReplicasReady", "3/3 replicas ready")
     );
+}
+
+#[tokio::test]
+async fn the_formed_cluster_is_recorded_in_the_config_map_and_status_without_a_roll() {
+    // Two ready peers: the cluster has formed. Before this, every reconcile wrote nothing.
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let status = sq.status.clone().unwrap();
+    assert!(
+        status.clustered,
+        "asked for 3 replicas: clustered from the start"
+    );
+    assert!(!status.cluster_formed);
+    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
+    sts.status = Some(StatefulSetStatus {
+        observed_generation: Some(1),
+        replicas: 3,
+        ready_replicas: Some(2),
+        updated_replicas: Some(3),
+        current_revision: Some("vectors-5d4f".into()),
+        update_revision: Some("vectors-5d4f".into()),
+        ..StatefulSetStatus::default()
+    });
+    cluster.put(sts);
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // The ConfigMap gains the key; the StatefulSet (its pod template) is not written.
+            api.expect_apply(&path::config_map()).await;
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    let config_map = t.body(Method::PATCH, &path::config_map());
+    assert_eq!(config_map["data"]["cluster-formed"], "true");
+    let patch = t.body(Method::PATCH, &path::status());
+    assert_eq!(patch["status"]["clusterFormed"], true);
+    assert_eq!(patch["status"]["clustered"], true);
+}
+
+#[tokio::test]
+async fn a_tls_switch_on_a_cluster_is_refused_and_applies_nothing() {
+    let k = keys("k");
+    // A 3-node cluster runs without TLS; the user turns TLS on.
+    let (before, cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    let mut sq = SecureQdrant::test()
+        .replicas(3)
+        .generation(2)
+        .with_status(before.status.clone().unwrap());
+    sq.spec.tls.enabled = true;
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            // No Secret, no certificate, no child: only the status.
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("a refusal is not an error");
+    let patch = t.body(Method::PATCH, &path::status());
+    assert_eq!(patch["status"]["phase"], "Degraded");
+    assert_eq!(patch["status"]["clustered"], true);
+    let (status, reason, message) = condition(patch, "Reconciled");
+    assert_eq!((status, reason), ("False", "TLSChangeRefused"));
+    assert!(
+        message.contains("spec.tls.enabled cannot change from false to true")
+            && message.contains("create a new SecureQdrant"),
+        "{message}"
+    );
+    let events = h.published();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0, events[0].1.as_str(), events[0].2.as_str()),
+        (EventType::Warning, "TLSChangeRefused", message)
+    );
+}
+
+#[tokio::test]
+async fn a_tls_switch_after_three_to_one_is_refused_by_the_recorded_status() {
+    let k = keys("k");
+    // Once 3 replicas (status.clustered), now a single node: the StatefulSet alone would not
+    // tell, the status does.
+    let (single, cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut status = single.status.clone().unwrap();
+    assert!(!status.clustered);
+    status.clustered = true;
+    let mut sq = SecureQdrant::test().generation(2).with_status(status);
+    sq.spec.tls.enabled = true;
+    let cr = sq.to_json();
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, move |mut api| async move {
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect("a refusal is not an error");
+    let (_, reason, _) = condition(t.body(Method::PATCH, &path::status()), "Reconciled");
+    assert_eq!(reason, "TLSChangeRefused");
 }
 
 // ----- failures and backoff --------------------------------------------------------------------

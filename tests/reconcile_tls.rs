@@ -626,10 +626,25 @@ async fn settled(sq: SecureQdrant) -> World {
     let mut w = World::new(sq, t0());
     first_reconcile(&mut w).await.action();
     w.roll_out();
-    status_only(&mut w).await;
+    after_first_roll_out(&mut w).await;
     let quiet = w.reconcile(|api| async move { api }).await;
     quiet.action();
     w
+}
+
+/// The reconcile after the first roll-out: the status and, for a cluster (its peers are ready
+/// now), the formation recorded in `<n>-config` (never a StatefulSet write).
+async fn after_first_roll_out(w: &mut World) -> Step {
+    let cr = w.sq.to_json();
+    let cluster_mode = w.sq.spec.replicas > 1;
+    w.reconcile(move |mut api| async move {
+        if cluster_mode {
+            api.expect_apply(&path::config_map()).await;
+        }
+        api.expect_status_patch(&path::status(), &cr).await;
+        api
+    })
+    .await
 }
 
 /// A reconcile that writes nothing but status.
@@ -1573,9 +1588,20 @@ async fn a_users_ca_signs_the_serving_certificate_and_is_never_written() {
         ["CredentialsGenerated", "CertificateIssued"]
     );
 
-    // Re-read on every reconcile (not watched); nothing written while it is unchanged.
+    // Re-read on every reconcile (not watched); nothing written while it is unchanged (after
+    // the formation of the cluster is recorded in `<n>-config`).
     w.roll_out();
-    status_only_with_user_secret(&mut w, "corp-ca").await;
+    let answer = w.secret("corp-ca").clone();
+    let cr = w.sq.to_json();
+    w.reconcile(move |mut api| async move {
+        api.expect_get(&path::secret("corp-ca"), &answer).await;
+        api.expect_get(&path::secret("corp-ca"), &answer).await;
+        api.expect_apply(&path::config_map()).await;
+        api.expect_status_patch(&path::status(), &cr).await;
+        api
+    })
+    .await
+    .action();
     let answer = w.secret("corp-ca").clone();
     let step = w
         .reconcile(move |mut api| async move {
@@ -1605,20 +1631,6 @@ async fn a_users_ca_signs_the_serving_certificate_and_is_never_written() {
     assert_eq!(step.action(), Action::requeue(ROLLOVER_POLL));
     assert_phase(&w, "TrustBoth", &[corp.cert(), corp2.cert()], corp.cert());
     assert_eq!(step.reasons(), ["CARollover"]);
-}
-
-/// A reconcile of a caSecretRef instance that only reads the user's CA and writes status.
-async fn status_only_with_user_secret(w: &mut World, name: &str) -> Step {
-    let answer = w.secret(name).clone();
-    let user_path = path::secret(name);
-    let cr = w.sq.to_json();
-    w.reconcile(move |mut api| async move {
-        api.expect_get(&user_path, &answer).await;
-        api.expect_get(&user_path, &answer).await;
-        api.expect_status_patch(&path::status(), &cr).await;
-        api
-    })
-    .await
 }
 
 #[tokio::test]
@@ -1734,13 +1746,14 @@ async fn a_users_certificate_is_mounted_not_issued_and_a_change_to_it_rolls_the_
         "nothing was issued"
     );
 
-    // Unchanged: read, nothing written.
+    // Unchanged: read, nothing written (but the formation of the cluster and the status).
     w.roll_out();
     let answer = w.secret("corp-tls").clone();
     let cr = w.sq.to_json();
     w.reconcile(move |mut api| async move {
         api.expect_get(&path::secret("corp-tls"), &answer).await;
         api.expect_get(&path::secret("corp-tls"), &answer).await;
+        api.expect_apply(&path::config_map()).await;
         api.expect_status_patch(&path::status(), &cr).await;
         api
     })
@@ -1917,7 +1930,7 @@ async fn tls_disabled_shows_a_warning_condition_and_one_event_and_touches_no_tls
 
     // Later reconciles keep the condition and do not repeat the Event.
     w.roll_out();
-    let step = status_only(&mut w).await;
+    let step = after_first_roll_out(&mut w).await;
     assert_eq!(condition(step.status(), "TLSDisabled").0, "True");
     assert!(step.events.is_empty(), "{:?}", step.events);
     let quiet = w.reconcile(|api| async move { api }).await;
@@ -1925,8 +1938,29 @@ async fn tls_disabled_shows_a_warning_condition_and_one_event_and_touches_no_tls
 }
 
 #[tokio::test]
-async fn turning_tls_off_warns_once_and_leaves_the_tls_secrets_alone() {
+async fn turning_tls_off_on_a_cluster_is_refused_and_writes_nothing_but_status() {
+    // Peer URIs are in Qdrant's Raft state with their scheme: the pods keep running with TLS.
     let mut w = settled(sq3()).await;
+    let sts = w.sts().clone();
+    let (ca, tls) = (w.secret(&ca_name()).clone(), w.secret(&tls_name()).clone());
+    let mut sq = w.sq.clone();
+    sq.spec.tls.enabled = false;
+    sq.metadata.generation = Some(2);
+    w.sq = sq;
+    let step = status_only(&mut w).await;
+    assert_eq!(step.t.writes().len(), 1, "{}", step.t.summary());
+    assert_eq!(w.sts(), &sts);
+    assert_eq!((w.secret(&ca_name()), w.secret(&tls_name())), (&ca, &tls));
+    let patch = step.status();
+    assert_eq!(condition(patch, "Reconciled").1, "TLSChangeRefused");
+    assert!(!has_condition(patch, "TLSDisabled"));
+    assert_eq!(step.reasons(), ["TLSChangeRefused"]);
+}
+
+#[tokio::test]
+async fn turning_tls_off_on_a_never_clustered_single_node_warns_once_and_leaves_the_tls_secrets_alone()
+ {
+    let mut w = settled(SecureQdrant::test().tls()).await;
     let ca = w.secret(&ca_name()).clone();
     let tls = w.secret(&tls_name()).clone();
     let mut sq = w.sq.clone();

@@ -1,7 +1,9 @@
 //! StatefulSet `<n>`: the Qdrant pods, hardened to the "restricted" Pod Security Standard.
 //!
 //! One pod template serves every ordinal: the peer URI is built from the pod's own name, and every
-//! pod bootstraps from pod 0 (pod 0 bootstrapping from itself starts the cluster).
+//! pod bootstraps from pod 0 (pod 0 bootstrapping from itself starts the cluster). In cluster mode
+//! the container runs [`START_SCRIPT`], which bootstraps a pod 0 without Raft state from pod 1
+//! once the cluster has formed, so a wiped pod 0 never starts a second cluster.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +12,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -40,6 +43,34 @@ pub const RUN_AS_UID: i64 = 10001;
 pub const RUN_AS_GID: i64 = 10001;
 /// Name of the Qdrant container.
 pub const CONTAINER: &str = "qdrant";
+
+/// Env var (cluster mode): `"true"` once the cluster has formed, from the optional
+/// [`super::config_map::CLUSTER_FORMED_KEY`] of `<n>-config`. Read at every container start;
+/// its value is not in the pod template, so recording the formation rolls nothing.
+pub const ENV_CLUSTER_FORMED: &str = "SQ_CLUSTER_FORMED";
+/// Env var (cluster mode): the peer a pod 0 without Raft state joins once the cluster has formed
+/// (pod 1's URI).
+pub const ENV_REJOIN_BOOTSTRAP: &str = "SQ_REJOIN_BOOTSTRAP";
+
+/// How a cluster-mode pod starts, run by `/bin/bash -c` in the image's working directory. Qdrant
+/// honours `--bootstrap` only when its storage holds no Raft state (`raft_state.json`, or
+/// `raft_state` from before Qdrant stored it as JSON). Every pod bootstraps from pod 0 (`$QDRANT_BOOTSTRAP`),
+/// pod 0 from itself: that starts the cluster. Once the cluster has formed, a pod 0 without Raft
+/// state (its volume was wiped) would start a NEW one-peer cluster next to the old one, so it
+/// bootstraps from pod 1 instead and rejoins the old one. Then runs the image's entrypoint with
+/// the container's arguments.
+pub const START_SCRIPT: &str = r#"set -eu
+bootstrap="$QDRANT_BOOTSTRAP"
+if [ ! -e storage/raft_state.json ] && [ ! -e storage/raft_state ] \
+  && [ "${POD_NAME##*-}" = 0 ] && [ "${SQ_CLUSTER_FORMED:-}" = true ]; then
+  bootstrap="$SQ_REJOIN_BOOTSTRAP"
+  echo "secure-qdrant-operator: no Raft state in storage/ and the cluster has formed: joining it through $bootstrap instead of starting a new cluster" >&2
+fi
+export QDRANT_BOOTSTRAP="$bootstrap"
+exec ./entrypoint.sh --uri "$QDRANT_URI" --bootstrap "$bootstrap" "$@"
+"#;
+/// `$0` of [`START_SCRIPT`] (shown in `ps` and in bash's error messages).
+const START_SCRIPT_NAME: &str = "secure-qdrant-start";
 
 const VOLUME_STORAGE: &str = "storage";
 const VOLUME_SNAPSHOTS: &str = "snapshots";
@@ -299,8 +330,42 @@ fn env(inst: &Instance, keys: &ApiKeys) -> Vec<EnvVar> {
             env::BOOTSTRAP,
             peer_uri(inst, &format!("{}-0", inst.name)),
         ));
+        env.push(plain_env(
+            ENV_REJOIN_BOOTSTRAP,
+            peer_uri(inst, &format!("{}-1", inst.name)),
+        ));
+        env.push(EnvVar {
+            name: ENV_CLUSTER_FORMED.to_owned(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: inst.config_map_name(),
+                    key: super::config_map::CLUSTER_FORMED_KEY.to_owned(),
+                    optional: Some(true),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
     }
     env
+}
+
+/// The container's command, under bash: the key guard, then the image's entrypoint for a single
+/// node, [`START_SCRIPT`] (which
+/// ends in the entrypoint) in cluster mode.
+fn command(inst: &Instance) -> Vec<String> {
+    // Every pod first runs the key guard (`crate::qdrant::KEY_GUARD`): an empty or unsendable
+    // key never starts Qdrant, whatever the Secret holds when the pod starts.
+    let body = match inst.cluster_mode() {
+        true => START_SCRIPT.to_owned(),
+        false => format!("exec {} \"$@\"\n", crate::qdrant::ENTRYPOINT),
+    };
+    vec![
+        "/bin/bash".to_owned(),
+        "-c".to_owned(),
+        format!("{}{body}", crate::qdrant::KEY_GUARD),
+        START_SCRIPT_NAME.to_owned(),
+    ]
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
@@ -312,8 +377,56 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
+/// The readiness check with client certificates (`spec.tls.clientCertificates`), run by
+/// `/bin/bash -c` with the REST port as `$1` and the TLS directory as `$2`. The kubelet has no
+/// client certificate, so it cannot ask `/readyz` itself; this asks it over `openssl s_client`
+/// (in the image: Debian's `ca-certificates` depends on `openssl`; the unprivileged image has no
+/// curl), presenting the pod's own serving certificate, which the operator issues with the
+/// clientAuth usage (p2p needs it too). Ready only on `HTTP/1.x 200`: Qdrant answers 503 until
+/// the peer has joined consensus and its shards have caught up. `/readyz` needs no API key, so
+/// none is sent. An image without `openssl` falls back to what a TCP probe checks (the port
+/// accepts connections) and says so on stderr.
+pub const READINESS_SCRIPT: &str = r#"if ! command -v openssl >/dev/null 2>&1; then
+  echo "no openssl in the image: checking only that port $1 accepts connections" >&2
+  (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  exit
+fi
+printf 'GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' \
+  | openssl s_client -quiet -connect "127.0.0.1:$1" -cert "$2/tls.crt" -key "$2/tls.key" 2>/dev/null \
+  | head -n 1 | grep -q '^HTTP/1\.[01] 200'
+"#;
+/// `$0` of [`READINESS_SCRIPT`].
+const READINESS_SCRIPT_NAME: &str = "secure-qdrant-readyz";
+
+/// The readiness probe: the kubelet's HTTP(S) GET of `/readyz`, or with client certificates
+/// (which the kubelet cannot present) [`READINESS_SCRIPT`] run in the container.
+fn readiness_probe(inst: &Instance) -> Probe {
+    let client_certs = inst.tls.as_ref().is_some_and(|t| t.client_certificates);
+    if !client_certs {
+        return probe(inst, "/readyz", 5, 3);
+    }
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "/bin/bash".to_owned(),
+                "-c".to_owned(),
+                READINESS_SCRIPT.to_owned(),
+                READINESS_SCRIPT_NAME.to_owned(),
+                HTTP_PORT.to_string(),
+                TLS_DIR.to_owned(),
+            ]),
+        }),
+        period_seconds: Some(5),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
 /// A probe of Qdrant's health endpoints. With client certificates required on REST, the kubelet
-/// (which has none) cannot complete the handshake, so the probe only checks the port is open.
+/// (which has none) cannot complete the handshake, so the probe only checks the port is open
+/// (liveness and startup: `/livez` is always 200 once the port is open; readiness uses
+/// [`readiness_probe`]).
 fn probe(inst: &Instance, path: &str, period: i32, failures: i32) -> Probe {
     let port = IntOrString::String("http".to_owned());
     let client_certs = inst.tls.as_ref().is_some_and(|t| t.client_certificates);
@@ -356,7 +469,7 @@ fn container(inst: &Instance, keys: &ApiKeys) -> Container {
         name: CONTAINER.to_owned(),
         image: Some(inst.image.clone()),
         image_pull_policy: Some(inst.image_pull_policy.as_str().to_owned()),
-        command: Some(crate::qdrant::start_command()),
+        command: Some(command(inst)),
         args: Some(vec![
             "--config-path".to_owned(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
@@ -382,7 +495,7 @@ fn container(inst: &Instance, keys: &ApiKeys) -> Container {
         // Loading large collections can take minutes: the startup probe holds liveness off.
         startup_probe: Some(probe(inst, "/livez", 10, 90)),
         liveness_probe: Some(probe(inst, "/livez", 10, 6)),
-        readiness_probe: Some(probe(inst, "/readyz", 5, 3)),
+        readiness_probe: Some(readiness_probe(inst)),
         volume_mounts: Some(
             [
                 mount(VOLUME_STORAGE, STORAGE_PATH, false),

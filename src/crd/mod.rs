@@ -43,8 +43,45 @@ pub fn secure_qdrant_crd() -> CustomResourceDefinition {
                 )),
                 ..ValidationRule::default()
             });
+        schema
+            .x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .push(tls_switch_rule());
     }
     crd
+}
+
+/// `spec.tls.enabled` of the object `x`, with its default (true) when unset.
+fn tls_enabled(x: &str) -> String {
+    format!(
+        "(!has({x}.spec) || !has({x}.spec.tls) || !has({x}.spec.tls.enabled) || {x}.spec.tls.enabled)"
+    )
+}
+
+/// A transition rule at the root (it reads the status): `spec.tls.enabled` cannot change once
+/// the instance has run more than one replica (`status.clustered`, which the operator never
+/// clears). Qdrant keeps every peer's URI, scheme included, in its Raft state. The operator
+/// refuses the same change itself ([`crate::reconcile::plan::tls_switch`]). A change back to
+/// what the pods run with (the scheme of `status.endpoints.rest`) is allowed, so a switch that
+/// got past an older CRD can be undone; an update that leaves the field alone (a status write
+/// included) always passes.
+fn tls_switch_rule() -> ValidationRule {
+    let (new, old) = (tls_enabled("self"), tls_enabled("oldSelf"));
+    ValidationRule {
+        rule: format!(
+            "!has(oldSelf.status) || !has(oldSelf.status.clustered) || !oldSelf.status.clustered \
+             || {new} == {old} || (has(oldSelf.status.endpoints) && \
+             {new} == oldSelf.status.endpoints.rest.startsWith('https://'))"
+        ),
+        message: Some(
+            "spec.tls.enabled cannot change on an instance that has run more than one replica \
+             (status.clustered): Qdrant keeps every peer's URI with its scheme in its Raft \
+             state, so the cluster would split. Create a new SecureQdrant with the other setting \
+             and move the collections to it with snapshots"
+                .to_owned(),
+        ),
+        ..ValidationRule::default()
+    }
 }
 
 /// Renders every CRD as one multi-document YAML stream (the content of `crds/`).

@@ -854,6 +854,19 @@ pub struct SecureQdrantStatus {
     /// The serving certificate and its CA (absent when TLS is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
+
+    /// True once the StatefulSet has run (or been asked to run) more than one replica; never
+    /// cleared. Qdrant stores each peer's URI, scheme included, in its Raft state, so from then on
+    /// `spec.tls.enabled` cannot change (a CEL rule and the operator refuse it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clustered: bool,
+
+    /// True once the operator saw at least two peers of the cluster ready, every pod running the
+    /// current template; never cleared. From
+    /// then on a pod 0 that starts without Raft state (a wiped volume) joins the cluster through
+    /// pod 1 instead of starting a new one-peer cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_formed: bool,
 }
 
 /// Validity of the serving certificate.

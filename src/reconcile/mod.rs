@@ -215,7 +215,29 @@ async fn converge(
 
     // 2. observe and plan
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
-    let plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
+    let history = plan::History::observe(sq.status.as_ref(), current_sts.as_deref());
+    let running_tls = plan::running_tls(current_sts.as_deref(), sq.status.as_ref());
+    if let Some(refusal) = plan::tls_switch(&inst, history, running_tls) {
+        // Nothing is applied: the pods keep running with the TLS setting they have.
+        let status = status::desired(sq, &Verdict::Refused(&refusal), now);
+        if condition_changed(sq, &status) {
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Warning,
+                    refusal.reason(),
+                    "Plan",
+                    refusal.message(),
+                )
+                .await;
+        }
+        ctx.write_status(sq, status).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+    let mut plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
+    // Read by the pods' start script (through `<n>-config`): a pod 0 without Raft state joins
+    // the formed cluster instead of starting a new one.
+    plan.instance.cluster_formed = history.formed;
     let inst = &plan.instance;
 
     // 2b. every Secret the spec references but the instance does not own must allow it; nothing

@@ -12,7 +12,12 @@
 //! - an acknowledgment that is not a number or names another count than `spec.replicas`: the
 //!   replicas stay as they are (neither down nor up), so a stale acknowledgment never carries
 //!   over to a later scale-down;
-//! - changing the data volume size or class: StatefulSet claim templates are immutable.
+//! - changing the data volume size or class: StatefulSet claim templates are immutable;
+//! - switching `spec.tls.enabled` on an instance that has ever run more than one replica
+//!   ([`tls_switch`]): Qdrant keeps every peer's URI, scheme included, in its Raft state, so pods
+//!   restarted with the other setting could not reach each other. This one stops the whole
+//!   reconcile (nothing is applied) rather than keeping the old value: the TLS settings the pods
+//!   run with cannot be rebuilt from the StatefulSet alone.
 //!
 //! An acknowledgment is used once: when the StatefulSet runs the replicas it names (after the
 //! scale-down it allowed, or a count that was already running), [`Plan::consume_annotation`]
@@ -23,7 +28,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
-use crate::crd::SecureQdrant;
+use crate::crd::{SecureQdrant, SecureQdrantStatus};
 use crate::validate::Instance;
 
 /// Annotation on the SecureQdrant: the user moved the shards off the peers of the pods
@@ -102,6 +107,13 @@ pub enum Refusal {
         from: String,
         to: String,
     },
+    /// `spec.tls.enabled` switched on an instance that has run more than one replica.
+    TlsSwitch {
+        namespace: String,
+        name: String,
+        /// Whether the pods run with TLS.
+        running: bool,
+    },
 }
 
 impl Refusal {
@@ -112,6 +124,7 @@ impl Refusal {
             Refusal::PeersRemovedInvalid { .. } => "PeersRemovedInvalid",
             Refusal::PeersRemovedMismatch { .. } => "PeersRemovedMismatch",
             Refusal::StorageChange { .. } => "StorageChangeRefused",
+            Refusal::TlsSwitch { .. } => "TLSChangeRefused",
         }
     }
 
@@ -193,8 +206,98 @@ impl Refusal {
                  immutable. Expand the PVCs directly (if the StorageClass allows it) and set \
                  {field} back to {from}"
             ),
+            Refusal::TlsSwitch {
+                namespace,
+                name,
+                running,
+            } => format!(
+                "spec.tls.enabled cannot change from {running} to {wanted}: this instance has \
+                 run more than one replica (status.clustered), and Qdrant keeps every peer's \
+                 URI with its scheme ({scheme}://) in its Raft state, so pods restarted with the \
+                 other setting could not reach each other and the cluster would split. Nothing \
+                 was applied and the pods keep running as they are (certificates are not \
+                 renewed while this stands). Set spec.tls.enabled back to {running} with \
+                 `kubectl patch sq {name} -n {namespace} --type merge -p \
+                 '{{\"spec\":{{\"tls\":{{\"enabled\":{running}}}}}}}'`; to run with TLS {want}, \
+                 create a new SecureQdrant with spec.tls.enabled: {wanted} and move the \
+                 collections to it with snapshots",
+                wanted = !running,
+                scheme = if *running { "https" } else { "http" },
+                want = if *running { "off" } else { "on" },
+            ),
         }
     }
+}
+
+/// What an instance has been through, as far as the operator recorded it (never forgotten).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// It has run (or been asked to run) more than one replica: `status.clustered`.
+    pub clustered: bool,
+    /// At least two peers of its cluster were seen ready: `status.clusterFormed`.
+    pub formed: bool,
+}
+
+impl History {
+    /// The history recorded in `status`, with what the StatefulSet shows now: a StatefulSet
+    /// asked for or running more than one replica makes the instance clustered (also for an
+    /// instance that predates `status.clustered`, or whose status write was lost), and two ready
+    /// pods of a cluster-mode StatefulSet that has rolled out (every pod runs the current
+    /// template: no single-node pod 0 left from a scale-up) mean the cluster formed.
+    pub fn observe(status: Option<&SecureQdrantStatus>, current: Option<&StatefulSet>) -> Self {
+        let spec_replicas = current
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        let sts_status = current.and_then(|s| s.status.as_ref());
+        let running = sts_status.map(|s| s.replicas).unwrap_or(0);
+        let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let rolled_out = sts_status.is_some_and(|s| {
+            s.observed_generation >= current.and_then(|c| c.metadata.generation)
+                && s.updated_replicas == Some(spec_replicas)
+                && s.current_revision.is_some()
+                && s.current_revision == s.update_revision
+        });
+        History {
+            clustered: status.is_some_and(|s| s.clustered) || spec_replicas > 1 || running > 1,
+            formed: status.is_some_and(|s| s.cluster_formed)
+                || (spec_replicas > 1 && ready > 1 && rolled_out),
+        }
+    }
+}
+
+/// Whether the pods of the instance run with TLS: from the StatefulSet's pod template (its
+/// TLS fingerprint annotation, present exactly when TLS is on; the cache keeps template
+/// annotations readable, not the pod spec), else, when there is no StatefulSet, from the
+/// endpoints in `status`. None when neither tells (a new instance).
+pub fn running_tls(
+    current: Option<&StatefulSet>,
+    status: Option<&SecureQdrantStatus>,
+) -> Option<bool> {
+    match current.and_then(|s| s.spec.as_ref()) {
+        Some(spec) => Some(
+            spec.template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .is_some_and(|a| a.contains_key(crate::tls::TLS_FINGERPRINT_ANNOTATION)),
+        ),
+        None => status
+            .and_then(|s| s.endpoints.as_ref())
+            .map(|e| e.rest.starts_with("https://")),
+    }
+}
+
+/// The refusal of a TLS switch: `inst` asks for the other setting than the pods run with
+/// (`running`), on an instance that has run more than one replica. A never-clustered single node
+/// may switch: it has no peer URIs in use (its pod restarts with the other scheme).
+pub fn tls_switch(inst: &Instance, history: History, running: Option<bool>) -> Option<Refusal> {
+    let running = running?;
+    (history.clustered && running != inst.tls.is_some()).then(|| Refusal::TlsSwitch {
+        namespace: inst.namespace.clone(),
+        name: inst.name.clone(),
+        running,
+    })
 }
 
 /// A scale-down the user acknowledged, applied by the plan.
@@ -549,5 +652,160 @@ mod tests {
             assert_eq!(p.scale_down, None);
             assert!(!p.consume_annotation);
         }
+    }
+
+    fn with_tls(enabled: bool) -> Instance {
+        let mut sq = sq(3, None);
+        sq.spec.tls.enabled = enabled;
+        validate(&sq, &Settings::default()).expect("a valid spec")
+    }
+
+    /// A StatefulSet asked for `replicas`, `running` of them, `ready` ready, its pods with or
+    /// without TLS (as the operator builds it: the TLS fingerprint on the template).
+    fn sts(replicas: i32, running: i32, ready: i32, tls: bool) -> StatefulSet {
+        use k8s_openapi::api::apps::v1::StatefulSetStatus;
+        use k8s_openapi::api::core::v1::PodTemplateSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let annotation = (
+            crate::tls::TLS_FINGERPRINT_ANNOTATION.to_owned(),
+            "f".to_owned(),
+        );
+        StatefulSet {
+            spec: Some(StatefulSetSpec {
+                replicas: Some(replicas),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        annotations: Some(tls.then_some(annotation).into_iter().collect()),
+                        ..ObjectMeta::default()
+                    }),
+                    ..PodTemplateSpec::default()
+                },
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                replicas: running,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(replicas),
+                current_revision: Some("r1".to_owned()),
+                update_revision: Some("r1".to_owned()),
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    fn recorded(clustered: bool, formed: bool) -> SecureQdrantStatus {
+        SecureQdrantStatus {
+            clustered,
+            cluster_formed: formed,
+            ..SecureQdrantStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_tls_switch_is_refused_once_the_instance_has_run_more_than_one_replica() {
+        for (running, wanted) in [(true, false), (false, true)] {
+            let current = sts(3, 3, 3, running);
+            let history = History::observe(None, Some(&current));
+            assert!(history.clustered);
+            let refusal = tls_switch(
+                &with_tls(wanted),
+                history,
+                running_tls(Some(&current), None),
+            )
+            .expect("refused");
+            assert_eq!(refusal.reason(), "TLSChangeRefused");
+            let message = refusal.message();
+            assert!(
+                message.contains(&format!(
+                    "spec.tls.enabled cannot change from {running} to {wanted}"
+                )) && message.contains("create a new SecureQdrant")
+                    && message.contains("snapshots")
+                    && message.contains("Nothing was applied"),
+                "{message}"
+            );
+        }
+        // Unchanged: nothing to refuse.
+        let current = sts(3, 3, 3, true);
+        let history = History::observe(None, Some(&current));
+        assert_eq!(
+            tls_switch(&with_tls(true), history, running_tls(Some(&current), None)),
+            None
+        );
+    }
+
+    #[test]
+    fn three_to_one_then_switch_is_refused_by_the_recorded_status() {
+        // The StatefulSet runs 1 replica now; only the status remembers the cluster.
+        let current = sts(1, 1, 1, true);
+        assert!(!History::observe(None, Some(&current)).clustered);
+        let history = History::observe(Some(&recorded(true, true)), Some(&current));
+        assert!(history.clustered);
+        assert!(tls_switch(&with_tls(false), history, running_tls(Some(&current), None)).is_some());
+        // Without a StatefulSet (deleted), the endpoints in status tell the running scheme.
+        let status = SecureQdrantStatus {
+            endpoints: Some(crate::crd::Endpoints {
+                rest: "https://vectors.search.svc:6333".to_owned(),
+                grpc: "https://vectors.search.svc:6334".to_owned(),
+            }),
+            ..recorded(true, false)
+        };
+        let history = History::observe(Some(&status), None);
+        assert_eq!(running_tls(None, Some(&status)), Some(true));
+        assert!(tls_switch(&with_tls(false), history, running_tls(None, Some(&status))).is_some());
+    }
+
+    #[test]
+    fn a_never_clustered_single_node_may_switch_tls() {
+        let current = sts(1, 1, 1, true);
+        let history = History::observe(Some(&recorded(false, false)), Some(&current));
+        assert_eq!(history, History::default());
+        assert_eq!(
+            tls_switch(&with_tls(false), history, running_tls(Some(&current), None)),
+            None
+        );
+        // A new instance: nothing runs, nothing to compare.
+        assert_eq!(running_tls(None, None), None);
+        assert_eq!(
+            tls_switch(
+                &with_tls(false),
+                History {
+                    clustered: true,
+                    formed: true
+                },
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_history_is_recorded_from_the_statefulset_and_never_forgotten() {
+        // Asked for 3, none running yet: clustered (pods may start any moment), not formed.
+        assert_eq!(
+            History::observe(None, Some(&sts(3, 0, 0, true))),
+            History {
+                clustered: true,
+                formed: false
+            }
+        );
+        // One ready peer is not a formed cluster; two are.
+        assert!(!History::observe(None, Some(&sts(3, 3, 1, true))).formed);
+        assert!(History::observe(None, Some(&sts(3, 3, 2, true))).formed);
+        // A single node with one ready pod never forms a cluster.
+        assert!(!History::observe(None, Some(&sts(1, 1, 1, true))).formed);
+        // Mid-roll (a scale-up from a single node: pod 0 still runs the old template), ready
+        // pods do not mean a formed cluster.
+        let mut rolling = sts(3, 3, 3, true);
+        rolling.status.as_mut().unwrap().update_revision = Some("r2".to_owned());
+        assert!(!History::observe(None, Some(&rolling)).formed);
+        // Recorded once, kept whatever the StatefulSet shows later.
+        assert_eq!(
+            History::observe(Some(&recorded(true, true)), Some(&sts(3, 3, 0, true))),
+            History {
+                clustered: true,
+                formed: true
+            }
+        );
     }
 }

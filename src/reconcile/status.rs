@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
-use super::plan::Refusal;
+use super::plan::{History, Refusal};
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
@@ -40,6 +40,9 @@ pub enum Verdict<'a> {
     /// A step failed (the API refused a write, a Secret could not be read...): retried with
     /// backoff; the rest of the status stays as it was.
     Failed(&'a Error),
+    /// A change the operator refuses outright ([`Refusal::TlsSwitch`]): nothing was applied, the
+    /// children stay as they are.
+    Refused(&'a Refusal),
     Applied {
         instance: &'a Instance,
         refusals: &'a [Refusal],
@@ -140,6 +143,20 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                 now,
             );
         }
+        Verdict::Refused(refusal) => {
+            status.phase = Some(Phase::Degraded);
+            // Only an instance that has run more than one replica is refused this way.
+            status.clustered = true;
+            set_condition(
+                &mut status.conditions,
+                RECONCILED,
+                false,
+                refusal.reason(),
+                refusal.message(),
+                generation,
+                now,
+            );
+        }
         Verdict::Applied {
             instance,
             refusals,
@@ -147,6 +164,9 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             tls,
         } => {
             status.conditions.retain(|c| c.type_ != CHILD_CONFLICT);
+            let history = History::observe(Some(&previous), *statefulset);
+            status.clustered = history.clustered || instance.replicas > 1;
+            status.cluster_formed = history.formed || instance.cluster_formed;
             match tls {
                 Some(report) => {
                     let (ok, reason, message) = &report.ready;
