@@ -309,9 +309,22 @@ async fn examples_reach_ready_with_admitted_pods_as_the_charts_service_account()
         )
         .await
         .expect("PriorityClass vectors-high");
-    // byo-secrets.yaml needs a certificate Secret and an API-key Secret that the user brings:
-    // not run here.
-    let examples = [("minimal.yaml", "minimal", 1), ("full.yaml", "full", 3)];
+    // byo-secrets.yaml: the Secrets the user brings (a serving certificate from their CA and
+    // the full-access API key).
+    bring_own_secrets(&client, &ns, "byo").await;
+    let examples = [
+        ("minimal.yaml", "minimal", 1),
+        ("full.yaml", "full", 3),
+        ("byo-secrets.yaml", "byo", 3),
+    ];
+    let files: BTreeSet<String> =
+        std::fs::read_dir(control_plane::repo_file_path("deploy/examples"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+    let run: BTreeSet<String> = examples.iter().map(|(f, _, _)| f.to_string()).collect();
+    assert_eq!(files, run, "every example of deploy/examples runs here");
     for (file, name, _) in examples {
         create_sq(&client, &ns, &example(file, &ns, name)).await;
     }
@@ -322,6 +335,47 @@ async fn examples_reach_ready_with_admitted_pods_as_the_charts_service_account()
     assert_audit_clean(cp, &op);
     cp.delete_namespace(&client, &ns).await;
     cp.delete_namespace(&client, &op.namespace).await;
+}
+
+/// The Secrets byo-secrets.yaml refers to, for instance `name` in `ns`: `vectors-certificate`
+/// (a kubernetes.io/tls Secret issued by a "corporate" CA for the instance's DNS names, valid 90
+/// days) and `vectors-admin-key`.
+async fn bring_own_secrets(client: &Client, ns: &str, name: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
+    let now = Timestamp::now();
+    let ca = issue_ca(
+        &CaSubject::new("pki", "corp"),
+        SignedDuration::from_hours(24 * 365),
+        now,
+    )
+    .unwrap();
+    let names = serving_dns_names(name, ns, "cluster.local", &[]);
+    let data = issue_leaf(&ca, &names, SignedDuration::from_hours(24 * 90), now)
+        .unwrap()
+        .to_secret_data(&[ca.cert().clone()]);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let cert = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("vectors-certificate".to_owned()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data),
+        ..Default::default()
+    };
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vectors-admin-key"},
+        "stringData": {"api-key": "a-full-access-key-the-user-brings-0123456789"},
+    }))
+    .unwrap();
+    for secret in [cert, key] {
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("Secret {:?}: {e}", secret.metadata.name));
+    }
 }
 
 /// The same with the chart installed cluster-wide (ClusterRole and ClusterRoleBinding).

@@ -544,6 +544,11 @@ pub fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
+/// A path in the repository.
+pub fn repo_file_path(path: impl AsRef<Path>) -> PathBuf {
+    repo().join(path.as_ref())
+}
+
 /// Reads a YAML file of the repository.
 pub fn repo_file(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(repo().join(path.as_ref())).expect("readable repository file")
