@@ -13,6 +13,7 @@
 mod control_plane;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::time::Duration;
 
 use control_plane::{ControlPlane, Operator, Scope, eventually};
@@ -553,4 +554,125 @@ async fn killing_the_control_plane_leaves_no_process_and_no_port() {
     .await
     .unwrap_or_else(|e| panic!("after kill -9 of control-plane up: {e}"));
     let _ = std::fs::remove_dir_all(&state.dir);
+}
+
+/// SIGTERM to `control-plane up` stops every component, frees every port and removes the
+/// temporary directory; the exit status is 0.
+#[tokio::test]
+async fn sigterm_stops_every_component_and_removes_the_directory() {
+    let cp = control_plane::start(&["--nodes", "1"]).unwrap_or_else(|e| panic!("{e}"));
+    let state = cp.state.clone();
+    let status = Command::new("kill")
+        .args(["-TERM", &cp.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = cp.wait();
+    assert_eq!(
+        code,
+        Some(0),
+        "exit status of control-plane up after SIGTERM"
+    );
+    let alive: Vec<&String> = state
+        .children
+        .iter()
+        .filter(|(_, pid)| control_plane::process_alive(**pid))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(alive.is_empty(), "still running after SIGTERM: {alive:?}");
+    let open: Vec<u16> = state
+        .ports
+        .iter()
+        .copied()
+        .filter(|p| control_plane::port_open(*p))
+        .collect();
+    assert!(open.is_empty(), "still listening after SIGTERM: {open:?}");
+    assert!(!state.dir.exists(), "{} left behind", state.dir.display());
+}
+
+/// The operator's own Deployment from the chart is admitted in its namespace enforcing the
+/// "restricted" Pod Security Standard (a FailedCreate of its ReplicaSet fails the test), and its
+/// pod becomes Ready (kwok plays the kubelet).
+#[tokio::test]
+async fn the_charts_operator_deployment_is_admitted_under_restricted() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = control_plane::get();
+    let client = cp.admin().await;
+    let ns = cp.namespace(&client, "chart").await;
+    let docs = control_plane::render_chart(&json!({}), "chart", &ns);
+    control_plane::apply_chart_rbac(&client, &docs).await;
+    // The control: the namespace does refuse a pod that breaks "restricted" (no securityContext:
+    // may run as root, keeps its capabilities, no seccomp profile).
+    let bad: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "unrestricted"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("Pod Security Admission refuses a pod without a securityContext");
+    assert!(
+        refused.to_string().contains("violates PodSecurity"),
+        "{refused}"
+    );
+    // kubectl reads the chart's YAML as the API machinery does (YAML 1.1: `defaultMode: 0444`
+    // is octal).
+    let text = control_plane::render_chart_text(&json!({}), "chart", &ns);
+    let deployment = text
+        .split("\n---\n")
+        .find(|d| d.lines().any(|l| l == "kind: Deployment"))
+        .expect("the chart has a Deployment");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), deployment).unwrap();
+    let (ok, out, err) = cp.kubectl(&[
+        "apply",
+        "--server-side",
+        "-n",
+        &ns,
+        "-f",
+        &file.path().to_string_lossy(),
+    ]);
+    assert!(ok, "kubectl apply of the chart's Deployment: {out}{err}");
+    let name = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .and_then(|d| d["metadata"]["name"].as_str())
+        .unwrap()
+        .to_owned();
+    let api = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    eventually(Duration::from_secs(120), || {
+        let api = api.clone();
+        let events = events.clone();
+        let name = name.clone();
+        async move {
+            let refused: Vec<String> = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .map(|e| e.message.unwrap_or_default())
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "the operator's pods refused: {refused:#?}"
+            );
+            let d = api.get(&name).await.map_err(|e| e.to_string())?;
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            (ready == want && want > 0)
+                .then_some(())
+                .ok_or_else(|| format!("{ready}/{want} ready: {:?}", d.status))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the chart's Deployment: {e}"));
+    cp.delete_namespace(&client, &ns).await;
 }

@@ -166,6 +166,11 @@ impl ControlPlane {
         self.child.lock().unwrap().id()
     }
 
+    /// Waits for `control-plane up` to exit (after a signal); its exit code.
+    pub fn wait(&self) -> Option<i32> {
+        self.child.lock().unwrap().wait().expect("reaped").code()
+    }
+
     /// SIGKILLs `control-plane up` (its standard input stays open: no graceful stop) and
     /// reaps it.
     pub fn sigkill(&self) {
@@ -367,8 +372,8 @@ impl Drop for Operator {
 }
 
 /// Renders the chart (Helm SDK, tests/tools/helm_render.py) as release `release` in
-/// `namespace` with `values`; returns its documents.
-pub fn render_chart(values: &Value, release: &str, namespace: &str) -> Vec<Value> {
+/// `namespace` with `values`; returns the YAML stream.
+pub fn render_chart_text(values: &Value, release: &str, namespace: &str) -> String {
     let python = repo().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -386,7 +391,13 @@ pub fn render_chart(values: &Value, release: &str, namespace: &str) -> Vec<Value
         "the chart does not render: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The chart's documents (see `render_chart_text`). Mind YAML 1.1 octals such as `0444`: they
+/// read as strings here; send those documents with `kubectl apply` instead.
+pub fn render_chart(values: &Value, release: &str, namespace: &str) -> Vec<Value> {
+    let text = render_chart_text(values, release, namespace);
     serde_yaml_ng::Deserializer::from_str(&text)
         .filter_map(|d| Value::deserialize(d).ok())
         .filter(|v| !v.is_null())
