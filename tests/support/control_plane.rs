@@ -507,6 +507,18 @@ impl ControlPlane {
         if let Scope::Namespaces(list) = &scope {
             cmd.arg("--namespaces").arg(list.join(","));
         }
+        // The operator dies with the thread that started it (the test's), even when this test
+        // binary is killed and Drop never runs.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().expect("the operator binary starts");
         let op = Operator {
             child,
