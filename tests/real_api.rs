@@ -73,13 +73,26 @@ async fn create_sq(client: &Client, ns: &str, sq: &Value) -> DynamicObject {
 }
 
 /// Waits until the SecureQdrant `name` reports phase Ready; fails early on a FailedCreate event
-/// (a pod refused by admission) in the namespace.
+/// (a pod refused by admission) in the namespace, or on a 403 for the operator in the audit log.
 async fn wait_ready(client: &Client, ns: &str, name: &str, op: &Operator) -> DynamicObject {
+    let cp = control_plane::get();
     let sqs = secure_qdrants(client, ns);
     let events = Api::<Event>::namespaced(client.clone(), ns);
+    let user = format!("\"username\":\"{}\"", op.username());
     eventually(READY_WITHIN, || {
         let sqs = sqs.clone();
         let events = events.clone();
+        let forbidden: Vec<String> = std::fs::read_to_string(&cp.state.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&user) && l.contains("\"code\":403"))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            forbidden.is_empty(),
+            "the chart's RBAC refuses the operator:\n{}",
+            forbidden.join("\n")
+        );
         async move {
             let refused: Vec<String> = events
                 .list(&ListParams::default())
