@@ -18,7 +18,16 @@ export CGO_ENABLED=0
 # VCS stamping would relink on every commit; the binaries carry nothing of this repository.
 export GOFLAGS="-buildvcs=false -mod=readonly"
 mkdir -p "$out"
-(cd "$here" && go build -o "$out/control-plane" .)
+# The version the components report (/version, kubectl version), as the release build stamps it.
+k8s="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+minor="${k8s#v1.}"
+minor="${minor%%.*}"
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean"
+done
+(cd "$here" && go build -ldflags "$ldflags" -o "$out/control-plane" .)
 (cd "$here/kwok" && go build -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
 kwok_dir="$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
 stages="$out/kwok-stages.yaml.tmp"
