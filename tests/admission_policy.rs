@@ -567,10 +567,7 @@ fn a_foreign_image_is_denied_and_the_allowed_repositories_come_from_the_values()
         if allowed {
             assert_eq!(d, Decision::Allowed, "{image}");
         } else {
-            assert!(
-                d.denied_because("policy.allowedImages"),
-                "{image}: {d:?}"
-            );
+            assert!(d.denied_because("policy.allowedImages"), "{image}: {d:?}");
         }
     }
     // Another list: the default image is now foreign, the listed mirror is allowed.
@@ -592,7 +589,8 @@ fn a_foreign_image_is_denied_and_the_allowed_repositories_come_from_the_values()
     );
     // A whole tree (`x/*`): any image under it, and nothing beside it (the hardened shape
     // still holds).
-    let any = Policy::rendered(&json!({"policy": {"allowedImages": ["registry.example:5000/mirror/*"]}}));
+    let any =
+        Policy::rendered(&json!({"policy": {"allowedImages": ["registry.example:5000/mirror/*"]}}));
     let mut busybox = statefulset();
     container(&mut busybox)["image"] = json!("registry.example:5000/mirror/busybox:latest");
     assert_eq!(

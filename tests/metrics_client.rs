@@ -825,7 +825,10 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
     let result = reconcile::reconcile(Arc::new(env.sq()), env.ctx.clone()).await;
     let error = result.expect_err("the reconcile must refuse the Secret");
     assert!(
-        matches!(error, secure_qdrant_operator::error::Error::ChildConflict { .. }),
+        matches!(
+            error,
+            secure_qdrant_operator::error::Error::ChildConflict { .. }
+        ),
         "{error}"
     );
     let after = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
