@@ -83,7 +83,15 @@ pub const DEFAULT_REFUSED_METADATA_PREFIXES: &[&str] = &[
     "*.linkerd.io/",
     "kuma.io/",
     "*.kuma.io/",
-    "vault.hashicorp.com/",
+    // Vault agent (vault.hashicorp.com) and Consul Connect (consul.hashicorp.com) injectors.
+    "*.hashicorp.com/",
+    "dapr.io/",
+    "*.dapr.io/",
+    // OpenTelemetry operator injection (instrumentation.opentelemetry.io, sidecar.opentelemetry.io).
+    "*.opentelemetry.io/",
+    "openservicemesh.io/",
+    "*.openservicemesh.io/",
+    "appmesh.k8s.aws/",
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {

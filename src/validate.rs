@@ -1714,8 +1714,28 @@ mod tests {
         assert_refused(
             "{pod: {annotations: {vault.hashicorp.com/agent-inject: 'true'}}}",
             "spec.pod.annotations[vault.hashicorp.com/agent-inject]",
-            "vault.hashicorp.com/",
+            "*.hashicorp.com/",
         );
+        for (key, prefix) in [
+            ("consul.hashicorp.com/connect-inject", "*.hashicorp.com/"),
+            ("dapr.io/enabled", "dapr.io/"),
+            (
+                "instrumentation.opentelemetry.io/inject-sdk",
+                "*.opentelemetry.io/",
+            ),
+            ("sidecar.opentelemetry.io/inject", "*.opentelemetry.io/"),
+            (
+                "openservicemesh.io/sidecar-injection",
+                "openservicemesh.io/",
+            ),
+            ("appmesh.k8s.aws/sidecarInjectorWebhook", "appmesh.k8s.aws/"),
+        ] {
+            assert_refused(
+                &format!("{{pod: {{annotations: {{{key}: 'true'}}}}}}"),
+                &format!("spec.pod.annotations[{key}]"),
+                prefix,
+            );
+        }
         assert_refused(
             "{pod: {labels: {linkerd.io/control-plane-ns: linkerd}}}",
             "spec.pod.labels[linkerd.io/control-plane-ns]",

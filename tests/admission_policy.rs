@@ -893,3 +893,37 @@ fn the_binding_denies_and_names_the_policy() {
     assert!(binding["spec"].get("matchResources").is_none());
     assert!(binding["spec"].get("paramRef").is_none());
 }
+
+#[test]
+fn an_allowed_image_written_short_matches_every_spelling_the_operator_accepts() {
+    // The operator normalises `qdrant/qdrant` to `docker.io/qdrant/qdrant`: the policy must
+    // accept the CRD's default image for that entry, and the other Docker Hub spellings.
+    let short = Policy::rendered(&json!({"policy": {"allowedImages": ["qdrant/qdrant"]}}));
+    for image in [
+        "docker.io/qdrant/qdrant:v1.19.0-unprivileged",
+        "qdrant/qdrant:v1.19.0-unprivileged",
+        "index.docker.io/qdrant/qdrant:v1.19.0-unprivileged",
+        "registry-1.docker.io/qdrant/qdrant@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let mut sts = statefulset();
+        container(&mut sts)["image"] = json!(image);
+        assert_eq!(
+            short.decide(&Request::create(STATEFULSETS, sts)),
+            Decision::Allowed,
+            "{image}"
+        );
+    }
+    for image in [
+        "docker.io/qdrant/qdrant-evil:v1",
+        "evil.example.com/qdrant/qdrant:v1",
+    ] {
+        let mut sts = statefulset();
+        container(&mut sts)["image"] = json!(image);
+        assert!(
+            short
+                .decide(&Request::create(STATEFULSETS, sts))
+                .denied_because("policy.allowedImages"),
+            "{image}"
+        );
+    }
+}

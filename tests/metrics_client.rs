@@ -571,7 +571,8 @@ async fn with_a_user_certificate_the_condition_says_no_ca_can_sign_one() {
     env.server
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "own-tls", "namespace": NS},
+            "metadata": {"name": "own-tls", "namespace": NS,
+                         "labels": {"secureqdrant.dev/allowed-instance": NAME}},
             "type": "kubernetes.io/tls", "data": data,
         }))
         .expect("the user's Secret");
@@ -833,4 +834,45 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
     );
     let after = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
     assert_eq!(before, after, "the token's Secret was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_metrics_client_secret_annotated_for_the_instance_is_adopted_and_kept() {
+    // `kubectl delete sq --cascade=orphan`, then the instance again: every child is handed back
+    // with secureqdrant.dev/adopt=<name> (README), this Secret too.
+    let env = Env::start(spec()).await;
+    env.reconcile().await;
+    let issued = env.secret(METRICS_SECRET).expect("issued");
+    env.server
+        .merge_patch(
+            "v1",
+            "Secret",
+            NS,
+            METRICS_SECRET,
+            &json!({"metadata": {"ownerReferences": null,
+                                 "annotations": {"secureqdrant.dev/adopt": NAME}}}),
+        )
+        .expect("orphaned and annotated");
+    env.reconcile().await;
+    let adopted = env
+        .server
+        .get("v1", "Secret", NS, METRICS_SECRET)
+        .expect("still there");
+    let owner = &adopted["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["controller"].as_bool()),
+        (Some("SecureQdrant"), Some(true)),
+        "{adopted}"
+    );
+    assert!(
+        adopted["metadata"]["annotations"]
+            .get("secureqdrant.dev/adopt")
+            .is_none(),
+        "the consent is used up: {adopted}"
+    );
+    // The certificate it holds is kept, not re-issued.
+    assert_eq!(
+        env.secret(METRICS_SECRET).unwrap().data.unwrap()["tls.crt"],
+        issued.data.unwrap()["tls.crt"]
+    );
 }

@@ -186,7 +186,19 @@ where
                 Ownership::Ours => c,
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
-                    adopt(&api, &c, expected_owner(&desired), &labels).await?
+                    match adopt(&api, &c, expected_owner(&desired), &labels).await {
+                        Ok(adopted) => adopted,
+                        // A stale copy (adopted or changed since it was cached): read and check
+                        // again.
+                        Err(Error::Apply {
+                            source: kube::Error::Api(e),
+                            ..
+                        }) if e.code == 409 && attempt == 0 => {
+                            current = read(&api, &name).await?;
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 Ownership::Foreign(by) => return Err(conflict(&c, by)),
             };

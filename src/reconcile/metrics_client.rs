@@ -23,8 +23,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 
-use super::ownership::ensure_ours;
+use super::ownership::own_secret_as;
 use super::stores::{Stores, cached};
+use crate::children::meta::COMPONENT_METRICS_CLIENT;
 use crate::error::{Error, Result};
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{
@@ -104,8 +105,10 @@ pub async fn ensure(
         Some(s) => Some(s),
         None => get(client, ns, &name).await?,
     };
-    if let Some(s) = &existing {
-        ensure_ours(s, inst)?;
+    // Controlled by this instance, or adopted when annotated for it; anything else is a
+    // conflict and is never written.
+    if let Some(s) = existing.take() {
+        existing = Some(own_secret_as(client, inst, s, COMPONENT_METRICS_CLIENT).await?);
     }
     // The pods trust the CA that signs now once it is in the bundle they run with and the
     // first phase of a rollover (which rolls that bundle out) is over.
@@ -133,8 +136,8 @@ pub async fn ensure(
         // The cache may not show this process's last write yet: never issue twice on a stale
         // copy. A new certificate is rare; one GET confirms it is needed.
         existing = get(client, ns, &name).await?;
-        if let Some(s) = &existing {
-            ensure_ours(s, inst)?;
+        if let Some(s) = existing.take() {
+            existing = Some(own_secret_as(client, inst, s, COMPONENT_METRICS_CLIENT).await?);
         }
         leaf = stored(existing.as_ref());
         decision = decide(&leaf);

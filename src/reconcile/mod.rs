@@ -562,12 +562,18 @@ async fn delete_controlled_secret(
     }
     let api: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), &inst.namespace);
-    match api
-        .delete(name, &kube::api::DeleteParams::background())
-        .await
-    {
+    // The uid precondition: a Secret recreated by someone else under the same name since the
+    // cache saw this one is not deleted (409).
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: secret.uid(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(Some(name.to_owned())),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
         Err(source) => Err(Error::Delete {
             kind: "Secret",
             name: name.to_owned(),

@@ -157,12 +157,27 @@ pub async fn own_secret(
     inst: &crate::validate::Instance,
     secret: k8s_openapi::api::core::v1::Secret,
 ) -> Result<k8s_openapi::api::core::v1::Secret> {
+    own_secret_as(
+        client,
+        inst,
+        secret,
+        crate::children::meta::COMPONENT_CREDENTIALS,
+    )
+    .await
+}
+
+/// [`own_secret`] for a Secret of another component (its labels on adoption).
+pub async fn own_secret_as(
+    client: &kube::Client,
+    inst: &crate::validate::Instance,
+    secret: k8s_openapi::api::core::v1::Secret,
+    component: &str,
+) -> Result<k8s_openapi::api::core::v1::Secret> {
     match ownership(&secret, &inst.owner) {
         Ownership::Ours => Ok(secret),
         Ownership::Adoptable => {
             let api = Api::namespaced(client.clone(), &inst.namespace);
-            let labels =
-                crate::children::meta::labels(inst, crate::children::meta::COMPONENT_CREDENTIALS);
+            let labels = crate::children::meta::labels(inst, component);
             adopt(&api, &secret, &inst.owner, &labels).await
         }
         Ownership::Foreign(by) => Err(conflict(&secret, by)),

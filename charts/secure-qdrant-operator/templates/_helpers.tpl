@@ -102,26 +102,35 @@ the operator's API calls; tests/rbac.rs and tests/helm.rs fail when either side 
 
 {{/*
 The image prefixes the admission policy accepts, as a JSON list: each repository of
-`policy.allowedImages` as written (`x/*`, a whole tree, as the prefix `x/`), and for a Docker Hub one (`docker.io/...`) the
-other spellings of the same repository (`qdrant/qdrant`, `index.docker.io/qdrant/qdrant`,
-`library/x` for an official image). An image is allowed when it is one of them followed by
+`policy.allowedImages` (`x/*`, a whole tree, as the prefix `x/`), and for a Docker Hub one
+(`docker.io/...`, or written short: `qdrant/qdrant`, `busybox`) every spelling of the same
+repository the operator's own normalisation accepts (`qdrant/qdrant`, `docker.io/...`,
+`index.docker.io/...`, `registry-1.docker.io/...`, with and without `library/` for an official
+image). An image is allowed when it is one of them followed by
 `:<tag>` or `@<digest>` (or, for a prefix ending in `/`, when it starts with it), so `docker.io/qdrant/qdrant-evil` never matches `docker.io/qdrant/qdrant`.
 */}}
 {{- define "sqo.allowedImagePrefixes" -}}
 {{- $out := list -}}
 {{- range $entry := .Values.policy.allowedImages -}}
 {{- $repo := trimSuffix "*" $entry -}}
-{{- $out = append $out $repo -}}
-{{- if hasPrefix "docker.io/" $repo -}}
-{{- $path := trimPrefix "docker.io/" $repo -}}
-{{- $out = append $out $path -}}
-{{- $out = append $out (printf "index.docker.io/%s" $path) -}}
-{{- if hasPrefix "library/" $path -}}
-{{- $out = append $out (trimPrefix "library/" $path) -}}
-{{- else if not (contains "/" $path) -}}
-{{- $out = append $out (printf "library/%s" $path) -}}
-{{- $out = append $out (printf "docker.io/library/%s" $path) -}}
+{{- $first := first (splitList "/" $repo) -}}
+{{- $hub := "" -}}
+{{- if or (eq $first "docker.io") (eq $first "index.docker.io") (eq $first "registry-1.docker.io") -}}
+{{- $hub = trimPrefix (printf "%s/" $first) $repo -}}
+{{- else if and (contains "/" $repo) (not (contains "." $first)) (not (contains ":" $first)) (ne $first "localhost") -}}
+{{- $hub = $repo -}}
+{{- else if not (contains "/" $repo) -}}
+{{- $hub = printf "library/%s" $repo -}}
 {{- end -}}
+{{- if $hub -}}
+{{- range $registry := list "" "docker.io/" "index.docker.io/" "registry-1.docker.io/" -}}
+{{- $out = append $out (printf "%s%s" $registry $hub) -}}
+{{- if hasPrefix "library/" $hub -}}
+{{- $out = append $out (printf "%s%s" $registry (trimPrefix "library/" $hub)) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $out = append $out $repo -}}
 {{- end -}}
 {{- end -}}
 {{- $out | uniq | toJson -}}
