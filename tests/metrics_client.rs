@@ -876,3 +876,56 @@ async fn an_orphaned_metrics_client_secret_annotated_for_the_instance_is_adopted
         issued.data.unwrap()["tls.crt"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_certificate_without_client_auth_is_refused_when_the_pod_must_present_it() {
+    // With client certificates the readiness check presents the pod's own certificate to its
+    // REST port: a serverAuth-only certificate (cert-manager `usages: [server auth]`) would keep
+    // every pod unready. Refused before anything is built.
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let env = Env::start(json!({
+        "replicas": 1,
+        "tls": {"clientCertificates": true, "certificateSecretRef": {"name": "own-tls"}},
+    }))
+    .await;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params =
+        CertificateParams::new(serving_dns_names(NAME, NS, "cluster.local", &[])).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    env.server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "own-tls", "namespace": NS,
+                         "labels": {"secureqdrant.dev/allowed-instance": NAME}},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": STANDARD.encode(leaf.pem()),
+                "tls.key": STANDARD.encode(leaf_key.serialize_pem()),
+                "ca.crt": STANDARD.encode(ca_cert.pem()),
+            },
+        }))
+        .expect("the user's Secret");
+    env.settle().await;
+    let error = reconcile::reconcile(Arc::new(env.sq()), env.ctx.clone())
+        .await
+        .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("no clientAuth extended key usage")
+            && error.to_string().contains("own-tls"),
+        "{error}"
+    );
+    assert!(
+        env.server.get("apps/v1", "StatefulSet", NS, NAME).is_none(),
+        "a StatefulSet was built"
+    );
+}

@@ -178,6 +178,19 @@ async fn user_certificate(
     if read.bundle.is_empty() {
         return Err(tls_error(name, tls::TlsError::MissingKey(tls::CA_CRT)));
     }
+    // The pod presents its own certificate as a client: to its peers (p2p mTLS), and to its own
+    // REST port in the readiness check when clients must present certificates. Without the
+    // clientAuth usage that fails, so such a certificate is refused before anything is built.
+    if !leaf.cert().info().client_auth {
+        let needed_by = match (inst.cluster_mode(), settings.client_certificates) {
+            (true, _) => Some("peer-to-peer mTLS (spec.replicas > 1)"),
+            (false, true) => Some("the readiness check with spec.tls.clientCertificates"),
+            (false, false) => None,
+        };
+        if let Some(what) = needed_by {
+            return Err(tls_error(name, tls::TlsError::NoClientAuth(what)));
+        }
+    }
     let not_after = leaf.cert().not_after();
     let warn_at = not_after
         .checked_sub(signed(settings.renew_before))

@@ -102,6 +102,11 @@ pub enum TlsError {
     Issue(String),
     #[error("the OS random number generator failed: {0}")]
     Random(String),
+    #[error(
+        "the certificate has no clientAuth extended key usage, which {0} needs: issue it with \
+         the usages server auth and client auth (cert-manager: usages [server auth, client auth])"
+    )]
+    NoClientAuth(&'static str),
 }
 
 impl From<rcgen::Error> for TlsError {
