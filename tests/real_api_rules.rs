@@ -523,19 +523,38 @@ async fn the_operator_works_under_the_charts_admission_policy_which_denies_what_
             .unwrap();
     cms.create(&PostParams::default(), &foreign).await.unwrap();
     let sa_cms = Api::<ConfigMap>::namespaced(sa.clone(), &ns);
-    eventually(Duration::from_secs(60), || {
+    let take = |dry_run: bool| {
         let sa_cms = sa_cms.clone();
         async move {
+            let pp = PatchParams {
+                dry_run,
+                ..PatchParams::default()
+            };
             let got = sa_cms
-                .patch("foreign", &PatchParams::default(), &Patch::Merge(&json!({"data": {"a": "taken"}})))
+                .patch(
+                    "foreign",
+                    &pp,
+                    &Patch::Merge(&json!({"data": {"a": "taken"}})),
+                )
                 .await
                 .map(|_| ())
-                .map_err(|e| match e { kube::Error::Api(s) => (s.code, s.message.clone()), e => (0, e.to_string()) });
-            denied_by_policy(&got, "may only update objects labelled app.kubernetes.io/managed-by=secure-qdrant-operator")
+                .map_err(|e| match e {
+                    kube::Error::Api(s) => (s.code, s.message.clone()),
+                    e => (0, e.to_string()),
+                });
+            denied_by_policy(
+                &got,
+                "may only update objects labelled app.kubernetes.io/managed-by",
+            )
         }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("updating an unlabelled ConfigMap: {e}"));
+    };
+    // Dry runs (admission runs for them too) until the policy is in force, then for real.
+    eventually(Duration::from_secs(60), || take(true))
+        .await
+        .unwrap_or_else(|e| panic!("updating an unlabelled ConfigMap (dry run): {e}"));
+    take(false)
+        .await
+        .unwrap_or_else(|e| panic!("updating an unlabelled ConfigMap: {e}"));
     assert_eq!(cms.get("foreign").await.unwrap().data.unwrap()["a"], "b");
 
     // The hardened, labelled StatefulSet passes (so the denials below are for what they change).
