@@ -660,7 +660,43 @@ async fn the_operator_works_under_the_charts_admission_policy_which_denies_what_
     assert!(!out.contains("<invalid>"), "{out}");
     eprintln!("kubectl get sq:\n{out}");
 
-    // (c) An orphan annotated for adoption is adopted under the policy.
+    // (c) An orphan annotated for adoption is adopted under the policy, by the patch the
+    // operator sends; the same patch naming another SecureQdrant than the annotation is denied.
+    let bait: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "bait", "annotations": {"secureqdrant.dev/adopt": "someone"}},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &bait).await.unwrap();
+    let adopt_patch = |owner: &str| {
+        json!({"metadata": {
+            "labels": {MANAGED_BY: MANAGER},
+            "annotations": {"secureqdrant.dev/adopt": null},
+            "ownerReferences": [{
+                "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant", "name": owner,
+                "uid": ready.metadata.uid.clone().unwrap(), "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        }})
+    };
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let hijack = sa_cms
+        .patch("bait", &dry, &Patch::Merge(&adopt_patch("vectors")))
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            kube::Error::Api(s) => (s.code, s.message.clone()),
+            e => (0, e.to_string()),
+        });
+    denied_by_policy(&hijack, "may only update objects labelled")
+        .unwrap_or_else(|e| panic!("adopting an orphan meant for another instance: {e}"));
+    sa_cms
+        .patch("bait", &dry, &Patch::Merge(&adopt_patch("someone")))
+        .await
+        .unwrap_or_else(|e| panic!("the adoption the annotation asks for is denied: {e}"));
+
     let orphan: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "adoptee-config", "annotations": {"secureqdrant.dev/adopt": "adoptee"}},
         "data": {"config.yaml": "{}"},
