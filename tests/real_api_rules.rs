@@ -741,6 +741,11 @@ async fn the_operator_works_under_the_charts_admission_policy_which_denies_what_
     });
     wait_ready(&client, &ns, "adoptee", &op).await;
 
+    assert!(
+        !op.log().contains("could not publish an Event"),
+        "the API server refused an Event of the operator:\n{}",
+        op.log_tail()
+    );
     let (writes, refused) = operator_refusals(cp, &op);
     assert!(writes > 0, "no write by the operator in the audit log");
     assert!(
@@ -803,6 +808,33 @@ async fn a_foreign_config_map_is_left_alone_and_the_instance_reports_child_confl
     assert_eq!(after.data, before.data);
     assert!(after.metadata.owner_references.is_none());
     assert_eq!(after.metadata.labels, before.metadata.labels);
+    // The conflict is also an Event the real API server stored.
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns);
+    eventually(Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("clash-config"))
+                })
+                .then_some(())
+                .ok_or_else(|| "no Event names clash-config".to_owned())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
+    assert!(
+        !op.log().contains("could not publish an Event"),
+        "the API server refused an Event of the operator:\n{}",
+        op.log_tail()
+    );
     drop(op);
     cp.delete_namespace(&client, &ns).await;
 }
