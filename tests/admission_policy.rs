@@ -179,7 +179,8 @@ fn rule_matches(rule: &Value, r: &Request) -> bool {
             let v = v.as_str().unwrap_or_default();
             v == resource
                 || (v == "*" && r.sub_resource.is_none())
-                || (v == "*/*" && r.sub_resource.is_some())
+                // As the API server: "*/*" is every resource and every subresource.
+                || v == "*/*"
                 || (r.sub_resource.is_some()
                     && (v.strip_prefix("*/") == r.sub_resource
                         || v.strip_suffix("/*") == Some(r.resource)))

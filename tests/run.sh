@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, golden files, manifest checks
 # with kubernetes-validate and checkov, reconcile tests against a mocked API, and the operator
-# binary against a real control plane built from Go modules: tests/real_api.rs).
+# binary against a real control plane built from Go modules: tests/real_api.rs, and the CRD
+# rules, the chart's admission policy and ownership there: tests/real_api_rules.rs).
 # The tests that need a real cluster (tests/e2e_kind.rs) are #[ignore]d: cargo test lists each
 # as ignored with what it would check. tests/e2e/kind.sh makes a kind cluster and runs them.
 set -euo pipefail

@@ -450,7 +450,7 @@ pub async fn service_account_token(client: &Client, namespace: &str, name: &str)
 }
 
 /// A kubeconfig for `token` against this control plane.
-fn token_kubeconfig(state: &State, token: &str, namespace: &str) -> String {
+pub fn token_kubeconfig(state: &State, token: &str, namespace: &str) -> String {
     use base64::Engine;
     let ca = std::fs::read(&state.ca_file).expect("CA file");
     format!(
