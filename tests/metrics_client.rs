@@ -571,7 +571,8 @@ async fn with_a_user_certificate_the_condition_says_no_ca_can_sign_one() {
     env.server
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "own-tls", "namespace": NS},
+            "metadata": {"name": "own-tls", "namespace": NS,
+                         "labels": {"secureqdrant.dev/allowed-instance": NAME}},
             "type": "kubernetes.io/tls", "data": data,
         }))
         .expect("the user's Secret");
