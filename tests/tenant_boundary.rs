@@ -879,3 +879,79 @@ async fn no_client_certificate_is_issued_from_a_foreign_ca_of_the_instances_name
         ready.2
     );
 }
+
+/// An instance serving the user's certificate (`spec.tls.certificateSecretRef`) whose Secret no
+/// longer allows it (the opt-in label was removed): its token does not copy that Secret's
+/// `ca.crt`, nothing is written, and the condition names the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_not_copy_a_referenced_certificate_secret_that_no_longer_allows_it() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use k8s_openapi::jiff::SignedDuration;
+    use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
+
+    let env = Env::start().await;
+    let now = "2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap();
+    let ca = issue_ca(
+        &CaSubject::new(NS, "own"),
+        SignedDuration::from_hours(8760),
+        now,
+    )
+    .unwrap();
+    let leaf = issue_leaf(
+        &ca,
+        &serving_dns_names("x", NS, "cluster.local", &[]),
+        SignedDuration::from_hours(2000),
+        now,
+    )
+    .unwrap();
+    let data: std::collections::BTreeMap<String, String> = leaf
+        .to_secret_data(std::slice::from_ref(ca.cert()))
+        .into_iter()
+        .map(|(k, v)| (k, STANDARD.encode(v.0)))
+        .collect();
+    env.server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "own-tls", "namespace": NS,
+                         "labels": {"secureqdrant.dev/allowed-instance": "x"}},
+            "type": "kubernetes.io/tls", "data": data,
+        }))
+        .unwrap();
+    env.create_instance(
+        "x",
+        json!({"tls": {"certificateSecretRef": {"name": "own-tls"}}}),
+    )
+    .await;
+    env.converge("x").await;
+    env.server
+        .merge_patch(
+            "v1",
+            "Secret",
+            NS,
+            "own-tls",
+            &json!({"metadata": {"labels": null}}),
+        )
+        .unwrap();
+    let qat = create_token(
+        &env,
+        "app",
+        json!({"qdrantRef": {"name": "x"}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.settle().await;
+    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(token_secrets(&env), Vec::<Value>::new());
+    let ready = token_condition(&env, "app", "Ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "SecretNotAllowed")
+    );
+    assert!(
+        ready.2.contains("own-tls") && ready.2.contains("spec.tls.certificateSecretRef"),
+        "{}",
+        ready.2
+    );
+}
