@@ -2029,9 +2029,21 @@ async fn a_users_ca_without_the_opt_in_label_is_refused_before_anything_is_writt
 
 // ===== 6. client certificates across a CA key rollover =========================================
 
-/// The token Secret of a QdrantAccessToken of this instance, as the token controller writes it,
-/// holding a client certificate from `ca`.
+/// The token Secret of a QdrantAccessToken of this instance, as the token controller writes it
+/// (controlled by the QdrantAccessToken), holding a client certificate from `ca`.
 fn token_secret_with_client_certificate(name: &str, ca: &CaMaterial, now: Timestamp) -> Value {
+    let mut secret = labelled_secret_with_client_certificate(name, ca, now);
+    secret["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+        "name": name.trim_end_matches("-qdrant-token"),
+        "uid": "5d9a8f0e-7c1b-4a2e-9f3d-2b6c8e1a4f70", "controller": true,
+    }]);
+    secret
+}
+
+/// A Secret with the labels of a token Secret of this instance and a client certificate from
+/// `ca`, but no owner: anyone who may create Secrets can write it.
+fn labelled_secret_with_client_certificate(name: &str, ca: &CaMaterial, now: Timestamp) -> Value {
     let client = issue_client(ca, &format!("{name}.{NS}"), LEAF_LIFETIME, now).unwrap();
     json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -2131,6 +2143,31 @@ async fn the_old_ca_leaves_the_trust_bundle_only_after_every_client_certificate_
     w.set_now(w.now() + SignedDuration::from_secs(1));
     republish(&mut w, true).await.action();
     assert_phase(&w, "DropOld", &[b.cert()], b.cert());
+}
+
+/// Anyone who may create Secrets writes one with a token Secret's labels and a certificate from
+/// the old CA (or any other): it is not a token's (no QdrantAccessToken controls it), so it does
+/// not hold the rollover in SignWithNew.
+#[tokio::test]
+async fn a_labelled_secret_no_token_controls_does_not_hold_a_rollover() {
+    let mut sq = sq3();
+    sq.spec.tls.client_certificates = true;
+    let mut w = settled(sq).await;
+    let a = CaMaterial::from_secret_data(&w.secret_data(&ca_name())).unwrap();
+    w.store(labelled_secret_with_client_certificate(
+        "stall-qdrant-token",
+        &a,
+        w.now(),
+    ));
+    start_rollover(&mut w).await;
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+    republish(&mut w, true).await.action();
+    assert_waits_for_rollout(&mut w).await;
+    w.roll_out();
+    republish(&mut w, true).await.action();
+    let b = w.ca();
+    assert_phase(&w, "DropOld", &[&b], &b);
 }
 
 #[tokio::test]

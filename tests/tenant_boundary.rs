@@ -781,3 +781,177 @@ async fn a_token_that_already_holds_a_reserved_name_keeps_its_secret_and_names_t
         ready.2
     );
 }
+
+/// The Secrets of the instance a token belongs to, written by the operator for its token
+/// (`ownerReferences` naming a QdrantAccessToken).
+fn token_secrets(env: &Env) -> Vec<Value> {
+    env.server
+        .list("v1", "Secret", NS)
+        .into_iter()
+        .filter(|s| {
+            s["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["kind"] == "QdrantAccessToken"))
+        })
+        .collect()
+}
+
+/// `kubectl delete sq x --cascade=orphan` leaves `x-api-key`, `x-ca` and `x-tls`; another
+/// author creates SecureQdrant `x` (its reconcile stops: the Secrets are not its own) and a
+/// manage token for it. The operator signs nothing with the orphaned instance's key: no token
+/// Secret, and the token's condition names the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_not_signed_with_an_orphaned_api_key_of_an_earlier_instance() {
+    let env = Env::start().await;
+    env.create_instance("x", json!({})).await;
+    env.converge("x").await;
+    Api::<SecureQdrant>::namespaced(env.client.clone(), NS)
+        .delete("x", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    assert!(env.get("v1", "Secret", "x-api-key").is_some(), "orphaned");
+    env.create_instance("x", json!({"auth": {"allowManageTokens": true}}))
+        .await;
+    assert!(matches!(
+        env.reconcile("x").await,
+        Err(Error::ChildConflict { .. })
+    ));
+    let qat = create_token(
+        &env,
+        "grab",
+        json!({"qdrantRef": {"name": "x"}, "access": {"global": "m"}}),
+    )
+    .await;
+    env.settle().await;
+    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(token_secrets(&env), Vec::<Value>::new());
+    let ready = token_condition(&env, "grab", "Ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "ChildConflict")
+    );
+    assert!(
+        ready.2.contains("Secret x-api-key") && ready.2.contains("no owner"),
+        "{}",
+        ready.2
+    );
+}
+
+/// An instance with client certificates whose `x-ca` is not its own (here a valid CA Secret
+/// with no owner, as a cert-manager or hand-made `x-ca` would be, or an orphan): no client
+/// certificate is issued from it, no token written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_certificate_is_issued_from_a_foreign_ca_of_the_instances_name() {
+    let env = Env::start().await;
+    env.create_instance("x", json!({"tls": {"clientCertificates": true}}))
+        .await;
+    env.converge("x").await;
+    env.server
+        .merge_patch(
+            "v1",
+            "Secret",
+            NS,
+            "x-ca",
+            &json!({"metadata": {"ownerReferences": null}}),
+        )
+        .unwrap();
+    let qat = create_token(
+        &env,
+        "app",
+        json!({"qdrantRef": {"name": "x"}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.settle().await;
+    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(token_secrets(&env), Vec::<Value>::new());
+    let ready = token_condition(&env, "app", "Ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "ChildConflict")
+    );
+    assert!(
+        ready.2.contains("Secret x-ca") && ready.2.contains("no owner"),
+        "{}",
+        ready.2
+    );
+}
+
+/// An instance serving the user's certificate (`spec.tls.certificateSecretRef`) whose Secret no
+/// longer allows it (the opt-in label was removed): its token does not copy that Secret's
+/// `ca.crt`, nothing is written, and the condition names the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_does_not_copy_a_referenced_certificate_secret_that_no_longer_allows_it() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use k8s_openapi::jiff::SignedDuration;
+    use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
+
+    let env = Env::start().await;
+    let now = "2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap();
+    let ca = issue_ca(
+        &CaSubject::new(NS, "own"),
+        SignedDuration::from_hours(8760),
+        now,
+    )
+    .unwrap();
+    let leaf = issue_leaf(
+        &ca,
+        &serving_dns_names("x", NS, "cluster.local", &[]),
+        SignedDuration::from_hours(2000),
+        now,
+    )
+    .unwrap();
+    let data: std::collections::BTreeMap<String, String> = leaf
+        .to_secret_data(std::slice::from_ref(ca.cert()))
+        .into_iter()
+        .map(|(k, v)| (k, STANDARD.encode(v.0)))
+        .collect();
+    env.server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "own-tls", "namespace": NS,
+                         "labels": {"secureqdrant.dev/allowed-instance": "x"}},
+            "type": "kubernetes.io/tls", "data": data,
+        }))
+        .unwrap();
+    env.create_instance(
+        "x",
+        json!({"tls": {"certificateSecretRef": {"name": "own-tls"}}}),
+    )
+    .await;
+    env.converge("x").await;
+    env.server
+        .merge_patch(
+            "v1",
+            "Secret",
+            NS,
+            "own-tls",
+            &json!({"metadata": {"labels": null}}),
+        )
+        .unwrap();
+    let qat = create_token(
+        &env,
+        "app",
+        json!({"qdrantRef": {"name": "x"}, "access": {"global": "r"}}),
+    )
+    .await;
+    env.settle().await;
+    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(token_secrets(&env), Vec::<Value>::new());
+    let ready = token_condition(&env, "app", "Ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("False", "SecretNotAllowed")
+    );
+    assert!(
+        ready.2.contains("own-tls") && ready.2.contains("spec.tls.certificateSecretRef"),
+        "{}",
+        ready.2
+    );
+}

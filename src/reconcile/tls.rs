@@ -569,9 +569,17 @@ fn client_certificates(
     for secret in stores.secrets.state() {
         let labels = secret.labels();
         let component = labels.get(LABEL_COMPONENT).map(String::as_str);
-        let client = component == Some(tokens::COMPONENT_ACCESS_TOKEN)
+        // Labels alone are anyone's to set: only a Secret the operator wrote counts (a token's,
+        // controlled by a QdrantAccessToken; the scrapers', controlled by this instance), so a
+        // labelled Secret holding another CA's certificate cannot hold a rollover back.
+        let controller = super::ownership::controller_of(secret.as_ref());
+        let client = (component == Some(tokens::COMPONENT_ACCESS_TOKEN)
+            && controller.is_some_and(|r| {
+                r.kind == "QdrantAccessToken" && r.api_version.starts_with("secureqdrant.dev/")
+            }))
             || (component == Some(COMPONENT_METRICS_CLIENT)
-                && metrics.as_deref() == Some(secret.name_any().as_str()));
+                && metrics.as_deref() == Some(secret.name_any().as_str())
+                && controller.is_some_and(|r| r.uid == inst.owner.uid));
         if secret.metadata.namespace.as_deref() != Some(inst.namespace.as_str())
             || labels.get(LABEL_INSTANCE) != Some(&inst.name)
             || !client

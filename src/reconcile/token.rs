@@ -308,6 +308,25 @@ async fn issue(
             Some(WAIT),
         )));
     }
+    // The operator's own `<n>-api-key` signs only when this very instance (its UID) controls it:
+    // an orphaned Secret of an earlier instance of the same name, or anyone's Secret of that
+    // name, would otherwise hand its key to whoever creates a SecureQdrant named like it.
+    if let (true, Some(secret)) = (inst.generates_api_key(), &key_secret)
+        && let Err(b) = instance_secret_ours(secret, &inst)
+    {
+        return Ok(Err(b));
+    }
+    // The same for the CA that would sign the token's client certificate.
+    if let Some(ca_name) = inst
+        .tls
+        .as_ref()
+        .filter(|t| t.client_certificates)
+        .and_then(|_| inst.operator_ca_secret_name())
+        && let Some(secret) = read(ctx, &secrets, &inst.namespace, &ca_name).await?
+        && let Err(b) = instance_secret_ours(&secret, &inst)
+    {
+        return Ok(Err(b));
+    }
     let rotated_in = key_secret.as_ref().filter(|s| {
         let annotations = s.annotations();
         inst.generates_api_key()
@@ -676,6 +695,19 @@ async fn read(ctx: &Context, api: &Api<Secret>, ns: &str, name: &str) -> Result<
     })
 }
 
+/// A Secret of the instance's own (`<n>-api-key`, `<n>-ca`, `<n>-tls`) is used for a token only
+/// when the instance the token refers to controls it (its UID): anything else blocks the token
+/// with `ChildConflict` (the instance's own reconcile reports the same conflict).
+fn instance_secret_ours(secret: &Secret, inst: &Instance) -> std::result::Result<(), Blocked> {
+    super::ownership::ensure_ours(secret, inst).map_err(|e| {
+        blocked(
+            super::status::CHILD_CONFLICT,
+            format!("{e}; no token is issued from it"),
+            Some(WAIT),
+        )
+    })
+}
+
 /// The PEM bundle that verifies the instance's serving certificate (None without TLS), and the
 /// CA key rollover phase recorded on that Secret.
 async fn trust_bundle(
@@ -687,6 +719,21 @@ async fn trust_bundle(
         return Ok(Ok((None, None)));
     };
     let secret = read(ctx, api, &inst.namespace, &name).await?;
+    // `<n>-tls` only when this instance controls it; the user's certificateSecretRef only when
+    // it allows this instance (its ca.crt goes into the token Secret).
+    if let Some(s) = &secret {
+        let allowed = match inst.tls.as_ref().map(|t| &t.source) {
+            Some(TlsSource::UserCertificate(_)) => {
+                super::references::check(s, inst, "spec.tls.certificateSecretRef").map_err(|e| {
+                    blocked(super::status::SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))
+                })
+            }
+            _ => instance_secret_ours(s, inst),
+        };
+        if let Err(b) = allowed {
+            return Ok(Err(b));
+        }
+    }
     let phase = secret.as_ref().and_then(|s| {
         s.annotations()
             .get(crate::tls::ROLLOVER_PHASE_ANNOTATION)
