@@ -1878,8 +1878,10 @@ mod tests {
                 "{name}: {got:?}"
             );
         }
-        let mut custom = Settings::default();
-        custom.cluster_domain = "corp-headless.example.".to_owned();
+        let custom = Settings {
+            cluster_domain: "corp-headless.example.".to_owned(),
+            ..Settings::default()
+        };
         for name in ["corp", "example", "svc"] {
             assert!(
                 named(name, &custom)
