@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::crd::{
     AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
-    PodSpecOverrides, SecureQdrant, TlsSpec,
+    PodSpecOverrides, SecureQdrant, SecureQdrantSpec, TlsSpec,
 };
 use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 use crate::settings::Settings;
@@ -252,6 +252,10 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             ),
         ));
     }
+    if let Some(why) = name_covers_cluster_names(&name, &settings.cluster_domain) {
+        problems.push(invalid("metadata.name", why));
+    }
+    check_secret_refs(spec, &name, &mut problems);
     let namespace = sq.namespace().unwrap_or_default();
     if namespace.is_empty() {
         problems.push(invalid("metadata.namespace", "is required"));
@@ -433,6 +437,57 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             cluster_formed: false,
         }),
         _ => Err(problems),
+    }
+}
+
+/// Why `name` may not name an instance: its CA's name constraints permit the single-label
+/// Service names `<name>` and `<name>-headless`, and a dNSName constraint `x` permits every name
+/// under `x` too, so a name equal to `svc` or to a label of the cluster domain would let the
+/// CA's key sign `kubernetes.default.svc` or `*.svc.cluster.local`.
+pub fn name_covers_cluster_names(name: &str, cluster_domain: &str) -> Option<String> {
+    let domain = cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+    let headless = format!("{name}-headless");
+    let taken = std::iter::once("svc").chain(domain.split('.').filter(|l| !l.is_empty()));
+    for label in taken {
+        if let Some(service) = [name, headless.as_str()].into_iter().find(|s| *s == label) {
+            return Some(format!(
+                "may not be {name:?}: the instance's CA may sign for the Service name \
+                 {service:?} and every name under it, and {label:?} is a label of every \
+                 in-cluster Service name (svc.{domain}); choose another name"
+            ));
+        }
+    }
+    None
+}
+
+/// Refuses a referenced Secret (API key, CA, certificate, image pull) whose name is one of
+/// the instance's own Secret names, which the operator writes itself.
+fn check_secret_refs(spec: &SecureQdrantSpec, name: &str, problems: &mut Vec<Invalid>) {
+    let own = crate::children::meta::instance_secret_names(name);
+    let mut refs: Vec<(String, &str)> = Vec::new();
+    if let Some(r) = &spec.auth.api_key_secret_ref {
+        refs.push(("spec.auth.apiKeySecretRef.name".to_owned(), &r.name));
+    }
+    if let Some(r) = &spec.tls.ca_secret_ref {
+        refs.push(("spec.tls.caSecretRef.name".to_owned(), &r.name));
+    }
+    if let Some(r) = &spec.tls.certificate_secret_ref {
+        refs.push(("spec.tls.certificateSecretRef.name".to_owned(), &r.name));
+    }
+    for (i, r) in spec.image_pull_secrets.iter().enumerate() {
+        refs.push((format!("spec.imagePullSecrets[{i}].name"), &r.name));
+    }
+    for (field, secret) in refs {
+        if own.iter().any(|o| o == secret) {
+            problems.push(invalid(
+                field,
+                format!(
+                    "{secret:?} is a name the operator uses for this instance's own Secrets \
+                     ({}): rename your Secret",
+                    own.join(", ")
+                ),
+            ));
+        }
     }
 }
 
@@ -1821,6 +1876,90 @@ mod tests {
                 .unwrap_err()
                 .contains("--allowed-dns-suffixes")
         );
+    }
+
+    fn named(name: &str, settings: &Settings) -> Vec<String> {
+        let mut sq = sq("{}");
+        sq.metadata.name = Some(name.to_owned());
+        match validate(&sq, settings) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_whose_ca_would_cover_cluster_service_names_are_refused() {
+        let default = Settings::default();
+        for name in ["svc", "local", "cluster"] {
+            let got = named(name, &default);
+            assert!(
+                got.iter()
+                    .any(|m| m.starts_with("metadata.name: ") && m.contains("choose another name")),
+                "{name}: {got:?}"
+            );
+        }
+        let custom = Settings {
+            cluster_domain: "corp-headless.example.".to_owned(),
+            ..Settings::default()
+        };
+        for name in ["corp", "example", "svc"] {
+            assert!(
+                named(name, &custom)
+                    .iter()
+                    .any(|m| m.starts_with("metadata.name: ")),
+                "{name}"
+            );
+        }
+        for name in ["vectors", "svc1", "locals", "my-svc"] {
+            assert_eq!(named(name, &default), Vec::<String>::new(), "{name}");
+        }
+        assert_eq!(named("local", &custom), Vec::<String>::new());
+    }
+
+    #[test]
+    fn referenced_secrets_may_not_be_the_instances_own() {
+        for (spec, field) in [
+            (
+                "{auth: {apiKeySecretRef: {name: v-api-key, key: k}}}",
+                "spec.auth.apiKeySecretRef.name",
+            ),
+            (
+                "{tls: {caSecretRef: {name: v-ca}}}",
+                "spec.tls.caSecretRef.name",
+            ),
+            (
+                "{tls: {caSecretRef: {name: v-tls}}}",
+                "spec.tls.caSecretRef.name",
+            ),
+            (
+                "{tls: {certificateSecretRef: {name: v-tls}}}",
+                "spec.tls.certificateSecretRef.name",
+            ),
+            (
+                "{tls: {certificateSecretRef: {name: v-metrics-client}}}",
+                "spec.tls.certificateSecretRef.name",
+            ),
+            (
+                "{imagePullSecrets: [{name: pull}, {name: v-api-key}]}",
+                "spec.imagePullSecrets[1].name",
+            ),
+        ] {
+            assert_refused(spec, field, "rename your Secret");
+        }
+        // Another instance's names and names merely alike are not this rule's business.
+        for spec in [
+            "{auth: {apiKeySecretRef: {name: w-api-key, key: k}}}",
+            "{auth: {apiKeySecretRef: {name: v-api-keys, key: k}}}",
+            "{tls: {caSecretRef: {name: my-ca}}}",
+            "{imagePullSecrets: [{name: v-pull}]}",
+        ] {
+            assert!(
+                !messages(spec)
+                    .iter()
+                    .any(|m| m.contains("rename your Secret")),
+                "{spec}"
+            );
+        }
     }
 
     #[test]

@@ -1065,6 +1065,44 @@ async fn a_leaked_ca_key_cannot_sign_for_names_outside_the_instance() {
     );
 }
 
+/// A leaf whose only subject alternative name is the IP address `ip`, signed with `ca`'s key
+/// by hand (the operator itself never puts IP addresses in its certificates).
+fn leaf_for_ip(ca: &CaMaterial, ip: std::net::IpAddr, now: Timestamp) -> LeafMaterial {
+    let signer = rcgen::KeyPair::from_pem(ca.key().expose_pem()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca.cert().der().to_vec().into(), signer).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(now.as_second() - 60).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(now.as_second() + 86400).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    LeafMaterial::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()
+}
+
+#[tokio::test]
+async fn a_leaked_ca_key_cannot_sign_for_ip_addresses() {
+    let now = real_now();
+    let (ca, _) = operator_ca(&[], now);
+    let trust = vec![ca.cert().clone()];
+    // The API server's ClusterIP, a pod address, loopback, IPv6: dialled by address, a verifier
+    // trusting the CA refuses each leaf (the CA excludes every IPv4 and IPv6 address).
+    for ip in ["10.96.0.1", "10.244.1.7", "127.0.0.1", "::1", "fd00::1"] {
+        let leaf = leaf_for_ip(&ca, ip.parse().unwrap(), now);
+        let err = one_way(&trust, &leaf, ip, Clock::Real).await.expect_err(ip);
+        assert!(
+            err.contains("NameConstraint") || err.contains("name constraint"),
+            "{ip}: {err}"
+        );
+    }
+    // The same leaf from an unconstrained CA is accepted: the refusal is the CA's doing.
+    let free = fresh_ca(now);
+    let leaf = leaf_for_ip(&free, "10.96.0.1".parse().unwrap(), now);
+    one_way(&[free.cert().clone()], &leaf, "10.96.0.1", Clock::Real)
+        .await
+        .expect("an IP leaf from an unconstrained CA");
+}
+
 #[test]
 fn a_ca_renewal_keeps_its_constraints_and_an_old_ca_gets_them_at_its_renewal() {
     let now = real_now();

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, GeneralSubtree, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, DnValue,
+    GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::der_parser::asn1_rs::Tag;
@@ -176,7 +176,12 @@ fn ca_params(
                 .iter()
                 .map(|s| GeneralSubtree::DnsName(s.clone()))
                 .collect(),
-            excluded_subtrees: Vec::new(),
+            // No IP address at all: the operator's certificates carry DNS names only, and
+            // permitted DNS subtrees alone leave IP SANs unconstrained (RFC 5280 4.2.1.10).
+            excluded_subtrees: vec![
+                GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+                GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+            ],
         });
     }
     params.serial_number = Some(random_serial()?);

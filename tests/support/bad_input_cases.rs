@@ -427,6 +427,47 @@ pub fn bad_cases() -> Vec<Case> {
         )
         .cel()
         .validate(),
+        // A CA constrained to the Service name `svc` (or `local`, a label of cluster.local)
+        // could sign every in-cluster Service name: the operator refuses these names.
+        bad_doc("metadata.name svc", "metadata.name", doc_named("svc", "{}")).validate(),
+        bad_doc(
+            "metadata.name local (a label of the cluster domain)",
+            "metadata.name",
+            doc_named("local", "{}"),
+        )
+        .validate(),
+        // The instance's own Secret names are the operator's to write: a reference to one of
+        // them (allowed before the salt moved into <n>-api-key) is refused with a rename hint.
+        bad(
+            "apiKeySecretRef naming the instance's own <n>-api-key",
+            "spec.auth.apiKeySecretRef.name",
+            "{auth: {apiKeySecretRef: {name: vectors-api-key, key: api-key}}}",
+        )
+        .validate(),
+        bad(
+            "caSecretRef naming the instance's own <n>-ca",
+            "spec.tls.caSecretRef.name",
+            "{tls: {caSecretRef: {name: vectors-ca}}}",
+        )
+        .validate(),
+        bad(
+            "certificateSecretRef naming the instance's own <n>-tls",
+            "spec.tls.certificateSecretRef.name",
+            "{tls: {certificateSecretRef: {name: vectors-tls}}}",
+        )
+        .validate(),
+        bad(
+            "certificateSecretRef naming the instance's own <n>-metrics-client",
+            "spec.tls.certificateSecretRef.name",
+            "{tls: {certificateSecretRef: {name: vectors-metrics-client}}}",
+        )
+        .validate(),
+        bad(
+            "imagePullSecrets naming the instance's own <n>-ca",
+            "spec.imagePullSecrets[0].name",
+            "{imagePullSecrets: [{name: vectors-ca}]}",
+        )
+        .validate(),
         // resources: quantities are int-or-string without a pattern in the schema, and no rule
         // compares requests with limits, so the apiserver admits these (it would refuse the
         // StatefulSet's pods later). Operator only.
