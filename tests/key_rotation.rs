@@ -567,7 +567,9 @@ async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instan
     let env = Env::start().await;
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": USER_SECRET, "namespace": NS}, "data": {}
+        "metadata": {"name": USER_SECRET, "namespace": NS,
+                     "labels": {"secureqdrant.dev/allowed-instance": SQ}},
+        "data": {}
     }))
     .unwrap();
     Api::<Secret>::namespaced(env.client.clone(), NS)
