@@ -390,71 +390,83 @@ fn the_pod_refuses_to_start_qdrant_with_an_empty_or_unsendable_key() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let (_, inst) = variants().remove(0);
-    let container = statefulset(&inst)
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .clone();
-    let mut command = container.command.clone().unwrap();
-    command[2] = command[2].replace(qdrant::ENTRYPOINT, stub.to_str().unwrap());
-    let run = |keys: &[(&str, &str)]| {
-        let out = std::process::Command::new(&command[0])
-            .args(&command[1..])
-            .args(container.args.clone().unwrap())
-            .env_clear()
-            .env("LANG", "C.UTF-8")
-            .envs(keys.iter().copied())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    const GOOD: &str = "Abc-_0123456789+/=!~xyzXYZ0123456789abcdef";
-    let (api, alt, ro) = (
-        "QDRANT__SERVICE__API_KEY",
-        "QDRANT__SERVICE__ALT_API_KEY",
-        "QDRANT__SERVICE__READ_ONLY_API_KEY",
-    );
-    for keys in [
-        vec![(api, GOOD)],
-        vec![(api, GOOD), (alt, GOOD), (ro, GOOD)],
-        vec![(api, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")],
-    ] {
-        let (ok, stdout, stderr) = run(&keys);
-        assert!(ok, "{keys:?}: {stderr}");
-        assert_eq!(
-            stdout.trim(),
-            format!("started {}", container.args.clone().unwrap().join(" ")),
-            "{keys:?}"
+    // Both start commands: a single node's (guard, then the entrypoint) and a cluster's (guard,
+    // then the bootstrap script, which reaches the entrypoint relative to the working dir).
+    for (variant, inst) in variants()
+        .into_iter()
+        .filter(|(name, _)| name == "minimal" || name == "cluster")
+    {
+        let container = statefulset(&inst)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .clone();
+        let mut command = container.command.clone().unwrap();
+        command[2] = command[2].replace(qdrant::ENTRYPOINT, stub.to_str().unwrap());
+        let run = |keys: &[(&str, &str)]| {
+            let out = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .args(container.args.clone().unwrap())
+                .current_dir(dir.path())
+                .env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("POD_NAME", format!("{}-1", inst.name))
+                .env("QDRANT_URI", "https://peer-1:6335")
+                .env("QDRANT_BOOTSTRAP", "https://peer-0:6335")
+                .env("SQ_REJOIN_BOOTSTRAP", "https://peer-1:6335")
+                .envs(keys.iter().copied())
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        const GOOD: &str = "Abc-_0123456789+/=!~xyzXYZ0123456789abcdef";
+        let (api, alt, ro) = (
+            "QDRANT__SERVICE__API_KEY",
+            "QDRANT__SERVICE__ALT_API_KEY",
+            "QDRANT__SERVICE__READ_ONLY_API_KEY",
         );
-    }
-    for (var, value) in [
-        (api, String::new()),
-        (api, format!("{GOOD}\n")),
-        (alt, String::new()),
-        (alt, format!("{GOOD} ")),
-        (ro, String::new()),
-        (ro, format!("{GOOD}\t")),
-        (ro, format!("{GOOD}\u{e9}")),
-        (api, format!("a b{GOOD}")),
-    ] {
-        let mut keys = vec![(api, GOOD), (alt, GOOD), (ro, GOOD)];
-        keys.retain(|(n, _)| *n != var);
-        keys.push((var, &value));
-        let (ok, stdout, stderr) = run(&keys);
-        assert!(!ok, "{var}={value:?} started: {stdout}");
-        assert!(!stdout.contains("started"), "{var}={value:?}: {stdout}");
-        assert!(
-            stderr.contains(&format!("refusing to start Qdrant: {var} is empty")),
-            "{var}={value:?}: {stderr}"
-        );
-        assert!(!stderr.contains("0123456789"), "the key is shown: {stderr}");
+        for keys in [
+            vec![(api, GOOD)],
+            vec![(api, GOOD), (alt, GOOD), (ro, GOOD)],
+            vec![(api, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")],
+        ] {
+            let (ok, stdout, stderr) = run(&keys);
+            assert!(ok, "{variant} {keys:?}: {stderr}");
+            let stdout = stdout.trim();
+            assert!(
+                stdout.starts_with("started ")
+                    && stdout.ends_with(&container.args.clone().unwrap().join(" ")),
+                "{variant} {keys:?}: {stdout}"
+            );
+        }
+        for (var, value) in [
+            (api, String::new()),
+            (api, format!("{GOOD}\n")),
+            (alt, String::new()),
+            (alt, format!("{GOOD} ")),
+            (ro, String::new()),
+            (ro, format!("{GOOD}\t")),
+            (ro, format!("{GOOD}\u{e9}")),
+            (api, format!("a b{GOOD}")),
+        ] {
+            let mut keys = vec![(api, GOOD), (alt, GOOD), (ro, GOOD)];
+            keys.retain(|(n, _)| *n != var);
+            keys.push((var, &value));
+            let (ok, stdout, stderr) = run(&keys);
+            assert!(!ok, "{var}={value:?} started: {stdout}");
+            assert!(!stdout.contains("started"), "{var}={value:?}: {stdout}");
+            assert!(
+                stderr.contains(&format!("refusing to start Qdrant: {var} is empty")),
+                "{var}={value:?}: {stderr}"
+            );
+            assert!(!stderr.contains("0123456789"), "the key is shown: {stderr}");
+        }
     }
 }

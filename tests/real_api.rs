@@ -59,6 +59,25 @@ fn child_api(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<Dy
 fn example(file: &str, ns: &str, name: &str) -> Value {
     let text = control_plane::repo_file(format!("deploy/examples/{file}"));
     let mut v: Value = serde_yaml_ng::from_str(&text).expect("an example SecureQdrant");
+    // The examples' own names (`vectors.search` in extraDnsNames) follow the rename: an
+    // in-cluster name that is not the instance's own is refused.
+    let (old_name, old_ns) = (
+        v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    );
+    if let Some(names) = v["spec"]["tls"]["extraDnsNames"].as_array_mut() {
+        for n in names {
+            if n.as_str() == Some(&format!("{old_name}.{old_ns}")) {
+                *n = json!(format!("{name}.{ns}"));
+            }
+        }
+    }
     v["metadata"]["namespace"] = json!(ns);
     v["metadata"]["name"] = json!(name);
     v
@@ -326,6 +345,18 @@ async fn examples_reach_ready_with_admitted_pods_as_the_charts_service_account()
     // byo-secrets.yaml: the Secrets the user brings (a serving certificate from their CA and
     // the full-access API key).
     bring_own_secrets(&client, &ns, "byo").await;
+    // full.yaml's image pull Secret, allowed for that instance by its owner.
+    let pull: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "registry-credentials",
+                     "labels": {"secureqdrant.dev/allowed-instance": "full"}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\": {}}"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pull)
+        .await
+        .expect("Secret registry-credentials");
     let examples = [
         ("minimal.yaml", "minimal", 1),
         ("full.yaml", "full", 3),
@@ -370,9 +401,15 @@ async fn bring_own_secrets(client: &Client, ns: &str, name: &str) {
         .unwrap()
         .to_secret_data(&[ca.cert().clone()]);
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    // Each opts in for the instance (secureqdrant.dev/allowed-instance), as its owner would.
+    let allowed = std::collections::BTreeMap::from([(
+        "secureqdrant.dev/allowed-instance".to_owned(),
+        name.to_owned(),
+    )]);
     let cert = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("vectors-certificate".to_owned()),
+            labels: Some(allowed.clone()),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".to_owned()),
@@ -380,7 +417,7 @@ async fn bring_own_secrets(client: &Client, ns: &str, name: &str) {
         ..Default::default()
     };
     let key: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "vectors-admin-key"},
+        "metadata": {"name": "vectors-admin-key", "labels": allowed},
         "stringData": {"api-key": "a-full-access-key-the-user-brings-0123456789"},
     }))
     .unwrap();
