@@ -83,6 +83,20 @@ fn example(file: &str, ns: &str, name: &str) -> Value {
     v
 }
 
+/// The messages of the `FailedCreate` Events in a namespace: pods a controller could not create
+/// (refused by admission, say).
+async fn failed_creates(events: &Api<Event>) -> Result<Vec<String>, String> {
+    Ok(events
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .map(|e| e.message.unwrap_or_default())
+        .collect())
+}
+
 async fn create_sq(client: &Client, ns: &str, sq: &Value) -> DynamicObject {
     let obj: DynamicObject = serde_json::from_value(sq.clone()).unwrap();
     secure_qdrants(client, ns)
@@ -113,15 +127,7 @@ async fn wait_ready(client: &Client, ns: &str, name: &str, op: &Operator) -> Dyn
             forbidden.join("\n")
         );
         async move {
-            let refused: Vec<String> = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-                .map(|e| e.message.unwrap_or_default())
-                .collect();
+            let refused = failed_creates(&events).await?;
             assert!(
                 refused.is_empty(),
                 "pods of {ns}/{name} refused: {refused:#?}"
@@ -697,15 +703,7 @@ async fn the_charts_operator_deployment_is_admitted_under_restricted() {
         let events = events.clone();
         let name = name.clone();
         async move {
-            let refused: Vec<String> = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-                .map(|e| e.message.unwrap_or_default())
-                .collect();
+            let refused = failed_creates(&events).await?;
             assert!(
                 refused.is_empty(),
                 "the operator's pods refused: {refused:#?}"
