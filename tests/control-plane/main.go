@@ -9,6 +9,7 @@
 //	control-plane kube-controller-manager ARGS...
 //	control-plane kube-scheduler ARGS...
 //	control-plane kubectl ARGS...          k8s.io/kubernetes/cmd/kubectl
+//	control-plane proxy --upstream URL --ca FILE   fault-injecting proxy (see proxy.go)
 package main
 
 import (
@@ -29,7 +30,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: control-plane up|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubectl [args]")
+		fmt.Fprintln(os.Stderr, "usage: control-plane up|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|proxy [args]")
 		os.Exit(2)
 	}
 	name := os.Args[1]
@@ -46,6 +47,8 @@ func main() {
 		os.Exit(cli.Run(kcm.NewControllerManagerCommand()))
 	case "kube-scheduler":
 		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "proxy":
+		os.Exit(runProxy(os.Args[1:]))
 	case "kubectl":
 		if err := cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()); err != nil {
 			kubectlutil.CheckErr(err)

@@ -452,6 +452,16 @@ pub async fn service_account_token(client: &Client, namespace: &str, name: &str)
 /// A kubeconfig for `token` against this control plane.
 pub fn token_kubeconfig(state: &State, token: &str, namespace: &str) -> String {
     use base64::Engine;
+    if state.server.starts_with("http://") {
+        // A fault proxy on loopback: plain HTTP, the token forwarded to the real API server.
+        return format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: cp\n    cluster:\n      server: {}\n\
+             users:\n  - name: sa\n    user:\n      token: {token}\n\
+             contexts:\n  - name: sa\n    context:\n      cluster: cp\n      user: sa\n      \
+             namespace: {namespace}\ncurrent-context: sa\n",
+            state.server
+        );
+    }
     let ca = std::fs::read(&state.ca_file).expect("CA file");
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n  - name: cp\n    cluster:\n      server: {}\n      \
@@ -468,6 +478,13 @@ impl ControlPlane {
     /// and, cluster-wide, its own ClusterRole) and runs the operator binary with a token of that
     /// ServiceAccount. Waits until the audit log shows it watching (or listing) SecureQdrants.
     pub async fn start_operator(&self, client: &Client, scope: Scope) -> Operator {
+        self.start_operator_at(client, scope, &self.state.server.clone())
+            .await
+    }
+
+    /// `start_operator`, talking to the API server at `server` (e.g. a fault proxy's URL, which
+    /// forwards the operator's token to the real API server).
+    pub async fn start_operator_at(&self, client: &Client, scope: Scope, server: &str) -> Operator {
         let namespace = self.namespace(client, "sqo").await;
         let release = format!("sqo-{namespace}");
         let values = match &scope {
@@ -485,11 +502,9 @@ impl ControlPlane {
         let token = service_account_token(client, &namespace, &service_account).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            token_kubeconfig(&self.state, &token, &namespace),
-        )
-        .unwrap();
+        let mut state = self.state.clone();
+        state.server = server.to_owned();
+        std::fs::write(&kubeconfig, token_kubeconfig(&state, &token, &namespace)).unwrap();
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secure-qdrant-operator"));
