@@ -312,8 +312,9 @@ async fn deleted_children_come_back_and_a_deleted_key_secret_is_new_and_announce
         let (env, doomed, old_uids, ns) = (&env, &doomed, &old_uids, &ns);
         let all_new = move || async move {
             for ((api, kind, n), old) in doomed.iter().zip(old_uids) {
+                // Gone, or still the old object: not back yet.
                 let new = env.get(api, kind, ns, n).await;
-                if !new.is_some_and(|o| o["metadata"]["uid"].as_str() != Some(old.as_str())) {
+                if new.is_none_or(|o| o["metadata"]["uid"].as_str() == Some(old.as_str())) {
                     return false;
                 }
             }
