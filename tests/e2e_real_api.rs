@@ -537,15 +537,23 @@ async fn converges_under_injected_errors_and_dropped_watches_without_leaking_or_
     }
     // The operator starts on a healthy API (its start-up check does not retry; `spawn_operator`
     // returns once it watches SecureQdrants), then everything breaks: 20% of its requests fail
-    // with 409/429/500 and watch streams drop.
+    // with 409/429/500 and watch streams drop. The proxy decides when a watch opens whether it
+    // may be cut, so the watch faults are on from the start: at random, and every stream after
+    // 4 events (the real API server converges the three instances in seconds, over too few
+    // watch events for a 10% drop rate alone to cut a stream every time).
+    let watch_faults = Faults {
+        seed: 20,
+        watch_drop_rate: 0.1,
+        watch_drop_after_events: Some(4),
+        ..Faults::default()
+    };
+    env.set_faults(&watch_faults);
     cluster.spawn_operator().await;
     let mark = env.mark().await;
     env.set_faults(&Faults {
-        seed: 20,
         error_rate: 0.2,
         error_codes: vec![409, 429, 500],
-        watch_drop_rate: 0.1,
-        ..Faults::default()
+        ..watch_faults
     });
     cluster.under_faults = true;
     for sq in &sqs {
