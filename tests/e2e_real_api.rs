@@ -450,10 +450,14 @@ async fn deleting_the_resource_collects_children_and_pvcs_follow_retain_on_delet
     let kept = with_name(example("minimal.yaml"), &ns, "kept");
     let mut dropped = with_name(example("full.yaml"), &ns, "dropped");
     dropped["spec"]["storage"]["retainOnDelete"] = json!(false);
+    let started = env.mark().await;
     cluster.insert_instance(&kept).await;
     cluster.insert_instance(&dropped).await;
     let kept_snap = cluster.converge(&ns, "kept").await;
     let dropped_snap = cluster.converge(&ns, "dropped").await;
+    // The audit log shows the operator's writes (the check after the deletion is not vacuous).
+    let writes = cluster.counters_since(&started).await.writes();
+    assert!(writes > 0, "no write of the operator in the audit log");
     assert_eq!(kept_snap.pvcs, names(&["storage-kept-0"]));
     // full.yaml has a snapshots volume: two claim templates, three replicas.
     assert_eq!(dropped_snap.pvcs.len(), 6, "{:?}", dropped_snap.pvcs);
