@@ -1991,6 +1991,14 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
     operator.assert_healthy();
     let log = operator.log();
     operator.kill();
+    // (Only a real API server can say this:) the chart's RBAC let the operator do all of it.
+    let counters = env.counters().await;
+    assert!(counters.writes() > 0, "no request of the operator counted");
+    assert!(
+        counters.forbidden().is_empty(),
+        "403s: {:?}",
+        counters.forbidden()
+    );
 
     // What must never appear, and what it must not appear in.
     let secrets = Secrets::from(&monitors);
