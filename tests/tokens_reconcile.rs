@@ -2245,17 +2245,20 @@ fn decode(b64: &str) -> String {
     String::from_utf8(STANDARD.decode(b64).expect("base64")).expect("UTF-8")
 }
 
+/// (Secret, key) → every value it took.
+type Seen = Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>>;
+
 /// Every value every key of every Secret of the namespace takes, from a watch as admin (the
 /// API server sends each change of each Secret, in order).
 struct SecretWatch {
-    seen: Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>>,
+    seen: Seen,
     task: JoinHandle<()>,
 }
 
 impl SecretWatch {
     /// Starts the watch; returns once its initial list is in.
     async fn start(env: &RealEnv) -> SecretWatch {
-        let seen: Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
         let api = Api::<Secret>::namespaced(env.admin.clone(), &env.ns);
         let task = {
@@ -2313,7 +2316,7 @@ impl Drop for SecretWatch {
 struct ValueMonitor {
     key: String,
     secret: String,
-    seen: Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>>,
+    seen: Seen,
 }
 
 /// The values that must never appear outside their Secrets.
