@@ -1804,8 +1804,9 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
 
     // Two instances: one that allows manage tokens, one with JWTs off. The first one's pods are
     // never scheduled (a nodeSelector no node matches), so its API-key rotation below stays in
-    // its first phase: the real StatefulSet controller and kwok would otherwise make the pods
-    // Ready and the rotation would go on to sign tokens with the next key.
+    // its first phase, as this test assumes: with the real StatefulSet controller and kwok the
+    // pods become Ready, and the rotation may move on meanwhile (tokens are signed with the next
+    // key once every pod accepts it) while the test still expects the current key.
     for (name, spec) in [
         (
             SQ,
@@ -1957,6 +1958,18 @@ async fn no_token_key_or_signature_appears_in_logs_events_status_or_errors() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
+
+    // The hold: the real StatefulSet controller made the instance's first pod, and it is not
+    // scheduled.
+    let pod = eventually(WITHIN, || async {
+        env.get("v1", "Pod", &ns, &format!("{SQ}-0"))
+            .await
+            .ok_or_else(|| format!("no pod {SQ}-0 yet"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(pod["spec"]["nodeName"].is_null(), "{}", pod["spec"]);
+    assert_eq!(pod["status"]["phase"], "Pending", "{}", pod["status"]);
 
     // The API refuses the operator's Secret writes for a while (the fault proxy), while a spec
     // change asks for a new token: reconcile errors reach the log (and the error policy).
