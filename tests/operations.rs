@@ -883,6 +883,15 @@ async fn only_the_listed_namespaces_are_watched() {
         .filter(|c| c["metadata"]["name"] != "kube-root-ca.crt")
         .collect();
     assert!(built.is_empty(), "nothing built in team-c: {built:?}");
+    for (api, kind) in secure_qdrant_operator::children::CHILD_KINDS {
+        let owned: Vec<Value> = env
+            .list(api, kind, c)
+            .await
+            .into_iter()
+            .filter(|o| o["metadata"]["ownerReferences"].is_array())
+            .collect();
+        assert!(owned.is_empty(), "no {kind} built in team-c: {owned:?}");
+    }
     let m = get(&http, "/metrics").1;
     assert!(
         !m.contains(&format!(r#"namespace="{c}""#)),
@@ -905,6 +914,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
             && args.contains(&format!("--lease-namespace={lease_ns}")),
         "{args:?}"
     );
+    let mark = env.mark().await;
     let mut a = ops.spawn("op-a", &[]);
     let a_http = a.http_addr().await;
     a.wait_ready(&a_http).await;
@@ -973,6 +983,49 @@ async fn two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     assert_eq!(get(&b_http, "/readyz"), (200, "leader: ready\n".into()));
     assert_eq!(transitions(env, lease_ns).await, 1, "one change of holder");
     b.assert_clean();
+
+    // The audit log: both replicas worked the Lease as the chart's ServiceAccount, in the release
+    // namespace only, and the chart's RBAC refused nothing.
+    let now = env.mark().await;
+    let requests = count(requests_between(
+        env.cp,
+        &mark,
+        &now,
+        &ops.release.identity.username(),
+    ));
+    assert!(
+        requests.forbidden().is_empty(),
+        "refused: {:?}",
+        requests.forbidden()
+    );
+    let lease_calls: Vec<_> = requests
+        .log
+        .iter()
+        .filter(|r| r.resource == LEASES)
+        .collect();
+    assert!(
+        requests.get("create", LEASES) == 1 && requests.get("update", LEASES) >= 1,
+        "{lease_calls:?}"
+    );
+    assert!(
+        lease_calls
+            .iter()
+            .all(|r| r.namespace == lease_ns && r.name == LEASE_NAME),
+        "{lease_calls:?}"
+    );
+    let writers: Vec<_> = env
+        .cp
+        .audit_events()
+        .into_iter()
+        .filter_map(|e| real_server::request_of(&e))
+        .map(|(_, r)| r)
+        .filter(|r| r.resource == LEASES && r.namespace == lease_ns && r.verb != "get")
+        .filter(|r| r.user != ops.release.identity.username())
+        .collect();
+    assert!(
+        writers.is_empty(),
+        "the Lease was written by someone else: {writers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
