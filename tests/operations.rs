@@ -435,7 +435,9 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
     let (e, n) = (&env, ns.as_str());
     let acquired = until("a leads", LONG, || async move {
         let l = lease(e, n).await;
-        let h = l.as_ref().and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+        let h = l
+            .as_ref()
+            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
         match l {
             Some(l) if h.as_deref() == Some("a") => Ok(l.metadata.resource_version),
             _ => Err(format!("holder {h:?}")),
@@ -828,7 +830,9 @@ async fn only_the_listed_namespaces_are_watched() {
     let ops = Ops::with_env(env, 1, vec![a.clone(), b.clone()]).await;
     let env = &ops.env;
     assert!(
-        ops.release.args().contains(&format!("--namespaces={a},{b}")),
+        ops.release
+            .args()
+            .contains(&format!("--namespaces={a},{b}")),
         "{:?}",
         ops.release.args()
     );

@@ -307,7 +307,10 @@ async fn written(env: &Env, doc: &str) -> Vec<Seen> {
             if !owned {
                 continue;
             }
-            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let at = order
                 .iter()
                 .position(|k| k.0 == kind && k.1 == name)
@@ -334,7 +337,10 @@ fn moved(doc: &str, ns: &str) -> String {
         v["metadata"]["name"].as_str().unwrap_or_default(),
         v["metadata"]["namespace"].as_str().unwrap_or("default")
     );
-    let name = v["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if let Some(names) = v
         .pointer_mut("/spec/tls/extraDnsNames")
         .and_then(Value::as_array_mut)
