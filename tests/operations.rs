@@ -452,7 +452,6 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
         (rv != *acquired).then_some(()).ok_or(format!("{rv:?}"))
     })
     .await;
-    let renewed_at = Instant::now();
     env.set_faults(&Faults {
         error_rate: 1.0,
         error_codes: vec![500],
@@ -464,8 +463,21 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
         .expect("the leader gives up")
         .unwrap()
         .expect_err("lost");
-    let after = renewed_at.elapsed();
+    let stepped_down = Timestamp::now();
     assert!(lost.reason.contains("not renewed"), "{lost}");
+    // The last renewal that reached the API server, as the elector wrote it: `renewTime` is
+    // taken (same host clock as this test) just before the write, so the Lease expires 2 s
+    // after it at the earliest for every other candidate. The proxy fails every Lease request
+    // since, the release on step-down included (a's Lease still, not a released one).
+    let last = lease(&env, &ns)
+        .await
+        .and_then(|l| l.spec)
+        .expect("the Lease");
+    assert_eq!(last.holder_identity.as_deref(), Some("a"), "{last:?}");
+    let renew_time = last.renew_time.as_ref().expect("renewTime").0;
+    let acquire_time = last.acquire_time.as_ref().expect("acquireTime").0;
+    assert!(renew_time > acquire_time, "renewed at least once: {last:?}");
+    let after = Duration::try_from(stepped_down.duration_since(renew_time)).expect("a duration");
     // Deadline 1.2 s after the last renewal; the Lease lasts 2 s: no overlap with a successor.
     assert!(
         after < Duration::from_millis(1900),
