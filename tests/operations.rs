@@ -848,6 +848,7 @@ async fn only_the_listed_namespaces_are_watched() {
         "{:?}",
         ops.release.args()
     );
+    let mark = env.mark().await;
     let op = ops.spawn("op", &[]);
     let http = op.http_addr().await;
     op.wait_ready(&http).await;
@@ -913,6 +914,43 @@ async fn only_the_listed_namespaces_are_watched() {
         !m.contains(&format!(r#"namespace="{c}""#)),
         "no series for team-c: {m}"
     );
+    // The chart has no Role in team-c, so the checks above would hold even if the operator
+    // ignored `--namespaces` (its requests there refused). The audit log shows that the flag
+    // filters: the release's ServiceAccount made no request at all in team-c, none cluster-wide
+    // (all namespaces), and the API server refused it nothing; it did work team-a and team-b.
+    let now = env.mark().await;
+    let requests = count(requests_between(
+        env.cp,
+        &mark,
+        &now,
+        &ops.release.identity.username(),
+    ));
+    assert!(
+        requests.forbidden().is_empty(),
+        "refused: {:?}",
+        requests.forbidden()
+    );
+    let in_c: Vec<_> = requests.log.iter().filter(|r| r.namespace == *c).collect();
+    assert!(in_c.is_empty(), "requests in team-c: {in_c:?}");
+    let cluster_wide: Vec<_> = requests
+        .log
+        .iter()
+        .filter(|r| r.namespace.is_empty())
+        .collect();
+    assert!(
+        cluster_wide.is_empty(),
+        "requests across all namespaces: {cluster_wide:?}"
+    );
+    for ns in [a, b] {
+        assert!(
+            requests
+                .log
+                .iter()
+                .any(|r| r.namespace == *ns && r.verb == "watch"),
+            "no watch in {ns}: {:?}",
+            requests.log
+        );
+    }
     op.assert_clean();
 }
 
