@@ -20,7 +20,8 @@
 //! Tests run in parallel on one control plane: each has its own namespaces and its own release
 //! of the chart; every operator process watches only its test's namespaces (the chart's
 //! `watchNamespaces` mode). Each operator serves its endpoints on a port the kernel picks
-//! (`--http-addr 127.0.0.1:0`), read back from its JSON log.
+//! (`--http-addr 127.0.0.1:0`), read back from its JSON log (or, at `--log-level warn`, from
+//! /proc).
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
@@ -780,6 +781,8 @@ async fn logs_are_json_lines_at_the_chosen_level() {
         &[("LOG_LEVEL", "secure_qdrant_operator=debug,warn")],
     );
     let http = op.http_addr().await;
+    // The /proc reading used at level warn below finds the address the log names.
+    assert_eq!(op.listening_addr().await, http);
     op.wait_ready(&http).await;
     ops.env
         .insert(instance(&ops.env.ns, "vectors"))
@@ -808,19 +811,9 @@ async fn logs_are_json_lines_at_the_chosen_level() {
     assert!(levels.contains_key("INFO"), "{levels:?}");
 
     // `--log-level warn`: the routine INFO lines are gone. (The endpoints' address is logged at
-    // INFO, so this one gets a fixed port.)
-    let port = free_port();
-    let mut quiet = ops.spawn_with(
-        "quiet",
-        &[
-            "--log-level",
-            "warn",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ],
-        &[],
-    );
-    let http = format!("127.0.0.1:{port}");
+    // INFO, so this one's port, still picked by the kernel, is read from /proc.)
+    let mut quiet = ops.spawn_with("quiet", &["--log-level", "warn"], &[]);
+    let http = quiet.listening_addr().await;
     quiet.wait_ready(&http).await;
     assert_eq!(quiet.terminate(Duration::from_secs(10)).code(), Some(0));
     let log = quiet.log();
@@ -1226,6 +1219,17 @@ impl Operator {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }
 
+    /// The address of the endpoints, from /proc (for a process that does not log it): its one
+    /// listening socket.
+    async fn listening_addr(&self) -> String {
+        let pid = self.child.id();
+        eventually("the endpoints' listening socket", LONG, || {
+            listening_on_loopback(pid)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
+    }
+
     async fn wait_ready(&self, http: &str) {
         eventually("/readyz 200", LONG, || {
             let (code, body) = get(http, "/readyz");
@@ -1306,12 +1310,33 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The loopback address process `pid` listens on (TCP, IPv4), from /proc: its socket inodes
+/// (`/proc/<pid>/fd`) matched against the listening sockets of `/proc/<pid>/net/tcp`.
+fn listening_on_loopback(pid: u32) -> Result<String, String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(l.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    let ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]))
+        .filter_map(|f| {
+            let port = f[1].strip_prefix("0100007F:")?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect();
+    match ports[..] {
+        [port] => Ok(format!("127.0.0.1:{port}")),
+        _ => Err(format!("listening on loopback ports {ports:?}")),
+    }
 }
 
 /// `GET path` over HTTP/1.1: (status, body). (0, error) when the connection fails.
