@@ -743,7 +743,7 @@ async fn sigterm_stops_the_operator_with_exit_code_0() {
         .unwrap();
     op.wait_log("applied children").await;
 
-    let status = op.terminate(Duration::from_secs(10));
+    let status = op.terminate(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", op.log_tail());
     let log = op.log();
     assert!(log.contains("shutting down"), "{log}");
@@ -765,7 +765,7 @@ async fn sigterm_with_leader_election_releases_the_lease_and_exits_0() {
     assert_eq!(holder(&ops.env, &lease_ns).await.as_deref(), Some("op-a"));
     assert_eq!(get(&http, "/readyz"), (200, "leader: ready\n".into()));
 
-    let status = op.terminate(Duration::from_secs(10));
+    let status = op.terminate(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", op.log_tail());
     assert_eq!(holder(&ops.env, &lease_ns).await, None, "released");
     assert!(op.log().contains("released the Lease"));
@@ -789,7 +789,7 @@ async fn logs_are_json_lines_at_the_chosen_level() {
         .await
         .unwrap();
     op.wait_log("applied children").await;
-    assert_eq!(op.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(op.terminate(Duration::from_secs(10)).await.code(), Some(0));
     let log = op.log();
     let mut levels = BTreeMap::new();
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
@@ -815,7 +815,10 @@ async fn logs_are_json_lines_at_the_chosen_level() {
     let mut quiet = ops.spawn_with("quiet", &["--log-level", "warn"], &[]);
     let http = quiet.listening_addr().await;
     quiet.wait_ready(&http).await;
-    assert_eq!(quiet.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        quiet.terminate(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
     let log = quiet.log();
     assert!(
         !log.contains("\"INFO\"") && !log.contains("caches synced"),
@@ -1088,6 +1091,7 @@ async fn a_leader_that_loses_its_lease_exits_non_zero() {
     steal(&api, "intruder").await;
     let status = op
         .wait_exit(Duration::from_secs(10))
+        .await
         .unwrap_or_else(|| panic!("still running\n{}", op.log_tail()));
     assert_eq!(status.code(), Some(1), "{}", op.log_tail());
     assert!(op.log().contains("lost the Lease"), "{}", op.log_tail());
@@ -1251,23 +1255,25 @@ impl Operator {
     }
 
     /// SIGTERM, then waits up to `within` for the exit.
-    fn terminate(&mut self, within: Duration) -> ExitStatus {
+    async fn terminate(&mut self, within: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
         self.wait_exit(within)
+            .await
             .unwrap_or_else(|| panic!("no exit within {within:?} of SIGTERM\n{}", self.log_tail()))
     }
 
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
+    /// Polls for the exit without blocking the runtime's worker.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 self.exited = Some(status);
                 return Some(status);
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
