@@ -1327,7 +1327,8 @@ fn listening_on_loopback(pid: u32) -> Result<String, String> {
             Some(l.to_owned())
         })
         .collect();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    let table =
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
     // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
     let ports: Vec<u16> = table
         .lines()
