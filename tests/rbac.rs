@@ -11,7 +11,8 @@
 //! acknowledgment annotation removed), the API-key Secret is lost (new keys, the token
 //! re-signed, a repeated Event), an API-key rotation and a CA key rotation are asked for and
 //! started, the instance is deleted (the token Secret goes), and the operator is stopped with
-//! SIGTERM (the Lease is released). The real authorizer decides every request: the audit log
+//! SIGTERM (the Lease is released). The real authorizer decides every request, and the chart's
+//! ValidatingAdmissionPolicy for the operator is installed and enforced too: the audit log
 //! must show no 403 for the operator, every request with the operator's User-Agent made as a
 //! chart ServiceAccount (never admin), and the operator's requests by (verb, resource) must equal
 //! the tables: a call without a rule fails, and so does a rule never used (a permission granted
@@ -36,8 +37,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::Patch;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
@@ -149,6 +151,58 @@ impl Release {
         }
     }
 
+    /// Applies the chart's ValidatingAdmissionPolicy and its binding for this release (they
+    /// match only its ServiceAccount) and waits until the API server enforces them: a dry-run
+    /// create of an unlabelled ConfigMap in `ns` as the ServiceAccount is refused by the policy.
+    /// Only then does the caller mark the audit log (the probe's 403s come before the mark).
+    async fn install_admission_policy(&self, cp: &ControlPlane, admin: &Client, ns: &str) {
+        let mut installed = 0;
+        for doc in &self.docs {
+            let (kind, plural) = match doc["kind"].as_str().unwrap_or_default() {
+                "ValidatingAdmissionPolicy" => {
+                    ("ValidatingAdmissionPolicy", "validatingadmissionpolicies")
+                }
+                "ValidatingAdmissionPolicyBinding" => (
+                    "ValidatingAdmissionPolicyBinding",
+                    "validatingadmissionpolicybindings",
+                ),
+                _ => continue,
+            };
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+                plural,
+            );
+            let name = doc["metadata"]["name"].as_str().expect("named");
+            Api::<DynamicObject>::all_with(admin.clone(), &ar)
+                .patch(name, &control_plane::apply_params(), &Patch::Apply(doc))
+                .await
+                .unwrap_or_else(|e| panic!("the real API server refuses the chart's {kind}: {e}"));
+            installed += 1;
+        }
+        assert_eq!(installed, 2, "the chart renders a policy and its binding");
+        let api = Api::<ConfigMap>::namespaced(self.client(cp).await, ns);
+        let probe: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "admission-policy-probe"}, "data": {"k": "v"},
+        }))
+        .unwrap();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        eventually("the admission policy is enforced", || async {
+            match api.create(&dry_run, &probe).await {
+                Err(kube::Error::Api(e))
+                    if e.code == 403 && e.message.contains("ValidatingAdmissionPolicy") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("not refused by the policy yet: {other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// A kubeconfig as the ServiceAccount, straight to the real API server.
     fn kubeconfig(&self, cp: &ControlPlane) -> String {
         control_plane::token_kubeconfig(&cp.state, &self.token, &self.namespace)
@@ -177,6 +231,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     let (cp, env) = (w.cp, &w.env);
     let ns = env.ns.clone();
     let release = Release::install(cp, &w.admin, &json!({"replicas": 2})).await;
+    release.install_admission_policy(cp, &w.admin, &ns).await;
     let start = audit_sync(cp, &w.admin).await;
 
     w.prepare_full(&ns).await;
@@ -444,7 +499,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
                 .any(|r| r.namespace == release.namespace && r.resource.starts_with("leases")),
         "the audit log misses the operator's requests: {requests:#?}"
     );
-    assert_no_403_and_never_admin(cp, &release);
+    assert_no_403_and_never_admin(cp, &release, &counters);
 
     let called = called(&counters);
     let mut granted = rbac::expand(RBAC);
@@ -474,6 +529,7 @@ async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
     let watched = [ns.clone(), other.clone()];
     let values = json!({"replicas": 2, "watchNamespaces": watched});
     let release = Release::install(cp, &w.admin, &values).await;
+    release.install_admission_policy(cp, &w.admin, &ns).await;
     let start = audit_sync(cp, &w.admin).await;
     // One instance in a watched namespace, one elsewhere (which must stay untouched).
     w.prepare_full(&ns).await;
@@ -521,7 +577,7 @@ async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
     let counters = release.requests_since(cp, &w.admin, &start).await;
     // The real authorizer refused nothing, and no request left the watched namespaces (and the
     // release's own, for the Lease): no cluster-wide call at all.
-    assert_no_403_and_never_admin(cp, &release);
+    assert_no_403_and_never_admin(cp, &release, &counters);
     let outside: Vec<&Request> = counters
         .log
         .iter()
@@ -769,35 +825,32 @@ fn audit_events_of(cp: &ControlPlane, user: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The audit log of the whole run: no request of `release`'s ServiceAccount was refused, and
+/// The audit log of the run: no request of `release`'s ServiceAccount in `counters` (the
+/// operator's, since it started) was refused (by the chart's RBAC or its admission policy), and
 /// no request with the operator's User-Agent was made by anyone but a chart ServiceAccount
 /// (never admin).
-fn assert_no_403_and_never_admin(cp: &ControlPlane, release: &Release) {
+fn assert_no_403_and_never_admin(cp: &ControlPlane, release: &Release, counters: &Counters) {
+    assert!(
+        counters.writes() > 0,
+        "the audit log shows no write by {}: the operator did not run as the ServiceAccount",
+        release.user
+    );
+    let refused: Vec<String> = counters
+        .forbidden()
+        .iter()
+        .map(|r| format!("{} {} in {:?} ({})", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "403 for {} (the chart's RBAC or admission policy refuses these):\n{}",
+        release.user,
+        refused.join("\n")
+    );
     let events = cp.audit_events();
     let mine: Vec<&Value> = events
         .iter()
         .filter(|e| e["user"]["username"] == release.user.as_str())
         .collect();
-    let writes = mine
-        .iter()
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "patch" | "update")))
-        .count();
-    assert!(
-        writes > 0,
-        "the audit log shows no write by {}: the operator did not run as the ServiceAccount",
-        release.user
-    );
-    let refused: Vec<String> = mine
-        .iter()
-        .filter(|e| e["responseStatus"]["code"].as_u64() == Some(403))
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
-        .collect();
-    assert!(
-        refused.is_empty(),
-        "403 for {} (the chart's RBAC misses these):\n{}",
-        release.user,
-        refused.join("\n")
-    );
     let agents: BTreeSet<&str> = mine
         .iter()
         .filter_map(|e| e["userAgent"].as_str())
