@@ -660,7 +660,13 @@ async fn without_client_certificates_no_metrics_client_secret_is_issued() {
     assert!(env.secret(METRICS_SECRET).await.is_none());
     assert_eq!(env.condition().await, None);
     assert_eq!(
-        env.sq().await.status.unwrap().secrets.unwrap().metrics_client,
+        env.sq()
+            .await
+            .status
+            .unwrap()
+            .secrets
+            .unwrap()
+            .metrics_client,
         None
     );
 }
@@ -920,8 +926,7 @@ fn the_service_monitor_example_points_at_what_the_operator_creates_for_full_yaml
     }
     let server_name = tls["serverName"].as_str().unwrap();
     assert!(
-        serving_dns_names(NAME, "search", "cluster.local", &[])
-            .contains(&server_name.to_owned()),
+        serving_dns_names(NAME, "search", "cluster.local", &[]).contains(&server_name.to_owned()),
         "{server_name}"
     );
 }
@@ -974,7 +979,11 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
         .await
         .expect("the token Secret");
     env.settle().await;
-    let before = env.real.get("v1", "Secret", &ns, METRICS_SECRET).await.unwrap();
+    let before = env
+        .real
+        .get("v1", "Secret", &ns, METRICS_SECRET)
+        .await
+        .unwrap();
     let result = reconcile::reconcile(Arc::new(env.sq().await), env.ctx.clone()).await;
     let error = result.expect_err("the reconcile must refuse the Secret");
     assert!(
@@ -984,7 +993,11 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
         ),
         "{error}"
     );
-    let after = env.real.get("v1", "Secret", &ns, METRICS_SECRET).await.unwrap();
+    let after = env
+        .real
+        .get("v1", "Secret", &ns, METRICS_SECRET)
+        .await
+        .unwrap();
     assert_eq!(before, after, "the token's Secret was written");
 }
 

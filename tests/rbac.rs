@@ -133,8 +133,19 @@ struct Release {
 
 impl Release {
     async fn install(cp: &ControlPlane, admin: &Client, values: &Value) -> Release {
+        Release::install_edited(cp, admin, values, |_| {}).await
+    }
+
+    /// `install`, with the rendered documents changed by `edit` before they are applied.
+    async fn install_edited(
+        cp: &ControlPlane,
+        admin: &Client,
+        values: &Value,
+        edit: impl FnOnce(&mut Vec<Value>),
+    ) -> Release {
         let namespace = cp.namespace(admin, "sqo").await;
-        let docs = render_chart(values, &format!("sqo-{namespace}"), &namespace);
+        let mut docs = render_chart(values, &format!("sqo-{namespace}"), &namespace);
+        edit(&mut docs);
         let sa = docs
             .iter()
             .find(|d| d["kind"] == "ServiceAccount")
@@ -257,14 +268,9 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     let http_port = free_port();
     let mut operator = Operator::spawn(cp, &release, http_port);
     let lease = eventually("the operator takes the Lease", || async {
-        env.get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            &release.namespace,
-            LEASE,
-        )
-        .await
-        .ok_or_else(|| "no Lease".to_owned())
+        env.get("coordination.k8s.io/v1", "Lease", &release.namespace, LEASE)
+            .await
+            .ok_or_else(|| "no Lease".to_owned())
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
@@ -317,15 +323,19 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     }]);
     let meta = json!({"name": format!("{NAME}-legacy"), "namespace": ns, "labels": labels(),
                       "ownerReferences": owner});
-    env.insert(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                      "metadata": meta, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}))
-        .await
-        .expect("stale NetworkPolicy inserted");
-    env.insert(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+    env.insert(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                      "metadata": meta, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    )
+    .await
+    .expect("stale NetworkPolicy inserted");
+    env.insert(
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                       "metadata": meta,
-                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}))
-        .await
-        .expect("stale PDB inserted");
+                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}),
+    )
+    .await
+    .expect("stale PDB inserted");
     eventually("stale children are pruned", || async {
         let legacy = format!("{NAME}-legacy");
         let np = env
@@ -403,17 +413,20 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     )
     .await
     .expect("API-key rotation asked for");
-    eventually("the new API key is rolled out beside the old one", || async {
-        let secret = env
-            .get("v1", "Secret", &ns, &format!("{NAME}-api-key"))
-            .await
-            .ok_or("no API-key Secret")?;
-        let a = &secret["metadata"]["annotations"];
-        (a["secureqdrant.dev/api-key-rotation-phase"] == "Introduced"
-            && a["secureqdrant.dev/api-key-rotation-rolled-out-at"].is_string())
-        .then_some(())
-        .ok_or_else(|| format!("API-key Secret annotations: {a}"))
-    })
+    eventually(
+        "the new API key is rolled out beside the old one",
+        || async {
+            let secret = env
+                .get("v1", "Secret", &ns, &format!("{NAME}-api-key"))
+                .await
+                .ok_or("no API-key Secret")?;
+            let a = &secret["metadata"]["annotations"];
+            (a["secureqdrant.dev/api-key-rotation-phase"] == "Introduced"
+                && a["secureqdrant.dev/api-key-rotation-rolled-out-at"].is_string())
+            .then_some(())
+            .ok_or_else(|| format!("API-key Secret annotations: {a}"))
+        },
+    )
     .await
     .unwrap_or_else(|e| operator.fail(&e));
     env.merge_patch(
@@ -469,12 +482,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     operator.terminate();
     eventually("the Lease is released", || async {
         let lease = env
-            .get(
-                "coordination.k8s.io/v1",
-                "Lease",
-                &release.namespace,
-                LEASE,
-            )
+            .get("coordination.k8s.io/v1", "Lease", &release.namespace, LEASE)
             .await
             .ok_or("no Lease")?;
         let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
@@ -603,9 +611,95 @@ async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
         );
     }
     drop(operator);
+    remove_instances(env, &[&ns, &elsewhere]).await;
     for n in [&ns, &other, &elsewhere, &release.namespace] {
         cp.delete_namespace(&w.admin, n).await;
     }
+}
+
+/// The check has teeth: the chart with one rule taken out (`create` of StatefulSets, from the
+/// Role the operator gets for its watched namespace: a server-side apply that creates the
+/// StatefulSet needs it) makes the operator's requests refused with 403 in the audit log, the
+/// instance reports Reconciled=False and never converges, and the check of the scenarios fails
+/// on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
+    let _scope = OPERATOR_SCOPE.read().await;
+    let w = World::new("cut").await;
+    let (cp, env) = (w.cp, &w.env);
+    let ns = env.ns.clone();
+    let values = json!({"replicas": 2, "watchNamespaces": [ns]});
+    let mut cut = 0;
+    let release = Release::install_edited(cp, &w.admin, &values, |docs| {
+        for doc in docs.iter_mut().filter(|d| d["kind"] == "Role") {
+            for rule in doc["rules"].as_array_mut().into_iter().flatten() {
+                if rule["resources"] == json!(["statefulsets"]) {
+                    let verbs = rule["verbs"].as_array_mut().expect("verbs");
+                    let before = verbs.len();
+                    verbs.retain(|v| v != "create");
+                    cut += before - verbs.len();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        cut, 1,
+        "the chart's Role for {ns} grants create on statefulsets once"
+    );
+    let start = audit_sync(cp, &w.admin).await;
+    env.insert(example("minimal.yaml", &ns))
+        .await
+        .expect("instance inserted");
+    let mut operator = Operator::spawn(cp, &release, free_port());
+    let refused = eventually("the API server refuses the operator", || async {
+        let counters = release.requests_since(cp, &w.admin, &start).await;
+        let refused: Vec<Request> = counters.forbidden().into_iter().cloned().collect();
+        (!refused.is_empty())
+            .then_some(refused)
+            .ok_or_else(|| "no 403 yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.resource == "statefulsets.apps" && r.verb == "patch" && r.namespace == ns),
+        "refused: {refused:#?}"
+    );
+    // The instance reports the failure and does not converge.
+    let reconciled = eventually("the instance reports the failure", || async {
+        let sq = env
+            .get(SQ_API, "SecureQdrant", &ns, NAME)
+            .await
+            .ok_or("no SecureQdrant")?;
+        sq["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Reconciled" && c["status"] == "False")
+            .cloned()
+            .ok_or_else(|| format!("status: {}", sq["status"]))
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    assert!(
+        converged(env, &ns).await.is_err(),
+        "converged without its StatefulSet rule: {reconciled}"
+    );
+    // The check of the scenarios fails on it, naming the refused requests.
+    let counters = release.requests_since(cp, &w.admin, &start).await;
+    let message = audit_check(cp, &release, &counters)
+        .expect_err("the check passes without the StatefulSet rule");
+    assert!(
+        message.contains("403 for") && message.contains("statefulsets.apps"),
+        "{message}"
+    );
+    eprintln!("the check, without the StatefulSet rule:\n{message}\nReconciled: {reconciled}");
+    drop(operator);
+    remove_instances(env, &[&ns]).await;
+    cp.delete_namespace(&w.admin, &ns).await;
+    cp.delete_namespace(&w.admin, &release.namespace).await;
 }
 
 #[test]
@@ -770,6 +864,32 @@ async fn request_lines_map_to_authorizer_attributes() {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Deletes the SecureQdrants and QdrantAccessTokens of `namespaces` and waits until they are
+/// gone. A namespaced test does this before it gives up its read side of [`OPERATOR_SCOPE`]:
+/// the cluster-wide operator that may run next would otherwise reconcile them in a namespace
+/// being deleted (and be refused there: 403 "being terminated").
+async fn remove_instances(env: &real_server::Env, namespaces: &[&str]) {
+    for ns in namespaces {
+        for kind in ["SecureQdrant", "QdrantAccessToken"] {
+            for o in env.list(SQ_API, kind, ns).await {
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                env.delete(SQ_API, kind, ns, name)
+                    .await
+                    .unwrap_or_else(|e| panic!("delete {kind} {ns}/{name}: {e}"));
+            }
+        }
+        eventually("the instances are gone", || async {
+            let left = env.list(SQ_API, "SecureQdrant", ns).await.len()
+                + env.list(SQ_API, "QdrantAccessToken", ns).await.len();
+            (left == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{left} left in {ns}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// Sends one request (`method uri`, a `{}` body for writes) as `client`; the answer is not
 /// looked at (the audit log says what the API server made of it).
 async fn send(client: &Client, method: &str, uri: &str) {
@@ -830,22 +950,36 @@ fn audit_events_of(cp: &ControlPlane, user: &str) -> Vec<Value> {
 /// no request with the operator's User-Agent was made by anyone but a chart ServiceAccount
 /// (never admin).
 fn assert_no_403_and_never_admin(cp: &ControlPlane, release: &Release, counters: &Counters) {
-    assert!(
-        counters.writes() > 0,
-        "the audit log shows no write by {}: the operator did not run as the ServiceAccount",
-        release.user
-    );
+    if let Err(e) = audit_check(cp, release, counters) {
+        panic!("{e}");
+    }
+}
+
+/// What `assert_no_403_and_never_admin` checks: Err with what is wrong.
+fn audit_check(cp: &ControlPlane, release: &Release, counters: &Counters) -> Result<(), String> {
+    if counters.writes() == 0 {
+        return Err(format!(
+            "the audit log shows no write by {}: the operator did not run as the ServiceAccount",
+            release.user
+        ));
+    }
     let refused: Vec<String> = counters
         .forbidden()
         .iter()
-        .map(|r| format!("{} {} in {:?} ({})", r.verb, r.resource, r.namespace, r.name))
+        .map(|r| {
+            format!(
+                "{} {} in {:?} ({})",
+                r.verb, r.resource, r.namespace, r.name
+            )
+        })
         .collect();
-    assert!(
-        refused.is_empty(),
-        "403 for {} (the chart's RBAC or admission policy refuses these):\n{}",
-        release.user,
-        refused.join("\n")
-    );
+    if !refused.is_empty() {
+        return Err(format!(
+            "403 for {} (the chart's RBAC or admission policy refuses these):\n{}",
+            release.user,
+            refused.join("\n")
+        ));
+    }
     let events = cp.audit_events();
     let mine: Vec<&Value> = events
         .iter()
@@ -866,10 +1000,12 @@ fn assert_no_403_and_never_admin(cp: &ControlPlane, release: &Release, counters:
         .filter(|u| !u.starts_with("system:serviceaccount:sqo-"))
         .map(str::to_owned)
         .collect();
-    assert!(
-        strangers.is_empty(),
-        "requests with the operator's User-Agent ({agents:?}) made as {strangers:?}"
-    );
+    if !strangers.is_empty() {
+        return Err(format!(
+            "requests with the operator's User-Agent ({agents:?}) made as {strangers:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// (group, resource, verb) of every request counted, plus `create` for the kinds whose apply
@@ -1032,9 +1168,7 @@ impl Operator {
         let log = dir.path().join("operator.log");
         let file = File::create(&log).expect("log file");
         let mut cmd = Command::new(OPERATOR);
-        cmd.args(&args)
-            .env_clear()
-            .env("KUBECONFIG", &kubeconfig);
+        cmd.args(&args).env_clear().env("KUBECONFIG", &kubeconfig);
         for env in container["env"].as_array().expect("env") {
             let name = env["name"].as_str().expect("env name");
             let value = match env["value"].as_str() {
