@@ -98,12 +98,19 @@ async fn example_converges(file: &str, prefix: &str, replicas: i32) {
     cluster.insert_instance(&sq).await;
 
     // The real StatefulSet controller creates the pods at once and reports them (updated, not
-    // ready): the phase settles at Degraded. (The in-memory server left the StatefulSet without
-    // a status, which gave Pending: a real StatefulSet has a status within moments.)
+    // ready): the phase is Progressing, as for any new instance whose pods are still starting.
+    // (The in-memory server left the StatefulSet without a status, which gave Pending; against
+    // the real one the operator first said Degraded here, which it now keeps for an instance
+    // that was ready and lost pods.)
     let snap = cluster
         .converge_until(&ns, &name, |s| held_settled(s, replicas))
         .await;
-    assert_eq!(snap.phase(), Some(Phase::Degraded), "{:?}", snap.sq.status);
+    assert_eq!(
+        snap.phase(),
+        Some(Phase::Progressing),
+        "{:?}",
+        snap.sq.status
+    );
     let status = snap.sq.status.as_ref().expect("status");
     assert_eq!(status.ready_replicas, Some(0));
     assert_eq!(status.replicas, Some(replicas));
@@ -682,7 +689,12 @@ async fn killed_mid_reconcile_and_restarted_converges_to_the_same_state() {
             .converge_until(&ns, &name, |s| held_settled(s, replicas))
             .await;
         // Held pods: every pod created, none ready (see `example_converges`).
-        assert_eq!(snap.phase(), Some(Phase::Degraded), "{:?}", snap.sq.status);
+        assert_eq!(
+            snap.phase(),
+            Some(Phase::Progressing),
+            "{:?}",
+            snap.sq.status
+        );
     }
     // Every Secret that existed at the kill still holds what it held.
     for (name, data) in &at_kill {
@@ -1370,9 +1382,17 @@ fn hold(mut sq: Value) -> Value {
 }
 
 /// Held pods have settled: the StatefulSet reports every pod created (none can be ready).
+/// Every held pod created and reported by the StatefulSet (rolled out, none ready): the Ready
+/// condition says `ReplicasNotReady` rather than `RollingOut`.
 fn held_settled(s: &Snapshot, replicas: i32) -> bool {
-    s.sq.status.as_ref().and_then(|st| st.replicas) == Some(replicas)
-        && s.phase() != Some(Phase::Progressing)
+    let Some(status) = s.sq.status.as_ref() else {
+        return false;
+    };
+    status.replicas == Some(replicas)
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "ReplicasNotReady")
 }
 
 /// Takes [`hold`]'s node label out of the spec: the pods are rolled onto kwok's nodes.
