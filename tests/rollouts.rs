@@ -264,12 +264,64 @@ impl Rollout {
     }
 
     /// Kills the operator (SIGKILL) while the current roll is held, starts a new operator
-    /// process (the roll still held), then releases the node.
-    async fn restart_mid_phase(&mut self) {
+    /// process (the roll still held), and once it has reconciled the instance checks that it
+    /// advanced nothing: Secret `phase_secret` (where the phase is recorded) holds the same data
+    /// and annotations, no new template, the roll still held. Then releases the node.
+    async fn restart_mid_phase(&mut self, phase_secret: &str) {
         self.wait_roll_held().await;
+        let recorded = |s: Secret| (s.data, s.metadata.annotations);
+        let before = recorded(self.secret(phase_secret).await);
+        let revision = self.max_revision().await;
         drop(self.op.take());
         self.op = Some(self.env.start_namespaced_operator().await);
+        let addr = self.http_addr().await;
+        self.wait("a reconcile by the new operator", || {
+            let addr = addr.clone();
+            async move {
+                let n = reconciles(&addr)?;
+                (n >= 1.0)
+                    .then_some(())
+                    .ok_or_else(|| format!("{n} reconciles"))
+            }
+        })
+        .await;
+        assert_eq!(
+            recorded(self.secret(phase_secret).await),
+            before,
+            "the restarted operator advanced while the roll is held"
+        );
+        assert_eq!(
+            self.max_revision().await,
+            revision,
+            "a new template while held"
+        );
+        let sts = Api::<StatefulSet>::namespaced(self.admin(), &self.env.ns)
+            .get(SQ)
+            .await
+            .unwrap();
+        assert!(!held_node::rolled_out(&sts), "{:?}", sts.status);
         self.node.release().await;
+    }
+
+    /// The running operator's endpoints (`--http-addr 127.0.0.1:0`), from its log.
+    async fn http_addr(&self) -> String {
+        self.wait("the endpoints' address in the log", || {
+            let log = self.op().log();
+            async move {
+                let line = log
+                    .lines()
+                    .map(strip_ansi)
+                    .find(|l| l.contains("serving /metrics"))
+                    .ok_or_else(|| "not yet".to_owned())?;
+                let after = &line[line.rfind("addr=").ok_or("no addr")? + 5..];
+                Ok(after
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned())
+            }
+        })
+        .await
     }
 
     /// The rollout is over: the instance Ready and rolled out, and the running operator wrote
@@ -309,6 +361,51 @@ impl Rollout {
             "updateRevisions {revisions:?}"
         );
     }
+}
+
+/// `line` without its terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `secure_qdrant_reconciles_total` of the SecureQdrant controller, from `/metrics` at `addr`.
+fn reconciles(addr: &str) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("secure_qdrant_reconciles_total{controller=\"secureqdrant\"} ")
+        })
+        .ok_or_else(|| "no secure_qdrant_reconciles_total yet".to_owned())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {
@@ -385,7 +482,7 @@ async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_ph
             .ok_or_else(|| format!("{:?}", s.annotations()))
     })
     .await;
-    r.restart_mid_phase().await;
+    r.restart_mid_phase(&secret_name).await;
     let mark = r.env.mark().await;
 
     // Promoted (roll 3), then finished: next-api-key removed without a roll.
@@ -434,7 +531,7 @@ async fn a_ca_key_replacement_rolls_three_times_and_resumes_after_a_restart_in_p
         .ok_or_else(|| format!("{:?}", s.annotations()))
     })
     .await;
-    r.restart_mid_phase().await;
+    r.restart_mid_phase(&tls_name).await;
     let mark = r.env.mark().await;
 
     // SignWithNew (roll 2), DropOld (roll 3), then Stable: the bundle is the new CA alone.
@@ -496,15 +593,31 @@ async fn a_certificate_renewal_rolls_once_and_resumes_after_a_restart_before_its
         renewal > k8s_openapi::jiff::Timestamp::now(),
         "the renewal ({renewal}) came before the node was held: the instance took too long to start"
     );
-    let renewed = r
-        .wait("the certificate renewed", || async {
-            let cert = text(&r.secret(&tls_name).await, "tls.crt").unwrap_or_default();
-            (cert != first)
-                .then_some(cert)
-                .ok_or_else(|| "not yet".to_owned())
-        })
-        .await;
-    r.restart_mid_phase().await;
+    let until_due = Duration::from_secs(
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_until(renewal)
+            .as_secs()
+            .unsigned_abs(),
+    );
+    let renewed = eventually(until_due + WITHIN, || async {
+        let cert = text(&r.secret(&tls_name).await, "tls.crt").unwrap_or_default();
+        (cert != first)
+            .then_some(cert)
+            .ok_or_else(|| format!("not yet (due at {renewal})"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the certificate renewed: {e}\n{}", r.log_tail()));
+    // The renewed certificate would be due again 3 to 6 minutes later: renewBefore is lowered
+    // to 5m (due in about 50 minutes), which changes no certificate and no pod.
+    Api::<SecureQdrant>::namespaced(r.admin(), &r.env.ns)
+        .patch(
+            SQ,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tls": {"renewBefore": "5m"}}})),
+        )
+        .await
+        .expect("renewBefore lowered");
+    r.restart_mid_phase(&tls_name).await;
     let mark = r.env.mark().await;
     r.assert_finished(&mark, 1).await;
     let s = r.secret(&tls_name).await;
