@@ -15,13 +15,10 @@
 mod control_plane;
 #[path = "support/held_node.rs"]
 mod held_node;
-#[path = "support/in_process.rs"]
-mod in_process;
 #[path = "support/real_server.rs"]
 mod real_server;
 
 use held_node::HeldNode;
-use in_process::{cached_versions, until, versions};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -1400,6 +1397,47 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// `namespace/name` → resourceVersion of each object.
+fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
+    objects
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `versions` of what a cache holds.
+fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The whole seconds from `now` until `then`.
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {
