@@ -689,7 +689,7 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
         let env = &env;
         async move {
             let before = env.children().await;
-            edit_secret(&env, KEY_SECRET, &[(&entry, Some(&value))]).await;
+            edit_secret(env, KEY_SECRET, &[(&entry, Some(&value))]).await;
             let edited = env.children().await;
             env.try_reconcile().await.expect_err("refused");
             let (status, reason, message) = env.reconciled().await;
