@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use control_plane::{Scope, eventually};
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use serde_json::{Value, json};
 
@@ -525,6 +525,50 @@ async fn rules_and_dashboard_use_only_metrics_the_operator_serves_after_a_reconc
         metrics.lines().any(|l| l == "secure_qdrant_leader 1"),
         "the only replica leads:\n{metrics}"
     );
+
+    // The families that have series only while something happens (prometheus-client writes no
+    // `# TYPE` line for an empty family): an API-key rotation, and a reconcile that fails (a
+    // SecureQdrant whose API-key Secret does not exist).
+    sqs.patch(
+        "vectors",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"secureqdrant.dev/rotate-api-key": "1"}}}),
+        ),
+    )
+    .await
+    .expect("rotation requested");
+    let mut broken: Value = serde_yaml_ng::from_str(&text).unwrap();
+    broken["metadata"]["namespace"] = json!(ns);
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["auth"]["apiKeySecretRef"] = json!({"name": "missing", "key": "api-key"});
+    sqs.create(
+        &PostParams::default(),
+        &serde_json::from_value(broken).unwrap(),
+    )
+    .await
+    .expect("SecureQdrant created");
+    let metrics = eventually(Duration::from_secs(120), || {
+        let got = get(&addr, "/metrics");
+        async move {
+            let m = got?;
+            let rotating = m.lines().any(|l| {
+                l.starts_with("secure_qdrant_rotation_phase_since_timestamp_seconds{")
+                    && l.contains("name=\"vectors\"")
+                    && l.contains("rotation=\"api-key\"")
+            });
+            let failed = m
+                .lines()
+                .any(|l| l.starts_with("secure_qdrant_reconcile_failures_total{"));
+            if rotating && failed {
+                Ok(m)
+            } else {
+                Err(format!("rotating {rotating}, failed {failed}:\n{m}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
     let operator = exported_names(&metrics);
     let qdrant = qdrant_names();
 
