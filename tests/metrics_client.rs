@@ -2,16 +2,23 @@
 //! `spec.tls.clientCertificates`, Qdrant's metrics port demands a client certificate like REST,
 //! so the operator issues one for the scrapers listed in `spec.network.metrics`.
 //!
-//! The real SecureQdrant reconcile runs in-process against the in-memory API server of
-//! `tests/fake-apiserver`, with caches fed by reflectors and a clock the test moves. What it
-//! writes is then used in a real rustls handshake against a server configured like Qdrant's
-//! REST/metrics listener with client verification (the serving certificate of `<n>-tls`,
-//! client certificates verified against its `ca.crt`).
+//! The real SecureQdrant reconcile runs in-process against a real Kubernetes control plane
+//! (tests/control-plane), as the chart's ServiceAccount with the chart's RBAC for the test's
+//! namespace, with caches fed by reflectors and a clock the test moves; the real StatefulSet
+//! controller and kwok's nodes roll the pods out. What it writes is then used in a real rustls
+//! handshake against a server configured like Qdrant's REST/metrics listener with client
+//! verification (the serving certificate of `<n>-tls`, client certificates verified against its
+//! `ca.crt`).
+//!
+//! Needs Go >= 1.26 (the first test builds the control plane): never skipped, never faked.
 
-#[path = "support/in_process.rs"]
-mod in_process;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/real_server.rs"]
+mod real_server;
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -20,18 +27,24 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fake_apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::Secret;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,11 +52,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use in_process::{cached_versions, client_for, managed_stores, versions};
-use secure_qdrant_operator::children::meta::{LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER};
+use secure_qdrant_operator::children::meta::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER,
+};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::reconcile::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
+use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::tls::CLIENT_PICKUP;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
@@ -52,10 +67,11 @@ use secure_qdrant_operator::tls::{
     serving_dns_names,
 };
 
-const NS: &str = "search";
 const NAME: &str = "vectors";
 const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 const METRICS_SECRET: &str = "vectors-metrics-client";
+/// How long the real StatefulSet controller and kwok may take to roll the pods out.
+const ROLL_OUT_WITHIN: Duration = Duration::from_secs(180);
 
 fn t0() -> Timestamp {
     "2030-01-01T00:00:00Z".parse().unwrap()
@@ -71,9 +87,72 @@ fn spec() -> Value {
     })
 }
 
+/// A reflector-fed cache of `K` in `ns` (managed objects only, by label), as the controller
+/// keeps; running until the test ends. Namespaced: the test's identity has the chart's Role for
+/// its namespace only.
+fn reflect<K>(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(
+        Api::<K>::namespaced(client.clone(), ns),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(writer);
+    tasks.push(tokio::spawn(async move {
+        stream.for_each(|_| async {}).await;
+    }));
+    reader
+}
+
+/// `namespace/name` → resourceVersion of JSON objects.
+fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
+    objects
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `namespace/name` → resourceVersion of a cache.
+fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 struct Env {
-    server: FakeApiServer,
-    client: Client,
+    real: real_server::Env,
+    /// The test's own namespace (the instance's).
+    ns: String,
     ctx: Arc<Context>,
     events: EventLog,
     clock: Arc<Mutex<Timestamp>>,
@@ -90,25 +169,35 @@ impl Drop for Env {
 
 impl Env {
     async fn start(spec: Value) -> Env {
-        let server = in_process::server_with_crds().await;
-        let client = client_for(&server).await;
+        let real = real_server::Env::namespaced("metrics").await;
+        let ns = real.ns.clone();
+        // As the operator (the chart's ServiceAccount), through the env's proxy (no faults).
+        let client = real.client.clone();
         let mut tasks = Vec::new();
-        let stores = managed_stores(&client, &mut tasks);
+        let stores = Stores {
+            service_accounts: reflect::<ServiceAccount>(&client, &ns, &mut tasks),
+            secrets: reflect::<Secret>(&client, &ns, &mut tasks),
+            config_maps: reflect::<ConfigMap>(&client, &ns, &mut tasks),
+            services: reflect::<Service>(&client, &ns, &mut tasks),
+            network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks),
+            pdbs: reflect::<PodDisruptionBudget>(&client, &ns, &mut tasks),
+            statefulsets: reflect::<StatefulSet>(&client, &ns, &mut tasks),
+        };
         let clock = Arc::new(Mutex::new(t0()));
         let (events, log) = Events::memory();
         let reading = clock.clone();
-        let ctx = Context::new(client.clone(), stores, events, Settings::default())
+        let ctx = Context::new(client, stores, events, Settings::default())
             .with_clock(Arc::new(move || *reading.lock().unwrap()));
-        server
-            .insert(json!({
-                "apiVersion": SQ_API, "kind": "SecureQdrant",
-                "metadata": {"name": NAME, "namespace": NS},
-                "spec": spec,
-            }))
-            .expect("SecureQdrant inserted");
+        real.insert(json!({
+            "apiVersion": SQ_API, "kind": "SecureQdrant",
+            "metadata": {"name": NAME, "namespace": ns},
+            "spec": spec,
+        }))
+        .await
+        .expect("SecureQdrant inserted");
         Env {
-            server,
-            client,
+            real,
+            ns,
             ctx: Arc::new(ctx),
             events: log,
             clock,
@@ -126,29 +215,36 @@ impl Env {
 
     /// Waits until the caches show what the server holds (managed Secrets, StatefulSets).
     async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let secrets = versions(
-                self.server
-                    .list("v1", "Secret", NS)
+                self.real
+                    .list("v1", "Secret", &self.ns)
+                    .await
                     .into_iter()
                     .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
             );
-            let sts = versions(self.server.list("apps/v1", "StatefulSet", NS).into_iter());
+            let sts = versions(
+                self.real
+                    .list("apps/v1", "StatefulSet", &self.ns)
+                    .await
+                    .into_iter(),
+            );
             if secrets == cached_versions(&self.ctx.stores.secrets)
                 && sts == cached_versions(&self.ctx.stores.statefulsets)
             {
                 return;
             }
             assert!(Instant::now() < deadline, "the caches did not catch up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    fn sq(&self) -> SecureQdrant {
+    async fn sq(&self) -> SecureQdrant {
         serde_json::from_value(
-            self.server
-                .get(SQ_API, "SecureQdrant", NS, NAME)
+            self.real
+                .get(SQ_API, "SecureQdrant", &self.ns, NAME)
+                .await
                 .expect("the SecureQdrant"),
         )
         .expect("a SecureQdrant")
@@ -157,14 +253,15 @@ impl Env {
     /// One reconcile once the caches caught up.
     async fn reconcile(&self) {
         self.settle().await;
-        reconcile::reconcile(Arc::new(self.sq()), self.ctx.clone())
+        reconcile::reconcile(Arc::new(self.sq().await), self.ctx.clone())
             .await
             .expect("the reconcile succeeds");
         self.settle().await;
     }
 
+    /// A spec change by the user (admin).
     async fn patch_spec(&self, spec: Value) {
-        Api::<SecureQdrant>::namespaced(self.client.clone(), NS)
+        Api::<SecureQdrant>::namespaced(self.real.admin.clone(), &self.ns)
             .patch(
                 NAME,
                 &PatchParams::default(),
@@ -174,37 +271,39 @@ impl Env {
             .expect("spec patched");
     }
 
-    /// The StatefulSet controller reports the current template rolled out, every pod ready.
-    fn roll_out(&self) {
-        let sts = self
-            .server
-            .get("apps/v1", "StatefulSet", NS, NAME)
-            .expect("the StatefulSet");
-        let n = sts["spec"]["replicas"].as_i64().unwrap_or(1);
-        self.server
-            .set_status(
-                "apps/v1",
-                "StatefulSet",
-                NS,
-                NAME,
-                json!({
-                    "observedGeneration": sts["metadata"]["generation"],
-                    "replicas": n, "readyReplicas": n, "updatedReplicas": n,
-                    "currentReplicas": n, "availableReplicas": n,
-                    "currentRevision": "r", "updateRevision": "r",
-                }),
-            )
-            .expect("StatefulSet status set");
+    /// Waits until the real StatefulSet controller reports the current template rolled out,
+    /// every pod ready (kwok plays the kubelet).
+    async fn roll_out(&self) {
+        let (real, ns) = (&self.real, &self.ns);
+        control_plane::eventually(ROLL_OUT_WITHIN, || async move {
+            let sts = real
+                .get("apps/v1", "StatefulSet", ns, NAME)
+                .await
+                .ok_or("no StatefulSet")?;
+            let n = sts["spec"]["replicas"].as_i64().unwrap_or(1);
+            let s = &sts["status"];
+            let done = s["observedGeneration"] == sts["metadata"]["generation"]
+                && s["replicas"] == n
+                && s["readyReplicas"] == n
+                && s["updatedReplicas"] == n
+                && s["currentRevision"].is_string()
+                && s["currentRevision"] == s["updateRevision"];
+            done.then_some(())
+                .ok_or_else(|| format!("not rolled out: {s}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the StatefulSet: {e}"));
     }
 
-    fn secret(&self, name: &str) -> Option<Secret> {
-        self.server
-            .get("v1", "Secret", NS, name)
+    async fn secret(&self, name: &str) -> Option<Secret> {
+        self.real
+            .get("v1", "Secret", &self.ns, name)
+            .await
             .map(|v| serde_json::from_value(v).expect("a Secret"))
     }
 
-    fn condition(&self) -> Option<(String, String, String)> {
-        self.sq().status.and_then(|s| {
+    async fn condition(&self) -> Option<(String, String, String)> {
+        self.sq().await.status.and_then(|s| {
             s.conditions
                 .into_iter()
                 .find(|c| c.type_ == METRICS_CLIENT_CERTIFICATE_READY)
@@ -212,8 +311,9 @@ impl Env {
         })
     }
 
-    fn phase(&self) -> String {
+    async fn phase(&self) -> String {
         self.secret("vectors-tls")
+            .await
             .and_then(|s| s.metadata.annotations)
             .and_then(|a| a.get("secureqdrant.dev/ca-rollover-phase").cloned())
             .unwrap_or_default()
@@ -230,8 +330,9 @@ impl Env {
             .count()
     }
 
-    fn secret_writes(&self) -> u64 {
-        let c = self.server.counters();
+    /// Secret writes of the operator's identity since `reset_counters` (audit log).
+    async fn secret_writes(&self) -> u64 {
+        let c = self.real.counters().await;
         ["create", "update", "patch", "delete", "deletecollection"]
             .iter()
             .map(|verb| c.get(verb, "secrets"))
@@ -247,8 +348,8 @@ fn leaf_of(secret: &Secret) -> LeafMaterial {
     LeafMaterial::from_secret_data(secret.data.as_ref().unwrap()).expect("a certificate and key")
 }
 
-fn ca_of(env: &Env) -> Certificate {
-    Certificate::from_pem(&text(&env.secret("vectors-ca").unwrap(), "tls.crt")).unwrap()
+async fn ca_of(env: &Env) -> Certificate {
+    Certificate::from_pem(&text(&env.secret("vectors-ca").await.unwrap(), "tls.crt")).unwrap()
 }
 
 // ----- a real handshake ------------------------------------------------------------------------
@@ -341,7 +442,12 @@ async fn read_byte<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u8> {
 /// A scrape over loopback TCP: Ok when both sides completed the handshake and exchanged a byte
 /// each way (a TLS 1.3 server reports a refused client certificate only after the client's
 /// handshake returned).
-async fn scrape(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<(), String> {
+async fn scrape(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    ns: &str,
+) -> Result<(), String> {
+    let name = ServerName::try_from(format!("{NAME}.{ns}.svc")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server_side = async move {
@@ -355,7 +461,6 @@ async fn scrape(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<
     };
     let client_side = async move {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(format!("{NAME}.{NS}.svc")).unwrap();
         let mut tls = TlsConnector::from(client)
             .connect(name, tcp)
             .await
@@ -382,27 +487,32 @@ async fn scrape(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_client_certificate_passes_qdrants_client_verification_and_a_foreign_one_not() {
     let env = Env::start(spec()).await;
+    let ns = env.ns.clone();
     env.reconcile().await;
-    let tls = env.secret("vectors-tls").expect("the serving certificate");
+    let tls = env
+        .secret("vectors-tls")
+        .await
+        .expect("the serving certificate");
     let metrics = env
         .secret(METRICS_SECRET)
+        .await
         .expect("the metrics client Secret");
     let now = env.now();
     let server = qdrant_metrics_server(&tls, now);
-    scrape(scraper(&metrics, now), server.clone())
+    scrape(scraper(&metrics, now), server.clone(), &ns)
         .await
         .expect("the scraper's certificate is accepted");
 
     // A client certificate from another CA, trusting the right CA: refused by the server.
     let foreign = issue_ca(
-        &CaSubject::new(NS, NAME),
+        &CaSubject::new(&ns, NAME),
         SignedDuration::from_hours(100),
         now,
     )
     .unwrap();
     let stranger = issue_client(
         &foreign,
-        "metrics.vectors.search",
+        &format!("metrics.vectors.{ns}"),
         SignedDuration::from_hours(1),
         now,
     )
@@ -412,7 +522,7 @@ async fn the_metrics_client_certificate_passes_qdrants_client_verification_and_a
     let stranger_data = stranger.to_secret_data(&[]);
     data.insert("tls.crt".into(), stranger_data["tls.crt"].clone());
     data.insert("tls.key".into(), stranger_data["tls.key"].clone());
-    let refused = scrape(scraper(&forged, now), server.clone()).await;
+    let refused = scrape(scraper(&forged, now), server.clone(), &ns).await;
     assert!(
         refused.is_err(),
         "a foreign client certificate was accepted"
@@ -425,7 +535,7 @@ async fn the_metrics_client_certificate_passes_qdrants_client_verification_and_a
             .with_root_certificates(roots(&text(&metrics, "ca.crt")))
             .with_no_client_auth(),
     );
-    assert!(scrape(anonymous, server).await.is_err());
+    assert!(scrape(anonymous, server, &ns).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,6 +544,7 @@ async fn scrapers_get_a_client_certificate_from_the_instance_ca_renewed_at_its_t
     env.reconcile().await;
     let secret = env
         .secret(METRICS_SECRET)
+        .await
         .expect("the metrics client Secret");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
@@ -451,36 +562,46 @@ async fn scrapers_get_a_client_certificate_from_the_instance_ca_renewed_at_its_t
     assert!(info.client_auth && !info.server_auth && !info.is_ca);
     assert!(info.dns_names.is_empty());
     assert!(
-        info.subject.contains("CN=metrics.vectors.search"),
+        info.subject
+            .contains(&format!("CN=metrics.vectors.{}", env.ns)),
         "{}",
         info.subject
     );
-    assert!(first.cert().is_signed_by(&ca_of(&env)));
+    assert!(first.cert().is_signed_by(&ca_of(&env).await));
     assert_eq!(
         text(&secret, "ca.crt"),
-        text(&env.secret("vectors-tls").unwrap(), "ca.crt"),
+        text(&env.secret("vectors-tls").await.unwrap(), "ca.crt"),
         "the scrapers trust what verifies the serving certificate"
     );
     assert!(
         first.key().expose_pem().contains("BEGIN PRIVATE KEY"),
         "a PKCS#8 key"
     );
-    let status = env.sq().status.unwrap();
+    let status = env.sq().await.status.unwrap();
     assert_eq!(
         status.secrets.unwrap().metrics_client.as_deref(),
         Some(METRICS_SECRET)
     );
-    let (ok, reason, message) = env.condition().expect("the condition");
+    let (ok, reason, message) = env.condition().await.expect("the condition");
     assert_eq!((ok.as_str(), reason.as_str()), ("True", "Issued"));
     assert!(message.contains(METRICS_SECRET), "{message}");
     assert_eq!(env.issued_events(), 1);
 
-    // Idle: nothing is written again.
-    env.server.reset_counters();
+    // Idle: nothing is written again. (The real StatefulSet controller rolls the pods out on
+    // its own: the reconcile that sees the first rollout records it, so idle is after that.)
+    env.roll_out().await;
     env.reconcile().await;
-    assert_eq!(env.secret_writes(), 0, "an idle reconcile writes no Secret");
+    env.real.reset_counters().await;
+    env.reconcile().await;
     assert_eq!(
-        leaf_of(&env.secret(METRICS_SECRET).unwrap()).cert().der(),
+        env.secret_writes().await,
+        0,
+        "an idle reconcile writes no Secret"
+    );
+    assert_eq!(
+        leaf_of(&env.secret(METRICS_SECRET).await.unwrap())
+            .cert()
+            .der(),
         first.cert().der()
     );
 
@@ -490,15 +611,17 @@ async fn scrapers_get_a_client_certificate_from_the_instance_ca_renewed_at_its_t
     env.set_now(not_after - SignedDuration::from_hours(24 * 60));
     env.reconcile().await;
     assert_eq!(
-        leaf_of(&env.secret(METRICS_SECRET).unwrap()).cert().der(),
+        leaf_of(&env.secret(METRICS_SECRET).await.unwrap())
+            .cert()
+            .der(),
         first.cert().der(),
         "renewed before its time"
     );
     env.set_now(not_after - SignedDuration::from_hours(24));
     env.reconcile().await;
-    let renewed = leaf_of(&env.secret(METRICS_SECRET).unwrap());
+    let renewed = leaf_of(&env.secret(METRICS_SECRET).await.unwrap());
     assert_ne!(renewed.cert().der(), first.cert().der(), "not renewed");
-    assert!(renewed.cert().is_signed_by(&ca_of(&env)));
+    assert!(renewed.cert().is_signed_by(&ca_of(&env).await));
     assert!(renewed.cert().not_after() > not_after);
     assert_eq!(env.issued_events(), 2);
 }
@@ -507,24 +630,24 @@ async fn scrapers_get_a_client_certificate_from_the_instance_ca_renewed_at_its_t
 async fn the_secret_is_removed_when_scrapers_need_no_client_certificate() {
     let env = Env::start(spec()).await;
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_some());
+    assert!(env.secret(METRICS_SECRET).await.is_some());
 
     env.patch_spec(json!({"network": {"metrics": []}})).await;
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_none(), "still there");
-    let status = env.sq().status.unwrap();
+    assert!(env.secret(METRICS_SECRET).await.is_none(), "still there");
+    let status = env.sq().await.status.unwrap();
     assert_eq!(status.secrets.unwrap().metrics_client, None);
-    assert_eq!(env.condition(), None, "a stale condition");
+    assert_eq!(env.condition().await, None, "a stale condition");
 
     // Back on, then client certificates off: removed again.
     env.patch_spec(spec()).await;
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_some());
+    assert!(env.secret(METRICS_SECRET).await.is_some());
     env.patch_spec(json!({"tls": {"clientCertificates": false}}))
         .await;
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_none());
-    assert_eq!(env.condition(), None);
+    assert!(env.secret(METRICS_SECRET).await.is_none());
+    assert_eq!(env.condition().await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,10 +657,16 @@ async fn without_client_certificates_no_metrics_client_secret_is_issued() {
     }))
     .await;
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_none());
-    assert_eq!(env.condition(), None);
+    assert!(env.secret(METRICS_SECRET).await.is_none());
+    assert_eq!(env.condition().await, None);
     assert_eq!(
-        env.sq().status.unwrap().secrets.unwrap().metrics_client,
+        env.sq()
+            .await
+            .status
+            .unwrap()
+            .secrets
+            .unwrap()
+            .metrics_client,
         None
     );
 }
@@ -550,15 +679,16 @@ async fn with_a_user_certificate_the_condition_says_no_ca_can_sign_one() {
         "network": {"metrics": [{"podSelector": {}}]},
     }))
     .await;
+    let ns = env.ns.clone();
     let ca = issue_ca(
-        &CaSubject::new(NS, "own"),
+        &CaSubject::new(&ns, "own"),
         SignedDuration::from_hours(8760),
         t0(),
     )
     .unwrap();
     let leaf = issue_leaf(
         &ca,
-        &serving_dns_names(NAME, NS, "cluster.local", &[]),
+        &serving_dns_names(NAME, &ns, "cluster.local", &[]),
         SignedDuration::from_hours(2000),
         t0(),
     )
@@ -568,17 +698,18 @@ async fn with_a_user_certificate_the_condition_says_no_ca_can_sign_one() {
         .into_iter()
         .map(|(k, v)| (k, STANDARD.encode(v.0)))
         .collect();
-    env.server
+    env.real
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "own-tls", "namespace": NS,
+            "metadata": {"name": "own-tls", "namespace": ns,
                          "labels": {"secureqdrant.dev/allowed-instance": NAME}},
             "type": "kubernetes.io/tls", "data": data,
         }))
+        .await
         .expect("the user's Secret");
     env.reconcile().await;
-    assert!(env.secret(METRICS_SECRET).is_none());
-    let (ok, reason, message) = env.condition().expect("the condition");
+    assert!(env.secret(METRICS_SECRET).await.is_none());
+    let (ok, reason, message) = env.condition().await.expect("the condition");
     assert_eq!((ok.as_str(), reason.as_str()), ("False", "NoSigningCA"));
     assert!(message.contains("own-tls"), "{message}");
     let warnings = env
@@ -604,15 +735,15 @@ async fn with_a_user_certificate_the_condition_says_no_ca_can_sign_one() {
 async fn a_ca_rollover_leaves_sign_with_new_only_after_the_metrics_certificate_moved() {
     let env = Env::start(spec()).await;
     env.reconcile().await;
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    let a = ca_of(&env);
-    let old = leaf_of(&env.secret(METRICS_SECRET).unwrap());
+    let a = ca_of(&env).await;
+    let old = leaf_of(&env.secret(METRICS_SECRET).await.unwrap());
     assert!(old.cert().is_signed_by(&a));
-    assert_eq!(env.phase(), "Stable");
+    assert_eq!(env.phase().await, "Stable");
 
     // A new CA key is asked for: TrustBoth, the scrapers keep A's certificate.
-    Api::<SecureQdrant>::namespaced(env.client.clone(), NS)
+    Api::<SecureQdrant>::namespaced(env.real.admin.clone(), &env.ns)
         .patch(
             NAME,
             &PatchParams::default(),
@@ -623,10 +754,10 @@ async fn a_ca_rollover_leaves_sign_with_new_only_after_the_metrics_certificate_m
         .await
         .unwrap();
     env.reconcile().await;
-    assert_eq!(env.phase(), "TrustBoth");
-    let b = ca_of(&env);
+    assert_eq!(env.phase().await, "TrustBoth");
+    let b = ca_of(&env).await;
     assert!(!b.same_key(&a));
-    let kept = env.secret(METRICS_SECRET).unwrap();
+    let kept = env.secret(METRICS_SECRET).await.unwrap();
     assert!(leaf_of(&kept).cert().der() == old.cert().der(), "A's kept");
     assert_eq!(
         parse_bundle(&text(&kept, "ca.crt")).unwrap().len(),
@@ -635,19 +766,24 @@ async fn a_ca_rollover_leaves_sign_with_new_only_after_the_metrics_certificate_m
     );
 
     // TrustBoth rolled out: SignWithNew, and the scrapers' certificate now comes from B.
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    assert_eq!(env.phase(), "SignWithNew");
-    let moved = leaf_of(&env.secret(METRICS_SECRET).unwrap());
+    assert_eq!(env.phase().await, "SignWithNew");
+    let moved = leaf_of(&env.secret(METRICS_SECRET).await.unwrap());
     assert!(moved.cert().is_signed_by(&b), "from B");
 
     // SignWithNew rolled out at once: the old CA stays trusted until the scrapers had
     // CLIENT_PICKUP to load the new certificate.
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    assert_eq!(env.phase(), "SignWithNew", "left before the scrapers moved");
+    assert_eq!(
+        env.phase().await,
+        "SignWithNew",
+        "left before the scrapers moved"
+    );
     let message = env
         .sq()
+        .await
         .status
         .unwrap()
         .conditions
@@ -665,40 +801,42 @@ async fn a_ca_rollover_leaves_sign_with_new_only_after_the_metrics_certificate_m
         .filter(|(k, _)| k != "ca.crt")
         .map(|(k, v)| (k, STANDARD.encode(v.0)))
         .collect();
-    env.server
+    env.real
         .merge_patch(
             "v1",
             "Secret",
-            NS,
+            &env.ns,
             METRICS_SECRET,
-            &json!({"data": old_data}),
+            json!({"data": old_data}),
         )
+        .await
         .expect("the Secret patched");
     env.set_now(env.now() + CLIENT_PICKUP + SignedDuration::from_secs(1));
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
     assert_eq!(
-        env.phase(),
+        env.phase().await,
         "SignWithNew",
         "left while A's certificate was in use"
     );
     assert!(
-        leaf_of(&env.secret(METRICS_SECRET).unwrap())
+        leaf_of(&env.secret(METRICS_SECRET).await.unwrap())
             .cert()
             .is_signed_by(&b)
     );
 
     // Picked up: DropOld, the scrapers' certificate from B passes the new trust.
     env.set_now(env.now() + CLIENT_PICKUP + SignedDuration::from_secs(1));
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    assert_eq!(env.phase(), "DropOld");
-    let tls = env.secret("vectors-tls").unwrap();
+    assert_eq!(env.phase().await, "DropOld");
+    let tls = env.secret("vectors-tls").await.unwrap();
     assert_eq!(parse_bundle(&text(&tls, "ca.crt")).unwrap().len(), 1);
-    let metrics = env.secret(METRICS_SECRET).unwrap();
+    let metrics = env.secret(METRICS_SECRET).await.unwrap();
     scrape(
         scraper(&metrics, env.now()),
         qdrant_metrics_server(&tls, env.now()),
+        &env.ns,
     )
     .await
     .expect("the scraper still gets in after the old CA left");
@@ -744,7 +882,7 @@ fn the_service_monitor_example_points_at_what_the_operator_creates_for_full_yaml
 
     // Same namespace as the instance and its Secret.
     for doc in [&service, &monitor] {
-        assert_eq!(doc["metadata"]["namespace"], NS);
+        assert_eq!(doc["metadata"]["namespace"], "search");
     }
     // The Service selects the instance's Qdrant pods, on their `metrics` port (9091).
     let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
@@ -788,7 +926,7 @@ fn the_service_monitor_example_points_at_what_the_operator_creates_for_full_yaml
     }
     let server_name = tls["serverName"].as_str().unwrap();
     assert!(
-        serving_dns_names(NAME, NS, "cluster.local", &[]).contains(&server_name.to_owned()),
+        serving_dns_names(NAME, "search", "cluster.local", &[]).contains(&server_name.to_owned()),
         "{server_name}"
     );
 }
@@ -796,22 +934,40 @@ fn the_service_monitor_example_points_at_what_the_operator_creates_for_full_yaml
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
     // What a QdrantAccessToken with spec.secretName `vectors-metrics-client` would leave
-    // (created before the instance needed the name): its token, its owner.
+    // (created before the instance needed the name, under a CRD without today's rule): its
+    // token, its owner. Today the real API server refuses such a token (the CRD's CEL rule on
+    // spec.secretName), so the token is made with another secretName and the Secret of that
+    // name is made controlled by it: what the reconcile judges is the controller reference.
     let env = Env::start(spec()).await;
-    let token = env
-        .server
-        .insert(json!({
+    let ns = env.ns.clone();
+    let squatter = |secret_name: Option<&str>| {
+        let mut token = json!({
             "apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "squatter", "namespace": NS},
-            "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"},
-                     "secretName": METRICS_SECRET},
-        }))
+            "metadata": {"name": "squatter", "namespace": ns},
+            "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"}},
+        });
+        if let Some(name) = secret_name {
+            token["spec"]["secretName"] = json!(name);
+        }
+        token
+    };
+    match env.real.insert(squatter(Some(METRICS_SECRET))).await {
+        Err(kube::Error::Api(e)) => assert!(
+            e.code == 422 && e.message.contains("-metrics-client"),
+            "{e:?}"
+        ),
+        other => panic!("the API server took a token named for the metrics Secret: {other:?}"),
+    }
+    let token = env
+        .real
+        .insert(squatter(None))
+        .await
         .expect("the QdrantAccessToken");
-    env.server
+    env.real
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {
-                "name": METRICS_SECRET, "namespace": NS,
+                "name": METRICS_SECRET, "namespace": ns,
                 "labels": {LABEL_MANAGED_BY: MANAGER},
                 "ownerReferences": [{
                     "apiVersion": SQ_API, "kind": "QdrantAccessToken", "name": "squatter",
@@ -820,10 +976,15 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
             },
             "data": {"token": STANDARD.encode("a token")},
         }))
+        .await
         .expect("the token Secret");
     env.settle().await;
-    let before = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
-    let result = reconcile::reconcile(Arc::new(env.sq()), env.ctx.clone()).await;
+    let before = env
+        .real
+        .get("v1", "Secret", &ns, METRICS_SECRET)
+        .await
+        .unwrap();
+    let result = reconcile::reconcile(Arc::new(env.sq().await), env.ctx.clone()).await;
     let error = result.expect_err("the reconcile must refuse the Secret");
     assert!(
         matches!(
@@ -832,7 +993,11 @@ async fn a_secret_of_that_name_controlled_by_another_object_is_never_written() {
         ),
         "{error}"
     );
-    let after = env.server.get("v1", "Secret", NS, METRICS_SECRET).unwrap();
+    let after = env
+        .real
+        .get("v1", "Secret", &ns, METRICS_SECRET)
+        .await
+        .unwrap();
     assert_eq!(before, after, "the token's Secret was written");
 }
 
@@ -842,21 +1007,23 @@ async fn an_orphaned_metrics_client_secret_annotated_for_the_instance_is_adopted
     // with secureqdrant.dev/adopt=<name> (README), this Secret too.
     let env = Env::start(spec()).await;
     env.reconcile().await;
-    let issued = env.secret(METRICS_SECRET).expect("issued");
-    env.server
+    let issued = env.secret(METRICS_SECRET).await.expect("issued");
+    env.real
         .merge_patch(
             "v1",
             "Secret",
-            NS,
+            &env.ns,
             METRICS_SECRET,
-            &json!({"metadata": {"ownerReferences": null,
+            json!({"metadata": {"ownerReferences": null,
                                  "annotations": {"secureqdrant.dev/adopt": NAME}}}),
         )
+        .await
         .expect("orphaned and annotated");
     env.reconcile().await;
     let adopted = env
-        .server
-        .get("v1", "Secret", NS, METRICS_SECRET)
+        .real
+        .get("v1", "Secret", &env.ns, METRICS_SECRET)
+        .await
         .expect("still there");
     let owner = &adopted["metadata"]["ownerReferences"][0];
     assert_eq!(
@@ -872,7 +1039,7 @@ async fn an_orphaned_metrics_client_secret_annotated_for_the_instance_is_adopted
     );
     // The certificate it holds is kept, not re-issued.
     assert_eq!(
-        env.secret(METRICS_SECRET).unwrap().data.unwrap()["tls.crt"],
+        env.secret(METRICS_SECRET).await.unwrap().data.unwrap()["tls.crt"],
         issued.data.unwrap()["tls.crt"]
     );
 }
@@ -895,15 +1062,16 @@ async fn a_users_certificate_without_client_auth_is_refused_when_the_pod_must_pr
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
+    let ns = env.ns.clone();
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf_params =
-        CertificateParams::new(serving_dns_names(NAME, NS, "cluster.local", &[])).unwrap();
+        CertificateParams::new(serving_dns_names(NAME, &ns, "cluster.local", &[])).unwrap();
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    env.server
+    env.real
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "own-tls", "namespace": NS,
+            "metadata": {"name": "own-tls", "namespace": ns,
                          "labels": {"secureqdrant.dev/allowed-instance": NAME}},
             "type": "kubernetes.io/tls",
             "data": {
@@ -912,9 +1080,10 @@ async fn a_users_certificate_without_client_auth_is_refused_when_the_pod_must_pr
                 "ca.crt": STANDARD.encode(ca_cert.pem()),
             },
         }))
+        .await
         .expect("the user's Secret");
     env.settle().await;
-    let error = reconcile::reconcile(Arc::new(env.sq()), env.ctx.clone())
+    let error = reconcile::reconcile(Arc::new(env.sq().await), env.ctx.clone())
         .await
         .expect_err("refused");
     assert!(
@@ -925,7 +1094,10 @@ async fn a_users_certificate_without_client_auth_is_refused_when_the_pod_must_pr
         "{error}"
     );
     assert!(
-        env.server.get("apps/v1", "StatefulSet", NS, NAME).is_none(),
+        env.real
+            .get("apps/v1", "StatefulSet", &ns, NAME)
+            .await
+            .is_none(),
         "a StatefulSet was built"
     );
 }

@@ -1,141 +1,294 @@
-//! The RBAC tables of `secure_qdrant_operator::rbac` against what the operator really calls.
+//! The RBAC tables of `secure_qdrant_operator::rbac` against what the operator really calls, on a
+//! real Kubernetes control plane (tests/control-plane: kube-apiserver with RBAC authorization and
+//! an audit log, the real StatefulSet controller, garbage collector and kwok's nodes).
 //!
-//! The real operator binary runs against the in-memory API server of `tests/fake-apiserver`,
-//! started exactly as the Helm chart starts it with two replicas (the Deployment's args and env,
-//! leader election on), and goes through a scenario that makes every kind of call it has: an
-//! instance from deploy/examples/full.yaml converges (one of its Secrets was broken beforehand,
-//! so it is replaced), a QdrantAccessToken is issued, stale children are pruned, an acknowledged
-//! scale-down is applied (the acknowledgment annotation removed), the API-key
-//! Secret is lost (new keys, the token re-signed, a repeated Event), the instance is deleted (the
-//! token Secret goes), and the operator is stopped with SIGTERM (the Lease is released). Then the
-//! server's request counter, by (verb, resource), must equal the tables: a call without a rule
-//! fails (the operator would be forbidden on a real cluster), and so does a rule never used (a
-//! permission granted for nothing).
+//! The real operator binary runs as the chart's ServiceAccount, with the chart's RBAC (rendered
+//! by the Helm SDK) applied to the API server, started exactly as the chart's Deployment starts
+//! it with two replicas (the Deployment's args and env, leader election on), and goes through a
+//! scenario that makes every kind of call it has: an instance from deploy/examples/full.yaml
+//! converges (one of its Secrets was broken beforehand, so it is replaced), a QdrantAccessToken
+//! is issued, stale children are pruned, an acknowledged scale-down is applied (the
+//! acknowledgment annotation removed), the API-key Secret is lost (new keys, the token
+//! re-signed, a repeated Event), an API-key rotation and a CA key rotation are asked for and
+//! started, the instance is deleted (the token Secret goes), and the operator is stopped with
+//! SIGTERM (the Lease is released). The real authorizer decides every request, and the chart's
+//! ValidatingAdmissionPolicy for the operator is installed and enforced too: the audit log
+//! must show no 403 for the operator, every request with the operator's User-Agent made as a
+//! chart ServiceAccount (never admin), and the operator's requests by (verb, resource) must equal
+//! the tables: a call without a rule fails, and so does a rule never used (a permission granted
+//! for nothing).
 //!
-//! One authorization is not in a request log: a server-side apply that creates the object is
-//! authorized by the API server as `create` too. So `create` is required for every kind the
-//! operator created through apply (objects of that kind exist that only the operator wrote).
+//! One authorization is not in a request's verb: a server-side apply that creates the object is
+//! authorized by the API server as `create` too. The audit log shows which applies created their
+//! object (response code 201), so `create` is required for every kind the operator created
+//! through apply.
+//!
+//! Needs Go >= 1.26 (the first test builds the control plane): never skipped, never faked.
 
-#[path = "support/in_process.rs"]
-mod in_process;
-
-mod common;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/real_server.rs"]
+mod real_server;
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_apiserver::{Counters, FakeApiServer};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PostParams};
+use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use tokio::sync::RwLock;
 
+use control_plane::{ControlPlane, apply_chart_rbac, render_chart, service_account_token};
+use real_server::{Counters, Mark, Request, audit_sync, count, crds_installed, requests_between};
 use secure_qdrant_operator::children::meta::{
     LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGER,
 };
 use secure_qdrant_operator::rbac::{self, LEADER_ELECTION, RBAC};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
-/// The release the chart is rendered as.
-const RELEASE: &str = "sqo";
-const RELEASE_NS: &str = "qdrant-system";
+/// The name of the instance of deploy/examples/full.yaml.
+const NAME: &str = "vectors";
+const SQ_API: &str = "secureqdrant.dev/v1alpha1";
+/// The Lease the chart's operator takes (in the release namespace).
+const LEASE: &str = "secure-qdrant-operator";
+/// The pod name the chart's Deployment passes as POD_NAME (the Lease's holder).
+const POD_NAME: &str = "sqo-secure-qdrant-operator-7d9f-abcde";
+/// How long a step of the scenario may take on a loaded machine (scheduling, kwok, the
+/// StatefulSet's ordered start and rolls of up to three pods).
+const WAIT: Duration = Duration::from_secs(240);
+
+/// A cluster-wide operator reconciles every namespace: while it runs, no other operator may
+/// (the namespaced one takes the read side, the cluster-wide one the write side).
+static OPERATOR_SCOPE: RwLock<()> = RwLock::const_new(());
+
+type Triples = BTreeSet<(String, String, String)>;
+/// What the audit log says of a request: (namespace, resource, verb).
+type Attributes<'a> = (&'a str, &'a str, &'a str);
+
 /// The image pull Secret deploy/examples/full.yaml names, as its owner made it: labelled to
 /// allow the instance (the operator refuses it otherwise).
-fn pull_secret() -> serde_json::Value {
+fn pull_secret(ns: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "registry-credentials", "namespace": NS,
+        "metadata": {"name": "registry-credentials", "namespace": ns,
             "labels": {"secureqdrant.dev/allowed-instance": NAME}},
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": "e30="},
     })
 }
 
-/// The instance of deploy/examples/full.yaml.
-const NS: &str = "search";
-const NAME: &str = "vectors";
-const SQ_API: &str = "secureqdrant.dev/v1alpha1";
-const WAIT: Duration = Duration::from_secs(30);
+/// One test's world: the binary's control plane, an admin client and the dynamic helpers
+/// (`real_server::Env`'s, on the test's own namespaces).
+struct World {
+    cp: &'static ControlPlane,
+    admin: Client,
+    env: real_server::Env,
+}
 
-/// The kinds the operator writes with server-side apply, as (apiVersion, kind, group, plural).
-const APPLIED_KINDS: [(&str, &str, &str, &str); 7] = [
-    ("v1", "ServiceAccount", "", "serviceaccounts"),
-    ("v1", "Secret", "", "secrets"),
-    ("v1", "ConfigMap", "", "configmaps"),
-    ("v1", "Service", "", "services"),
-    ("apps/v1", "StatefulSet", "apps", "statefulsets"),
-    (
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        "networking.k8s.io",
-        "networkpolicies",
-    ),
-    (
-        "policy/v1",
-        "PodDisruptionBudget",
-        "policy",
-        "poddisruptionbudgets",
-    ),
-];
+impl World {
+    async fn new(prefix: &str) -> World {
+        let env = real_server::Env::new(prefix).await;
+        World {
+            cp: env.cp,
+            admin: env.admin.clone(),
+            env,
+        }
+    }
 
-type Triples = BTreeSet<(String, String, String)>;
+    /// full.yaml's pods ask for this PriorityClass (the Priority admission plugin refuses them
+    /// without it), and its image pull Secret.
+    async fn prepare_full(&self, ns: &str) {
+        let pc: PriorityClass = serde_json::from_value(json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "vectors-high"}, "value": 1000,
+        }))
+        .unwrap();
+        Api::<PriorityClass>::all(self.admin.clone())
+            .patch(
+                "vectors-high",
+                &control_plane::apply_params(),
+                &Patch::Apply(&pc),
+            )
+            .await
+            .expect("PriorityClass vectors-high");
+        self.env
+            .insert(pull_secret(ns))
+            .await
+            .expect("pull Secret inserted");
+    }
+}
+
+/// The chart installed as its own release (namespace `sqo-N-PID`, release `sqo-<namespace>`)
+/// with `values`: its ServiceAccount and RBAC applied as admin, a token of that ServiceAccount.
+struct Release {
+    namespace: String,
+    docs: Vec<Value>,
+    token: String,
+    user: String,
+}
+
+impl Release {
+    async fn install(cp: &ControlPlane, admin: &Client, values: &Value) -> Release {
+        Release::install_edited(cp, admin, values, |_| {}).await
+    }
+
+    /// `install`, with the rendered documents changed by `edit` before they are applied.
+    async fn install_edited(
+        cp: &ControlPlane,
+        admin: &Client,
+        values: &Value,
+        edit: impl FnOnce(&mut Vec<Value>),
+    ) -> Release {
+        let namespace = cp.namespace(admin, "sqo").await;
+        let mut docs = render_chart(values, &format!("sqo-{namespace}"), &namespace);
+        edit(&mut docs);
+        let sa = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceAccount")
+            .and_then(|d| d["metadata"]["name"].as_str())
+            .expect("the chart has a ServiceAccount")
+            .to_owned();
+        apply_chart_rbac(admin, &docs).await;
+        let token = service_account_token(admin, &namespace, &sa).await;
+        Release {
+            user: format!("system:serviceaccount:{namespace}:{sa}"),
+            namespace,
+            docs,
+            token,
+        }
+    }
+
+    /// Applies the chart's ValidatingAdmissionPolicy and its binding for this release (they
+    /// match only its ServiceAccount) and waits until the API server enforces them: a dry-run
+    /// create of an unlabelled ConfigMap in `ns` as the ServiceAccount is refused by the policy.
+    /// Only then does the caller mark the audit log (the probe's 403s come before the mark).
+    async fn install_admission_policy(&self, cp: &ControlPlane, admin: &Client, ns: &str) {
+        let mut installed = 0;
+        for doc in &self.docs {
+            let (kind, plural) = match doc["kind"].as_str().unwrap_or_default() {
+                "ValidatingAdmissionPolicy" => {
+                    ("ValidatingAdmissionPolicy", "validatingadmissionpolicies")
+                }
+                "ValidatingAdmissionPolicyBinding" => (
+                    "ValidatingAdmissionPolicyBinding",
+                    "validatingadmissionpolicybindings",
+                ),
+                _ => continue,
+            };
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+                plural,
+            );
+            let name = doc["metadata"]["name"].as_str().expect("named");
+            Api::<DynamicObject>::all_with(admin.clone(), &ar)
+                .patch(name, &control_plane::apply_params(), &Patch::Apply(doc))
+                .await
+                .unwrap_or_else(|e| panic!("the real API server refuses the chart's {kind}: {e}"));
+            installed += 1;
+        }
+        assert_eq!(installed, 2, "the chart renders a policy and its binding");
+        let api = Api::<ConfigMap>::namespaced(self.client(cp).await, ns);
+        let probe: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "admission-policy-probe"}, "data": {"k": "v"},
+        }))
+        .unwrap();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        eventually("the admission policy is enforced", || async {
+            match api.create(&dry_run, &probe).await {
+                Err(kube::Error::Api(e))
+                    if e.code == 403 && e.message.contains("ValidatingAdmissionPolicy") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("not refused by the policy yet: {other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A kubeconfig as the ServiceAccount, straight to the real API server.
+    fn kubeconfig(&self, cp: &ControlPlane) -> String {
+        control_plane::token_kubeconfig(&cp.state, &self.token, &self.namespace)
+    }
+
+    async fn client(&self, cp: &ControlPlane) -> Client {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig(cp)).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// The requests of this release's ServiceAccount logged since `from`.
+    async fn requests_since(&self, cp: &ControlPlane, admin: &Client, from: &Mark) -> Counters {
+        let now = audit_sync(cp, admin).await;
+        count(requests_between(cp, from, &now, &self.user))
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
-    let server = Arc::new(start_server().await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let proxy = RecordingProxy::start(&server);
-    let kubeconfig = proxy.write_kubeconfig(&server, &dir);
+    let _scope = OPERATOR_SCOPE.write().await;
+    let w = World::new("search").await;
+    let (cp, env) = (w.cp, &w.env);
+    let ns = env.ns.clone();
+    let release = Release::install(cp, &w.admin, &json!({"replicas": 2})).await;
+    release.install_admission_policy(cp, &w.admin, &ns).await;
+    let start = audit_sync(cp, &w.admin).await;
 
-    server.insert(pull_secret()).expect("pull Secret inserted");
-    let sq = server
-        .insert(example("full.yaml"))
+    w.prepare_full(&ns).await;
+    let sq = env
+        .insert(example("full.yaml", &ns))
+        .await
         .expect("instance inserted");
     let uid = sq["metadata"]["uid"].as_str().expect("uid").to_owned();
     // A broken CA Secret of the instance (someone edited it): the operator replaces it (an
     // update). Controlled by the instance: the operator writes nothing it does not control.
-    server
-        .insert(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{NAME}-ca"), "namespace": NS, "labels": labels(),
-                         "ownerReferences": [{
-                             "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
-                             "name": NAME, "uid": uid, "controller": true}]},
-            "type": "Opaque",
-            "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "tls.key": "bm90IGEga2V5"},
-        }))
-        .expect("broken CA inserted");
+    env.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{NAME}-ca"), "namespace": ns, "labels": labels(),
+                     "ownerReferences": [{
+                         "apiVersion": SQ_API, "kind": "SecureQdrant",
+                         "name": NAME, "uid": uid, "controller": true}]},
+        "type": "Opaque",
+        "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "tls.key": "bm90IGEga2V5"},
+    }))
+    .await
+    .expect("broken CA inserted");
 
     let http_port = free_port();
-    let (mut operator, chart) =
-        Operator::spawn(&dir, &kubeconfig, http_port, &json!({"replicas": 2}));
-    let lease = eventually("the operator takes the Lease", || {
-        server
-            .get(
-                "coordination.k8s.io/v1",
-                "Lease",
-                RELEASE_NS,
-                "secure-qdrant-operator",
-            )
+    let mut operator = Operator::spawn(cp, &release, http_port);
+    let lease = eventually("the operator takes the Lease", || async {
+        env.get("coordination.k8s.io/v1", "Lease", &release.namespace, LEASE)
+            .await
             .ok_or_else(|| "no Lease".to_owned())
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
     assert_eq!(
-        lease["spec"]["holderIdentity"], "sqo-secure-qdrant-operator-7d9f-abcde",
+        lease["spec"]["holderIdentity"], POD_NAME,
         "the Lease is held by POD_NAME"
     );
 
     // The instance converges; the broken CA was replaced.
-    eventually("the instance converges", || converged(&server))
+    eventually("the instance converges", || converged(env, &ns))
         .await
         .unwrap_or_else(|e| operator.fail(&e));
-    eventually("the CA is replaced", || {
-        let ca = server
-            .get("v1", "Secret", NS, &format!("{NAME}-ca"))
+    eventually("the CA is replaced", || async {
+        let ca = env
+            .get("v1", "Secret", &ns, &format!("{NAME}-ca"))
+            .await
             .ok_or("no CA")?;
         (ca["data"]["tls.key"] != "bm90IGEga2V5")
             .then_some(())
@@ -146,55 +299,53 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
 
     // The probes of the chart answer on the port the chart passes.
     for path in ["/healthz", "/readyz", "/metrics"] {
-        eventually(&format!("GET {path} is 200"), || http_get(http_port, path))
-            .await
-            .unwrap_or_else(|e| operator.fail(&e));
+        eventually(&format!("GET {path} is 200"), || async {
+            http_get(http_port, path)
+        })
+        .await
+        .unwrap_or_else(|e| operator.fail(&e));
     }
 
     // A token for an application.
-    server
-        .insert(json!({
-            "apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "frontend", "namespace": NS},
-            "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"}, "lifetime": "1h"},
-        }))
-        .expect("token inserted");
-    let token = eventually("the token is issued", || issued_token(&server)).await;
-    let first_token = token.unwrap_or_else(|e| operator.fail(&e));
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+        "metadata": {"name": "frontend", "namespace": ns},
+        "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"}, "lifetime": "1h"},
+    }))
+    .await
+    .expect("token inserted");
+    let first_token = eventually("the token is issued", || issued_token(env, &ns))
+        .await
+        .unwrap_or_else(|e| operator.fail(&e));
 
     // Children of an older operator version under other names: pruned.
     let owner = json!([{
         "apiVersion": SQ_API, "kind": "SecureQdrant", "name": NAME, "uid": uid,
         "controller": true,
     }]);
-    let meta = json!({"name": format!("{NAME}-legacy"), "namespace": NS, "labels": labels(),
+    let meta = json!({"name": format!("{NAME}-legacy"), "namespace": ns, "labels": labels(),
                       "ownerReferences": owner});
-    server
-        .insert(
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                       "metadata": meta, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
-        )
-        .expect("stale NetworkPolicy inserted");
-    server
-        .insert(
-            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                       "metadata": meta,
-                       "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}),
-        )
-        .expect("stale PDB inserted");
-    eventually("stale children are pruned", || {
-        let np = server.get(
-            "networking.k8s.io/v1",
-            "NetworkPolicy",
-            NS,
-            &format!("{NAME}-legacy"),
-        );
-        let pdb = server.get(
-            "policy/v1",
-            "PodDisruptionBudget",
-            NS,
-            &format!("{NAME}-legacy"),
-        );
+    env.insert(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                      "metadata": meta, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    )
+    .await
+    .expect("stale NetworkPolicy inserted");
+    env.insert(
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                      "metadata": meta,
+                      "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}),
+    )
+    .await
+    .expect("stale PDB inserted");
+    eventually("stale children are pruned", || async {
+        let legacy = format!("{NAME}-legacy");
+        let np = env
+            .get("networking.k8s.io/v1", "NetworkPolicy", &ns, &legacy)
+            .await;
+        let pdb = env
+            .get("policy/v1", "PodDisruptionBudget", &ns, &legacy)
+            .await;
         (np.is_none() && pdb.is_none())
             .then_some(())
             .ok_or_else(|| "stale children still there".to_owned())
@@ -203,24 +354,27 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .unwrap_or_else(|e| operator.fail(&e));
 
     // The user acknowledges a scale-down (3 -> 2) with the annotation: the StatefulSet is
-    // scaled and the operator removes the annotation (its one write to the resource itself).
-    // The user's own write goes to the server directly, so it is not counted.
-    server
-        .merge_patch(
-            SQ_API,
-            "SecureQdrant",
-            NS,
-            NAME,
-            &json!({"metadata": {"annotations": {"secureqdrant.dev/peers-removed": "2"}},
-                    "spec": {"replicas": 2}}),
-        )
-        .expect("scale-down acknowledged");
-    eventually("the acknowledged scale-down is applied", || {
-        let sts = server
-            .get("apps/v1", "StatefulSet", NS, NAME)
+    // scaled (the real StatefulSet controller stops a pod) and the operator removes the
+    // annotation (its one write to the resource itself). The user's own write is made as admin,
+    // so it is not counted.
+    env.merge_patch(
+        SQ_API,
+        "SecureQdrant",
+        &ns,
+        NAME,
+        json!({"metadata": {"annotations": {"secureqdrant.dev/peers-removed": "2"}},
+                "spec": {"replicas": 2}}),
+    )
+    .await
+    .expect("scale-down acknowledged");
+    eventually("the acknowledged scale-down is applied", || async {
+        let sts = env
+            .get("apps/v1", "StatefulSet", &ns, NAME)
+            .await
             .ok_or("no StatefulSet")?;
-        let sq = server
-            .get(SQ_API, "SecureQdrant", NS, NAME)
+        let sq = env
+            .get(SQ_API, "SecureQdrant", &ns, NAME)
+            .await
             .ok_or("no SecureQdrant")?;
         let acknowledged = sq["metadata"]["annotations"]
             .get("secureqdrant.dev/peers-removed")
@@ -237,15 +391,12 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
-    // Which applied kinds the operator created (before the instance and its children go).
-    let created_by_apply = operator_created_kinds(&server);
-
     // The API-key Secret is lost: new keys, the token is signed again (its Event repeats).
-    server
-        .delete("v1", "Secret", NS, &format!("{NAME}-api-key"))
+    env.delete("v1", "Secret", &ns, &format!("{NAME}-api-key"))
+        .await
         .expect("API-key Secret deleted");
-    eventually("the token is signed with the new key", || {
-        let now = issued_token(&server)?;
+    eventually("the token is signed with the new key", || async {
+        let now = issued_token(env, &ns).await?;
         (now != first_token)
             .then_some(())
             .ok_or_else(|| "the token was not re-signed".to_owned())
@@ -253,24 +404,71 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
+    // Rotations: a new API key (introduced beside the old one, the pods roll until each runs
+    // with both) and a new CA key (trusted beside the old one first).
+    env.merge_patch(
+        SQ_API,
+        "SecureQdrant",
+        &ns,
+        NAME,
+        json!({"metadata": {"annotations": {"secureqdrant.dev/rotate-api-key": "1"}}}),
+    )
+    .await
+    .expect("API-key rotation asked for");
+    eventually(
+        "the new API key is rolled out beside the old one",
+        || async {
+            let secret = env
+                .get("v1", "Secret", &ns, &format!("{NAME}-api-key"))
+                .await
+                .ok_or("no API-key Secret")?;
+            let a = &secret["metadata"]["annotations"];
+            (a["secureqdrant.dev/api-key-rotation-phase"] == "Introduced"
+                && a["secureqdrant.dev/api-key-rotation-rolled-out-at"].is_string())
+            .then_some(())
+            .ok_or_else(|| format!("API-key Secret annotations: {a}"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    env.merge_patch(
+        SQ_API,
+        "SecureQdrant",
+        &ns,
+        NAME,
+        json!({"metadata": {"annotations": {"secureqdrant.dev/rotate-ca": "1"}}}),
+    )
+    .await
+    .expect("CA rotation asked for");
+    eventually("the new CA key is trusted beside the old one", || async {
+        let tls = env
+            .get("v1", "Secret", &ns, &format!("{NAME}-tls"))
+            .await
+            .ok_or("no TLS Secret")?;
+        let phase = &tls["metadata"]["annotations"]["secureqdrant.dev/ca-rollover-phase"];
+        (phase == "TrustBoth" || phase == "SignWithNew")
+            .then_some(())
+            .ok_or_else(|| format!("CA rollover phase {phase}"))
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+
     // The leader renews its Lease.
-    eventually("the Lease is renewed", || {
-        (server
-            .counters()
-            .get("update", "leases.coordination.k8s.io")
-            > 0)
-        .then_some(())
-        .ok_or_else(|| "no renewal yet".to_owned())
+    eventually("the Lease is renewed", || async {
+        let c = release.requests_since(cp, &w.admin, &start).await;
+        (c.get("update", "leases.coordination.k8s.io") > 0)
+            .then_some(())
+            .ok_or_else(|| "no renewal yet".to_owned())
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
     // The instance is deleted: the token is invalid, its Secret is removed.
-    server
-        .delete(SQ_API, "SecureQdrant", NS, NAME)
+    env.delete(SQ_API, "SecureQdrant", &ns, NAME)
+        .await
         .expect("instance deleted");
-    eventually("the token Secret is removed", || {
-        match server.get("v1", "Secret", NS, "frontend-qdrant-token") {
+    eventually("the token Secret is removed", || async {
+        match env.get("v1", "Secret", &ns, "frontend-qdrant-token").await {
             None => Ok(()),
             Some(_) => Err("the token Secret is still there".to_owned()),
         }
@@ -279,18 +477,15 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .unwrap_or_else(|e| operator.fail(&e));
 
     // SIGTERM, as Kubernetes stops a pod: the leader releases its Lease and exits.
-    let released_before = server
-        .counters()
+    let released_before = release
+        .requests_since(cp, &w.admin, &start)
+        .await
         .get("update", "leases.coordination.k8s.io");
     operator.terminate();
-    eventually("the Lease is released", || {
-        let lease = server
-            .get(
-                "coordination.k8s.io/v1",
-                "Lease",
-                RELEASE_NS,
-                "secure-qdrant-operator",
-            )
+    eventually("the Lease is released", || async {
+        let lease = env
+            .get("coordination.k8s.io/v1", "Lease", &release.namespace, LEASE)
+            .await
             .ok_or("no Lease")?;
         let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
         holder
@@ -300,31 +495,23 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
-    assert!(
-        server
-            .counters()
-            .get("update", "leases.coordination.k8s.io")
-            > released_before
-    );
+    let counters = release.requests_since(cp, &w.admin, &start).await;
+    assert!(counters.get("update", "leases.coordination.k8s.io") > released_before);
 
-    // Every request was authorized by the RBAC objects of the same rendering.
-    let requests = proxy.requests();
+    // The audit log holds the operator's requests, made as the chart's ServiceAccount.
+    let requests = &counters.log;
     assert!(
         requests
             .iter()
-            .any(|r| r.namespace.is_none() && r.verb == "watch")
+            .any(|r| r.namespace.is_empty() && r.verb == "watch")
             && requests
                 .iter()
-                .any(|r| { r.namespace.as_deref() == Some(RELEASE_NS) && r.resource == "leases" }),
-        "the proxy missed the operator's requests: {requests:#?}"
+                .any(|r| r.namespace == release.namespace && r.resource.starts_with("leases")),
+        "the audit log misses the operator's requests: {requests:#?}"
     );
-    let forbidden = forbidden(&requests, &chart);
-    assert!(
-        forbidden.is_empty(),
-        "requests the chart's RBAC does not allow: {forbidden:#?}"
-    );
+    assert_no_403_and_never_admin(cp, &release, &counters);
 
-    let called = called(&server.counters(), &created_by_apply);
+    let called = called(&counters);
     let mut granted = rbac::expand(RBAC);
     granted.extend(rbac::expand(LEADER_ELECTION));
     let missing: Vec<_> = called.difference(&granted).collect();
@@ -332,486 +519,518 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     assert!(
         missing.is_empty() && unused.is_empty(),
         "the RBAC tables (src/rbac.rs) do not match the operator's calls:\n\
-         called without a rule (forbidden on a real cluster): {missing:?}\n\
+         called without a rule (forbidden by the chart): {missing:?}\n\
          granted but never called: {unused:?}\n\
          counters: {:?}",
-        server.counters().requests
+        counters.requests
     );
+    cp.delete_namespace(&w.admin, &ns).await;
+    cp.delete_namespace(&w.admin, &release.namespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
-    let server = Arc::new(start_server().await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let proxy = RecordingProxy::start(&server);
-    let kubeconfig = proxy.write_kubeconfig(&server, &dir);
-    let watched = ["search", "other"];
+    let _scope = OPERATOR_SCOPE.read().await;
+    let w = World::new("search").await;
+    let (cp, env) = (w.cp, &w.env);
+    let ns = env.ns.clone();
+    let other = cp.namespace(&w.admin, "other").await;
+    let elsewhere = cp.namespace(&w.admin, "elsewhere").await;
+    let watched = [ns.clone(), other.clone()];
     let values = json!({"replicas": 2, "watchNamespaces": watched});
+    let release = Release::install(cp, &w.admin, &values).await;
+    release.install_admission_policy(cp, &w.admin, &ns).await;
+    let start = audit_sync(cp, &w.admin).await;
     // One instance in a watched namespace, one elsewhere (which must stay untouched).
-    server.insert(pull_secret()).expect("pull Secret inserted");
-    server
-        .insert(example("full.yaml"))
+    w.prepare_full(&ns).await;
+    env.insert(example("full.yaml", &ns))
+        .await
         .expect("instance inserted");
-    let mut outside = example("minimal.yaml");
-    outside["metadata"]["namespace"] = json!("elsewhere");
-    server.insert(&outside).expect("instance inserted");
+    env.insert(example("minimal.yaml", &elsewhere))
+        .await
+        .expect("instance inserted");
 
-    let (mut operator, chart) = Operator::spawn(&dir, &kubeconfig, free_port(), &values);
-    eventually("the instance converges", || converged(&server))
+    let mut operator = Operator::spawn(cp, &release, free_port());
+    eventually("the instance converges", || converged(env, &ns))
         .await
         .unwrap_or_else(|e| operator.fail(&e));
-    server
-        .insert(json!({
-            "apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "frontend", "namespace": NS},
-            "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"}, "lifetime": "1h"},
-        }))
-        .expect("token inserted");
-    eventually("the token is issued", || issued_token(&server))
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+        "metadata": {"name": "frontend", "namespace": ns},
+        "spec": {"qdrantRef": {"name": NAME}, "access": {"global": "r"}, "lifetime": "1h"},
+    }))
+    .await
+    .expect("token inserted");
+    eventually("the token is issued", || issued_token(env, &ns))
         .await
         .unwrap_or_else(|e| operator.fail(&e));
-    eventually("the Lease is renewed", || {
-        (server
-            .counters()
-            .get("update", "leases.coordination.k8s.io")
-            > 0)
-        .then_some(())
-        .ok_or_else(|| "no renewal yet".to_owned())
+    eventually("the Lease is renewed", || async {
+        let c = release.requests_since(cp, &w.admin, &start).await;
+        (c.get("update", "leases.coordination.k8s.io") > 0)
+            .then_some(())
+            .ok_or_else(|| "no renewal yet".to_owned())
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
-    let unwatched = server
-        .get(SQ_API, "SecureQdrant", "elsewhere", NAME)
+    let unwatched = env
+        .get(SQ_API, "SecureQdrant", &elsewhere, NAME)
+        .await
         .expect("still there");
     assert!(
         unwatched.get("status").is_none_or(Value::is_null),
         "an instance outside the watched namespaces was reconciled: {}",
         unwatched["status"]
     );
-    assert!(server.list("v1", "Secret", "elsewhere").is_empty());
+    assert!(env.list("v1", "Secret", &elsewhere).await.is_empty());
 
-    let requests = proxy.requests();
-    let forbidden = forbidden(&requests, &chart);
+    let counters = release.requests_since(cp, &w.admin, &start).await;
+    // The real authorizer refused nothing, and no request left the watched namespaces (and the
+    // release's own, for the Lease): no cluster-wide call at all.
+    assert_no_403_and_never_admin(cp, &release, &counters);
+    let outside: Vec<&Request> = counters
+        .log
+        .iter()
+        .filter(|r| {
+            let lease =
+                r.namespace == release.namespace && r.resource == "leases.coordination.k8s.io";
+            !(watched.contains(&r.namespace) || lease)
+        })
+        .collect();
     assert!(
-        forbidden.is_empty(),
-        "requests the chart's Roles do not allow (a cluster-wide call, or one outside the \
-         watched namespaces): {forbidden:#?}"
+        outside.is_empty(),
+        "requests outside what the chart's Roles allow (a cluster-wide call, or one outside \
+         the watched namespaces): {outside:#?}"
     );
-    // The proxy saw the operator's work: watches in each watched namespace.
-    for ns in watched {
+    // The audit log saw the operator's work: watches in each watched namespace.
+    for ns in &watched {
         assert!(
-            requests
+            counters
+                .log
                 .iter()
-                .any(|r| r.namespace.as_deref() == Some(ns) && r.verb == "watch"),
-            "no watch in {ns}: {requests:#?}"
+                .any(|r| &r.namespace == ns && r.verb == "watch"),
+            "no watch in {ns}: {:#?}",
+            counters.log
         );
     }
+    drop(operator);
+    remove_instances(env, &[&ns, &elsewhere]).await;
+    for n in [&ns, &other, &elsewhere, &release.namespace] {
+        cp.delete_namespace(&w.admin, n).await;
+    }
+}
+
+/// The check has teeth: the chart with one rule taken out (`create` of StatefulSets, from the
+/// Role the operator gets for its watched namespace: a server-side apply that creates the
+/// StatefulSet needs it) makes the operator's requests refused with 403 in the audit log, the
+/// instance reports Reconciled=False and never converges, and the check of the scenarios fails
+/// on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
+    let _scope = OPERATOR_SCOPE.read().await;
+    let w = World::new("cut").await;
+    let (cp, env) = (w.cp, &w.env);
+    let ns = env.ns.clone();
+    let values = json!({"replicas": 2, "watchNamespaces": [ns]});
+    let mut cut = 0;
+    let release = Release::install_edited(cp, &w.admin, &values, |docs| {
+        for doc in docs.iter_mut().filter(|d| d["kind"] == "Role") {
+            for rule in doc["rules"].as_array_mut().into_iter().flatten() {
+                if rule["resources"] == json!(["statefulsets"]) {
+                    let verbs = rule["verbs"].as_array_mut().expect("verbs");
+                    let before = verbs.len();
+                    verbs.retain(|v| v != "create");
+                    cut += before - verbs.len();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        cut, 1,
+        "the chart's Role for {ns} grants create on statefulsets once"
+    );
+    let start = audit_sync(cp, &w.admin).await;
+    env.insert(example("minimal.yaml", &ns))
+        .await
+        .expect("instance inserted");
+    let mut operator = Operator::spawn(cp, &release, free_port());
+    let refused = eventually("the API server refuses the operator", || async {
+        let counters = release.requests_since(cp, &w.admin, &start).await;
+        let refused: Vec<Request> = counters.forbidden().into_iter().cloned().collect();
+        (!refused.is_empty())
+            .then_some(refused)
+            .ok_or_else(|| "no 403 yet".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.resource == "statefulsets.apps" && r.verb == "patch" && r.namespace == ns),
+        "refused: {refused:#?}"
+    );
+    // The instance reports the failure and does not converge.
+    let reconciled = eventually("the instance reports the failure", || async {
+        let sq = env
+            .get(SQ_API, "SecureQdrant", &ns, NAME)
+            .await
+            .ok_or("no SecureQdrant")?;
+        sq["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Reconciled" && c["status"] == "False")
+            .cloned()
+            .ok_or_else(|| format!("status: {}", sq["status"]))
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    assert!(
+        converged(env, &ns).await.is_err(),
+        "converged without its StatefulSet rule: {reconciled}"
+    );
+    // The check of the scenarios fails on it, naming the refused requests.
+    let counters = release.requests_since(cp, &w.admin, &start).await;
+    let message = audit_check(cp, &release, &counters)
+        .expect_err("the check passes without the StatefulSet rule");
+    assert!(
+        message.contains("403 for") && message.contains("statefulsets.apps"),
+        "{message}"
+    );
+    eprintln!("the check, without the StatefulSet rule:\n{message}\nReconciled: {reconciled}");
+    drop(operator);
+    remove_instances(env, &[&ns]).await;
+    cp.delete_namespace(&w.admin, &ns).await;
+    cp.delete_namespace(&w.admin, &release.namespace).await;
 }
 
 #[test]
 fn counter_names_map_to_rbac_resources() {
-    // The mapping the test above relies on, on the counter's documented names.
-    let mut counters = Counters::default();
-    for (verb, resource) in [
-        ("list", "secrets"),
-        ("patch", "statefulsets.apps"),
-        ("patch", "secureqdrants.secureqdrant.dev/status"),
-        ("update", "leases.coordination.k8s.io"),
-    ] {
-        counters
-            .requests
-            .insert((verb.to_owned(), resource.to_owned()), 1);
-    }
-    let created = BTreeSet::from([("apps".to_owned(), "statefulsets".to_owned())]);
+    // The mapping the scenario relies on, on the audit log's resource names: an apply that
+    // created its object (201) needs `create` too; one that changed an existing one does not.
+    let request = |verb: &str, resource: &str, code: u16| Request {
+        verb: verb.to_owned(),
+        resource: resource.to_owned(),
+        namespace: "search".to_owned(),
+        name: "vectors".to_owned(),
+        user: "system:serviceaccount:ops:sqo".to_owned(),
+        code,
+    };
+    let counters = count(vec![
+        request("list", "secrets", 200),
+        request("patch", "statefulsets.apps", 201),
+        request("patch", "statefulsets.apps", 200),
+        request("patch", "configmaps", 200),
+        request("patch", "secureqdrants.secureqdrant.dev/status", 200),
+        request("update", "leases.coordination.k8s.io", 200),
+    ]);
     let want: Triples = [
         ("", "secrets", "list"),
         ("apps", "statefulsets", "patch"),
         ("apps", "statefulsets", "create"),
+        ("", "configmaps", "patch"),
         ("secureqdrant.dev", "secureqdrants/status", "patch"),
         ("coordination.k8s.io", "leases", "update"),
     ]
     .iter()
     .map(|(g, r, v)| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
     .collect();
-    assert_eq!(called(&counters, &created), want);
+    assert_eq!(called(&counters), want);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Requests as the API server's authorizer sees them, and the chart's RBAC deciding on them
-// ---------------------------------------------------------------------------------------------
+/// The audit log's attributes of the operator's kinds of request, and the real authorizer's
+/// decisions on the chart's Roles: a Role allows only its namespace, a ClusterRole everywhere;
+/// the leader-election Role only the release's namespace, and only with leader election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_lines_map_to_authorizer_attributes() {
+    let cp = control_plane::get();
+    let admin = cp.admin().await;
+    crds_installed(cp, &admin).await;
+    let search = cp.namespace(&admin, "search").await;
+    let other = cp.namespace(&admin, "other").await;
+    let namespaced = Release::install(
+        cp,
+        &admin,
+        &json!({"watchNamespaces": [search], "replicas": 2}),
+    )
+    .await;
+    let cluster = Release::install(cp, &admin, &json!({})).await;
+    let client = namespaced.client(cp).await;
 
-/// One API request: namespace (None: cluster-wide), group, resource (with subresource), verb.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Request {
-    namespace: Option<String>,
-    group: String,
-    resource: String,
-    verb: String,
-}
-
-impl Request {
-    /// The authorizer's attributes of a request line (`PATCH /apis/apps/v1/namespaces/x/... `);
-    /// None for non-resource paths (discovery, /version), which every client may read.
-    fn parse(method: &str, target: &str) -> Option<Request> {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, rest) = match segs.as_slice() {
-            ["api", _version, rest @ ..] => ("", rest),
-            ["apis", group, _version, rest @ ..] => (*group, rest),
-            _ => return None,
-        };
-        let (namespace, rest) = match rest {
-            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
-            rest => (None, rest),
-        };
-        let (resource, name, sub) = match rest {
-            [resource] => (*resource, None, None),
-            [resource, name] => (*resource, Some(*name), None),
-            [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
-            _ => return None,
-        };
-        let watch = query
-            .split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1");
-        let verb = match (method, name.is_some()) {
-            ("GET", true) => "get",
-            ("GET", false) if watch => "watch",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", true) => "delete",
-            ("DELETE", false) => "deletecollection",
-            _ => return None,
-        };
-        Some(Request {
-            namespace,
-            group: group.to_owned(),
-            resource: match sub {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.to_owned(),
-            },
-            verb: verb.to_owned(),
-        })
-    }
-}
-
-/// The requests that no (Cluster)Role bound to the operator's ServiceAccount in the rendered
-/// chart allows, as Kubernetes RBAC decides: a RoleBinding grants its Role's rules in its own
-/// namespace; a ClusterRoleBinding grants its ClusterRole's rules everywhere.
-fn forbidden(requests: &[Request], chart: &[Value]) -> Vec<Request> {
-    let sa = chart
-        .iter()
-        .find(|d| d["kind"] == "ServiceAccount")
-        .expect("a ServiceAccount");
-    let is_operator = |binding: &Value| {
-        binding["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| {
-                s["kind"] == "ServiceAccount"
-                    && s["name"] == sa["metadata"]["name"]
-                    && s["namespace"] == sa["metadata"]["namespace"]
-            })
-    };
-    let role = |kind: &str, name: &Value, ns: &Value| {
-        chart
-            .iter()
-            .find(|d| {
-                d["kind"] == kind
-                    && &d["metadata"]["name"] == name
-                    && (kind == "ClusterRole" || &d["metadata"]["namespace"] == ns)
-            })
-            .unwrap_or_else(|| panic!("the chart binds a missing {kind} {name}"))
-    };
-    // (namespace or None for cluster-wide, granted rules)
-    let mut grants: Vec<(Option<String>, Triples)> = Vec::new();
-    for b in chart.iter().filter(|d| is_operator(d)) {
-        let ns = &b["metadata"]["namespace"];
-        let r = role(
-            b["roleRef"]["kind"].as_str().unwrap_or_default(),
-            &b["roleRef"]["name"],
-            ns,
-        );
-        let scope = match b["kind"].as_str() {
-            Some("ClusterRoleBinding") => None,
-            _ => Some(ns.as_str().expect("a namespaced binding").to_owned()),
-        };
-        grants.push((scope, rules_of(r)));
-    }
-    let mut out: Vec<Request> = requests
-        .iter()
-        .filter(|r| {
-            !grants.iter().any(|(scope, rules)| {
-                (scope.is_none() || *scope == r.namespace)
-                    && rules.contains(&(r.group.clone(), r.resource.clone(), r.verb.clone()))
-            })
-        })
-        .cloned()
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// (group, resource, verb) of every rule of a (Cluster)Role.
-fn rules_of(role: &Value) -> Triples {
-    let mut out = Triples::new();
-    for rule in role["rules"].as_array().expect("rules") {
-        for g in rule["apiGroups"].as_array().expect("apiGroups") {
-            for r in rule["resources"].as_array().expect("resources") {
-                for v in rule["verbs"].as_array().expect("verbs") {
-                    out.insert((
-                        g.as_str().unwrap().to_owned(),
-                        r.as_str().unwrap().to_owned(),
-                        v.as_str().unwrap().to_owned(),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A TCP proxy in front of the fake API server that notes every HTTP request line the operator
-/// sends (the server's counters do not say in which namespace a request was).
-struct RecordingProxy {
-    addr: std::net::SocketAddr,
-    lines: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl RecordingProxy {
-    fn start(server: &FakeApiServer) -> RecordingProxy {
-        let upstream = server.addr();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy binds");
-        let addr = listener.local_addr().expect("proxy address");
-        let lines: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let seen = lines.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(upstream) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let (Ok(mut to_client), Ok(mut from_upstream)) =
-                    (client.try_clone(), upstream.try_clone())
-                else {
-                    continue;
-                };
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_upstream, &mut to_client);
-                    let _ = to_client.shutdown(std::net::Shutdown::Write);
-                });
-                let seen = seen.clone();
-                std::thread::spawn(move || forward_and_note(client, upstream, &seen));
-            }
-        });
-        RecordingProxy { addr, lines }
-    }
-
-    /// A kubeconfig for the server, through the proxy.
-    fn write_kubeconfig(
-        &self,
-        server: &FakeApiServer,
-        dir: &tempfile::TempDir,
-    ) -> std::path::PathBuf {
-        let path = dir.path().join("kubeconfig");
-        let config = server
-            .kubeconfig()
-            .replace(&server.url(), &format!("http://{}", self.addr));
-        std::fs::write(&path, config).expect("kubeconfig written");
-        path
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(method, target)| Request::parse(method, target))
-            .collect()
-    }
-}
-
-/// Copies the client's bytes upstream, noting each request line (`METHOD target HTTP/1.1`).
-fn forward_and_note(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
-    seen: &Mutex<Vec<(String, String)>>,
-) {
-    let mut buf = [0u8; 16 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let n = match client.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if upstream.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
-            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
-            pending.drain(..end + 2);
-            let mut parts = line.split(' ');
-            if let (Some(method), Some(target), Some(version)) =
-                (parts.next(), parts.next(), parts.next())
-                && version.starts_with("HTTP/1.")
-                && ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method)
-            {
-                seen.lock()
-                    .unwrap()
-                    .push((method.to_owned(), target.to_owned()));
-            }
-        }
-        // Bodies without line breaks: keep only a tail long enough for a request line.
-        if pending.len() > 64 * 1024 {
-            pending.drain(..pending.len() - 8 * 1024);
-        }
-    }
-    let _ = upstream.shutdown(std::net::Shutdown::Write);
-}
-
-#[test]
-fn request_lines_map_to_authorizer_attributes() {
-    let parse = |m: &str, t: &str| Request::parse(m, t);
-    let req = |ns: Option<&str>, g: &str, r: &str, v: &str| {
-        Some(Request {
-            namespace: ns.map(str::to_owned),
-            group: g.to_owned(),
-            resource: r.to_owned(),
-            verb: v.to_owned(),
-        })
-    };
-    assert_eq!(
-        parse(
+    // Request lines as the operator sends them, and what the audit log says of each.
+    let lines: [(&str, String, Option<Attributes>); 9] = [
+        (
             "GET",
-            "/api/v1/secrets?labelSelector=a%3Db&watch=true&resourceVersion=5"
+            "/api/v1/secrets?labelSelector=a%3Db&watch=true&resourceVersion=5".to_owned(),
+            Some(("", "secrets", "watch")),
         ),
-        req(None, "", "secrets", "watch")
-    );
-    assert_eq!(
-        parse("GET", "/api/v1/namespaces/search/secrets?labelSelector=x"),
-        req(Some("search"), "", "secrets", "list")
-    );
-    assert_eq!(
-        parse("GET", "/api/v1/namespaces/search/secrets/vectors-ca"),
-        req(Some("search"), "", "secrets", "get")
-    );
-    assert_eq!(
-        parse(
+        (
+            "GET",
+            format!("/api/v1/namespaces/{search}/secrets?labelSelector=x"),
+            Some((search.as_str(), "secrets", "list")),
+        ),
+        (
+            "GET",
+            format!("/api/v1/namespaces/{search}/secrets/vectors-ca"),
+            Some((search.as_str(), "secrets", "get")),
+        ),
+        (
             "PATCH",
-            "/apis/secureqdrant.dev/v1alpha1/namespaces/search/secureqdrants/vectors/status?fieldManager=x&force=true"
+            format!(
+                "/apis/secureqdrant.dev/v1alpha1/namespaces/{search}/secureqdrants/vectors/status?fieldManager=x&force=true"
+            ),
+            Some((
+                search.as_str(),
+                "secureqdrants.secureqdrant.dev/status",
+                "patch",
+            )),
         ),
-        req(
-            Some("search"),
-            "secureqdrant.dev",
-            "secureqdrants/status",
-            "patch"
-        )
-    );
-    assert_eq!(
-        parse(
+        (
             "PUT",
-            "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l"
+            format!(
+                "/apis/coordination.k8s.io/v1/namespaces/{}/leases/l",
+                namespaced.namespace
+            ),
+            Some((
+                namespaced.namespace.as_str(),
+                "leases.coordination.k8s.io",
+                "update",
+            )),
         ),
-        req(Some("ops"), "coordination.k8s.io", "leases", "update")
-    );
-    assert_eq!(
-        parse(
+        (
             "DELETE",
-            "/apis/policy/v1/namespaces/search/poddisruptionbudgets/p"
+            format!("/apis/policy/v1/namespaces/{search}/poddisruptionbudgets/p"),
+            Some((search.as_str(), "poddisruptionbudgets.policy", "delete")),
         ),
-        req(Some("search"), "policy", "poddisruptionbudgets", "delete")
-    );
-    assert_eq!(
-        parse("POST", "/apis/events.k8s.io/v1/namespaces/search/events"),
-        req(Some("search"), "events.k8s.io", "events", "create")
-    );
-    assert_eq!(parse("GET", "/apis/apps/v1"), None);
-    assert_eq!(parse("GET", "/version"), None);
-
-    // The authorizer: a Role allows only its namespace; a ClusterRole everywhere.
-    let chart = common::yaml_docs(&common::render_chart(
-        &json!({"watchNamespaces": ["search"], "replicas": 2}),
-        RELEASE,
-        RELEASE_NS,
-    ));
-    let list_in = |ns: Option<&str>| req(ns, "", "secrets", "list").unwrap();
-    let lease_in = |ns: &str| req(Some(ns), "coordination.k8s.io", "leases", "update").unwrap();
-    let asked = [
-        list_in(Some("search")),
-        list_in(Some("other")),
-        list_in(None),
-        lease_in(RELEASE_NS),
-        lease_in("search"),
+        (
+            "POST",
+            format!("/apis/events.k8s.io/v1/namespaces/{search}/events"),
+            Some((search.as_str(), "events.events.k8s.io", "create")),
+        ),
+        ("GET", "/apis/apps/v1".to_owned(), None),
+        ("GET", "/version".to_owned(), None),
     ];
+    for (method, uri, _) in &lines {
+        send(&client, method, uri).await;
+    }
+    audit_sync(cp, &admin).await;
+    let events = audit_events_of(cp, &namespaced.user);
+    for (method, uri, want) in &lines {
+        let event = events
+            .iter()
+            .rev()
+            .find(|e| e["requestURI"] == uri.as_str())
+            .unwrap_or_else(|| panic!("{method} {uri} not in the audit log"));
+        let got = real_server::request_of(event)
+            .map(|(_, r)| (r.namespace.clone(), r.resource.clone(), r.verb.clone()));
+        let want = want.map(|(ns, r, v)| (ns.to_owned(), r.to_owned(), v.to_owned()));
+        assert_eq!(got, want, "{method} {uri}");
+    }
+
+    // The authorizer: what the chart's RBAC allows, asked as each release's ServiceAccount.
+    let list_in = |ns: &str| {
+        if ns.is_empty() {
+            "/api/v1/secrets".to_owned()
+        } else {
+            format!("/api/v1/namespaces/{ns}/secrets")
+        }
+    };
+    let lease_in = |ns: &str| format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/l");
+    let asked = |release: &Release| {
+        vec![
+            ("GET", list_in(&search)),
+            ("GET", list_in(&other)),
+            ("GET", list_in("")),
+            ("PUT", lease_in(&release.namespace)),
+            ("PUT", lease_in(&search)),
+        ]
+    };
+    let refused = forbidden(cp, &admin, &namespaced, &asked(&namespaced)).await;
     assert_eq!(
-        forbidden(&asked, &chart),
-        [list_in(None), list_in(Some("other")), lease_in("search")]
+        refused,
+        [list_in(&other), list_in(""), lease_in(&search)],
+        "watchNamespaces: [search], leader election on"
     );
-    let cluster = common::yaml_docs(&common::render_chart(&json!({}), RELEASE, RELEASE_NS));
+    let refused = forbidden(cp, &admin, &cluster, &asked(&cluster)).await;
     assert_eq!(
-        forbidden(&asked, &cluster),
-        [lease_in(RELEASE_NS), lease_in("search")]
+        refused,
+        [lease_in(&cluster.namespace), lease_in(&search)],
+        "cluster-wide, one replica (no leader election)"
     );
+    for n in [&search, &other, &namespaced.namespace, &cluster.namespace] {
+        cp.delete_namespace(&admin, n).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// (group, resource, verb) of every request counted, plus `create` for the kinds created by
-/// server-side apply.
-fn called(counters: &Counters, created_by_apply: &BTreeSet<(String, String)>) -> Triples {
+/// Deletes the SecureQdrants and QdrantAccessTokens of `namespaces` and waits until they are
+/// gone. A namespaced test does this before it gives up its read side of [`OPERATOR_SCOPE`]:
+/// the cluster-wide operator that may run next would otherwise reconcile them in a namespace
+/// being deleted (and be refused there: 403 "being terminated").
+async fn remove_instances(env: &real_server::Env, namespaces: &[&str]) {
+    for ns in namespaces {
+        for kind in ["SecureQdrant", "QdrantAccessToken"] {
+            for o in env.list(SQ_API, kind, ns).await {
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                env.delete(SQ_API, kind, ns, name)
+                    .await
+                    .unwrap_or_else(|e| panic!("delete {kind} {ns}/{name}: {e}"));
+            }
+        }
+        eventually("the instances are gone", || async {
+            let left = env.list(SQ_API, "SecureQdrant", ns).await.len()
+                + env.list(SQ_API, "QdrantAccessToken", ns).await.len();
+            (left == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{left} left in {ns}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Sends one request (`method uri`, a `{}` body for writes) as `client`; the answer is not
+/// looked at (the audit log says what the API server made of it).
+async fn send(client: &Client, method: &str, uri: &str) {
+    let body = if method == "GET" || method == "DELETE" {
+        Vec::new()
+    } else {
+        b"{}".to_vec()
+    };
+    let mut req = http::Request::builder().method(method).uri(uri);
+    if method == "PATCH" {
+        req = req.header("Content-Type", "application/apply-patch+yaml");
+    } else if !body.is_empty() {
+        req = req.header("Content-Type", "application/json");
+    }
+    let _ = client.request_text(req.body(body).unwrap()).await;
+}
+
+/// The URIs of `asked` that the API server answered 403 for `release`'s ServiceAccount (each
+/// request sent now, its answer read from the audit log), in the order asked.
+async fn forbidden(
+    cp: &ControlPlane,
+    admin: &Client,
+    release: &Release,
+    asked: &[(&str, String)],
+) -> Vec<String> {
+    let client = release.client(cp).await;
+    for (method, uri) in asked {
+        send(&client, method, uri).await;
+    }
+    audit_sync(cp, admin).await;
+    let events = audit_events_of(cp, &release.user);
+    asked
+        .iter()
+        .map(|(method, uri)| {
+            let event = events
+                .iter()
+                .rev()
+                .find(|e| e["requestURI"] == uri.as_str())
+                .unwrap_or_else(|| panic!("{method} {uri} not in the audit log"));
+            (uri, event["responseStatus"]["code"].as_u64())
+        })
+        .filter(|(_, code)| *code == Some(403))
+        .map(|(uri, _)| uri.clone())
+        .collect()
+}
+
+/// The audit events of `user` so far (each test's ServiceAccounts are its own; the marks
+/// around a test's requests make sure the log holds them).
+fn audit_events_of(cp: &ControlPlane, user: &str) -> Vec<Value> {
+    cp.audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user)
+        .collect()
+}
+
+/// The audit log of the run: no request of `release`'s ServiceAccount in `counters` (the
+/// operator's, since it started) was refused (by the chart's RBAC or its admission policy), and
+/// no request with the operator's User-Agent was made by anyone but a chart ServiceAccount
+/// (never admin).
+fn assert_no_403_and_never_admin(cp: &ControlPlane, release: &Release, counters: &Counters) {
+    if let Err(e) = audit_check(cp, release, counters) {
+        panic!("{e}");
+    }
+}
+
+/// What `assert_no_403_and_never_admin` checks: Err with what is wrong.
+fn audit_check(cp: &ControlPlane, release: &Release, counters: &Counters) -> Result<(), String> {
+    if counters.writes() == 0 {
+        return Err(format!(
+            "the audit log shows no write by {}: the operator did not run as the ServiceAccount",
+            release.user
+        ));
+    }
+    let refused: Vec<String> = counters
+        .forbidden()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} in {:?} ({})",
+                r.verb, r.resource, r.namespace, r.name
+            )
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "403 for {} (the chart's RBAC or admission policy refuses these):\n{}",
+            release.user,
+            refused.join("\n")
+        ));
+    }
+    let events = cp.audit_events();
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == release.user.as_str())
+        .collect();
+    let agents: BTreeSet<&str> = mine
+        .iter()
+        .filter_map(|e| e["userAgent"].as_str())
+        .collect();
+    let strangers: BTreeSet<String> = events
+        .iter()
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|a| agents.contains(a) && a != control_plane::TEST_USER_AGENT)
+        })
+        .filter_map(|e| e["user"]["username"].as_str())
+        .filter(|u| !u.starts_with("system:serviceaccount:sqo-"))
+        .map(str::to_owned)
+        .collect();
+    if !strangers.is_empty() {
+        return Err(format!(
+            "requests with the operator's User-Agent ({agents:?}) made as {strangers:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// (group, resource, verb) of every request counted, plus `create` for the kinds whose apply
+/// created the object (answered 201 Created).
+fn called(counters: &Counters) -> Triples {
     let mut out = Triples::new();
-    for (verb, counted) in counters.requests.keys() {
-        let (counted, sub) = match counted.split_once('/') {
+    for r in &counters.log {
+        let (counted, sub) = match r.resource.split_once('/') {
             Some((r, s)) => (r, Some(s)),
-            None => (counted.as_str(), None),
+            None => (r.resource.as_str(), None),
         };
         let (plural, group) = counted.split_once('.').unwrap_or((counted, ""));
         let resource = match sub {
             Some(s) => format!("{plural}/{s}"),
             None => plural.to_owned(),
         };
-        if verb == "patch"
-            && sub.is_none()
-            && created_by_apply.contains(&(group.to_owned(), resource.clone()))
-        {
+        if r.verb == "patch" && sub.is_none() && r.code == 201 {
             out.insert((group.to_owned(), resource.clone(), "create".to_owned()));
         }
-        out.insert((group.to_owned(), resource, verb.clone()));
+        out.insert((group.to_owned(), resource, r.verb.clone()));
     }
     out
-}
-
-/// (group, plural) of the applied kinds of which an object exists that only the operator wrote
-/// (the test inserted none of them; the broken CA Secret was inserted, so Secrets are judged by
-/// the TLS Secret, which only apply writes).
-fn operator_created_kinds(server: &FakeApiServer) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for (api_version, kind, group, plural) in APPLIED_KINDS {
-        let ours = server.list(api_version, kind, NS).into_iter().any(|o| {
-            let name = o["metadata"]["name"].as_str().unwrap_or_default();
-            let by_operator_only = o["metadata"]["managedFields"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty() && m.iter().all(|f| f["manager"] == MANAGER));
-            by_operator_only
-                && name != format!("{NAME}-ca")
-                && o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER
-        });
-        if ours {
-            out.insert((group.to_owned(), plural.to_owned()));
-        }
-    }
-    out
-}
-
-async fn start_server() -> FakeApiServer {
-    in_process::server_with_crds().await
 }
 
 fn labels() -> Value {
@@ -823,16 +1042,19 @@ fn labels() -> Value {
     })
 }
 
-fn example(file: &str) -> Value {
-    let path = common::root().join("deploy/examples").join(file);
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("example readable"))
-        .expect("example parses")
+/// A SecureQdrant of deploy/examples, moved to `ns`.
+fn example(file: &str, ns: &str) -> Value {
+    let text = control_plane::repo_file(format!("deploy/examples/{file}"));
+    let mut v: Value = serde_yaml_ng::from_str(&text).expect("example parses");
+    v["metadata"]["namespace"] = json!(ns);
+    v
 }
 
 /// The instance's status says the current generation is reconciled.
-fn converged(server: &FakeApiServer) -> Result<(), String> {
-    let sq = server
-        .get(SQ_API, "SecureQdrant", NS, NAME)
+async fn converged(env: &real_server::Env, ns: &str) -> Result<(), String> {
+    let sq = env
+        .get(SQ_API, "SecureQdrant", ns, NAME)
+        .await
         .ok_or("no SecureQdrant")?;
     let generation = &sq["metadata"]["generation"];
     let reconciled = sq["status"]["conditions"]
@@ -849,9 +1071,10 @@ fn converged(server: &FakeApiServer) -> Result<(), String> {
 }
 
 /// The token in the token Secret, once the QdrantAccessToken is Ready.
-fn issued_token(server: &FakeApiServer) -> Result<String, String> {
-    let qat = server
-        .get(SQ_API, "QdrantAccessToken", NS, "frontend")
+async fn issued_token(env: &real_server::Env, ns: &str) -> Result<String, String> {
+    let qat = env
+        .get(SQ_API, "QdrantAccessToken", ns, "frontend")
+        .await
         .ok_or("no QdrantAccessToken")?;
     let ready = qat["status"]["conditions"]
         .as_array()
@@ -861,8 +1084,9 @@ fn issued_token(server: &FakeApiServer) -> Result<String, String> {
     if !ready {
         return Err(format!("token not ready: {}", qat["status"]));
     }
-    let secret = server
-        .get("v1", "Secret", NS, "frontend-qdrant-token")
+    let secret = env
+        .get("v1", "Secret", ns, "frontend-qdrant-token")
+        .await
         .ok_or("no token Secret")?;
     secret["data"]["token"]
         .as_str()
@@ -899,40 +1123,30 @@ fn http_get(port: u16, path: &str) -> Result<(), String> {
     }
 }
 
-/// Polls `check` every 50 ms until Ok, or returns its last error after [`WAIT`].
-async fn eventually<T>(
-    what: &str,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("{what}: not within {WAIT:?}: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+/// Polls `check` every 200 ms until Ok, or returns its last error after [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    control_plane::eventually(WAIT, check)
+        .await
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// The operator process, started as the chart's Deployment starts it.
 struct Operator {
     child: Child,
     log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Operator {
-    /// Starts the operator as the chart rendered with `values` would; it talks to the API server
-    /// through `kubeconfig`. Returns it with the rendered documents.
-    fn spawn(
-        dir: &tempfile::TempDir,
-        kubeconfig: &std::path::Path,
-        http_port: u16,
-        values: &Value,
-    ) -> (Operator, Vec<Value>) {
-        let all = common::yaml_docs(&common::render_chart(values, RELEASE, RELEASE_NS));
-        let deployment = all
+    /// Starts the operator as `release`'s Deployment would, authenticated with its
+    /// ServiceAccount's token, the HTTP server on `http_port` of loopback.
+    fn spawn(cp: &ControlPlane, release: &Release, http_port: u16) -> Operator {
+        let deployment = release
+            .docs
             .iter()
             .find(|d| d["kind"] == "Deployment")
             .expect("the chart renders a Deployment");
@@ -951,40 +1165,59 @@ impl Operator {
                 }
             })
             .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, release.kubeconfig(cp)).expect("kubeconfig written");
         let log = dir.path().join("operator.log");
         let file = File::create(&log).expect("log file");
         let mut cmd = Command::new(OPERATOR);
-        cmd.args(&args).env_clear().env("KUBECONFIG", kubeconfig);
+        cmd.args(&args).env_clear().env("KUBECONFIG", &kubeconfig);
         for env in container["env"].as_array().expect("env") {
             let name = env["name"].as_str().expect("env name");
             let value = match env["value"].as_str() {
                 Some(v) => v.to_owned(),
                 None if env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" => {
-                    "sqo-secure-qdrant-operator-7d9f-abcde".to_owned()
+                    POD_NAME.to_owned()
                 }
                 None => panic!("env {name}: a source this test does not know: {env}"),
             };
             cmd.env(name, value);
         }
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("the operator starts");
-        (Operator { child, log }, all)
+            .stderr(file);
+        // The operator dies with the thread that started it, even when this test binary is
+        // killed and Drop never runs.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("the operator starts");
+        Operator {
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Panics with `error` and the operator's log.
+    /// Panics with `error` and the end of the operator's log.
     fn fail(&mut self, error: &str) -> ! {
         let exited = self.child.try_wait().ok().flatten();
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
         panic!(
-            "{error}\noperator exited: {exited:?}\noperator log:\n{}",
-            self.log()
+            "{error}\noperator exited: {exited:?}\noperator log (end):\n{}",
+            lines[lines.len().saturating_sub(60)..].join("\n")
         );
     }
 

@@ -3,16 +3,23 @@
 //! For every example under deploy/examples and a variant for each rule that adds or removes an
 //! object (TLS off; the user's API key with and without the read-only key; the user's CA; the
 //! user's certificate; cluster mode with metrics and client certificates), the real SecureQdrant
-//! reconcile runs once, in-process, against the in-memory API server of `tests/fake-apiserver`
-//! (the Secrets a spec references are created first, as a user would). What it wrote is then
-//! compared with `render`'s output for the same document:
+//! reconcile runs once, in-process, against the real API server of `tests/support/control_plane.rs`
+//! (as the chart's ServiceAccount, in a fresh namespace per case; the Secrets a spec references
+//! are created first, as a user would). What it wrote is then compared with `render`'s output
+//! for the same document:
 //! - the same objects (kind and name) in the same order: the order the operator wrote them,
-//!   read from their resourceVersions (a first reconcile writes each object once);
+//!   read from the API server's audit log (the first successful write of each object; the
+//!   objects' resourceVersions cannot tell it on a real cluster, where the StatefulSet and
+//!   disruption controllers write their status right after);
 //! - the same labels, annotations (but the applied-hash one the apply step adds) and owner;
 //! - for Secrets, the same type and the same keys (render shows placeholders for the values).
 
+#[path = "support/control_plane.rs"]
+mod control_plane;
 #[path = "support/in_process.rs"]
 mod in_process;
+#[path = "support/real_server.rs"]
+mod real_server;
 
 mod common;
 
@@ -27,7 +34,8 @@ use kube::runtime::controller::Action;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use in_process::{client_for, managed_stores};
+use in_process::managed_stores;
+use real_server::{Env, requests_between};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
@@ -200,24 +208,37 @@ fn user_secrets(sq: &SecureQdrant) -> Vec<Secret> {
     out
 }
 
-/// Runs the first reconcile of `doc` against a fresh API server; returns what the operator
-/// wrote for it, in the order it wrote them.
-async fn written(doc: &str) -> Vec<Seen> {
-    let server = in_process::server_with_crds().await;
-    let mut sq: Value = serde_yaml_ng::from_str(doc).expect("a YAML document");
+/// The kind a resource of the audit log (`statefulsets.apps`) names, for the child kinds.
+fn kind_of(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "serviceaccounts" => "ServiceAccount",
+        "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "services" => "Service",
+        "networkpolicies.networking.k8s.io" => "NetworkPolicy",
+        "poddisruptionbudgets.policy" => "PodDisruptionBudget",
+        "statefulsets.apps" => "StatefulSet",
+        _ => return None,
+    })
+}
+
+/// Runs the first reconcile of `doc` in a fresh namespace of the real API server, as the
+/// chart's ServiceAccount (`env.client`); returns what the operator wrote for it, in the order
+/// it wrote them.
+async fn written(env: &Env, doc: &str) -> Vec<Seen> {
+    let sq: Value = serde_yaml_ng::from_str(doc).expect("a YAML document");
     let ns = sq["metadata"]["namespace"]
         .as_str()
-        .unwrap_or("default")
+        .expect("moved to its namespace")
         .to_owned();
-    sq["metadata"]["namespace"] = json!(ns);
     let typed: SecureQdrant = serde_json::from_value(sq.clone()).expect("a SecureQdrant");
     for secret in user_secrets(&typed) {
         let mut value = serde_json::to_value(secret).expect("serializes");
         value["apiVersion"] = json!("v1");
         value["kind"] = json!("Secret");
-        server.insert(value).expect("user Secret inserted");
+        env.insert(value).await.expect("user Secret inserted");
     }
-    let stored = server.insert(&sq).expect("SecureQdrant inserted");
+    let stored = env.insert(&sq).await.expect("SecureQdrant inserted");
     let uid = stored["metadata"]["uid"]
         .as_str()
         .expect("a uid")
@@ -227,51 +248,111 @@ async fn written(doc: &str) -> Vec<Seen> {
         .expect("a name")
         .to_owned();
 
-    let client = client_for(&server).await;
+    let client = env.client.clone();
     let mut tasks = Vec::new();
     let stores = managed_stores(&client, &mut tasks);
-    let (events, _log) = Events::memory();
+    let (events, log) = Events::memory();
     let ctx = Context::new(client, stores, events, Settings::default());
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), ctx.stores.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(120), ctx.stores.wait_until_ready())
             .await
             .unwrap_or(false),
         "caches did not fill"
     );
     let sq: SecureQdrant = serde_json::from_value(
-        server
-            .get(SQ_API, "SecureQdrant", &ns, &name)
+        env.get(SQ_API, "SecureQdrant", &ns, &name)
+            .await
             .expect("the SecureQdrant"),
     )
     .expect("a SecureQdrant");
+    let mark = env.mark().await;
     let action = reconcile::reconcile(Arc::new(sq), Arc::new(ctx))
         .await
         .unwrap_or_else(|e| panic!("the first reconcile failed: {e}"));
+    let end = env.mark().await;
     for task in tasks {
         task.abort();
     }
-    assert_ne!(action, Action::await_change(), "the spec was refused");
+    assert_ne!(
+        action,
+        Action::await_change(),
+        "the spec was refused: {:?}",
+        log.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| format!("{} {:?}", e.reason, e.note))
+            .collect::<Vec<_>>()
+    );
 
-    let mut objects: Vec<(u64, Value)> = secure_qdrant_operator::children::CHILD_KINDS
-        .iter()
-        .flat_map(|(api, kind)| server.list(api, kind, &ns))
-        .filter(|o| {
-            o["metadata"]["ownerReferences"]
+    // The order of the operator's first successful write of each object in the namespace.
+    let mut order: Vec<(String, String)> = Vec::new();
+    for r in requests_between(env.cp, &mark, &end, &env.identity.username()) {
+        let Some(kind) = kind_of(&r.resource) else {
+            continue;
+        };
+        let write = ["create", "update", "patch"].contains(&r.verb.as_str());
+        let key = (kind.to_owned(), r.name.clone());
+        if write && r.namespace == ns && (200..300).contains(&r.code) && !order.contains(&key) {
+            order.push(key);
+        }
+    }
+    let mut objects: Vec<(usize, Value)> = Vec::new();
+    for (api, kind) in secure_qdrant_operator::children::CHILD_KINDS {
+        for o in env.list(api, kind, &ns).await {
+            let owned = o["metadata"]["ownerReferences"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|r| r["uid"] == uid.as_str())
-        })
-        .map(|o| {
-            let rv = o["metadata"]["resourceVersion"]
+                .any(|r| r["uid"] == uid.as_str());
+            if !owned {
+                continue;
+            }
+            let name = o["metadata"]["name"]
                 .as_str()
-                .and_then(|v| v.parse().ok())
-                .expect("a numeric resourceVersion");
-            (rv, o)
-        })
-        .collect();
-    objects.sort_by_key(|(rv, _)| *rv);
+                .unwrap_or_default()
+                .to_owned();
+            let at = order
+                .iter()
+                .position(|k| k.0 == kind && k.1 == name)
+                .unwrap_or_else(|| {
+                    panic!("{kind} {name}: no write of the operator in the audit log: {order:?}")
+                });
+            let mut o = o;
+            o["kind"] = json!(kind);
+            objects.push((at, o));
+        }
+    }
+    objects.sort_by_key(|(at, _)| *at);
+    env.cp.delete_namespace(&env.admin, &ns).await;
     objects.iter().map(|(_, o)| seen(o)).collect()
+}
+
+/// `doc` moved to namespace `ns`: each case has its own namespace on the shared control plane.
+/// The instance's own in-cluster name in `extraDnsNames` (`vectors.search` in an example) follows
+/// the move, as a user's would: another namespace's name is refused.
+fn moved(doc: &str, ns: &str) -> String {
+    let mut v: Value = serde_yaml_ng::from_str(doc).expect("a YAML document");
+    let own = format!(
+        "{}.{}",
+        v["metadata"]["name"].as_str().unwrap_or_default(),
+        v["metadata"]["namespace"].as_str().unwrap_or("default")
+    );
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(names) = v
+        .pointer_mut("/spec/tls/extraDnsNames")
+        .and_then(Value::as_array_mut)
+    {
+        for n in names {
+            if n.as_str() == Some(own.as_str()) {
+                *n = json!(format!("{name}.{ns}"));
+            }
+        }
+    }
+    v["metadata"]["namespace"] = json!(ns);
+    serde_yaml_ng::to_string(&v).expect("YAML")
 }
 
 fn doc(spec: &str) -> String {
@@ -318,10 +399,14 @@ fn cases() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn render_shows_every_object_the_operator_writes_in_its_order() {
+    // The chart's cluster-wide RBAC: the caches watch every namespace, as the operator's do.
+    let env = Env::new("render").await;
     let mut failures = Vec::new();
     for (case, doc) in cases() {
+        let ns = env.cp.namespace(&env.admin, "render").await;
+        let doc = moved(&doc, &ns);
         let rendered = rendered(&doc);
-        let written = written(&doc).await;
+        let written = written(&env, &doc).await;
         assert!(written.len() >= 8, "{case}: the operator wrote {written:?}");
         if let Err(e) = differences(&rendered, &written) {
             failures.push(format!("{case}: {e}"));
