@@ -288,6 +288,14 @@ fn the_schema_rejects_bad_values_naming_them() {
             json!({"serviceMonitor": {"interval": "soon"}}),
             "at '/serviceMonitor/interval'",
         ),
+        (
+            json!({"prometheusRule": {"enable": true}}),
+            "'enable' not allowed",
+        ),
+        (
+            json!({"grafanaDashboard": {"namespace": "Not A Namespace"}}),
+            "at '/grafanaDashboard/namespace'",
+        ),
     ];
     for (values, needle) in cases {
         let err = refusal(&values);
