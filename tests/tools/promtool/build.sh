@@ -5,7 +5,8 @@
 #                  chart's alert rules, `check rules` of the Grafana dashboard's queries
 #   promql-names   ./promql-names: the metric names of PromQL expressions, with the same
 #                  version's parser (tests/monitoring.rs checks them against real /metrics)
-# Everything comes from the Go module proxy. Idempotent: Go's build cache decides, and an up-to-date binary is not relinked. Needs Go >= 1.26.
+# Everything comes from the Go module proxy. Idempotent: Go's build cache decides, and an
+# up-to-date binary is not relinked. Needs Go >= 1.26.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
