@@ -20,7 +20,8 @@
 //! Tests run in parallel on one control plane: each has its own namespaces and its own release
 //! of the chart; every operator process watches only its test's namespaces (the chart's
 //! `watchNamespaces` mode). Each operator serves its endpoints on a port the kernel picks
-//! (`--http-addr 127.0.0.1:0`), read back from its JSON log.
+//! (`--http-addr 127.0.0.1:0`), read back from its JSON log (or, at `--log-level warn`, from
+//! /proc).
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
@@ -452,7 +453,6 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
         (rv != *acquired).then_some(()).ok_or(format!("{rv:?}"))
     })
     .await;
-    let renewed_at = Instant::now();
     env.set_faults(&Faults {
         error_rate: 1.0,
         error_codes: vec![500],
@@ -464,8 +464,21 @@ async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
         .expect("the leader gives up")
         .unwrap()
         .expect_err("lost");
-    let after = renewed_at.elapsed();
+    let stepped_down = Timestamp::now();
     assert!(lost.reason.contains("not renewed"), "{lost}");
+    // The last renewal that reached the API server, as the elector wrote it: `renewTime` is
+    // taken (same host clock as this test) just before the write, so the Lease expires 2 s
+    // after it at the earliest for every other candidate. The proxy fails every Lease request
+    // since, the release on step-down included (a's Lease still, not a released one).
+    let last = lease(&env, &ns)
+        .await
+        .and_then(|l| l.spec)
+        .expect("the Lease");
+    assert_eq!(last.holder_identity.as_deref(), Some("a"), "{last:?}");
+    let renew_time = last.renew_time.as_ref().expect("renewTime").0;
+    let acquire_time = last.acquire_time.as_ref().expect("acquireTime").0;
+    assert!(renew_time > acquire_time, "renewed at least once: {last:?}");
+    let after = Duration::try_from(stepped_down.duration_since(renew_time)).expect("a duration");
     // Deadline 1.2 s after the last renewal; the Lease lasts 2 s: no overlap with a successor.
     assert!(
         after < Duration::from_millis(1900),
@@ -730,7 +743,7 @@ async fn sigterm_stops_the_operator_with_exit_code_0() {
         .unwrap();
     op.wait_log("applied children").await;
 
-    let status = op.terminate(Duration::from_secs(10));
+    let status = op.terminate(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", op.log_tail());
     let log = op.log();
     assert!(log.contains("shutting down"), "{log}");
@@ -752,7 +765,7 @@ async fn sigterm_with_leader_election_releases_the_lease_and_exits_0() {
     assert_eq!(holder(&ops.env, &lease_ns).await.as_deref(), Some("op-a"));
     assert_eq!(get(&http, "/readyz"), (200, "leader: ready\n".into()));
 
-    let status = op.terminate(Duration::from_secs(10));
+    let status = op.terminate(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "{}", op.log_tail());
     assert_eq!(holder(&ops.env, &lease_ns).await, None, "released");
     assert!(op.log().contains("released the Lease"));
@@ -768,13 +781,15 @@ async fn logs_are_json_lines_at_the_chosen_level() {
         &[("LOG_LEVEL", "secure_qdrant_operator=debug,warn")],
     );
     let http = op.http_addr().await;
+    // The /proc reading used at level warn below finds the address the log names.
+    assert_eq!(op.listening_addr().await, http);
     op.wait_ready(&http).await;
     ops.env
         .insert(instance(&ops.env.ns, "vectors"))
         .await
         .unwrap();
     op.wait_log("applied children").await;
-    assert_eq!(op.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(op.terminate(Duration::from_secs(10)).await.code(), Some(0));
     let log = op.log();
     let mut levels = BTreeMap::new();
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
@@ -796,21 +811,14 @@ async fn logs_are_json_lines_at_the_chosen_level() {
     assert!(levels.contains_key("INFO"), "{levels:?}");
 
     // `--log-level warn`: the routine INFO lines are gone. (The endpoints' address is logged at
-    // INFO, so this one gets a fixed port.)
-    let port = free_port();
-    let mut quiet = ops.spawn_with(
-        "quiet",
-        &[
-            "--log-level",
-            "warn",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ],
-        &[],
-    );
-    let http = format!("127.0.0.1:{port}");
+    // INFO, so this one's port, still picked by the kernel, is read from /proc.)
+    let mut quiet = ops.spawn_with("quiet", &["--log-level", "warn"], &[]);
+    let http = quiet.listening_addr().await;
     quiet.wait_ready(&http).await;
-    assert_eq!(quiet.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(
+        quiet.terminate(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
     let log = quiet.log();
     assert!(
         !log.contains("\"INFO\"") && !log.contains("caches synced"),
@@ -836,6 +844,7 @@ async fn only_the_listed_namespaces_are_watched() {
         "{:?}",
         ops.release.args()
     );
+    let mark = env.mark().await;
     let op = ops.spawn("op", &[]);
     let http = op.http_addr().await;
     op.wait_ready(&http).await;
@@ -901,6 +910,43 @@ async fn only_the_listed_namespaces_are_watched() {
         !m.contains(&format!(r#"namespace="{c}""#)),
         "no series for team-c: {m}"
     );
+    // The chart has no Role in team-c, so the checks above would hold even if the operator
+    // ignored `--namespaces` (its requests there refused). The audit log shows that the flag
+    // filters: the release's ServiceAccount made no request at all in team-c, none cluster-wide
+    // (all namespaces), and the API server refused it nothing; it did work team-a and team-b.
+    let now = env.mark().await;
+    let requests = count(requests_between(
+        env.cp,
+        &mark,
+        &now,
+        &ops.release.identity.username(),
+    ));
+    assert!(
+        requests.forbidden().is_empty(),
+        "refused: {:?}",
+        requests.forbidden()
+    );
+    let in_c: Vec<_> = requests.log.iter().filter(|r| r.namespace == *c).collect();
+    assert!(in_c.is_empty(), "requests in team-c: {in_c:?}");
+    let cluster_wide: Vec<_> = requests
+        .log
+        .iter()
+        .filter(|r| r.namespace.is_empty())
+        .collect();
+    assert!(
+        cluster_wide.is_empty(),
+        "requests across all namespaces: {cluster_wide:?}"
+    );
+    for ns in [a, b] {
+        assert!(
+            requests
+                .log
+                .iter()
+                .any(|r| r.namespace == *ns && r.verb == "watch"),
+            "no watch in {ns}: {:?}",
+            requests.log
+        );
+    }
     op.assert_clean();
 }
 
@@ -1045,6 +1091,7 @@ async fn a_leader_that_loses_its_lease_exits_non_zero() {
     steal(&api, "intruder").await;
     let status = op
         .wait_exit(Duration::from_secs(10))
+        .await
         .unwrap_or_else(|| panic!("still running\n{}", op.log_tail()));
     assert_eq!(status.code(), Some(1), "{}", op.log_tail());
     assert!(op.log().contains("lost the Lease"), "{}", op.log_tail());
@@ -1176,6 +1223,17 @@ impl Operator {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }
 
+    /// The address of the endpoints, from /proc (for a process that does not log it): its one
+    /// listening socket.
+    async fn listening_addr(&self) -> String {
+        let pid = self.child.id();
+        eventually("the endpoints' listening socket", LONG, || {
+            listening_on_loopback(pid)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
+    }
+
     async fn wait_ready(&self, http: &str) {
         eventually("/readyz 200", LONG, || {
             let (code, body) = get(http, "/readyz");
@@ -1197,23 +1255,25 @@ impl Operator {
     }
 
     /// SIGTERM, then waits up to `within` for the exit.
-    fn terminate(&mut self, within: Duration) -> ExitStatus {
+    async fn terminate(&mut self, within: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
         self.wait_exit(within)
+            .await
             .unwrap_or_else(|| panic!("no exit within {within:?} of SIGTERM\n{}", self.log_tail()))
     }
 
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
+    /// Polls for the exit without blocking the runtime's worker.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 self.exited = Some(status);
                 return Some(status);
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -1256,12 +1316,34 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The loopback address process `pid` listens on (TCP, IPv4), from /proc: its socket inodes
+/// (`/proc/<pid>/fd`) matched against the listening sockets of `/proc/<pid>/net/tcp`.
+fn listening_on_loopback(pid: u32) -> Result<String, String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(l.to_owned())
+        })
+        .collect();
+    let table =
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    let ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]))
+        .filter_map(|f| {
+            let port = f[1].strip_prefix("0100007F:")?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect();
+    match ports[..] {
+        [port] => Ok(format!("127.0.0.1:{port}")),
+        _ => Err(format!("listening on loopback ports {ports:?}")),
+    }
 }
 
 /// `GET path` over HTTP/1.1: (status, body). (0, error) when the connection fails.

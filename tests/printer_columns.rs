@@ -1,167 +1,117 @@
-//! What `kubectl get sq` shows, read from the in-memory API server's Table output (the CRD's
-//! printer columns applied to the stored object), after the operator's real reconciles: a
-//! refused scale-down shows the replicas asked for beside the pods that still run.
+//! What `kubectl get sq` shows, read from the real API server's Table output (the CRD's
+//! printer columns applied to the stored object by apiextensions-apiserver) and from kubectl
+//! itself (built from the same Kubernetes module), after the operator binary's reconciles on
+//! the real control plane (the real StatefulSet controller and kwok report the pods): a refused
+//! scale-down shows the replicas asked for beside the pods that still run.
+//!
+//! Needs Go >= 1.26 (the first test builds the control plane): never skipped, never faked.
 
-#[path = "support/in_process.rs"]
-mod in_process;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/real_server.rs"]
+mod real_server;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
+use control_plane::eventually;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
+use real_server::Env;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use in_process::{cached_versions, client_for, managed_stores, versions};
 use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::events::Events;
-use secure_qdrant_operator::reconcile::{self, Context};
-use secure_qdrant_operator::settings::Settings;
 
-const NS: &str = "search";
 const NAME: &str = "vectors";
 const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 
-/// `kubectl get sq` as a Table: the column names, and the cells of the one row.
-async fn table(client: &Client) -> (Vec<String>, Vec<Value>) {
-    let (columns, cells, _) = table_with_types(client).await;
-    (columns, cells)
+/// Scheduling, PVCs, kwok and the operator's reconciles on a loaded machine.
+const WITHIN: Duration = Duration::from_secs(180);
+
+/// A SecureQdrant's Table as the API server renders it for `kubectl get sq`.
+struct Table {
+    columns: Vec<String>,
+    types: Vec<String>,
+    cells: Vec<Value>,
 }
 
-/// `kubectl get sq` as a Table: the column names, the cells of the one row, and the column
-/// types.
-async fn table_with_types(client: &Client) -> (Vec<String>, Vec<Value>, Vec<String>) {
+impl Table {
+    /// The cell under `column`.
+    fn cell(&self, column: &str) -> &Value {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c == column)
+            .unwrap_or_else(|| panic!("no column {column} in {:?}", self.columns));
+        &self.cells[i]
+    }
+}
+
+/// `kubectl get sq` as a Table (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`): the
+/// column names and types, and the cells of the one row.
+async fn table(client: &Client, ns: &str) -> Result<Table, String> {
     let request = http::Request::get(format!(
-        "/apis/secureqdrant.dev/v1alpha1/namespaces/{NS}/secureqdrants"
+        "/apis/secureqdrant.dev/v1alpha1/namespaces/{ns}/secureqdrants"
     ))
     .header(
         http::header::ACCEPT,
-        "application/json;as=Table;v=v1;g=meta.k8s.io",
+        "application/json;as=Table;g=meta.k8s.io;v=v1",
     )
     .body(Vec::new())
     .expect("a request");
-    let table: Value = client.request(request).await.expect("a Table");
-    assert_eq!(table["kind"], "Table", "{table}");
-    let columns = table["columnDefinitions"]
+    let table: Value = client.request(request).await.map_err(|e| e.to_string())?;
+    if table["kind"] != "Table" {
+        return Err(format!("not a Table: {table}"));
+    }
+    let definitions = table["columnDefinitions"]
         .as_array()
-        .expect("column definitions")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    let types = table["columnDefinitions"]
-        .as_array()
-        .expect("column definitions")
-        .iter()
-        .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
-        .collect();
+        .ok_or("no column definitions")?;
+    let field = |f: &str| -> Vec<String> {
+        definitions
+            .iter()
+            .map(|c| c[f].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
     let cells = table["rows"][0]["cells"]
         .as_array()
-        .expect("one row")
+        .ok_or_else(|| format!("no row: {table}"))?
         .clone();
-    (columns, cells, types)
+    Ok(Table {
+        columns: field("name"),
+        types: field("type"),
+        cells,
+    })
 }
 
-/// The cell under `column`.
-fn cell<'a>(columns: &[String], cells: &'a [Value], column: &str) -> &'a Value {
-    let i = columns
-        .iter()
-        .position(|c| c == column)
-        .unwrap_or_else(|| panic!("no column {column} in {columns:?}"));
-    &cells[i]
-}
-
-struct Env {
-    server: FakeApiServer,
-    client: Client,
-    ctx: Arc<Context>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+/// Waits until the Table's row satisfies `ok`; returns it.
+async fn table_when(env: &Env, what: &str, ok: impl Fn(&Table) -> bool) -> Table {
+    let ok = &ok;
+    eventually(WITHIN, || async move {
+        let t = table(&env.admin, &env.ns).await?;
+        if ok(&t) {
+            Ok(t)
+        } else {
+            Err(format!("{what}: {:?} {:?}", t.columns, t.cells))
         }
-    }
-}
-
-impl Env {
-    async fn start() -> Env {
-        let server = in_process::server_with_crds().await;
-        let client = client_for(&server).await;
-        let mut tasks = Vec::new();
-        let stores = managed_stores(&client, &mut tasks);
-        let (events, _) = Events::memory();
-        let ctx = Context::new(client.clone(), stores, events, Settings::default());
-        Env {
-            server,
-            client,
-            ctx: Arc::new(ctx),
-            tasks,
-        }
-    }
-
-    /// One reconcile, once the operator's StatefulSet cache shows what the server holds.
-    async fn reconcile(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while versions(self.server.list("apps/v1", "StatefulSet", NS).into_iter())
-            != cached_versions(&self.ctx.stores.statefulsets)
-        {
-            assert!(Instant::now() < deadline, "the cache did not catch up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let sq: SecureQdrant = serde_json::from_value(
-            self.server
-                .get(SQ_API, "SecureQdrant", NS, NAME)
-                .expect("the SecureQdrant"),
-        )
-        .expect("a SecureQdrant");
-        reconcile::reconcile(Arc::new(sq), self.ctx.clone())
-            .await
-            .expect("the reconcile succeeds");
-    }
-
-    /// The StatefulSet controller and kubelet report `n` pods, all ready.
-    fn statefulset_runs(&self, n: i64) {
-        let sts = self
-            .server
-            .get("apps/v1", "StatefulSet", NS, NAME)
-            .expect("the StatefulSet");
-        self.server
-            .set_status(
-                "apps/v1",
-                "StatefulSet",
-                NS,
-                NAME,
-                json!({
-                    "observedGeneration": sts["metadata"]["generation"],
-                    "replicas": n, "readyReplicas": n, "updatedReplicas": n,
-                    "currentReplicas": n, "availableReplicas": n,
-                    "currentRevision": "r1", "updateRevision": "r1",
-                }),
-            )
-            .expect("StatefulSet status set");
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_scale_down_shows_the_desired_count_beside_the_pods_that_run() {
-    let env = Env::start().await;
-    env.server
-        .insert(json!({
-            "apiVersion": SQ_API, "kind": "SecureQdrant",
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"replicas": 3, "tls": {"enabled": false}},
-        }))
-        .expect("SecureQdrant inserted");
-    env.reconcile().await;
-    env.statefulset_runs(3);
-    env.reconcile().await;
-    let (columns, cells) = table(&env.client).await;
+    let env = Env::namespaced("columns").await;
+    let op = env.start_namespaced_operator().await;
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "SecureQdrant",
+        "metadata": {"name": NAME},
+        "spec": {"replicas": 3, "tls": {"enabled": false}},
+    }))
+    .await
+    .expect("SecureQdrant inserted");
+    // The real StatefulSet controller reports 3 pods, all ready (kwok plays the kubelet).
+    let t = table_when(&env, "3 pods ready", |t| t.cell("Phase") == "Ready").await;
     assert_eq!(
-        columns,
+        t.columns,
         [
             "Name",
             "Phase",
@@ -172,13 +122,13 @@ async fn a_refused_scale_down_shows_the_desired_count_beside_the_pods_that_run()
             "Age"
         ]
     );
-    assert_eq!(cell(&columns, &cells, "Phase"), "Ready");
+    assert_eq!(t.cell("Phase"), "Ready");
     for column in ["Desired", "Current", "Ready"] {
-        assert_eq!(cell(&columns, &cells, column), 3, "{column}");
+        assert_eq!(t.cell(column), 3, "{column}");
     }
 
     // Scale-down to 1: refused, the three pods keep running.
-    Api::<SecureQdrant>::namespaced(env.client.clone(), NS)
+    Api::<SecureQdrant>::namespaced(env.admin.clone(), &env.ns)
         .patch(
             NAME,
             &PatchParams::default(),
@@ -186,17 +136,27 @@ async fn a_refused_scale_down_shows_the_desired_count_beside_the_pods_that_run()
         )
         .await
         .expect("spec patched");
-    env.reconcile().await;
+    let t = table_when(&env, "the scale-down refused", |t| {
+        t.cell("Phase") == "Degraded"
+    })
+    .await;
     let sts = env
-        .server
-        .get("apps/v1", "StatefulSet", NS, NAME)
+        .get("apps/v1", "StatefulSet", &env.ns, NAME)
+        .await
         .expect("the StatefulSet");
     assert_eq!(sts["spec"]["replicas"], 3, "the scale-down was applied");
-    let (columns, cells) = table(&env.client).await;
-    assert_eq!(cell(&columns, &cells, "Phase"), "Degraded");
-    assert_eq!(cell(&columns, &cells, "Desired"), 1, "spec.replicas");
-    assert_eq!(cell(&columns, &cells, "Current"), 3, "pods that run");
-    assert_eq!(cell(&columns, &cells, "Ready"), 3, "pods that are ready");
+    assert_eq!(t.cell("Phase"), "Degraded");
+    assert_eq!(t.cell("Desired"), 1, "spec.replicas");
+    assert_eq!(t.cell("Current"), 3, "pods that run");
+    assert_eq!(t.cell("Ready"), 3, "pods that are ready");
+    // What kubectl prints from that Table.
+    let (ok, out, err) = env
+        .cp
+        .kubectl(&["get", "sq", NAME, "-n", &env.ns, "--no-headers"]);
+    assert!(ok, "kubectl get sq: {err}");
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields[..5], [NAME, "Degraded", "1", "3", "3"], "{out}");
+    drop(op);
 }
 
 /// How the API server renders a printer column cell of `type_` for the JSON `value`
@@ -252,30 +212,41 @@ fn no_date_column_points_at_a_time_in_the_future() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cert_expiry_shows_the_time_the_certificate_expires() {
-    let env = Env::start().await;
-    env.server
-        .insert(json!({
-            "apiVersion": SQ_API, "kind": "SecureQdrant",
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"replicas": 1},
-        }))
-        .expect("SecureQdrant inserted");
-    env.reconcile().await;
-    let sq = env
-        .server
-        .get(SQ_API, "SecureQdrant", NS, NAME)
-        .expect("the SecureQdrant");
-    let not_after = sq["status"]["certificate"]["notAfter"]
-        .as_str()
-        .expect("status.certificate.notAfter")
-        .to_owned();
+    let env = Env::namespaced("expiry").await;
+    let _op = env.start_namespaced_operator().await;
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "SecureQdrant",
+        "metadata": {"name": NAME},
+        "spec": {"replicas": 1},
+    }))
+    .await
+    .expect("SecureQdrant inserted");
+    let not_after = eventually(WITHIN, || async {
+        let sq = env
+            .get(SQ_API, "SecureQdrant", &env.ns, NAME)
+            .await
+            .ok_or("no SecureQdrant")?;
+        sq["status"]["certificate"]["notAfter"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no status.certificate.notAfter yet: {}", sq["status"]))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let expires: k8s_openapi::jiff::Timestamp = not_after.parse().expect("RFC 3339");
     assert!(expires > k8s_openapi::jiff::Timestamp::now(), "{not_after}");
 
-    let (columns, cells, types) = table_with_types(&env.client).await;
-    let i = columns.iter().position(|c| c == "Cert-Expiry").unwrap();
-    // The in-memory server renders `date` cells as Kubernetes does (`<invalid>` in the future).
-    assert_ne!(cells[i], "<invalid>");
-    assert_eq!(cell(&columns, &cells, "Cert-Expiry"), &json!(not_after));
-    assert_eq!(types[i], "string");
+    let t = table(&env.admin, &env.ns).await.expect("a Table");
+    let i = t.columns.iter().position(|c| c == "Cert-Expiry").unwrap();
+    // The real API server renders `date` cells as `<invalid>` in the future.
+    assert_ne!(t.cells[i], "<invalid>");
+    assert_eq!(t.cell("Cert-Expiry"), &json!(not_after));
+    assert_eq!(t.types[i], "string");
+    // And `kubectl get sq` prints it as it is.
+    let (ok, out, err) = env
+        .cp
+        .kubectl(&["get", "sq", NAME, "-n", &env.ns, "--no-headers"]);
+    assert!(ok, "kubectl get sq: {err}");
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields.get(5), Some(&not_after.as_str()), "{out}");
 }

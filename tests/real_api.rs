@@ -442,6 +442,10 @@ async fn minimal_reaches_ready_with_a_cluster_wide_operator() {
     let cp = control_plane::get();
     let client = cp.admin().await;
     cp.install_crds(&client).await;
+    // The namespaces earlier tests deleted may still be terminating, with their instances in
+    // them: a cluster-wide operator would reconcile those and be refused (403, "being
+    // terminated") writing there. Start it once they are gone.
+    no_namespace_terminating(&client).await;
     let ns = cp.namespace(&client, "cluster-wide").await;
     let op = cp.start_operator(&client, Scope::ClusterWide).await;
     create_sq(&client, &ns, &example("minimal.yaml", &ns, "vectors")).await;
@@ -450,6 +454,33 @@ async fn minimal_reaches_ready_with_a_cluster_wide_operator() {
     assert_audit_clean(cp, &op);
     cp.delete_namespace(&client, &ns).await;
     cp.delete_namespace(&client, &op.namespace).await;
+}
+
+/// Waits until no namespace is terminating.
+async fn no_namespace_terminating(client: &Client) {
+    let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    eventually(Duration::from_secs(300), || {
+        let api = api.clone();
+        async move {
+            let terminating: Vec<String> = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|n| {
+                    n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+                })
+                .map(|n| n.name_any())
+                .collect();
+            terminating
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("namespaces still terminating: {terminating:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Every object in `ns` of the operator's child kinds (and pods) owned, directly or through the

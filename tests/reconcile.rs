@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use secure_qdrant_operator::children::meta::{
     LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, RESTART_HASH,
 };
-use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantStatus};
+use secure_qdrant_operator::crd::{Phase, SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
 use secure_qdrant_operator::reconcile::apply::{APPLIED_HASH, stamp};
@@ -1410,6 +1410,53 @@ async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
         condition(patch, "Ready"),
         ("True", "AllReplicasReady", "3/3 replicas ready")
     );
+}
+
+/// Every pod created at the current revision but none ready: a new instance whose pods are still
+/// starting is Progressing, not Degraded (the real StatefulSet controller reports a fresh
+/// StatefulSet as rolled out at once: its current and update revisions are the first one); an
+/// instance that was Ready and lost its pods is Degraded.
+#[tokio::test]
+async fn pods_not_ready_yet_are_progressing_and_pods_no_longer_ready_are_degraded() {
+    let k = keys("k");
+    for (previous, want) in [(None, "Progressing"), (Some(Phase::Ready), "Degraded")] {
+        let (mut sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+        if let Some(phase) = previous {
+            sq.status = Some(SecureQdrantStatus {
+                phase: Some(phase),
+                ..SecureQdrantStatus::default()
+            });
+        }
+        let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
+        sts.status = Some(StatefulSetStatus {
+            observed_generation: Some(1),
+            replicas: 3,
+            ready_replicas: Some(0),
+            updated_replicas: Some(3),
+            current_revision: Some("vectors-5d4f".into()),
+            update_revision: Some("vectors-5d4f".into()),
+            ..StatefulSetStatus::default()
+        });
+        cluster.put(sts);
+        let cr = sq.to_json();
+        let mut h = Harness::new(&cluster);
+        let (result, t) = h
+            .reconcile(&sq, move |mut api| async move {
+                api.expect_status_patch(&path::status(), &cr).await;
+                api
+            })
+            .await;
+        result.expect("reconcile");
+        let patch = t.body(Method::PATCH, &path::status());
+        assert_eq!(
+            patch["status"]["phase"], want,
+            "previous phase {previous:?}"
+        );
+        assert_eq!(
+            condition(patch, "Ready"),
+            ("False", "ReplicasNotReady", "0/3 replicas ready")
+        );
+    }
 }
 
 #[tokio::test]

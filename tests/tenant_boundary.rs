@@ -1,237 +1,82 @@
 //! The tenant boundary (issue 12): whoever may create a SecureQdrant or a QdrantAccessToken must
-//! not get the operator to write or delete objects it does not own. One test per attack,
-//! against the in-memory API server of `tests/fake-apiserver`, with the real reconcile functions
-//! in-process and the controller's label-selected caches.
+//! not get the operator to write or delete objects it does not own. One test per attack, on the
+//! real control plane (`tests/support/control_plane.rs`): the attacker is a tenant user with only
+//! the rights the threat model gives it (a Role for SecureQdrants and QdrantAccessTokens in its
+//! namespace), other users' objects are made as admin, and the operator's reconcile functions run
+//! in-process as the chart's ServiceAccount (its RBAC for the test's namespace) with the
+//! controller's label-selected caches (`tests/support/tenant.rs`). What the operator wrote is read
+//! from the API server's audit log; the garbage collector is the real one.
 //!
 //! The rule: a child is created when absent, updated when controlled by THIS object (its UID),
 //! and otherwise left alone — a `ChildConflict` condition and a Warning Event name it and its
 //! owner. An orphan is adopted only when annotated `secureqdrant.dev/adopt: <instance>`.
 
-#[path = "support/in_process.rs"]
-mod in_process;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/real_server.rs"]
+mod real_server;
+#[path = "support/tenant.rs"]
+mod tenant;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use fake_apiserver::FakeApiServer;
-use in_process::{cached_versions, client_for, managed_stores, reflect, versions};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
-use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
+use control_plane::eventually;
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Error;
-use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::reconcile::ownership::ADOPT_ANNOTATION;
-use secure_qdrant_operator::reconcile::{self, Context, token};
-use secure_qdrant_operator::settings::Settings;
+use tenant::{KINDS, LIMIT, SQ_API, Tenant, stable, writes, writes_to};
 
-const NS: &str = "tenant";
-const SQ_API: &str = "secureqdrant.dev/v1alpha1";
-/// Every kind a SecureQdrant writes, as (apiVersion, kind).
-const KINDS: [(&str, &str); 7] = secure_qdrant_operator::children::CHILD_KINDS;
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 
-struct Env {
-    server: FakeApiServer,
-    client: Client,
-    ctx: Arc<Context>,
-    events: EventLog,
-    instances: Store<SecureQdrant>,
-    tasks: Vec<JoinHandle<()>>,
+fn clock() -> Option<Timestamp> {
+    Some("2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap())
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Env {
-    async fn start() -> Env {
-        let server = in_process::server_with_crds().await;
-        let client = client_for(&server).await;
-        let mut tasks = Vec::new();
-        let stores = managed_stores(&client, &mut tasks);
-        let instances = reflect::<SecureQdrant>(&client, &mut tasks, false);
-        let clock = Arc::new(Mutex::new(
-            "2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
-        ));
-        let (events, log) = Events::memory();
-        let ctx = Context::new(client.clone(), stores, events, Settings::default())
-            .with_clock(Arc::new(move || *clock.lock().unwrap()));
-        let env = Env {
-            server,
-            client,
-            ctx: Arc::new(ctx),
-            events: log,
-            instances,
-            tasks,
-        };
-        env.settle().await;
-        env
-    }
-
-    /// Creates SecureQdrant `name` with `spec` (not reconciled).
-    async fn create_instance(&self, name: &str, spec: Value) {
-        let sq: SecureQdrant = serde_json::from_value(json!({
-            "apiVersion": SQ_API, "kind": "SecureQdrant",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec
-        }))
-        .unwrap();
-        Api::<SecureQdrant>::namespaced(self.client.clone(), NS)
-            .create(&PostParams::default(), &sq)
-            .await
-            .expect("SecureQdrant created");
-    }
-
-    fn instance(&self, name: &str) -> SecureQdrant {
-        serde_json::from_value(
-            self.server
-                .get(SQ_API, "SecureQdrant", NS, name)
-                .expect("the SecureQdrant"),
-        )
-        .unwrap()
-    }
-
-    /// One reconcile of SecureQdrant `name`, after the caches caught up.
-    async fn reconcile(&self, name: &str) -> Result<(), Error> {
-        self.settle().await;
-        reconcile::reconcile(Arc::new(self.instance(name)), self.ctx.clone())
-            .await
-            .map(|_| ())
-    }
-
-    /// Reconciles until a reconcile writes nothing (the instance is converged).
-    async fn converge(&self, name: &str) {
-        for _ in 0..5 {
-            self.server.reset_counters();
-            self.reconcile(name).await.expect("reconciles");
-            if writes(&self.server) == 0 {
-                return;
-            }
-        }
-        panic!("{name} does not converge");
-    }
-
-    fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.server.get(api_version, kind, NS, name)
-    }
-
-    fn warnings(&self) -> Vec<(String, String)> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, e)| e.type_ == EventType::Warning)
-            .map(|(_, e)| (e.reason.clone(), e.note.clone().unwrap_or_default()))
-            .collect()
-    }
-
-    /// Waits until the caches hold what the server holds (managed objects, SecureQdrants).
-    async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let managed = |api: &str, kind: &str| {
-                versions(
-                    self.server
-                        .list(api, kind, "")
-                        .into_iter()
-                        .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
-                )
-            };
-            let s = &self.ctx.stores;
-            let pairs = [
-                (
-                    managed("v1", "ServiceAccount"),
-                    cached_versions(&s.service_accounts),
-                ),
-                (managed("v1", "Secret"), cached_versions(&s.secrets)),
-                (managed("v1", "ConfigMap"), cached_versions(&s.config_maps)),
-                (managed("v1", "Service"), cached_versions(&s.services)),
-                (
-                    managed("networking.k8s.io/v1", "NetworkPolicy"),
-                    cached_versions(&s.network_policies),
-                ),
-                (
-                    managed("policy/v1", "PodDisruptionBudget"),
-                    cached_versions(&s.pdbs),
-                ),
-                (
-                    managed("apps/v1", "StatefulSet"),
-                    cached_versions(&s.statefulsets),
-                ),
-                (
-                    versions(self.server.list(SQ_API, "SecureQdrant", "").into_iter()),
-                    cached_versions(&self.instances),
-                ),
-            ];
-            if pairs.iter().all(|(a, b)| a == b) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "caches did not catch up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// Writes of any kind to any resource.
-fn writes(server: &FakeApiServer) -> u64 {
-    let c = server.counters();
-    let resources = [
-        "serviceaccounts",
-        "secrets",
-        "configmaps",
-        "services",
-        "networkpolicies",
-        "poddisruptionbudgets",
-        "statefulsets",
-        "secureqdrants",
-        "qdrantaccesstokens",
-    ];
-    ["create", "update", "patch", "delete", "deletecollection"]
-        .iter()
-        .flat_map(|verb| resources.iter().map(|r| c.get(verb, r)).collect::<Vec<_>>())
-        .sum()
+async fn start(prefix: &str) -> Tenant {
+    Tenant::start(prefix, clock()).await
 }
 
 /// Every child of a converged SecureQdrant `name` with `spec`: (apiVersion, kind, name, object).
 async fn children_of(name: &str, spec: Value) -> Vec<(String, String, String, Value)> {
-    let env = Env::start().await;
-    env.create_instance(name, spec).await;
-    env.converge(name).await;
-    let mut out = Vec::new();
-    for (api, kind) in KINDS {
-        for o in env.server.list(api, kind, NS) {
-            if o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER {
-                let n = o["metadata"]["name"].as_str().unwrap().to_owned();
-                out.push((api.to_owned(), kind.to_owned(), n, o));
-            }
-        }
-    }
+    let t = start("tb-children").await;
+    t.create_instance(name, spec).await;
+    t.converge(name).await;
+    let out = t
+        .managed()
+        .await
+        .into_iter()
+        .map(|(api, kind, o)| {
+            let n = o["metadata"]["name"].as_str().unwrap().to_owned();
+            (api.to_owned(), kind.to_owned(), n, o)
+        })
+        .collect();
+    t.env.cp.delete_namespace(&t.env.admin, t.ns()).await;
     out
 }
 
-/// A user's object with the same kind and name as `child`: its content, none of its metadata
-/// but the name, a label of the user's, and `owner` as controller (None: no owner).
-fn foreign(child: &Value, owner: Option<&Value>) -> Value {
+/// A user's object with the same kind and name as `child`, in `ns`: its content, none of its
+/// metadata but the name, a label of the user's, and `owner` as controller (None: no owner).
+/// A Service's cluster IP is left to the API server (the child's is still allocated).
+fn foreign(api: &str, kind: &str, child: &Value, owner: Option<&Value>, ns: &str) -> Value {
     let mut o = json!({
-        "apiVersion": child["apiVersion"], "kind": child["kind"],
-        "metadata": {"name": child["metadata"]["name"], "namespace": NS,
+        "apiVersion": api, "kind": kind,
+        "metadata": {"name": child["metadata"]["name"], "namespace": ns,
                      "labels": {"team": "payments"}},
     });
     for (k, v) in child.as_object().unwrap() {
         if !["apiVersion", "kind", "metadata", "status"].contains(&k.as_str()) {
             o[k] = v.clone();
         }
+    }
+    if kind == "Service" && o["spec"]["clusterIP"] != "None" {
+        let spec = o["spec"].as_object_mut().unwrap();
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
     }
     if let Some(owner) = owner {
         o["metadata"]["ownerReferences"] = json!([{
@@ -241,11 +86,6 @@ fn foreign(child: &Value, owner: Option<&Value>) -> Value {
         }]);
     }
     o
-}
-
-/// Strips what a read adds each time (nothing else may differ: byte for byte).
-fn stored(v: Value) -> String {
-    serde_json::to_string(&v).unwrap()
 }
 
 fn condition(sq: &SecureQdrant, type_: &str) -> Option<(String, String, String)> {
@@ -258,9 +98,9 @@ fn condition(sq: &SecureQdrant, type_: &str) -> Option<(String, String, String)>
 }
 
 /// Asserts the attack on `(kind, name)` was refused: the reconcile failed with a ChildConflict
-/// naming it and `owner`, the condition and a Warning Event say so.
-fn assert_refused(
-    env: &Env,
+/// naming it and `owner`, the condition and a Warning Event (on the real API server) say so.
+async fn assert_refused(
+    t: &Tenant,
     instance: &str,
     result: Result<(), Error>,
     kind: &str,
@@ -278,7 +118,7 @@ fn assert_refused(
         }
         other => panic!("{kind} {name}: expected a ChildConflict, got {other:?}"),
     }
-    let sq = env.instance(instance);
+    let sq = t.instance(instance).await;
     let (status, reason, message) =
         condition(&sq, "ChildConflict").expect("a ChildConflict condition");
     assert_eq!(
@@ -289,13 +129,123 @@ fn assert_refused(
         message.contains(&format!("{kind} {name} ")) && message.contains(owner),
         "{message}"
     );
+    let warnings = t.warnings().await;
     assert!(
-        env.warnings().iter().any(|(r, note)| r == "ChildConflict"
+        warnings.iter().any(|(r, note, _)| r == "ChildConflict"
             && note.contains(&format!("{kind} {name} "))
             && note.contains(owner)),
-        "no Warning Event naming {kind} {name} and {owner}: {:?}",
-        env.warnings()
+        "no Warning Event naming {kind} {name} and {owner}: {warnings:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CRD of the previous operator version (no reserved-name rule for spec.secretName), for the
+// tests that need a token created before that rule existed: the real API server refuses it now.
+
+/// Tests that change or rely on the QdrantAccessToken CRD's reserved-name rule take this lock
+/// (they run in parallel on one control plane).
+static CRD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const TOKEN_CRD: &str = "qdrantaccesstokens.secureqdrant.dev";
+const RESERVED_RULE: &str = "may not end in";
+
+/// Whether the real API server refuses a token named `secret_name` (a dry run as `client`);
+/// the refusal's message.
+async fn crd_refusal(client: &Client, ns: &str, secret_name: Option<&str>) -> Option<String> {
+    let mut t = json!({
+        "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+        "metadata": {"name": "t", "namespace": ns},
+        "spec": {"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
+                 "lifetime": "24h"}
+    });
+    if let Some(n) = secret_name {
+        t["spec"]["secretName"] = json!(n);
+    }
+    let qat: QdrantAccessToken = serde_json::from_value(t).unwrap();
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match Api::<QdrantAccessToken>::namespaced(client.clone(), ns)
+        .create(&params, &qat)
+        .await
+    {
+        Ok(_) => None,
+        Err(kube::Error::Api(e)) => Some(e.message),
+        Err(e) => panic!("dry run: {e}"),
+    }
+}
+
+/// Waits until the API server applies the reserved-name rule (`present`) or no longer does.
+async fn wait_for_rule(t: &Tenant, present: bool) {
+    eventually(LIMIT, || async {
+        let refused = crd_refusal(&t.env.admin, t.ns(), Some("probe-tls"))
+            .await
+            .is_some_and(|m| m.contains(RESERVED_RULE));
+        (refused == present)
+            .then_some(())
+            .ok_or_else(|| format!("the reserved-name rule is not yet {present}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Edits the token CRD's schema (`openAPIV3Schema`) with `f`.
+async fn edit_token_crd(admin: &Client, f: impl FnOnce(&mut Value)) {
+    let api = Api::<CustomResourceDefinition>::all(admin.clone());
+    let mut crd = serde_json::to_value(api.get(TOKEN_CRD).await.unwrap()).unwrap();
+    let versions = crd["spec"]["versions"].as_array_mut().unwrap();
+    assert_eq!(versions.len(), 1, "one version of the token CRD");
+    f(&mut versions[0]["schema"]["openAPIV3Schema"]);
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    api.replace(TOKEN_CRD, &PostParams::default(), &crd)
+        .await
+        .expect("the token CRD replaced");
+}
+
+/// The rules of the schema's root (`at_spec` false) or of its `spec`.
+fn rules_at(schema: &mut Value, at_spec: bool) -> &mut Value {
+    let node = if at_spec {
+        &mut schema["properties"]["spec"]
+    } else {
+        schema
+    };
+    if node["x-kubernetes-validations"].is_null() {
+        node["x-kubernetes-validations"] = json!([]);
+    }
+    &mut node["x-kubernetes-validations"]
+}
+
+/// Creates QdrantAccessToken `name` as the tenant while the CRD is the previous version's (the
+/// reserved-name rule taken out), then puts the rule back: a token of an upgraded cluster.
+async fn create_legacy_token(t: &Tenant, name: &str, spec: Value) -> QdrantAccessToken {
+    let _guard = CRD_LOCK.lock().await;
+    let mut saved = Vec::new();
+    edit_token_crd(&t.env.admin, |schema| {
+        for at_spec in [false, true] {
+            let rules = rules_at(schema, at_spec).as_array_mut().unwrap();
+            rules.retain(|r| {
+                let reserved = r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(RESERVED_RULE));
+                if reserved {
+                    saved.push((at_spec, r.clone()));
+                }
+                !reserved
+            });
+        }
+    })
+    .await;
+    assert_eq!(saved.len(), 1, "the rule taken out");
+    wait_for_rule(t, false).await;
+    let qat = t.create_token(name, spec).await;
+    edit_token_crd(&t.env.admin, |schema| {
+        for (at_spec, rule) in saved {
+            rules_at(schema, at_spec).as_array_mut().unwrap().push(rule);
+        }
+    })
+    .await;
+    wait_for_rule(t, true).await;
+    qat
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,43 +266,49 @@ async fn every_child_name_taken_by_a_users_object_is_left_byte_for_byte_and_repo
         "every child kind is covered: {kinds:?}"
     );
     for (i, (api, kind, name, child)) in children.iter().enumerate() {
-        let env = Env::start().await;
+        let t = start("tb-taken").await;
         let owner = if i % 2 == 0 {
             None
         } else {
             Some(
-                env.server
+                t.env
                     .insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
-                                   "metadata": {"name": "payments-app", "namespace": NS}}))
+                                   "metadata": {"name": "payments-app"}}))
+                    .await
                     .unwrap(),
             )
         };
-        env.server.insert(foreign(child, owner.as_ref())).unwrap();
-        let before = stored(env.get(api, kind, name).unwrap());
-        env.create_instance("vectors", spec.clone()).await;
-        let result = env.reconcile("vectors").await;
+        t.env
+            .insert(foreign(api, kind, child, owner.as_ref(), t.ns()))
+            .await
+            .unwrap_or_else(|e| panic!("the user's {kind} {name}: {e}"));
+        let before = stable(t.get(api, kind, name).await.unwrap());
+        t.create_instance("vectors", spec.clone()).await;
+        let mark = t.env.mark().await;
+        let result = t.reconcile("vectors").await;
         let owner_text = if owner.is_some() {
             "ConfigMap/payments-app"
         } else {
             "no owner"
         };
-        assert_refused(&env, "vectors", result, kind, name, owner_text);
+        assert_refused(&t, "vectors", result, kind, name, owner_text).await;
         // Again: still nothing written to it.
-        let _ = env.reconcile("vectors").await;
+        let _ = t.reconcile("vectors").await;
         assert_eq!(
-            stored(env.get(api, kind, name).expect("not deleted")),
+            stable(t.get(api, kind, name).await.expect("not deleted")),
             before,
             "{kind} {name} was written"
         );
+        let wrote = writes_to(&t.env.counters_since(&mark).await, kind, name);
+        assert!(wrote.is_empty(), "{kind} {name} was written: {wrote:?}");
         // Deleting the instance garbage-collects its own children, never the user's object.
-        env.server
-            .delete(SQ_API, "SecureQdrant", NS, "vectors")
-            .unwrap();
+        t.delete_instance_and_wait_for_gc("vectors").await;
         assert_eq!(
-            stored(env.get(api, kind, name).expect("not garbage-collected")),
+            stable(t.get(api, kind, name).await.expect("not garbage-collected")),
             before,
             "{kind} {name} changed when the instance was deleted"
         );
+        t.env.cp.delete_namespace(&t.env.admin, t.ns()).await;
     }
 }
 
@@ -361,74 +317,96 @@ async fn every_child_name_taken_by_a_users_object_is_left_byte_for_byte_and_repo
 /// policies stay as they are and survive the instance's deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_named_default_deny_leaves_the_namespaces_default_deny_policies() {
-    let env = Env::start().await;
+    let t = start("tb-deny").await;
     let policies = ["default-deny-ingress", "default-deny-egress"];
     for (name, types) in policies.iter().zip([["Ingress"], ["Egress"]]) {
-        env.server
+        t.env
             .insert(json!({
                 "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": name, "namespace": NS},
+                "metadata": {"name": name},
                 "spec": {"podSelector": {}, "policyTypes": types}
             }))
+            .await
             .unwrap();
     }
-    let before: Vec<String> = policies
-        .iter()
-        .map(|p| stored(env.get("networking.k8s.io/v1", "NetworkPolicy", p).unwrap()))
-        .collect();
-    env.create_instance("default-deny", json!({})).await;
-    let result = env.reconcile("default-deny").await;
+    let mut before = Vec::new();
+    for p in policies {
+        before.push(stable(
+            t.get("networking.k8s.io/v1", "NetworkPolicy", p)
+                .await
+                .unwrap(),
+        ));
+    }
+    t.create_instance("default-deny", json!({})).await;
+    let mark = t.env.mark().await;
+    let result = t.reconcile("default-deny").await;
     assert_refused(
-        &env,
+        &t,
         "default-deny",
         result,
         "NetworkPolicy",
         "default-deny-ingress",
         "no owner",
-    );
+    )
+    .await;
     // Nothing runs without its policies: no StatefulSet was written.
-    assert!(env.get("apps/v1", "StatefulSet", "default-deny").is_none());
-    env.server
-        .delete(SQ_API, "SecureQdrant", NS, "default-deny")
-        .unwrap();
+    assert!(
+        t.get("apps/v1", "StatefulSet", "default-deny")
+            .await
+            .is_none()
+    );
+    t.delete_instance_and_wait_for_gc("default-deny").await;
+    let counters = t.env.counters_since(&mark).await;
     for (p, b) in policies.iter().zip(&before) {
         assert_eq!(
-            &stored(
-                env.get("networking.k8s.io/v1", "NetworkPolicy", p)
+            &stable(
+                t.get("networking.k8s.io/v1", "NetworkPolicy", p)
+                    .await
                     .expect("kept")
             ),
             b
         );
+        let wrote = writes_to(&counters, "NetworkPolicy", p);
+        assert!(wrote.is_empty(), "{p} was written: {wrote:?}");
     }
 }
 
 /// A child orphaned on purpose (`kubectl delete --cascade=orphan`, then the SecureQdrant created
 /// again, as a restore does) is not taken over by the new instance (another UID) until someone
-/// who may write it annotates it for that instance by name; then it is adopted — its controller
-/// reference added, the annotation removed — and the keys in it are kept, not regenerated.
+/// who may write it annotates it for that instance by name — which the tenant may not do; then
+/// it is adopted — its controller reference added, the annotation removed — and the keys in it
+/// are kept, not regenerated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphaned_child_is_adopted_only_when_annotated_for_the_instance() {
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({})).await;
-    env.converge("vectors").await;
-    let key_before = env.get("v1", "Secret", "vectors-api-key").unwrap()["data"].clone();
-    Api::<SecureQdrant>::namespaced(env.client.clone(), NS)
+    let t = start("tb-adopt").await;
+    t.create_instance("vectors", json!({})).await;
+    t.converge("vectors").await;
+    let key_before = t.get("v1", "Secret", "vectors-api-key").await.unwrap()["data"].clone();
+    let uid = t.instance("vectors").await.metadata.uid.unwrap();
+    Api::<SecureQdrant>::namespaced(t.user.clone(), t.ns())
         .delete("vectors", &DeleteParams::orphan())
         .await
         .unwrap();
-    let children = || {
-        let mut out = Vec::new();
-        for (api, kind) in KINDS {
-            for o in env.server.list(api, kind, NS) {
-                if o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER {
-                    out.push((api, kind, o));
-                }
+    // The real garbage collector takes the owner references off, then lets the instance go.
+    eventually(LIMIT, || async {
+        if t.get(SQ_API, "SecureQdrant", "vectors").await.is_some() {
+            return Err("the SecureQdrant is still there".to_owned());
+        }
+        for (_, kind, o) in t.managed().await {
+            if o["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["uid"] == uid.as_str()))
+            {
+                return Err(format!("{kind} {} still owned", o["metadata"]["name"]));
             }
         }
-        out
-    };
-    assert!(children().len() >= 8);
-    for (_, kind, o) in children() {
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let children = t.managed().await;
+    assert!(children.len() >= 8);
+    for (_, kind, o) in &children {
         assert!(
             o["metadata"]["ownerReferences"]
                 .as_array()
@@ -437,47 +415,56 @@ async fn an_orphaned_child_is_adopted_only_when_annotated_for_the_instance() {
         );
     }
 
-    env.create_instance("vectors", json!({})).await;
-    let result = env.reconcile("vectors").await;
+    t.create_instance("vectors", json!({})).await;
+    let result = t.reconcile("vectors").await;
     assert_refused(
-        &env,
+        &t,
         "vectors",
         result,
         "Secret",
         "vectors-api-key",
         "no owner",
+    )
+    .await;
+    // The tenant may not give its consent on the Secret: it has no right to write it.
+    let denied = Api::<Secret>::namespaced(t.user.clone(), t.ns())
+        .patch(
+            "vectors-api-key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ADOPT_ANNOTATION: "vectors"}}})),
+        )
+        .await;
+    assert!(
+        matches!(&denied, Err(kube::Error::Api(e)) if e.code == 403),
+        "{denied:?}"
     );
     // Naming another instance is no consent for this one.
-    env.server
-        .merge_patch(
-            "v1",
-            "Secret",
-            NS,
-            "vectors-api-key",
-            &json!({"metadata": {"annotations": {ADOPT_ANNOTATION: "other"}}}),
-        )
-        .unwrap();
-    let result = env.reconcile("vectors").await;
+    t.merge_patch(
+        "v1",
+        "Secret",
+        "vectors-api-key",
+        json!({"metadata": {"annotations": {ADOPT_ANNOTATION: "other"}}}),
+    )
+    .await;
+    let result = t.reconcile("vectors").await;
     assert!(
         matches!(result, Err(Error::ChildConflict { .. })),
         "{result:?}"
     );
 
-    for (api, kind, o) in children() {
+    for (api, kind, o) in t.managed().await {
         let name = o["metadata"]["name"].as_str().unwrap();
-        env.server
-            .merge_patch(
-                api,
-                kind,
-                NS,
-                name,
-                &json!({"metadata": {"annotations": {ADOPT_ANNOTATION: "vectors"}}}),
-            )
-            .unwrap();
+        t.merge_patch(
+            api,
+            kind,
+            name,
+            json!({"metadata": {"annotations": {ADOPT_ANNOTATION: "vectors"}}}),
+        )
+        .await;
     }
-    env.converge("vectors").await;
-    let uid = env.instance("vectors").metadata.uid.unwrap();
-    for (_, kind, o) in children() {
+    t.converge("vectors").await;
+    let uid = t.instance("vectors").await.metadata.uid.unwrap();
+    for (_, kind, o) in t.managed().await {
         let name = &o["metadata"]["name"];
         let refs = o["metadata"]["ownerReferences"].as_array().cloned();
         assert!(
@@ -492,30 +479,43 @@ async fn an_orphaned_child_is_adopted_only_when_annotated_for_the_instance() {
         );
     }
     assert_eq!(
-        env.get("v1", "Secret", "vectors-api-key").unwrap()["data"],
+        t.get("v1", "Secret", "vectors-api-key").await.unwrap()["data"],
         key_before,
         "the adopted keys are kept"
     );
-    let sq = env.instance("vectors");
+    let sq = t.instance("vectors").await;
     assert_eq!(condition(&sq, "ChildConflict"), None);
 }
 
 /// An instance converged under the previous rules — its children carry its controller
 /// reference, as every operator version wrote them — sees no write at all from the ownership
-/// checks: an upgrade neither writes nor rolls it.
+/// checks: an upgrade neither writes nor rolls it. (Converged means its pods are Ready too: the
+/// real StatefulSet controller and kwok make them so, and the operator records the formed
+/// cluster first.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_converged_instance_sees_zero_writes() {
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({"replicas": 3})).await;
-    env.converge("vectors").await;
-    let sts = stored(env.get("apps/v1", "StatefulSet", "vectors").unwrap());
-    env.server.reset_counters();
+    let t = start("tb-zero").await;
+    t.create_instance("vectors", json!({"replicas": 3})).await;
+    t.converge("vectors").await;
+    eventually(LIMIT, || async {
+        let sts = t.get("apps/v1", "StatefulSet", "vectors").await.unwrap();
+        let s = &sts["status"];
+        (s["readyReplicas"] == 3 && s["updatedReplicas"] == 3)
+            .then_some(())
+            .ok_or_else(|| format!("StatefulSet not ready: {s}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    t.converge("vectors").await;
+    let sts = stable(t.get("apps/v1", "StatefulSet", "vectors").await.unwrap());
+    t.env.reset_counters().await;
     for _ in 0..3 {
-        env.reconcile("vectors").await.expect("reconciles");
+        t.reconcile("vectors").await.expect("reconciles");
     }
-    assert_eq!(writes(&env.server), 0, "{:?}", env.server.counters());
+    let counters = t.env.counters().await;
+    assert_eq!(writes(&counters), 0, "{:?}", counters.log);
     assert_eq!(
-        stored(env.get("apps/v1", "StatefulSet", "vectors").unwrap()),
+        stable(t.get("apps/v1", "StatefulSet", "vectors").await.unwrap()),
         sts
     );
 }
@@ -524,36 +524,33 @@ async fn a_converged_instance_sees_zero_writes() {
 /// written to it, the token says whose it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_naming_a_users_secret_leaves_it_untouched() {
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({})).await;
-    env.converge("vectors").await;
-    let foreign: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "payments-db", "namespace": NS},
-        "stringData": {"password": "the application's own"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(env.client.clone(), NS)
-        .create(&PostParams::default(), &foreign)
+    let t = start("tb-tokuser").await;
+    t.create_instance("vectors", json!({})).await;
+    t.converge("vectors").await;
+    t.env
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "payments-db"},
+            "stringData": {"password": "the application's own"}
+        }))
         .await
         .unwrap();
-    let before = stored(env.get("v1", "Secret", "payments-db").unwrap());
-    let qat = create_token(
-        &env,
+    let before = stable(t.get("v1", "Secret", "payments-db").await.unwrap());
+    t.create_token(
         "grab",
         json!({"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
                "secretName": "payments-db"}),
     )
     .await;
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
-        .await
-        .expect("reconciled");
+    let mark = t.env.mark().await;
+    t.reconcile_token("grab").await.expect("reconciled");
     assert_eq!(
-        stored(env.get("v1", "Secret", "payments-db").unwrap()),
+        stable(t.get("v1", "Secret", "payments-db").await.unwrap()),
         before
     );
-    let ready = token_condition(&env, "grab", "Ready");
+    let wrote = writes_to(&t.env.counters_since(&mark).await, "Secret", "payments-db");
+    assert!(wrote.is_empty(), "{wrote:?}");
+    let ready = token_condition(&t, "grab", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "SecretConflict")
@@ -563,75 +560,53 @@ async fn a_token_naming_a_users_secret_leaves_it_untouched() {
 
 /// A QdrantAccessToken may not take a Secret name an instance uses or will need — any
 /// `<x>-api-key`, `<x>-ca`, `<x>-tls`, `<x>-metrics-client`, for an instance that exists or not
-/// yet: the CRD refuses it, and so does the operator's validation (no Secret is written).
+/// yet: the real API server refuses it (the CRD's rule, for the tenant), and so does the
+/// operator's validation for a token created before that rule (no Secret is written).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_may_not_take_a_secret_name_an_instance_needs() {
-    // The CRD rule.
-    let crd = secure_qdrant_operator::crd::access_token_crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
-    let token = |secret_name: Option<&str>| {
-        let mut t = json!({
-            "apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "t", "namespace": NS},
-            "spec": {"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
-                     "lifetime": "24h"}
-        });
-        if let Some(n) = secret_name {
-            t["spec"]["secretName"] = json!(n);
+    let t = start("tb-reserved").await;
+    // The CRD rule, on the real API server.
+    {
+        let _guard = CRD_LOCK.lock().await;
+        for name in [
+            "future-api-key",
+            "vectors-ca",
+            "x-tls",
+            "vectors-metrics-client",
+        ] {
+            let refusal = crd_refusal(&t.user, t.ns(), Some(name)).await;
+            assert!(
+                refusal
+                    .as_deref()
+                    .is_some_and(|m| m.contains(RESERVED_RULE)),
+                "{name} accepted by the CRD: {refusal:?}"
+            );
         }
-        t
-    };
-    let refused = |t: &Value| {
-        kube::core::cel::Validator::new()
-            .validate(&schema, t, None)
-            .err()
-            .map(|e| format!("{e:?}"))
-            .unwrap_or_default()
-            .contains("may not end in")
-    };
-    for name in [
-        "future-api-key",
-        "vectors-ca",
-        "x-tls",
-        "vectors-metrics-client",
-    ] {
-        assert!(refused(&token(Some(name))), "{name} accepted by the CRD");
-    }
-    for name in [
-        None,
-        Some("vectors-token"),
-        Some("my-tls-token"),
-        Some("cab"),
-    ] {
-        assert!(!refused(&token(name)), "{name:?} refused by the CRD");
+        for name in [
+            None,
+            Some("vectors-token"),
+            Some("my-tls-token"),
+            Some("cab"),
+        ] {
+            let refusal = crd_refusal(&t.user, t.ns(), name).await;
+            assert_eq!(refusal, None, "{name:?} refused by the CRD");
+        }
     }
 
-    // The operator's own validation, for a token that got past the CRD.
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({})).await;
-    env.converge("vectors").await;
-    let qat = create_token(
-        &env,
+    // The operator's own validation, for a token that got past the CRD (created before it had
+    // the rule: the real API server refuses it now).
+    t.create_instance("vectors", json!({})).await;
+    t.converge("vectors").await;
+    create_legacy_token(
+        &t,
         "squat",
         json!({"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
                "secretName": "later-tls"}),
     )
     .await;
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
-        .await
-        .expect("reconciled");
-    assert!(env.get("v1", "Secret", "later-tls").is_none());
-    let ready = token_condition(&env, "squat", "Ready");
+    t.reconcile_token("squat").await.expect("reconciled");
+    assert!(t.get("v1", "Secret", "later-tls").await.is_none());
+    let ready = token_condition(&t, "squat", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "InvalidSpec")
@@ -643,27 +618,10 @@ async fn a_token_may_not_take_a_secret_name_an_instance_needs() {
     );
 }
 
-async fn create_token(env: &Env, name: &str, spec: Value) -> QdrantAccessToken {
-    let qat: QdrantAccessToken = serde_json::from_value(json!({
-        "apiVersion": SQ_API, "kind": "QdrantAccessToken",
-        "metadata": {"name": name, "namespace": NS}, "spec": spec
-    }))
-    .unwrap();
-    Api::<QdrantAccessToken>::namespaced(env.client.clone(), NS)
-        .create(&PostParams::default(), &qat)
-        .await
-        .expect("QdrantAccessToken created")
-}
-
-fn token_condition(env: &Env, name: &str, type_: &str) -> (String, String, String) {
-    let qat: QdrantAccessToken = serde_json::from_value(
-        env.server
-            .get(SQ_API, "QdrantAccessToken", NS, name)
-            .unwrap(),
-    )
-    .unwrap();
+async fn token_condition(t: &Tenant, name: &str, type_: &str) -> (String, String, String) {
+    let qat = t.token(name).await;
     qat.status
-        .unwrap()
+        .unwrap_or_else(|| panic!("token {name} has no status"))
         .conditions
         .into_iter()
         .find(|c| c.type_ == type_)
@@ -677,60 +635,77 @@ fn token_condition(env: &Env, name: &str, type_: &str) -> (String, String, Strin
 /// the old one is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_instance_waits_for_the_children_of_its_earlier_incarnation() {
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({})).await;
-    env.converge("vectors").await;
-    env.server
-        .merge_patch(
-            "v1",
-            "ConfigMap",
-            NS,
-            "vectors-config",
-            &json!({"metadata": {"finalizers": ["example.com/backup"]}}),
-        )
-        .unwrap();
-    env.server
-        .delete(SQ_API, "SecureQdrant", NS, "vectors")
-        .unwrap();
-    let lingering = env.get("v1", "ConfigMap", "vectors-config").expect("held");
+    let t = start("tb-recreate").await;
+    t.create_instance("vectors", json!({})).await;
+    t.converge("vectors").await;
+    t.merge_patch(
+        "v1",
+        "ConfigMap",
+        "vectors-config",
+        json!({"metadata": {"finalizers": ["example.com/backup"]}}),
+    )
+    .await;
+    // The real garbage collector deletes every other child; the ConfigMap stays, being deleted.
+    t.delete_instance_and_wait_for_gc("vectors").await;
+    let lingering = t
+        .get("v1", "ConfigMap", "vectors-config")
+        .await
+        .expect("held");
     assert!(lingering["metadata"]["deletionTimestamp"].is_string());
-    let before = stored(lingering);
+    let before = stable(lingering);
 
-    env.create_instance("vectors", json!({})).await;
-    let result = env.reconcile("vectors").await;
+    t.create_instance("vectors", json!({})).await;
+    let mark = t.env.mark().await;
+    let result = t.reconcile("vectors").await;
     assert_refused(
-        &env,
+        &t,
         "vectors",
         result,
         "ConfigMap",
         "vectors-config",
         "an earlier SecureQdrant of the same name",
-    );
+    )
+    .await;
     assert_eq!(
-        stored(env.get("v1", "ConfigMap", "vectors-config").unwrap()),
+        stable(t.get("v1", "ConfigMap", "vectors-config").await.unwrap()),
         before
     );
+    let wrote = writes_to(
+        &t.env.counters_since(&mark).await,
+        "ConfigMap",
+        "vectors-config",
+    );
+    assert!(wrote.is_empty(), "{wrote:?}");
 
-    env.server
-        .merge_patch(
-            "v1",
-            "ConfigMap",
-            NS,
-            "vectors-config",
-            &json!({"metadata": {"finalizers": null}}),
-        )
-        .unwrap();
-    assert!(env.get("v1", "ConfigMap", "vectors-config").is_none());
-    env.converge("vectors").await;
-    let uid = env.instance("vectors").metadata.uid.unwrap();
-    let config = env
+    t.merge_patch(
+        "v1",
+        "ConfigMap",
+        "vectors-config",
+        json!({"metadata": {"finalizers": null}}),
+    )
+    .await;
+    eventually(LIMIT, || async {
+        match t.get("v1", "ConfigMap", "vectors-config").await {
+            None => Ok(()),
+            Some(_) => Err("the old ConfigMap is still there".to_owned()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    t.converge("vectors").await;
+    let uid = t.instance("vectors").await.metadata.uid.unwrap();
+    let config = t
         .get("v1", "ConfigMap", "vectors-config")
+        .await
         .expect("recreated");
     assert_eq!(
         config["metadata"]["ownerReferences"][0]["uid"],
         uid.as_str()
     );
-    assert_eq!(condition(&env.instance("vectors"), "ChildConflict"), None);
+    assert_eq!(
+        condition(&t.instance("vectors").await, "ChildConflict"),
+        None
+    );
 }
 
 /// Upgrade: a token created before reserved names were refused, whose Secret is `<x>-tls`,
@@ -738,37 +713,38 @@ async fn a_recreated_instance_waits_for_the_children_of_its_earlier_incarnation(
 /// its Secret is not deleted as an invalid token's would be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_already_holds_a_reserved_name_keeps_its_secret_and_names_the_fix() {
-    let env = Env::start().await;
-    env.create_instance("vectors", json!({})).await;
-    env.converge("vectors").await;
-    let qat = create_token(
-        &env,
+    let t = start("tb-legacy").await;
+    t.create_instance("vectors", json!({})).await;
+    t.converge("vectors").await;
+    let qat = create_legacy_token(
+        &t,
         "legacy",
         json!({"qdrantRef": {"name": "vectors"}, "access": {"global": "r"},
                "secretName": "old-tls"}),
     )
     .await;
-    env.server
+    t.env
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "old-tls", "namespace": NS,
+            "metadata": {"name": "old-tls",
                          "labels": {LABEL_MANAGED_BY: MANAGER},
                          "ownerReferences": [{
                              "apiVersion": SQ_API, "kind": "QdrantAccessToken",
                              "name": "legacy", "uid": qat.metadata.uid, "controller": true}]},
             "stringData": {"token": "issued by the previous version"}
         }))
-        .unwrap();
-    let before = stored(env.get("v1", "Secret", "old-tls").unwrap());
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
         .await
-        .expect("reconciled");
+        .unwrap();
+    let before = stable(t.get("v1", "Secret", "old-tls").await.unwrap());
+    let mark = t.env.mark().await;
+    t.reconcile_token("legacy").await.expect("reconciled");
     assert_eq!(
-        stored(env.get("v1", "Secret", "old-tls").expect("kept")),
+        stable(t.get("v1", "Secret", "old-tls").await.expect("kept")),
         before
     );
-    let ready = token_condition(&env, "legacy", "Ready");
+    let wrote = writes_to(&t.env.counters_since(&mark).await, "Secret", "old-tls");
+    assert!(wrote.is_empty(), "{wrote:?}");
+    let ready = token_condition(&t, "legacy", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "InvalidSpec")
@@ -782,11 +758,11 @@ async fn a_token_that_already_holds_a_reserved_name_keeps_its_secret_and_names_t
     );
 }
 
-/// The Secrets of the instance a token belongs to, written by the operator for its token
-/// (`ownerReferences` naming a QdrantAccessToken).
-fn token_secrets(env: &Env) -> Vec<Value> {
-    env.server
-        .list("v1", "Secret", NS)
+/// The Secrets in the namespace written by the operator for a token (`ownerReferences` naming
+/// a QdrantAccessToken).
+async fn token_secrets(t: &Tenant) -> Vec<Value> {
+    t.list("v1", "Secret")
+        .await
         .into_iter()
         .filter(|s| {
             s["metadata"]["ownerReferences"]
@@ -802,32 +778,50 @@ fn token_secrets(env: &Env) -> Vec<Value> {
 /// Secret, and the token's condition names the Secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_not_signed_with_an_orphaned_api_key_of_an_earlier_instance() {
-    let env = Env::start().await;
-    env.create_instance("x", json!({})).await;
-    env.converge("x").await;
-    Api::<SecureQdrant>::namespaced(env.client.clone(), NS)
+    let t = start("tb-orphankey").await;
+    t.create_instance("x", json!({})).await;
+    t.converge("x").await;
+    Api::<SecureQdrant>::namespaced(t.user.clone(), t.ns())
         .delete("x", &DeleteParams::orphan())
         .await
         .unwrap();
-    assert!(env.get("v1", "Secret", "x-api-key").is_some(), "orphaned");
-    env.create_instance("x", json!({"auth": {"allowManageTokens": true}}))
+    eventually(LIMIT, || async {
+        let sq = t.get(SQ_API, "SecureQdrant", "x").await;
+        let key = t.get("v1", "Secret", "x-api-key").await;
+        match (sq, key) {
+            (None, Some(k))
+                if k["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|r| r.is_empty()) =>
+            {
+                Ok(())
+            }
+            (sq, key) => Err(format!(
+                "not orphaned yet: instance {}, key {key:?}",
+                sq.is_some()
+            )),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        t.get("v1", "Secret", "x-api-key").await.is_some(),
+        "orphaned"
+    );
+    t.create_instance("x", json!({"auth": {"allowManageTokens": true}}))
         .await;
     assert!(matches!(
-        env.reconcile("x").await,
+        t.reconcile("x").await,
         Err(Error::ChildConflict { .. })
     ));
-    let qat = create_token(
-        &env,
+    t.create_token(
         "grab",
         json!({"qdrantRef": {"name": "x"}, "access": {"global": "m"}}),
     )
     .await;
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
-        .await
-        .expect("reconciled");
-    assert_eq!(token_secrets(&env), Vec::<Value>::new());
-    let ready = token_condition(&env, "grab", "Ready");
+    t.reconcile_token("grab").await.expect("reconciled");
+    assert_eq!(token_secrets(&t).await, Vec::<Value>::new());
+    let ready = token_condition(&t, "grab", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "ChildConflict")
@@ -844,31 +838,25 @@ async fn a_token_is_not_signed_with_an_orphaned_api_key_of_an_earlier_instance()
 /// certificate is issued from it, no token written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_certificate_is_issued_from_a_foreign_ca_of_the_instances_name() {
-    let env = Env::start().await;
-    env.create_instance("x", json!({"tls": {"clientCertificates": true}}))
+    let t = start("tb-foreignca").await;
+    t.create_instance("x", json!({"tls": {"clientCertificates": true}}))
         .await;
-    env.converge("x").await;
-    env.server
-        .merge_patch(
-            "v1",
-            "Secret",
-            NS,
-            "x-ca",
-            &json!({"metadata": {"ownerReferences": null}}),
-        )
-        .unwrap();
-    let qat = create_token(
-        &env,
+    t.converge("x").await;
+    t.merge_patch(
+        "v1",
+        "Secret",
+        "x-ca",
+        json!({"metadata": {"ownerReferences": null}}),
+    )
+    .await;
+    t.create_token(
         "app",
         json!({"qdrantRef": {"name": "x"}, "access": {"global": "r"}}),
     )
     .await;
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
-        .await
-        .expect("reconciled");
-    assert_eq!(token_secrets(&env), Vec::<Value>::new());
-    let ready = token_condition(&env, "app", "Ready");
+    t.reconcile_token("app").await.expect("reconciled");
+    assert_eq!(token_secrets(&t).await, Vec::<Value>::new());
+    let ready = token_condition(&t, "app", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "ChildConflict")
@@ -890,17 +878,17 @@ async fn a_token_does_not_copy_a_referenced_certificate_secret_that_no_longer_al
     use k8s_openapi::jiff::SignedDuration;
     use secure_qdrant_operator::tls::{CaSubject, issue_ca, issue_leaf, serving_dns_names};
 
-    let env = Env::start().await;
-    let now = "2030-01-01T00:00:00Z".parse::<Timestamp>().unwrap();
+    let t = start("tb-certref").await;
+    let now = clock().unwrap();
     let ca = issue_ca(
-        &CaSubject::new(NS, "own"),
+        &CaSubject::new(t.ns(), "own"),
         SignedDuration::from_hours(8760),
         now,
     )
     .unwrap();
     let leaf = issue_leaf(
         &ca,
-        &serving_dns_names("x", NS, "cluster.local", &[]),
+        &serving_dns_names("x", t.ns(), "cluster.local", &[]),
         SignedDuration::from_hours(2000),
         now,
     )
@@ -910,41 +898,36 @@ async fn a_token_does_not_copy_a_referenced_certificate_secret_that_no_longer_al
         .into_iter()
         .map(|(k, v)| (k, STANDARD.encode(v.0)))
         .collect();
-    env.server
+    t.env
         .insert(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "own-tls", "namespace": NS,
+            "metadata": {"name": "own-tls",
                          "labels": {"secureqdrant.dev/allowed-instance": "x"}},
             "type": "kubernetes.io/tls", "data": data,
         }))
+        .await
         .unwrap();
-    env.create_instance(
+    t.create_instance(
         "x",
         json!({"tls": {"certificateSecretRef": {"name": "own-tls"}}}),
     )
     .await;
-    env.converge("x").await;
-    env.server
-        .merge_patch(
-            "v1",
-            "Secret",
-            NS,
-            "own-tls",
-            &json!({"metadata": {"labels": null}}),
-        )
-        .unwrap();
-    let qat = create_token(
-        &env,
+    t.converge("x").await;
+    t.merge_patch(
+        "v1",
+        "Secret",
+        "own-tls",
+        json!({"metadata": {"labels": null}}),
+    )
+    .await;
+    t.create_token(
         "app",
         json!({"qdrantRef": {"name": "x"}, "access": {"global": "r"}}),
     )
     .await;
-    env.settle().await;
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
-        .await
-        .expect("reconciled");
-    assert_eq!(token_secrets(&env), Vec::<Value>::new());
-    let ready = token_condition(&env, "app", "Ready");
+    t.reconcile_token("app").await.expect("reconciled");
+    assert_eq!(token_secrets(&t).await, Vec::<Value>::new());
+    let ready = token_condition(&t, "app", "Ready").await;
     assert_eq!(
         (ready.0.as_str(), ready.1.as_str()),
         ("False", "SecretNotAllowed")

@@ -1,38 +1,32 @@
 //! Issue 12, item 2: a SecureQdrant author who may only create SecureQdrants and
 //! QdrantAccessTokens must not get the operator to use a Secret they could not read themselves.
-//! One test per attack, against the in-memory API server (`tests/fake-apiserver`), through the
-//! real reconcile functions; the last test runs the operator binary to show the label-selected
-//! watch of referenced Secrets.
+//! One test per attack, on the real control plane (`tests/support/control_plane.rs`): the
+//! attacker is a tenant user whose Role allows SecureQdrants and QdrantAccessTokens and nothing
+//! else (the real API server refuses it the Secrets it names), the Secrets are made by their
+//! owners (admin), and the real reconcile functions run in-process as the chart's ServiceAccount
+//! (`tests/support/tenant.rs`), their Events published to the API server. The last test runs the
+//! operator binary, namespaced, to show the label-selected watch of referenced Secrets.
 
-#[path = "support/in_process.rs"]
-mod in_process;
-
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/real_server.rs"]
+mod real_server;
+#[path = "support/tenant.rs"]
+mod tenant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fake_apiserver::FakeApiServer;
-use in_process::{cached_versions, client_for, managed_stores, reflect, versions};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::runtime::reflector::Store;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
-use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
-use secure_qdrant_operator::events::{EventLog, Events};
+use control_plane::eventually;
+use real_server::Env;
 use secure_qdrant_operator::reconcile::references::ALLOWED_INSTANCE_LABEL;
-use secure_qdrant_operator::reconcile::{self, Context, token};
-use secure_qdrant_operator::settings::Settings;
+use tenant::{LIMIT, SQ_API, Tenant, stable, tenant_user, writes_to};
 
-const NS: &str = "search";
-const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 const KEY: &str = "a-user-key-0123456789abcdef0123456789abcdef";
-const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
 
 // =============================================================================================
 // The attacks
@@ -40,12 +34,14 @@ const OPERATOR: &str = env!("CARGO_BIN_EXE_secure-qdrant-operator");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instances_ca_does_not_sign_for_the_attacker() {
-    let env = Env::start().await;
+    let env = start("ts-ca").await;
     env.sq("victim", json!({})).await;
     env.reconcile("victim")
         .await
         .expect("the victim reconciles");
-    let ca_before = env.get_secret("victim-ca").expect("the victim's CA");
+    let ca_before = env.get_secret("victim-ca").await.expect("the victim's CA");
+    // The tenant could not read it itself.
+    env.cannot_read("victim-ca").await;
 
     // The attacker names the victim's CA (its leaves would be trusted by the victim's clients).
     env.sq(
@@ -53,42 +49,48 @@ async fn another_instances_ca_does_not_sign_for_the_attacker() {
         json!({"tls": {"caSecretRef": {"name": "victim-ca"}}}),
     )
     .await;
+    let mark = env.t.env.mark().await;
     env.refused("attacker", "victim-ca", "spec.tls.caSecretRef")
         .await;
     assert!(
-        env.get_secret("attacker-tls").is_none(),
+        env.get_secret("attacker-tls").await.is_none(),
         "a leaf was issued"
     );
     assert_eq!(
-        env.get_secret("victim-ca"),
+        env.get_secret("victim-ca").await,
         Some(ca_before),
         "the victim's CA was written"
     );
+    env.not_written(&mark, "victim-ca").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_without_the_label_is_neither_used_nor_written() {
-    let env = Env::start().await;
+    let env = start("ts-nolabel").await;
     env.user_secret(
         "db-password",
         None,
         json!({"password": STANDARD.encode(KEY)}),
-    );
-    let before = env.get_secret("db-password").unwrap();
+    )
+    .await;
+    env.cannot_read("db-password").await;
+    let before = stable(env.get_secret("db-password").await.unwrap());
     env.sq(
         "attacker",
         json!({"auth": {"apiKeySecretRef": {"name": "db-password", "key": "password"}}}),
     )
     .await;
+    let mark = env.t.env.mark().await;
     let message = env
         .refused("attacker", "db-password", "spec.auth.apiKeySecretRef")
         .await;
     assert!(message.contains("has no label"), "{message}");
     assert_eq!(
-        env.get_secret("db-password"),
+        env.get_secret("db-password").await.map(stable),
         Some(before),
         "the operator wrote onto a Secret it does not own"
     );
+    env.not_written(&mark, "db-password").await;
 
     // The same for a certificate: mounting someone's TLS Secret.
     env.user_secret(
@@ -96,7 +98,8 @@ async fn a_secret_without_the_label_is_neither_used_nor_written() {
         None,
         json!({"tls.crt": STANDARD.encode("x"), "tls.key": STANDARD.encode("y"),
             "ca.crt": STANDARD.encode("z")}),
-    );
+    )
+    .await;
     env.sq(
         "mounter",
         json!({"tls": {"certificateSecretRef": {"name": "ingress-tls"}}}),
@@ -108,13 +111,14 @@ async fn a_secret_without_the_label_is_neither_used_nor_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_label_naming_another_instance_is_refused() {
-    let env = Env::start().await;
+    let env = start("ts-othername").await;
     // Allowed for `vectors` and `docs`; `vector` and `vectors2` are other instances.
     env.user_secret(
         "shared-key",
         Some("vectors_docs"),
         json!({"key": STANDARD.encode(KEY)}),
-    );
+    )
+    .await;
     for name in ["vector", "vectors2"] {
         env.sq(
             name,
@@ -130,28 +134,43 @@ async fn a_label_naming_another_instance_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_controlled_by_a_token_or_another_instance_is_refused_label_or_not() {
-    let env = Env::start().await;
+    let env = start("ts-controlled").await;
     env.sq("victim", json!({})).await;
     env.reconcile("victim")
         .await
         .expect("the victim reconciles");
-    // Even labelled for the attacker (which only someone who may write it can do), the victim's
-    // own API key is never the attacker's.
-    env.label("victim-api-key", "attacker");
+    // Even labelled for the attacker (which only someone who may write it can do — not the
+    // tenant), the victim's own API key is never the attacker's.
+    let denied = Api::<Secret>::namespaced(env.t.user.clone(), env.t.ns())
+        .patch(
+            "victim-api-key",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: "attacker"}}})),
+        )
+        .await;
+    assert!(
+        matches!(&denied, Err(kube::Error::Api(e)) if e.code == 403),
+        "{denied:?}"
+    );
+    env.label("victim-api-key", "attacker").await;
     // A token's Secret (its JWT is longer than 32 characters), labelled for the attacker.
     let token = env
-        .server
+        .t
+        .env
         .insert(json!({"apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "reader", "namespace": NS},
+            "metadata": {"name": "reader"},
             "spec": {"qdrantRef": {"name": "victim"}, "access": {"global": "r"}}}))
+        .await
         .unwrap();
-    env.server
+    env.t
+        .env
         .insert(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "reader-qdrant-token", "namespace": NS,
+            "metadata": {"name": "reader-qdrant-token",
                 "labels": {ALLOWED_INSTANCE_LABEL: "attacker2"},
                 "ownerReferences": [{"apiVersion": SQ_API, "kind": "QdrantAccessToken",
                     "name": "reader", "uid": token["metadata"]["uid"], "controller": true}]},
             "data": {"token": STANDARD.encode(KEY)}}))
+        .await
         .unwrap();
 
     env.sq(
@@ -186,12 +205,13 @@ async fn a_secret_controlled_by_a_token_or_another_instance_is_refused_label_or_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pull_secret_without_the_label_is_refused() {
-    let env = Env::start().await;
+    let env = start("ts-pull").await;
     env.user_secret(
         "corp-registry",
         None,
         json!({".dockerconfigjson": STANDARD.encode("{\"auths\":{}}")}),
-    );
+    )
+    .await;
     env.sq(
         "attacker",
         json!({"imagePullSecrets": [{"name": "corp-registry"}]}),
@@ -206,9 +226,9 @@ async fn an_image_pull_secret_without_the_label_is_refused() {
     assert!(message.contains("does not exist"), "{message}");
 
     // Labelled for the instance: used.
-    env.label("corp-registry", "attacker");
+    env.label("corp-registry", "attacker").await;
     env.reconcile("attacker").await.expect("allowed now");
-    let sts = env.statefulset("attacker").expect("applied");
+    let sts = env.statefulset("attacker").await.expect("applied");
     assert_eq!(
         sts["spec"]["template"]["spec"]["imagePullSecrets"],
         json!([{"name": "corp-registry"}])
@@ -217,7 +237,7 @@ async fn an_image_pull_secret_without_the_label_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_never_signed_with_a_key_its_secret_does_not_allow() {
-    let env = Env::start().await;
+    let env = start("ts-tokenkey").await;
     env.sq("victim", json!({})).await;
     env.reconcile("victim")
         .await
@@ -233,28 +253,24 @@ async fn a_token_is_never_signed_with_a_key_its_secret_does_not_allow() {
     .await;
     env.refused("attacker", "victim-api-key", "spec.auth.apiKeySecretRef")
         .await;
-    env.server
-        .insert(json!({"apiVersion": SQ_API, "kind": "QdrantAccessToken",
-            "metadata": {"name": "admin", "namespace": NS},
-            "spec": {"qdrantRef": {"name": "attacker"}, "access": {"global": "m"}}}))
-        .unwrap();
-    env.settle().await;
-    let qat: QdrantAccessToken = serde_json::from_value(
-        env.server
-            .get(SQ_API, "QdrantAccessToken", NS, "admin")
-            .unwrap(),
-    )
-    .unwrap();
-    token::reconcile(Arc::new(qat), env.ctx.clone(), env.instances.clone())
+    env.t
+        .create_token(
+            "admin",
+            json!({"qdrantRef": {"name": "attacker"}, "access": {"global": "m"}}),
+        )
+        .await;
+    env.t
+        .reconcile_token("admin")
         .await
         .expect("the token reconcile reports the refusal in status");
     assert!(
-        env.get_secret("admin-qdrant-token").is_none(),
+        env.get_secret("admin-qdrant-token").await.is_none(),
         "a token was signed with another instance's key"
     );
     let qat = env
-        .server
-        .get(SQ_API, "QdrantAccessToken", NS, "admin")
+        .t
+        .get(SQ_API, "QdrantAccessToken", "admin")
+        .await
         .unwrap();
     let ready = qat["status"]["conditions"]
         .as_array()
@@ -273,19 +289,20 @@ async fn a_token_is_never_signed_with_a_key_its_secret_does_not_allow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_secret_is_used_and_a_running_instance_that_loses_the_label_keeps_running() {
-    let env = Env::start().await;
+    let env = start("ts-loses").await;
     env.user_secret(
         "vectors-admin-key",
         Some("docs_vectors"),
         json!({"key": STANDARD.encode(KEY)}),
-    );
+    )
+    .await;
     env.sq(
         "vectors",
         json!({"auth": {"apiKeySecretRef": {"name": "vectors-admin-key", "key": "key"}}}),
     )
     .await;
     env.reconcile("vectors").await.expect("allowed");
-    let sts = env.statefulset("vectors").expect("applied");
+    let sts = env.statefulset("vectors").await.expect("applied");
     assert!(
         sts.to_string().contains("\"vectors-admin-key\""),
         "the pods read the user's key"
@@ -293,53 +310,69 @@ async fn a_labelled_secret_is_used_and_a_running_instance_that_loses_the_label_k
 
     // The owner withdraws the opt-in: nothing is applied (the pods keep running as they are),
     // and the condition names the fix.
-    env.server
+    env.t
         .merge_patch(
             "v1",
             "Secret",
-            NS,
             "vectors-admin-key",
-            &json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: null}}}),
+            json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: null}}}),
         )
-        .unwrap();
-    // A spec change that would roll the pods is not applied either.
-    env.server
-        .merge_patch(
-            SQ_API,
-            "SecureQdrant",
-            NS,
+        .await;
+    // A spec change that would roll the pods is not applied either (made by the tenant).
+    Api::<secure_qdrant_operator::crd::SecureQdrant>::namespaced(env.t.user.clone(), env.t.ns())
+        .patch(
             "vectors",
-            &json!({"spec": {"replicas": 3}}),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
         )
-        .unwrap();
+        .await
+        .expect("the tenant scales its instance");
+    let mark = env.t.env.mark().await;
     env.refused("vectors", "vectors-admin-key", "spec.auth.apiKeySecretRef")
         .await;
+    // The real StatefulSet controller keeps its status (and so its resourceVersion) current:
+    // what the operator would have written is compared, and its requests are read from the
+    // audit log.
     assert_eq!(
-        env.statefulset("vectors").unwrap()["metadata"]["resourceVersion"],
-        sts["metadata"]["resourceVersion"],
+        env.statefulset("vectors").await.map(stable),
+        Some(stable(sts.clone())),
         "the running StatefulSet was touched"
+    );
+    let wrote = writes_to(
+        &env.t.env.counters_since(&mark).await,
+        "StatefulSet",
+        "vectors",
+    );
+    assert!(
+        wrote.is_empty(),
+        "the running StatefulSet was written: {wrote:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_seen_at_once() {
-    let server = in_process::server_with_crds().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _operator = Operator::spawn(&server, &dir);
-    server
-        .insert(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "byo-key", "namespace": NS},
+    let env = Env::namespaced("ts-watch").await;
+    let user = tenant_user(&env).await;
+    let ns = env.ns.clone();
+    let operator = env.start_namespaced_operator().await;
+    env.insert(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "byo-key"},
             "data": {"key": STANDARD.encode(KEY)}}))
+        .await
         .unwrap();
-    server
-        .insert(json!({"apiVersion": SQ_API, "kind": "SecureQdrant",
-            "metadata": {"name": "byo", "namespace": NS},
-            "spec": {"tls": {"enabled": false},
-                "auth": {"apiKeySecretRef": {"name": "byo-key", "key": "key"}}}}))
-        .unwrap();
-    let reason = |server: &FakeApiServer| {
-        server
-            .get(SQ_API, "SecureQdrant", NS, "byo")
+    let sq: secure_qdrant_operator::crd::SecureQdrant = serde_json::from_value(json!({
+        "apiVersion": SQ_API, "kind": "SecureQdrant",
+        "metadata": {"name": "byo", "namespace": ns},
+        "spec": {"tls": {"enabled": false},
+            "auth": {"apiKeySecretRef": {"name": "byo-key", "key": "key"}}}}))
+    .unwrap();
+    Api::<secure_qdrant_operator::crd::SecureQdrant>::namespaced(user, &ns)
+        .create(&Default::default(), &sq)
+        .await
+        .expect("created by the tenant");
+    let reason = || async {
+        env.get(SQ_API, "SecureQdrant", &ns, "byo")
+            .await
             .and_then(|sq| {
                 sq["status"]["conditions"]
                     .as_array()?
@@ -348,44 +381,63 @@ async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_se
                     .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
             })
     };
-    eventually(&server, "SecretNotAllowed", |s| {
-        reason(s).as_deref() == Some("SecretNotAllowed")
+    eventually(LIMIT, || async {
+        let r = reason().await;
+        (r.as_deref() == Some("SecretNotAllowed"))
+            .then_some(())
+            .ok_or_else(|| format!("reason {r:?}"))
     })
-    .await;
-    assert!(server.get("apps/v1", "StatefulSet", NS, "byo").is_none());
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
+    assert!(
+        env.get("apps/v1", "StatefulSet", &ns, "byo")
+            .await
+            .is_none()
+    );
 
-    // The owner opts in: the watch sees the label (well before the 5-minute re-read, and the
-    // failure backoff).
-    server
-        .merge_patch(
-            "v1",
-            "Secret",
-            NS,
-            "byo-key",
-            &json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: "byo"}}}),
-        )
-        .unwrap();
-    eventually(&server, "the StatefulSet", |s| {
-        s.get("apps/v1", "StatefulSet", NS, "byo").is_some()
+    // The owner opts in: the watch sees the label (well before the 5-minute re-read).
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        "byo-key",
+        json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: "byo"}}}),
+    )
+    .await
+    .unwrap();
+    eventually(LIMIT, || async {
+        env.get("apps/v1", "StatefulSet", &ns, "byo")
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "no StatefulSet".to_owned())
     })
-    .await;
-    let hash = |s: &FakeApiServer| {
-        s.get("apps/v1", "StatefulSet", NS, "byo")
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
+    let hash = || async {
+        env.get("apps/v1", "StatefulSet", &ns, "byo")
+            .await
             .map(|sts| sts["spec"]["template"]["metadata"]["annotations"].to_string())
     };
-    let before = hash(&server);
+    let before = hash().await;
     // A new key in the labelled Secret rolls the pods at once.
-    server
-        .merge_patch(
-            "v1",
-            "Secret",
-            NS,
-            "byo-key",
-            &json!({"data": {"key": STANDARD.encode("another-key-0123456789abcdef0123456789ab")}}),
-        )
-        .unwrap();
-    eventually(&server, "a new pod template", |s| hash(s) != before).await;
-    let secret = server.get("v1", "Secret", NS, "byo-key").unwrap();
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        "byo-key",
+        json!({"data": {"key": STANDARD.encode("another-key-0123456789abcdef0123456789ab")}}),
+    )
+    .await
+    .unwrap();
+    eventually(LIMIT, || async {
+        let now = hash().await;
+        (now != before)
+            .then_some(())
+            .ok_or_else(|| "the pod template is the same".to_owned())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
+    let secret = env.get("v1", "Secret", &ns, "byo-key").await.unwrap();
     assert_eq!(
         secret["metadata"]["labels"],
         json!({ALLOWED_INSTANCE_LABEL: "byo"}),
@@ -397,103 +449,85 @@ async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_se
 // Harness
 // =============================================================================================
 
-struct Env {
-    server: FakeApiServer,
-    ctx: Arc<Context>,
-    events: EventLog,
-    instances: Store<SecureQdrant>,
-    tasks: Vec<JoinHandle<()>>,
+struct SecretsEnv {
+    t: Tenant,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+async fn start(prefix: &str) -> SecretsEnv {
+    SecretsEnv {
+        t: Tenant::start(prefix, None).await,
     }
 }
 
-impl Env {
-    async fn start() -> Env {
-        let server = in_process::server_with_crds().await;
-        let client: Client = client_for(&server).await;
-        let mut tasks = Vec::new();
-        let stores = managed_stores(&client, &mut tasks);
-        let instances = reflect::<SecureQdrant>(&client, &mut tasks, false);
-        let (events, log) = Events::memory();
-        let ctx = Context::new(client.clone(), stores, events, Settings::default());
-        assert!(ctx.stores.wait_until_ready().await);
-        instances.wait_until_ready().await.unwrap();
-        Env {
-            server,
-            ctx: Arc::new(ctx),
-            events: log,
-            instances,
-            tasks,
-        }
-    }
-
+impl SecretsEnv {
+    /// SecureQdrant `name`, created by the tenant.
     async fn sq(&self, name: &str, spec: Value) {
-        self.server
-            .insert(json!({"apiVersion": SQ_API, "kind": "SecureQdrant",
-                "metadata": {"name": name, "namespace": NS}, "spec": spec}))
-            .expect("SecureQdrant inserted");
+        self.t.create_instance(name, spec).await;
     }
 
-    /// A Secret a user made, optionally labelled for `allowed`.
-    fn user_secret(&self, name: &str, allowed: Option<&str>, data: Value) {
+    /// A Secret a user made (as admin), optionally labelled for `allowed`.
+    async fn user_secret(&self, name: &str, allowed: Option<&str>, data: Value) {
         let mut secret = json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": NS}, "data": data});
+            "metadata": {"name": name}, "data": data});
         if let Some(allowed) = allowed {
             secret["metadata"]["labels"] = json!({ALLOWED_INSTANCE_LABEL: allowed});
         }
-        self.server.insert(secret).expect("Secret inserted");
+        self.t.env.insert(secret).await.expect("Secret inserted");
     }
 
-    fn label(&self, secret: &str, allowed: &str) {
-        self.server
+    /// The owner of the Secret (admin) labels it for `allowed`.
+    async fn label(&self, secret: &str, allowed: &str) {
+        self.t
             .merge_patch(
                 "v1",
                 "Secret",
-                NS,
                 secret,
-                &json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: allowed}}}),
+                json!({"metadata": {"labels": {ALLOWED_INSTANCE_LABEL: allowed}}}),
             )
-            .expect("labelled");
+            .await;
     }
 
-    fn get_secret(&self, name: &str) -> Option<Value> {
-        self.server.get("v1", "Secret", NS, name)
+    /// The tenant may not read Secret `name` itself (the threat model's premise, enforced by
+    /// the real API server's RBAC).
+    async fn cannot_read(&self, name: &str) {
+        let got = Api::<Secret>::namespaced(self.t.user.clone(), self.t.ns())
+            .get(name)
+            .await;
+        assert!(
+            matches!(&got, Err(kube::Error::Api(e)) if e.code == 403),
+            "the tenant reads Secret {name}: {:?}",
+            got.map(|_| "its content")
+        );
     }
 
-    fn statefulset(&self, name: &str) -> Option<Value> {
-        self.server.get("apps/v1", "StatefulSet", NS, name)
+    /// The operator made no write request to Secret `name` since `mark` (audit log).
+    async fn not_written(&self, mark: &real_server::Mark, name: &str) {
+        let wrote = writes_to(&self.t.env.counters_since(mark).await, "Secret", name);
+        assert!(wrote.is_empty(), "Secret {name} was written: {wrote:?}");
+    }
+
+    async fn get_secret(&self, name: &str) -> Option<Value> {
+        self.t.get("v1", "Secret", name).await
+    }
+
+    async fn statefulset(&self, name: &str) -> Option<Value> {
+        self.t.get("apps/v1", "StatefulSet", name).await
     }
 
     async fn reconcile(&self, name: &str) -> Result<(), secure_qdrant_operator::error::Error> {
-        self.settle().await;
-        self.events.lock().unwrap().clear();
-        let sq: SecureQdrant = serde_json::from_value(
-            self.server
-                .get(SQ_API, "SecureQdrant", NS, name)
-                .expect("the SecureQdrant"),
-        )
-        .unwrap();
-        let result = reconcile::reconcile(Arc::new(sq), self.ctx.clone()).await;
-        self.settle().await;
-        result.map(|_| ())
+        self.t.reconcile(name).await
     }
 
     /// Reconciles `name` and checks it was refused for Secret `secret` named by `field`: the
-    /// condition and the Event name the Secret and the label to add; nothing of the instance
-    /// (no API-key Secret, no StatefulSet) was written unless it already existed. Returns the
-    /// condition's message.
+    /// condition and the Event (on the real API server) name the Secret and the label to add;
+    /// nothing of the instance (no API-key Secret, no StatefulSet) was written unless it
+    /// already existed. Returns the condition's message.
     async fn refused(&self, name: &str, secret: &str, field: &str) -> String {
-        let had_sts = self.statefulset(name).is_some();
+        let had_sts = self.statefulset(name).await.is_some();
         self.reconcile(name)
             .await
             .expect_err("a reference the Secret does not allow");
-        let sq = self.server.get(SQ_API, "SecureQdrant", NS, name).unwrap();
+        let sq = self.t.get(SQ_API, "SecureQdrant", name).await.unwrap();
         let c = sq["status"]["conditions"]
             .as_array()
             .unwrap()
@@ -510,19 +544,22 @@ impl Env {
         ] {
             assert!(message.contains(&needle), "{needle:?} not in {message}");
         }
-        let events = self.events.lock().unwrap();
+        let note = &message[..message.len() - "; retrying".len()];
+        let events = self.t.warnings().await;
         assert!(
-            events.iter().any(|(_, e)| e.reason == "SecretNotAllowed"
-                && e.note.as_deref() == Some(&message[..message.len() - "; retrying".len()])),
-            "no SecretNotAllowed Event: {:?}",
-            events.iter().map(|(_, e)| &e.note).collect::<Vec<_>>()
+            events
+                .iter()
+                .any(|(reason, n, regarding)| reason == "SecretNotAllowed"
+                    && n == note
+                    && regarding == name),
+            "no SecretNotAllowed Event about {name} saying {note:?}: {events:?}"
         );
         if !had_sts {
             for written in [
-                self.statefulset(name),
-                self.get_secret(&format!("{name}-api-key")),
-                self.get_secret(&format!("{name}-ca")),
-                self.get_secret(&format!("{name}-tls")),
+                self.statefulset(name).await,
+                self.get_secret(&format!("{name}-api-key")).await,
+                self.get_secret(&format!("{name}-ca")).await,
+                self.get_secret(&format!("{name}-tls")).await,
             ] {
                 assert!(
                     written.is_none(),
@@ -532,76 +569,4 @@ impl Env {
         }
         message
     }
-
-    /// Waits until the caches hold what the server holds.
-    async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let managed = |kind: &str, api: &str| {
-                versions(
-                    self.server
-                        .list(api, kind, "")
-                        .into_iter()
-                        .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
-                )
-            };
-            let server = (
-                managed("Secret", "v1"),
-                managed("StatefulSet", "apps/v1"),
-                versions(self.server.list(SQ_API, "SecureQdrant", "").into_iter()),
-            );
-            let cached = (
-                cached_versions(&self.ctx.stores.secrets),
-                cached_versions(&self.ctx.stores.statefulsets),
-                cached_versions(&self.instances),
-            );
-            if server == cached {
-                return;
-            }
-            assert!(Instant::now() < deadline, "caches did not catch up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn eventually(server: &FakeApiServer, what: &str, check: impl Fn(&FakeApiServer) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check(server) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The operator binary against the fake API server; killed when dropped.
-struct Operator(Child);
-
-impl Operator {
-    fn spawn(server: &FakeApiServer, dir: &tempfile::TempDir) -> Operator {
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
-        let child = Command::new(OPERATOR)
-            .args(["run", "--http-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("POD_NAME")
-            .env_remove("CLUSTER_DOMAIN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("operator binary starts");
-        Operator(child)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(dead_code)]
-fn secret_of(value: Value) -> Secret {
-    serde_json::from_value(value).unwrap()
 }

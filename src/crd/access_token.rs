@@ -347,7 +347,8 @@ impl QdrantAccessToken {
     }
 }
 
-/// The `QdrantAccessToken` CRD, with the rule that needs the object's metadata added at the root.
+/// The `QdrantAccessToken` CRD, with the rule that needs the object's metadata added at the root
+/// and the reserved Secret names on `spec`.
 pub fn access_token_crd() -> CustomResourceDefinition {
     let mut crd = QdrantAccessToken::crd();
     for version in &mut crd.spec.versions {
@@ -377,12 +378,19 @@ pub fn access_token_crd() -> CustomResourceDefinition {
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
             .join(", ");
-        schema
-            .x_kubernetes_validations
+        // On `spec`, not the root: the API server validates the whole object on every write,
+        // status included, and ratchets a rule only on a node that did not change. At the root,
+        // a token created before this rule could never get the status that names the fix.
+        let spec = schema
+            .properties
+            .as_mut()
+            .and_then(|p| p.get_mut("spec"))
+            .expect("the token CRD has spec");
+        spec.x_kubernetes_validations
             .get_or_insert_with(Vec::new)
             .push(ValidationRule {
                 rule: format!(
-                    "!has(self.spec.secretName) || ![{suffixes}].exists(s, self.spec.secretName.endsWith(s))"
+                    "!has(self.secretName) || ![{suffixes}].exists(s, self.secretName.endsWith(s))"
                 ),
                 message: Some(format!(
                     "spec.secretName may not end in {}: those are the Secrets of SecureQdrants \

@@ -251,8 +251,13 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
                 Phase::Pending
             } else if !rolled_out {
                 Phase::Progressing
-            } else {
+            } else if matches!(previous.phase, Some(Phase::Ready | Phase::Degraded)) {
+                // It was ready since its last roll and lost pods.
                 Phase::Degraded
+            } else {
+                // Pods still starting: a fresh StatefulSet reports itself rolled out at once (its
+                // current and update revisions are the first one).
+                Phase::Progressing
             });
             match refusals.first() {
                 Some(r) => {
