@@ -458,7 +458,8 @@ fn the_readme_verify_commands_match_the_workflow_and_the_chart() {
             .skip(2)
             .zip(words.iter().skip(1))
             .find(|(w, prev)| {
-                !w.starts_with("--") && !(prev.starts_with("--") && !prev.contains('='))
+                // Not a flag, and not the value of a `--flag value` pair.
+                !w.starts_with("--") && (!prev.starts_with("--") || prev.contains('='))
             })
             .map(|(w, _)| w.as_str())
             .unwrap_or_else(|| panic!("no image in {command}"));
