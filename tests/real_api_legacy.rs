@@ -364,14 +364,17 @@ async fn an_instance_switched_before_the_tls_rule_existed_gets_its_status() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let flip = json!({"spec": {"tls": {"enabled": false}}});
+    // The switch of `name`; a dry run for the probe, which must keep its setting (a probe that
+    // got through before the rule is back would pass every later probe).
     let switch = |name: &'static str| {
         let api = api.clone();
         let flip = flip.clone();
+        let pp = PatchParams {
+            dry_run: name == "probe",
+            ..PatchParams::default()
+        };
         async move {
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&flip))
-                .await
-            {
+            match api.patch(name, &pp, &Patch::Merge(&flip)).await {
                 Ok(_) => None,
                 Err(kube::Error::Api(s)) => Some((s.code, s.message.clone())),
                 Err(e) => panic!("{e}"),
