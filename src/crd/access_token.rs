@@ -362,7 +362,9 @@ pub fn access_token_crd() -> CustomResourceDefinition {
         schema
             .x_kubernetes_validations
             .get_or_insert_with(Vec::new)
-            .push(ValidationRule {
+            // On create only (spec.secretName and the name are immutable): at the root, a rule
+            // an existing token breaks would refuse every status write (see `on_create_only`).
+            .push(super::on_create_only(ValidationRule {
                 rule: format!(
                     "has(self.spec.secretName) || self.metadata.name.size() <= {MAX_TOKEN_NAME_FOR_DEFAULT_SECRET}"
                 ),
@@ -372,7 +374,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                      <metadata.name>{SECRET_NAME_SUFFIX})"
                 )),
                 ..ValidationRule::default()
-            });
+            }));
         let suffixes = crate::children::meta::INSTANCE_SECRET_SUFFIXES
             .iter()
             .map(|s| format!("'{s}'"))

@@ -33,7 +33,7 @@ pub fn secure_qdrant_crd() -> CustomResourceDefinition {
         schema
             .x_kubernetes_validations
             .get_or_insert_with(Vec::new)
-            .push(ValidationRule {
+            .push(on_create_only(ValidationRule {
                 rule: format!(
                     "self.metadata.name.size() <= {MAX_NAME_LEN} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
                 ),
@@ -42,13 +42,30 @@ pub fn secure_qdrant_crd() -> CustomResourceDefinition {
                      (it names the StatefulSet, its pods and the Services)"
                 )),
                 ..ValidationRule::default()
-            });
+            }));
         schema
             .x_kubernetes_validations
             .get_or_insert_with(Vec::new)
             .push(tls_switch_rule());
     }
     crd
+}
+
+/// `rule` (a rule at the root of a schema) checked when the object is created, never on an
+/// update. The API server evaluates a root rule on every write of the object, status writes
+/// included (the status subresource validates the whole object), and forgives a failing rule
+/// ("ratcheting") only on a node that did not change: the root always changes with the status.
+/// An object created before the rule existed (an upgraded cluster) would get a 422 on every
+/// status write, and the condition naming the fix could never be written. For a rule on
+/// `metadata.name` (immutable), create-only loses nothing. `optionalOldSelf` makes the rule run
+/// on create with `oldSelf` unset (GA and always on since Kubernetes 1.33, feature
+/// CRDValidationRatcheting).
+pub(crate) fn on_create_only(rule: ValidationRule) -> ValidationRule {
+    ValidationRule {
+        rule: format!("oldSelf.hasValue() || ({})", rule.rule),
+        optional_old_self: Some(true),
+        ..rule
+    }
 }
 
 /// `spec.tls.enabled` of the object `x`, with its default (true) when unset.
@@ -147,6 +164,53 @@ mod tests {
             "properties without a description:\n{}",
             missing.join("\n")
         );
+    }
+
+    /// A rule at the root of a schema runs on every write of the object, status writes
+    /// included, and is never forgiven there (the root changes with the status): each one must
+    /// be create-only or compare `oldSelf` with `self`, so an object created before the rule
+    /// still gets its status. tests/real_api_legacy.rs shows it on the real API server.
+    #[test]
+    fn every_root_rule_is_create_only_or_a_transition_rule() {
+        let mut seen = 0;
+        for crd in super::all() {
+            for version in &crd.spec.versions {
+                let schema = version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref());
+                for rule in schema
+                    .and_then(|s| s.x_kubernetes_validations.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
+                    seen += 1;
+                    let create_only = rule.optional_old_self == Some(true)
+                        && rule.rule.starts_with("oldSelf.hasValue() || (");
+                    let transition =
+                        rule.optional_old_self.is_none() && rule.rule.contains("oldSelf");
+                    assert!(
+                        create_only || transition,
+                        "{:?}: {}",
+                        crd.metadata.name,
+                        rule.rule
+                    );
+                }
+            }
+        }
+        assert_eq!(seen, 3, "the root rules of both CRDs");
+    }
+
+    #[test]
+    fn on_create_only_keeps_the_message_and_guards_the_rule() {
+        let rule = super::on_create_only(super::ValidationRule {
+            rule: "a || b".to_owned(),
+            message: Some("m".to_owned()),
+            ..Default::default()
+        });
+        assert_eq!(rule.rule, "oldSelf.hasValue() || (a || b)");
+        assert_eq!(rule.optional_old_self, Some(true));
+        assert_eq!(rule.message.as_deref(), Some("m"));
     }
 
     #[test]
