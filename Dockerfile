@@ -2,13 +2,11 @@
 # Build: docker build -t secure-qdrant-operator:dev .   (needs BuildKit, the default since Docker 23)
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Everything cargo reads to build the operator: the manifest names three benches and the
-# workspace member tests/fake-apiserver, so they must be present too (tests/dockerfile.rs
-# rebuilds this context and runs `cargo check` on it).
+# Everything cargo reads to build the operator: the manifest names its benches, so they must be
+# present too (tests/dockerfile.rs rebuilds this context and runs `cargo check` on it).
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
-COPY tests/fake-apiserver tests/fake-apiserver
 # Downloaded crates and compiled dependencies live in BuildKit cache mounts, kept between
 # builds, so a source change does not rebuild them. The cache is not part of the image: the
 # binary is copied out of the cache-mounted target/ in the same step.

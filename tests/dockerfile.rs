@@ -422,7 +422,7 @@ fn hadolint_reports_a_bad_dockerfile() {
 }
 
 /// The context `docker build .` gives the build stage compiles: every file cargo needs (the
-/// manifest's benches, the workspace member tests/fake-apiserver, the sources) is copied and
+/// manifest's benches, the sources) is copied and
 /// not excluded by .dockerignore. Costs a `cargo check` of the operator in its own target
 /// directory (about a minute and 400 MB the first time).
 #[test]
@@ -646,7 +646,7 @@ fn dockerignore_patterns_match_like_docker() {
     }
     // `*.md` is anchored at the context root; `target` only names the top-level directory.
     for kept in [
-        "tests/fake-apiserver/README.md",
+        "tests/control-plane/README.md",
         "src/target.rs",
         "src/target",
         "tests/goldenfile",

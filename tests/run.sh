@@ -14,6 +14,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # kubectl) from the Go module proxy into target/control-plane; a no-op when up to date. Needs
 # Go >= 1.26: without it this fails, the real-API tests are never skipped.
 time ./tests/control-plane/build.sh
+# promtool and promql-names (tests/monitoring.rs: the alert rules and the dashboard's queries),
+# pinned in tests/tools/promtool/go.mod, into target/promtool; a no-op when up to date.
+time ./tests/tools/promtool/build.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
