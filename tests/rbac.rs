@@ -10,11 +10,12 @@
 //! is issued, stale children are pruned, an acknowledged scale-down is applied (the
 //! acknowledgment annotation removed), the API-key Secret is lost (new keys, the token
 //! re-signed, a repeated Event), an API-key rotation and a CA key rotation are asked for and
-//! started, the instance is deleted (the token Secret goes), and the operator is stopped with
+//! run through all their phases to their end, the instance is deleted (the token Secret goes), and the operator is stopped with
 //! SIGTERM (the Lease is released). The real authorizer decides every request, and the chart's
 //! ValidatingAdmissionPolicy for the operator is installed and enforced too: the audit log
-//! must show no 403 for the operator, every request with the operator's User-Agent made as a
-//! chart ServiceAccount (never admin), and the operator's requests by (verb, resource) must equal
+//! must show no 403 for the operator, requests with the operator's User-Agent
+//! (`secure-qdrant-operator/<version>`) made by its ServiceAccount, and every request with that
+//! agent made as a chart ServiceAccount (never admin), and the operator's requests by (verb, resource) must equal
 //! the tables: a call without a rule fails, and so does a rule never used (a permission granted
 //! for nothing).
 //!
@@ -37,7 +38,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::{Api, Client};
@@ -242,6 +243,11 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     let _scope = OPERATOR_SCOPE.write().await;
     let w = World::new("search").await;
     let (cp, env) = (w.cp, &w.env);
+    // This operator is cluster-wide: instances a namespaced test left behind (it failed before
+    // its cleanup) and namespaces still being deleted would get its requests, refused there
+    // (403, "being terminated"). Remove the first, wait out the second.
+    remove_leftover_instances(env).await;
+    no_namespace_terminating(&w.admin).await;
     let ns = env.ns.clone();
     let release = Release::install(cp, &w.admin, &json!({"replicas": 2})).await;
     release.install_admission_policy(cp, &w.admin, &ns).await;
@@ -267,8 +273,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .await
     .expect("broken CA inserted");
 
-    let http_port = free_port();
-    let mut operator = Operator::spawn(cp, &release, http_port);
+    let mut operator = Operator::spawn(cp, &release);
     let lease = eventually("the operator takes the Lease", || async {
         env.get("coordination.k8s.io/v1", "Lease", &release.namespace, LEASE)
             .await
@@ -297,10 +302,12 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
-    // The probes of the chart answer on the port the chart passes.
+    // The probes of the chart answer on the port the operator listens on (the chart's
+    // `--http-addr`, here on a port the kernel picks).
+    let http = operator.listening_addr().await;
     for path in ["/healthz", "/readyz", "/metrics"] {
         eventually(&format!("GET {path} is 200"), || async {
-            http_get(http_port, path)
+            http_get(&http, path)
         })
         .await
         .unwrap_or_else(|e| operator.fail(&e));
@@ -354,7 +361,7 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .unwrap_or_else(|e| operator.fail(&e));
 
     // The user acknowledges a scale-down (3 -> 2) with the annotation: the StatefulSet is
-    // scaled (the real StatefulSet controller stops a pod) and the operator removes the
+    // scaled (the real StatefulSet controller removes a pod: two are left) and the operator removes the
     // annotation (its one write to the resource itself). The user's own write is made as admin,
     // so it is not counted.
     env.merge_patch(
@@ -379,11 +386,12 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
         let acknowledged = sq["metadata"]["annotations"]
             .get("secureqdrant.dev/peers-removed")
             .is_some();
-        (sts["spec"]["replicas"] == 2 && !acknowledged)
+        let pods = instance_pods(env, &ns).await;
+        (sts["spec"]["replicas"] == 2 && !acknowledged && pods.len() == 2)
             .then_some(())
             .ok_or_else(|| {
                 format!(
-                    "replicas {}, acknowledged {acknowledged}",
+                    "replicas {}, acknowledged {acknowledged}, pods {pods:?}",
                     sts["spec"]["replicas"]
                 )
             })
@@ -404,8 +412,20 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     .await
     .unwrap_or_else(|e| operator.fail(&e));
 
-    // Rotations: a new API key (introduced beside the old one, the pods roll until each runs
-    // with both) and a new CA key (trusted beside the old one first).
+    // Rotations, each run to its end on the real StatefulSet controller's rollouts (kwok makes
+    // the rolled pods ready): a new API key (introduced beside the old one, the pods roll until
+    // each runs with both; after the grace period, the shortest the CRD allows, swapped, then
+    // promoted, then the old key removed) and a new CA key (trusted beside the old one, then
+    // signing, then the old one dropped: Stable again).
+    env.merge_patch(
+        SQ_API,
+        "SecureQdrant",
+        &ns,
+        NAME,
+        json!({"spec": {"auth": {"keyRotationGracePeriod": "1m"}}}),
+    )
+    .await
+    .expect("grace period shortened");
     env.merge_patch(
         SQ_API,
         "SecureQdrant",
@@ -431,6 +451,42 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
     )
     .await
     .unwrap_or_else(|e| operator.fail(&e));
+    for (phases, what) in [
+        (
+            &["Swapped", "Promoted"][..],
+            "swapped after the grace period",
+        ),
+        (&["Promoted"][..], "promoted"),
+    ] {
+        eventually(&format!("the API-key rotation is {what}"), || async {
+            let secret = env
+                .get("v1", "Secret", &ns, &format!("{NAME}-api-key"))
+                .await
+                .ok_or("no API-key Secret")?;
+            let a = &secret["metadata"]["annotations"];
+            let phase = a["secureqdrant.dev/api-key-rotation-phase"].as_str();
+            // A later phase (or the end) shows this one is passed: the operator only advances.
+            (phase.is_some_and(|p| phases.contains(&p)) || api_key_rotation_done(&secret))
+                .then_some(())
+                .ok_or_else(|| format!("API-key Secret annotations: {a}"))
+        })
+        .await
+        .unwrap_or_else(|e| operator.fail(&e));
+    }
+    eventually("the API-key rotation ends", || async {
+        let secret = env
+            .get("v1", "Secret", &ns, &format!("{NAME}-api-key"))
+            .await
+            .ok_or("no API-key Secret")?;
+        api_key_rotation_done(&secret).then_some(()).ok_or_else(|| {
+            format!(
+                "API-key Secret annotations: {}",
+                secret["metadata"]["annotations"]
+            )
+        })
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
     env.merge_patch(
         SQ_API,
         "SecureQdrant",
@@ -446,12 +502,32 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
             .await
             .ok_or("no TLS Secret")?;
         let phase = &tls["metadata"]["annotations"]["secureqdrant.dev/ca-rollover-phase"];
-        (phase == "TrustBoth" || phase == "SignWithNew")
+        (phase == "TrustBoth" || phase == "SignWithNew" || phase == "DropOld")
             .then_some(())
             .ok_or_else(|| format!("CA rollover phase {phase}"))
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
+    // SignWithNew waits until the token's client certificate is re-issued from the new CA and
+    // applications had the operator's fixed pickup time (src/reconcile/tls.rs CLIENT_PICKUP, 5
+    // minutes) to load it: this step gets that on top of the usual wait.
+    control_plane::eventually(WAIT + Duration::from_secs(300), || async {
+        let tls = env
+            .get("v1", "Secret", &ns, &format!("{NAME}-tls"))
+            .await
+            .ok_or("no TLS Secret")?;
+        let ca = env
+            .get("v1", "Secret", &ns, &format!("{NAME}-ca"))
+            .await
+            .ok_or("no CA Secret")?;
+        let phase = &tls["metadata"]["annotations"]["secureqdrant.dev/ca-rollover-phase"];
+        let handled = &ca["metadata"]["annotations"]["secureqdrant.dev/ca-rotation-handled"];
+        (phase == "Stable" && handled == "1")
+            .then_some(())
+            .ok_or_else(|| format!("CA rollover phase {phase}, handled {handled}"))
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&format!("the CA rotation ends (Stable): {e}")));
 
     // The leader renews its Lease.
     eventually("the Lease is renewed", || async {
@@ -550,7 +626,7 @@ async fn with_watch_namespaces_every_request_stays_where_the_roles_allow() {
         .await
         .expect("instance inserted");
 
-    let mut operator = Operator::spawn(cp, &release, free_port());
+    let mut operator = Operator::spawn(cp, &release);
     eventually("the instance converges", || converged(env, &ns))
         .await
         .unwrap_or_else(|e| operator.fail(&e));
@@ -654,7 +730,7 @@ async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
     env.insert(example("minimal.yaml", &ns))
         .await
         .expect("instance inserted");
-    let mut operator = Operator::spawn(cp, &release, free_port());
+    let mut operator = Operator::spawn(cp, &release);
     let refused = eventually("the API server refuses the operator", || async {
         let counters = release.requests_since(cp, &w.admin, &start).await;
         let refused: Vec<Request> = counters.forbidden().into_iter().cloned().collect();
@@ -670,8 +746,9 @@ async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
             .all(|r| r.resource == "statefulsets.apps" && r.verb == "patch" && r.namespace == ns),
         "refused: {refused:#?}"
     );
-    // The instance reports the failure and does not converge.
-    let reconciled = eventually("the instance reports the failure", || async {
+    // The instance reports that failure: its StatefulSet could not be applied, refused (not
+    // some other failure on the way).
+    let reconciled = eventually("the instance reports the refused StatefulSet", || async {
         let sq = env
             .get(SQ_API, "SecureQdrant", &ns, NAME)
             .await
@@ -680,15 +757,24 @@ async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|c| c["type"] == "Reconciled" && c["status"] == "False")
+            .find(|c| {
+                let message = c["message"].as_str().unwrap_or_default();
+                c["type"] == "Reconciled"
+                    && c["status"] == "False"
+                    && c["reason"] == "ApplyFailed"
+                    && message.contains(&format!("applying StatefulSet {NAME}"))
+                    && message.contains("forbidden")
+            })
             .cloned()
             .ok_or_else(|| format!("status: {}", sq["status"]))
     })
     .await
     .unwrap_or_else(|e| operator.fail(&e));
+    // It never converges: there is no StatefulSet (its create is refused every time; the
+    // audit log's 403s above are the retries), so no pod runs.
     assert!(
-        converged(env, &ns).await.is_err(),
-        "converged without its StatefulSet rule: {reconciled}"
+        env.get("apps/v1", "StatefulSet", &ns, NAME).await.is_none(),
+        "a StatefulSet exists without the rule to create it: {reconciled}"
     );
     // The check of the scenarios fails on it, naming the refused requests.
     let counters = release.requests_since(cp, &w.admin, &start).await;
@@ -703,6 +789,40 @@ async fn a_rule_taken_out_of_the_chart_makes_the_check_fail() {
     remove_instances(env, &[&ns]).await;
     cp.delete_namespace(&w.admin, &ns).await;
     cp.delete_namespace(&w.admin, &release.namespace).await;
+}
+
+#[test]
+fn the_agent_check_fails_on_an_admin_request_and_when_the_operator_sent_no_agent() {
+    let agent = secure_qdrant_operator::cli::USER_AGENT;
+    let sa = "system:serviceaccount:sqo-3-42:sqo-sqo-3-42-secure-qdrant-operator";
+    let other = "system:serviceaccount:sqo-4-42:sqo-sqo-4-42-secure-qdrant-operator";
+    let event = |user: &str, agent: Option<&str>| {
+        let mut e = json!({"user": {"username": user}, "verb": "list"});
+        if let Some(a) = agent {
+            e["userAgent"] = json!(a);
+        }
+        e
+    };
+    let clean = vec![
+        event(sa, Some(agent)),
+        event(other, Some(agent)),
+        event("system:admin", Some(control_plane::TEST_USER_AGENT)),
+        event(
+            "system:kube-controller-manager",
+            Some("kube-controller-manager/v1.34"),
+        ),
+    ];
+    assert_eq!(agent_check(&clean, sa), Ok(()));
+    // The operator sent no User-Agent (the audit log omits an empty one): nothing to check.
+    let silent = vec![event(sa, None), event("system:admin", None)];
+    assert!(agent_check(&silent, sa).is_err());
+    // A request with the operator's agent made as admin, or as another ServiceAccount.
+    for stranger in ["system:admin", "system:serviceaccount:search-1:default"] {
+        let mut events = clean.clone();
+        events.push(event(stranger, Some(agent)));
+        let err = agent_check(&events, sa).expect_err(stranger);
+        assert!(err.contains(stranger), "{err}");
+    }
 }
 
 #[test]
@@ -893,6 +1013,48 @@ async fn remove_instances(env: &real_server::Env, namespaces: &[&str]) {
     }
 }
 
+/// Deletes every SecureQdrant and QdrantAccessToken of the control plane (other tests' leftovers:
+/// the caller holds [`OPERATOR_SCOPE`] for writing, so no other test of this binary runs) and
+/// waits until they are gone.
+async fn remove_leftover_instances(env: &real_server::Env) {
+    let mut namespaces = BTreeSet::new();
+    for kind in ["SecureQdrant", "QdrantAccessToken"] {
+        let ar =
+            ApiResource::from_gvk(&GroupVersionKind::gvk("secureqdrant.dev", "v1alpha1", kind));
+        let all = Api::<DynamicObject>::all_with(env.admin.clone(), &ar)
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {kind}: {e}"));
+        for o in all.items {
+            namespaces.insert(o.metadata.namespace.unwrap_or_default());
+        }
+    }
+    let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    remove_instances(env, &namespaces).await;
+}
+
+/// Waits until no namespace is terminating (as tests/real_api.rs does).
+async fn no_namespace_terminating(admin: &Client) {
+    let api = Api::<Namespace>::all(admin.clone());
+    eventually("no namespace is terminating", || async {
+        let terminating: Vec<String> = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"))
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        terminating
+            .is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("namespaces still terminating: {terminating:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Sends one request (`method uri`, a `{}` body for writes) as `client`; the answer is not
 /// looked at (the audit log says what the API server made of it).
 async fn send(client: &Client, method: &str, uri: &str) {
@@ -983,32 +1145,42 @@ fn audit_check(cp: &ControlPlane, release: &Release, counters: &Counters) -> Res
             refused.join("\n")
         ));
     }
-    let events = cp.audit_events();
-    let mine: Vec<&Value> = events
+    agent_check(&cp.audit_events(), &release.user)
+}
+
+/// The operator's User-Agent in the audit log: `user` (the release's ServiceAccount, as which
+/// the operator runs) made requests with it, and nobody made a request with it but a chart
+/// ServiceAccount (every release of this binary lives in a namespace `sqo-*`; operators of
+/// other tests run beside this one with the same agent) — never admin.
+fn agent_check(events: &[Value], user: &str) -> Result<(), String> {
+    let agent = secure_qdrant_operator::cli::USER_AGENT;
+    let with_agent: Vec<&Value> = events.iter().filter(|e| e["userAgent"] == agent).collect();
+    if !with_agent.iter().any(|e| e["user"]["username"] == user) {
+        return Err(format!(
+            "no request of {user} with the operator's User-Agent {agent:?} in the audit log \
+             (the check below would be vacuous)"
+        ));
+    }
+    let strangers: BTreeSet<String> = with_agent
         .iter()
-        .filter(|e| e["user"]["username"] == release.user.as_str())
-        .collect();
-    let agents: BTreeSet<&str> = mine
-        .iter()
-        .filter_map(|e| e["userAgent"].as_str())
-        .collect();
-    let strangers: BTreeSet<String> = events
-        .iter()
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|a| agents.contains(a) && a != control_plane::TEST_USER_AGENT)
-        })
         .filter_map(|e| e["user"]["username"].as_str())
-        .filter(|u| !u.starts_with("system:serviceaccount:sqo-"))
+        .filter(|u| !is_chart_service_account(u))
         .map(str::to_owned)
         .collect();
     if !strangers.is_empty() {
         return Err(format!(
-            "requests with the operator's User-Agent ({agents:?}) made as {strangers:?}"
+            "requests with the operator's User-Agent ({agent:?}) made as {strangers:?}"
         ));
     }
     Ok(())
+}
+
+/// `system:serviceaccount:sqo-*:sqo-*`: a chart ServiceAccount of a release of this binary
+/// (namespace `sqo-...`, release `sqo-<namespace>`, so its ServiceAccount `sqo-<namespace>-...`).
+fn is_chart_service_account(user: &str) -> bool {
+    user.strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(ns, sa)| ns.starts_with("sqo-") && sa.starts_with(&format!("sqo-{ns}")))
 }
 
 /// (group, resource, verb) of every request counted, plus `create` for the kinds whose apply
@@ -1070,6 +1242,24 @@ async fn converged(env: &real_server::Env, ns: &str) -> Result<(), String> {
     }
 }
 
+/// The API-key rotation asked for with `1` has ended: handled, no phase, no next key.
+fn api_key_rotation_done(secret: &Value) -> bool {
+    let a = &secret["metadata"]["annotations"];
+    a["secureqdrant.dev/api-key-rotation-handled"] == "1"
+        && a.get("secureqdrant.dev/api-key-rotation-phase").is_none()
+        && secret["data"].get("next-api-key").is_none()
+}
+
+/// The names of the instance's pods (the StatefulSet controller's), terminating ones included.
+async fn instance_pods(env: &real_server::Env, ns: &str) -> Vec<String> {
+    env.list("v1", "Pod", ns)
+        .await
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"][LABEL_INSTANCE] == NAME)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The token in the token Secret, once the QdrantAccessToken is Ready.
 async fn issued_token(env: &real_server::Env, ns: &str) -> Result<String, String> {
     let qat = env
@@ -1094,16 +1284,40 @@ async fn issued_token(env: &real_server::Env, ns: &str) -> Result<String, String
         .ok_or_else(|| "no token in the Secret".to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// The loopback address process `pid` listens on (TCP, IPv4), from /proc: its socket inodes
+/// (`/proc/<pid>/fd`) matched against the listening sockets of `/proc/<pid>/net/tcp` (as
+/// tests/operations.rs reads it).
+fn listening_on_loopback(pid: u32) -> Result<String, String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(l.to_owned())
+        })
+        .collect();
+    let table =
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    let ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]))
+        .filter_map(|f| {
+            let port = f[1].strip_prefix("0100007F:")?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect();
+    match ports[..] {
+        [port] => Ok(format!("127.0.0.1:{port}")),
+        _ => Err(format!("listening on loopback ports {ports:?}")),
+    }
 }
 
-/// GET on the operator's HTTP port: Ok when 200.
-fn http_get(port: u16, path: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+/// GET on the operator's HTTP address: Ok when 200.
+fn http_get(addr: &str, path: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
@@ -1143,15 +1357,17 @@ struct Operator {
 
 impl Operator {
     /// Starts the operator as `release`'s Deployment would, authenticated with its
-    /// ServiceAccount's token, the HTTP server on `http_port` of loopback.
-    fn spawn(cp: &ControlPlane, release: &Release, http_port: u16) -> Operator {
+    /// ServiceAccount's token, the HTTP server on a port of loopback the kernel picks
+    /// ([`Operator::listening_addr`]).
+    fn spawn(cp: &ControlPlane, release: &Release) -> Operator {
         let deployment = release
             .docs
             .iter()
             .find(|d| d["kind"] == "Deployment")
             .expect("the chart renders a Deployment");
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        // The chart's args, but the HTTP server on a free loopback port.
+        // The chart's args, but the HTTP server on loopback, on a port the kernel picks (no
+        // free port taken beforehand that another process could take meanwhile).
         let args: Vec<String> = container["args"]
             .as_array()
             .expect("args")
@@ -1159,7 +1375,7 @@ impl Operator {
             .map(|a| a.as_str().expect("string arg").to_owned())
             .map(|a| {
                 if a.starts_with("--http-addr=") {
-                    format!("--http-addr=127.0.0.1:{http_port}")
+                    "--http-addr=127.0.0.1:0".to_owned()
                 } else {
                     a
                 }
@@ -1208,6 +1424,19 @@ impl Operator {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of the endpoints, from /proc: the process's one listening socket.
+    async fn listening_addr(&mut self) -> String {
+        let pid = self.child.id();
+        match eventually("the endpoints' listening socket", || async {
+            listening_on_loopback(pid)
+        })
+        .await
+        {
+            Ok(addr) => addr,
+            Err(e) => self.fail(&e),
+        }
     }
 
     /// Panics with `error` and the end of the operator's log.
