@@ -521,9 +521,11 @@ async fn deleting_the_resource_collects_children_and_pvcs_follow_retain_on_delet
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    // The operator must not bring anything back for a resource that is gone: give its watches
-    // time to deliver the deletions and whatever reconciles they trigger (a window in which
-    // nothing may happen: there is no event to wait for).
+    // The operator must not bring anything back for a resource that is gone. This sleep is a
+    // NEGATIVE window, not a wait for something: its watches get 3 s to deliver the deletions
+    // and run whatever reconciles they trigger, and nothing may come back in it (there is no
+    // event to wait for). The PVC wait below does not cover it: the dropped instance's claims
+    // may already be gone, so it can return at once.
     let quiet_since = env.mark().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     gone("kept").await.unwrap();
