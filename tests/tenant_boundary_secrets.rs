@@ -524,6 +524,8 @@ impl SecretsEnv {
     /// already existed. Returns the condition's message.
     async fn refused(&self, name: &str, secret: &str, field: &str) -> String {
         let had_sts = self.statefulset(name).await.is_some();
+        // Only an Event of this reconcile counts (not one of an earlier refusal).
+        let started = k8s_openapi::jiff::Timestamp::now();
         self.reconcile(name)
             .await
             .expect_err("a reference the Secret does not allow");
@@ -545,7 +547,7 @@ impl SecretsEnv {
             assert!(message.contains(&needle), "{needle:?} not in {message}");
         }
         let note = &message[..message.len() - "; retrying".len()];
-        let events = self.t.warnings().await;
+        let events = self.t.warnings_since(started).await;
         assert!(
             events
                 .iter()
