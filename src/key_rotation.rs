@@ -134,6 +134,26 @@ pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) 
     has_next && (rolled_out_at || matches!(phase, Some(PHASE_SWAPPED) | Some(PHASE_PROMOTED)))
 }
 
+/// The phase a running rotation is in once `step` is done, for the metric
+/// `secure_qdrant_rotation_phase_since_timestamp_seconds`: `Introduced` (waiting for the pods to
+/// run with both keys), `GracePeriod` (both keys work, consumers pick up the new one),
+/// `Swapped`, `Promoted` (waiting for those rolls); None when no rotation runs. `phase` is the
+/// recorded phase the step was decided from.
+pub fn metric_phase(step: &RotationStep, phase: Option<&str>) -> Option<&'static str> {
+    match step {
+        RotationStep::Idle | RotationStep::Finish => None,
+        RotationStep::Start { .. } => Some(PHASE_INTRODUCED),
+        RotationStep::AwaitRollout => Some(match phase {
+            Some(PHASE_SWAPPED) => PHASE_SWAPPED,
+            Some(PHASE_PROMOTED) => PHASE_PROMOTED,
+            _ => PHASE_INTRODUCED,
+        }),
+        RotationStep::MarkRolledOut | RotationStep::Grace { .. } => Some("GracePeriod"),
+        RotationStep::Swap => Some(PHASE_SWAPPED),
+        RotationStep::Promote => Some(PHASE_PROMOTED),
+    }
+}
+
 /// How long to wait before looking again after `step`.
 pub fn requeue_after(step: &RotationStep, now: Timestamp, grace: Duration) -> Option<Duration> {
     match step {
@@ -167,6 +187,56 @@ mod tests {
             rolled_out: true,
             grace: Duration::from_secs(3600),
             now: "2026-11-22T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_metric_phase_is_the_phase_after_the_step() {
+        let until: Timestamp = "2026-11-22T01:00:00Z".parse().unwrap();
+        for (step, recorded, expected) in [
+            (RotationStep::Idle, None, None),
+            (RotationStep::Finish, Some(PHASE_PROMOTED), None),
+            (
+                RotationStep::Start {
+                    request: "n1".into(),
+                },
+                None,
+                Some("Introduced"),
+            ),
+            (
+                RotationStep::AwaitRollout,
+                Some(PHASE_INTRODUCED),
+                Some("Introduced"),
+            ),
+            (RotationStep::AwaitRollout, None, Some("Introduced")),
+            (
+                RotationStep::AwaitRollout,
+                Some(PHASE_SWAPPED),
+                Some("Swapped"),
+            ),
+            (
+                RotationStep::AwaitRollout,
+                Some(PHASE_PROMOTED),
+                Some("Promoted"),
+            ),
+            (
+                RotationStep::MarkRolledOut,
+                Some(PHASE_INTRODUCED),
+                Some("GracePeriod"),
+            ),
+            (
+                RotationStep::Grace { until },
+                Some(PHASE_INTRODUCED),
+                Some("GracePeriod"),
+            ),
+            (RotationStep::Swap, Some(PHASE_INTRODUCED), Some("Swapped")),
+            (RotationStep::Promote, Some(PHASE_SWAPPED), Some("Promoted")),
+        ] {
+            assert_eq!(
+                metric_phase(&step, recorded),
+                expected,
+                "{step:?} from {recorded:?}"
+            );
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The Helm chart grants exactly these (`charts/secure-qdrant-operator/templates/_helpers.tpl`,
 //! `sqo.rules`). Two tests keep the three in step: `tests/rbac.rs` runs the operator against the
-//! in-memory API server and compares what it called with these tables (a missing or an unused
+//! real control plane (tests/control-plane) and compares what it called, read from the API
+//! server's audit log, with these tables (a missing or an unused
 //! rule fails), and `tests/helm.rs` compares the chart's rendered ClusterRole, Roles and
 //! leader-election Role with them. When a call is added or removed, change this file next to it,
 //! then the chart.

@@ -172,6 +172,19 @@ fn runtime_and_build(stages: &[Stage]) -> (&Stage, &Stage) {
     (runtime, build)
 }
 
+/// The cargo-auditable version tests/tools/build-tools.sh installs (and the Dockerfile must
+/// install too).
+fn cargo_auditable_version() -> String {
+    let script = std::fs::read_to_string(common::root().join("tests/tools/build-tools.sh"))
+        .expect("tests/tools/build-tools.sh");
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix("CARGO_AUDITABLE_VERSION="))
+        .expect("CARGO_AUDITABLE_VERSION= in tests/tools/build-tools.sh")
+        .trim()
+        .to_owned()
+}
+
 fn dockerfile() -> String {
     std::fs::read_to_string(common::root().join("Dockerfile")).expect("Dockerfile")
 }
@@ -422,7 +435,7 @@ fn hadolint_reports_a_bad_dockerfile() {
 }
 
 /// The context `docker build .` gives the build stage compiles: every file cargo needs (the
-/// manifest's benches, the workspace member tests/fake-apiserver, the sources) is copied and
+/// manifest's benches, the sources) is copied and
 /// not excluded by .dockerignore. Costs a `cargo check` of the operator in its own target
 /// directory (about a minute and 400 MB the first time).
 #[test]
@@ -474,12 +487,29 @@ fn the_build_steps_only_build_and_copy_the_binary_out() {
                 for step in command.split("&&").map(str::trim) {
                     let argv: Vec<&str> = step.split_whitespace().collect();
                     match argv.first() {
+                        Some(&"cargo") if argv.get(1) == Some(&"install") => {
+                            // Installs a tool into $CARGO_HOME/bin, outside the sources.
+                            assert_eq!(
+                                argv,
+                                [
+                                    "cargo",
+                                    "install",
+                                    "--locked",
+                                    &format!("cargo-auditable@{}", cargo_auditable_version())
+                                ],
+                                "line {}: the only cargo install modelled is `cargo install \
+                                 --locked cargo-auditable@VERSION`, VERSION as pinned in \
+                                 tests/tools/build-tools.sh: {step}",
+                                ins.line
+                            );
+                        }
                         Some(&"cargo") => {
                             assert!(
-                                step.starts_with("cargo build --locked --release")
+                                step.starts_with("cargo auditable build --locked --release")
                                     && argv.windows(2).any(|w| w == ["--bin", BIN]),
-                                "line {}: the only cargo step modelled is `cargo build --locked \
-                                 --release --bin {BIN}`: {step}",
+                                "line {}: the only cargo build modelled is `cargo auditable \
+                                 build --locked --release --bin {BIN}` (the binary embeds its \
+                                 dependency list): {step}",
                                 ins.line
                             );
                             built = true;
@@ -626,7 +656,7 @@ fn the_runtime_image_is_non_root_and_has_no_shell() {
             );
         }
     }
-    assert!(text.contains("cargo build --locked --release"));
+    assert!(text.contains("cargo auditable build --locked --release"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +676,7 @@ fn dockerignore_patterns_match_like_docker() {
     }
     // `*.md` is anchored at the context root; `target` only names the top-level directory.
     for kept in [
-        "tests/fake-apiserver/README.md",
+        "tests/control-plane/README.md",
         "src/target.rs",
         "src/target",
         "tests/goldenfile",
@@ -724,4 +754,95 @@ fn copies_are_replayed_with_dockerignore() {
     let result =
         std::panic::catch_unwind(|| replay_copies(&stages[0], root.path(), &ignore, image.path()));
     assert!(result.is_err(), "COPY of an ignored file was replayed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OCI labels
+// ---------------------------------------------------------------------------------------------
+
+/// The `key="value"` pairs of a LABEL instruction's arguments (double-quoted values only, the
+/// form the Dockerfile uses; anything else fails loudly).
+fn label_pairs(args: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = args.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("LABEL {args}: only key=\"value\" is modelled"));
+        let (value, after) = after
+            .split_once('"')
+            .unwrap_or_else(|| panic!("LABEL {args}: unterminated value"));
+        out.push((key.trim().to_owned(), value.to_owned()));
+        rest = after.trim_start();
+    }
+    out
+}
+
+/// `[package] license` of Cargo.toml.
+fn cargo_license() -> String {
+    let text = std::fs::read_to_string(common::root().join("Cargo.toml")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("license = "))
+        .expect("license in Cargo.toml")
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The runtime image carries the OCI labels: where the source is, which commit and version it
+/// was built from (build arguments the release workflow passes), and its licence (Cargo.toml's).
+#[test]
+fn the_runtime_image_carries_the_oci_labels() {
+    let text = dockerfile();
+    let stages = stages(&text);
+    let runtime = stages.last().unwrap();
+    let labels: std::collections::BTreeMap<String, String> = runtime
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "LABEL")
+        .flat_map(|i| label_pairs(&i.args))
+        .collect();
+    let args: Vec<&str> = runtime
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "ARG")
+        .map(|i| i.args.split('=').next().unwrap())
+        .collect();
+    let label = |k: &str| {
+        labels
+            .get(&format!("org.opencontainers.image.{k}"))
+            .unwrap_or_else(|| panic!("no org.opencontainers.image.{k} label: {labels:?}"))
+            .as_str()
+    };
+    assert_eq!(label("licenses"), cargo_license());
+    assert_eq!(
+        label("source"),
+        format!("https://github.com/{}", common_release::signer_repository()),
+        "the source label names the repository whose release workflow signs the image"
+    );
+    for (key, arg) in [("version", "VERSION"), ("revision", "REVISION")] {
+        assert_eq!(
+            label(key),
+            format!("${{{arg}}}"),
+            "{key} comes from a build argument"
+        );
+        assert!(
+            args.contains(&arg),
+            "ARG {arg} is declared in the runtime stage (an ARG of the build stage is not \
+             visible there): {args:?}"
+        );
+    }
+}
+
+#[test]
+fn label_pairs_parse() {
+    assert_eq!(
+        label_pairs(r#"a.b="x y" c="${V}""#),
+        [("a.b".into(), "x y".into()), ("c".into(), "${V}".into())]
+    );
+    assert!(std::panic::catch_unwind(|| label_pairs("a=b")).is_err());
+}
+
+mod common_release {
+    include!("support/release.rs");
 }

@@ -6,7 +6,8 @@
 //!
 //! Three renderings are checked by helm lint (strict), `kubernetes-validate --strict` (Kubernetes
 //! 1.33) and checkov (0 failed checks): the defaults, `watchNamespaces` set, and ServiceMonitor +
-//! NetworkPolicy with metrics peers + 2 replicas (leader election).
+//! PrometheusRule + Grafana dashboard ConfigMap + NetworkPolicy with metrics peers + 2 replicas
+//! (leader election).
 //!
 //! checkov checks skipped, and why (also in README.md, "Security model"):
 //! - CKV_K8S_43 (image by digest): the chart cannot know the digest of the image a user's
@@ -92,6 +93,8 @@ fn scenarios() -> Vec<(&'static str, Value)> {
             json!({
                 "replicas": 2,
                 "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+                "prometheusRule": {"enabled": true, "labels": {"release": "prometheus"}},
+                "grafanaDashboard": {"enabled": true, "namespace": "monitoring"},
                 "networkPolicy": {
                     "enabled": true,
                     "apiServer": {"cidrs": ["172.18.0.0/24"], "ports": [6443]},
@@ -159,10 +162,16 @@ fn every_rendering_passes_kubernetes_validate_strict() {
             );
         }
         if name == "monitored-ha" {
-            // A custom resource: kubernetes-validate has no schema for it and only warns.
+            // Custom resources: kubernetes-validate has no schema for them and only warns.
+            for kind in ["ServiceMonitor", "PrometheusRule"] {
+                assert!(
+                    text.contains("WARN") && text.contains(kind),
+                    "{name}: {kind}: {text}"
+                );
+            }
             assert!(
-                text.contains("WARN") && text.contains("ServiceMonitor"),
-                "{name}: {text}"
+                text.contains("passed for resource configmap/"),
+                "{name}: the dashboard ConfigMap was not validated:\n{text}"
             );
         }
     }
@@ -278,6 +287,14 @@ fn the_schema_rejects_bad_values_naming_them() {
         (
             json!({"serviceMonitor": {"interval": "soon"}}),
             "at '/serviceMonitor/interval'",
+        ),
+        (
+            json!({"prometheusRule": {"enable": true}}),
+            "'enable' not allowed",
+        ),
+        (
+            json!({"grafanaDashboard": {"namespace": "Not A Namespace"}}),
+            "at '/grafanaDashboard/namespace'",
         ),
     ];
     for (values, needle) in cases {
@@ -1023,6 +1040,9 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     assert_eq!(endpoint["port"], svc["spec"]["ports"][0]["name"]);
     assert_eq!(endpoint["path"], "/metrics");
     assert_eq!(endpoint["interval"], "15s");
+    // The per-object series keep their own `namespace` label (the alerts and the dashboard
+    // select and name instances by it), instead of Prometheus's `exported_namespace`.
+    assert_eq!(endpoint["honorLabels"], true);
 }
 
 fn notes(values: &Value) -> String {

@@ -1,41 +1,56 @@
 //! API-key rotation (`secureqdrant.dev/rotate-api-key`) driven through the real SecureQdrant
-//! reconcile, in-process, against the in-memory API server of `tests/fake-apiserver`, with a
-//! Context whose clock the test moves (the harness of `tests/tokens_reconcile.rs`, trimmed).
+//! reconcile, in-process, against the REAL control plane (tests/support/control_plane.rs):
+//! the reconcile runs as the operator's identity (the chart's RBAC for the test's namespace)
+//! through the fault proxy, with caches fed by real watches, and a Context whose clock the test
+//! moves.
 //!
-//! The rollout of the StatefulSet is simulated with the server's `set_status`. Every phase is
-//! also checked after an operator restart (a fresh Context and fresh caches).
+//! The StatefulSet is rolled out by the real StatefulSet controller (kwok makes the pods Ready);
+//! a rollout is held by cordoning a kwok Node of the test's own that the instance is pinned to
+//! (tests/support/held_node.rs), and released by `Env::roll_out`. Every phase is also checked
+//! after an operator restart (a fresh Context and fresh caches).
+//!
+//! Needs Go >= 1.26 (the first test builds the control plane): never skipped, never faked.
 
-#[path = "support/in_process.rs"]
-mod in_process;
+#[path = "support/control_plane.rs"]
+mod control_plane;
+#[path = "support/held_node.rs"]
+mod held_node;
+#[path = "support/real_server.rs"]
+mod real_server;
 
-use in_process::{cached_versions, client_for, managed_stores, reflect, until, versions};
+use held_node::HeldNode;
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_apiserver::FakeApiServer;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::key_rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
+use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
-const NS: &str = "search";
 const SQ: &str = "vectors";
 const SQ_API: &str = "secureqdrant.dev/v1alpha1";
 const KEY_SECRET: &str = "vectors-api-key";
@@ -50,18 +65,18 @@ const ALT_API_KEY_ENV: &str = "QDRANT__SERVICE__ALT_API_KEY";
 async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
     let mut env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}})).await;
-    let old = env.api_key();
+    let old = env.api_key().await;
     let t0 = env.now();
 
     // Idle: no next key, no ALT env.
     assert_eq!(env.reconcile().await, Action::requeue(reconcile::RESYNC));
-    env.assert_idle(&old);
+    env.assert_idle(&old).await;
 
     // Asked for: the new key is introduced, the old one kept, both in the pods' env.
     env.request("n1").await;
     let action = env.reconcile().await;
     assert_eq!(action, Action::requeue(Duration::from_secs(30)));
-    let new = env.assert_introduced(&old, None);
+    let new = env.assert_introduced(&old, None).await;
     assert_ne!(new, old, "a new key");
     assert!(
         env.event_reasons()
@@ -74,31 +89,45 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
     for minutes in [0, 5, 120] {
         env.set_now(t0 + SignedDuration::from_mins(minutes));
         env.reconcile().await;
-        assert_eq!(env.assert_introduced(&old, None), new);
+        assert_eq!(env.assert_introduced(&old, None).await, new);
         env.restart().await;
         env.reconcile().await;
         assert_eq!(
-            env.assert_introduced(&old, None),
+            env.assert_introduced(&old, None).await,
             new,
             "a restart generated a second new key or advanced"
         );
     }
-    // The status of the rollout of the previous template (old key only) stays as it was: that
-    // is not the rollout waited for.
-    let sts = env.statefulset();
-    assert!(
-        sts.status.and_then(|s| s.observed_generation) < sts.metadata.generation,
+    // The real StatefulSet controller has seen the new template (both keys) and reports its
+    // rollout as not done: the rollout of the previous template (old key only) is not the one
+    // waited for. (The in-memory server had no controller: there, observedGeneration stayed
+    // behind instead.)
+    let sts = control_plane::eventually(Duration::from_secs(120), || async {
+        let sts = env.statefulset().await;
+        let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
+        if observed >= sts.metadata.generation {
+            Ok(sts)
+        } else {
+            Err(format!("observed {observed:?}"))
+        }
+    })
+    .await
+    .expect("the StatefulSet controller observes the new template");
+    assert!(!held_node::rolled_out(&sts), "{:?}", sts.status);
+    let status = sts.status.expect("a status");
+    assert_ne!(
+        status.update_revision, status.current_revision,
         "the template changed with the new key"
     );
 
     // Rolled out with both keys: the time is recorded.
     let t1 = t0 + SignedDuration::from_hours(3);
     env.set_now(t1);
-    env.roll_out();
+    env.roll_out().await;
     let action = env.reconcile().await;
     // The grace period (1h), capped by the resync period.
     assert_eq!(action, Action::requeue(reconcile::RESYNC));
-    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    assert_eq!(env.assert_introduced(&old, Some(t1)).await, new);
     assert!(
         env.event_reasons()
             .contains(&"ApiKeyRotationBothKeysActive".to_owned()),
@@ -118,10 +147,10 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
             action,
             Action::requeue(until(now, t1 + SignedDuration::from_hours(1)).min(reconcile::RESYNC))
         );
-        assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+        assert_eq!(env.assert_introduced(&old, Some(t1)).await, new);
         env.restart().await;
         env.reconcile().await;
-        assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+        assert_eq!(env.assert_introduced(&old, Some(t1)).await, new);
     }
 
     // After the grace period: swapped. The new key becomes Qdrant's api_key (what peers send),
@@ -129,13 +158,13 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
     // pods have rolled, also after a restart.
     let t2 = t1 + SignedDuration::from_hours(1);
     env.set_now(t2);
-    let before = env.template_fingerprint();
+    let before = env.template_fingerprint().await;
     assert_eq!(
         env.reconcile().await,
         Action::requeue(Duration::from_secs(30))
     );
-    env.assert_swapped(&old, &new);
-    assert_ne!(env.template_fingerprint(), before, "the pods roll");
+    env.assert_swapped(&old, &new).await;
+    assert_ne!(env.template_fingerprint().await, before, "the pods roll");
     assert!(
         env.event_reasons()
             .contains(&"ApiKeyRotationSwapped".to_owned()),
@@ -145,17 +174,17 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
     for hours in [1, 30] {
         env.set_now(t2 + SignedDuration::from_hours(hours));
         env.reconcile().await;
-        env.assert_swapped(&old, &new);
+        env.assert_swapped(&old, &new).await;
         env.restart().await;
         env.reconcile().await;
-        env.assert_swapped(&old, &new);
+        env.assert_swapped(&old, &new).await;
     }
 
     // Rolled out: promoted. api-key holds the new key, the only one Qdrant gets; next-api-key
     // stays until no pod of the swapped template can restart (their env refers to it).
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_promoted(&new);
+    env.assert_promoted(&new).await;
     assert!(
         env.event_reasons().contains(&"ApiKeyRotated".to_owned()),
         "{:?}",
@@ -163,16 +192,17 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
     );
     env.restart().await;
     env.reconcile().await;
-    env.assert_promoted(&new);
+    env.assert_promoted(&new).await;
 
     // Rolled out: finished, without another roll.
-    let promoted = env.template_fingerprint();
-    env.roll_out();
+    let promoted = env.template_fingerprint().await;
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_idle(&new);
-    assert_eq!(env.template_fingerprint(), promoted, "no fourth roll");
+    env.assert_idle(&new).await;
+    assert_eq!(env.template_fingerprint().await, promoted, "no fourth roll");
     assert_eq!(
         env.secret_annotations()
+            .await
             .get(HANDLED_ANNOTATION)
             .map(String::as_str),
         Some("n1")
@@ -186,20 +216,20 @@ async fn a_rotation_introduces_rolls_out_waits_the_grace_period_and_promotes() {
 
     // The same request value is handled once: no second rotation, also after a restart and a
     // rollout.
-    env.roll_out();
+    env.roll_out().await;
     for hours in [2, 30] {
         env.set_now(t1 + SignedDuration::from_hours(hours));
         env.reconcile().await;
-        env.assert_idle(&new);
+        env.assert_idle(&new).await;
         env.restart().await;
         env.reconcile().await;
-        env.assert_idle(&new);
+        env.assert_idle(&new).await;
     }
 
     // A new value starts a new rotation from the promoted key.
     env.request("n2").await;
     env.reconcile().await;
-    let newer = env.assert_introduced(&new, None);
+    let newer = env.assert_introduced(&new, None).await;
     assert_ne!(newer, new);
     assert_ne!(newer, old);
 }
@@ -209,45 +239,45 @@ async fn a_restart_right_after_the_start_and_after_the_rollout_resumes_from_the_
     let mut env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "10m"}}))
         .await;
-    let old = env.api_key();
+    let old = env.api_key().await;
     let t0 = env.now();
 
     env.request("r1").await;
     env.restart().await;
     env.reconcile().await;
-    let new = env.assert_introduced(&old, None);
+    let new = env.assert_introduced(&old, None).await;
 
     // Restart, then the rollout completes: recorded once, with the time of the restarted
     // operator's reconcile.
     env.restart().await;
-    env.roll_out();
+    env.roll_out().await;
     let t1 = t0 + SignedDuration::from_mins(3);
     env.set_now(t1);
     let action = env.reconcile().await;
     assert_eq!(action, Action::requeue(Duration::from_secs(600)));
-    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    assert_eq!(env.assert_introduced(&old, Some(t1)).await, new);
 
     // Another restart later: the recorded time stands (not re-recorded), the grace period is
     // the spec's 10 minutes.
     env.restart().await;
     env.set_now(t1 + SignedDuration::from_mins(9));
     env.reconcile().await;
-    assert_eq!(env.assert_introduced(&old, Some(t1)), new);
+    assert_eq!(env.assert_introduced(&old, Some(t1)).await, new);
     env.restart().await;
     env.set_now(t1 + SignedDuration::from_mins(10));
     env.reconcile().await;
-    env.assert_swapped(&old, &new);
+    env.assert_swapped(&old, &new).await;
     env.restart().await;
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_promoted(&new);
+    env.assert_promoted(&new).await;
     env.restart().await;
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_idle(&new);
+    env.assert_idle(&new).await;
     env.restart().await;
     env.reconcile().await;
-    env.assert_idle(&new);
+    env.assert_idle(&new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,21 +286,21 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
     let env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
         .await;
-    let old = env.api_key();
+    let old = env.api_key().await;
     env.request("r").await;
     env.reconcile().await;
-    let new = env.assert_introduced(&old, None);
-    env.roll_out();
+    let new = env.assert_introduced(&old, None).await;
+    env.roll_out().await;
     env.reconcile().await;
     env.set_now(env.now() + SignedDuration::from_mins(1));
     env.reconcile().await;
-    env.assert_swapped(&old, &new);
-    env.roll_out();
+    env.assert_swapped(&old, &new).await;
+    env.roll_out().await;
 
     // An operator whose Secret cache stops at phase Swapped (its watch lags behind).
     let (secrets, mut writer) = kube::runtime::reflector::store::<Secret>();
     writer.apply_watcher_event(&Event::Init);
-    for s in env.server.list("v1", "Secret", NS) {
+    for s in env.real.list("v1", "Secret", &env.ns).await {
         writer.apply_watcher_event(&Event::InitApply(serde_json::from_value(s).unwrap()));
     }
     writer.apply_watcher_event(&Event::InitDone);
@@ -284,10 +314,8 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
     );
     let run = |ctx: Arc<Context>| async {
         env.settle().await;
-        let sq: SecureQdrant =
-            serde_json::from_value(env.server.get(SQ_API, "SecureQdrant", NS, SQ).unwrap())
-                .unwrap();
-        reconcile::reconcile(Arc::new(sq), ctx)
+        let sq = env.sq().await;
+        Box::pin(reconcile::reconcile(Arc::new(sq), ctx))
             .await
             .expect("reconciled");
         env.settle().await;
@@ -295,25 +323,25 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
 
     // It promotes (its cache shows Swapped, rolled out), the pods roll to the new key alone.
     run(lagging.clone()).await;
-    env.assert_promoted(&new);
-    let promoted = env.template_fingerprint();
+    env.assert_promoted(&new).await;
+    let promoted = env.template_fingerprint().await;
     // Its next reconcile, on the same stale cache, must not take the Secret for Swapped again
     // (that would give the pods the Swapped template back: two needless rolls).
     run(lagging.clone()).await;
-    env.assert_promoted(&new);
+    env.assert_promoted(&new).await;
     assert_eq!(
-        env.template_fingerprint(),
+        env.template_fingerprint().await,
         promoted,
         "rolled back to Swapped"
     );
-    env.roll_out();
+    env.roll_out().await;
     run(lagging.clone()).await;
-    env.assert_idle(&new);
+    env.assert_idle(&new).await;
     // And still none later, on that cache (older than every write since).
-    let finished = env.template_fingerprint();
+    let finished = env.template_fingerprint().await;
     run(lagging).await;
-    env.assert_idle(&new);
-    assert_eq!(env.template_fingerprint(), finished);
+    env.assert_idle(&new).await;
+    assert_eq!(env.template_fingerprint().await, finished);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,8 +349,8 @@ async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_
     let mut env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
         .await;
-    let old = env.api_key();
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let old = env.api_key().await;
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
     let drop_next = || async {
         secrets
             .patch(
@@ -338,72 +366,78 @@ async fn a_next_key_removed_by_hand_abandons_the_rotation_or_stops_it_when_pods_
     // needs it (they run with api-key as api_key), so the rotation is abandoned cleanly...
     env.request("a").await;
     env.reconcile().await;
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
     assert!(
         env.secret_annotations()
+            .await
             .contains_key(ROLLED_OUT_AT_ANNOTATION)
     );
     drop_next().await;
     env.reconcile().await;
-    env.assert_idle(&old);
+    env.assert_idle(&old).await;
     // Again, rolled out, and next-api-key is removed together with a new request: the new
     // rotation starts without the old rolled-out-at (it would skip the rollout, and tokens
     // would be signed with a key no pod has).
-    env.roll_out();
+    env.roll_out().await;
     env.request("b").await;
     env.reconcile().await;
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
     assert!(
         env.secret_annotations()
+            .await
             .contains_key(ROLLED_OUT_AT_ANNOTATION)
     );
     drop_next().await;
     env.request("c").await;
     env.reconcile().await;
-    let new = env.assert_introduced(&old, None);
+    let new = env.assert_introduced(&old, None).await;
     env.restart().await;
     env.reconcile().await;
-    env.assert_introduced(&old, None);
+    env.assert_introduced(&old, None).await;
 
     // Swapped: the pods send next-api-key to their peers. Removing it stops the instance with
     // a condition, and the pod template stays as it is.
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
     env.set_now(env.now() + SignedDuration::from_mins(1));
     env.reconcile().await;
-    env.assert_swapped(&old, &new);
-    let template = env.template_fingerprint();
+    env.assert_swapped(&old, &new).await;
+    let template = env.template_fingerprint().await;
     drop_next().await;
     let error = env.try_reconcile().await.expect_err("refused");
     assert!(error.to_string().contains("lost next-api-key"), "{error}");
-    let (status, reason, _) = env.reconciled();
+    let (status, reason, _) = env.reconciled().await;
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "KeyRotationFailed")
     );
-    assert_eq!(env.template_fingerprint(), template, "the pods were rolled");
+    assert_eq!(
+        env.template_fingerprint().await,
+        template,
+        "the pods were rolled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes() {
     const USER_SECRET: &str = "my-qdrant-key";
     let env = Env::start().await;
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
-    let api: Api<SecureQdrant> = Api::namespaced(env.client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
+    let api: Api<SecureQdrant> = Api::namespaced(env.admin.clone(), &env.ns);
     let sq: SecureQdrant = serde_json::from_value(json!({
         "apiVersion": SQ_API, "kind": "SecureQdrant",
-        "metadata": {"name": SQ, "namespace": NS},
-        "spec": {"tls": {"enabled": false},
-                 "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}
+        "metadata": {"name": SQ},
+        "spec": env.pinned(json!({"tls": {"enabled": false},
+                 "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}))
     }))
     .unwrap();
     api.create(&PostParams::default(), &sq).await.unwrap();
     let user_secret = |data: Value| -> Secret {
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": USER_SECRET, "namespace": NS,
+            "metadata": {"name": USER_SECRET,
                 "labels": {"secureqdrant.dev/allowed-instance": SQ}},
             "data": data
         }))
@@ -413,20 +447,24 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
         use base64::Engine;
         json!(base64::engine::general_purpose::STANDARD.encode(v))
     };
-    let refused = |expected: &str| {
-        let (status, reason, message) = env.reconciled();
-        assert_eq!(
-            (status.as_str(), reason.as_str()),
-            ("False", "ApiKeySecretFailed")
-        );
-        assert!(message.contains(expected), "{message}");
+    let refused = |expected: &'static str| {
+        let env = &env;
+        async move {
+            let (status, reason, message) = env.reconciled().await;
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "ApiKeySecretFailed")
+            );
+            assert!(message.contains(expected), "{message}");
+        }
     };
 
     // No Secret, no key in it, an empty key: refused, named, and nothing is applied.
     env.try_reconcile().await.expect_err("no Secret");
     refused(
         "Secret my-qdrant-key (spec.auth.apiKeySecretRef) is unusable: the Secret does not exist",
-    );
+    )
+    .await;
     secrets
         .create(
             &PostParams::default(),
@@ -435,7 +473,7 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
         .await
         .unwrap();
     env.try_reconcile().await.expect_err("no key");
-    refused("key \"key\" is missing");
+    refused("key \"key\" is missing").await;
     let set = |value: &str| {
         let secrets = secrets.clone();
         let data = json!({"data": {"key": b64(value)}});
@@ -448,12 +486,12 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
     };
     set("  ").await;
     env.try_reconcile().await.expect_err("an empty key");
-    refused("key \"key\" is empty");
+    refused("key \"key\" is empty").await;
     set("password123").await;
     env.try_reconcile().await.expect_err("a short key");
-    refused("key \"key\" is shorter than 32 characters");
+    refused("key \"key\" is shorter than 32 characters").await;
     assert!(
-        env.server.get("apps/v1", "StatefulSet", NS, SQ).is_none(),
+        env.statefulset_opt().await.is_none(),
         "applied with an unusable key"
     );
 
@@ -461,7 +499,7 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
     // even a label).
     set("user-key-1-0123456789abcdef0123456789").await;
     env.reconcile().await;
-    assert_eq!(env.reconciled().0, "True");
+    assert_eq!(env.reconciled().await.0, "True");
     let env_ref = |sts: &StatefulSet| -> Option<(String, String)> {
         let spec = sts.spec.as_ref()?.template.spec.as_ref()?;
         spec.containers
@@ -472,7 +510,7 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
                 (e.name == API_KEY_ENV).then(|| (r.name.clone(), r.key.clone()))
             })
     };
-    let first = env.statefulset();
+    let first = env.statefulset().await;
     assert_eq!(
         env_ref(&first),
         Some((USER_SECRET.to_owned(), "key".to_owned()))
@@ -492,7 +530,7 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
     );
     assert_eq!(
         text(
-            &env.secret().expect("the read-only key's Secret"),
+            &env.secret().await.expect("the read-only key's Secret"),
             "api-key"
         ),
         None,
@@ -513,13 +551,13 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
     };
     env.reconcile().await;
     assert_eq!(
-        fingerprint(&env.statefulset()),
+        fingerprint(&env.statefulset().await),
         fingerprint(&first),
         "rolled for nothing"
     );
     set("user-key-2-0123456789abcdef0123456789").await;
     env.reconcile().await;
-    let second = env.statefulset();
+    let second = env.statefulset().await;
     assert_ne!(
         fingerprint(&second),
         fingerprint(&first),
@@ -529,8 +567,8 @@ async fn a_users_key_is_checked_never_written_and_rolls_the_pods_when_it_changes
     // Blanked again: refused, and the pod template stays as it was.
     set("").await;
     env.try_reconcile().await.expect_err("an empty key");
-    refused("is empty");
-    assert_eq!(fingerprint(&env.statefulset()), fingerprint(&second));
+    refused("is empty").await;
+    assert_eq!(fingerprint(&env.statefulset().await), fingerprint(&second));
 }
 
 fn names(names: &[&str]) -> std::collections::BTreeSet<String> {
@@ -538,7 +576,7 @@ fn names(names: &[&str]) -> std::collections::BTreeSet<String> {
 }
 
 /// Sets entries of a Secret's data (`None` removes one), as a user would by hand.
-async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>)]) {
+async fn edit_secret(env: &Env, name: &str, entries: &[(&str, Option<&str>)]) {
     use base64::Engine;
     let data: serde_json::Map<String, Value> = entries
         .iter()
@@ -547,7 +585,7 @@ async fn edit_secret(client: &Client, name: &str, entries: &[(&str, Option<&str>
             ((*k).to_owned(), v.unwrap_or(Value::Null))
         })
         .collect();
-    Api::<Secret>::namespaced(client.clone(), NS)
+    Api::<Secret>::namespaced(env.admin.clone(), &env.ns)
         .patch(
             name,
             &PatchParams::default(),
@@ -567,22 +605,22 @@ async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instan
     let env = Env::start().await;
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": USER_SECRET, "namespace": NS,
+        "metadata": {"name": USER_SECRET,
                      "labels": {"secureqdrant.dev/allowed-instance": SQ}},
         "data": {}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(env.client.clone(), NS)
+    Api::<Secret>::namespaced(env.admin.clone(), &env.ns)
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    edit_secret(&env, USER_SECRET, &[("key", Some(GOOD))]).await;
     env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
                         "auth": {"apiKeySecretRef": {"name": USER_SECRET, "key": "key"}}}))
         .await;
-    assert_eq!(env.reconciled().0, "True");
-    let running = env.children();
-    let template = env.statefulset().spec.unwrap().template;
+    assert_eq!(env.reconciled().await.0, "True");
+    let running = env.children().await;
+    let template = env.statefulset().await.spec.unwrap().template;
 
     for (value, expected) in [
         (
@@ -607,9 +645,9 @@ async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instan
             "key \"key\" contains a non-ASCII character at position 38",
         ),
     ] {
-        edit_secret(&env.client, USER_SECRET, &[("key", Some(&value))]).await;
+        edit_secret(&env, USER_SECRET, &[("key", Some(&value))]).await;
         let error = env.try_reconcile().await.expect_err("refused");
-        let (status, reason, message) = env.reconciled();
+        let (status, reason, message) = env.reconciled().await;
         assert_eq!(
             (status.as_str(), reason.as_str()),
             ("False", "ApiKeySecretFailed"),
@@ -623,14 +661,18 @@ async fn a_users_key_that_is_not_visible_ascii_is_refused_and_the_running_instan
         {
             assert!(!text.contains("0123456789"), "the key is shown: {text}");
         }
-        assert_eq!(env.children(), running, "{value:?}: something was applied");
+        assert_eq!(
+            env.children().await,
+            running,
+            "{value:?}: something was applied"
+        );
     }
 
     // Fixed: the same key runs on, no roll.
-    edit_secret(&env.client, USER_SECRET, &[("key", Some(GOOD))]).await;
+    edit_secret(&env, USER_SECRET, &[("key", Some(GOOD))]).await;
     env.reconcile().await;
-    assert_eq!(env.reconciled().0, "True");
-    assert_eq!(env.statefulset().spec.unwrap().template, template);
+    assert_eq!(env.reconciled().await.0, "True");
+    assert_eq!(env.statefulset().await.spec.unwrap().template, template);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,18 +681,18 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
     let env = Env::start().await;
     env.instance(json!({"tls": {"enabled": false}, "auth": {"keyRotationGracePeriod": "1m"}}))
         .await;
-    let old = env.api_key();
+    let old = env.api_key().await;
     let check = |entry: &str, value: &str, expected: &str| {
         let entry = entry.to_owned();
         let value = value.to_owned();
         let expected = expected.to_owned();
         let env = &env;
         async move {
-            let before = env.children();
-            edit_secret(&env.client, KEY_SECRET, &[(&entry, Some(&value))]).await;
-            let edited = env.children();
+            let before = env.children().await;
+            edit_secret(env, KEY_SECRET, &[(&entry, Some(&value))]).await;
+            let edited = env.children().await;
             env.try_reconcile().await.expect_err("refused");
-            let (status, reason, message) = env.reconciled();
+            let (status, reason, message) = env.reconciled().await;
             assert_eq!(
                 (status.as_str(), reason.as_str()),
                 ("False", "ApiKeySecretFailed")
@@ -658,9 +700,9 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
             assert!(message.contains(&expected), "{message}");
             assert!(!message.contains(&value.trim()[..8]), "{message}");
             // Neither replaced (the pods may run with it) nor anything else applied.
-            assert_eq!(env.children(), edited);
+            assert_eq!(env.children().await, edited);
             assert_eq!(
-                text(&env.secret().unwrap(), &entry).as_deref(),
+                text(&env.secret().await.unwrap(), &entry).as_deref(),
                 Some(value.as_str())
             );
             before
@@ -674,48 +716,43 @@ async fn a_generated_key_edited_by_hand_into_one_that_is_not_visible_ascii_is_re
         "Secret vectors-api-key are unusable: key \"api-key\" ends with a newline",
     )
     .await;
-    edit_secret(&env.client, KEY_SECRET, &[("api-key", Some(&old))]).await;
+    edit_secret(&env, KEY_SECRET, &[("api-key", Some(&old))]).await;
     env.reconcile().await;
     let others = |mut children: BTreeMap<String, String>| {
         children.remove(&format!("Secret/{KEY_SECRET}"));
         children
     };
     assert_eq!(
-        others(env.children()),
+        others(env.children().await),
         others(before),
         "the same key: no roll"
     );
-    let read_only = text(&env.secret().unwrap(), "read-only-api-key").unwrap();
+    let read_only = text(&env.secret().await.unwrap(), "read-only-api-key").unwrap();
     check(
         "read-only-api-key",
         &format!("{read_only}\u{2028}"),
         "key \"read-only-api-key\" contains a non-ASCII character at position 44",
     )
     .await;
-    edit_secret(
-        &env.client,
-        KEY_SECRET,
-        &[("read-only-api-key", Some(&read_only))],
-    )
-    .await;
+    edit_secret(&env, KEY_SECRET, &[("read-only-api-key", Some(&read_only))]).await;
     env.reconcile().await;
-    env.assert_idle(&old);
+    env.assert_idle(&old).await;
 
     // next-api-key, in phase Introduced: Qdrant's alt_api_key, and the key the peers send
     // once swapped.
     env.request("r").await;
     env.reconcile().await;
-    let next = env.assert_introduced(&old, None);
-    env.roll_out();
+    let next = env.assert_introduced(&old, None).await;
+    env.roll_out().await;
     check(
         "next-api-key",
         &format!("{} {}", &next[..20], &next[20..]),
         "key \"next-api-key\" contains a space at position 21",
     )
     .await;
-    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&next))]).await;
+    edit_secret(&env, KEY_SECRET, &[("next-api-key", Some(&next))]).await;
     env.reconcile().await;
-    assert_eq!(env.assert_introduced(&old, Some(env.now())), next);
+    assert_eq!(env.assert_introduced(&old, Some(env.now())).await, next);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,10 +766,10 @@ async fn no_pod_can_get_an_empty_key_from_any_source_in_any_rotation_phase() {
     env.instance(json!({"tls": {"enabled": false}, "replicas": 3,
                         "auth": {"readOnlyApiKey": true, "keyRotationGracePeriod": "1m"}}))
         .await;
-    let old = env.api_key();
+    let old = env.api_key().await;
     let read_only = "QDRANT__SERVICE__READ_ONLY_API_KEY";
     assert_eq!(
-        env.assert_pods_read_usable_keys(),
+        env.assert_pods_read_usable_keys().await,
         names(&[API_KEY_ENV, read_only])
     );
 
@@ -744,12 +781,12 @@ async fn no_pod_can_get_an_empty_key_from_any_source_in_any_rotation_phase() {
         ("read-only-api-key", None),
         ("api-key", None),
     ] {
-        edit_secret(&env.client, KEY_SECRET, &[(entry, value)]).await;
+        edit_secret(&env, KEY_SECRET, &[(entry, value)]).await;
         env.reconcile().await;
-        env.assert_pods_read_usable_keys();
-        env.roll_out();
+        env.assert_pods_read_usable_keys().await;
+        env.roll_out().await;
     }
-    let old_ = env.api_key();
+    let old_ = env.api_key().await;
     assert_ne!(old_, old, "api-key was generated again");
     let old = old_;
 
@@ -758,85 +795,96 @@ async fn no_pod_can_get_an_empty_key_from_any_source_in_any_rotation_phase() {
     for (value, rolled_out) in [(Some(""), false), (None, true), (Some("\n"), true)] {
         env.request(&format!("{value:?}{rolled_out}")).await;
         env.reconcile().await;
-        env.assert_introduced(&old, None);
-        env.assert_pods_read_usable_keys();
+        env.assert_introduced(&old, None).await;
+        env.assert_pods_read_usable_keys().await;
         if rolled_out {
-            env.roll_out();
+            env.roll_out().await;
             env.reconcile().await;
         }
-        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
+        edit_secret(&env, KEY_SECRET, &[("next-api-key", value)]).await;
         env.reconcile().await;
         assert_eq!(
-            env.assert_pods_read_usable_keys(),
+            env.assert_pods_read_usable_keys().await,
             names(&[API_KEY_ENV, read_only])
         );
-        env.assert_idle(&old);
-        env.roll_out();
+        env.assert_idle(&old).await;
+        env.roll_out().await;
     }
 
     // Introduced with the read-only key removed: generated again.
     env.request("r").await;
     env.reconcile().await;
-    let new = env.assert_introduced(&old, None);
-    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", None)]).await;
+    let new = env.assert_introduced(&old, None).await;
+    edit_secret(&env, KEY_SECRET, &[("read-only-api-key", None)]).await;
     env.reconcile().await;
     assert_eq!(
-        env.assert_pods_read_usable_keys(),
+        env.assert_pods_read_usable_keys().await,
         names(&[API_KEY_ENV, ALT_API_KEY_ENV, read_only])
     );
 
     // Swapped: the pods' api_key comes from next-api-key. Emptied or removed, it cannot be
     // replaced (the peers run with it): refused, nothing applied; put back, it runs on.
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
     env.set_now(env.now() + SignedDuration::from_mins(1));
     env.reconcile().await;
-    env.assert_swapped(&old, &new);
-    env.assert_pods_read_usable_keys();
+    env.assert_swapped(&old, &new).await;
+    env.assert_pods_read_usable_keys().await;
     for value in [Some(""), Some(" "), None] {
-        let before = env.children();
-        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", value)]).await;
-        let edited = env.children();
+        let before = env.children().await;
+        edit_secret(&env, KEY_SECRET, &[("next-api-key", value)]).await;
+        let edited = env.children().await;
         assert_ne!(before, edited);
         let error = env.try_reconcile().await.expect_err("refused");
         assert!(error.to_string().contains("lost next-api-key"), "{error}");
-        assert_eq!(env.children(), edited, "{value:?}: something was applied");
-        edit_secret(&env.client, KEY_SECRET, &[("next-api-key", Some(&new))]).await;
+        assert_eq!(
+            env.children().await,
+            edited,
+            "{value:?}: something was applied"
+        );
+        edit_secret(&env, KEY_SECRET, &[("next-api-key", Some(&new))]).await;
         env.reconcile().await;
-        env.assert_swapped(&old, &new);
-        env.assert_pods_read_usable_keys();
+        env.assert_swapped(&old, &new).await;
+        env.assert_pods_read_usable_keys().await;
     }
     // Swapped with the read-only key emptied: generated again.
-    edit_secret(&env.client, KEY_SECRET, &[("read-only-api-key", Some(""))]).await;
+    edit_secret(&env, KEY_SECRET, &[("read-only-api-key", Some(""))]).await;
     env.reconcile().await;
-    env.assert_swapped(&old, &new);
-    env.assert_pods_read_usable_keys();
+    env.assert_swapped(&old, &new).await;
+    env.assert_pods_read_usable_keys().await;
 
     // Promoted, then next-api-key removed: api-key alone.
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_promoted(&new);
-    env.assert_pods_read_usable_keys();
-    edit_secret(&env.client, KEY_SECRET, &[("next-api-key", None)]).await;
+    env.assert_promoted(&new).await;
+    env.assert_pods_read_usable_keys().await;
+    edit_secret(&env, KEY_SECRET, &[("next-api-key", None)]).await;
     env.reconcile().await;
     assert_eq!(
-        env.assert_pods_read_usable_keys(),
+        env.assert_pods_read_usable_keys().await,
         names(&[API_KEY_ENV, read_only])
     );
-    env.roll_out();
+    env.roll_out().await;
     env.reconcile().await;
-    env.assert_idle(&new);
-    env.assert_pods_read_usable_keys();
+    env.assert_idle(&new).await;
+    env.assert_pods_read_usable_keys().await;
 }
 
 // =============================================================================================
 // Harness
 // =============================================================================================
 
-/// The fake API server, a client, reflector-fed caches and a Context with a movable clock.
+/// The test's namespace on the real control plane, its held kwok Node, a client as the
+/// operator (through the fault proxy) and one as admin (the user), namespaced watch-fed caches
+/// and a Context with a movable clock.
 struct Env {
-    server: FakeApiServer,
+    real: real_server::Env,
+    node: HeldNode,
+    ns: String,
+    /// As the operator: the chart's RBAC for `ns`, through the fault proxy.
     client: Client,
+    /// As the user (admin): edits by hand, annotations.
+    admin: Client,
     ctx: Arc<Context>,
     events: EventLog,
     instances: Store<SecureQdrant>,
@@ -849,6 +897,10 @@ impl Drop for Env {
         for task in &self.tasks {
             task.abort();
         }
+        let _ = self
+            .real
+            .cp
+            .kubectl(&["delete", "node", &self.node.name, "--wait=false"]);
     }
 }
 
@@ -856,9 +908,48 @@ fn t0() -> Timestamp {
     "2030-01-01T00:00:00Z".parse().unwrap()
 }
 
+/// A watch-fed cache of `K` in `ns` (only managed objects when `managed`), running until the
+/// test ends: the operator's caches, namespaced as with `watchNamespaces`.
+fn reflect<K>(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let mut config = watcher::Config::default();
+    if managed {
+        config = config.labels(MANAGED_SELECTOR);
+    }
+    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
+        .default_backoff()
+        .reflect(writer);
+    tasks.push(tokio::spawn(async move {
+        stream.for_each(|_| async {}).await;
+    }));
+    reader
+}
+
+fn managed_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
+    Stores {
+        service_accounts: reflect::<ServiceAccount>(client, ns, tasks, true),
+        secrets: reflect::<Secret>(client, ns, tasks, true),
+        config_maps: reflect::<ConfigMap>(client, ns, tasks, true),
+        services: reflect::<Service>(client, ns, tasks, true),
+        network_policies: reflect::<NetworkPolicy>(client, ns, tasks, true),
+        pdbs: reflect::<PodDisruptionBudget>(client, ns, tasks, true),
+        statefulsets: reflect::<StatefulSet>(client, ns, tasks, true),
+    }
+}
+
 /// A Context with fresh caches (what a restarted operator has), on `clock`.
 async fn context(
     client: &Client,
+    ns: &str,
     clock: &Arc<Mutex<Timestamp>>,
 ) -> (
     Arc<Context>,
@@ -867,8 +958,8 @@ async fn context(
     Vec<JoinHandle<()>>,
 ) {
     let mut tasks = Vec::new();
-    let stores = managed_stores(client, &mut tasks);
-    let instances = reflect::<SecureQdrant>(client, &mut tasks, false);
+    let stores = managed_stores(client, ns, &mut tasks);
+    let instances = reflect::<SecureQdrant>(client, ns, &mut tasks, false);
     let (events, log) = Events::memory();
     let reading = clock.clone();
     let ctx = Context::new(client.clone(), stores, events, Settings::default())
@@ -876,7 +967,7 @@ async fn context(
     let ready =
         async { ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok() };
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), ready)
+        tokio::time::timeout(Duration::from_secs(60), ready)
             .await
             .unwrap_or(false),
         "caches did not fill"
@@ -886,13 +977,19 @@ async fn context(
 
 impl Env {
     async fn start() -> Env {
-        let server = in_process::server_with_crds().await;
-        let client = client_for(&server).await;
+        let real = real_server::Env::namespaced("keys").await;
+        let ns = real.ns.clone();
+        let node = HeldNode::create(&real.admin, &ns).await;
+        let client = real.client.clone();
+        let admin = real.admin.clone();
         let clock = Arc::new(Mutex::new(t0()));
-        let (ctx, events, instances, tasks) = context(&client, &clock).await;
+        let (ctx, events, instances, tasks) = context(&client, &ns, &clock).await;
         Env {
-            server,
+            real,
+            node,
+            ns,
             client,
+            admin,
             ctx,
             events,
             instances,
@@ -906,7 +1003,7 @@ impl Env {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        let (ctx, events, instances, tasks) = context(&self.client, &self.clock).await;
+        let (ctx, events, instances, tasks) = context(&self.client, &self.ns, &self.clock).await;
         self.ctx = ctx;
         self.events = events;
         self.instances = instances;
@@ -921,25 +1018,32 @@ impl Env {
         *self.clock.lock().unwrap() = now;
     }
 
-    /// Creates SecureQdrant `search/vectors` with `spec` and reconciles it once.
+    /// `spec` with the pods pinned to the test's held node.
+    fn pinned(&self, mut spec: Value) -> Value {
+        spec["pod"] = self.node.pod_spec();
+        spec
+    }
+
+    /// Creates SecureQdrant `vectors` with `spec` (pinned to the held node) as the user,
+    /// reconciles it once and rolls it out.
     async fn instance(&self, spec: Value) {
-        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        let api: Api<SecureQdrant> = Api::namespaced(self.admin.clone(), &self.ns);
         let sq: SecureQdrant = serde_json::from_value(json!({
             "apiVersion": SQ_API, "kind": "SecureQdrant",
-            "metadata": {"name": SQ, "namespace": NS}, "spec": spec
+            "metadata": {"name": SQ}, "spec": self.pinned(spec)
         }))
         .expect("a SecureQdrant");
         api.create(&PostParams::default(), &sq)
             .await
             .expect("SecureQdrant created");
         self.reconcile().await;
-        assert!(self.secret().is_some(), "no API-key Secret");
-        self.roll_out();
+        assert!(self.secret().await.is_some(), "no API-key Secret");
+        self.roll_out().await;
     }
 
-    /// Sets the rotation request annotation on the SecureQdrant.
+    /// Sets the rotation request annotation on the SecureQdrant, as the user.
     async fn request(&self, value: &str) {
-        let api: Api<SecureQdrant> = Api::namespaced(self.client.clone(), NS);
+        let api: Api<SecureQdrant> = Api::namespaced(self.admin.clone(), &self.ns);
         api.patch(
             SQ,
             &PatchParams::default(),
@@ -947,6 +1051,14 @@ impl Env {
         )
         .await
         .expect("SecureQdrant annotated");
+    }
+
+    /// The SecureQdrant as the API server holds it.
+    async fn sq(&self) -> SecureQdrant {
+        Api::<SecureQdrant>::namespaced(self.admin.clone(), &self.ns)
+            .get(SQ)
+            .await
+            .expect("the SecureQdrant")
     }
 
     /// Runs the SecureQdrant reconcile once, on what the caches hold once they caught up, and
@@ -960,24 +1072,16 @@ impl Env {
     async fn try_reconcile(&self) -> Result<Action, secure_qdrant_operator::error::Error> {
         self.settle().await;
         self.events.lock().unwrap().clear();
-        let value = self
-            .server
-            .get(SQ_API, "SecureQdrant", NS, SQ)
-            .expect("the SecureQdrant");
-        let sq: SecureQdrant = serde_json::from_value(value).expect("a SecureQdrant");
-        let result = reconcile::reconcile(Arc::new(sq), self.ctx.clone()).await;
+        let sq = self.sq().await;
+        // Boxed: the reconcile future is large, and the test futures hold many of them.
+        let result = Box::pin(reconcile::reconcile(Arc::new(sq), self.ctx.clone())).await;
         self.settle().await;
         result
     }
 
     /// The SecureQdrant's `Reconciled` condition: (status, reason, message).
-    fn reconciled(&self) -> (String, String, String) {
-        let value = self
-            .server
-            .get(SQ_API, "SecureQdrant", NS, SQ)
-            .expect("the SecureQdrant");
-        let sq: SecureQdrant = serde_json::from_value(value).expect("a SecureQdrant");
-        let status = sq.status.expect("a status");
+    async fn reconciled(&self) -> (String, String, String) {
+        let status = self.sq().await.status.expect("a status");
         let c = status
             .conditions
             .iter()
@@ -986,63 +1090,48 @@ impl Env {
         (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
-    /// Makes the StatefulSet look fully rolled out with its current template.
-    fn roll_out(&self) {
-        let sts = self
-            .server
-            .get("apps/v1", "StatefulSet", NS, SQ)
-            .expect("the StatefulSet");
-        let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
-        self.server
-            .set_status(
-                "apps/v1",
-                "StatefulSet",
-                NS,
-                SQ,
-                json!({
-                    "observedGeneration": sts["metadata"]["generation"],
-                    "replicas": replicas,
-                    "readyReplicas": replicas,
-                    "updatedReplicas": replicas,
-                    "currentReplicas": replicas,
-                    "currentRevision": "rev",
-                    "updateRevision": "rev",
-                }),
-            )
-            .expect("StatefulSet status set");
+    /// Lets the real StatefulSet controller roll out the current template (the held node
+    /// released until its status says so), then holds the node again.
+    async fn roll_out(&self) {
+        self.node.roll_out(&self.ns, SQ).await;
     }
 
-    fn secret(&self) -> Option<Secret> {
-        self.server
-            .get("v1", "Secret", NS, KEY_SECRET)
-            .map(|v| serde_json::from_value(v).expect("a Secret"))
+    async fn secret(&self) -> Option<Secret> {
+        Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
+            .get_opt(KEY_SECRET)
+            .await
+            .expect("get the API-key Secret")
     }
 
-    fn secret_annotations(&self) -> BTreeMap<String, String> {
+    async fn secret_annotations(&self) -> BTreeMap<String, String> {
         self.secret()
+            .await
             .expect("the API-key Secret")
             .annotations()
             .clone()
     }
 
-    fn api_key(&self) -> String {
+    async fn api_key(&self) -> String {
         self.secret()
+            .await
             .and_then(|s| text(&s, "api-key"))
             .expect("an API key")
     }
 
-    fn statefulset(&self) -> StatefulSet {
-        serde_json::from_value(
-            self.server
-                .get("apps/v1", "StatefulSet", NS, SQ)
-                .expect("the StatefulSet"),
-        )
-        .expect("a StatefulSet")
+    async fn statefulset_opt(&self) -> Option<StatefulSet> {
+        Api::<StatefulSet>::namespaced(self.admin.clone(), &self.ns)
+            .get_opt(SQ)
+            .await
+            .expect("get the StatefulSet")
+    }
+
+    async fn statefulset(&self) -> StatefulSet {
+        self.statefulset_opt().await.expect("the StatefulSet")
     }
 
     /// The Qdrant container's env names that come from `vectors-api-key`, with their keys.
-    fn key_env(&self) -> BTreeMap<String, String> {
-        let sts = self.statefulset();
+    async fn key_env(&self) -> BTreeMap<String, String> {
+        let sts = self.statefulset().await;
         let spec = sts.spec.expect("spec").template.spec.expect("pod spec");
         spec.containers
             .iter()
@@ -1055,8 +1144,9 @@ impl Env {
             .collect()
     }
 
-    fn template_fingerprint(&self) -> Option<String> {
+    async fn template_fingerprint(&self) -> Option<String> {
         self.statefulset()
+            .await
             .spec?
             .template
             .metadata?
@@ -1066,8 +1156,8 @@ impl Env {
     }
 
     /// No rotation runs: `key` is the only key, in the Secret and in the pods' env.
-    fn assert_idle(&self, key: &str) {
-        let secret = self.secret().expect("the API-key Secret");
+    async fn assert_idle(&self, key: &str) {
+        let secret = self.secret().await.expect("the API-key Secret");
         assert_eq!(text(&secret, "api-key").as_deref(), Some(key), "api-key");
         assert_eq!(text(&secret, "next-api-key"), None, "no next-api-key");
         let annotations = secret.annotations();
@@ -1080,7 +1170,7 @@ impl Env {
             "{annotations:?}"
         );
         assert_eq!(
-            self.key_env(),
+            self.key_env().await,
             BTreeMap::from([(API_KEY_ENV.to_owned(), "api-key".to_owned())]),
             "API_KEY only, from api-key"
         );
@@ -1089,8 +1179,8 @@ impl Env {
     /// A rotation runs in phase Introduced: `old` is still `api-key` (never lost before the
     /// promotion), the next key is in `next-api-key` and both reach the pods. Returns the next
     /// key.
-    fn assert_introduced(&self, old: &str, rolled_out_at: Option<Timestamp>) -> String {
-        let secret = self.secret().expect("the API-key Secret");
+    async fn assert_introduced(&self, old: &str, rolled_out_at: Option<Timestamp>) -> String {
+        let secret = self.secret().await.expect("the API-key Secret");
         assert_eq!(
             text(&secret, "api-key").as_deref(),
             Some(old),
@@ -1111,37 +1201,39 @@ impl Env {
             "{annotations:?}"
         );
         assert_eq!(
-            self.key_env(),
+            self.key_env().await,
             BTreeMap::from([
                 (API_KEY_ENV.to_owned(), "api-key".to_owned()),
                 (ALT_API_KEY_ENV.to_owned(), "next-api-key".to_owned()),
             ]),
             "API_KEY from api-key, ALT from next-api-key"
         );
-        assert!(self.template_fingerprint().is_some());
+        assert!(self.template_fingerprint().await.is_some());
         next
     }
 
     /// Phase Swapped: the Secret still holds `old` as `api-key` and `new` as `next-api-key`;
     /// Qdrant gets `new` as its api_key and `old` as its alt_api_key.
-    fn assert_swapped(&self, old: &str, new: &str) {
+    async fn assert_swapped(&self, old: &str, new: &str) {
         self.assert_phase(
             (old, new),
             PHASE_SWAPPED,
             &[(API_KEY_ENV, "next-api-key"), (ALT_API_KEY_ENV, "api-key")],
-        );
+        )
+        .await;
     }
 
     /// Phase Promoted: `api-key` holds `new` (and `next-api-key` still does); Qdrant gets `new`
     /// alone.
-    fn assert_promoted(&self, new: &str) {
-        self.assert_phase((new, new), PHASE_PROMOTED, &[(API_KEY_ENV, "api-key")]);
+    async fn assert_promoted(&self, new: &str) {
+        self.assert_phase((new, new), PHASE_PROMOTED, &[(API_KEY_ENV, "api-key")])
+            .await;
     }
 
     /// The Secret holds `api-key` and `next-api-key` as `keys` and records `phase`; the pods'
     /// key env vars come from the Secret keys `env` names.
-    fn assert_phase(&self, keys: (&str, &str), phase: &str, env: &[(&str, &str)]) {
-        let secret = self.secret().expect("the API-key Secret");
+    async fn assert_phase(&self, keys: (&str, &str), phase: &str, env: &[(&str, &str)]) {
+        let secret = self.secret().await.expect("the API-key Secret");
         assert_eq!(text(&secret, "api-key").as_deref(), Some(keys.0));
         assert_eq!(text(&secret, "next-api-key").as_deref(), Some(keys.1));
         assert_eq!(
@@ -1156,32 +1248,42 @@ impl Env {
             .map(|(var, key)| ((*var).to_owned(), (*key).to_owned()))
             .collect();
         assert_eq!(
-            self.key_env(),
+            self.key_env().await,
             env,
             "{phase}: where the key env vars come from"
         );
     }
 
-    /// Every managed object of the namespace, by kind and name, with its resourceVersion.
-    fn children(&self) -> BTreeMap<String, String> {
-        secure_qdrant_operator::children::CHILD_KINDS
-            .iter()
-            .flat_map(|(api, kind)| {
-                self.server
-                    .list(api, kind, NS)
-                    .into_iter()
-                    .filter(|o| o["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER)
-                    .map(move |o| {
-                        (
-                            format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap()),
-                            o["metadata"]["resourceVersion"]
-                                .as_str()
-                                .unwrap()
-                                .to_owned(),
-                        )
-                    })
-            })
-            .collect()
+    /// Every managed object of the namespace, by kind and name, with what a write by the
+    /// operator changes: its resourceVersion; for the StatefulSet and the PodDisruptionBudget,
+    /// whose status the real controllers write, their generation, labels and annotations
+    /// instead (the operator writes only their spec and metadata).
+    async fn children(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (api, kind) in secure_qdrant_operator::children::CHILD_KINDS.iter() {
+            for o in self.real.list(api, kind, &self.ns).await {
+                if o["metadata"]["labels"][LABEL_MANAGED_BY] != MANAGER {
+                    continue;
+                }
+                let version = match *kind {
+                    "StatefulSet" | "PodDisruptionBudget" => format!(
+                        "generation {} labels {} annotations {}",
+                        o["metadata"]["generation"],
+                        o["metadata"]["labels"],
+                        o["metadata"]["annotations"]
+                    ),
+                    _ => o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                };
+                out.insert(
+                    format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap()),
+                    version,
+                );
+            }
+        }
+        out
     }
 
     /// The Notes of the Events of the last reconcile.
@@ -1198,14 +1300,16 @@ impl Env {
     /// key comes from an entry of a Secret that exists and holds a usable key (not empty,
     /// visible ASCII), never from an inline value or an optional reference. Returns the names
     /// of those env vars.
-    fn assert_pods_read_usable_keys(&self) -> std::collections::BTreeSet<String> {
+    async fn assert_pods_read_usable_keys(&self) -> std::collections::BTreeSet<String> {
         let spec = self
             .statefulset()
+            .await
             .spec
             .expect("spec")
             .template
             .spec
             .expect("pod spec");
+        let secrets = Api::<Secret>::namespaced(self.admin.clone(), &self.ns);
         let mut names = std::collections::BTreeSet::new();
         for c in spec
             .containers
@@ -1225,12 +1329,11 @@ impl Env {
                     .and_then(|v| v.secret_key_ref.as_ref())
                     .unwrap_or_else(|| panic!("{} is not from a Secret", e.name));
                 assert_ne!(r.optional, Some(true), "{}", e.name);
-                let secret: Secret = serde_json::from_value(
-                    self.server
-                        .get("v1", "Secret", NS, &r.name)
-                        .unwrap_or_else(|| panic!("{}: no Secret {}", e.name, r.name)),
-                )
-                .unwrap();
+                let secret: Secret = secrets
+                    .get_opt(&r.name)
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{}: no Secret {}", e.name, r.name));
                 let value = text(&secret, &r.key)
                     .unwrap_or_else(|| panic!("{}: Secret {} has no {}", e.name, r.name, r.key));
                 assert!(
@@ -1257,23 +1360,27 @@ impl Env {
             .collect()
     }
 
-    /// Waits until the caches hold what the server holds (managed Secrets and StatefulSets,
-    /// every SecureQdrant, by resourceVersion).
+    /// Waits until the caches hold what the API server holds (the namespace's managed Secrets
+    /// and StatefulSets and its SecureQdrants, by resourceVersion).
     async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let managed = |kind: &str, api: &str| {
+            let managed = |objects: Vec<Value>| {
                 versions(
-                    self.server
-                        .list(api, kind, "")
+                    objects
                         .into_iter()
                         .filter(|s| s["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGER),
                 )
             };
             let server = (
-                managed("Secret", "v1"),
-                managed("StatefulSet", "apps/v1"),
-                versions(self.server.list(SQ_API, "SecureQdrant", "").into_iter()),
+                managed(self.real.list("v1", "Secret", &self.ns).await),
+                managed(self.real.list("apps/v1", "StatefulSet", &self.ns).await),
+                versions(
+                    self.real
+                        .list(SQ_API, "SecureQdrant", &self.ns)
+                        .await
+                        .into_iter(),
+                ),
             );
             let cached = (
                 cached_versions(&self.ctx.stores.secrets),
@@ -1287,9 +1394,50 @@ impl Env {
                 Instant::now() < deadline,
                 "caches did not catch up: {server:?} vs {cached:?}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// `namespace/name` → resourceVersion of each object.
+fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
+    objects
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `versions` of what a cache holds.
+fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The whole seconds from `now` until `then`.
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {

@@ -92,6 +92,8 @@ pub struct Credentials {
     pub notices: Vec<Notice>,
     /// Set while a key rotation runs.
     pub requeue_after: Option<Duration>,
+    /// The phase of a running key rotation ([`key_rotation::metric_phase`]), for the metrics.
+    pub rotation_phase: Option<&'static str>,
 }
 
 fn b64(value: &SecretValue) -> Value {
@@ -146,6 +148,7 @@ pub async fn ensure(
         salt: generated_value(material::FINGERPRINT_SALT).expect("the salt is always stored"),
     };
     let mut requeue_after = None;
+    let mut rotation_phase = None;
     if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
         keys.next = match read_key(&secret, NEXT_API_KEY) {
             Ok(next) => Some(next),
@@ -184,6 +187,7 @@ pub async fn ensure(
         };
         let step = key_rotation::step(&state);
         requeue_after = key_rotation::requeue_after(&step, now, inst.key_rotation_grace);
+        rotation_phase = key_rotation::metric_phase(&step, phase);
         if let Some(notice) = rotate(client, written, inst, &secret, &mut keys, &step, now).await? {
             notices.push(notice);
         }
@@ -192,6 +196,7 @@ pub async fn ensure(
         keys,
         notices,
         requeue_after,
+        rotation_phase,
     })
 }
 

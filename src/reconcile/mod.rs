@@ -296,6 +296,7 @@ async fn converge(
     }
 
     // 4. build, 5. apply, 6. prune
+    let key_rotation_phase = credentials.rotation_phase;
     let material = Material {
         api_keys: credentials.keys,
         tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
@@ -330,6 +331,13 @@ async fn converge(
         now,
     );
     ctx.metrics.observe_instance(sq, &status);
+    ctx.metrics.observe_rotations(
+        sq,
+        tls_report.as_ref().and_then(|r| r.ca_renewal_time),
+        key_rotation_phase,
+        tls_report.as_ref().and_then(|r| r.rollover_phase),
+        now,
+    );
     if inst.tls.is_none() && !has_condition(sq, status::TLS_DISABLED) {
         ctx.events
             .publish(

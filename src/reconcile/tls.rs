@@ -53,6 +53,10 @@ pub struct TlsReport {
     /// MetricsClientCertificateReady: (status, reason, message); None when scrapers need no
     /// client certificate.
     pub metrics_client: Option<(bool, &'static str, String)>,
+    /// When the operator renews the CA it generated (None for a CA the user brings).
+    pub ca_renewal_time: Option<Timestamp>,
+    /// The phase of a running CA key rollover (None when Stable), for the metrics.
+    pub rollover_phase: Option<&'static str>,
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -264,6 +268,8 @@ async fn user_certificate(
         requeue_after,
         notices: Vec::new(),
         metrics_client,
+        ca_renewal_time: None,
+        rollover_phase: None,
     })
 }
 
@@ -494,6 +500,9 @@ async fn issued(
         requeue_after,
         notices,
         metrics_client: metrics.map(|m| m.condition),
+        ca_renewal_time: outcome.ca_renewal_time,
+        rollover_phase: (outcome.published.phase != tls::Phase::Stable)
+            .then(|| outcome.published.phase.as_str()),
     })
 }
 

@@ -92,6 +92,7 @@ fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Res
     }
     match path {
         "/metrics" => {
+            metrics.set_role(health.role());
             let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
@@ -157,5 +158,28 @@ mod tests {
             route(&Method::POST, "/metrics", &metrics, &health).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_tell_whether_this_replica_leads() {
+        let metrics = Metrics::new();
+        let health = Health::default();
+        let leader = |health: &Health| {
+            let r = route(&Method::GET, "/metrics", &metrics, health);
+            async move {
+                body(r)
+                    .await
+                    .lines()
+                    .find_map(|l| l.strip_prefix("secure_qdrant_leader ").map(str::to_owned))
+            }
+        };
+        // No leader election: this replica runs the controllers.
+        assert_eq!(leader(&health).await.as_deref(), Some("1"));
+        health.set_role(Role::Standby {
+            lease_reachable: true,
+        });
+        assert_eq!(leader(&health).await.as_deref(), Some("0"));
+        health.set_role(Role::Leader);
+        assert_eq!(leader(&health).await.as_deref(), Some("1"));
     }
 }

@@ -6,14 +6,30 @@
 //! | `secure_qdrant_reconcile_failures_total` | counter | `controller`, `error` ([`Error::metric_label`]) |
 //! | `secure_qdrant_reconcile_duration_seconds` | histogram | `controller` |
 //! | `secure_qdrant_certificate_expiry_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `secure_qdrant_certificate_renewal_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `secure_qdrant_ca_expiry_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `secure_qdrant_ca_renewal_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `secure_qdrant_token_expiry_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `secure_qdrant_token_renewal_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `secure_qdrant_rotation_phase_since_timestamp_seconds` | gauge | `namespace`, `name`, `rotation`, `phase` |
+//! | `secure_qdrant_leader` | gauge | |
 //!
-//! `controller` is `secureqdrant` or `qdrantaccesstoken`. The expiry gauges are Unix times
-//! (seconds) read from the status the operator just computed (`status.certificate.notAfter` of
-//! a SecureQdrant with TLS, `status.expiresAt` of a QdrantAccessToken); their series are removed
-//! when the object is deleted, or, for the certificate, when TLS is turned off.
+//! `controller` is `secureqdrant` or `qdrantaccesstoken`. The expiry and renewal gauges are Unix
+//! times (seconds) read from the status the operator just computed (`status.certificate.notAfter`,
+//! `.renewalTime` and `.caNotAfter` of a SecureQdrant with TLS, `status.expiresAt` and
+//! `.renewalTime` of a QdrantAccessToken); the CA renewal time exists only for a CA the operator
+//! generated (a CA you bring is renewed by you). Their series are removed when the object is
+//! deleted, or, for the certificate and CA, when TLS is turned off.
+//!
+//! `secure_qdrant_rotation_phase_since_timestamp_seconds` has one series per SecureQdrant while an
+//! API-key rotation (`rotation="api-key"`, phases `Introduced`, `GracePeriod`, `Swapped`,
+//! `Promoted`) or a CA key rollover (`rotation="ca"`, phases `TrustBoth`, `SignWithNew`,
+//! `DropOld`) runs: the Unix time at which this process first saw the instance in that phase. A
+//! restarted operator starts counting again. `secure_qdrant_leader` is 1 while this replica runs
+//! the controllers (leader election off, or this replica holds the Lease), 0 as a standby.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,8 +42,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::health::Role;
 use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant, SecureQdrantStatus};
 use crate::error::Error;
+
+/// `rotation` label of an API-key rotation.
+pub const API_KEY_ROTATION: &str = "api-key";
+/// `rotation` label of a CA key rollover.
+pub const CA_ROLLOVER: &str = "ca";
 
 /// `controller` label of the SecureQdrant controller.
 pub const SECURE_QDRANT: &str = "secureqdrant";
@@ -56,6 +78,18 @@ struct ObjectLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    namespace: String,
+    name: String,
+    rotation: &'static str,
+    phase: &'static str,
+}
+
+/// The phase each running rotation is in, and since when: (namespace, name, rotation) ->
+/// (phase, Unix time first seen).
+type Phases = HashMap<(String, String, &'static str), (&'static str, i64)>;
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -68,7 +102,14 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     certificate_expiry: Family<ObjectLabels, Gauge>,
+    certificate_renewal: Family<ObjectLabels, Gauge>,
+    ca_expiry: Family<ObjectLabels, Gauge>,
+    ca_renewal: Family<ObjectLabels, Gauge>,
     token_expiry: Family<ObjectLabels, Gauge>,
+    token_renewal: Family<ObjectLabels, Gauge>,
+    phase_since: Family<PhaseLabels, Gauge>,
+    phases: Arc<Mutex<Phases>>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,7 +133,13 @@ impl Metrics {
                 duration_histogram,
             );
         let certificate_expiry = Family::<ObjectLabels, Gauge>::default();
+        let certificate_renewal = Family::<ObjectLabels, Gauge>::default();
+        let ca_expiry = Family::<ObjectLabels, Gauge>::default();
+        let ca_renewal = Family::<ObjectLabels, Gauge>::default();
         let token_expiry = Family::<ObjectLabels, Gauge>::default();
+        let token_renewal = Family::<ObjectLabels, Gauge>::default();
+        let phase_since = Family::<PhaseLabels, Gauge>::default();
+        let leader = Gauge::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -117,9 +164,40 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         registry.register(
+            "secure_qdrant_certificate_renewal_timestamp_seconds",
+            "When the serving certificate of a SecureQdrant is renewed (Unix time)",
+            certificate_renewal.clone(),
+        );
+        registry.register(
+            "secure_qdrant_ca_expiry_timestamp_seconds",
+            "When the CA of a SecureQdrant expires (Unix time)",
+            ca_expiry.clone(),
+        );
+        registry.register(
+            "secure_qdrant_ca_renewal_timestamp_seconds",
+            "When the operator renews the CA it generated for a SecureQdrant (Unix time)",
+            ca_renewal.clone(),
+        );
+        registry.register(
             "secure_qdrant_token_expiry_timestamp_seconds",
             "When the token of a QdrantAccessToken expires (Unix time)",
             token_expiry.clone(),
+        );
+        registry.register(
+            "secure_qdrant_token_renewal_timestamp_seconds",
+            "When the token of a QdrantAccessToken is renewed (Unix time)",
+            token_renewal.clone(),
+        );
+        registry.register(
+            "secure_qdrant_rotation_phase_since_timestamp_seconds",
+            "Since when (Unix time) a running API-key rotation or CA key rollover of a SecureQdrant \
+             is in its phase",
+            phase_since.clone(),
+        );
+        registry.register(
+            "secure_qdrant_leader",
+            "1 while this replica runs the controllers, 0 as a standby",
+            leader.clone(),
         );
         // Both controllers' series exist from the start (at 0), so rates work from the first
         // scrape.
@@ -134,8 +212,21 @@ impl Metrics {
             failures,
             duration,
             certificate_expiry,
+            certificate_renewal,
+            ca_expiry,
+            ca_renewal,
             token_expiry,
+            token_renewal,
+            phase_since,
+            phases: Arc::default(),
+            leader,
         }
+    }
+
+    /// Sets `secure_qdrant_leader` from this replica's part in leader election.
+    pub fn set_role(&self, role: Role) {
+        let leads = matches!(role, Role::Single | Role::Leader);
+        self.leader.set(i64::from(leads));
     }
 
     /// Every metric in the OpenMetrics text format.
@@ -165,31 +256,110 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the certificate expiry of `sq` from the status just computed for it (removes the
-    /// series when the status has no certificate, e.g. TLS off).
+    /// Sets the certificate and CA expiry and renewal times of `sq` from the status just
+    /// computed for it (removes the series when the status has no certificate, e.g. TLS off).
     pub fn observe_instance(&self, sq: &SecureQdrant, status: &SecureQdrantStatus) {
-        let not_after = status
-            .certificate
-            .as_ref()
-            .and_then(|c| c.not_after.as_deref())
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        set_or_remove(&self.certificate_expiry, object(sq), not_after);
+        let cert = status.certificate.as_ref();
+        let at = |field: Option<&String>| field.and_then(|t| t.parse::<Timestamp>().ok());
+        set_or_remove(
+            &self.certificate_expiry,
+            object(sq),
+            at(cert.and_then(|c| c.not_after.as_ref())),
+        );
+        set_or_remove(
+            &self.certificate_renewal,
+            object(sq),
+            at(cert.and_then(|c| c.renewal_time.as_ref())),
+        );
+        set_or_remove(
+            &self.ca_expiry,
+            object(sq),
+            at(cert.and_then(|c| c.ca_not_after.as_ref())),
+        );
     }
 
-    /// Sets the token expiry of `qat` from the status just computed for it.
+    /// Sets what the reconcile of `sq` learnt about its key material: when the CA the operator
+    /// generated is renewed (None: TLS off, or a CA the user brings), and the phase of a running
+    /// API-key rotation and CA key rollover (None: none runs).
+    pub fn observe_rotations(
+        &self,
+        sq: &SecureQdrant,
+        ca_renewal: Option<Timestamp>,
+        api_key_phase: Option<&'static str>,
+        ca_phase: Option<&'static str>,
+        now: Timestamp,
+    ) {
+        set_or_remove(&self.ca_renewal, object(sq), ca_renewal);
+        let ObjectLabels { namespace, name } = object(sq);
+        let mut phases = self.phases.lock().expect("phases lock");
+        for (rotation, phase) in [(API_KEY_ROTATION, api_key_phase), (CA_ROLLOVER, ca_phase)] {
+            let key = (namespace.clone(), name.clone(), rotation);
+            let previous = phases.get(&key).copied();
+            if previous.map(|(p, _)| p) == phase {
+                continue;
+            }
+            if let Some((old, _)) = previous {
+                self.phase_since
+                    .remove(&phase_labels(&namespace, &name, rotation, old));
+                phases.remove(&key);
+            }
+            if let Some(phase) = phase {
+                let since = now.as_second();
+                self.phase_since
+                    .get_or_create(&phase_labels(&namespace, &name, rotation, phase))
+                    .set(since);
+                phases.insert(key, (phase, since));
+            }
+        }
+    }
+
+    /// Sets the token expiry and renewal time of `qat` from the status just computed for it.
     pub fn observe_token(&self, qat: &QdrantAccessToken, status: &QdrantAccessTokenStatus) {
         let expires_at = status.expires_at.as_ref().map(|Time(t)| *t);
         set_or_remove(&self.token_expiry, object(qat), expires_at);
+        let renewal = status.renewal_time.as_ref().map(|Time(t)| *t);
+        set_or_remove(&self.token_renewal, object(qat), renewal);
     }
 
     /// Forgets the per-object series of a deleted object of `controller`'s kind.
     pub fn forget(&self, controller: &str, namespace: &str, name: &str) {
-        let family = match controller {
-            SECURE_QDRANT => &self.certificate_expiry,
-            ACCESS_TOKEN => &self.token_expiry,
+        let families = match controller {
+            SECURE_QDRANT => {
+                let mut phases = self.phases.lock().expect("phases lock");
+                for rotation in [API_KEY_ROTATION, CA_ROLLOVER] {
+                    let key = (namespace.to_owned(), name.to_owned(), rotation);
+                    if let Some((phase, _)) = phases.remove(&key) {
+                        self.phase_since
+                            .remove(&phase_labels(namespace, name, rotation, phase));
+                    }
+                }
+                vec![
+                    &self.certificate_expiry,
+                    &self.certificate_renewal,
+                    &self.ca_expiry,
+                    &self.ca_renewal,
+                ]
+            }
+            ACCESS_TOKEN => vec![&self.token_expiry, &self.token_renewal],
             _ => return,
         };
-        family.remove(&labels(namespace, name));
+        for family in families {
+            family.remove(&labels(namespace, name));
+        }
+    }
+}
+
+fn phase_labels(
+    namespace: &str,
+    name: &str,
+    rotation: &'static str,
+    phase: &'static str,
+) -> PhaseLabels {
+    PhaseLabels {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        rotation,
+        phase,
     }
 }
 
@@ -337,6 +507,7 @@ mod tests {
         qat.metadata.namespace = Some("search".into());
         let status = QdrantAccessTokenStatus {
             expires_at: Some(Time("2030-01-02T03:04:05Z".parse().expect("time"))),
+            renewal_time: Some(Time("2030-01-01T03:04:05Z".parse().expect("time"))),
             ..Default::default()
         };
         m.observe_token(&qat, &status);
@@ -346,6 +517,11 @@ mod tests {
             sample(&m.encode(), metric, labels).as_deref(),
             Some("1893553445")
         );
+        let renewal = "secure_qdrant_token_renewal_timestamp_seconds";
+        assert_eq!(
+            sample(&m.encode(), renewal, labels).as_deref(),
+            Some("1893467045")
+        );
         m.forget(SECURE_QDRANT, "search", "frontend");
         assert!(
             sample(&m.encode(), metric, labels).is_some(),
@@ -353,6 +529,164 @@ mod tests {
         );
         m.forget(ACCESS_TOKEN, "search", "frontend");
         assert_eq!(sample(&m.encode(), metric, labels), None);
+        assert_eq!(sample(&m.encode(), renewal, labels), None);
+    }
+
+    #[test]
+    fn certificate_and_ca_renewal_and_ca_expiry_follow_the_status() {
+        let m = Metrics::new();
+        let sq = instance("search", "vectors");
+        let status = SecureQdrantStatus {
+            certificate: Some(CertificateStatus {
+                not_after: Some("2030-01-02T03:04:05Z".into()),
+                renewal_time: Some("2029-12-02T03:04:05Z".into()),
+                ca_not_after: Some("2031-01-02T03:04:05Z".into()),
+            }),
+            ..Default::default()
+        };
+        m.observe_instance(&sq, &status);
+        let now: Timestamp = "2029-06-01T00:00:00Z".parse().unwrap();
+        m.observe_rotations(
+            &sq,
+            Some("2030-09-01T00:00:00Z".parse().unwrap()),
+            None,
+            None,
+            now,
+        );
+        let labels = r#"namespace="search",name="vectors""#;
+        let text = m.encode();
+        for (metric, value) in [
+            (
+                "secure_qdrant_certificate_renewal_timestamp_seconds",
+                "1890875045",
+            ),
+            ("secure_qdrant_ca_expiry_timestamp_seconds", "1925089445"),
+            ("secure_qdrant_ca_renewal_timestamp_seconds", "1914451200"),
+        ] {
+            assert_eq!(
+                sample(&text, metric, labels).as_deref(),
+                Some(value),
+                "{metric}: {text}"
+            );
+        }
+        // A CA the user brings: no renewal time. TLS off: nothing.
+        m.observe_rotations(&sq, None, None, None, now);
+        assert_eq!(
+            sample(
+                &m.encode(),
+                "secure_qdrant_ca_renewal_timestamp_seconds",
+                labels
+            ),
+            None
+        );
+        m.observe_instance(&sq, &SecureQdrantStatus::default());
+        let text = m.encode();
+        for metric in [
+            "secure_qdrant_certificate_renewal_timestamp_seconds",
+            "secure_qdrant_ca_expiry_timestamp_seconds",
+        ] {
+            assert_eq!(sample(&text, metric, labels), None, "{metric}");
+        }
+        m.observe_instance(&sq, &status);
+        m.observe_rotations(&sq, Some(now), None, None, now);
+        m.forget(SECURE_QDRANT, "search", "vectors");
+        let text = m.encode();
+        assert!(!text.contains(labels), "{text}");
+    }
+
+    #[test]
+    fn a_rotation_phase_keeps_its_start_until_it_changes() {
+        let m = Metrics::new();
+        let sq = instance("search", "vectors");
+        let metric = "secure_qdrant_rotation_phase_since_timestamp_seconds";
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let series = |rotation: &str, phase: &str| {
+            format!(r#"namespace="search",name="vectors",rotation="{rotation}",phase="{phase}""#)
+        };
+        m.observe_rotations(
+            &sq,
+            None,
+            Some("Introduced"),
+            None,
+            t("2030-01-01T00:00:00Z"),
+        );
+        m.observe_rotations(
+            &sq,
+            None,
+            Some("Introduced"),
+            Some("TrustBoth"),
+            t("2030-01-01T00:10:00Z"),
+        );
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, metric, &series("api-key", "Introduced")).as_deref(),
+            Some("1893456000"),
+            "the same phase keeps the time it was first seen: {text}"
+        );
+        assert_eq!(
+            sample(&text, metric, &series("ca", "TrustBoth")).as_deref(),
+            Some("1893456600")
+        );
+        // The next phase: the old series goes, the new one starts now.
+        m.observe_rotations(
+            &sq,
+            None,
+            Some("GracePeriod"),
+            Some("TrustBoth"),
+            t("2030-01-01T00:20:00Z"),
+        );
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, metric, &series("api-key", "Introduced")),
+            None,
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, metric, &series("api-key", "GracePeriod")).as_deref(),
+            Some("1893457200")
+        );
+        // Over: no series at all.
+        m.observe_rotations(
+            &sq,
+            None,
+            None,
+            Some("TrustBoth"),
+            t("2030-01-01T00:30:00Z"),
+        );
+        assert!(!m.encode().contains(r#"rotation="api-key""#));
+        m.forget(SECURE_QDRANT, "search", "vectors");
+        assert!(!m.encode().contains(r#"rotation="ca""#));
+        // Started again after forget: counts from the new time.
+        m.observe_rotations(
+            &sq,
+            None,
+            None,
+            Some("TrustBoth"),
+            t("2030-01-02T00:00:00Z"),
+        );
+        assert_eq!(
+            sample(&m.encode(), metric, &series("ca", "TrustBoth")).as_deref(),
+            Some("1893542400")
+        );
+    }
+
+    #[test]
+    fn leader_is_one_while_this_replica_runs_the_controllers() {
+        let m = Metrics::new();
+        let leader = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix("secure_qdrant_leader ").map(str::to_owned))
+        };
+        assert_eq!(leader(&m).as_deref(), Some("0"), "before any role is known");
+        m.set_role(Role::Single);
+        assert_eq!(leader(&m).as_deref(), Some("1"));
+        m.set_role(Role::Standby {
+            lease_reachable: true,
+        });
+        assert_eq!(leader(&m).as_deref(), Some("0"));
+        m.set_role(Role::Leader);
+        assert_eq!(leader(&m).as_deref(), Some("1"));
     }
 
     #[test]

@@ -620,8 +620,8 @@ impl Env {
             .collect()
     }
 
-    /// Deletes the object as admin (foreground: its dependents first, through the real
-    /// garbage collector); Ok when it is gone or was not there.
+    /// Deletes the object as admin (background propagation: the real garbage collector removes
+    /// its dependents afterwards); Ok when it was deleted or was not there.
     pub async fn delete(
         &self,
         api_version: &str,
