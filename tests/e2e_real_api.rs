@@ -1289,11 +1289,13 @@ async fn server_defaulted(env: &Env, ns: &str, built: &Value) -> Result<Value, S
 /// headless Service's `None`).
 fn strip_allocated(kind: &str, built: &Value, field: &str, value: &Value) -> Value {
     let mut value = value.clone();
-    if kind == "Service" && field == "spec" && built["spec"]["clusterIP"].is_null() {
-        if let Some(spec) = value.as_object_mut() {
-            spec.remove("clusterIP");
-            spec.remove("clusterIPs");
-        }
+    if kind == "Service"
+        && field == "spec"
+        && built["spec"]["clusterIP"].is_null()
+        && let Some(spec) = value.as_object_mut()
+    {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
     }
     value
 }
