@@ -9,8 +9,9 @@
 //!
 //! What a converged instance is, checked by [`check_instance`]: its status describes the current
 //! generation with `Reconciled=True`; every child the builders (`children::build`) produce for
-//! the validated spec exists with the same spec/data (every field the builder sets has the
-//! built value; the real API server adds its defaults beside them), labels and owner reference;
+//! the validated spec exists with EXACTLY the spec/data/... of the built object as the real API
+//! server defaults it (a dry-run create of the built object: [`server_defaulted`]; nothing more
+//! or less at any depth), the same labels and owner reference;
 //! nothing else carries the instance's labels; the API-key, CA and TLS Secrets hold the right
 //! keys; the PVCs of the StatefulSet's claim templates exist. Secret values are generated, so
 //! the builders get the live keys and certificate: the restart hash is then checked against
@@ -38,7 +39,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use real_server::{Counters, Env, Faults, Mark};
@@ -155,6 +156,34 @@ async fn example_converges(file: &str, prefix: &str, replicas: i32) {
     // Becoming ready changed no credential.
     assert_eq!(ready.api_key, snap.api_key);
     assert_eq!(ready.ca, snap.ca);
+    // The convergence check is exact: the same live objects with a data key more in the
+    // ConfigMap, or `privileged: true` in a container's securityContext, fail it.
+    let extra_key = check_instance_with(&env, &ns, &name, &|kind, live| {
+        if kind == "ConfigMap" {
+            live["data"]["extra.yaml"] = json!("x");
+        }
+    })
+    .await
+    .expect_err("an extra ConfigMap data key must fail the check");
+    assert!(
+        extra_key.starts_with("ConfigMap ") && extra_key.contains("extra.yaml"),
+        "{extra_key}"
+    );
+    let privileged = check_instance_with(&env, &ns, &name, &|kind, live| {
+        if kind == "StatefulSet" {
+            live["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] =
+                json!(true);
+        }
+    })
+    .await
+    .expect_err("privileged: true must fail the check");
+    assert!(
+        privileged.starts_with("StatefulSet ") && privileged.contains("\"privileged\":true"),
+        "{privileged}"
+    );
+    check_instance(&env, &ns, &name)
+        .await
+        .expect("untampered, it still passes");
     cluster.assert_operator_healthy();
 }
 
@@ -492,9 +521,11 @@ async fn deleting_the_resource_collects_children_and_pvcs_follow_retain_on_delet
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    // The operator must not bring anything back for a resource that is gone: give its watches
-    // time to deliver the deletions and whatever reconciles they trigger (a window in which
-    // nothing may happen: there is no event to wait for).
+    // The operator must not bring anything back for a resource that is gone. This sleep is a
+    // NEGATIVE window, not a wait for something: its watches get 3 s to deliver the deletions
+    // and run whatever reconciles they trigger, and nothing may come back in it (there is no
+    // event to wait for). The PVC wait below does not cover it: the dropped instance's claims
+    // may already be gone, so it can return at once.
     let quiet_since = env.mark().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     gone("kept").await.unwrap();
@@ -1009,6 +1040,17 @@ impl Snapshot {
 
 /// Checks that an instance is converged; returns what it looks like, or what is missing.
 async fn check_instance(env: &Env, ns: &str, name: &str) -> Result<Snapshot, String> {
+    check_instance_with(env, ns, name, &|_, _| {}).await
+}
+
+/// [`check_instance`], with `tamper(kind, live)` applied to every live child before it is
+/// compared (the negative checks: a child with something added must fail the check).
+async fn check_instance_with(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    tamper: &dyn Fn(&str, &mut Value),
+) -> Result<Snapshot, String> {
     let sq_value = env
         .get(SQ_API, SQ_KIND, ns, name)
         .await
@@ -1126,7 +1168,7 @@ async fn check_instance(env: &Env, ns: &str, name: &str) -> Result<Snapshot, Str
         let kind = want["kind"].as_str().expect("kind");
         let child = want["metadata"]["name"].as_str().expect("name");
         expected.insert((kind.to_owned(), child.to_owned()));
-        let have = env
+        let mut have = env
             .get(
                 want["apiVersion"].as_str().expect("apiVersion"),
                 kind,
@@ -1135,7 +1177,8 @@ async fn check_instance(env: &Env, ns: &str, name: &str) -> Result<Snapshot, Str
             )
             .await
             .ok_or_else(|| format!("no {kind} {child}"))?;
-        compare(want, &have)?;
+        tamper(kind, &mut have);
+        compare(want, &server_defaulted(env, ns, want).await?, &have)?;
     }
 
     // Nothing else carries the instance's labels.
@@ -1209,25 +1252,79 @@ async fn check_instance(env: &Env, ns: &str, name: &str) -> Result<Snapshot, Str
     })
 }
 
-/// A live object matches a built one: every top-level field the builder sets (spec, data, type,
-/// ...) has the built value (see [`contains`]: the real API server adds its defaults beside
-/// them), labels and owner references are equal, and the built annotations are there.
-fn compare(want: &Value, have: &Value) -> Result<(), String> {
+/// The name under which [`server_defaulted`] dry-runs a built child: no child has it, so the
+/// dry run is never refused as already existing.
+const DRY_RUN_NAME: &str = "e2e-dry-run";
+
+/// The built object as the real API server would store it, with its defaults (a container's
+/// `terminationMessagePath`, a port's `protocol`, ...): a dry-run create (nothing is stored) of
+/// it as admin in the same namespace under [`DRY_RUN_NAME`] (the live child has the real
+/// name; defaults do not depend on the name).
+async fn server_defaulted(env: &Env, ns: &str, built: &Value) -> Result<Value, String> {
+    let api_version = built["apiVersion"].as_str().ok_or("no apiVersion")?;
+    let kind = built["kind"].as_str().ok_or("no kind")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (ar, _) = kube::discovery::pinned_kind(&env.admin, &gvk)
+        .await
+        .map_err(|e| format!("discover {kind}: {e}"))?;
+    let mut obj = built.clone();
+    obj["metadata"]["name"] = json!(DRY_RUN_NAME);
+    obj["metadata"]["namespace"] = json!(ns);
+    let obj: DynamicObject = serde_json::from_value(obj).map_err(|e| e.to_string())?;
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let created = Api::<DynamicObject>::namespaced_with(env.admin.clone(), ns, &ar)
+        .create(&params, &obj)
+        .await
+        // The error names the object and the refused field, never a Secret's data.
+        .map_err(|e| format!("dry-run create of the built {kind}: {e}"))?;
+    serde_json::to_value(created).map_err(|e| e.to_string())
+}
+
+/// What the API server allocates per object rather than defaults, taken out of a top-level
+/// field before it is compared: a Service's cluster IPs (unless the builder sets them, as a
+/// headless Service's `None`).
+fn strip_allocated(kind: &str, built: &Value, field: &str, value: &Value) -> Value {
+    let mut value = value.clone();
+    if kind == "Service"
+        && field == "spec"
+        && built["spec"]["clusterIP"].is_null()
+        && let Some(spec) = value.as_object_mut()
+    {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    value
+}
+
+/// A live object matches a built one: every top-level field but metadata and status (spec,
+/// data, type, ...) is EQUAL to the built object as the real API server defaults it
+/// (`defaulted`, from [`server_defaulted`]): no key more or less at any depth, save what the
+/// server allocates per object ([`strip_allocated`]). Labels, owner references and namespace
+/// are equal to the built ones, and the built annotations are there.
+fn compare(want: &Value, defaulted: &Value, have: &Value) -> Result<(), String> {
     let kind = want["kind"].as_str().unwrap_or_default();
     let name = want["metadata"]["name"].as_str().unwrap_or_default();
     let secret = kind == "Secret";
-    for (field, value) in want.as_object().expect("object") {
-        if field == "metadata" {
-            continue;
-        }
-        if let Err(at) = contains(value, have.get(field).unwrap_or(&Value::Null), field) {
+    let top = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !matches!(k.as_str(), "metadata" | "status"))
+            .collect()
+    };
+    for field in top(defaulted).union(&top(have)) {
+        let wanted = strip_allocated(kind, want, field, &defaulted[field.as_str()]);
+        let live = strip_allocated(kind, want, field, &have[field.as_str()]);
+        if wanted != live {
             return Err(if secret {
                 format!("{kind} {name}: .{field} differs")
             } else {
-                format!(
-                    "{kind} {name}: {at} differs:\n built: {value}\n  live: {}",
-                    have.get(field).unwrap_or(&Value::Null)
-                )
+                format!("{kind} {name}: .{field} differs:\n built: {wanted}\n  live: {live}")
             });
         }
     }
@@ -1252,57 +1349,77 @@ fn compare(want: &Value, have: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the live value `have` holds everything of the built `want`: objects hold each built
-/// key with a matching value (and may hold more: the API server's defaults, e.g. a container's
-/// `terminationMessagePath` or a port's `protocol`), arrays match element by element with the
-/// same length, scalars are equal. A built `null`, `[]` or `{}` matches an absent field (the
-/// API server drops empty values of its own types). Returns the path of the first difference.
-fn contains(want: &Value, have: &Value, at: &str) -> Result<(), String> {
-    let empty = |v: &Value| {
-        v.is_null()
-            || v.as_array().is_some_and(Vec::is_empty)
-            || v.as_object().is_some_and(serde_json::Map::is_empty)
-    };
-    match (want, have) {
-        (w, h) if empty(w) && empty(h) => Ok(()),
-        (Value::Object(w), Value::Object(h)) => {
-            for (k, v) in w {
-                contains(v, h.get(k).unwrap_or(&Value::Null), &format!("{at}.{k}"))?;
-            }
-            Ok(())
-        }
-        (Value::Array(w), Value::Array(h)) if w.len() == h.len() => {
-            for (i, (w, h)) in w.iter().zip(h).enumerate() {
-                contains(w, h, &format!("{at}[{i}]"))?;
-            }
-            Ok(())
-        }
-        (w, h) if w == h => Ok(()),
-        _ => Err(at.to_owned()),
-    }
-}
-
 #[test]
-fn contains_accepts_defaults_beside_the_built_fields_and_nothing_else() {
-    let built = json!({"ports": [{"port": 6333}], "selector": {"a": "b"}, "args": []});
-    let live = json!({"ports": [{"port": 6333, "protocol": "TCP"}], "selector": {"a": "b"},
-                      "clusterIP": "None"});
-    assert_eq!(contains(&built, &live, "spec"), Ok(()));
-    let changed = json!({"ports": [{"port": 6334, "protocol": "TCP"}], "selector": {"a": "b"}});
-    assert_eq!(
-        contains(&built, &changed, "spec"),
-        Err("spec.ports[0].port".to_owned())
+fn compare_wants_the_server_defaulted_build_exactly() {
+    let meta = json!({"name": "vectors", "namespace": "ns", "labels": {"a": "b"}});
+    let built = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                       "data": {"config.yaml": "x"}});
+    let defaulted = built.clone();
+    let mut live = built.clone();
+    live["metadata"]["resourceVersion"] = json!("7");
+    assert_eq!(compare(&built, &defaulted, &live), Ok(()));
+    // One data key more (e.g. a second config file) fails.
+    let mut more = live.clone();
+    more["data"]["extra.yaml"] = json!("y");
+    assert!(
+        compare(&built, &defaulted, &more)
+            .unwrap_err()
+            .contains(".data differs")
     );
-    let more = json!({"ports": [{"port": 6333}, {"port": 1}], "selector": {"a": "b"}});
-    assert_eq!(
-        contains(&built, &more, "spec"),
-        Err("spec.ports".to_owned())
+    // A top-level field the build has not (e.g. `immutable`) fails.
+    let mut immutable = live.clone();
+    immutable["immutable"] = json!(true);
+    assert!(compare(&built, &defaulted, &immutable).is_err());
+    // A label more fails.
+    let mut label = live.clone();
+    label["metadata"]["labels"]["c"] = json!("d");
+    assert!(compare(&built, &defaulted, &label).is_err());
+
+    // Deep: a key added to a container's securityContext fails; the server's defaults pass.
+    let container = json!({"name": "q", "securityContext": {"runAsNonRoot": true}});
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta,
+                     "spec": {"template": {"spec": {"containers": [container]}}}});
+    let mut sts_defaulted = sts.clone();
+    sts_defaulted["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+        json!("/dev/termination-log");
+    sts_defaulted["status"] = json!({"replicas": 0});
+    let mut sts_live = sts_defaulted.clone();
+    sts_live["status"] = json!({"replicas": 3, "readyReplicas": 3});
+    assert_eq!(compare(&sts, &sts_defaulted, &sts_live), Ok(()));
+    let mut privileged = sts_live.clone();
+    privileged["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] =
+        json!(true);
+    assert!(
+        compare(&sts, &sts_defaulted, &privileged)
+            .unwrap_err()
+            .contains(".spec differs")
     );
-    let missing = json!({"ports": [{"port": 6333}]});
-    assert_eq!(
-        contains(&built, &missing, "spec"),
-        Err("spec.selector".to_owned())
-    );
+    // The bare build (without the server's defaults) is not what the live object must equal.
+    assert!(compare(&sts, &sts, &sts_live).is_err());
+
+    // A Secret's difference names the field, never the values.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta,
+                        "data": {"api-key": "c2VjcmV0"}, "type": "Opaque"});
+    let mut extra = secret.clone();
+    extra["data"]["stolen"] = json!("c2VjcmV0");
+    let err = compare(&secret, &secret, &extra).unwrap_err();
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+
+    // What the server allocates per object is not compared, unless the build sets it.
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                         "spec": {"ports": [{"port": 6333, "protocol": "TCP"}]}});
+    let mut service_dry = service.clone();
+    service_dry["spec"]["clusterIP"] = json!("10.0.0.7");
+    service_dry["spec"]["clusterIPs"] = json!(["10.0.0.7"]);
+    let mut service_live = service.clone();
+    service_live["spec"]["clusterIP"] = json!("10.0.0.9");
+    service_live["spec"]["clusterIPs"] = json!(["10.0.0.9"]);
+    assert_eq!(compare(&service, &service_dry, &service_live), Ok(()));
+    let mut headless = service.clone();
+    headless["spec"]["clusterIP"] = json!("None");
+    let mut headless_live = headless.clone();
+    headless_live["spec"]["clusterIP"] = json!("10.0.0.9");
+    assert!(compare(&headless, &headless, &headless_live).is_err());
 }
 
 /// (kind, name) of every object of the child kinds labelled for this instance and operator.

@@ -349,6 +349,14 @@ async fn a_labelled_secret_is_used_and_a_running_instance_that_loses_the_label_k
     );
 }
 
+/// The operator binary watches the Secrets it is allowed to read: the opt-in label and a new
+/// key are each acted on by a reconcile that the Secret's watch triggered. On the real control
+/// plane other triggers run reconciles too (the 5 s retry after the refusal; the StatefulSet's
+/// status events while kwok runs the pods) and a reconcile reads the Secret with a live GET, so
+/// a changed StatefulSet alone proves nothing (the key is changed only once the instance is
+/// Ready and settled): the proof is the operator's log, where kube's
+/// `reconciling object` span names the reconcile's trigger (`related object updated:
+/// Secret.v1./byo-key.<ns>`) on the line that reports the children it applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_seen_at_once() {
     let env = Env::namespaced("ts-watch").await;
@@ -395,7 +403,11 @@ async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_se
             .is_none()
     );
 
-    // The owner opts in: the watch sees the label (well before the 5-minute re-read).
+    // The owner opts in: the watch sees the label (well before the 5-minute re-read). The
+    // StatefulSet appearing alone would not prove it (the failure retry after 5 s would bring
+    // it too): the reconcile that applies it must be the one the Secret's watch triggered, as
+    // the operator's log says (kube's `reconciling object` span names its trigger).
+    let from = operator.log().len();
     env.merge_patch(
         "v1",
         "Secret",
@@ -413,13 +425,44 @@ async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_se
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
+    let trigger = format!("related object updated: Secret.v1./byo-key.{ns}");
+    eventually(LIMIT, || async {
+        applied_on(&operator.log()[from..], &trigger)
+            .then_some(())
+            .ok_or_else(|| format!("no children applied on {trigger:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
     let hash = || async {
         env.get("apps/v1", "StatefulSet", &ns, "byo")
             .await
             .map(|sts| sts["spec"]["template"]["metadata"]["annotations"].to_string())
     };
+    // Settled first: the instance is Ready and neither it nor its StatefulSet changes any more
+    // (the same resourceVersions 3 s apart), so no other reconcile is pending when the key
+    // changes (kube merges a trigger into a reconcile already scheduled, under that one's name).
+    let versions = || async {
+        let sq = env.get(SQ_API, "SecureQdrant", &ns, "byo").await;
+        let sts = env.get("apps/v1", "StatefulSet", &ns, "byo").await;
+        let rv = |o: &Option<Value>| o.as_ref().map(|o| o["metadata"]["resourceVersion"].clone());
+        let phase = sq.as_ref().map(|o| o["status"]["phase"].clone());
+        (phase, rv(&sq), rv(&sts))
+    };
+    eventually(LIMIT, || async {
+        let first = versions().await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let again = versions().await;
+        (first.0 == Some(json!("Ready")) && first == again)
+            .then_some(())
+            .ok_or_else(|| format!("not settled: {first:?} then {again:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
     let before = hash().await;
-    // A new key in the labelled Secret rolls the pods at once.
+    // A new key in the labelled Secret rolls the pods at once. The StatefulSet's status events
+    // (kwok running the pods) trigger reconciles too, and a reconcile reads the Secret anyway:
+    // again the roll must come from the reconcile the Secret's watch triggered.
+    let from = operator.log().len();
     env.merge_patch(
         "v1",
         "Secret",
@@ -437,12 +480,63 @@ async fn the_operator_watches_labelled_secrets_so_an_opt_in_and_a_new_key_are_se
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
+    eventually(LIMIT, || async {
+        applied_on(&operator.log()[from..], &trigger)
+            .then_some(())
+            .ok_or_else(|| format!("no children applied on {trigger:?}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_tail()));
     let secret = env.get("v1", "Secret", &ns, "byo-key").await.unwrap();
     assert_eq!(
         secret["metadata"]["labels"],
         json!({ALLOWED_INSTANCE_LABEL: "byo"}),
         "the operator wrote a label onto the user's Secret"
     );
+}
+
+/// Whether `log` (the operator's) has a reconcile triggered by `trigger` (kube's
+/// `object.reason` of the `reconciling object` span) that wrote children ("applied children").
+fn applied_on(log: &str, trigger: &str) -> bool {
+    // The text log may colour field names: compare without the escape sequences.
+    let plain = strip_ansi(log);
+    plain
+        .lines()
+        .any(|l| l.contains(trigger) && l.contains("applied children"))
+}
+
+/// `s` without ANSI escape sequences (ESC `[` ... final letter).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn applied_on_wants_the_trigger_and_a_write_on_one_line() {
+    let t = "related object updated: Secret.v1./k.ns";
+    let line = "\u{1b}[2mreconciling object\u{1b}[0m{object.reason=related object updated: \
+                Secret.v1./k.ns}: applied children written=3";
+    assert!(applied_on(line, t));
+    assert!(!applied_on(
+        "reconciling object{object.reason=error policy requested retry}: applied children",
+        t
+    ));
+    assert!(!applied_on(
+        "reconciling object{object.reason=related object updated: Secret.v1./k.ns}: done",
+        t
+    ));
 }
 
 // =============================================================================================
@@ -524,6 +618,8 @@ impl SecretsEnv {
     /// already existed. Returns the condition's message.
     async fn refused(&self, name: &str, secret: &str, field: &str) -> String {
         let had_sts = self.statefulset(name).await.is_some();
+        // Only an Event of this reconcile counts (not one of an earlier refusal).
+        let started = k8s_openapi::jiff::Timestamp::now();
         self.reconcile(name)
             .await
             .expect_err("a reference the Secret does not allow");
@@ -545,7 +641,7 @@ impl SecretsEnv {
             assert!(message.contains(&needle), "{needle:?} not in {message}");
         }
         let note = &message[..message.len() - "; retrying".len()];
-        let events = self.t.warnings().await;
+        let events = self.t.warnings_since(started).await;
         assert!(
             events
                 .iter()

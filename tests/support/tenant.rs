@@ -433,7 +433,7 @@ impl Tenant {
     /// Reconciles until a reconcile writes nothing (the instance is converged).
     pub async fn converge(&self, name: &str) {
         let mut last = Counters::default();
-        for _ in 0..10 {
+        for _ in 0..5 {
             self.env.reset_counters().await;
             self.reconcile(name).await.expect("reconciles");
             last = self.env.counters().await;
@@ -447,6 +447,38 @@ impl Tenant {
     /// The Warning Events in the namespace: (reason, note, the name of the object regarded).
     pub async fn warnings(&self) -> Vec<(String, String, String)> {
         self.events("Warning").await
+    }
+
+    /// The Warning Events in the namespace last observed at or after `since` (the Event's
+    /// `eventTime`, or its `series.lastObservedTime` when the recorder counted a repeat on an
+    /// existing Event): (reason, note, the name of the object regarded).
+    pub async fn warnings_since(
+        &self,
+        since: k8s_openapi::jiff::Timestamp,
+    ) -> Vec<(String, String, String)> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
+            .list(&ListParams::default())
+            .await
+            .expect("Events listed")
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter(|e| {
+                let last = e
+                    .series
+                    .as_ref()
+                    .map(|s| s.last_observed_time.0)
+                    .or(e.event_time.as_ref().map(|t| t.0));
+                last.is_some_and(|t| t >= since)
+            })
+            .map(|e| {
+                (
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// The Events of `type_` in the namespace: (reason, note, the name of the object regarded).
