@@ -420,7 +420,14 @@ async fn drift_is_reverted_and_stray_children_are_pruned() {
     let (ns, name) = (env.ns.clone(), "vectors".to_owned());
     let sq = with_name(example("full.yaml"), &ns, &name);
     cluster.insert_instance(&sq).await;
-    let before = cluster.converge(&ns, &name).await;
+    // Settled: the pods are ready and the formed cluster is recorded (a key in the ConfigMap
+    // that comes once kwok makes the peers ready), so nothing but the drift changes it later.
+    let before = cluster
+        .converge_until(&ns, &name, |s| {
+            s.phase() == Some(Phase::Ready)
+                && s.sq.status.as_ref().is_some_and(|st| st.cluster_formed)
+        })
+        .await;
     let owner_uid = before.sq.metadata.uid.clone().expect("uid");
 
     // While the operator is down, someone edits the config and adds a policy under its labels.
