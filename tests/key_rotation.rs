@@ -15,39 +15,37 @@
 mod control_plane;
 #[path = "support/held_node.rs"]
 mod held_node;
+#[path = "support/in_process.rs"]
+mod in_process;
 #[path = "support/real_server.rs"]
 mod real_server;
 
 use held_node::HeldNode;
+use in_process::{
+    cached_versions, namespaced_stores as managed_stores, reflect_in as reflect, versions,
+};
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::key_rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
-use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
@@ -908,44 +906,6 @@ fn t0() -> Timestamp {
     "2030-01-01T00:00:00Z".parse().unwrap()
 }
 
-/// A watch-fed cache of `K` in `ns` (only managed objects when `managed`), running until the
-/// test ends: the operator's caches, namespaced as with `watchNamespaces`.
-fn reflect<K>(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>, managed: bool) -> Store<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if managed {
-        config = config.labels(MANAGED_SELECTOR);
-    }
-    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
-        .default_backoff()
-        .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-fn managed_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
-    Stores {
-        service_accounts: reflect::<ServiceAccount>(client, ns, tasks, true),
-        secrets: reflect::<Secret>(client, ns, tasks, true),
-        config_maps: reflect::<ConfigMap>(client, ns, tasks, true),
-        services: reflect::<Service>(client, ns, tasks, true),
-        network_policies: reflect::<NetworkPolicy>(client, ns, tasks, true),
-        pdbs: reflect::<PodDisruptionBudget>(client, ns, tasks, true),
-        statefulsets: reflect::<StatefulSet>(client, ns, tasks, true),
-    }
-}
-
 /// A Context with fresh caches (what a restarted operator has), on `clock`.
 async fn context(
     client: &Client,
@@ -1397,42 +1357,6 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// `namespace/name` → resourceVersion of each object.
-fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// `versions` of what a cache holds.
-fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 /// The whole seconds from `now` until `then`.

@@ -14,9 +14,12 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/in_process.rs"]
+mod in_process;
 #[path = "support/real_server.rs"]
 mod real_server;
 
+use in_process::{cached_versions, namespaced_stores, versions};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::poll_fn;
@@ -27,24 +30,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,13 +48,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use secure_qdrant_operator::children::meta::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER,
-};
+use secure_qdrant_operator::children::meta::{LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::reconcile::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
-use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::tls::CLIENT_PICKUP;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
@@ -87,68 +80,6 @@ fn spec() -> Value {
     })
 }
 
-/// A reflector-fed cache of `K` in `ns` (managed objects only, by label), as the controller
-/// keeps; running until the test ends. Namespaced: the test's identity has the chart's Role for
-/// its namespace only.
-fn reflect<K>(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(
-        Api::<K>::namespaced(client.clone(), ns),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-/// `namespace/name` → resourceVersion of JSON objects.
-fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// `namespace/name` → resourceVersion of a cache.
-fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 struct Env {
     real: real_server::Env,
     /// The test's own namespace (the instance's).
@@ -174,15 +105,7 @@ impl Env {
         // As the operator (the chart's ServiceAccount), through the env's proxy (no faults).
         let client = real.client.clone();
         let mut tasks = Vec::new();
-        let stores = Stores {
-            service_accounts: reflect::<ServiceAccount>(&client, &ns, &mut tasks),
-            secrets: reflect::<Secret>(&client, &ns, &mut tasks),
-            config_maps: reflect::<ConfigMap>(&client, &ns, &mut tasks),
-            services: reflect::<Service>(&client, &ns, &mut tasks),
-            network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks),
-            pdbs: reflect::<PodDisruptionBudget>(&client, &ns, &mut tasks),
-            statefulsets: reflect::<StatefulSet>(&client, &ns, &mut tasks),
-        };
+        let stores = namespaced_stores(&client, &ns, &mut tasks);
         let clock = Arc::new(Mutex::new(t0()));
         let (events, log) = Events::memory();
         let reading = clock.clone();

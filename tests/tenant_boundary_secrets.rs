@@ -9,6 +9,8 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/in_process.rs"]
+mod in_process;
 #[path = "support/real_server.rs"]
 mod real_server;
 #[path = "support/tenant.rs"]

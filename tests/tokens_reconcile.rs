@@ -21,9 +21,12 @@
 
 #[path = "support/control_plane.rs"]
 mod control_plane;
+#[path = "support/in_process.rs"]
+mod in_process;
 #[path = "support/real_server.rs"]
 mod real_server;
 
+use in_process::{cached_versions, namespaced_stores, reflect_in, versions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::File;
@@ -38,16 +41,13 @@ use control_plane::eventually;
 use futures::StreamExt;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use real_server::{Counters, Env as RealEnv, Faults};
@@ -56,11 +56,10 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Result as ReconcileResult;
 use secure_qdrant_operator::events::{EventLog, Events};
-use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context, RESYNC, token};
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::{
@@ -1383,86 +1382,6 @@ fn t0() -> Timestamp {
 
 /// How long the caches may take to catch up with the API server (the machine is loaded).
 const CACHE_CATCH_UP: Duration = Duration::from_secs(120);
-
-/// A reflector-fed cache of `K` in `ns` (only managed objects when `managed`), as the
-/// controller keeps it for a watched namespace; runs until the test ends.
-fn reflect_in<K>(
-    client: &Client,
-    ns: &str,
-    tasks: &mut Vec<JoinHandle<()>>,
-    managed: bool,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if managed {
-        config = config.labels(MANAGED_SELECTOR);
-    }
-    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
-        .default_backoff()
-        .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-/// The caches the controller keeps for the watched namespace: managed objects only, by label.
-fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
-    Stores {
-        service_accounts: reflect_in::<ServiceAccount>(client, ns, tasks, true),
-        secrets: reflect_in::<Secret>(client, ns, tasks, true),
-        config_maps: reflect_in::<ConfigMap>(client, ns, tasks, true),
-        services: reflect_in::<Service>(client, ns, tasks, true),
-        network_policies: reflect_in::<NetworkPolicy>(client, ns, tasks, true),
-        pdbs: reflect_in::<PodDisruptionBudget>(client, ns, tasks, true),
-        statefulsets: reflect_in::<StatefulSet>(client, ns, tasks, true),
-    }
-}
-
-/// namespace/name → resourceVersion of objects as the API server returns them.
-fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                format!(
-                    "{}/{}",
-                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    o["metadata"]["name"].as_str().unwrap_or_default()
-                ),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// namespace/name → resourceVersion of a cache's objects.
-fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
 
 fn until(now: Timestamp, then: Timestamp) -> Duration {
     Duration::from_secs(now.duration_until(then).as_secs().unsigned_abs())

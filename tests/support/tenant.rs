@@ -8,12 +8,10 @@
 //! (their Secrets, policies, ...) are made as admin.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
+pub use crate::in_process::{cached_versions, reflect_in as reflect, versions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -23,14 +21,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGED_SELECTOR, MANAGER};
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
@@ -99,64 +95,6 @@ pub fn stable(mut v: Value) -> String {
         m.remove("managedFields");
     }
     serde_json::to_string(&v).unwrap()
-}
-
-/// A reflector-fed cache of `K` in `ns` (only managed objects when `managed`).
-pub fn reflect<K>(
-    client: &Client,
-    ns: &str,
-    tasks: &mut Vec<JoinHandle<()>>,
-    managed: bool,
-) -> Store<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if managed {
-        config = config.labels(MANAGED_SELECTOR);
-    }
-    let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
-        .default_backoff()
-        .reflect(writer);
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| async {}).await;
-    }));
-    reader
-}
-
-pub fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String> {
-    objects
-        .map(|o| {
-            (
-                o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-pub fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .map(|o| (o.name_any(), o.resource_version().unwrap_or_default()))
-        .collect()
 }
 
 /// A tenant: a ServiceAccount in `ns` allowed SecureQdrants and QdrantAccessTokens there (every
