@@ -376,8 +376,12 @@ async fn deleted_children_come_back_and_a_deleted_key_secret_is_new_and_announce
     env.delete("v1", "Secret", &ns, &format!("{name}-api-key"))
         .await
         .expect("delete the API-key Secret");
+    // New keys and the pods rolled for them (the snapshot reads the StatefulSet before the
+    // Secrets: taken between the two writes it can show the new keys beside the old hash).
     let rekeyed = cluster
-        .converge_until(&ns, &name, |s| s.api_key != before.api_key)
+        .converge_until(&ns, &name, |s| {
+            s.api_key != before.api_key && s.restart_hash != before.restart_hash
+        })
         .await;
     for (key, old) in &before.api_key {
         assert_ne!(rekeyed.api_key.get(key), Some(old), "{key} reused");
