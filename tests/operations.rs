@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use control_plane::{apply_chart_rbac, render_chart, service_account_token};
+use control_plane::{apply_chart_rbac, listening_on_loopback, render_chart, service_account_token};
 use real_server::{Env, Faults, Identity, count, requests_between};
 use secure_qdrant_operator::controller::shutdown::Shutdown;
 use secure_qdrant_operator::leader::{self, Attempt, LEASE_NAME, LeaderElector, LeaseConfig};
@@ -1314,36 +1314,6 @@ fn signal(pid: u32, name: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// The loopback address process `pid` listens on (TCP, IPv4), from /proc: its socket inodes
-/// (`/proc/<pid>/fd`) matched against the listening sockets of `/proc/<pid>/net/tcp`.
-fn listening_on_loopback(pid: u32) -> Result<String, String> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map_err(|e| e.to_string())?
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
-            Some(l.to_owned())
-        })
-        .collect();
-    let table =
-        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
-    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-    let ports: Vec<u16> = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]))
-        .filter_map(|f| {
-            let port = f[1].strip_prefix("0100007F:")?;
-            u16::from_str_radix(port, 16).ok()
-        })
-        .collect();
-    match ports[..] {
-        [port] => Ok(format!("127.0.0.1:{port}")),
-        _ => Err(format!("listening on loopback ports {ports:?}")),
-    }
 }
 
 /// `GET path` over HTTP/1.1: (status, body). (0, error) when the connection fails.

@@ -582,6 +582,36 @@ pub fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
+/// The loopback address process `pid` listens on (TCP, IPv4), from /proc: its socket inodes
+/// (`/proc/<pid>/fd`) matched against the listening sockets of `/proc/<pid>/net/tcp`.
+pub fn listening_on_loopback(pid: u32) -> Result<String, String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(l.to_owned())
+        })
+        .collect();
+    let table =
+        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).map_err(|e| e.to_string())?;
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    let ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]))
+        .filter_map(|f| {
+            let port = f[1].strip_prefix("0100007F:")?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect();
+    match ports[..] {
+        [port] => Ok(format!("127.0.0.1:{port}")),
+        _ => Err(format!("listening on loopback ports {ports:?}")),
+    }
+}
+
 /// A path in the repository.
 pub fn repo_file_path(path: impl AsRef<Path>) -> PathBuf {
     repo().join(path.as_ref())
