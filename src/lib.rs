@@ -8,6 +8,7 @@
 
 pub mod children;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod error;

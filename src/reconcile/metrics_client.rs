@@ -170,7 +170,7 @@ pub async fn ensure(
     let later = |reason: &'static str, message: String| MetricsClient {
         data: usable.map(|m| m.to_secret_data(bundle)),
         condition: (false, reason, message),
-        next_check: now.checked_add(super::tls::signed(super::token::WAIT)).ok(),
+        next_check: now.checked_add(super::tls::signed(crate::conditions::WAIT)).ok(),
         issued: None,
     };
     if !ca_trusted {

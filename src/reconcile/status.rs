@@ -2,7 +2,6 @@
 //! to the status subresource only when it changed.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -11,6 +10,7 @@ use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
 use super::plan::{History, Refusal};
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
+pub use crate::conditions::{CHILD_CONFLICT, SECRET_NOT_ALLOWED, set_condition};
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
 use crate::qdrant::{GRPC_PORT, HTTP_PORT};
@@ -22,14 +22,8 @@ pub const READY: &str = "Ready";
 pub const RECONCILED: &str = "Reconciled";
 /// Condition type: the serving certificate is valid and not about to expire.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
-/// Reason of Reconciled=False (and of the Warning Event) when a referenced Secret does not allow
-/// the instance (see [`super::references`]).
-pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 /// Condition type (a warning, True while it applies): TLS is turned off.
 pub const TLS_DISABLED: &str = "TLSDisabled";
-/// Condition type: an object with the name of one of the instance's children exists and is not
-/// controlled by it; nothing was written to it (see [`super::ownership`]).
-pub const CHILD_CONFLICT: &str = "ChildConflict";
 /// What the TLSDisabled condition and Event say.
 pub const TLS_DISABLED_MESSAGE: &str = "spec.tls.enabled is false: API keys, JWTs and data \
      cross the network in clear text, between clients and Qdrant and between Qdrant peers";
@@ -54,34 +48,6 @@ pub enum Verdict<'a> {
 /// Warning conditions (True when the spec opens the network that way): egress beyond the peers
 /// and DNS (`spec.network.extraEgress`), clients or scrapers from every namespace.
 pub const NETWORK_WARNINGS: &[&str] = &["EgressBeyondPeers", "IngressFromAllNamespaces"];
-
-/// Sets a condition, keeping its lastTransitionTime when its status did not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let last_transition_time = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
 
 /// The status a SecureQdrant should have now.
 pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> SecureQdrantStatus {

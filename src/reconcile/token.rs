@@ -17,10 +17,11 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{Outcome, apply};
 use super::expect::EXPECTATION_TTL;
-use super::status::set_condition;
 use super::stores::cached;
 use super::{Context, RESYNC};
 use crate::children::meta::MANAGER;
+pub use crate::conditions::WAIT;
+use crate::conditions::{CHILD_CONFLICT, SECRET_NOT_ALLOWED, set_condition};
 use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::material::{self, read_key};
@@ -43,8 +44,6 @@ pub const READY: &str = "Ready";
 /// Condition type of a QdrantAccessToken whose SecureQdrant requires client certificates: its
 /// Secret holds a client certificate (`tls.crt`, `tls.key`).
 pub const CLIENT_CERTIFICATE_READY: &str = "ClientCertificateReady";
-/// How soon to look again while waiting for the SecureQdrant's material.
-pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Why no token could be written this time (reported as Ready=False).
 struct Blocked {
@@ -303,7 +302,7 @@ async fn issue(
         && let Err(e) = super::references::check(secret, &inst, "spec.auth.apiKeySecretRef")
     {
         return Ok(Err(blocked(
-            super::status::SECRET_NOT_ALLOWED,
+            SECRET_NOT_ALLOWED,
             e.to_string(),
             Some(WAIT),
         )));
@@ -570,7 +569,7 @@ async fn client_certificate(
     if let (TlsSource::UserCa(_), Some(secret)) = (&settings.source, &ca_secret)
         && let Err(e) = super::references::check(secret, inst, "spec.tls.caSecretRef")
     {
-        return Ok(later(super::status::SECRET_NOT_ALLOWED, e.to_string()));
+        return Ok(later(SECRET_NOT_ALLOWED, e.to_string()));
     }
     let ca = ca_secret
         .and_then(|s| s.data)
@@ -701,7 +700,7 @@ async fn read(ctx: &Context, api: &Api<Secret>, ns: &str, name: &str) -> Result<
 fn instance_secret_ours(secret: &Secret, inst: &Instance) -> std::result::Result<(), Blocked> {
     super::ownership::ensure_ours(secret, inst).map_err(|e| {
         blocked(
-            super::status::CHILD_CONFLICT,
+            CHILD_CONFLICT,
             format!("{e}; no token is issued from it"),
             Some(WAIT),
         )
@@ -725,7 +724,7 @@ async fn trust_bundle(
         let allowed = match inst.tls.as_ref().map(|t| &t.source) {
             Some(TlsSource::UserCertificate(_)) => {
                 super::references::check(s, inst, "spec.tls.certificateSecretRef").map_err(|e| {
-                    blocked(super::status::SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))
+                    blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))
                 })
             }
             _ => instance_secret_ours(s, inst),
