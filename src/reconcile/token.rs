@@ -27,9 +27,10 @@ use crate::error::{Error, Result};
 use crate::material::{self, read_key};
 use crate::settings::Settings;
 
+use crate::tls::policy::signed;
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{
-    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, client_common_name,
+    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, TlsPolicy, client_common_name,
     issue_client, plan_client,
 };
 use crate::tokens::{
@@ -545,7 +546,7 @@ async fn client_certificate(
         material: usable.clone(),
         issued: None,
         renewal_time: None,
-        next_check: now.checked_add(super::tls::signed(WAIT)).ok(),
+        next_check: now.checked_add(signed(WAIT)).ok(),
         condition: Some((false, reason, message)),
     };
     let ca_name = match &settings.source {
@@ -602,7 +603,11 @@ async fn client_certificate(
         .is_some_and(|b| b.iter().any(|c| c.same_key(ca.cert())));
     let ca_trusted = bundle_has_ca && rollover_phase != Some(Phase::TrustBoth.as_str());
 
-    let policy = super::tls::policy(settings);
+    let policy = TlsPolicy::from_lifetimes(
+        settings.certificate_lifetime,
+        settings.renew_before,
+        settings.ca_lifetime,
+    );
     let state = match &stored {
         Ok(leaf) => LeafState::Present(leaf),
         Err(TlsError::MissingKey(_)) => LeafState::Missing,

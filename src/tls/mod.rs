@@ -8,6 +8,7 @@
 //! - [`cert`]: reading certificates and keys (x509-parser), the trust bundle.
 //! - [`ca`]: issuing and renewing the instance's CA (ECDSA P-256).
 //! - [`leaf`]: the serving certificate and the DNS names it carries.
+//! - [`policy`]: an instance's certificate lifetimes as a [`TlsPolicy`].
 //! - [`rotation`]: when to renew what, with deterministic jitter, and when to requeue.
 //! - [`rollover`]: the phase machine that replaces a CA key (old and new CA trusted side by side).
 //! - [`converge`]: the one call the pipeline makes, composing the above.
@@ -27,6 +28,7 @@ pub mod cert;
 pub mod client;
 pub mod converge;
 pub mod leaf;
+pub mod policy;
 pub mod rollover;
 pub mod rotation;
 mod time;
