@@ -26,6 +26,7 @@ use kube::{Api, Client};
 use super::ownership::own_secret_as;
 use super::stores::{Stores, cached};
 use crate::children::meta::COMPONENT_METRICS_CLIENT;
+use crate::conditions::WAIT;
 use crate::error::{Error, Result};
 use crate::tls::rotation::{LeafState, renewal_time};
 use crate::tls::{
@@ -170,7 +171,7 @@ pub async fn ensure(
     let later = |reason: &'static str, message: String| MetricsClient {
         data: usable.map(|m| m.to_secret_data(bundle)),
         condition: (false, reason, message),
-        next_check: now.checked_add(super::tls::signed(crate::conditions::WAIT)).ok(),
+        next_check: now.checked_add(super::tls::signed(WAIT)).ok(),
         issued: None,
     };
     if !ca_trusted {

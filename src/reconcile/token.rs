@@ -302,11 +302,7 @@ async fn issue(
     if let (false, Some(secret)) = (inst.generates_api_key(), &key_secret)
         && let Err(e) = super::references::check(secret, &inst, "spec.auth.apiKeySecretRef")
     {
-        return Ok(Err(blocked(
-            SECRET_NOT_ALLOWED,
-            e.to_string(),
-            Some(WAIT),
-        )));
+        return Ok(Err(blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))));
     }
     // The operator's own `<n>-api-key` signs only when this very instance (its UID) controls it:
     // an orphaned Secret of an earlier instance of the same name, or anyone's Secret of that
@@ -728,9 +724,8 @@ async fn trust_bundle(
     if let Some(s) = &secret {
         let allowed = match inst.tls.as_ref().map(|t| &t.source) {
             Some(TlsSource::UserCertificate(_)) => {
-                super::references::check(s, inst, "spec.tls.certificateSecretRef").map_err(|e| {
-                    blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))
-                })
+                super::references::check(s, inst, "spec.tls.certificateSecretRef")
+                    .map_err(|e| blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT)))
             }
             _ => instance_secret_ours(s, inst),
         };
