@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use self::scope::{EventStream, OnReady, WatchScope, reflect};
 use self::shutdown::Shutdown;
+use crate::access_tokens;
 use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
@@ -35,7 +36,6 @@ use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use crate::reconcile::stores::Stores;
-use crate::reconcile::token;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::settings::Settings;
 use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
@@ -417,7 +417,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                         ACCESS_TOKEN,
                         qat.clone(),
                         store.clone(),
-                        token::reconcile(qat, ctx, instance_store_for_tokens.clone()),
+                        access_tokens::reconcile(qat, ctx, instance_store_for_tokens.clone()),
                     )
                 }
             },

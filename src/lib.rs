@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_tokens;
 pub mod children;
 pub mod cli;
 pub mod conditions;

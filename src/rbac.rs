@@ -29,7 +29,7 @@ pub const RBAC: &[Rule] = &[
         &["list", "watch", "patch"],
     ),
     ("secureqdrant.dev", "qdrantaccesstokens", &["list", "watch"]),
-    // Status through server-side apply (`reconcile::status::write`, `reconcile::token`).
+    // Status through server-side apply (`reconcile::status::write`, `access_tokens`).
     ("secureqdrant.dev", "secureqdrants/status", &["patch"]),
     ("secureqdrant.dev", "qdrantaccesstokens/status", &["patch"]),
     // Secrets: cache (list/watch); `get` of a Secret not in the cache (a user's referenced

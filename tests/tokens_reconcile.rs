@@ -2,7 +2,7 @@
 //! (tests/control-plane: etcd, kube-apiserver with RBAC and an audit log,
 //! kube-controller-manager, kube-scheduler, kwok), one namespace per test.
 //!
-//! Part 1 runs `reconcile::token::reconcile` in-process with a [`Context`] whose clock the test
+//! Part 1 runs `access_tokens::reconcile` in-process with a [`Context`] whose clock the test
 //! moves: the kube `Client` is the operator's identity (a ServiceAccount with the chart's RBAC
 //! for the test's namespace) through the test's fault proxy, the Context's caches and the
 //! SecureQdrant cache are filled by reflectors on that same client in that namespace (as the
@@ -56,11 +56,12 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use secure_qdrant_operator::access_tokens as token;
 use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Result as ReconcileResult;
 use secure_qdrant_operator::events::{EventLog, Events};
-use secure_qdrant_operator::reconcile::{self, Context, RESYNC, token};
+use secure_qdrant_operator::reconcile::{self, Context, RESYNC};
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::{
     CaMaterial, CaSubject, Certificate, LeafMaterial, issue_ca, issue_client, issue_leaf,

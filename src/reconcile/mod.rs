@@ -13,7 +13,6 @@ pub mod references;
 pub mod status;
 pub mod stores;
 pub mod tls;
-pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

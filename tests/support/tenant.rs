@@ -26,12 +26,13 @@ use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use secure_qdrant_operator::access_tokens as token;
 use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::reconcile::stores::Stores;
-use secure_qdrant_operator::reconcile::{self, Context, token};
+use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
 use crate::control_plane::{apply_params, eventually, service_account_token, token_kubeconfig};

@@ -15,10 +15,10 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
-use super::apply::{Outcome, apply};
-use super::expect::EXPECTATION_TTL;
-use super::stores::cached;
-use super::{Context, RESYNC};
+use crate::reconcile::apply::{Outcome, apply};
+use crate::reconcile::expect::EXPECTATION_TTL;
+use crate::reconcile::stores::cached;
+use crate::reconcile::{Context, RESYNC};
 use crate::children::meta::MANAGER;
 pub use crate::conditions::WAIT;
 use crate::conditions::{CHILD_CONFLICT, SECRET_NOT_ALLOWED, set_condition};
@@ -76,11 +76,11 @@ pub async fn reconcile(
     }
     // Before the SecureQdrant cache is filled, every instance looks missing, and a token whose
     // instance is missing loses its Secret: wait (an operator start, a re-list).
-    super::caches_ready(
+    crate::reconcile::caches_ready(
         || async {
             ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok()
         },
-        super::CACHE_WAIT,
+        crate::reconcile::CACHE_WAIT,
     )
     .await?;
     let now = (ctx.clock)();
@@ -300,7 +300,7 @@ async fn issue(
     // A user's key signs the token only when its Secret allows this instance: otherwise an author
     // could have manage tokens minted with another instance's key.
     if let (false, Some(secret)) = (inst.generates_api_key(), &key_secret)
-        && let Err(e) = super::references::check(secret, &inst, "spec.auth.apiKeySecretRef")
+        && let Err(e) = crate::reconcile::references::check(secret, &inst, "spec.auth.apiKeySecretRef")
     {
         return Ok(Err(blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT))));
     }
@@ -369,7 +369,7 @@ async fn issue(
                 "Secret {} exists and does not belong to this QdrantAccessToken (current owner: \
                  {}): the operator writes nothing to it; choose another spec.secretName",
                 valid.secret_name,
-                super::ownership::describe_owner(s)
+                crate::reconcile::ownership::describe_owner(s)
             ),
             None,
         )));
@@ -564,7 +564,7 @@ async fn client_certificate(
     let ca_secret = read(ctx, secrets, &inst.namespace, &ca_name).await?;
     // A user's CA signs client certificates only when its Secret allows this instance.
     if let (TlsSource::UserCa(_), Some(secret)) = (&settings.source, &ca_secret)
-        && let Err(e) = super::references::check(secret, inst, "spec.tls.caSecretRef")
+        && let Err(e) = crate::reconcile::references::check(secret, inst, "spec.tls.caSecretRef")
     {
         return Ok(later(SECRET_NOT_ALLOWED, e.to_string()));
     }
@@ -699,7 +699,7 @@ async fn read(ctx: &Context, api: &Api<Secret>, ns: &str, name: &str) -> Result<
 /// when the instance the token refers to controls it (its UID): anything else blocks the token
 /// with `ChildConflict` (the instance's own reconcile reports the same conflict).
 fn instance_secret_ours(secret: &Secret, inst: &Instance) -> std::result::Result<(), Blocked> {
-    super::ownership::ensure_ours(secret, inst).map_err(|e| {
+    crate::reconcile::ownership::ensure_ours(secret, inst).map_err(|e| {
         blocked(
             CHILD_CONFLICT,
             format!("{e}; no token is issued from it"),
@@ -724,7 +724,7 @@ async fn trust_bundle(
     if let Some(s) = &secret {
         let allowed = match inst.tls.as_ref().map(|t| &t.source) {
             Some(TlsSource::UserCertificate(_)) => {
-                super::references::check(s, inst, "spec.tls.certificateSecretRef")
+                crate::reconcile::references::check(s, inst, "spec.tls.certificateSecretRef")
                     .map_err(|e| blocked(SECRET_NOT_ALLOWED, e.to_string(), Some(WAIT)))
             }
             _ => instance_secret_ours(s, inst),
