@@ -1,0 +1,105 @@
+//! The token Secret itself: the copy this token wrote last, writing it, and removing it when the
+//! token may no longer exist. Only the QdrantAccessToken that controls it writes it.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
+
+use super::outcome::{Blocked, blocked};
+use super::secrets::read;
+use crate::crd::QdrantAccessToken;
+use crate::error::{Error, Result};
+use crate::reconcile::Context;
+use crate::reconcile::apply::{Outcome, apply};
+use crate::reconcile::expect::EXPECTATION_TTL;
+use crate::reconcile::stores::cached;
+use crate::tokens::{ValidToken, controlled_by};
+
+/// The token Secret as it is now (None: none yet), or a conflict when it exists and this
+/// QdrantAccessToken does not control it (nothing is written to it then).
+pub(super) async fn existing(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    valid: &ValidToken,
+) -> Result<Result<Option<Secret>, Blocked>> {
+    let mut existing = read(ctx, secrets, &valid.namespace, &valid.secret_name).await?;
+    if let Some(s) = &existing
+        && !controlled_by(s, valid)
+    {
+        return Ok(Err(blocked(
+            "SecretConflict",
+            format!(
+                "Secret {} exists and does not belong to this QdrantAccessToken (current owner: \
+                 {}): the operator writes nothing to it; choose another spec.secretName",
+                valid.secret_name,
+                crate::reconcile::ownership::describe_owner(s)
+            ),
+            None,
+        )));
+    }
+    // Only this token writes its Secret: what it wrote last is newer than a cached copy that
+    // does not show it yet.
+    if let Some(s) = existing.as_mut() {
+        let mut written = ctx.written_token_data.lock().expect("lock");
+        written.retain(|_, (_, at)| at.elapsed() < EXPECTATION_TTL);
+        if let Some((data, _)) = written.get(&memo_key(valid))
+            && s.data.as_ref() != Some(data)
+        {
+            s.data = Some(data.clone());
+        }
+    }
+    Ok(Ok(existing))
+}
+
+/// Applies the token Secret, and remembers its data once written.
+pub(super) async fn write(ctx: &Context, valid: &ValidToken, secret: Secret) -> Result<Outcome> {
+    let data = secret.data.clone().unwrap_or_default();
+    let outcome = apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
+    if outcome == Outcome::Applied {
+        ctx.written_token_data
+            .lock()
+            .expect("lock")
+            .insert(memo_key(valid), (data, std::time::Instant::now()));
+    }
+    Ok(outcome)
+}
+
+/// Where [`Context::written_token_data`] keeps the token Secret: `namespace/name`.
+fn memo_key(valid: &ValidToken) -> String {
+    format!("{}/{}", valid.namespace, valid.secret_name)
+}
+
+/// Deletes the token Secret this QdrantAccessToken controls, if any (its spec became invalid,
+/// e.g. manage tokens were disallowed): a token that may no longer be issued is not kept around.
+pub(super) async fn remove_ours(ctx: &Context, qat: &QdrantAccessToken) -> Result<()> {
+    let ns = qat.namespace().unwrap_or_default();
+    let name = qat.secret_name();
+    let Some(secret) = cached(&ctx.stores.secrets, &ns, &name) else {
+        return Ok(());
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|r| Some(&r.uid) == qat.metadata.uid.as_ref() && r.controller == Some(true));
+    if !ours {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Only the object whose owner was checked: one recreated by someone else meanwhile is left.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: "Secret",
+            name,
+            source,
+        }),
+    }
+}
