@@ -112,7 +112,7 @@ pub(super) async fn client_certificate(
     };
     let ca_name = match signing_ca_name(inst, settings) {
         Ok(name) => name,
-        Err(none) => return Ok(none),
+        Err(no_ca) => return Ok(ClientCert::none(no_ca)),
     };
     let ca = match signing_ca(ctx, secrets, inst, settings, &ca_name, &later).await? {
         Ok(ca) => ca,
@@ -155,11 +155,12 @@ pub(super) async fn client_certificate(
     Ok(issue(&ca, &ca_name, &policy, jitter, valid, reason, &later))
 }
 
-/// The Secret of the CA that signs client certificates, or none when the serving certificate is
-/// the user's own (`spec.tls.certificateSecretRef`): the operator holds no CA key then.
-fn signing_ca_name(inst: &Instance, settings: &TlsSettings) -> Result<String, ClientCert> {
+/// The Secret of the CA that signs client certificates, or ClientCertificateReady=False when
+/// the serving certificate is the user's own (`spec.tls.certificateSecretRef`): the operator
+/// holds no CA key then.
+fn signing_ca_name(inst: &Instance, settings: &TlsSettings) -> Result<String, ClientCondition> {
     match &settings.source {
-        TlsSource::UserCertificate(name) => Err(ClientCert::none(Some((
+        TlsSource::UserCertificate(name) => Err(Some((
             false,
             "NoSigningCA",
             format!(
@@ -168,7 +169,7 @@ fn signing_ca_name(inst: &Instance, settings: &TlsSettings) -> Result<String, Cl
                  issue the application's client certificate from that CA",
                 inst.name
             ),
-        )))),
+        ))),
         TlsSource::UserCa(name) => Ok(name.clone()),
         TlsSource::OperatorCa => Ok(inst.ca_secret_name()),
     }
