@@ -311,66 +311,13 @@ fn value_exists(spec: &ValueExistsSpec, problems: &mut Vec<Invalid>) -> Option<V
     }
     let mut matches = Vec::with_capacity(spec.matches.len());
     for (i, m) in spec.matches.iter().enumerate() {
-        let key_field = format!("spec.valueExists.matches[{i}].key");
-        if m.key.is_empty() {
-            problems.push(invalid(key_field, "may not be empty"));
-        } else if m.key.chars().count() > MAX_PAYLOAD_KEY_LEN {
-            problems.push(invalid(
-                key_field,
-                format!("may be at most {MAX_PAYLOAD_KEY_LEN} characters"),
-            ));
-        } else if !is_qdrant_json_path(&m.key) && json_path(&m.key, None) {
-            problems.push(invalid(
-                key_field,
-                format!(
-                    "{:?} has an array index above {MAX_JSON_PATH_INDEX}: Qdrant refuses the \
-                     whole token when an index overflows its integer type",
-                    m.key
-                ),
-            ));
-        } else if !is_qdrant_json_path(&m.key) {
-            problems.push(invalid(
-                key_field,
-                format!(
-                    "{:?} is not a Qdrant payload key (examples: user_id, meta.tenant, tags[], \
-                     \"key with spaces\")",
-                    m.key
-                ),
-            ));
-        }
+        payload_key(
+            &format!("spec.valueExists.matches[{i}].key"),
+            &m.key,
+            problems,
+        );
         let value_field = format!("spec.valueExists.matches[{i}].value");
-        let value = match &m.value {
-            Value::String(s) if s.chars().count() > MAX_MATCH_VALUE_LEN => {
-                problems.push(invalid(
-                    value_field,
-                    format!("may be at most {MAX_MATCH_VALUE_LEN} characters"),
-                ));
-                None
-            }
-            Value::String(s) => Some(MatchValue::String(s.clone())),
-            Value::Bool(b) => Some(MatchValue::Bool(*b)),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Some(MatchValue::Integer(i)),
-                None => {
-                    problems.push(invalid(
-                        value_field,
-                        format!(
-                            "{n} is not a 64-bit integer (Qdrant matches strings, integers and \
-                             booleans exactly, never floats)"
-                        ),
-                    ));
-                    None
-                }
-            },
-            _ => {
-                problems.push(invalid(
-                    value_field,
-                    "must be a string, an integer or a boolean",
-                ));
-                None
-            }
-        };
-        if let Some(value) = value {
+        if let Some(value) = match_value(&value_field, &m.value, problems) {
             matches.push(PayloadMatchClaim {
                 key: m.key.clone(),
                 value,
@@ -381,6 +328,69 @@ fn value_exists(spec: &ValueExistsSpec, problems: &mut Vec<Invalid>) -> Option<V
         collection: spec.collection.clone(),
         matches,
     })
+}
+
+/// `spec.valueExists.matches[i].key`: a Qdrant payload key of bounded length.
+fn payload_key(field: &str, key: &str, problems: &mut Vec<Invalid>) {
+    if key.is_empty() {
+        problems.push(invalid(field, "may not be empty"));
+    } else if key.chars().count() > MAX_PAYLOAD_KEY_LEN {
+        problems.push(invalid(
+            field,
+            format!("may be at most {MAX_PAYLOAD_KEY_LEN} characters"),
+        ));
+    } else if !is_qdrant_json_path(key) && json_path(key, None) {
+        problems.push(invalid(
+            field,
+            format!(
+                "{:?} has an array index above {MAX_JSON_PATH_INDEX}: Qdrant refuses the \
+                 whole token when an index overflows its integer type",
+                key
+            ),
+        ));
+    } else if !is_qdrant_json_path(key) {
+        problems.push(invalid(
+            field,
+            format!(
+                "{:?} is not a Qdrant payload key (examples: user_id, meta.tenant, tags[], \
+                 \"key with spaces\")",
+                key
+            ),
+        ));
+    }
+}
+
+/// `spec.valueExists.matches[i].value`: what Qdrant matches exactly (a string of bounded
+/// length, an integer or a boolean).
+fn match_value(field: &str, value: &Value, problems: &mut Vec<Invalid>) -> Option<MatchValue> {
+    match value {
+        Value::String(s) if s.chars().count() > MAX_MATCH_VALUE_LEN => {
+            problems.push(invalid(
+                field,
+                format!("may be at most {MAX_MATCH_VALUE_LEN} characters"),
+            ));
+            None
+        }
+        Value::String(s) => Some(MatchValue::String(s.clone())),
+        Value::Bool(b) => Some(MatchValue::Bool(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Some(MatchValue::Integer(i)),
+            None => {
+                problems.push(invalid(
+                    field,
+                    format!(
+                        "{n} is not a 64-bit integer (Qdrant matches strings, integers and \
+                         booleans exactly, never floats)"
+                    ),
+                ));
+                None
+            }
+        },
+        _ => {
+            problems.push(invalid(field, "must be a string, an integer or a boolean"));
+            None
+        }
+    }
 }
 
 /// Whether `key` parses as a Qdrant JSON path (Qdrant refuses a token whose `value_exists` key
