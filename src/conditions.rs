@@ -8,12 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 /// Reason of Reconciled=False (and of the Warning Event) when a referenced Secret does not allow
-/// the instance (see [`crate::reconcile::references`]); a token blocked by such a Secret says
-/// the same.
+/// the instance (see `reconcile/references.rs`); a token blocked by such a Secret says the same.
 pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
 /// Condition type: an object with the name of one of the instance's children exists and is not
-/// controlled by it; nothing was written to it (see [`crate::reconcile::ownership`]). A token
-/// whose instance Secret is such an object is blocked with this reason.
+/// controlled by it; nothing was written to it (see `reconcile/ownership.rs`). A token whose
+/// instance Secret is such an object is blocked with this reason.
 pub const CHILD_CONFLICT: &str = "ChildConflict";
 
 /// How soon to look again while waiting for the SecureQdrant's material (its API key, CA or

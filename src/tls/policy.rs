@@ -1,5 +1,5 @@
 //! The certificate lifetimes of an instance as the pure `tls` functions take them: from the
-//! durations validation resolved (`crate::validate::TlsSettings`) to a [`TlsPolicy`].
+//! durations validation resolved (the instance's TLS settings) to a [`TlsPolicy`].
 
 use std::time::Duration;
 
