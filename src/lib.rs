@@ -6,15 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod children;
 pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod events;
-pub mod key_rotation;
 pub mod leader;
-pub mod material;
 pub mod qdrant;
 pub mod rbac;
 pub mod reconcile;
@@ -24,3 +23,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod validate;
+
+// The former paths, while their users move to `api_keys` (removed in the next commit).
+pub use api_keys::keys as material;
+pub use api_keys::rotation as key_rotation;

@@ -24,7 +24,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::credentials::Notice;
+use super::api_keys::Notice;
 use super::metrics_client;
 use super::stores::{Stores, cached};
 use crate::children::meta::{COMPONENT_METRICS_CLIENT, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
