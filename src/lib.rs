@@ -1,7 +1,7 @@
 //! secure-qdrant-operator: turns a `SecureQdrant` into a hardened Qdrant cluster.
 //!
 //! Layout: `crd` (the API types) → `validate` (spec to [`validate::Instance`]) → `children`
-//! (pure builders, one per kind) with `qdrant` (Qdrant's config) and `material` (generated keys)
+//! (pure builders, one per kind) with `qdrant` (Qdrant's config) and `api_keys` (generated keys)
 //! → `reconcile` (the pipeline and its I/O) → `controller` (watches and the loop).
 
 #![forbid(unsafe_code)]
@@ -14,6 +14,7 @@ pub mod crd;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod material;
 pub mod qdrant;
 pub mod rbac;
 pub mod reconcile;
@@ -23,7 +24,3 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod validate;
-
-// The former paths, while their users move to `api_keys` (removed in the next commit).
-pub use api_keys::keys as material;
-pub use api_keys::rotation as key_rotation;

@@ -134,7 +134,7 @@ impl Instance {
             Some(r) => (r.name.clone(), r.key.clone()),
             None => (
                 self.api_key_secret_name(),
-                crate::material::API_KEY.to_owned(),
+                crate::api_keys::API_KEY.to_owned(),
             ),
         }
     }
@@ -150,10 +150,10 @@ impl Instance {
     pub fn generated_api_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.generates_api_key() {
-            keys.push(crate::material::API_KEY);
+            keys.push(crate::api_keys::API_KEY);
         }
         if self.auth.read_only_api_key {
-            keys.push(crate::material::READ_ONLY_API_KEY);
+            keys.push(crate::api_keys::READ_ONLY_API_KEY);
         }
         keys
     }

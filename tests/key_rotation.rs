@@ -39,13 +39,13 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
-use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::events::{EventLog, Events};
-use secure_qdrant_operator::key_rotation::{
+use secure_qdrant_operator::api_keys::rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
+use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
+use secure_qdrant_operator::crd::SecureQdrant;
+use secure_qdrant_operator::events::{EventLog, Events};
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
@@ -1298,7 +1298,7 @@ impl Env {
                     .unwrap_or_else(|| panic!("{}: Secret {} has no {}", e.name, r.name, r.key));
                 assert!(
                     !value.is_empty()
-                        && secure_qdrant_operator::material::unsendable(&value).is_none(),
+                        && secure_qdrant_operator::api_keys::unsendable(&value).is_none(),
                     "{} would get an unusable key from {}/{}",
                     e.name,
                     r.name,

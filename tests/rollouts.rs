@@ -38,11 +38,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::key_rotation::{
+use secure_qdrant_operator::api_keys::rotation::{
     HANDLED_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED, PHASE_PROMOTED, PHASE_SWAPPED,
     ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
 };
+use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::tls::{ROLLOVER_PHASE_ANNOTATION, ROTATE_CA_ANNOTATION};
 
 const SQ: &str = "vectors";

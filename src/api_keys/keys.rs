@@ -1,8 +1,8 @@
-//! Secret material the operator generates: API keys. Pure apart from the OS random source;
-//! values are wrapped so they cannot reach a log line, an Event or an error by accident.
+//! The API keys of an instance: the ones the operator generates, the ones it reads back, and
+//! what makes a key usable. Pure apart from the OS random source; values are
+//! [`SecretValue`]s, so they cannot reach a log line, an Event or an error by accident.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +10,8 @@ use hmac::{Hmac, Mac};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
+
+use crate::material::SecretValue;
 
 /// Key of the full-access API key in the API-key Secret.
 pub const API_KEY: &str = "api-key";
@@ -24,40 +26,12 @@ pub const FINGERPRINT_SALT: &str = "fingerprint-salt";
 /// Random bytes in each generated key (256 bits).
 pub const KEY_BYTES: usize = 32;
 
-/// A secret string. `Debug` and `Display` print a redaction marker, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn new(value: impl Into<String>) -> Self {
-        SecretValue(value.into())
-    }
-
-    /// The value itself: only for writing it where it belongs (a Secret, a signature).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// A plain SHA-256 fingerprint: changes whenever the value does. Anyone who sees it can test
-    /// guesses of the value offline, so it never goes where the value may not (pod templates
-    /// use [`ApiKeys::keyed`]).
-    pub fn fingerprint(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
 /// Generates an API key: 256 bits from the OS CSPRNG, URL-safe base64 without padding
 /// (43 characters, safe in headers, env vars and YAML).
 pub fn generate_key() -> Result<SecretValue, getrandom::Error> {
     let mut bytes = [0u8; KEY_BYTES];
     getrandom::fill(&mut bytes)?;
-    Ok(SecretValue(URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(SecretValue::new(URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 /// The API keys of an instance.
@@ -74,7 +48,7 @@ pub struct ApiKeys {
     pub salt: SecretValue,
 }
 
-/// The roles of `api-key` and `next-api-key` during a key rotation (see `key_rotation`).
+/// The roles of `api-key` and `next-api-key` during a key rotation (see [`super::rotation`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KeyPhase {
     /// `api_key` from `api-key`, `alt_api_key` from `next-api-key`.
@@ -87,11 +61,11 @@ pub enum KeyPhase {
 }
 
 impl KeyPhase {
-    /// The phase recorded on the API-key Secret (`key_rotation::PHASE_ANNOTATION`).
+    /// The phase recorded on the API-key Secret (`rotation::PHASE_ANNOTATION`).
     pub fn from_annotation(phase: Option<&str>) -> KeyPhase {
         match phase {
-            Some(crate::key_rotation::PHASE_SWAPPED) => KeyPhase::Swapped,
-            Some(crate::key_rotation::PHASE_PROMOTED) => KeyPhase::Promoted,
+            Some(super::rotation::PHASE_SWAPPED) => KeyPhase::Swapped,
+            Some(super::rotation::PHASE_PROMOTED) => KeyPhase::Promoted,
             _ => KeyPhase::Introduced,
         }
     }

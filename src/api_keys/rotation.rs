@@ -175,7 +175,7 @@ pub fn requeue_after(step: &RotationStep, now: Timestamp, grace: Duration) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::material::ApiKeys;
+    use crate::api_keys::keys::ApiKeys;
 
     fn state<'a>() -> RotationState<'a> {
         RotationState {
@@ -334,7 +334,7 @@ mod tests {
     /// refers to, and accept the `api_key` every other pod sends (peers authenticate with it
     /// when `enforce_internal_auth` is on).
     fn step_is_safe(from: &ApiKeys, to: &ApiKeys) -> Result<(), String> {
-        use crate::material::KeySlot;
+        use crate::api_keys::keys::KeySlot;
         let slots = |k: &ApiKeys| {
             let (api, alt) = k.qdrant_keys();
             (api.0, alt.map(|a: KeySlot<'_>| a.0))
@@ -363,7 +363,8 @@ mod tests {
 
     #[test]
     fn no_roll_of_a_rotation_splits_the_cluster() {
-        use crate::material::{KeyPhase, SecretValue};
+        use crate::api_keys::keys::KeyPhase;
+        use crate::material::SecretValue;
         let keys = |api: &str, next: Option<&str>, phase| ApiKeys {
             api_key: SecretValue::new(api),
             read_only: None,

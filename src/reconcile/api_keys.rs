@@ -18,18 +18,17 @@ use serde_json::{Map, Value, json};
 
 use super::stores::{Stores, cached};
 use super::tls::rolled_out_annotation;
-use crate::children::meta::MANAGER;
-use crate::children::secrets;
-use crate::crd::SecureQdrant;
-use crate::error::{Error, Result};
-use crate::key_rotation::{
+use crate::api_keys::rotation::{
     self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
     RotationState, RotationStep,
 };
-use crate::material::{
-    self, ApiKeys, KeyPhase, KeyProblem, NEXT_API_KEY, SecretValue, generate_key, read_key,
-};
+use crate::api_keys::{self, ApiKeys, KeyPhase, KeyProblem, NEXT_API_KEY, generate_key, read_key};
+use crate::children::meta::MANAGER;
+use crate::children::secrets;
+use crate::crd::SecureQdrant;
+use crate::error::{Error, Result};
+use crate::material::SecretValue;
 use crate::validate::Instance;
 
 /// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret
@@ -92,7 +91,7 @@ pub struct Credentials {
     pub notices: Vec<Notice>,
     /// Set while a key rotation runs.
     pub requeue_after: Option<Duration>,
-    /// The phase of a running key rotation ([`key_rotation::metric_phase`]), for the metrics.
+    /// The phase of a running key rotation ([`rotation::metric_phase`]), for the metrics.
     pub rotation_phase: Option<&'static str>,
 }
 
@@ -117,7 +116,7 @@ pub async fn ensure(
     // `render` shows the same keys (`children::secrets::api_key`). The Secret always exists: it
     // holds the fingerprint salt even when the operator generates no key.
     let mut wanted = inst.generated_api_keys();
-    wanted.push(material::FINGERPRINT_SALT);
+    wanted.push(api_keys::FINGERPRINT_SALT);
     let mut notices = Vec::new();
     // The user's key first: a Secret that does not allow this instance stops the reconcile
     // before anything is written.
@@ -137,15 +136,15 @@ pub async fn ensure(
     };
 
     let api_key = match user_key {
-        None => generated_value(material::API_KEY).expect("the full key is generated"),
+        None => generated_value(api_keys::API_KEY).expect("the full key is generated"),
         Some(key) => key,
     };
     let mut keys = ApiKeys {
         api_key,
-        read_only: generated_value(material::READ_ONLY_API_KEY),
+        read_only: generated_value(api_keys::READ_ONLY_API_KEY),
         next: None,
         phase: KeyPhase::Introduced,
-        salt: generated_value(material::FINGERPRINT_SALT).expect("the salt is always stored"),
+        salt: generated_value(api_keys::FINGERPRINT_SALT).expect("the salt is always stored"),
     };
     let mut requeue_after = None;
     let mut rotation_phase = None;
@@ -185,9 +184,9 @@ pub async fn ensure(
             grace: inst.key_rotation_grace,
             now,
         };
-        let step = key_rotation::step(&state);
-        requeue_after = key_rotation::requeue_after(&step, now, inst.key_rotation_grace);
-        rotation_phase = key_rotation::metric_phase(&step, phase);
+        let step = rotation::step(&state);
+        requeue_after = rotation::requeue_after(&step, now, inst.key_rotation_grace);
+        rotation_phase = rotation::metric_phase(&step, phase);
         if let Some(notice) = rotate(client, written, inst, &secret, &mut keys, &step, now).await? {
             notices.push(notice);
         }
@@ -262,7 +261,7 @@ async fn rotate(
                 .next
                 .clone()
                 .expect("a rotation in progress has a next key");
-            let data = Map::from_iter([(material::API_KEY.to_owned(), b64(&next))]);
+            let data = Map::from_iter([(api_keys::API_KEY.to_owned(), b64(&next))]);
             keys.api_key = next;
             keys.phase = KeyPhase::Promoted;
             (
@@ -335,7 +334,7 @@ async fn rotate(
 pub const MIN_USER_KEY_LEN: usize = 32;
 
 /// The user's key: must exist, be UTF-8, not empty, visible ASCII only
-/// ([`material::unsendable`]) and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
+/// ([`api_keys::unsendable`]) and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
 async fn user_key(
     client: &Client,
     stores: &Stores,
@@ -372,7 +371,7 @@ async fn user_key(
             "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
         )));
     }
-    if let Some(why) = material::unsendable(value) {
+    if let Some(why) = api_keys::unsendable(value) {
         return Err(problem(format!("key {key:?} {why}")));
     }
     if value.len() < MIN_USER_KEY_LEN {
@@ -430,7 +429,7 @@ async fn ensure_secret(
         };
         match api.create(&params, &secret).await {
             Ok(created) => {
-                let salt_only = wanted.iter().all(|k| *k == material::FINGERPRINT_SALT);
+                let salt_only = wanted.iter().all(|k| *k == api_keys::FINGERPRINT_SALT);
                 let notice = if salt_only {
                     Notice {
                         type_: EventType::Normal,
@@ -522,7 +521,7 @@ async fn complete(
     // A Secret written before the salt existed (an upgrade) gets one: the pods roll once.
     if replaced
         .iter()
-        .all(|(k, _)| *k == material::FINGERPRINT_SALT)
+        .all(|(k, _)| *k == api_keys::FINGERPRINT_SALT)
     {
         return Ok((
             if patched.data.is_some() {

@@ -20,10 +20,11 @@ use super::expect::EXPECTATION_TTL;
 use super::status::set_condition;
 use super::stores::cached;
 use super::{Context, RESYNC};
+use crate::api_keys::{self, read_key};
 use crate::children::meta::MANAGER;
 use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
-use crate::material::{self, read_key};
+use crate::material;
 use crate::settings::Settings;
 
 use crate::tls::rotation::{LeafState, renewal_time};
@@ -330,15 +331,15 @@ async fn issue(
     let rotated_in = key_secret.as_ref().filter(|s| {
         let annotations = s.annotations();
         inst.generates_api_key()
-            && crate::key_rotation::sign_with_next(
+            && crate::api_keys::rotation::sign_with_next(
                 true,
                 annotations
-                    .get(crate::key_rotation::PHASE_ANNOTATION)
+                    .get(crate::api_keys::rotation::PHASE_ANNOTATION)
                     .map(String::as_str),
-                annotations.contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION),
+                annotations.contains_key(crate::api_keys::rotation::ROLLED_OUT_AT_ANNOTATION),
             )
     });
-    let key = match rotated_in.and_then(|s| read_key(s, material::NEXT_API_KEY).ok()) {
+    let key = match rotated_in.and_then(|s| read_key(s, api_keys::NEXT_API_KEY).ok()) {
         Some(next) => Some(next),
         None => key_secret.as_ref().and_then(|s| {
             s.data
