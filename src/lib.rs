@@ -19,6 +19,7 @@ pub mod qdrant;
 pub mod rbac;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;

@@ -17,7 +17,6 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::stores::{Stores, cached};
-use super::tls::rolled_out_annotation;
 use crate::api_keys::rotation::{
     self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
     PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
@@ -28,7 +27,9 @@ use crate::children::meta::MANAGER;
 use crate::children::secrets;
 use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
+use crate::events::Notice;
 use crate::material::SecretValue;
+use crate::rollout::rolled_out_annotation;
 use crate::validate::Instance;
 
 /// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret
@@ -74,14 +75,6 @@ impl RecentWrites {
                     .any(|(v, at)| v == rv && at.elapsed() < REMEMBER)
             })
     }
-}
-
-/// Something the user should hear about, as an Event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub type_: EventType,
-    pub reason: &'static str,
-    pub note: String,
 }
 
 /// The keys Qdrant gets, what to tell the user, and when to look again.
