@@ -1118,14 +1118,7 @@ async fn check_instance_with(
             None
         },
         next: read_key(api_key_secret, api_keys::NEXT_API_KEY).ok(),
-        phase: api_keys::KeyPhase::from_annotation(
-            api_key_secret
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(secure_qdrant_operator::api_keys::rotation::PHASE_ANNOTATION))
-                .map(String::as_str),
-        ),
+        phase: api_keys::Phase::recorded(api_key_secret).unwrap_or_default(),
         salt: read_key(api_key_secret, api_keys::FINGERPRINT_SALT)
             .map_err(|e| format!("API-key Secret: {e}"))?,
     };

@@ -1,14 +1,16 @@
-//! The API keys of an instance: the generated keys ([`keys`]) and their rotation
-//! ([`rotation`]).
+//! The API keys of an instance: the generated keys ([`keys`]), the phase of a key rotation
+//! ([`phase`]) and the rotation itself ([`rotation`]).
 
 pub mod keys;
+pub mod phase;
 pub mod rotation;
 
 pub use keys::{
-    API_KEY, ApiKeys, FINGERPRINT_SALT, KeyPhase, KeyProblem, KeySlot, NEXT_API_KEY,
-    READ_ONLY_API_KEY, generate_key, read_key, unsendable,
+    API_KEY, ApiKeys, FINGERPRINT_SALT, KeyProblem, KeySlot, NEXT_API_KEY, READ_ONLY_API_KEY,
+    generate_key, read_key, unsendable,
 };
+pub use phase::{PHASE_ANNOTATION, Phase};
 pub use rotation::{
-    HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, ROLLED_OUT_AT_ANNOTATION,
+    HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, ROLLED_OUT_AT_ANNOTATION,
     ROTATE_API_KEY_ANNOTATION,
 };

@@ -29,23 +29,16 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::phase::Phase;
+
 /// Annotation on the SecureQdrant: set to a new value to rotate the generated API key.
 pub const ROTATE_API_KEY_ANNOTATION: &str = "secureqdrant.dev/rotate-api-key";
 /// Annotation on `<n>-api-key`: the request value last handled.
 pub const HANDLED_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-handled";
-/// Annotation on `<n>-api-key`: the rotation phase (`Introduced`, `Swapped`, `Promoted`),
-/// absent when none runs.
-pub const PHASE_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-phase";
 /// Annotation on `<n>-api-key`: when every pod first ran with both keys.
 pub const ROLLED_OUT_AT_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-rolled-out-at";
 /// Pod-template annotation: fingerprint of the keys the pods run with.
 pub const KEYS_FINGERPRINT_ANNOTATION: &str = "secureqdrant.dev/api-keys-fingerprint";
-/// Phase 1-2: the new key is Qdrant's `alt_api_key`.
-pub const PHASE_INTRODUCED: &str = "Introduced";
-/// Phase 3: the new key is Qdrant's `api_key`, the old one its `alt_api_key`.
-pub const PHASE_SWAPPED: &str = "Swapped";
-/// Phase 4: `api-key` holds the new key, the only one Qdrant gets.
-pub const PHASE_PROMOTED: &str = "Promoted";
 /// While waiting for a rollout, look again at least this often.
 pub const POLL: Duration = Duration::from_secs(30);
 
@@ -58,8 +51,8 @@ pub struct RotationState<'a> {
     pub handled: Option<&'a str>,
     /// The Secret holds `next-api-key`.
     pub has_next: bool,
-    /// `PHASE_ANNOTATION` on the Secret.
-    pub phase: Option<&'a str>,
+    /// The phase recorded on the Secret ([`Phase::recorded`]); None when no rotation runs.
+    pub phase: Option<Phase>,
     /// `ROLLED_OUT_AT_ANNOTATION` on the Secret, parsed.
     pub rolled_out_at: Option<Timestamp>,
     /// Every pod runs, ready, with the keys the Secret holds now.
@@ -105,9 +98,9 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
         };
     }
     match s.phase {
-        Some(PHASE_SWAPPED) if s.rolled_out => RotationStep::Promote,
-        Some(PHASE_PROMOTED) if s.rolled_out => RotationStep::Finish,
-        Some(PHASE_SWAPPED | PHASE_PROMOTED) => RotationStep::AwaitRollout,
+        Some(Phase::Swapped) if s.rolled_out => RotationStep::Promote,
+        Some(Phase::Promoted) if s.rolled_out => RotationStep::Finish,
+        Some(Phase::Swapped | Phase::Promoted) => RotationStep::AwaitRollout,
         // Introduced (or an annotation that was lost: the keys tell the same).
         _ => match s.rolled_out_at {
             None if !s.rolled_out => RotationStep::AwaitRollout,
@@ -130,8 +123,8 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
 
 /// Whether tokens are signed with `next-api-key`: once every pod accepts it (recorded as
 /// `rolled-out-at`) and in the later phases, while the Secret still holds it.
-pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) -> bool {
-    has_next && (rolled_out_at || matches!(phase, Some(PHASE_SWAPPED) | Some(PHASE_PROMOTED)))
+pub fn sign_with_next(has_next: bool, phase: Option<Phase>, rolled_out_at: bool) -> bool {
+    has_next && (rolled_out_at || matches!(phase, Some(Phase::Swapped | Phase::Promoted)))
 }
 
 /// The phase a running rotation is in once `step` is done, for the metric
@@ -139,18 +132,14 @@ pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) 
 /// run with both keys), `GracePeriod` (both keys work, consumers pick up the new one),
 /// `Swapped`, `Promoted` (waiting for those rolls); None when no rotation runs. `phase` is the
 /// recorded phase the step was decided from.
-pub fn metric_phase(step: &RotationStep, phase: Option<&str>) -> Option<&'static str> {
+pub fn metric_phase(step: &RotationStep, phase: Option<Phase>) -> Option<&'static str> {
     match step {
         RotationStep::Idle | RotationStep::Finish => None,
-        RotationStep::Start { .. } => Some(PHASE_INTRODUCED),
-        RotationStep::AwaitRollout => Some(match phase {
-            Some(PHASE_SWAPPED) => PHASE_SWAPPED,
-            Some(PHASE_PROMOTED) => PHASE_PROMOTED,
-            _ => PHASE_INTRODUCED,
-        }),
+        RotationStep::Start { .. } => Some(Phase::Introduced.as_str()),
+        RotationStep::AwaitRollout => Some(phase.unwrap_or_default().as_str()),
         RotationStep::MarkRolledOut | RotationStep::Grace { .. } => Some("GracePeriod"),
-        RotationStep::Swap => Some(PHASE_SWAPPED),
-        RotationStep::Promote => Some(PHASE_PROMOTED),
+        RotationStep::Swap => Some(Phase::Swapped.as_str()),
+        RotationStep::Promote => Some(Phase::Promoted.as_str()),
     }
 }
 
@@ -195,7 +184,7 @@ mod tests {
         let until: Timestamp = "2026-11-22T01:00:00Z".parse().unwrap();
         for (step, recorded, expected) in [
             (RotationStep::Idle, None, None),
-            (RotationStep::Finish, Some(PHASE_PROMOTED), None),
+            (RotationStep::Finish, Some(Phase::Promoted), None),
             (
                 RotationStep::Start {
                     request: "n1".into(),
@@ -205,32 +194,36 @@ mod tests {
             ),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("Introduced"),
             ),
             (RotationStep::AwaitRollout, None, Some("Introduced")),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_SWAPPED),
+                Some(Phase::Swapped),
                 Some("Swapped"),
             ),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_PROMOTED),
+                Some(Phase::Promoted),
                 Some("Promoted"),
             ),
             (
                 RotationStep::MarkRolledOut,
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("GracePeriod"),
             ),
             (
                 RotationStep::Grace { until },
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("GracePeriod"),
             ),
-            (RotationStep::Swap, Some(PHASE_INTRODUCED), Some("Swapped")),
-            (RotationStep::Promote, Some(PHASE_SWAPPED), Some("Promoted")),
+            (RotationStep::Swap, Some(Phase::Introduced), Some("Swapped")),
+            (
+                RotationStep::Promote,
+                Some(Phase::Swapped),
+                Some("Promoted"),
+            ),
         ] {
             assert_eq!(
                 metric_phase(&step, recorded),
@@ -297,14 +290,14 @@ mod tests {
 
         // Swapped and Promoted each wait for their own rollout.
         for (phase, next) in [
-            (PHASE_SWAPPED, RotationStep::Promote),
-            (PHASE_PROMOTED, RotationStep::Finish),
+            (Phase::Swapped, RotationStep::Promote),
+            (Phase::Promoted, RotationStep::Finish),
         ] {
             s.phase = Some(phase);
             s.rolled_out = false;
-            assert_eq!(step(&s), RotationStep::AwaitRollout, "{phase}");
+            assert_eq!(step(&s), RotationStep::AwaitRollout, "{phase:?}");
             s.rolled_out = true;
-            assert_eq!(step(&s), next, "{phase}");
+            assert_eq!(step(&s), next, "{phase:?}");
         }
         s.has_next = false;
         s.requested = Some("n1");
@@ -321,11 +314,11 @@ mod tests {
     #[test]
     fn tokens_switch_to_the_new_key_once_every_pod_accepts_it() {
         assert!(!sign_with_next(false, None, false));
-        assert!(!sign_with_next(true, Some(PHASE_INTRODUCED), false));
-        assert!(sign_with_next(true, Some(PHASE_INTRODUCED), true));
-        assert!(sign_with_next(true, Some(PHASE_SWAPPED), false));
-        assert!(sign_with_next(true, Some(PHASE_PROMOTED), false));
-        assert!(!sign_with_next(false, Some(PHASE_PROMOTED), true));
+        assert!(!sign_with_next(true, Some(Phase::Introduced), false));
+        assert!(sign_with_next(true, Some(Phase::Introduced), true));
+        assert!(sign_with_next(true, Some(Phase::Swapped), false));
+        assert!(sign_with_next(true, Some(Phase::Promoted), false));
+        assert!(!sign_with_next(false, Some(Phase::Promoted), true));
     }
 
     /// Whether pods can go from `from` to `to` (a roll, or a change of the Secret's data alone)
@@ -363,7 +356,6 @@ mod tests {
 
     #[test]
     fn no_roll_of_a_rotation_splits_the_cluster() {
-        use crate::api_keys::keys::KeyPhase;
         use crate::material::SecretValue;
         let keys = |api: &str, next: Option<&str>, phase| ApiKeys {
             api_key: SecretValue::new(api),
@@ -373,11 +365,11 @@ mod tests {
             salt: SecretValue::new("salt"),
         };
         let phases = [
-            keys("old", None, KeyPhase::Introduced),
-            keys("old", Some("new"), KeyPhase::Introduced),
-            keys("old", Some("new"), KeyPhase::Swapped),
-            keys("new", Some("new"), KeyPhase::Promoted),
-            keys("new", None, KeyPhase::Introduced),
+            keys("old", None, Phase::Introduced),
+            keys("old", Some("new"), Phase::Introduced),
+            keys("old", Some("new"), Phase::Swapped),
+            keys("new", Some("new"), Phase::Promoted),
+            keys("new", None, Phase::Introduced),
         ];
         for pair in phases.windows(2) {
             assert_eq!(step_is_safe(&pair[0], &pair[1]), Ok(()), "{pair:?}");

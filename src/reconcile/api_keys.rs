@@ -18,11 +18,12 @@ use serde_json::{Map, Value, json};
 
 use super::stores::{Stores, cached};
 use crate::api_keys::rotation::{
-    self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
-    PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
-    RotationState, RotationStep,
+    self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, ROLLED_OUT_AT_ANNOTATION,
+    ROTATE_API_KEY_ANNOTATION, RotationState, RotationStep,
 };
-use crate::api_keys::{self, ApiKeys, KeyPhase, KeyProblem, NEXT_API_KEY, generate_key, read_key};
+use crate::api_keys::{
+    self, ApiKeys, KeyProblem, NEXT_API_KEY, PHASE_ANNOTATION, Phase, generate_key, read_key,
+};
 use crate::children::meta::MANAGER;
 use crate::children::secrets;
 use crate::crd::SecureQdrant;
@@ -136,7 +137,7 @@ pub async fn ensure(
         api_key,
         read_only: generated_value(api_keys::READ_ONLY_API_KEY),
         next: None,
-        phase: KeyPhase::Introduced,
+        phase: Phase::Introduced,
         salt: generated_value(api_keys::FINGERPRINT_SALT).expect("the salt is always stored"),
     };
     let mut requeue_after = None;
@@ -154,9 +155,9 @@ pub async fn ensure(
             Err(_) => None,
         };
         let annotations = secret.annotations();
-        let phase = annotations.get(PHASE_ANNOTATION).map(String::as_str);
-        keys.phase = KeyPhase::from_annotation(phase);
-        if keys.next.is_none() && keys.phase == KeyPhase::Swapped {
+        let phase = Phase::recorded(&secret);
+        keys.phase = phase.unwrap_or_default();
+        if keys.next.is_none() && keys.phase == Phase::Swapped {
             // The pods send that key to their peers: rendering them without it would split the
             // cluster during the roll.
             return Err(Error::RotationKeyLost(inst.api_key_secret_name()));
@@ -211,7 +212,7 @@ async fn rotate(
             (
                 data,
                 // A rolled-out-at left from an earlier rotation would skip the rollout.
-                json!({PHASE_ANNOTATION: PHASE_INTRODUCED, HANDLED_ANNOTATION: request,
+                json!({PHASE_ANNOTATION: Phase::Introduced.as_str(), HANDLED_ANNOTATION: request,
                        ROLLED_OUT_AT_ANNOTATION: null}),
                 Notice {
                     type_: EventType::Normal,
@@ -235,10 +236,10 @@ async fn rotate(
             },
         ),
         RotationStep::Swap => {
-            keys.phase = KeyPhase::Swapped;
+            keys.phase = Phase::Swapped;
             (
                 Map::new(),
-                json!({PHASE_ANNOTATION: PHASE_SWAPPED}),
+                json!({PHASE_ANNOTATION: Phase::Swapped.as_str()}),
                 Notice {
                     type_: EventType::Normal,
                     reason: "ApiKeyRotationSwapped",
@@ -256,10 +257,10 @@ async fn rotate(
                 .expect("a rotation in progress has a next key");
             let data = Map::from_iter([(api_keys::API_KEY.to_owned(), b64(&next))]);
             keys.api_key = next;
-            keys.phase = KeyPhase::Promoted;
+            keys.phase = Phase::Promoted;
             (
                 data,
-                json!({PHASE_ANNOTATION: PHASE_PROMOTED}),
+                json!({PHASE_ANNOTATION: Phase::Promoted.as_str()}),
                 Notice {
                     type_: EventType::Normal,
                     reason: "ApiKeyRotated",
@@ -288,7 +289,7 @@ async fn rotate(
                     ),
                 },
             };
-            keys.phase = KeyPhase::Introduced;
+            keys.phase = Phase::Introduced;
             (
                 Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
                 json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),

@@ -333,9 +333,7 @@ async fn issue(
         inst.generates_api_key()
             && crate::api_keys::rotation::sign_with_next(
                 true,
-                annotations
-                    .get(crate::api_keys::rotation::PHASE_ANNOTATION)
-                    .map(String::as_str),
+                api_keys::Phase::recorded(s),
                 annotations.contains_key(crate::api_keys::rotation::ROLLED_OUT_AT_ANNOTATION),
             )
     });
