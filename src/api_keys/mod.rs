@@ -1,9 +1,11 @@
 //! The API keys of an instance: the generated keys ([`keys`]), the phase of a key rotation
-//! ([`phase`]) and the rotation itself ([`rotation`]).
+//! ([`phase`]), the rotation itself ([`rotation`]) and the key a token is signed with
+//! ([`signing`]).
 
 pub mod keys;
 pub mod phase;
 pub mod rotation;
+pub mod signing;
 
 pub use keys::{
     API_KEY, ApiKeys, FINGERPRINT_SALT, KeyProblem, KeySlot, NEXT_API_KEY, READ_ONLY_API_KEY,
@@ -14,3 +16,4 @@ pub use rotation::{
     HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, ROLLED_OUT_AT_ANNOTATION,
     ROTATE_API_KEY_ANNOTATION,
 };
+pub use signing::signing_key;

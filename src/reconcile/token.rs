@@ -20,11 +20,9 @@ use super::expect::EXPECTATION_TTL;
 use super::status::set_condition;
 use super::stores::cached;
 use super::{Context, RESYNC};
-use crate::api_keys::{self, read_key};
 use crate::children::meta::MANAGER;
 use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
-use crate::material;
 use crate::settings::Settings;
 
 use crate::tls::rotation::{LeafState, renewal_time};
@@ -328,26 +326,9 @@ async fn issue(
     {
         return Ok(Err(b));
     }
-    let rotated_in = key_secret.as_ref().filter(|s| {
-        let annotations = s.annotations();
-        inst.generates_api_key()
-            && crate::api_keys::rotation::sign_with_next(
-                true,
-                api_keys::Phase::recorded(s),
-                annotations.contains_key(crate::api_keys::rotation::ROLLED_OUT_AT_ANNOTATION),
-            )
-    });
-    let key = match rotated_in.and_then(|s| read_key(s, api_keys::NEXT_API_KEY).ok()) {
-        Some(next) => Some(next),
-        None => key_secret.as_ref().and_then(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(&key_name))
-                .and_then(|b| std::str::from_utf8(&b.0).ok())
-                .filter(|v| !v.trim().is_empty())
-                .map(material::SecretValue::new)
-        }),
-    };
+    let key = key_secret
+        .as_ref()
+        .and_then(|s| crate::api_keys::signing_key(s, &key_name, inst.generates_api_key()));
     let Some(key) = key else {
         return Ok(Err(blocked(
             "WaitingForKey",
