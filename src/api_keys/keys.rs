@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::phase::Phase;
@@ -33,6 +34,11 @@ pub fn generate_key() -> Result<SecretValue, getrandom::Error> {
     let mut bytes = [0u8; KEY_BYTES];
     getrandom::fill(&mut bytes)?;
     Ok(SecretValue::new(URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// `value` as a Secret's data value in a JSON merge patch (base64).
+pub fn data_value(value: &SecretValue) -> Value {
+    serde_json::to_value(ByteString(value.expose().as_bytes().to_vec())).expect("bytes serialize")
 }
 
 /// The API keys of an instance.
@@ -66,6 +72,31 @@ impl ApiKeys {
             phase: Phase::Introduced,
             salt: generate_key()?,
         })
+    }
+
+    /// The keys Qdrant gets outside a rotation: `values`, the stored values of the keys
+    /// `wanted` from `<n>-api-key` (in that order, the fingerprint salt among them), with the
+    /// user's full-access key (`spec.auth.apiKeySecretRef`) when there is one.
+    pub fn stored(
+        wanted: &[&'static str],
+        values: &[SecretValue],
+        user_key: Option<SecretValue>,
+    ) -> Self {
+        let stored = |key: &str| {
+            wanted
+                .iter()
+                .position(|k| *k == key)
+                .map(|i| values[i].clone())
+        };
+        ApiKeys {
+            api_key: user_key
+                .or_else(|| stored(API_KEY))
+                .expect("the full key is generated"),
+            read_only: stored(READ_ONLY_API_KEY),
+            next: None,
+            phase: Phase::Introduced,
+            salt: stored(FINGERPRINT_SALT).expect("the salt is always stored"),
+        }
     }
 
     /// Visible placeholders, for `render` (no cluster, nothing generated).
@@ -199,6 +230,33 @@ pub fn read_key(secret: &Secret, key: &'static str) -> Result<SecretValue, KeyPr
     }
     if let Some(problem) = unsendable(value) {
         return Err(KeyProblem::Unsendable(key, problem));
+    }
+    Ok(SecretValue::new(value))
+}
+
+/// The shortest key accepted from `spec.auth.apiKeySecretRef` (the generated ones have 43).
+pub const MIN_USER_KEY_LEN: usize = 32;
+
+/// The user's key (`spec.auth.apiKeySecretRef`), `bytes` being the value of `key` in the
+/// Secret: must exist, be UTF-8, not empty, visible ASCII only ([`unsendable`]) and at least
+/// [`MIN_USER_KEY_LEN`] long. The problem names the key, never its value.
+pub fn user_key(key: &str, bytes: Option<&ByteString>) -> Result<SecretValue, String> {
+    let bytes = bytes.ok_or_else(|| format!("key {key:?} is missing"))?;
+    let value = std::str::from_utf8(&bytes.0).map_err(|_| format!("key {key:?} is not UTF-8"))?;
+    if value.trim().is_empty() {
+        return Err(format!(
+            "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
+        ));
+    }
+    if let Some(why) = unsendable(value) {
+        return Err(format!("key {key:?} {why}"));
+    }
+    if value.len() < MIN_USER_KEY_LEN {
+        return Err(format!(
+            "key {key:?} is shorter than {MIN_USER_KEY_LEN} characters: the key also signs the \
+             JWTs (HS256), so a short one can be guessed offline from any token; generate one \
+             with `openssl rand -base64 32`"
+        ));
     }
     Ok(SecretValue::new(value))
 }

@@ -1,10 +1,13 @@
 //! The API keys of an instance: the generated keys ([`keys`]), the phase of a key rotation
-//! ([`phase`]), the rotation itself ([`rotation`]) and the key a token is signed with
-//! ([`signing`]).
+//! ([`phase`]), the rotation itself ([`rotation`]: its steps and what each writes), what the
+//! user hears when keys are generated into `<n>-api-key` ([`secret`]) and the key a token is
+//! signed with ([`signing`]). All pure apart from the OS random source; the pipeline step that
+//! reads and writes the Secrets is `reconcile::api_keys`.
 
 pub mod keys;
 pub mod phase;
 pub mod rotation;
+pub mod secret;
 pub mod signing;
 
 pub use keys::{

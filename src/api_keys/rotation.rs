@@ -27,9 +27,15 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use serde_json::{Map, Value, json};
 
-use super::phase::Phase;
+use super::keys::{API_KEY, ApiKeys, NEXT_API_KEY, data_value, generate_key};
+use super::phase::{PHASE_ANNOTATION, Phase};
+use crate::events::Notice;
 
 /// Annotation on the SecureQdrant: set to a new value to rotate the generated API key.
 pub const ROTATE_API_KEY_ANNOTATION: &str = "secureqdrant.dev/rotate-api-key";
@@ -80,6 +86,34 @@ pub enum RotationStep {
     Promote,
     /// Remove `next-api-key` and the phase: the rotation is over.
     Finish,
+}
+
+impl<'a> RotationState<'a> {
+    /// The state of a rotation: what `<n>-api-key` (`secret`) records, the request on the
+    /// SecureQdrant (`requested`), whether the Secret holds a usable `next-api-key`
+    /// (`has_next`) and whether every pod runs, ready, with the keys it holds (`rolled_out`).
+    pub fn read(
+        secret: &'a Secret,
+        requested: Option<&'a str>,
+        has_next: bool,
+        rolled_out: bool,
+        grace: Duration,
+        now: Timestamp,
+    ) -> Self {
+        let annotations = secret.annotations();
+        RotationState {
+            requested,
+            handled: annotations.get(HANDLED_ANNOTATION).map(String::as_str),
+            has_next,
+            phase: Phase::recorded(secret),
+            rolled_out_at: annotations
+                .get(ROLLED_OUT_AT_ANNOTATION)
+                .and_then(|t| t.parse().ok()),
+            rolled_out,
+            grace,
+            now,
+        }
+    }
 }
 
 /// Decides the next step of a rotation.
@@ -161,10 +195,148 @@ pub fn requeue_after(step: &RotationStep, now: Timestamp, grace: Duration) -> Op
     }
 }
 
+/// What a rotation step writes to `<n>-api-key`, as a merge patch of its data and annotations
+/// (a value to set, or null to remove), and what it tells the user.
+#[derive(Clone, Debug)]
+pub struct StepWrite {
+    pub data: Map<String, Value>,
+    pub annotations: Value,
+    pub notice: Notice,
+}
+
+/// Applies `step` to `keys` (what Qdrant gets from now on) and says what to write; None when
+/// the step writes nothing. `secret`: the name of `<n>-api-key`; `grace`: the grace period
+/// (both for the notice). Pure apart from the OS random source (a new key).
+pub fn advance(
+    step: &RotationStep,
+    keys: &mut ApiKeys,
+    secret: &str,
+    grace: Duration,
+    now: Timestamp,
+) -> Result<Option<StepWrite>, getrandom::Error> {
+    Ok(Some(match step {
+        RotationStep::Start { request } => start(keys, request, secret)?,
+        RotationStep::MarkRolledOut => mark_rolled_out(grace, now),
+        RotationStep::Swap => swap(keys),
+        RotationStep::Promote => promote(keys, secret),
+        RotationStep::Finish => finish(keys, secret),
+        RotationStep::Idle | RotationStep::AwaitRollout | RotationStep::Grace { .. } => {
+            return Ok(None);
+        }
+    }))
+}
+
+fn normal(reason: &'static str, note: String) -> Notice {
+    Notice {
+        type_: EventType::Normal,
+        reason,
+        note,
+    }
+}
+
+/// A new key as `next-api-key`, phase Introduced, and the request handled.
+fn start(keys: &mut ApiKeys, request: &str, secret: &str) -> Result<StepWrite, getrandom::Error> {
+    let next = generate_key()?;
+    let data = Map::from_iter([(NEXT_API_KEY.to_owned(), data_value(&next))]);
+    keys.next = Some(next);
+    Ok(StepWrite {
+        data,
+        // A rolled-out-at left from an earlier rotation would skip the rollout.
+        annotations: json!({PHASE_ANNOTATION: Phase::Introduced.as_str(),
+                            HANDLED_ANNOTATION: request, ROLLED_OUT_AT_ANNOTATION: null}),
+        notice: normal(
+            "ApiKeyRotationStarted",
+            format!(
+                "generated a new API key ({NEXT_API_KEY} in Secret {secret}); pods restart and accept both keys"
+            ),
+        ),
+    })
+}
+
+/// Every pod runs with both keys: the grace period starts, tokens switch to the new key.
+fn mark_rolled_out(grace: Duration, now: Timestamp) -> StepWrite {
+    StepWrite {
+        data: Map::new(),
+        annotations: json!({ROLLED_OUT_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+        notice: normal(
+            "ApiKeyRotationBothKeysActive",
+            format!(
+                "every pod accepts the old and the new API key; the old one is removed after {grace:?}; new tokens are signed with the new key"
+            ),
+        ),
+    }
+}
+
+/// The grace period is over: the new key becomes Qdrant's `api_key` (the data is unchanged).
+fn swap(keys: &mut ApiKeys) -> StepWrite {
+    keys.phase = Phase::Swapped;
+    StepWrite {
+        data: Map::new(),
+        annotations: json!({PHASE_ANNOTATION: Phase::Swapped.as_str()}),
+        notice: normal(
+            "ApiKeyRotationSwapped",
+            "the grace period is over: pods restart with the new API key as their \
+             main key and the old one as the alternative (peers authenticate with \
+             the new one)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// The new key replaces the old one in `api-key`, the only key Qdrant gets.
+fn promote(keys: &mut ApiKeys, secret: &str) -> StepWrite {
+    let next = keys
+        .next
+        .clone()
+        .expect("a rotation in progress has a next key");
+    let data = Map::from_iter([(API_KEY.to_owned(), data_value(&next))]);
+    keys.api_key = next;
+    keys.phase = Phase::Promoted;
+    StepWrite {
+        data,
+        annotations: json!({PHASE_ANNOTATION: Phase::Promoted.as_str()}),
+        notice: normal(
+            "ApiKeyRotated",
+            format!(
+                "the new API key replaced the old one in Secret {secret}; pods restart and \
+                 stop accepting the old key"
+            ),
+        ),
+    }
+}
+
+/// The rotation is over (or was abandoned by removing `next-api-key` by hand): remove
+/// `next-api-key` and the phase.
+fn finish(keys: &mut ApiKeys, secret: &str) -> StepWrite {
+    let notice = match keys.next.take() {
+        Some(_) => normal(
+            "ApiKeyRotationFinished",
+            format!(
+                "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {secret}"
+            ),
+        ),
+        None => Notice {
+            type_: EventType::Warning,
+            reason: "ApiKeyRotationAbandoned",
+            note: format!(
+                "{NEXT_API_KEY} was removed from Secret {secret} by hand: the key rotation is \
+                 abandoned and the pods roll with the current key alone"
+            ),
+        },
+    };
+    keys.phase = Phase::Introduced;
+    StepWrite {
+        data: Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
+        annotations: json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
+        notice,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::keys::ApiKeys;
+    use crate::api_keys::keys::KeySlot;
+    use crate::material::SecretValue;
 
     fn state<'a>() -> RotationState<'a> {
         RotationState {
@@ -327,7 +499,6 @@ mod tests {
     /// refers to, and accept the `api_key` every other pod sends (peers authenticate with it
     /// when `enforce_internal_auth` is on).
     fn step_is_safe(from: &ApiKeys, to: &ApiKeys) -> Result<(), String> {
-        use crate::api_keys::keys::KeySlot;
         let slots = |k: &ApiKeys| {
             let (api, alt) = k.qdrant_keys();
             (api.0, alt.map(|a: KeySlot<'_>| a.0))
@@ -356,7 +527,6 @@ mod tests {
 
     #[test]
     fn no_roll_of_a_rotation_splits_the_cluster() {
-        use crate::material::SecretValue;
         let keys = |api: &str, next: Option<&str>, phase| ApiKeys {
             api_key: SecretValue::new(api),
             read_only: None,
