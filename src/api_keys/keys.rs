@@ -383,6 +383,58 @@ mod tests {
     }
 
     #[test]
+    fn a_users_key_is_refused_with_the_reason_and_never_its_value() {
+        let good = "k".repeat(MIN_USER_KEY_LEN);
+        let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
+        assert_eq!(
+            user_key("key", Some(&bytes(&good))),
+            Ok(SecretValue::new(&good))
+        );
+        let short = "s".repeat(MIN_USER_KEY_LEN - 1);
+        for (value, expected) in [
+            (None, "key \"key\" is missing"),
+            (Some(ByteString(vec![0xff])), "key \"key\" is not UTF-8"),
+            (Some(bytes("  ")), "key \"key\" is empty"),
+            (
+                Some(bytes(&format!("{good}\n"))),
+                "key \"key\" ends with a newline",
+            ),
+            (
+                Some(bytes(&short)),
+                "key \"key\" is shorter than 32 characters",
+            ),
+        ] {
+            let problem = user_key("key", value.as_ref()).unwrap_err();
+            assert!(problem.starts_with(expected), "{problem}");
+            assert!(
+                !problem.contains(&good) && !problem.contains(&short),
+                "{problem}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stored_keys_are_taken_by_name_and_the_users_key_first() {
+        let wanted = [API_KEY, READ_ONLY_API_KEY, FINGERPRINT_SALT];
+        let values = ["a", "r", "s"].map(SecretValue::new);
+        let keys = ApiKeys::stored(&wanted, &values, None);
+        assert_eq!(
+            (
+                keys.api_key.expose(),
+                keys.read_only.as_ref().map(|k| k.expose())
+            ),
+            ("a", Some("r"))
+        );
+        assert_eq!((keys.salt.expose(), keys.next.is_none()), ("s", true));
+        let keys = ApiKeys::stored(
+            &[FINGERPRINT_SALT],
+            &[SecretValue::new("s")],
+            Some(SecretValue::new("u")),
+        );
+        assert_eq!((keys.api_key.expose(), keys.read_only), ("u", None));
+    }
+
+    #[test]
     fn debug_never_shows_the_value() {
         let keys = ApiKeys::generate(true).unwrap();
         let printed = format!("{keys:?}");

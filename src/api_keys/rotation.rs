@@ -352,6 +352,108 @@ mod tests {
     }
 
     #[test]
+    fn the_state_is_read_from_what_the_secret_records() {
+        let mut secret = Secret::default();
+        let now: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
+        let grace = Duration::from_secs(60);
+        let s = RotationState::read(&secret, Some("n1"), false, true, grace, now);
+        assert_eq!((s.handled, s.phase, s.rolled_out_at), (None, None, None));
+        secret.metadata.annotations = Some(
+            [
+                (HANDLED_ANNOTATION, "n1"),
+                (PHASE_ANNOTATION, "Swapped"),
+                (ROLLED_OUT_AT_ANNOTATION, "2026-11-21T00:00:00Z"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        let s = RotationState::read(&secret, Some("n1"), true, false, grace, now);
+        assert_eq!(s.requested, Some("n1"));
+        assert_eq!(s.handled, Some("n1"));
+        assert_eq!(s.phase, Some(Phase::Swapped));
+        assert_eq!(
+            s.rolled_out_at,
+            Some("2026-11-21T00:00:00Z".parse().unwrap())
+        );
+        assert!(s.has_next && !s.rolled_out);
+        assert_eq!(step(&s), RotationStep::AwaitRollout);
+    }
+
+    #[test]
+    fn each_step_writes_its_phase_and_keys() {
+        let now: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
+        let grace = Duration::from_secs(60);
+        let mut keys = ApiKeys::generate(false).unwrap();
+        let old = keys.api_key.clone();
+        let advance = |step: &RotationStep, keys: &mut ApiKeys| {
+            advance(step, keys, "vectors-api-key", grace, now)
+                .unwrap()
+                .expect("a write")
+        };
+        for idle in [
+            RotationStep::Idle,
+            RotationStep::AwaitRollout,
+            RotationStep::Grace { until: now },
+        ] {
+            let before = keys.clone();
+            assert!(advance_none(&idle, &mut keys, grace, now));
+            assert_eq!(keys, before, "{idle:?} changes nothing");
+        }
+        let start = advance(
+            &RotationStep::Start {
+                request: "n1".into(),
+            },
+            &mut keys,
+        );
+        let next = keys.next.clone().expect("a new key");
+        assert_ne!(next, old);
+        assert_eq!(start.data[NEXT_API_KEY], data_value(&next));
+        assert_eq!(start.annotations[PHASE_ANNOTATION], "Introduced");
+        assert_eq!(start.annotations[HANDLED_ANNOTATION], "n1");
+        assert!(start.annotations[ROLLED_OUT_AT_ANNOTATION].is_null());
+        assert!(!start.notice.note.contains(next.expose()));
+
+        let marked = advance(&RotationStep::MarkRolledOut, &mut keys);
+        assert!(marked.data.is_empty());
+        assert_eq!(
+            marked.annotations[ROLLED_OUT_AT_ANNOTATION],
+            "2026-11-22T00:00:00Z"
+        );
+
+        let swapped = advance(&RotationStep::Swap, &mut keys);
+        assert!(swapped.data.is_empty(), "the data does not change");
+        assert_eq!(keys.phase, Phase::Swapped);
+        assert_eq!(swapped.annotations[PHASE_ANNOTATION], "Swapped");
+
+        let promoted = advance(&RotationStep::Promote, &mut keys);
+        assert_eq!((&keys.api_key, keys.phase), (&next, Phase::Promoted));
+        assert_eq!(promoted.data[API_KEY], data_value(&next));
+        assert_eq!(promoted.annotations[PHASE_ANNOTATION], "Promoted");
+
+        let finished = advance(&RotationStep::Finish, &mut keys);
+        assert_eq!((&keys.next, keys.phase), (&None, Phase::Introduced));
+        assert!(finished.data[NEXT_API_KEY].is_null());
+        assert!(finished.annotations[PHASE_ANNOTATION].is_null());
+        assert_eq!(finished.notice.type_, EventType::Normal);
+        // Finishing without a next key: it was removed by hand.
+        let abandoned = advance(&RotationStep::Finish, &mut keys);
+        assert_eq!(abandoned.notice.type_, EventType::Warning);
+        assert_eq!(abandoned.notice.reason, "ApiKeyRotationAbandoned");
+    }
+
+    fn advance_none(
+        step: &RotationStep,
+        keys: &mut ApiKeys,
+        grace: Duration,
+        now: Timestamp,
+    ) -> bool {
+        advance(step, keys, "vectors-api-key", grace, now)
+            .unwrap()
+            .is_none()
+    }
+
+    #[test]
     fn the_metric_phase_is_the_phase_after_the_step() {
         let until: Timestamp = "2026-11-22T01:00:00Z".parse().unwrap();
         for (step, recorded, expected) in [
