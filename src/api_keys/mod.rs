@@ -2,7 +2,7 @@
 //! ([`phase`]), the rotation itself ([`rotation`]: its steps and what each writes), what the
 //! user hears when keys are generated into `<n>-api-key` ([`secret`]) and the key a token is
 //! signed with ([`signing`]). All pure apart from the OS random source; the pipeline step that
-//! reads and writes the Secrets is `reconcile::api_keys`.
+//! reads and writes the Secrets is `reconcile::credentials`.
 
 pub mod keys;
 pub mod phase;

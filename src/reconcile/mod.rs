@@ -2,9 +2,9 @@
 //! validate (pure) → observe + plan (pure) → credentials (create-only) → build (pure) →
 //! apply (server-side apply, fixed order, StatefulSet last) → prune → status.
 
-pub mod api_keys;
 pub mod apply;
 pub mod compact;
+pub mod credentials;
 pub mod expect;
 pub mod metrics_client;
 pub mod ownership;
@@ -67,8 +67,8 @@ pub struct Context {
     /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
     /// so a stale cached copy never makes a token or client certificate be issued twice.
     pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
-    /// When this process last wrote each API-key Secret (see [`api_keys::RecentWrites`]).
-    pub key_secret_writes: api_keys::RecentWrites,
+    /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
+    pub key_secret_writes: credentials::RecentWrites,
 }
 
 /// The data of a token Secret.
@@ -87,7 +87,7 @@ impl Context {
             expectations: Expectations::default(),
             written_status: Mutex::new(HashMap::new()),
             written_token_data: Mutex::new(HashMap::new()),
-            key_secret_writes: api_keys::RecentWrites::default(),
+            key_secret_writes: credentials::RecentWrites::default(),
         }
     }
 
@@ -250,7 +250,7 @@ async fn converge(
         .as_ref()
         .and_then(|s| s.secrets.as_ref())
         .is_some();
-    let credentials = api_keys::ensure(
+    let credentials = credentials::ensure(
         &ctx.client,
         &ctx.stores,
         &ctx.key_secret_writes,

@@ -1,6 +1,7 @@
-//! The API-key step of the pipeline (its I/O): read the keys, create or complete the generated
-//! ones, and write the steps of a key rotation. What to write and when is decided in
-//! [`crate::api_keys`] (pure).
+//! The credentials step of the pipeline: the I/O of the API keys. Reads the keys, creates or
+//! completes the generated ones, and writes the steps of a key rotation; what to write and when
+//! is decided in [`crate::api_keys`] (pure). (Named for the pipeline step it runs: step 3,
+//! `credentials`.)
 //!
 //! Generated keys live in `<n>-api-key` and are never overwritten: a cache miss is confirmed
 //! with a GET, creation is a create (which fails rather than replaces), and later changes are
