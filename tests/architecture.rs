@@ -1,7 +1,8 @@
 //! The shape of the code, checked mechanically (issue 15):
 //! - no import cycle between the files of `src/` (the module graph is parsed with `syn`, see
 //!   `support/module_graph.rs` for what counts as an edge), the checker itself tested on small
-//!   synthetic crates.
+//!   synthetic crates;
+//! - `ARCHITECTURE.md` names only paths that exist and names every file of `src/`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -286,5 +287,75 @@ fn checker_reports_an_inline_module_as_part_of_its_file() {
         graph.report().contains("`crate::qdrant::env::K`"),
         "{}",
         graph.report()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARCHITECTURE.md.
+
+/// Every path ARCHITECTURE.md names: runs that start with `src/` or `tests/` at a word boundary
+/// and go on over path characters; a trailing `.` or `/` (end of a sentence, a directory) is cut.
+fn named_paths(text: &str) -> BTreeSet<String> {
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
+    let mut out = BTreeSet::new();
+    for (i, _) in text.char_indices() {
+        let rest = &text[i..];
+        if !(rest.starts_with("src/") || rest.starts_with("tests/")) {
+            continue;
+        }
+        if text[..i].chars().next_back().is_some_and(is_path_char) {
+            continue;
+        }
+        let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+        let path = rest[..end].trim_end_matches(['.', '/']);
+        out.insert(path.to_string());
+    }
+    out
+}
+
+fn architecture_md() -> String {
+    std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md exists")
+}
+
+#[test]
+fn named_paths_reads_paths_out_of_markdown() {
+    let text = "See `src/a.rs`, src/b/ and tests/c.rs. Not charts/x/tests/y.rs or mysrc/z.rs; \
+                | `src/reconcile/mod.rs` | src/children/* |";
+    assert_eq!(
+        named_paths(text),
+        [
+            "src/a.rs",
+            "src/b",
+            "tests/c.rs",
+            "src/reconcile/mod.rs",
+            "src/children"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+}
+
+#[test]
+fn architecture_md_names_only_paths_that_exist() {
+    let missing: Vec<String> = named_paths(&architecture_md())
+        .into_iter()
+        .filter(|p| !root().join(p).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+}
+
+#[test]
+fn architecture_md_names_every_file_of_src() {
+    let named = named_paths(&architecture_md());
+    let mut files = BTreeSet::new();
+    rust_files(&root().join("src"), &root(), &mut files);
+    let unnamed: Vec<&String> = files.iter().filter(|f| !named.contains(*f)).collect();
+    assert!(
+        unnamed.is_empty(),
+        "ARCHITECTURE.md does not name these files of src/ (one line each, by path): {unnamed:?}"
     );
 }
