@@ -27,7 +27,7 @@ use super::ownership::own_secret_as;
 use super::stores::{Stores, cached};
 use crate::children::meta::COMPONENT_METRICS_CLIENT;
 use crate::error::{Error, Result};
-use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, PublishedTls, TlsError, issue_client,
     metrics_client_common_name, plan_client,

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 use super::ca::{CaMaterial, CaSubject, issue_ca_for, permits, permitted_subtrees, renew_ca_for};
 use super::cert::{Certificate, parse_bundle, secret_text};
 use super::leaf::{LeafMaterial, issue_leaf};
-use super::rollover::{self, Phase, RolloverInput, Transition};
-use super::rotation::{
+use super::renewal::{
     CaAction, CaState, Jitter, LeafAction, LeafState, TlsPolicy, plan_ca, plan_leaf, requeue_after,
 };
+use super::rollover::{self, Phase, RolloverInput, Transition};
 use super::time::{add, whole_second};
 use super::{CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, ROLLOVER_PHASE_ANNOTATION, TLS_CRT, TlsError};
 
@@ -368,7 +368,7 @@ mod tests {
 
     use super::super::ca::issue_ca;
     use super::super::leaf::serving_dns_names;
-    use super::super::rotation::{CaCreateReason, CaRenewReason, LeafReason};
+    use super::super::renewal::{CaCreateReason, CaRenewReason, LeafReason};
     use super::super::time::sub;
     use super::*;
 

@@ -8,7 +8,7 @@
 //! - [`cert`]: reading certificates and keys (x509-parser), the trust bundle.
 //! - [`ca`]: issuing and renewing the instance's CA (ECDSA P-256).
 //! - [`leaf`]: the serving certificate and the DNS names it carries.
-//! - [`rotation`]: when to renew what, with deterministic jitter, and when to requeue.
+//! - [`renewal`]: when to renew what, with deterministic jitter, and when to requeue.
 //! - [`rollover`]: the phase machine that replaces a CA key (old and new CA trusted side by side).
 //! - [`converge`]: the one call the pipeline makes, composing the above.
 //!
@@ -27,8 +27,8 @@ pub mod cert;
 pub mod client;
 pub mod converge;
 pub mod leaf;
+pub mod renewal;
 pub mod rollover;
-pub mod rotation;
 mod time;
 
 pub use ca::{
@@ -45,11 +45,11 @@ pub use converge::{
     read_published,
 };
 pub use leaf::{LeafMaterial, issue_leaf, serving_dns_names};
-pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
-pub use rotation::{
+pub use renewal::{
     CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, Jitter, LeafAction, LeafDecision,
     LeafReason, LeafState, TlsPolicy,
 };
+pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
 pub use time::BACKDATE;
 
 /// Secret key of a certificate chain (leaf first) in `<n>-ca` and `<n>-tls`.
