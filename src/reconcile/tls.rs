@@ -33,9 +33,12 @@ use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::tls::{
     self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
-    TLS_FINGERPRINT_ANNOTATION, TlsInputs, TlsPolicy, Transition,
+    TLS_FINGERPRINT_ANNOTATION, TlsInputs, Transition,
 };
 use crate::tokens;
+// Moved to the TLS domain; re-exported for the callers that still name them here.
+pub use crate::tls::policy::policy;
+pub use crate::tls::signed;
 use crate::validate::{Instance, TlsSettings, TlsSource};
 
 /// How often Secrets the user references are re-read at the latest.
@@ -61,19 +64,6 @@ pub struct TlsReport {
 
 fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub(super) fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
-}
-
-/// The certificate lifetimes of an instance's TLS settings, for the pure `tls` functions.
-pub(super) fn policy(settings: &TlsSettings) -> TlsPolicy {
-    TlsPolicy {
-        certificate_lifetime: signed(settings.certificate_lifetime),
-        renew_before: Some(signed(settings.renew_before)),
-        ca_lifetime: signed(settings.ca_lifetime),
-    }
 }
 
 async fn read_secret(

@@ -11,6 +11,7 @@
 //! - [`renewal`]: when to renew what, with deterministic jitter, and when to requeue.
 //! - [`rollover`]: the phase machine that replaces a CA key (old and new CA trusted side by side).
 //! - [`converge`]: the one call the pipeline makes, composing the above.
+//! - [`policy`]: the certificate lifetimes of an instance's validated TLS settings.
 //!
 //! What the caller persists, and where:
 //! - Secret `<n>-ca` (managed CA only): `tls.crt`, `tls.key` ([`CaMaterial::to_secret_data`]);
@@ -27,6 +28,7 @@ pub mod cert;
 pub mod client;
 pub mod converge;
 pub mod leaf;
+pub mod policy;
 pub mod renewal;
 pub mod rollover;
 mod time;
@@ -50,7 +52,7 @@ pub use renewal::{
     LeafReason, LeafState, TlsPolicy,
 };
 pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
-pub use time::BACKDATE;
+pub use time::{BACKDATE, signed};
 
 /// Secret key of a certificate chain (leaf first) in `<n>-ca` and `<n>-tls`.
 pub const TLS_CRT: &str = "tls.crt";
