@@ -48,8 +48,9 @@ pub use converge::{
 };
 pub use leaf::{LeafMaterial, issue_leaf, serving_dns_names};
 pub use renewal::{
-    CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, Jitter, LeafAction, LeafDecision,
-    LeafReason, LeafState, TlsPolicy,
+    CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, DEFAULT_CA_LIFETIME,
+    DEFAULT_CERTIFICATE_LIFETIME, Jitter, LeafAction, LeafDecision, LeafReason, LeafState,
+    TlsPolicy, default_renew_before,
 };
 pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
 pub use time::{BACKDATE, signed};
