@@ -1,4 +1,4 @@
-//! Certificate material for an instance: the CA, the serving certificate, their rotation and the
+//! Certificate material for an instance: the CA, the serving certificate, their renewal and the
 //! replacement of a CA key without breaking trust between peers.
 //!
 //! Everything here is pure apart from the OS random source used for keys and serial numbers: no

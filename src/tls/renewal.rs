@@ -44,7 +44,8 @@ pub struct TlsPolicy {
 }
 
 impl Default for TlsPolicy {
-    /// The API defaults: 2160h leaves, renewed a third before the end, 8760h CA.
+    /// The API defaults: [`DEFAULT_CERTIFICATE_LIFETIME`] leaves, renewed
+    /// [`default_renew_before`] the end, a [`DEFAULT_CA_LIFETIME`] CA.
     fn default() -> Self {
         TlsPolicy {
             certificate_lifetime: DEFAULT_CERTIFICATE_LIFETIME,
