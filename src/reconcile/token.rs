@@ -25,7 +25,7 @@ use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, Secur
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
-use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, client_common_name,
     issue_client, plan_client,
