@@ -375,7 +375,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                 )),
                 ..ValidationRule::default()
             }));
-        let suffixes = crate::children::meta::INSTANCE_SECRET_SUFFIXES
+        let suffixes = super::instance_secrets::INSTANCE_SECRET_SUFFIXES
             .iter()
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
@@ -397,7 +397,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                 message: Some(format!(
                     "spec.secretName may not end in {}: those are the Secrets of SecureQdrants \
                      (a token there would block the instance)",
-                    crate::children::meta::INSTANCE_SECRET_SUFFIXES.join(", ")
+                    super::instance_secrets::INSTANCE_SECRET_SUFFIXES.join(", ")
                 )),
                 ..ValidationRule::default()
             });

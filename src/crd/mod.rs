@@ -1,10 +1,14 @@
 //! The custom resources this operator serves, and the CRD documents generated from them.
 
 mod access_token;
+mod instance_secrets;
 mod secure_qdrant;
+mod user_config;
 
 pub use access_token::*;
+pub use instance_secrets::*;
 pub use secure_qdrant::*;
+pub use user_config::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, ValidationRule,

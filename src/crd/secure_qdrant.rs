@@ -16,7 +16,7 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
+use super::user_config::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 
 /// The longest `metadata.name` a SecureQdrant may have: the StatefulSet's controller-revision-hash
 /// label (`<name>-<10 char hash>`) must fit in 63 characters.
@@ -139,7 +139,7 @@ pub struct SecureQdrantSpec {
     #[serde(default)]
     pub audit: AuditSpec,
 
-    // Tuning of Qdrant's config file, from an allow-list (`crate::qdrant::ALLOWED_USER_CONFIG`);
+    // Tuning of Qdrant's config file, from an allow-list (`crate::crd::ALLOWED_USER_CONFIG`);
     // the schema's description (`user_config_description`) lists the keys. A doc comment here
     // would replace that description.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

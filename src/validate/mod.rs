@@ -16,10 +16,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value};
 
 use crate::crd::{
-    AuditSpec, AuthSpec, ImagePullPolicy, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec,
-    PodSpecOverrides, SecureQdrant, SecureQdrantSpec, TlsSpec,
+    ALLOWED_USER_CONFIG, AuditSpec, AuthSpec, FORBIDDEN_USER_CONFIG, ImagePullPolicy, MAX_NAME_LEN,
+    MAX_REPLICAS, NetworkSpec, PodSpecOverrides, SecureQdrant, SecureQdrantSpec, TlsSpec,
+    has_config_type, instance_secret_names,
 };
-use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
 use crate::settings::Settings;
 
 /// A validated SecureQdrant: everything the builders need, defaults resolved.
@@ -463,7 +463,7 @@ pub fn name_covers_cluster_names(name: &str, cluster_domain: &str) -> Option<Str
 /// Refuses a referenced Secret (API key, CA, certificate, image pull) whose name is one of
 /// the instance's own Secret names, which the operator writes itself.
 fn check_secret_refs(spec: &SecureQdrantSpec, name: &str, problems: &mut Vec<Invalid>) {
-    let own = crate::children::meta::instance_secret_names(name);
+    let own = instance_secret_names(name);
     let mut refs: Vec<(String, &str)> = Vec::new();
     if let Some(r) = &spec.auth.api_key_secret_ref {
         refs.push(("spec.auth.apiKeySecretRef.name".to_owned(), &r.name));
@@ -1233,7 +1233,7 @@ fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invali
                 continue;
             }
             if let Some((_, ty)) = ALLOWED_USER_CONFIG.iter().find(|(p, _)| *p == child) {
-                if !crate::qdrant::has_config_type(v, ty) {
+                if !has_config_type(v, ty) {
                     problems.push(invalid(
                         field,
                         format!("must be of Qdrant's type {ty} (`?`: or null)"),
