@@ -40,6 +40,24 @@ pub(super) fn check_pod(
             ));
         }
     }
+    check_node_affinity(pod, &refused_node_key, problems);
+    if let Some(class) = &pod.priority_class_name
+        && policy.refused_priority_classes.contains(class)
+    {
+        problems.push(invalid(
+            "spec.pod.priorityClassName",
+            format!("{class} is reserved for the cluster's own pods (operator policy)"),
+        ));
+    }
+    check_metadata_keys(pod, policy, problems);
+}
+
+/// Node affinity terms that would select control-plane nodes.
+fn check_node_affinity(
+    pod: &PodSpecOverrides,
+    refused_node_key: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<Invalid>,
+) {
     if let Some(node) = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()) {
         let required = node
             .required_during_scheduling_ignored_during_execution
@@ -72,14 +90,15 @@ pub(super) fn check_pod(
             }
         }
     }
-    if let Some(class) = &pod.priority_class_name
-        && policy.refused_priority_classes.contains(class)
-    {
-        problems.push(invalid(
-            "spec.pod.priorityClassName",
-            format!("{class} is reserved for the cluster's own pods (operator policy)"),
-        ));
-    }
+}
+
+/// Pod labels and annotations under prefixes the policy refuses (the operator's own prefixes are
+/// reported with their own message).
+fn check_metadata_keys(
+    pod: &PodSpecOverrides,
+    policy: &crate::settings::Policy,
+    problems: &mut Vec<Invalid>,
+) {
     for (what, keys) in [
         ("labels", pod.labels.keys().collect::<Vec<_>>()),
         ("annotations", pod.annotations.keys().collect()),

@@ -62,7 +62,25 @@ pub(super) fn check_tls(
             "must be at least 5m and shorter than spec.tls.certificateLifetime",
         ));
     }
-    let source = match (&tls.ca_secret_ref, &tls.certificate_secret_ref) {
+    let source = source(tls, problems);
+    check_extra_dns_names(tls, name, namespace, settings, problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(TlsSettings {
+        certificate_lifetime: lifetime?,
+        renew_before: renew_before?,
+        ca_lifetime: ca_lifetime?,
+        client_certificates: tls.client_certificates,
+        source,
+        extra_dns_names: tls.extra_dns_names.clone(),
+    })
+}
+
+/// Where the certificates come from: `caSecretRef`, `certificateSecretRef` (not both), or the
+/// operator's own CA.
+fn source(tls: &TlsSpec, problems: &mut Vec<Invalid>) -> TlsSource {
+    match (&tls.ca_secret_ref, &tls.certificate_secret_ref) {
         (Some(_), Some(_)) => {
             problems.push(invalid(
                 "spec.tls",
@@ -73,8 +91,18 @@ pub(super) fn check_tls(
         (Some(ca), None) => TlsSource::UserCa(ca.name.clone()),
         (None, Some(cert)) => TlsSource::UserCertificate(cert.name.clone()),
         (None, None) => TlsSource::OperatorCa,
-    };
-    let instance = name;
+    }
+}
+
+/// `spec.tls.extraDnsNames`: lowercase DNS names the instance may carry in its certificate (see
+/// [`check_extra_dns_name`]).
+fn check_extra_dns_names(
+    tls: &TlsSpec,
+    instance: &str,
+    namespace: &str,
+    settings: &Settings,
+    problems: &mut Vec<Invalid>,
+) {
     for (i, name) in tls.extra_dns_names.iter().enumerate() {
         let bare = name.strip_prefix("*.").unwrap_or(name);
         let ok = !bare.is_empty()
@@ -97,17 +125,6 @@ pub(super) fn check_tls(
             problems.push(invalid(format!("spec.tls.extraDnsNames[{i}]"), why));
         }
     }
-    if problems.len() > before {
-        return None;
-    }
-    Some(TlsSettings {
-        certificate_lifetime: lifetime?,
-        renew_before: renew_before?,
-        ca_lifetime: ca_lifetime?,
-        client_certificates: tls.client_certificates,
-        source,
-        extra_dns_names: tls.extra_dns_names.clone(),
-    })
 }
 
 /// Whether `name` (a well-formed DNS name, maybe `*.`-prefixed) may go into the serving
