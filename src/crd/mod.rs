@@ -1,11 +1,13 @@
 //! The custom resources this operator serves, and the CRD documents generated from them.
 
 mod access_token;
+mod annotations;
 mod instance_secrets;
 mod secure_qdrant;
 mod user_config;
 
 pub use access_token::*;
+pub use annotations::*;
 pub use instance_secrets::*;
 pub use secure_qdrant::*;
 pub use user_config::*;

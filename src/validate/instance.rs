@@ -9,7 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::crd::{AuditSpec, AuthSpec, ImagePullPolicy, NetworkSpec, PodSpecOverrides};
 
-/// A validated SecureQdrant: everything the builders need, defaults resolved.
+/// A validated SecureQdrant: everything the later steps need (the builders, the plan, the
+/// credentials and certificates), defaults resolved, the user's requests (annotations) included.
+/// After validation the raw resource is read only for its owner reference (in [`Self::owner`]),
+/// for the status it already has (`crate::reconcile::status::desired` keeps its conditions and
+/// history) and, when validation fails, to report that on it (there is no Instance then).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instance {
     pub name: String,
@@ -34,6 +38,15 @@ pub struct Instance {
     pub user_config: Map<String, Value>,
     pub pod: PodSpecOverrides,
     pub cluster_domain: String,
+    /// The user's acknowledgment of a scale-down: the value of
+    /// [`crate::crd::PEERS_REMOVED_ANNOTATION`] as written (the plan parses and checks it).
+    pub peers_removed: Option<String>,
+    /// A request to rotate the generated API key: the value of
+    /// [`crate::key_rotation::ROTATE_API_KEY_ANNOTATION`]; each new value asks for one rotation.
+    pub api_key_rotation_request: Option<String>,
+    /// A request for a new CA key: the value of [`crate::tls::ROTATE_CA_ANNOTATION`]; each new
+    /// value asks for one new key.
+    pub ca_rotation_request: Option<String>,
     /// The cluster has formed (`status.clusterFormed`): a pod 0 without Raft state joins it
     /// through pod 1. Not from the spec: false here, set by the reconcile from the status.
     pub cluster_formed: bool,

@@ -1,6 +1,6 @@
 //! Validation: turns a `SecureQdrant` into an [`Instance`] with every default resolved, or into a
-//! list of problems. Pure: no I/O, no clock. After this step the raw custom resource is only used
-//! for its owner reference.
+//! list of problems. Pure: no I/O, no clock. This is the last step that reads the raw custom
+//! resource's spec and annotations (see [`Instance`] for what is still read of it afterwards).
 
 mod config;
 mod image;
@@ -26,8 +26,13 @@ use self::problems::invalid;
 use self::quantity::{duration, positive_quantity};
 use self::resources::check_resources;
 use self::tls::check_tls;
-use crate::crd::{MAX_NAME_LEN, MAX_REPLICAS, SecureQdrant};
+use crate::crd::{
+    AuthSpec, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec, PEERS_REMOVED_ANNOTATION, PodSpecOverrides,
+    SecureQdrant, SecureQdrantSpec,
+};
+use crate::key_rotation::ROTATE_API_KEY_ANNOTATION;
 use crate::settings::Settings;
+use crate::tls::ROTATE_CA_ANNOTATION;
 
 pub use self::image::{ImageRef, image_allowed, parse_image};
 pub use self::instance::{Instance, Storage, TlsSettings, TlsSource};
@@ -54,66 +59,13 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     let mut problems = Vec::new();
     let spec = &sq.spec;
     let name = sq.name_any();
-
-    if name.is_empty() {
-        problems.push(invalid("metadata.name", "is required"));
-    } else if name.len() > MAX_NAME_LEN || !is_dns1035_label(&name) {
-        problems.push(invalid(
-            "metadata.name",
-            format!(
-                "must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) \
-                 of at most {MAX_NAME_LEN} characters"
-            ),
-        ));
-    }
-    if let Some(why) = name_covers_cluster_names(&name, &settings.cluster_domain) {
-        problems.push(invalid("metadata.name", why));
-    }
+    check_name(&name, settings, &mut problems);
     check_secret_refs(spec, &name, &mut problems);
     let namespace = sq.namespace().unwrap_or_default();
     if namespace.is_empty() {
         problems.push(invalid("metadata.namespace", "is required"));
     }
-    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
-        problems.push(invalid(
-            "spec.replicas",
-            format!(
-                "must be between 1 and {MAX_REPLICAS}, got {}",
-                spec.replicas
-            ),
-        ));
-    }
-    if spec.image.is_empty() || spec.image.chars().any(char::is_whitespace) {
-        problems.push(invalid(
-            "spec.image",
-            "must be a non-empty image reference without spaces",
-        ));
-    }
-    // The CRD schema's maxLength bounds (counted in characters, as the apiserver counts them).
-    for (field, value, max) in [
-        ("spec.image", Some(&spec.image), MAX_IMAGE_LEN),
-        (
-            "spec.storage.size",
-            Some(&spec.storage.size),
-            MAX_QUANTITY_LEN,
-        ),
-        (
-            "spec.storage.storageClassName",
-            spec.storage.storage_class_name.as_ref(),
-            MAX_STORAGE_CLASS_LEN,
-        ),
-        (
-            "spec.snapshots.size",
-            spec.snapshots.size.as_ref(),
-            MAX_QUANTITY_LEN,
-        ),
-    ] {
-        if let Some(value) = value
-            && value.chars().count() > max
-        {
-            problems.push(invalid(field, format!("may be at most {max} characters")));
-        }
-    }
+    check_bounds(spec, &mut problems);
     let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, &mut problems);
     if let Some(class) = &spec.storage.storage_class_name
         && class.is_empty()
@@ -139,82 +91,14 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
     }
     check_user_config(&spec.config, &mut problems);
     let tls = check_tls(&spec.tls, &name, &namespace, settings, &mut problems);
-    let key_rotation_grace = duration(
-        "spec.auth.keyRotationGracePeriod",
-        &spec.auth.key_rotation_grace_period,
-        &mut problems,
-    )
-    .filter(|grace| {
-        let enough = *grace >= MIN_KEY_ROTATION_GRACE;
-        if !enough {
-            problems.push(invalid(
-                "spec.auth.keyRotationGracePeriod",
-                format!(
-                    "must be at least 1m, got {:?}: kubelets take up to about a minute to \
-                     refresh a mounted Secret, so a shorter grace period removes the old key \
-                     before every consumer can have the new one",
-                    spec.auth.key_rotation_grace_period
-                ),
-            ));
-        }
-        enough
-    });
-    if let Some(r) = &spec.auth.api_key_secret_ref
-        && (r.name.is_empty() || r.key.is_empty())
-    {
-        problems.push(invalid(
-            "spec.auth.apiKeySecretRef",
-            "needs both name and key",
-        ));
-    }
-    for key in spec.pod.labels.keys() {
-        if key.starts_with("app.kubernetes.io/") {
-            problems.push(invalid(
-                format!("spec.pod.labels[{key}]"),
-                "app.kubernetes.io/* labels are set by the operator",
-            ));
-        }
-    }
-    for key in spec.pod.annotations.keys() {
-        if key.starts_with("secureqdrant.dev/") {
-            problems.push(invalid(
-                format!("spec.pod.annotations[{key}]"),
-                "secureqdrant.dev/* annotations are set by the operator",
-            ));
-        }
-    }
+    let key_rotation_grace = check_auth(&spec.auth, &mut problems);
+    check_operator_metadata(&spec.pod, &mut problems);
     if let Some(resources) = &spec.resources {
         check_resources(resources, &mut problems);
     }
     check_image(&spec.image, &settings.policy, &mut problems);
     check_pod(&spec.pod, &settings.policy, &mut problems);
-    check_peers(
-        "spec.network.clients",
-        &spec.network.clients,
-        None,
-        &mut problems,
-    );
-    check_peers(
-        "spec.network.metrics",
-        &spec.network.metrics,
-        None,
-        &mut problems,
-    );
-    for (i, rule) in spec.network.extra_egress.iter().enumerate() {
-        let field = format!("spec.network.extraEgress[{i}]");
-        check_peers(
-            &format!("{field}.to"),
-            rule.to.as_deref().unwrap_or_default(),
-            Some(&settings.policy.egress_cidrs),
-            &mut problems,
-        );
-        check_ports(
-            &format!("{field}.ports"),
-            rule.ports.as_deref().unwrap_or_default(),
-            &mut problems,
-        );
-    }
-
+    check_network(&spec.network, settings, &mut problems);
     let owner = sq.controller_owner_ref(&());
     if owner.is_none() {
         problems.push(invalid(
@@ -222,7 +106,6 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             "is missing (not read from the API)",
         ));
     }
-
     match (problems.is_empty(), owner, storage_size, key_rotation_grace) {
         (true, Some(owner), Some(size), Some(key_rotation_grace)) => Ok(Instance {
             name,
@@ -248,10 +131,156 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
             user_config: spec.config.clone().into_iter().collect(),
             pod: spec.pod.clone(),
             cluster_domain: settings.cluster_domain.clone(),
+            peers_removed: annotation(sq, PEERS_REMOVED_ANNOTATION),
+            api_key_rotation_request: annotation(sq, ROTATE_API_KEY_ANNOTATION),
+            ca_rotation_request: annotation(sq, ROTATE_CA_ANNOTATION),
             cluster_formed: false,
         }),
         _ => Err(problems),
     }
+}
+
+/// `metadata.name`: a DNS-1035 label short enough for the StatefulSet's labels, and not one whose
+/// CA would cover the cluster's Service names.
+fn check_name(name: &str, settings: &Settings, problems: &mut Vec<Invalid>) {
+    if name.is_empty() {
+        problems.push(invalid("metadata.name", "is required"));
+    } else if name.len() > MAX_NAME_LEN || !is_dns1035_label(name) {
+        problems.push(invalid(
+            "metadata.name",
+            format!(
+                "must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) \
+                 of at most {MAX_NAME_LEN} characters"
+            ),
+        ));
+    }
+    if let Some(why) = name_covers_cluster_names(name, &settings.cluster_domain) {
+        problems.push(invalid("metadata.name", why));
+    }
+}
+
+/// The replica range, a usable image reference, and the CRD schema's maxLength bounds (counted
+/// in characters, as the apiserver counts them).
+fn check_bounds(spec: &SecureQdrantSpec, problems: &mut Vec<Invalid>) {
+    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
+        problems.push(invalid(
+            "spec.replicas",
+            format!(
+                "must be between 1 and {MAX_REPLICAS}, got {}",
+                spec.replicas
+            ),
+        ));
+    }
+    if spec.image.is_empty() || spec.image.chars().any(char::is_whitespace) {
+        problems.push(invalid(
+            "spec.image",
+            "must be a non-empty image reference without spaces",
+        ));
+    }
+    for (field, value, max) in [
+        ("spec.image", Some(&spec.image), MAX_IMAGE_LEN),
+        (
+            "spec.storage.size",
+            Some(&spec.storage.size),
+            MAX_QUANTITY_LEN,
+        ),
+        (
+            "spec.storage.storageClassName",
+            spec.storage.storage_class_name.as_ref(),
+            MAX_STORAGE_CLASS_LEN,
+        ),
+        (
+            "spec.snapshots.size",
+            spec.snapshots.size.as_ref(),
+            MAX_QUANTITY_LEN,
+        ),
+    ] {
+        if let Some(value) = value
+            && value.chars().count() > max
+        {
+            problems.push(invalid(field, format!("may be at most {max} characters")));
+        }
+    }
+}
+
+/// `spec.auth`: the key rotation's grace period (returned when valid) and a complete
+/// `apiKeySecretRef`.
+fn check_auth(auth: &AuthSpec, problems: &mut Vec<Invalid>) -> Option<Duration> {
+    let grace = duration(
+        "spec.auth.keyRotationGracePeriod",
+        &auth.key_rotation_grace_period,
+        problems,
+    )
+    .filter(|grace| {
+        let enough = *grace >= MIN_KEY_ROTATION_GRACE;
+        if !enough {
+            problems.push(invalid(
+                "spec.auth.keyRotationGracePeriod",
+                format!(
+                    "must be at least 1m, got {:?}: kubelets take up to about a minute to \
+                     refresh a mounted Secret, so a shorter grace period removes the old key \
+                     before every consumer can have the new one",
+                    auth.key_rotation_grace_period
+                ),
+            ));
+        }
+        enough
+    });
+    if let Some(r) = &auth.api_key_secret_ref
+        && (r.name.is_empty() || r.key.is_empty())
+    {
+        problems.push(invalid(
+            "spec.auth.apiKeySecretRef",
+            "needs both name and key",
+        ));
+    }
+    grace
+}
+
+/// Pod labels and annotations under the prefixes the operator sets itself.
+fn check_operator_metadata(pod: &PodSpecOverrides, problems: &mut Vec<Invalid>) {
+    for key in pod.labels.keys() {
+        if key.starts_with("app.kubernetes.io/") {
+            problems.push(invalid(
+                format!("spec.pod.labels[{key}]"),
+                "app.kubernetes.io/* labels are set by the operator",
+            ));
+        }
+    }
+    for key in pod.annotations.keys() {
+        if key.starts_with("secureqdrant.dev/") {
+            problems.push(invalid(
+                format!("spec.pod.annotations[{key}]"),
+                "secureqdrant.dev/* annotations are set by the operator",
+            ));
+        }
+    }
+}
+
+/// `spec.network`: the peers of clients, scrapers and extra egress (egress within the ranges
+/// the policy allows), and the egress ports.
+fn check_network(network: &NetworkSpec, settings: &Settings, problems: &mut Vec<Invalid>) {
+    check_peers("spec.network.clients", &network.clients, None, problems);
+    check_peers("spec.network.metrics", &network.metrics, None, problems);
+    for (i, rule) in network.extra_egress.iter().enumerate() {
+        let field = format!("spec.network.extraEgress[{i}]");
+        check_peers(
+            &format!("{field}.to"),
+            rule.to.as_deref().unwrap_or_default(),
+            Some(&settings.policy.egress_cidrs),
+            problems,
+        );
+        check_ports(
+            &format!("{field}.ports"),
+            rule.ports.as_deref().unwrap_or_default(),
+            problems,
+        );
+    }
+}
+
+/// The value of annotation `key` on `sq`, if set.
+fn annotation(sq: &SecureQdrant, key: &str) -> Option<String> {
+    sq.annotations().get(key).cloned()
 }
 
 #[cfg(test)]
