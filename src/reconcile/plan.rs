@@ -141,27 +141,7 @@ impl Refusal {
                 name,
                 from,
                 acknowledged,
-            } => format!(
-                "scale-down from {from} to 1 replica refused{even}: with 1 replica Qdrant's \
-                 cluster mode is turned off, and a node whose storage holds the cluster's raft \
-                 state is not known to start safely without it. Keep at least 2 replicas, or \
-                 move the data to a new single-node SecureQdrant with snapshots; set \
-                 spec.replicas back to {from}{remove}; the cluster keeps {from} replicas \
-                 meanwhile",
-                even = if *acknowledged {
-                    format!(" even with {PEERS_REMOVED_ANNOTATION}")
-                } else {
-                    String::new()
-                },
-                remove = if *acknowledged {
-                    format!(
-                        " and remove the annotation with `{}`",
-                        kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-"))
-                    )
-                } else {
-                    String::new()
-                },
-            ),
+            } => single_node_message(namespace, name, *from, *acknowledged),
             Refusal::PeersRemovedInvalid {
                 namespace,
                 name,
@@ -200,23 +180,53 @@ impl Refusal {
                 namespace,
                 name,
                 running,
-            } => format!(
-                "spec.tls.enabled cannot change from {running} to {wanted}: this instance has \
-                 run more than one replica (status.clustered), and Qdrant keeps every peer's \
-                 URI with its scheme ({scheme}://) in its Raft state, so pods restarted with the \
-                 other setting could not reach each other and the cluster would split. Nothing \
-                 was applied and the pods keep running as they are (certificates are not \
-                 renewed while this stands). Set spec.tls.enabled back to {running} with \
-                 `kubectl patch sq {name} -n {namespace} --type merge -p \
-                 '{{\"spec\":{{\"tls\":{{\"enabled\":{running}}}}}}}'`; to run with TLS {want}, \
-                 create a new SecureQdrant with spec.tls.enabled: {wanted} and move the \
-                 collections to it with snapshots",
-                wanted = !running,
-                scheme = if *running { "https" } else { "http" },
-                want = if *running { "off" } else { "on" },
-            ),
+            } => tls_switch_message(namespace, name, *running),
         }
     }
+}
+
+/// What [`Refusal::ScaleDownToSingleNode`] tells the user.
+fn single_node_message(namespace: &str, name: &str, from: i32, acknowledged: bool) -> String {
+    format!(
+        "scale-down from {from} to 1 replica refused{even}: with 1 replica Qdrant's \
+         cluster mode is turned off, and a node whose storage holds the cluster's raft \
+         state is not known to start safely without it. Keep at least 2 replicas, or \
+         move the data to a new single-node SecureQdrant with snapshots; set \
+         spec.replicas back to {from}{remove}; the cluster keeps {from} replicas \
+         meanwhile",
+        even = if acknowledged {
+            format!(" even with {PEERS_REMOVED_ANNOTATION}")
+        } else {
+            String::new()
+        },
+        remove = if acknowledged {
+            format!(
+                " and remove the annotation with `{}`",
+                kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-"))
+            )
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// What [`Refusal::TlsSwitch`] tells the user.
+fn tls_switch_message(namespace: &str, name: &str, running: bool) -> String {
+    format!(
+        "spec.tls.enabled cannot change from {running} to {wanted}: this instance has \
+         run more than one replica (status.clustered), and Qdrant keeps every peer's \
+         URI with its scheme ({scheme}://) in its Raft state, so pods restarted with the \
+         other setting could not reach each other and the cluster would split. Nothing \
+         was applied and the pods keep running as they are (certificates are not \
+         renewed while this stands). Set spec.tls.enabled back to {running} with \
+         `kubectl patch sq {name} -n {namespace} --type merge -p \
+         '{{\"spec\":{{\"tls\":{{\"enabled\":{running}}}}}}}'`; to run with TLS {want}, \
+         create a new SecureQdrant with spec.tls.enabled: {wanted} and move the \
+         collections to it with snapshots",
+        wanted = !running,
+        scheme = if running { "https" } else { "http" },
+        want = if running { "off" } else { "on" },
+    )
 }
 
 /// What an instance has been through, as far as the operator recorded it (never forgotten).

@@ -15,6 +15,7 @@ mod tls;
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{Resource, ResourceExt};
 
 use self::config::check_user_config;
@@ -66,20 +67,7 @@ pub fn validate(sq: &SecureQdrant, settings: &Settings) -> Result<Instance, Vec<
         problems.push(invalid("metadata.namespace", "is required"));
     }
     check_bounds(spec, &mut problems);
-    let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, &mut problems);
-    if let Some(class) = &spec.storage.storage_class_name
-        && class.is_empty()
-    {
-        problems.push(invalid(
-            "spec.storage.storageClassName",
-            "may not be empty (omit it for the default class)",
-        ));
-    }
-    let snapshots_size = spec
-        .snapshots
-        .size
-        .as_deref()
-        .and_then(|s| positive_quantity("spec.snapshots.size", s, &mut problems));
+    let (storage_size, snapshots_size) = check_volumes(spec, &mut problems);
     if !(1..=MAX_LOG_FILES).contains(&spec.audit.max_log_files) {
         problems.push(invalid(
             "spec.audit.maxLogFiles",
@@ -201,6 +189,28 @@ fn check_bounds(spec: &SecureQdrantSpec, problems: &mut Vec<Invalid>) {
             problems.push(invalid(field, format!("may be at most {max} characters")));
         }
     }
+}
+
+/// The data volume's size and class, and the snapshots volume's size: the sizes, when valid.
+fn check_volumes(
+    spec: &SecureQdrantSpec,
+    problems: &mut Vec<Invalid>,
+) -> (Option<Quantity>, Option<Quantity>) {
+    let storage_size = positive_quantity("spec.storage.size", &spec.storage.size, problems);
+    if let Some(class) = &spec.storage.storage_class_name
+        && class.is_empty()
+    {
+        problems.push(invalid(
+            "spec.storage.storageClassName",
+            "may not be empty (omit it for the default class)",
+        ));
+    }
+    let snapshots_size = spec
+        .snapshots
+        .size
+        .as_deref()
+        .and_then(|s| positive_quantity("spec.snapshots.size", s, problems));
+    (storage_size, snapshots_size)
 }
 
 /// `spec.auth`: the key rotation's grace period (returned when valid) and a complete
