@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+/// The schema's maxLength of an allowed string key of `spec.config` (`log_level`).
+pub const MAX_CONFIG_STRING_LEN: usize = 64;
+
 /// The tuning keys `spec.config` may set (leaf paths), with their Qdrant types. Everything else is
 /// refused: the CRD schema declares exactly these (with their types), and `crate::validate`
 /// refuses any other path. Each was checked in Qdrant's settings (`config/config.yaml`,

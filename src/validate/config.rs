@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::problems::{Invalid, invalid};
-use crate::crd::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG, has_config_type};
-
-/// The CRD's maxLength of an allowed string key of `spec.config` (`log_level`).
-const MAX_CONFIG_STRING_LEN: usize = 64;
+use crate::crd::{
+    ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG, MAX_CONFIG_STRING_LEN, has_config_type,
+};
 
 /// Checks `spec.config` against [`ALLOWED_USER_CONFIG`] and [`FORBIDDEN_USER_CONFIG`].
 pub(super) fn check_user_config(config: &BTreeMap<String, Value>, problems: &mut Vec<Invalid>) {

@@ -28,8 +28,9 @@ use self::quantity::{duration, positive_quantity};
 use self::resources::check_resources;
 use self::tls::check_tls;
 use crate::crd::{
-    AuthSpec, MAX_NAME_LEN, MAX_REPLICAS, NetworkSpec, PEERS_REMOVED_ANNOTATION, PodSpecOverrides,
-    SecureQdrant, SecureQdrantSpec,
+    AuthSpec, MAX_IMAGE_LEN, MAX_LOG_FILES, MAX_NAME_LEN, MAX_QUANTITY_LEN, MAX_REPLICAS,
+    MAX_STORAGE_CLASS_LEN, NetworkSpec, PEERS_REMOVED_ANNOTATION, PodSpecOverrides, SecureQdrant,
+    SecureQdrantSpec,
 };
 use crate::key_rotation::ROTATE_API_KEY_ANNOTATION;
 use crate::settings::Settings;
@@ -44,12 +45,6 @@ pub use self::quantity::parse_quantity;
 pub use self::resources::resources_or_default;
 pub use self::tls::check_extra_dns_name;
 
-// Bounds the CRD schema sets with schemars attributes in `crate::crd` (kept equal by
-// tests/bad_input.rs, which checks both layers at each bound).
-const MAX_IMAGE_LEN: usize = 512;
-const MAX_QUANTITY_LEN: usize = 64;
-const MAX_STORAGE_CLASS_LEN: usize = 253;
-const MAX_LOG_FILES: u32 = 10_000;
 /// The shortest `spec.auth.keyRotationGracePeriod`: about how long kubelets take to refresh a
 /// mounted Secret (the CRD's CEL rule says the same).
 const MIN_KEY_ROTATION_GRACE: Duration = Duration::from_secs(60);

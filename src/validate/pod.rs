@@ -1,9 +1,7 @@
 //! `spec.pod`: scheduling and metadata pass-through the policy refuses.
 
 use super::problems::{Invalid, invalid};
-use crate::crd::PodSpecOverrides;
-
-const MAX_TOLERATIONS: usize = 32;
+use crate::crd::{MAX_TOLERATIONS, PodSpecOverrides};
 
 pub(super) fn check_pod(
     pod: &PodSpecOverrides,
