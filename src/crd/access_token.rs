@@ -364,7 +364,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
             .get_or_insert_with(Vec::new)
             // On create only (spec.secretName and the name are immutable): at the root, a rule
             // an existing token breaks would refuse every status write (see `on_create_only`).
-            .push(super::on_create_only(ValidationRule {
+            .push(super::rules::on_create_only(ValidationRule {
                 rule: format!(
                     "has(self.spec.secretName) || self.metadata.name.size() <= {MAX_TOKEN_NAME_FOR_DEFAULT_SECRET}"
                 ),
