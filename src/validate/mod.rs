@@ -953,6 +953,32 @@ mod tests {
     }
 
     #[test]
+    fn the_users_requests_are_read_into_the_instance() {
+        let mut with = sq("{}");
+        for (key, value) in [
+            (PEERS_REMOVED_ANNOTATION, "3"),
+            (ROTATE_API_KEY_ANNOTATION, "r1"),
+            (ROTATE_CA_ANNOTATION, "c1"),
+        ] {
+            with.annotations_mut()
+                .insert(key.to_owned(), value.to_owned());
+        }
+        let inst = validate(&with, &Settings::default()).unwrap();
+        assert_eq!(inst.peers_removed.as_deref(), Some("3"));
+        assert_eq!(inst.api_key_rotation_request.as_deref(), Some("r1"));
+        assert_eq!(inst.ca_rotation_request.as_deref(), Some("c1"));
+        let without = validate(&sq("{}"), &Settings::default()).unwrap();
+        assert_eq!(
+            (
+                without.peers_removed,
+                without.api_key_rotation_request,
+                without.ca_rotation_request
+            ),
+            (None, None, None)
+        );
+    }
+
+    #[test]
     fn dns_labels() {
         assert!(is_dns1035_label("vectors"));
         assert!(is_dns1035_label("a-1"));
