@@ -169,7 +169,7 @@ impl SecureQdrantExt for SecureQdrant {
 /// The validated, planned instance of `sq` against the StatefulSet `current`.
 pub fn planned(sq: &SecureQdrant, current: Option<&StatefulSet>) -> Plan {
     let inst = validate::validate(sq, &Settings::default()).expect("a valid spec");
-    plan::plan(inst, current, plan::peers_removed(sq))
+    plan::plan(inst, current)
 }
 
 /// The validated instance of `sq` when no StatefulSet exists yet.
