@@ -20,11 +20,10 @@ use super::trust::TrustBundle;
 use crate::conditions::{SECRET_NOT_ALLOWED, WAIT};
 use crate::error::Result;
 use crate::reconcile::Context;
-use crate::tls::policy::signed;
-use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, TlsPolicy, client_common_name,
-    issue_client, plan_client,
+    issue_client, plan_client, signed,
 };
 use crate::tokens::{ValidToken, read_client_certificate};
 use crate::validate::{Instance, TlsSettings, TlsSource};
@@ -119,11 +118,7 @@ pub(super) async fn client_certificate(
         Err(wait) => return Ok(wait),
     };
     let ca_trusted = trusted(trust, &ca);
-    let policy = TlsPolicy::from_lifetimes(
-        settings.certificate_lifetime,
-        settings.renew_before,
-        settings.ca_lifetime,
-    );
+    let policy = crate::tls::policy::policy(settings);
     let state = match &stored {
         Ok(leaf) => LeafState::Present(leaf),
         Err(TlsError::MissingKey(_)) => LeafState::Missing,

@@ -2,13 +2,13 @@
 //! new key once every pod accepts it (Qdrant checks JWTs against api_key and alt_api_key).
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 use super::outcome::{Blocked, blocked};
 use super::secrets::{instance_secret_ours, read};
 use crate::conditions::{SECRET_NOT_ALLOWED, WAIT};
 use crate::error::Result;
-use crate::material::{self, SecretValue, read_key};
+use crate::material::SecretValue;
 use crate::reconcile::Context;
 use crate::validate::Instance;
 
@@ -44,18 +44,8 @@ pub(super) fn signing_key(
     key_secret: Option<&Secret>,
 ) -> Result<SecretValue, Blocked> {
     let (_, key_name) = inst.api_key_ref();
-    let rotated_in = key_secret.filter(|s| signs_with_next_key(inst, s));
-    let key = match rotated_in.and_then(|s| read_key(s, material::NEXT_API_KEY).ok()) {
-        Some(next) => Some(next),
-        None => key_secret.and_then(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(&key_name))
-                .and_then(|b| std::str::from_utf8(&b.0).ok())
-                .filter(|v| !v.trim().is_empty())
-                .map(SecretValue::new)
-        }),
-    };
+    let key = key_secret
+        .and_then(|s| crate::api_keys::signing_key(s, &key_name, inst.generates_api_key()));
     key.ok_or_else(|| {
         blocked(
             "WaitingForKey",
@@ -63,18 +53,4 @@ pub(super) fn signing_key(
             Some(WAIT),
         )
     })
-}
-
-/// Whether a key rotation of the operator's own key has reached the phase where the new key
-/// signs tokens (read from the rotation's annotations on the key Secret).
-fn signs_with_next_key(inst: &Instance, key_secret: &Secret) -> bool {
-    let annotations = key_secret.annotations();
-    inst.generates_api_key()
-        && crate::key_rotation::sign_with_next(
-            true,
-            annotations
-                .get(crate::key_rotation::PHASE_ANNOTATION)
-                .map(String::as_str),
-            annotations.contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION),
-        )
 }

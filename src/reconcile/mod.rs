@@ -233,7 +233,7 @@ async fn converge(
         ctx.write_status(sq, status).await?;
         return Ok(Action::requeue(RESYNC));
     }
-    let mut plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
+    let mut plan = plan::plan(inst, current_sts.as_deref());
     // Read by the pods' start script (through `<n>-config`): a pod 0 without Raft state joins
     // the formed cluster instead of starting a new one.
     plan.instance.cluster_formed = history.formed;
