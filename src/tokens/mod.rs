@@ -15,12 +15,14 @@
 //! is redacted; no error of this module carries either.
 
 mod claims;
+mod error;
 mod plan;
 mod secret;
 mod sign;
 mod spec;
 
 pub use claims::{Access, Claims, CollectionClaim, MatchValue, PayloadMatchClaim, ValueExists};
+pub use error::TokenError;
 pub use plan::{
     CLAIMS_HASH_ANNOTATION, KEY_FINGERPRINT_ANNOTATION, MintReason, TokenPlan, key_fingerprint,
     plan_token, token_annotations, token_status,
@@ -31,18 +33,3 @@ pub use secret::{
 };
 pub use sign::{LEEWAY_SECONDS, mint, verify};
 pub use spec::{InstanceInfo, ValidToken, is_qdrant_json_path, validate_token_spec};
-
-/// Why a token could not be signed or read. Never carries a token or a key.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// Qdrant treats an empty key as a key (v1.18) or as no authentication (v1.19): never sign
-    /// with one.
-    #[error("the API key is empty: refusing to sign a token with it")]
-    EmptyKey,
-    #[error("the token claims are out of range: {0}")]
-    Claims(&'static str),
-    #[error("signing the token failed: {0}")]
-    Sign(&'static str),
-    #[error("the token does not verify: {0}")]
-    Verify(&'static str),
-}

@@ -3,8 +3,8 @@
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use super::TokenError;
 use super::claims::Claims;
+use super::error::TokenError;
 use crate::material::SecretValue;
 
 /// Qdrant's leeway on `exp`, in seconds: a token is still accepted this long after it expired.
