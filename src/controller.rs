@@ -1,5 +1,6 @@
 //! Wiring of the controller: watches, caches, and the reconcile loop.
 
+pub mod backoff;
 pub mod scope;
 pub mod shutdown;
 
@@ -23,6 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
+use self::backoff::{Backoffs, backoff_key, error_policy};
 use self::scope::{EventStream, OnReady, WatchScope, reflect};
 use self::shutdown::Shutdown;
 use crate::children::meta::{
@@ -36,7 +38,7 @@ use crate::reconcile::expect::Expectations;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, reconcile};
 use crate::settings::Settings;
 use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
 use crate::telemetry::{Health, Metrics};
@@ -307,6 +309,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         let store = instance_store.clone();
         move |secret: Secret| instances_referencing(&store, &secret)
     };
+    let backoffs = Arc::new(Backoffs::default());
     let instances = Controller::for_stream(instance_stream, instance_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches_stream(
@@ -326,19 +329,29 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         .run(
             {
                 let store = instance_store.clone();
+                let backoffs = backoffs.clone();
                 move |sq: Arc<SecureQdrant>, ctx: Arc<Context>| {
-                    instrumented(
-                        ctx.metrics.clone(),
-                        SECURE_QDRANT,
-                        sq.clone(),
-                        store.clone(),
-                        reconcile(sq, ctx),
-                    )
+                    let (store, backoffs) = (store.clone(), backoffs.clone());
+                    async move {
+                        let key = backoff_key(&sq);
+                        let result = instrumented(
+                            ctx.metrics.clone(),
+                            SECURE_QDRANT,
+                            sq.clone(),
+                            store,
+                            reconcile(sq, ctx),
+                        )
+                        .await;
+                        if result.is_ok() {
+                            backoffs.succeeded(&key);
+                        }
+                        result
+                    }
                 }
             },
-            |sq, error, ctx| {
+            move |sq, error, ctx| {
                 ctx.metrics.failed(SECURE_QDRANT, error);
-                error_policy(sq, error, ctx)
+                error_policy(&backoffs, sq, error, ctx)
             },
             ctx.clone(),
         )

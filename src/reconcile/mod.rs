@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod compact;
+pub mod context;
 pub mod credentials;
 pub mod expect;
 pub mod metrics_client;
@@ -15,8 +16,7 @@ pub mod stores;
 pub mod tls;
 pub mod token;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -27,120 +27,21 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
-use self::expect::Expectations;
+pub use self::context::{Clock, Context};
 use self::status::{RECONCILED, Verdict};
-use self::stores::{Stores, cached};
+use self::stores::{CACHE_WAIT, Stores, caches_ready, cached};
 use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
-use crate::crd::{SecureQdrant, SecureQdrantStatus};
+use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
-use crate::events::Events;
-use crate::settings::Settings;
-use crate::telemetry::Metrics;
 use crate::validate::{self, Instance, describe};
 
 /// How long a healthy instance waits before it is looked at again (drift safety net; changes to
 /// the resource or its children trigger a reconcile at once).
 pub const RESYNC: Duration = Duration::from_secs(600);
 
-/// The time source of reconciles: the system clock, or a fixed/advancing one in tests.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// Everything a reconcile needs, built once when the controller starts.
-pub struct Context {
-    pub client: Client,
-    pub stores: Stores,
-    pub events: Events,
-    pub settings: Settings,
-    /// Where reconciles read the time (certificate renewal, condition timestamps).
-    pub clock: Clock,
-    /// Failures per object (namespace/name), for the backoff of `error_policy`.
-    pub failures: Backoffs,
-    /// Where reconciles record what the metrics show (certificate and token expiry).
-    pub metrics: Metrics,
-    /// Child writes the caches have not shown yet (disabled unless the controller feeds them).
-    pub expectations: Expectations,
-    /// The status each SecureQdrant (by uid) was last given by this process, and when: the
-    /// object a reconcile starts from may predate it (its watch event is on its way), and a
-    /// status computed from that stale copy would write again, with new transition times.
-    pub written_status: Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>,
-    /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
-    /// so a stale cached copy never makes a token or client certificate be issued twice.
-    pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
-    /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
-    pub key_secret_writes: credentials::RecentWrites,
-}
-
-/// The data of a token Secret.
-pub type TokenSecretData = std::collections::BTreeMap<String, k8s_openapi::ByteString>;
-
-impl Context {
-    pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
-        Context {
-            client,
-            stores,
-            events,
-            settings,
-            clock: Arc::new(Timestamp::now),
-            failures: Backoffs::default(),
-            metrics: Metrics::default(),
-            expectations: Expectations::default(),
-            written_status: Mutex::new(HashMap::new()),
-            written_token_data: Mutex::new(HashMap::new()),
-            key_secret_writes: credentials::RecentWrites::default(),
-        }
-    }
-
-    /// The same context reading time from `clock`.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-/// How long the status a reconcile wrote is preferred over an object's older copy.
-const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
-
-impl Context {
-    /// `sq` with the status this process last wrote for it, when the copy in hand does not show
-    /// it yet (only this operator writes the status, so the one it wrote last is the latest).
-    fn with_latest_status(&self, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
-        let Some(uid) = sq.metadata.uid.as_deref() else {
-            return sq;
-        };
-        let mut written = self.written_status.lock().expect("lock");
-        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_STATUS_TTL);
-        match written.get(uid) {
-            Some((status, _)) if sq.status.as_ref() != Some(status) => {
-                let mut fresh = (*sq).clone();
-                fresh.status = Some(status.clone());
-                Arc::new(fresh)
-            }
-            _ => sq,
-        }
-    }
-
-    /// Writes the status when it changed, and remembers it.
-    async fn write_status(&self, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
-        let wrote = status::write(&self.client, sq, status.clone()).await?;
-        if wrote && let Some(uid) = sq.metadata.uid.clone() {
-            self.written_status
-                .lock()
-                .expect("lock")
-                .insert(uid, (status, std::time::Instant::now()));
-        }
-        Ok(wrote)
-    }
-}
-
 fn key(sq: &SecureQdrant) -> String {
     format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
-}
-
-/// The object's backoff entry: by uid, so an object created anew under the same name starts
-/// afresh.
-fn backoff_key(sq: &SecureQdrant) -> String {
-    sq.uid().unwrap_or_else(|| key(sq))
 }
 
 /// Reconciles one SecureQdrant.
@@ -150,7 +51,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
         // when retainOnDelete is false, through the StatefulSet's retention policy).
         return Ok(Action::await_change());
     }
-    let sq = ctx.with_latest_status(sq);
+    let sq = status::with_latest(&ctx.written_status, sq);
     caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT).await?;
     let now = (ctx.clock)();
     let reference = sq.object_ref(&());
@@ -171,18 +72,14 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            ctx.write_status(&sq, status).await?;
-            ctx.failures.succeeded(&backoff_key(&sq));
+            status::write(&ctx.client, &ctx.written_status, &sq, status).await?;
             return Ok(Action::await_change());
         }
     };
 
     // 2.-7.: every failure from here on is also reported on the resource.
     match converge(&sq, &ctx, inst, now).await {
-        Ok(action) => {
-            ctx.failures.succeeded(&backoff_key(&sq));
-            Ok(action)
-        }
+        Ok(action) => Ok(action),
         Err(error) => {
             let status = status::desired(&sq, &Verdict::Failed(&error), now);
             if condition_changed(&sq, &status) {
@@ -196,7 +93,7 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            if let Err(status_error) = ctx.write_status(&sq, status).await {
+            if let Err(status_error) = status::write(&ctx.client, &ctx.written_status, &sq, status).await {
                 warn!(instance = %key(&sq), error = %status_error, "could not report a failure in status");
             }
             Err(error)
@@ -231,7 +128,7 @@ async fn converge(
                 )
                 .await;
         }
-        ctx.write_status(sq, status).await?;
+        status::write(&ctx.client, &ctx.written_status, sq, status).await?;
         return Ok(Action::requeue(RESYNC));
     }
     let mut plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
@@ -362,7 +259,7 @@ async fn converge(
                 .await;
         }
     }
-    ctx.write_status(sq, status).await?;
+    status::write(&ctx.client, &ctx.written_status, sq, status).await?;
     let requeue = [
         Some(RESYNC),
         tls_report.map(|r| r.requeue_after),
@@ -587,129 +484,5 @@ async fn delete_controlled_secret(
             name: name.to_owned(),
             source,
         }),
-    }
-}
-
-/// How long a reconcile waits for the caches to be filled after a start.
-pub const CACHE_WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until `ready` says the caches hold a complete list, at most `limit`: a reconcile that
-/// read an empty cache at start-up would take existing objects for missing ones. Polled rather
-/// than awaited once: kube-runtime's Store wakes only the last task that waited on it, and
-/// several reconciles may wait at start-up.
-pub async fn caches_ready<F, Fut>(ready: F, limit: Duration) -> Result<(), Error>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if tokio::time::timeout(Duration::from_millis(50), ready()).await == Ok(true) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::CacheNotReady);
-        }
-    }
-}
-
-/// Called when a reconcile fails: logs, and retries with exponential backoff per object
-/// (5 s doubling to 5 min; see [`Backoffs`]).
-pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.failures.failed(&backoff_key(&sq), (ctx.clock)());
-    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
-}
-
-/// Backoff after `failures` consecutive failures.
-pub fn backoff(failures: u32) -> Duration {
-    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
-    Duration::from_secs(secs.min(300))
-}
-
-/// The retry schedule of each object that is failing.
-///
-/// The backoff grows with failed *retries*, not with failed reconciles: while a retry is
-/// scheduled, watch events (a child's update, the object's own status write) still start
-/// reconciles, and during an API outage each of them fails too. Counting those would take an
-/// object from 5 s to the 5-minute cap within a second of an outage and leave it waiting long
-/// after the API is back. A failure before the scheduled retry keeps the schedule as it is.
-#[derive(Default)]
-pub struct Backoffs(Mutex<HashMap<String, (u32, Timestamp)>>);
-
-impl Backoffs {
-    /// Records a failure of `key` at `now`; returns how long to wait before the next attempt.
-    pub fn failed(&self, key: &str, now: Timestamp) -> Duration {
-        let mut entries = self.0.lock().expect("lock");
-        // Objects that stopped failing without a success (deleted meanwhile) are dropped once
-        // their retry is long past.
-        let stale = k8s_openapi::jiff::SignedDuration::from_secs(3600);
-        entries.retain(|k, (_, at)| k == key || at.checked_add(stale).is_ok_and(|t| t > now));
-        let (failures, retry_at) = entries.entry(key.to_owned()).or_insert((0, now));
-        let left = retry_at.duration_since(now);
-        // Still waiting: keep the retry's time. (Further away than the backoff itself means the
-        // clock stepped back: counted as the retry instead, so the backoff keeps growing.)
-        if now < *retry_at && left.unsigned_abs() <= backoff(*failures) {
-            return left.unsigned_abs();
-        }
-        *failures = failures.saturating_add(1);
-        let delay = backoff(*failures);
-        let delay_ = k8s_openapi::jiff::SignedDuration::try_from(delay).unwrap_or_default();
-        *retry_at = now.checked_add(delay_).unwrap_or(Timestamp::MAX);
-        delay
-    }
-
-    /// Forgets the failures of `key` after a successful reconcile.
-    pub fn succeeded(&self, key: &str) {
-        self.0.lock().expect("lock").remove(key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(5));
-        assert_eq!(backoff(2), Duration::from_secs(10));
-        assert_eq!(backoff(4), Duration::from_secs(40));
-        assert_eq!(backoff(7), Duration::from_secs(300));
-        assert_eq!(backoff(100), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn only_failed_retries_grow_the_backoff() {
-        let backoffs = Backoffs::default();
-        let at =
-            |ms: i64| Timestamp::UNIX_EPOCH + k8s_openapi::jiff::SignedDuration::from_millis(ms);
-        assert_eq!(backoffs.failed("a", at(0)), Duration::from_secs(5));
-        // A burst of event-driven failures during the wait keeps the retry where it was.
-        for ms in [10, 20, 300, 4_000] {
-            let left = Duration::from_millis(5_000 - ms as u64);
-            assert_eq!(backoffs.failed("a", at(ms)), left);
-        }
-        // The retry itself fails: the backoff doubles, and again after that.
-        assert_eq!(backoffs.failed("a", at(5_000)), Duration::from_secs(10));
-        assert_eq!(backoffs.failed("a", at(15_001)), Duration::from_secs(20));
-        // Other objects have their own schedule; success starts over.
-        assert_eq!(backoffs.failed("b", at(15_001)), Duration::from_secs(5));
-        backoffs.succeeded("a");
-        assert_eq!(backoffs.failed("a", at(15_002)), Duration::from_secs(5));
-
-        // A clock that steps back an hour neither stretches the wait nor stops the backoff from
-        // growing.
-        assert_eq!(
-            backoffs.failed("a", at(-3_600_000)),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            backoffs.failed("a", at(-3_590_000)),
-            Duration::from_secs(20)
-        );
-        // Entries whose retry is an hour past are dropped when another object fails.
-        assert_eq!(backoffs.0.lock().unwrap().len(), 2);
-        backoffs.failed("c", at(15_002 + 3_700_000));
-        assert_eq!(backoffs.0.lock().unwrap().len(), 1);
     }
 }

@@ -1,6 +1,10 @@
 //! Status: computed from what was decided and what the StatefulSet reports (pure), then written
 //! to the status subresource only when it changed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -348,9 +352,41 @@ pub fn failure_reason(error: &Error) -> String {
     out
 }
 
+/// The status each SecureQdrant (by uid) was last given by this process, and when: the object a
+/// reconcile starts from may predate it (its watch event is on its way), and a status computed
+/// from that stale copy would write again, with new transition times.
+pub type WrittenStatus = Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>;
+
+/// How long the status a reconcile wrote is preferred over an object's older copy.
+const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
+
+/// `sq` with the status this process last wrote for it, when the copy in hand does not show it
+/// yet (only this operator writes the status, so the one it wrote last is the latest).
+pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
+    let Some(uid) = sq.metadata.uid.as_deref() else {
+        return sq;
+    };
+    let mut written = written.lock().expect("lock");
+    written.retain(|_, (_, at)| at.elapsed() < WRITTEN_STATUS_TTL);
+    match written.get(uid) {
+        Some((status, _)) if sq.status.as_ref() != Some(status) => {
+            let mut fresh = (*sq).clone();
+            fresh.status = Some(status.clone());
+            Arc::new(fresh)
+        }
+        _ => sq,
+    }
+}
+
 /// Writes the status (server-side apply on the status subresource, under the operator's field
-/// manager) if it differs from the object's current one. Returns whether it wrote.
-pub async fn write(client: &Client, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
+/// manager) if it differs from the object's current one, and remembers it in `written`. Returns
+/// whether it wrote.
+pub async fn write(
+    client: &Client,
+    written: &WrittenStatus,
+    sq: &SecureQdrant,
+    status: SecureQdrantStatus,
+) -> Result<bool> {
     if sq.status.as_ref() == Some(&status) {
         return Ok(false);
     }
@@ -368,5 +404,11 @@ pub async fn write(client: &Client, sq: &SecureQdrant, status: SecureQdrantStatu
     )
     .await
     .map_err(Error::Status)?;
+    if let Some(uid) = sq.metadata.uid.clone() {
+        written
+            .lock()
+            .expect("lock")
+            .insert(uid, (status, std::time::Instant::now()));
+    }
     Ok(true)
 }

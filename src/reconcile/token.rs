@@ -76,11 +76,11 @@ pub async fn reconcile(
     }
     // Before the SecureQdrant cache is filled, every instance looks missing, and a token whose
     // instance is missing loses its Secret: wait (an operator start, a re-list).
-    super::caches_ready(
+    super::stores::caches_ready(
         || async {
             ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok()
         },
-        super::CACHE_WAIT,
+        super::stores::CACHE_WAIT,
     )
     .await?;
     let now = (ctx.clock)();
