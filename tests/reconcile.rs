@@ -29,7 +29,7 @@ use secure_qdrant_operator::children::meta::{
 use secure_qdrant_operator::crd::{Phase, SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
-use secure_qdrant_operator::reconcile::apply::{APPLIED_HASH, stamp};
+use secure_qdrant_operator::reconcile::stamp::{APPLIED_HASH, stamp};
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
 use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
 

@@ -11,18 +11,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::expect::Expectations;
 use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
+use super::stamp::{APPLIED_HASH, stamp};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
 use crate::validate::parse_quantity;
-
-/// Annotation on every applied child: hash of what the operator last sent. With the subset check
-/// below it detects both drift made by others and fields the operator stopped sending.
-pub const APPLIED_HASH: &str = "secureqdrant.dev/applied-hash";
 
 /// What a step did, for logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +28,6 @@ pub enum Outcome {
     /// Not written: the same write was just made and the cache has not shown it yet. Look again
     /// within [`super::expect::EXPECTATION_TTL`].
     Pending,
-}
-
-/// Hash of an object as it would be sent.
-pub fn applied_hash<K: Serialize>(obj: &K) -> String {
-    let bytes = serde_json::to_vec(obj).expect("k8s objects serialize");
-    hex::encode(&Sha256::digest(&bytes)[..16])
 }
 
 /// True when every field of `want` is present in `have` with the same value (the API server adds
@@ -85,17 +75,6 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
     // The cache keeps some parts as compact JSON: compare with them in place.
     super::compact::restore(&mut have);
     !is_subset(&want, &have)
-}
-
-/// Stamps the applied-hash annotation on a desired object.
-pub fn stamp<K: Serialize + Resource>(mut desired: K) -> K {
-    let hash = applied_hash(&desired);
-    desired
-        .meta_mut()
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(APPLIED_HASH.to_owned(), hash);
-    desired
 }
 
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same

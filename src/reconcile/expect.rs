@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::apply::APPLIED_HASH;
+use super::stamp::APPLIED_HASH;
 
 /// How long a write is trusted to be on its way to the cache.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);

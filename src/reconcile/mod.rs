@@ -11,6 +11,7 @@ pub mod metrics_client;
 pub mod ownership;
 pub mod plan;
 pub mod references;
+pub mod stamp;
 pub mod status;
 pub mod stores;
 pub mod tls;
