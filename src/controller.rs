@@ -35,6 +35,7 @@ use crate::error::Error;
 use crate::events::Events;
 use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::expect::Expectations;
+use crate::reconcile::recent::system_clock;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
@@ -247,7 +248,9 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     } = options;
     health.set_synced(false);
     let synced = Synced::new(health);
-    let expectations = Expectations::enabled();
+    // One clock for the reconciles and their memories of recent writes.
+    let clock = system_clock();
+    let expectations = Expectations::enabled(clock.clone());
     let (service_accounts, sa_stream) =
         cache::<ServiceAccount>(&client, &scope, &synced, &expectations, Compact::Body);
     let (secrets, secret_stream) =
@@ -282,7 +285,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let events = Events::Kube(Recorder::new(client.clone(), reporter));
-    let mut ctx = Context::new(client.clone(), stores.clone(), events, settings);
+    let mut ctx = Context::new(client.clone(), stores.clone(), events, settings).with_clock(clock);
     ctx.metrics = metrics.clone();
     ctx.expectations = expectations;
     let ctx = Arc::new(ctx);

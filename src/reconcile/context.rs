@@ -1,22 +1,16 @@
 //! What every reconcile shares: the client, the caches, where Events and metrics go, the clock,
 //! and the memories of this process's own recent writes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
 use super::credentials;
-use super::expect::Expectations;
+use super::expect::{EXPECTATION_TTL, Expectations};
+use super::recent::{Clock, Recent, system_clock};
 use super::status;
 use super::stores::Stores;
 use crate::events::Events;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
-
-/// The time source of reconciles: the system clock, or a fixed/advancing one in tests.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Everything a reconcile needs, built once when the controller starts.
 pub struct Context {
@@ -24,17 +18,20 @@ pub struct Context {
     pub stores: Stores,
     pub events: Events,
     pub settings: Settings,
-    /// Where reconciles read the time (certificate renewal, condition timestamps).
+    /// Where reconciles read the time (certificate renewal, condition timestamps), and where
+    /// the memories below read it.
     pub clock: Clock,
     /// Where reconciles record what the metrics show (certificate and token expiry).
     pub metrics: Metrics,
-    /// Child writes the caches have not shown yet (disabled unless the controller feeds them).
+    /// Child writes the caches have not shown yet (disabled unless the controller feeds them;
+    /// it enables them with the same clock).
     pub expectations: Expectations,
     /// The status each SecureQdrant was last given by this process (see [`status::WrittenStatus`]).
     pub written_status: status::WrittenStatus,
-    /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
-    /// so a stale cached copy never makes a token or client certificate be issued twice.
-    pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
+    /// The data each token Secret (namespace/name) was last given, for [`EXPECTATION_TTL`]: for
+    /// the same reason, so a stale cached copy never makes a token or client certificate be
+    /// issued twice.
+    pub written_token_data: Recent<String, TokenSecretData>,
     /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
     pub key_secret_writes: credentials::RecentWrites,
 }
@@ -44,23 +41,30 @@ pub type TokenSecretData = std::collections::BTreeMap<String, k8s_openapi::ByteS
 
 impl Context {
     pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
+        let clock = system_clock();
         Context {
             client,
             stores,
             events,
             settings,
-            clock: Arc::new(Timestamp::now),
             metrics: Metrics::default(),
             expectations: Expectations::default(),
-            written_status: Mutex::new(HashMap::new()),
-            written_token_data: Mutex::new(HashMap::new()),
-            key_secret_writes: credentials::RecentWrites::default(),
+            written_status: status::written_status(clock.clone()),
+            written_token_data: Recent::new(EXPECTATION_TTL, clock.clone()),
+            key_secret_writes: credentials::RecentWrites::new(clock.clone()),
+            clock,
         }
     }
 
-    /// The same context reading time from `clock`.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
+    /// The same context reading time from `clock` (its memories too: call it before the first
+    /// reconcile, they start empty).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Context {
+            written_status: status::written_status(clock.clone()),
+            written_token_data: Recent::new(EXPECTATION_TTL, clock.clone()),
+            key_secret_writes: credentials::RecentWrites::new(clock.clone()),
+            clock,
+            ..self
+        }
     }
 }

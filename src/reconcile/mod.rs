@@ -10,6 +10,7 @@ pub mod expect;
 pub mod metrics_client;
 pub mod ownership;
 pub mod plan;
+pub mod recent;
 pub mod references;
 pub mod stamp;
 pub mod status;
@@ -28,7 +29,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
-pub use self::context::{Clock, Context};
+pub use self::context::Context;
+pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{CACHE_WAIT, Stores, caches_ready, cached};
 use crate::children::meta::MANAGER;

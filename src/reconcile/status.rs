@@ -1,8 +1,7 @@
 //! Status: computed from what was decided and what the StatefulSet reports (pure), then written
 //! to the status subresource only when it changed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -13,6 +12,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
 use super::plan::{History, Refusal};
+use super::recent::{Clock, Recent};
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
@@ -352,26 +352,29 @@ pub fn failure_reason(error: &Error) -> String {
     out
 }
 
-/// The status each SecureQdrant (by uid) was last given by this process, and when: the object a
-/// reconcile starts from may predate it (its watch event is on its way), and a status computed
-/// from that stale copy would write again, with new transition times.
-pub type WrittenStatus = Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>;
+/// The status each SecureQdrant (by uid) was last given by this process: the object a reconcile
+/// starts from may predate it (its watch event is on its way), and a status computed from that
+/// stale copy would write again, with new transition times.
+pub type WrittenStatus = Recent<String, SecureQdrantStatus>;
 
 /// How long the status a reconcile wrote is preferred over an object's older copy.
 const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
 
+/// An empty [`WrittenStatus`] reading the time from `clock`.
+pub fn written_status(clock: Clock) -> WrittenStatus {
+    Recent::new(WRITTEN_STATUS_TTL, clock)
+}
+
 /// `sq` with the status this process last wrote for it, when the copy in hand does not show it
 /// yet (only this operator writes the status, so the one it wrote last is the latest).
 pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
-    let Some(uid) = sq.metadata.uid.as_deref() else {
+    let Some(uid) = &sq.metadata.uid else {
         return sq;
     };
-    let mut written = written.lock().expect("lock");
-    written.retain(|_, (_, at)| at.elapsed() < WRITTEN_STATUS_TTL);
     match written.get(uid) {
-        Some((status, _)) if sq.status.as_ref() != Some(status) => {
+        Some(status) if sq.status.as_ref() != Some(&status) => {
             let mut fresh = (*sq).clone();
-            fresh.status = Some(status.clone());
+            fresh.status = Some(status);
             Arc::new(fresh)
         }
         _ => sq,
@@ -405,10 +408,7 @@ pub async fn write(
     .await
     .map_err(Error::Status)?;
     if let Some(uid) = sq.metadata.uid.clone() {
-        written
-            .lock()
-            .expect("lock")
-            .insert(uid, (status, std::time::Instant::now()));
+        written.remember(uid, status);
     }
     Ok(true)
 }

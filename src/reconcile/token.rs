@@ -381,14 +381,11 @@ async fn issue(
     // Only this token writes its Secret: what it wrote last is newer than a cached copy that
     // does not show it yet.
     let memo_key = format!("{}/{}", inst.namespace, valid.secret_name);
-    if let Some(s) = existing.as_mut() {
-        let mut written = ctx.written_token_data.lock().expect("lock");
-        written.retain(|_, (_, at)| at.elapsed() < EXPECTATION_TTL);
-        if let Some((data, _)) = written.get(&memo_key)
-            && s.data.as_ref() != Some(data)
-        {
-            s.data = Some(data.clone());
-        }
+    if let Some(s) = existing.as_mut()
+        && let Some(data) = ctx.written_token_data.get(&memo_key)
+        && s.data.as_ref() != Some(&data)
+    {
+        s.data = Some(data);
     }
 
     let client = client_certificate(
@@ -442,10 +439,7 @@ async fn issue(
     let data = secret.data.clone().unwrap_or_default();
     let outcome = apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
     if outcome == Outcome::Applied {
-        ctx.written_token_data
-            .lock()
-            .expect("lock")
-            .insert(memo_key, (data, std::time::Instant::now()));
+        ctx.written_token_data.remember(memo_key, data);
     }
     if let Some(reason) = &client.issued {
         ctx.events
