@@ -1,6 +1,5 @@
 //! Wiring of the controller: watches, caches, and the reconcile loop.
 
-pub mod backoff;
 pub mod scope;
 pub mod shutdown;
 
@@ -24,7 +23,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
-use self::backoff::{Backoffs, backoff_key, error_policy};
 use self::scope::{EventStream, OnReady, WatchScope, reflect};
 use self::shutdown::Shutdown;
 use crate::children::meta::{
@@ -34,6 +32,7 @@ use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::Error;
 use crate::events::Events;
 use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::backoff::{backoff_key, key};
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::recent::system_clock;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
@@ -312,7 +311,6 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         let store = instance_store.clone();
         move |secret: Secret| instances_referencing(&store, &secret)
     };
-    let backoffs = Arc::new(Backoffs::default());
     let instances = Controller::for_stream(instance_stream, instance_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches_stream(
@@ -332,29 +330,19 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         .run(
             {
                 let store = instance_store.clone();
-                let backoffs = backoffs.clone();
                 move |sq: Arc<SecureQdrant>, ctx: Arc<Context>| {
-                    let (store, backoffs) = (store.clone(), backoffs.clone());
-                    async move {
-                        let key = backoff_key(&sq);
-                        let result = instrumented(
-                            ctx.metrics.clone(),
-                            SECURE_QDRANT,
-                            sq.clone(),
-                            store,
-                            reconcile(sq, ctx),
-                        )
-                        .await;
-                        if result.is_ok() {
-                            backoffs.succeeded(&key);
-                        }
-                        result
-                    }
+                    instrumented(
+                        ctx.metrics.clone(),
+                        SECURE_QDRANT,
+                        sq.clone(),
+                        store.clone(),
+                        reconcile(sq, ctx),
+                    )
                 }
             },
-            move |sq, error, ctx| {
+            |sq, error, ctx| {
                 ctx.metrics.failed(SECURE_QDRANT, error);
-                error_policy(&backoffs, sq, error, ctx)
+                error_policy(sq, error, ctx)
             },
             ctx.clone(),
         )
@@ -520,6 +508,14 @@ fn tokens_of(
         })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
+}
+
+/// Called when a reconcile fails: logs, and retries with exponential backoff per object
+/// (5 s doubling to 5 min; see [`crate::reconcile::backoff::Backoffs`]).
+pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.failures.failed(&backoff_key(&sq), (ctx.clock)());
+    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 fn token_error_policy(qat: Arc<QdrantAccessToken>, error: &Error, _ctx: Arc<Context>) -> Action {

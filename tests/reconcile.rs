@@ -31,7 +31,9 @@ use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
 use secure_qdrant_operator::reconcile::stamp::{APPLIED_HASH, stamp};
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
-use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
+use secure_qdrant_operator::controller::error_policy;
+use secure_qdrant_operator::reconcile::RESYNC;
+use secure_qdrant_operator::reconcile::backoff::backoff;
 
 use api_verifier::{ApiServer, Transcript, as_stored};
 use fixtures::{

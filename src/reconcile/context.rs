@@ -3,6 +3,7 @@
 
 use kube::Client;
 
+use super::backoff::Backoffs;
 use super::credentials;
 use super::expect::{EXPECTATION_TTL, Expectations};
 use super::recent::{Clock, Recent, system_clock};
@@ -21,6 +22,8 @@ pub struct Context {
     /// Where reconciles read the time (certificate renewal, condition timestamps), and where
     /// the memories below read it.
     pub clock: Clock,
+    /// Failures per object (namespace/name), for the backoff of the controller's error policy.
+    pub failures: Backoffs,
     /// Where reconciles record what the metrics show (certificate and token expiry).
     pub metrics: Metrics,
     /// Child writes the caches have not shown yet (disabled unless the controller feeds them;
@@ -47,6 +50,7 @@ impl Context {
             stores,
             events,
             settings,
+            failures: Backoffs::default(),
             metrics: Metrics::default(),
             expectations: Expectations::default(),
             written_status: status::written_status(clock.clone()),

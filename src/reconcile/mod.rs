@@ -3,6 +3,7 @@
 //! apply (server-side apply, fixed order, StatefulSet last) → prune → status.
 
 pub mod apply;
+pub mod backoff;
 pub mod compact;
 pub mod context;
 pub mod credentials;
@@ -29,6 +30,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
+use self::backoff::{backoff_key, key};
 pub use self::context::Context;
 pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
@@ -42,10 +44,6 @@ use crate::validate::{self, Instance, describe};
 /// How long a healthy instance waits before it is looked at again (drift safety net; changes to
 /// the resource or its children trigger a reconcile at once).
 pub const RESYNC: Duration = Duration::from_secs(600);
-
-fn key(sq: &SecureQdrant) -> String {
-    format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
-}
 
 /// Reconciles one SecureQdrant.
 pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {
@@ -76,13 +74,17 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     .await;
             }
             status::write(&ctx.client, &ctx.written_status, &sq, status).await?;
+            ctx.failures.succeeded(&backoff_key(&sq));
             return Ok(Action::await_change());
         }
     };
 
     // 2.-7.: every failure from here on is also reported on the resource.
     match converge(&sq, &ctx, inst, now).await {
-        Ok(action) => Ok(action),
+        Ok(action) => {
+            ctx.failures.succeeded(&backoff_key(&sq));
+            Ok(action)
+        }
         Err(error) => {
             let status = status::desired(&sq, &Verdict::Failed(&error), now);
             if condition_changed(&sq, &status) {

@@ -1,31 +1,14 @@
 //! The retry schedule of a failing SecureQdrant: exponential backoff per object, grown by failed
-//! retries only.
+//! retries only (the controller's error policy asks it; a successful reconcile resets it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
-use tracing::warn;
 
 use crate::crd::SecureQdrant;
-use crate::error::Error;
-use crate::reconcile::Context;
-
-/// Called when a reconcile fails: logs, and retries with exponential backoff per object
-/// (5 s doubling to 5 min; see [`Backoffs`]).
-pub fn error_policy(
-    backoffs: &Backoffs,
-    sq: Arc<SecureQdrant>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let delay = backoffs.failed(&backoff_key(&sq), (ctx.clock)());
-    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
-}
 
 /// Backoff after `failures` consecutive failures.
 pub fn backoff(failures: u32) -> Duration {
@@ -71,7 +54,8 @@ impl Backoffs {
     }
 }
 
-fn key(sq: &SecureQdrant) -> String {
+/// `namespace/name` of `sq`.
+pub fn key(sq: &SecureQdrant) -> String {
     format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
 }
 
