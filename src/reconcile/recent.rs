@@ -69,10 +69,7 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
 
     /// Drops the record of `key`.
     pub fn forget(&self, key: &K) {
-        self.entries
-            .lock()
-            .expect("recent writes lock")
-            .remove(key);
+        self.entries.lock().expect("recent writes lock").remove(key);
     }
 
     /// Drops the record of `key` when `done` says the write it records is no longer pending.

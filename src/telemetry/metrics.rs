@@ -3,7 +3,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `secure_qdrant_reconciles_total` | counter | `controller` |
-//! | `secure_qdrant_reconcile_failures_total` | counter | `controller`, `error` ([`Error::metric_label`]) |
+//! | `secure_qdrant_reconcile_failures_total` | counter | `controller`, `step` ([`Step::label`]), `error` ([`Error::metric_label`]) |
 //! | `secure_qdrant_reconcile_duration_seconds` | histogram | `controller` |
 //! | `secure_qdrant_certificate_expiry_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `secure_qdrant_certificate_renewal_timestamp_seconds` | gauge | `namespace`, `name` |
@@ -44,7 +44,7 @@ use prometheus_client::registry::Registry;
 
 use super::health::Role;
 use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant, SecureQdrantStatus};
-use crate::error::Error;
+use crate::error::{Error, Step};
 
 /// `rotation` label of an API-key rotation.
 pub const API_KEY_ROTATION: &str = "api-key";
@@ -69,6 +69,7 @@ struct ControllerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     controller: &'static str,
+    step: &'static str,
     error: &'static str,
 }
 
@@ -246,11 +247,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts one failed reconcile of `controller`, labelled with the step that failed.
-    pub fn failed(&self, controller: &'static str, error: &Error) {
+    /// Counts one failed reconcile of `controller`, labelled with the step that failed and the
+    /// kind of error.
+    pub fn failed(&self, controller: &'static str, step: Step, error: &Error) {
         self.failures
             .get_or_create(&FailureLabels {
                 controller,
+                step: step.label(),
                 error: error.metric_label(),
             })
             .inc();
@@ -425,7 +428,7 @@ mod tests {
         m.reconciled(SECURE_QDRANT, Duration::from_millis(30));
         m.reconciled(SECURE_QDRANT, Duration::from_millis(70));
         m.reconciled(ACCESS_TOKEN, Duration::from_millis(1));
-        m.failed(SECURE_QDRANT, &Error::CacheNotReady);
+        m.failed(SECURE_QDRANT, Step::Cache, &Error::CacheNotReady);
         let text = m.encode();
         let sq = r#"controller="secureqdrant""#;
         assert_eq!(
@@ -446,7 +449,7 @@ mod tests {
             sample(
                 &text,
                 "secure_qdrant_reconcile_failures_total",
-                r#"controller="secureqdrant",error="cache""#
+                r#"controller="secureqdrant",step="cache",error="cache""#
             )
             .as_deref(),
             Some("1"),
