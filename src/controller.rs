@@ -29,16 +29,16 @@ use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
 use crate::crd::{QdrantAccessToken, SecureQdrant};
-use crate::error::Error;
+use crate::error::{Error, Step};
 use crate::events::Events;
-use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::backoff::{backoff_key, key};
+use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::recent::system_clock;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use crate::reconcile::stores::Stores;
 use crate::reconcile::token;
-use crate::reconcile::{Context, reconcile};
+use crate::reconcile::{Context, reconcile_steps};
 use crate::settings::Settings;
 use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
 use crate::telemetry::{Health, Metrics};
@@ -336,13 +336,16 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                         SECURE_QDRANT,
                         sq.clone(),
                         store.clone(),
-                        reconcile(sq, ctx),
+                        reconcile_steps(sq, ctx),
                     )
                 }
             },
-            |sq, error, ctx| {
-                ctx.metrics.failed(SECURE_QDRANT, error);
-                error_policy(sq, error, ctx)
+            |sq, failure, ctx| {
+                ctx.metrics
+                    .failed(SECURE_QDRANT, failure.step, &failure.error);
+                // The policy's log line names the step.
+                let _step = tracing::warn_span!("failed", step = failure.step.label()).entered();
+                error_policy(sq, &failure.error, ctx)
             },
             ctx.clone(),
         )
@@ -426,7 +429,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 }
             },
             |qat, error, ctx| {
-                ctx.metrics.failed(ACCESS_TOKEN, error);
+                ctx.metrics.failed(ACCESS_TOKEN, Step::Token, error);
                 token_error_policy(qat, error, ctx)
             },
             ctx,

@@ -34,26 +34,36 @@ use self::backoff::{backoff_key, key};
 pub use self::context::Context;
 pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
-use self::stores::{CACHE_WAIT, Stores, caches_ready, cached};
+use self::stores::{CACHE_WAIT, Stores, cached, caches_ready};
 use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
 use crate::crd::SecureQdrant;
-use crate::error::{Error, Result};
+use crate::error::{AtStep, Error, Failure, Result, Step};
 use crate::validate::{self, Instance, describe};
 
 /// How long a healthy instance waits before it is looked at again (drift safety net; changes to
 /// the resource or its children trigger a reconcile at once).
 pub const RESYNC: Duration = Duration::from_secs(600);
 
-/// Reconciles one SecureQdrant.
+/// Reconciles one SecureQdrant (see [`reconcile_steps`]; the error without its step).
 pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile_steps(sq, ctx)
+        .await
+        .map_err(|failure| failure.error)
+}
+
+/// Reconciles one SecureQdrant; a failure names the step that failed (what the controller runs:
+/// its metrics and error policy use the step).
+pub async fn reconcile_steps(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action, Failure> {
     if sq.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them (and the PVCs,
         // when retainOnDelete is false, through the StatefulSet's retention policy).
         return Ok(Action::await_change());
     }
     let sq = status::with_latest(&ctx.written_status, sq);
-    caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT).await?;
+    caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT)
+        .await
+        .at(Step::Cache)?;
     let now = (ctx.clock)();
     let reference = sq.object_ref(&());
 
@@ -73,7 +83,9 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            status::write(&ctx.client, &ctx.written_status, &sq, status).await?;
+            status::write(&ctx.client, &ctx.written_status, &sq, status)
+                .await
+                .at(Step::Status)?;
             ctx.failures.succeeded(&backoff_key(&sq));
             return Ok(Action::await_change());
         }
@@ -85,23 +97,26 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
             ctx.failures.succeeded(&backoff_key(&sq));
             Ok(action)
         }
-        Err(error) => {
-            let status = status::desired(&sq, &Verdict::Failed(&error), now);
+        Err(failure) => {
+            let Failure { step, error } = &failure;
+            let status = status::desired(&sq, &Verdict::Failed(error), now);
             if condition_changed(&sq, &status) {
                 ctx.events
                     .publish(
                         &reference,
                         EventType::Warning,
-                        &status::failure_reason(&error),
-                        "Reconcile",
-                        error.to_string(),
+                        &status::failure_reason(error),
+                        step.action(),
+                        format!("failed at step {}: {error}", step.label()),
                     )
                     .await;
             }
-            if let Err(status_error) = status::write(&ctx.client, &ctx.written_status, &sq, status).await {
+            if let Err(status_error) =
+                status::write(&ctx.client, &ctx.written_status, &sq, status).await
+            {
                 warn!(instance = %key(&sq), error = %status_error, "could not report a failure in status");
             }
-            Err(error)
+            Err(failure)
         }
     }
 }
@@ -112,7 +127,7 @@ async fn converge(
     ctx: &Context,
     inst: Instance,
     now: Timestamp,
-) -> Result<Action> {
+) -> Result<Action, Failure> {
     let reference = sq.object_ref(&());
 
     // 2. observe and plan
@@ -133,7 +148,9 @@ async fn converge(
                 )
                 .await;
         }
-        status::write(&ctx.client, &ctx.written_status, sq, status).await?;
+        status::write(&ctx.client, &ctx.written_status, sq, status)
+            .await
+            .at(Step::Status)?;
         return Ok(Action::requeue(RESYNC));
     }
     let mut plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
@@ -144,7 +161,9 @@ async fn converge(
 
     // 2b. every Secret the spec references but the instance does not own must allow it; nothing
     // is written before.
-    references::ensure_allowed(&ctx.client, &ctx.stores, inst).await?;
+    references::ensure_allowed(&ctx.client, &ctx.stores, inst)
+        .await
+        .at(Step::References)?;
 
     // 3. credentials
     let created_before = sq
@@ -162,7 +181,8 @@ async fn converge(
         current_sts.as_deref(),
         now,
     )
-    .await?;
+    .await
+    .at(Step::Credentials)?;
     for n in &credentials.notices {
         ctx.events
             .publish(&reference, n.type_, n.reason, "Credentials", n.note.clone())
@@ -181,7 +201,8 @@ async fn converge(
                 current_sts.as_deref(),
                 now,
             )
-            .await?,
+            .await
+            .at(Step::Tls)?,
         ),
         None => None,
     };
@@ -209,7 +230,11 @@ async fn converge(
     let scale_down_event = plan
         .scale_down
         .map(|d| (&reference, scale_down_applied_message(inst, d)));
-    let (written, pending) = apply_children(ctx, inst, children, scale_down_event).await?;
+    let applied = apply_children(ctx, inst, children, scale_down_event)
+        .await
+        .at(Step::Apply)?;
+    let deleted = prune(ctx, inst, &applied).await.at(Step::Prune)?;
+    let (written, pending) = (applied.written + deleted, applied.pending);
     if written > 0 {
         info!(instance = %key(sq), written, "applied children");
     }
@@ -217,7 +242,9 @@ async fn converge(
     // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
     // cannot allow a later scale-down.
     if plan.consume_annotation {
-        remove_peers_removed_annotation(&ctx.client, sq).await?;
+        remove_peers_removed_annotation(&ctx.client, sq)
+            .await
+            .at(Step::Acknowledgment)?;
     }
 
     // 7. status
@@ -264,7 +291,9 @@ async fn converge(
                 .await;
         }
     }
-    status::write(&ctx.client, &ctx.written_status, sq, status).await?;
+    status::write(&ctx.client, &ctx.written_status, sq, status)
+        .await
+        .at(Step::Status)?;
     let requeue = [
         Some(RESYNC),
         tls_report.map(|r| r.requeue_after),
@@ -350,14 +379,25 @@ fn condition_changed(sq: &SecureQdrant, new: &crate::crd::SecureQdrantStatus) ->
     old != find(&new.conditions)
 }
 
-/// Applies every child in order and deletes the ones no longer built. Returns how many objects
-/// were written, and whether a write was skipped as pending (see [`expect`]).
+/// What the apply step did.
+struct Applied {
+    /// How many objects were written.
+    written: usize,
+    /// Whether a write was skipped as pending (see [`expect`]).
+    pending: bool,
+    /// The NetworkPolicies and PodDisruptionBudget built, by name: the others are pruned.
+    network_policies: Vec<String>,
+    pdbs: Vec<String>,
+}
+
+/// Applies every child in order, the StatefulSet last (and announces an acknowledged scale-down
+/// when its StatefulSet write happens).
 async fn apply_children(
     ctx: &Context,
     inst: &Instance,
     children: Children,
     scale_down_event: Option<(&k8s_openapi::api::core::v1::ObjectReference, String)>,
-) -> Result<(usize, bool)> {
+) -> Result<Applied> {
     let Children {
         service_account,
         // Created (never applied) by the credentials step.
@@ -382,10 +422,7 @@ async fn apply_children(
         )
         .await?,
     ];
-    if let Some(secret) = tls_secret {
-        outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
-    }
-    if let Some(secret) = metrics_client_secret {
+    for secret in [tls_secret, metrics_client_secret].into_iter().flatten() {
         outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
     }
     outcomes.extend([
@@ -415,28 +452,29 @@ async fn apply_children(
             .await;
     }
     outcomes.push(sts);
+    Ok(Applied {
+        written: outcomes.iter().filter(|o| **o == Outcome::Applied).count(),
+        pending: outcomes.contains(&Outcome::Pending),
+        network_policies: policy_names,
+        pdbs: pdb_names,
+    })
+}
 
+/// Deletes the children the instance controls and no longer builds. Returns how many.
+async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usize> {
+    let (client, s) = (&ctx.client, &ctx.stores);
     let uid = &inst.owner.uid;
+    let (namespace, name) = (&inst.namespace, &inst.name);
     let mut deleted = delete_orphans(
         client,
         &s.network_policies,
-        &inst.namespace,
-        &inst.name,
+        namespace,
+        name,
         uid,
-        &policy_names,
+        &applied.network_policies,
     )
     .await?;
-    deleted.extend(
-        delete_orphans(
-            client,
-            &s.pdbs,
-            &inst.namespace,
-            &inst.name,
-            uid,
-            &pdb_names,
-        )
-        .await?,
-    );
+    deleted.extend(delete_orphans(client, &s.pdbs, namespace, name, uid, &applied.pdbs).await?);
     // `<n>-metrics-client` once scrapers need no client certificate from the operator.
     if inst.metrics_client_secret().is_none() {
         deleted.extend(
@@ -446,10 +484,7 @@ async fn apply_children(
     if !deleted.is_empty() {
         info!(instance = %inst.name, namespace = %inst.namespace, ?deleted, "deleted children no longer needed");
     }
-    Ok((
-        outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len(),
-        outcomes.contains(&Outcome::Pending),
-    ))
+    Ok(deleted.len())
 }
 
 /// Deletes the Secret `name` when the cache shows one controlled by the instance. Returns its
