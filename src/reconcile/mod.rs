@@ -22,6 +22,7 @@ pub mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -39,6 +40,7 @@ use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
 use crate::crd::SecureQdrant;
 use crate::error::{AtStep, Error, Failure, Result, Step};
+use crate::material::ApiKeys;
 use crate::validate::{self, Instance, describe};
 
 /// How long a healthy instance waits before it is looked at again (drift safety net; changes to
@@ -128,19 +130,72 @@ async fn converge(
     inst: Instance,
     now: Timestamp,
 ) -> Result<Action, Failure> {
-    let reference = sq.object_ref(&());
-
     // 2. observe and plan
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
-    let history = plan::History::observe(sq.status.as_ref(), current_sts.as_deref());
-    let running_tls = plan::running_tls(current_sts.as_deref(), sq.status.as_ref());
+    let Some(plan) = plan_or_refuse(sq, ctx, inst, current_sts.as_deref(), now).await? else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    let inst = &plan.instance;
+
+    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
+    // is written before.
+    references::ensure_allowed(&ctx.client, &ctx.stores, inst)
+        .await
+        .at(Step::References)?;
+
+    // 3. credentials, 3b. TLS material
+    let credentials = ensure_credentials(sq, ctx, inst, current_sts.as_deref(), now).await?;
+    let tls_report = ensure_tls(sq, ctx, inst, current_sts.as_deref(), now).await?;
+
+    // 4. build, 5. apply, 6. prune
+    let pending = build_and_apply(sq, ctx, &plan, credentials.keys, tls_report.as_ref()).await?;
+
+    // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
+    // cannot allow a later scale-down.
+    if plan.consume_annotation {
+        remove_peers_removed_annotation(&ctx.client, sq)
+            .await
+            .at(Step::Acknowledgment)?;
+    }
+
+    // 7. status
+    let rotation_phase = credentials.rotation_phase;
+    report_status(sq, ctx, &plan, tls_report.as_ref(), rotation_phase, now)
+        .await
+        .at(Step::Status)?;
+    let requeue = [
+        Some(RESYNC),
+        tls_report.map(|r| r.requeue_after),
+        credentials.requeue_after,
+        // A write skipped because the cache had not shown the same write yet: check it landed.
+        pending.then_some(expect::EXPECTATION_TTL),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(RESYNC)
+    .max(Duration::from_secs(1));
+    Ok(Action::requeue(requeue))
+}
+
+/// Step 2: the plan for `inst` — or None when the spec switches TLS on a cluster, which is
+/// refused outright (reported in status; nothing is applied: the pods keep running with the TLS
+/// setting they have).
+async fn plan_or_refuse(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<Option<plan::Plan>, Failure> {
+    let history = plan::History::observe(sq.status.as_ref(), current_sts);
+    let running_tls = plan::running_tls(current_sts, sq.status.as_ref());
     if let Some(refusal) = plan::tls_switch(&inst, history, running_tls) {
-        // Nothing is applied: the pods keep running with the TLS setting they have.
         let status = status::desired(sq, &Verdict::Refused(&refusal), now);
         if condition_changed(sq, &status) {
             ctx.events
                 .publish(
-                    &reference,
+                    &sq.object_ref(&()),
                     EventType::Warning,
                     refusal.reason(),
                     "Plan",
@@ -151,21 +206,24 @@ async fn converge(
         status::write(&ctx.client, &ctx.written_status, sq, status)
             .await
             .at(Step::Status)?;
-        return Ok(Action::requeue(RESYNC));
+        return Ok(None);
     }
-    let mut plan = plan::plan(inst, current_sts.as_deref(), plan::peers_removed(sq));
+    let mut plan = plan::plan(inst, current_sts, plan::peers_removed(sq));
     // Read by the pods' start script (through `<n>-config`): a pod 0 without Raft state joins
     // the formed cluster instead of starting a new one.
     plan.instance.cluster_formed = history.formed;
-    let inst = &plan.instance;
+    Ok(Some(plan))
+}
 
-    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
-    // is written before.
-    references::ensure_allowed(&ctx.client, &ctx.stores, inst)
-        .await
-        .at(Step::References)?;
-
-    // 3. credentials
+/// Step 3: the API keys (the Secret created or completed, a key rotation advanced), announced
+/// in Events.
+async fn ensure_credentials(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: &Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<credentials::Credentials, Failure> {
     let created_before = sq
         .status
         .as_ref()
@@ -178,35 +236,44 @@ async fn converge(
         sq,
         inst,
         created_before,
-        current_sts.as_deref(),
+        current_sts,
         now,
     )
     .await
     .at(Step::Credentials)?;
+    let reference = sq.object_ref(&());
     for n in &credentials.notices {
         ctx.events
             .publish(&reference, n.type_, n.reason, "Credentials", n.note.clone())
             .await;
     }
+    Ok(credentials)
+}
 
-    // 3b. TLS material
-    let tls_report = match &inst.tls {
-        Some(settings) => Some(
-            tls::ensure(
-                &ctx.client,
-                &ctx.stores,
-                sq,
-                inst,
-                settings,
-                current_sts.as_deref(),
-                now,
-            )
-            .await
-            .at(Step::Tls)?,
-        ),
-        None => None,
+/// Step 3b: the TLS material (None with TLS off), announced in Events.
+async fn ensure_tls(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: &Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<Option<tls::TlsReport>, Failure> {
+    let Some(settings) = &inst.tls else {
+        return Ok(None);
     };
-    for n in tls_report.iter().flat_map(|r| &r.notices) {
+    let report = tls::ensure(
+        &ctx.client,
+        &ctx.stores,
+        sq,
+        inst,
+        settings,
+        current_sts,
+        now,
+    )
+    .await
+    .at(Step::Tls)?;
+    let reference = sq.object_ref(&());
+    for n in &report.notices {
         ctx.events
             .publish(
                 &reference,
@@ -217,16 +284,27 @@ async fn converge(
             )
             .await;
     }
+    Ok(Some(report))
+}
 
-    // 4. build, 5. apply, 6. prune
-    let key_rotation_phase = credentials.rotation_phase;
+/// Steps 4 to 6: builds the children, applies them, prunes the ones no longer built. Returns
+/// whether a write was skipped as pending (see [`expect`]).
+async fn build_and_apply(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    plan: &plan::Plan,
+    api_keys: ApiKeys,
+    tls_report: Option<&tls::TlsReport>,
+) -> Result<bool, Failure> {
+    let inst = &plan.instance;
     let material = Material {
-        api_keys: credentials.keys,
-        tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
+        api_keys,
+        tls: tls_report.map(|r| r.pod_tls.clone()),
     };
     let children = children::build(inst, &material);
     // An acknowledged scale-down is announced when its StatefulSet write happens (not again on a
     // cache that lags behind it, and not lost when a later step of this reconcile fails).
+    let reference = sq.object_ref(&());
     let scale_down_event = plan
         .scale_down
         .map(|d| (&reference, scale_down_applied_message(inst, d)));
@@ -234,20 +312,24 @@ async fn converge(
         .await
         .at(Step::Apply)?;
     let deleted = prune(ctx, inst, &applied).await.at(Step::Prune)?;
-    let (written, pending) = (applied.written + deleted, applied.pending);
+    let written = applied.written + deleted;
     if written > 0 {
         info!(instance = %key(sq), written, "applied children");
     }
+    Ok(applied.pending)
+}
 
-    // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
-    // cannot allow a later scale-down.
-    if plan.consume_annotation {
-        remove_peers_removed_annotation(&ctx.client, sq)
-            .await
-            .at(Step::Acknowledgment)?;
-    }
-
-    // 7. status
+/// Step 7: the status after the children were applied (with the metrics and the Events it
+/// implies), written when it changed.
+async fn report_status(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    plan: &plan::Plan,
+    tls_report: Option<&tls::TlsReport>,
+    key_rotation_phase: Option<&'static str>,
+    now: Timestamp,
+) -> Result<()> {
+    let inst = &plan.instance;
     let sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let status = status::desired(
         sq,
@@ -255,18 +337,19 @@ async fn converge(
             instance: inst,
             refusals: &plan.refusals,
             statefulset: sts.as_deref(),
-            tls: tls_report.as_ref(),
+            tls: tls_report,
         },
         now,
     );
     ctx.metrics.observe_instance(sq, &status);
     ctx.metrics.observe_rotations(
         sq,
-        tls_report.as_ref().and_then(|r| r.ca_renewal_time),
+        tls_report.and_then(|r| r.ca_renewal_time),
         key_rotation_phase,
-        tls_report.as_ref().and_then(|r| r.rollover_phase),
+        tls_report.and_then(|r| r.rollover_phase),
         now,
     );
+    let reference = sq.object_ref(&());
     if inst.tls.is_none() && !has_condition(sq, status::TLS_DISABLED) {
         ctx.events
             .publish(
@@ -291,22 +374,8 @@ async fn converge(
                 .await;
         }
     }
-    status::write(&ctx.client, &ctx.written_status, sq, status)
-        .await
-        .at(Step::Status)?;
-    let requeue = [
-        Some(RESYNC),
-        tls_report.map(|r| r.requeue_after),
-        credentials.requeue_after,
-        // A write skipped because the cache had not shown the same write yet: check it landed.
-        pending.then_some(expect::EXPECTATION_TTL),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(RESYNC)
-    .max(Duration::from_secs(1));
-    Ok(Action::requeue(requeue))
+    status::write(&ctx.client, &ctx.written_status, sq, status).await?;
+    Ok(())
 }
 
 /// Removes [`plan::PEERS_REMOVED_ANNOTATION`] from `sq` (a merge patch of its metadata, nothing
