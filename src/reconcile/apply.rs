@@ -155,17 +155,46 @@ where
         return Ok(Outcome::Pending);
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let mut current = match current {
+    let current = match current {
         Some(c) => Some(c.as_ref().clone()),
         None => read(&api, &name).await?,
     };
+    write_checked(&api, expectations, &desired, current).await
+}
+
+/// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
+/// annotated for adoption first, refusing a foreign object, and reading and checking once more
+/// when the object changed since it was read (see [`apply`]).
+async fn write_checked<K>(
+    api: &Api<K>,
+    expectations: &Expectations,
+    desired: &K,
+    mut current: Option<K>,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let hash = desired
+        .annotations()
+        .get(APPLIED_HASH)
+        .cloned()
+        .unwrap_or_default();
     for attempt in 0..2 {
         if let Some(c) = current.take() {
-            let c = match ownership(&c, expected_owner(&desired)) {
+            let c = match ownership(&c, expected_owner(desired)) {
                 Ownership::Ours => c,
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
-                    match adopt(&api, &c, expected_owner(&desired), &labels).await {
+                    match adopt(api, &c, expected_owner(desired), &labels).await {
                         Ok(adopted) => adopted,
                         // A stale copy (adopted or changed since it was cached): read and check
                         // again.
@@ -173,7 +202,7 @@ where
                             source: kube::Error::Api(e),
                             ..
                         }) if e.code == 409 && attempt == 0 => {
-                            current = read(&api, &name).await?;
+                            current = read(api, &name).await?;
                             continue;
                         }
                         Err(error) => return Err(error),
@@ -181,14 +210,14 @@ where
                 }
                 Ownership::Foreign(by) => return Err(conflict(&c, by)),
             };
-            if attempt > 0 && !needs_apply(&desired, Some(&c)) {
+            if attempt > 0 && !needs_apply(desired, Some(&c)) {
                 return Ok(Outcome::Unchanged);
             }
             current = Some(c);
         }
         // Recorded before the write, so its watch event cannot arrive before the record.
         expectations.expect(kind, &namespace, &name, &hash);
-        let mut body = serde_json::to_value(&desired).expect("k8s objects serialize");
+        let mut body = serde_json::to_value(desired).expect("k8s objects serialize");
         let params = match &current {
             Some(c) => {
                 body["metadata"]["resourceVersion"] = c.meta().resource_version.clone().into();
@@ -201,7 +230,7 @@ where
             Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
                 // Changed (or created) by someone else since it was read: read and check again.
                 expectations.forget(kind, &namespace, &name);
-                current = read(&api, &name).await?;
+                current = read(api, &name).await?;
             }
             Err(source) => {
                 expectations.forget(kind, &namespace, &name);

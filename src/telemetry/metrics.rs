@@ -127,101 +127,95 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let reconciles = Family::<ControllerLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
-        let duration =
-            Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
-        let certificate_expiry = Family::<ObjectLabels, Gauge>::default();
-        let certificate_renewal = Family::<ObjectLabels, Gauge>::default();
-        let ca_expiry = Family::<ObjectLabels, Gauge>::default();
-        let ca_renewal = Family::<ObjectLabels, Gauge>::default();
-        let token_expiry = Family::<ObjectLabels, Gauge>::default();
-        let token_renewal = Family::<ObjectLabels, Gauge>::default();
-        let phase_since = Family::<PhaseLabels, Gauge>::default();
-        let leader = Gauge::default();
-
+        let metrics = Metrics {
+            registry: Arc::default(),
+            reconciles: Family::default(),
+            failures: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            certificate_expiry: Family::default(),
+            certificate_renewal: Family::default(),
+            ca_expiry: Family::default(),
+            ca_renewal: Family::default(),
+            token_expiry: Family::default(),
+            token_renewal: Family::default(),
+            phase_since: Family::default(),
+            phases: Arc::default(),
+            leader: Gauge::default(),
+        };
         let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        // Both controllers' series exist from the start (at 0), so rates work from the first
+        // scrape.
+        for controller in [SECURE_QDRANT, ACCESS_TOKEN] {
+            let labels = ControllerLabels { controller };
+            let _ = metrics.reconciles.get_or_create(&labels);
+            let _ = metrics.duration.get_or_create(&labels);
+        }
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    /// Registers every metric, with its name and help, in `registry`.
+    fn register(&self, registry: &mut Registry) {
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "secure_qdrant_reconciles",
             "Reconciles started, by controller",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register(
             "secure_qdrant_reconcile_failures",
-            "Reconciles that failed, by controller and failed step",
-            failures.clone(),
+            "Reconciles that failed, by controller, failed step and kind of error",
+            self.failures.clone(),
         );
         registry.register(
             "secure_qdrant_reconcile_duration_seconds",
             "How long reconciles take, by controller",
-            duration.clone(),
+            self.duration.clone(),
         );
         registry.register(
             "secure_qdrant_certificate_expiry_timestamp_seconds",
             "When the serving certificate of a SecureQdrant expires (Unix time)",
-            certificate_expiry.clone(),
+            self.certificate_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_certificate_renewal_timestamp_seconds",
             "When the serving certificate of a SecureQdrant is renewed (Unix time)",
-            certificate_renewal.clone(),
+            self.certificate_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_ca_expiry_timestamp_seconds",
             "When the CA of a SecureQdrant expires (Unix time)",
-            ca_expiry.clone(),
+            self.ca_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_ca_renewal_timestamp_seconds",
             "When the operator renews the CA it generated for a SecureQdrant (Unix time)",
-            ca_renewal.clone(),
+            self.ca_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_token_expiry_timestamp_seconds",
             "When the token of a QdrantAccessToken expires (Unix time)",
-            token_expiry.clone(),
+            self.token_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_token_renewal_timestamp_seconds",
             "When the token of a QdrantAccessToken is renewed (Unix time)",
-            token_renewal.clone(),
+            self.token_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_rotation_phase_since_timestamp_seconds",
             "Since when (Unix time) a running API-key rotation or CA key rollover of a SecureQdrant \
              is in its phase",
-            phase_since.clone(),
+            self.phase_since.clone(),
         );
         registry.register(
             "secure_qdrant_leader",
             "1 while this replica runs the controllers, 0 as a standby",
-            leader.clone(),
+            self.leader.clone(),
         );
-        // Both controllers' series exist from the start (at 0), so rates work from the first
-        // scrape.
-        for controller in [SECURE_QDRANT, ACCESS_TOKEN] {
-            let labels = ControllerLabels { controller };
-            let _ = reconciles.get_or_create(&labels);
-            let _ = duration.get_or_create(&labels);
-        }
-        Metrics {
-            registry: Arc::new(registry),
-            reconciles,
-            failures,
-            duration,
-            certificate_expiry,
-            certificate_renewal,
-            ca_expiry,
-            ca_renewal,
-            token_expiry,
-            token_renewal,
-            phase_since,
-            phases: Arc::default(),
-            leader,
-        }
     }
 
     /// Sets `secure_qdrant_leader` from this replica's part in leader election.
