@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
 use self::backoff::{backoff_key, key};
-pub use self::context::Context;
+pub use self::context::{Context, RESYNC};
 pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{CACHE_WAIT, Stores, cached, caches_ready};
@@ -42,10 +42,6 @@ use crate::crd::SecureQdrant;
 use crate::error::{AtStep, Error, Failure, Result, Step};
 use crate::material::ApiKeys;
 use crate::validate::{self, Instance, describe};
-
-/// How long a healthy instance waits before it is looked at again (drift safety net; changes to
-/// the resource or its children trigger a reconcile at once).
-pub const RESYNC: Duration = Duration::from_secs(600);
 
 /// Reconciles one SecureQdrant (see [`reconcile_steps`]; the error without its step).
 pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {

@@ -2,7 +2,6 @@
 //! to the status subresource only when it changed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -12,7 +11,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
 use super::plan::{History, Refusal};
-use super::recent::{Clock, Recent};
+use super::recent::Recent;
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
@@ -352,18 +351,8 @@ pub fn failure_reason(error: &Error) -> String {
     out
 }
 
-/// The status each SecureQdrant (by uid) was last given by this process: the object a reconcile
-/// starts from may predate it (its watch event is on its way), and a status computed from that
-/// stale copy would write again, with new transition times.
+/// The status each SecureQdrant (by uid) was last given by this process (`Context::written_status`).
 pub type WrittenStatus = Recent<String, SecureQdrantStatus>;
-
-/// How long the status a reconcile wrote is preferred over an object's older copy.
-const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
-
-/// An empty [`WrittenStatus`] reading the time from `clock`.
-pub fn written_status(clock: Clock) -> WrittenStatus {
-    Recent::new(WRITTEN_STATUS_TTL, clock)
-}
 
 /// `sq` with the status this process last wrote for it, when the copy in hand does not show it
 /// yet (only this operator writes the status, so the one it wrote last is the latest).

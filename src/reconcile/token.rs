@@ -16,10 +16,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{Outcome, apply};
+use super::context::{Context, RESYNC};
 use super::expect::EXPECTATION_TTL;
 use super::status::set_condition;
 use super::stores::cached;
-use super::{Context, RESYNC};
 use crate::children::meta::MANAGER;
 use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
