@@ -19,11 +19,22 @@
 //! - On shutdown the leader **releases** the Lease (empty holder, conditional write), so a
 //!   standby takes over at its next try (2 s) instead of after expiry.
 //!
-//! Why not a crate: `kube-lease-manager` 0.13 is the one maintained crate built on kube 5, but a
-//! leader whose renewals fail keeps reporting itself leader (it retries with backoff, without a
-//! renew deadline), and an expired Lease is taken over by an unconditional patch; both allow two
-//! leaders at once, which is what this module exists to prevent. (`kube-leader-election` needs
-//! kube 4, `kubert` kube 1.)
+//! Why not a crate: `kube-lease-manager` 0.13 is the one maintained crate built on kube 5, but
+//! (read in 0.13.1, and tried on a real API server) it allows two leaders at once, which is
+//! what this module exists to prevent, and takes over late:
+//! - its `watch()` leader whose renewals fail keeps reporting itself leader (it logs and retries
+//!   with backoff, without a renew deadline); `changed()` returns the first failed renewal but
+//!   never a successful one, so no caller can apply a deadline since the last renewal;
+//! - an expired Lease is taken over by an unconditional patch that clears the holder, whatever
+//!   the read just before it shows (another candidate may have taken the Lease since);
+//! - expiry compares the holder's `renewTime` with the local clock, so a clock offset between
+//!   nodes shortens (or lengthens) the Lease;
+//! - a standby reads the Lease again only when the record it last read would expire, so it
+//!   takes a released Lease up to a Lease duration later (here: at its next try), and cannot
+//!   say in between whether the Lease is readable.
+//!
+//! It also writes the Lease with PATCH (server-side apply and strategic merge), a verb the
+//! operator's Role does not grant. (`kube-leader-election` needs kube 4, `kubert` kube 1.)
 
 use std::future::Future;
 use std::time::Duration;

@@ -581,7 +581,7 @@ fn check_tls(
     let ca_lifetime = duration("spec.tls.caLifetime", &tls.ca_lifetime, problems);
     let renew_before = match &tls.renew_before {
         Some(r) => duration("spec.tls.renewBefore", r, problems),
-        None => lifetime.map(|l| l / 3),
+        None => lifetime.map(crate::tls::default_renew_before),
     };
     if let Some(l) = lifetime
         && l < Duration::from_secs(3600)

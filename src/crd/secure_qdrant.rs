@@ -395,11 +395,11 @@ impl Default for TlsSpec {
 }
 
 fn default_certificate_lifetime() -> String {
-    "2160h".to_owned()
+    format!("{}h", crate::tls::DEFAULT_CERTIFICATE_LIFETIME.as_hours())
 }
 
 fn default_ca_lifetime() -> String {
-    "8760h".to_owned()
+    format!("{}h", crate::tls::DEFAULT_CA_LIFETIME.as_hours())
 }
 
 /// A Secret in the same namespace.

@@ -27,10 +27,10 @@ use super::ownership::own_secret_as;
 use super::stores::{Stores, cached};
 use crate::children::meta::COMPONENT_METRICS_CLIENT;
 use crate::error::{Error, Result};
-use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
-    CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, PublishedTls, TlsError, issue_client,
-    metrics_client_common_name, plan_client,
+    CaMaterial, Certificate, ClientDecision, ClientReason, Jitter, LeafMaterial, Phase,
+    PublishedTls, TlsError, TlsPolicy, issue_client, metrics_client_common_name, plan_client,
 };
 use crate::validate::{Instance, TlsSettings};
 
@@ -100,64 +100,35 @@ pub async fn ensure(
 ) -> Result<MetricsClient> {
     let ns = &inst.namespace;
     let name = inst.metrics_client_secret_name();
-    let from_cache = cached(&stores.secrets, ns, &name).map(|s| s.as_ref().clone());
-    let mut existing = match from_cache {
+    let existing = match cached(&stores.secrets, ns, &name).map(|s| s.as_ref().clone()) {
         Some(s) => Some(s),
         None => get(client, ns, &name).await?,
     };
-    // Controlled by this instance, or adopted when annotated for it; anything else is a
-    // conflict and is never written.
-    if let Some(s) = existing.take() {
-        existing = Some(own_secret_as(client, inst, s, COMPONENT_METRICS_CLIENT).await?);
-    }
+    let existing = owned(client, inst, existing).await?;
     // The pods trust the CA that signs now once it is in the bundle they run with and the
     // first phase of a rollover (which rolls that bundle out) is over.
     let ca_trusted = published.trust_bundle.iter().any(|c| c.same_key(ca.cert()))
         && published.phase != Phase::TrustBoth;
-    let policy = super::tls::policy(settings);
+    let policy = crate::tls::policy::policy(settings);
     let jitter = Jitter::for_instance(ns, &inst.name, &inst.owner.uid);
-    let stored = |s: Option<&Secret>| -> std::result::Result<LeafMaterial, TlsError> {
-        let data = s
-            .and_then(|s| s.data.as_ref())
-            .ok_or(TlsError::MissingKey(crate::tls::TLS_CRT))?;
-        LeafMaterial::from_secret_data(data)
-    };
     let decide = |leaf: &std::result::Result<LeafMaterial, TlsError>| {
-        let state = match leaf {
-            Ok(leaf) => LeafState::Present(leaf),
-            Err(TlsError::MissingKey(_)) => LeafState::Missing,
-            Err(e) => LeafState::Unusable(e),
-        };
-        plan_client(&policy, state, ca.cert(), !ca_trusted, jitter, now)
+        plan(&policy, leaf, ca, ca_trusted, jitter, now)
     };
     let mut leaf = stored(existing.as_ref());
     let mut decision = decide(&leaf);
     if decision.issue.is_some() && existing.is_some() {
         // The cache may not show this process's last write yet: never issue twice on a stale
         // copy. A new certificate is rare; one GET confirms it is needed.
-        existing = get(client, ns, &name).await?;
-        if let Some(s) = existing.take() {
-            existing = Some(own_secret_as(client, inst, s, COMPONENT_METRICS_CLIENT).await?);
-        }
-        leaf = stored(existing.as_ref());
+        let confirmed = owned(client, inst, get(client, ns, &name).await?).await?;
+        leaf = stored(confirmed.as_ref());
         decision = decide(&leaf);
     }
     let bundle = &published.trust_bundle;
-    let ready = |m: &LeafMaterial| {
-        (
-            true,
-            "Issued",
-            format!(
-                "client certificate for metrics scrapers in Secret {name}, valid until {}",
-                rfc3339(m.cert().not_after())
-            ),
-        )
-    };
     let Some(reason) = decision.issue else {
         let leaf = leaf.expect("a kept certificate was read");
         return Ok(MetricsClient {
             data: Some(leaf.to_secret_data(bundle)),
-            condition: ready(&leaf),
+            condition: ready(&name, &leaf),
             next_check: decision.next_check,
             issued: None,
         });
@@ -170,7 +141,7 @@ pub async fn ensure(
     let later = |reason: &'static str, message: String| MetricsClient {
         data: usable.map(|m| m.to_secret_data(bundle)),
         condition: (false, reason, message),
-        next_check: now.checked_add(super::tls::signed(super::token::WAIT)).ok(),
+        next_check: now.checked_add(crate::tls::signed(super::token::WAIT)).ok(),
         issued: None,
     };
     if !ca_trusted {
@@ -197,16 +168,77 @@ pub async fn ensure(
             ));
         }
     };
+    Ok(issued(&name, &material, bundle, reason, &policy, jitter))
+}
+
+/// The Secret as this instance controls it: controlled by it, or adopted when annotated for
+/// it; anything else is a conflict and is never written.
+async fn owned(client: &Client, inst: &Instance, secret: Option<Secret>) -> Result<Option<Secret>> {
+    match secret {
+        Some(s) => Ok(Some(
+            own_secret_as(client, inst, s, COMPONENT_METRICS_CLIENT).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The certificate a Secret holds (MissingKey when there is none).
+fn stored(secret: Option<&Secret>) -> std::result::Result<LeafMaterial, TlsError> {
+    let data = secret
+        .and_then(|s| s.data.as_ref())
+        .ok_or(TlsError::MissingKey(crate::tls::TLS_CRT))?;
+    LeafMaterial::from_secret_data(data)
+}
+
+/// Whether the stored certificate is kept or (re)issued: the pure decision of
+/// [`plan_client`], issuing held back while the pods do not trust `ca` yet.
+fn plan(
+    policy: &TlsPolicy,
+    leaf: &std::result::Result<LeafMaterial, TlsError>,
+    ca: &CaMaterial,
+    ca_trusted: bool,
+    jitter: Jitter,
+    now: Timestamp,
+) -> ClientDecision {
+    let state = match leaf {
+        Ok(leaf) => LeafState::Present(leaf),
+        Err(TlsError::MissingKey(_)) => LeafState::Missing,
+        Err(e) => LeafState::Unusable(e),
+    };
+    plan_client(policy, state, ca.cert(), !ca_trusted, jitter, now)
+}
+
+/// MetricsClientCertificateReady True for the certificate in Secret `name`.
+fn ready(name: &str, m: &LeafMaterial) -> (bool, &'static str, String) {
+    (
+        true,
+        "Issued",
+        format!(
+            "client certificate for metrics scrapers in Secret {name}, valid until {}",
+            rfc3339(m.cert().not_after())
+        ),
+    )
+}
+
+/// A certificate issued in this reconcile, looked at again at its renewal time.
+fn issued(
+    name: &str,
+    material: &LeafMaterial,
+    bundle: &[Certificate],
+    reason: ClientReason,
+    policy: &TlsPolicy,
+    jitter: Jitter,
+) -> MetricsClient {
     let renewal = renewal_time(
         material.cert(),
         policy.leaf_renew_before(),
         jitter,
         policy.certificate_lifetime,
     );
-    Ok(MetricsClient {
+    MetricsClient {
         data: Some(material.to_secret_data(bundle)),
-        condition: ready(&material),
+        condition: ready(name, material),
         next_check: Some(renewal),
         issued: Some((reason, material.cert().not_after())),
-    })
+    }
 }

@@ -33,9 +33,12 @@ use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::tls::{
     self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
-    TLS_FINGERPRINT_ANNOTATION, TlsInputs, TlsPolicy, Transition,
+    TLS_FINGERPRINT_ANNOTATION, TlsInputs, Transition,
 };
 use crate::tokens;
+// Moved to the TLS domain; re-exported for the callers that still name them here.
+pub use crate::tls::policy::policy;
+pub use crate::tls::signed;
 use crate::validate::{Instance, TlsSettings, TlsSource};
 
 /// How often Secrets the user references are re-read at the latest.
@@ -61,19 +64,6 @@ pub struct TlsReport {
 
 fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub(super) fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
-}
-
-/// The certificate lifetimes of an instance's TLS settings, for the pure `tls` functions.
-pub(super) fn policy(settings: &TlsSettings) -> TlsPolicy {
-    TlsPolicy {
-        certificate_lifetime: signed(settings.certificate_lifetime),
-        renew_before: Some(signed(settings.renew_before)),
-        ca_lifetime: signed(settings.ca_lifetime),
-    }
 }
 
 async fn read_secret(
@@ -182,19 +172,7 @@ async fn user_certificate(
     if read.bundle.is_empty() {
         return Err(tls_error(name, tls::TlsError::MissingKey(tls::CA_CRT)));
     }
-    // The pod presents its own certificate as a client: to its peers (p2p mTLS), and to its own
-    // REST port in the readiness check when clients must present certificates. Without the
-    // clientAuth usage that fails, so such a certificate is refused before anything is built.
-    if !leaf.cert().info().client_auth {
-        let needed_by = match (inst.cluster_mode(), settings.client_certificates) {
-            (true, _) => Some("peer-to-peer mTLS (spec.replicas > 1)"),
-            (false, true) => Some("the readiness check with spec.tls.clientCertificates"),
-            (false, false) => None,
-        };
-        if let Some(what) = needed_by {
-            return Err(tls_error(name, tls::TlsError::NoClientAuth(what)));
-        }
-    }
+    refuse_without_client_auth(&leaf, inst, settings, name)?;
     let not_after = leaf.cert().not_after();
     let warn_at = not_after
         .checked_sub(signed(settings.renew_before))
@@ -205,6 +183,54 @@ async fn user_certificate(
         .map(|c| c.not_after())
         .min()
         .unwrap_or(not_after);
+    let metrics_client = inst
+        .metrics_need_client_certificate()
+        .then(|| metrics_client::no_signing_ca(inst, name).condition);
+    Ok(TlsReport {
+        pod_tls: PodTls {
+            secret: None,
+            fingerprint: user_fingerprint(&data),
+            metrics_client: None,
+        },
+        certificate: CertificateStatus {
+            not_after: Some(rfc3339(not_after)),
+            renewal_time: Some(rfc3339(warn_at)),
+            ca_not_after: Some(rfc3339(ca_not_after)),
+        },
+        ready: user_certificate_ready(name, not_after, warn_at, now),
+        requeue_after: user_certificate_requeue(warn_at, not_after, now),
+        notices: Vec::new(),
+        metrics_client,
+        ca_renewal_time: None,
+        rollover_phase: None,
+    })
+}
+
+/// The pod presents its own certificate as a client: to its peers (p2p mTLS), and to its own
+/// REST port in the readiness check when clients must present certificates. Without the
+/// clientAuth usage that fails, so such a certificate is refused before anything is built.
+fn refuse_without_client_auth(
+    leaf: &tls::LeafMaterial,
+    inst: &Instance,
+    settings: &TlsSettings,
+    name: &str,
+) -> Result<()> {
+    if leaf.cert().info().client_auth {
+        return Ok(());
+    }
+    let needed_by = match (inst.cluster_mode(), settings.client_certificates) {
+        (true, _) => Some("peer-to-peer mTLS (spec.replicas > 1)"),
+        (false, true) => Some("the readiness check with spec.tls.clientCertificates"),
+        (false, false) => None,
+    };
+    match needed_by {
+        Some(what) => Err(tls_error(name, tls::TlsError::NoClientAuth(what))),
+        None => Ok(()),
+    }
+}
+
+/// SHA-256 (hex) over the user's `tls.crt`, `tls.key` and `ca.crt`: a change rolls the pods.
+fn user_fingerprint(data: &BTreeMap<String, k8s_openapi::ByteString>) -> String {
     let mut h = Sha256::new();
     for key in [tls::TLS_CRT, tls::TLS_KEY, tls::CA_CRT] {
         h.update(key.as_bytes());
@@ -213,7 +239,18 @@ async fn user_certificate(
             data.get(key).map(|b| b.0.as_slice()).unwrap_or_default(),
         ));
     }
-    let ready = if now >= not_after {
+    hex::encode(h.finalize())
+}
+
+/// CertificateReady for the user's certificate: valid, expiring soon (from `renewBefore` ahead
+/// of its end), or expired.
+fn user_certificate_ready(
+    name: &str,
+    not_after: Timestamp,
+    warn_at: Timestamp,
+    now: Timestamp,
+) -> (bool, &'static str, String) {
+    if now >= not_after {
         (
             false,
             "Expired",
@@ -240,38 +277,23 @@ async fn user_certificate(
                 rfc3339(not_after)
             ),
         )
-    };
-    // Look again when the condition changes next (the warning, then the expiry), and at least
-    // every EXTERNAL_POLL to notice the user's renewal; never in a tight loop once warning.
-    let requeue_after = [warn_at, not_after]
+    }
+}
+
+/// Look again when the condition changes next (the warning, then the expiry), and at least
+/// every EXTERNAL_POLL to notice the user's renewal; never in a tight loop once warning.
+fn user_certificate_requeue(warn_at: Timestamp, not_after: Timestamp, now: Timestamp) -> Duration {
+    [warn_at, not_after]
         .into_iter()
         .find(|t| *t > now)
         .and_then(|t| Duration::try_from(t.duration_since(now)).ok())
         .map_or(EXTERNAL_POLL, |d| {
             EXTERNAL_POLL.min(d.max(Duration::from_secs(1)))
-        });
-    let metrics_client = inst
-        .metrics_need_client_certificate()
-        .then(|| metrics_client::no_signing_ca(inst, name).condition);
-    Ok(TlsReport {
-        pod_tls: PodTls {
-            secret: None,
-            fingerprint: hex::encode(h.finalize()),
-            metrics_client: None,
-        },
-        certificate: CertificateStatus {
-            not_after: Some(rfc3339(not_after)),
-            renewal_time: Some(rfc3339(warn_at)),
-            ca_not_after: Some(rfc3339(ca_not_after)),
-        },
-        ready,
-        requeue_after,
-        notices: Vec::new(),
-        metrics_client,
-        ca_renewal_time: None,
-        rollover_phase: None,
-    })
+        })
 }
+
+/// The data of a Secret that does not exist, for a `<n>-tls` that exists without data.
+static NO_DATA: BTreeMap<String, k8s_openapi::ByteString> = BTreeMap::new();
 
 #[allow(clippy::too_many_arguments)]
 async fn issued(
@@ -285,63 +307,15 @@ async fn issued(
     now: Timestamp,
 ) -> Result<TlsReport> {
     let ns = &inst.namespace;
-    let ca_name = match source {
-        TlsSource::UserCa(name) => name.clone(),
-        _ => inst.ca_secret_name(),
-    };
-    let mut ca_secret = read_secret(client, stores, ns, &ca_name).await?;
-    match (source, ca_secret.take()) {
-        (TlsSource::UserCa(_), Some(secret)) => {
-            super::references::check(&secret, inst, "spec.tls.caSecretRef")?;
-            ca_secret = Some(secret);
-        }
-        (_, Some(secret)) => {
-            ca_secret = Some(super::ownership::own_secret(client, inst, secret).await?);
-        }
-        (_, None) => {}
-    }
-    let tls_name = inst.tls_secret_name().expect("TLS is on");
-    let published = match read_secret(client, stores, ns, &tls_name).await? {
-        Some(secret) => Some(super::ownership::own_secret(client, inst, secret).await?),
-        None => None,
-    };
-    let empty = BTreeMap::new();
-    let ca_data = ca_secret.as_ref().and_then(|s| s.data.as_ref());
-    let ca_annotations = ca_secret
+    let secrets = read_issued_secrets(client, stores, inst, source).await?;
+    let ca_data = secrets.ca.as_ref().and_then(|s| s.data.as_ref());
+    let recorded_phase = secrets
+        .published
         .as_ref()
-        .map(|s| s.annotations().clone())
-        .unwrap_or_default();
-    let ca_input = match source {
-        TlsSource::UserCa(_) => CaInput::External(
-            ca_data.ok_or_else(|| tls_error(&ca_name, tls::TlsError::MissingKey(tls::TLS_CRT)))?,
-        ),
-        _ => CaInput::Managed {
-            secret: ca_data,
-            rotation_requested: sq
-                .annotations()
-                .get(ROTATE_CA_ANNOTATION)
-                .map(String::as_str),
-            rotation_handled: ca_annotations
-                .get(tls::CA_ROTATION_HANDLED_ANNOTATION)
-                .map(String::as_str),
-        },
-    };
+        .and_then(|s| s.annotations().get(tls::ROLLOVER_PHASE_ANNOTATION))
+        .map(String::as_str);
+    let clients = clients_for_rollover(stores, inst, settings, recorded_phase, ca_data, now);
     let rolled_out = rolled_out_fingerprint(sts);
-    let published_annotations = published
-        .as_ref()
-        .map(|s| s.annotations().clone())
-        .unwrap_or_default();
-    // Only the step out of SignWithNew looks at the applications' client certificates: the
-    // Secrets are not scanned on any other reconcile.
-    let in_sign_with_new = published_annotations
-        .get(tls::ROLLOVER_PHASE_ANNOTATION)
-        .map(String::as_str)
-        == Some(tls::Phase::SignWithNew.as_str());
-    let clients = if settings.client_certificates && in_sign_with_new {
-        client_certificates(stores, inst, ca_data, now)
-    } else {
-        ClientCertificates::default()
-    };
     let input = TlsInputs {
         policy: policy(settings),
         subject: CaSubject::new(ns.clone(), inst.name.clone()),
@@ -352,64 +326,25 @@ async fn issued(
             &inst.cluster_domain,
             &settings.extra_dns_names,
         ),
-        ca: ca_input,
-        published: Some(
-            published
-                .as_ref()
-                .and_then(|s| s.data.as_ref())
-                .unwrap_or(&empty),
-        )
-        .filter(|_| published.is_some()),
-        recorded_phase: published_annotations
-            .get(tls::ROLLOVER_PHASE_ANNOTATION)
-            .map(String::as_str),
+        ca: ca_input(sq, source, &secrets)?,
+        published: secrets
+            .published
+            .as_ref()
+            .map(|s| s.data.as_ref().unwrap_or(&NO_DATA)),
+        recorded_phase,
         rolled_out: rolled_out.as_deref(),
         clients_on_current: clients.moved(now),
         now,
     };
-    let outcome = tls::converge(&input).map_err(|e| tls_error(&ca_name, e))?;
+    let outcome = tls::converge(&input).map_err(|e| tls_error(&secrets.ca_name, e))?;
 
     let mut notices = Vec::new();
     if let Some(change) = &outcome.ca_change {
-        write_ca(client, inst, ca_secret.as_ref(), change).await?;
-        let (type_, reason, note) = match &change.action {
-            // A first CA. With `<n>-tls` already published (a deleted `<n>-ca`), it is a
-            // replacement of the trust root: the Warning below.
-            CaAction::Create(_) if ca_secret.is_none() && published.is_none() => (
-                EventType::Normal,
-                "CAIssued",
-                format!("issued the instance CA in Secret {ca_name}"),
-            ),
-            CaAction::Create(why) => (
-                EventType::Warning,
-                "CAReplaced",
-                format!("replaced the CA key in Secret {ca_name} ({why:?}); rolling over trust"),
-            ),
-            _ => (
-                EventType::Normal,
-                "CARenewed",
-                format!("renewed the CA in Secret {ca_name} on the same key"),
-            ),
-        };
-        notices.push(Notice {
-            type_,
-            reason,
-            note,
-        });
+        write_ca(client, inst, secrets.ca.as_ref(), change).await?;
+        notices.push(ca_notice(change, &secrets));
     }
     if let LeafAction::Issue(why) = &outcome.leaf_action {
-        notices.push(Notice {
-            type_: EventType::Normal,
-            reason: if published.is_some() {
-                "CertificateRenewed"
-            } else {
-                "CertificateIssued"
-            },
-            note: format!(
-                "issued the serving certificate in Secret {tls_name} ({why:?}), valid until {}",
-                rfc3339(outcome.not_after)
-            ),
-        });
+        notices.push(leaf_notice(why, &secrets, outcome.not_after));
     }
     // The scrapers' client certificate, from the CA that signs now and as far as the pods
     // trust it (after `<n>-ca` is written: it may be a new CA).
@@ -429,26 +364,173 @@ async fn issued(
         None => None,
     };
     if let Some((why, not_after)) = metrics.as_ref().and_then(|m| m.issued.as_ref()) {
-        notices.push(Notice {
-            type_: EventType::Normal,
-            reason: "MetricsClientCertificateIssued",
-            note: format!(
-                "issued the client certificate for metrics scrapers in Secret {} ({}), valid \
-                 until {}",
-                inst.metrics_client_secret_name(),
-                why.describe(),
-                rfc3339(*not_after)
-            ),
-        });
+        notices.push(metrics_client_notice(inst, why, *not_after));
     }
-    let mut requeue_after = outcome.requeue_after;
-    if let Some(next) = metrics.as_ref().and_then(|m| m.next_check) {
-        let wait = Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO);
-        requeue_after = requeue_after.min(wait.max(Duration::from_secs(1)));
+    notices.extend(rollover_notice(&outcome));
+    Ok(issued_report(
+        inst, outcome, metrics, &clients, notices, now,
+    ))
+}
+
+/// The Secrets the operator's certificates are issued from and published in.
+struct IssuedSecrets {
+    /// `<n>-ca`, or the user's `spec.tls.caSecretRef`.
+    ca_name: String,
+    /// None: it does not exist.
+    ca: Option<Secret>,
+    /// `<n>-tls`.
+    tls_name: String,
+    /// None: it does not exist.
+    published: Option<Secret>,
+}
+
+/// Reads the signing CA's Secret (the user's only when it allows the instance, the operator's
+/// only when it owns it) and `<n>-tls` (only when the operator owns it).
+async fn read_issued_secrets(
+    client: &Client,
+    stores: &Stores,
+    inst: &Instance,
+    source: &TlsSource,
+) -> Result<IssuedSecrets> {
+    let ns = &inst.namespace;
+    let ca_name = match source {
+        TlsSource::UserCa(name) => name.clone(),
+        _ => inst.ca_secret_name(),
+    };
+    let ca = match (source, read_secret(client, stores, ns, &ca_name).await?) {
+        (TlsSource::UserCa(_), Some(secret)) => {
+            super::references::check(&secret, inst, "spec.tls.caSecretRef")?;
+            Some(secret)
+        }
+        (_, Some(secret)) => Some(super::ownership::own_secret(client, inst, secret).await?),
+        (_, None) => None,
+    };
+    let tls_name = inst.tls_secret_name().expect("TLS is on");
+    let published = match read_secret(client, stores, ns, &tls_name).await? {
+        Some(secret) => Some(super::ownership::own_secret(client, inst, secret).await?),
+        None => None,
+    };
+    Ok(IssuedSecrets {
+        ca_name,
+        ca,
+        tls_name,
+        published,
+    })
+}
+
+/// Where the signing CA comes from: the user's CA Secret (which must exist), or `<n>-ca` with
+/// the SecureQdrant's rotate-ca request and the request `<n>-ca` last handled.
+fn ca_input<'a>(
+    sq: &'a SecureQdrant,
+    source: &TlsSource,
+    secrets: &'a IssuedSecrets,
+) -> Result<CaInput<'a>> {
+    let ca_data = secrets.ca.as_ref().and_then(|s| s.data.as_ref());
+    Ok(match source {
+        TlsSource::UserCa(_) => {
+            CaInput::External(ca_data.ok_or_else(|| {
+                tls_error(&secrets.ca_name, tls::TlsError::MissingKey(tls::TLS_CRT))
+            })?)
+        }
+        _ => CaInput::Managed {
+            secret: ca_data,
+            rotation_requested: sq
+                .annotations()
+                .get(ROTATE_CA_ANNOTATION)
+                .map(String::as_str),
+            rotation_handled: secrets
+                .ca
+                .as_ref()
+                .and_then(|s| s.annotations().get(tls::CA_ROTATION_HANDLED_ANNOTATION))
+                .map(String::as_str),
+        },
+    })
+}
+
+/// The applications' client certificates, as far as a CA key rollover waits for them. Only the
+/// step out of SignWithNew looks at them: the Secrets are not scanned on any other reconcile.
+fn clients_for_rollover(
+    stores: &Stores,
+    inst: &Instance,
+    settings: &TlsSettings,
+    recorded_phase: Option<&str>,
+    ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+    now: Timestamp,
+) -> ClientCertificates {
+    let in_sign_with_new = recorded_phase == Some(tls::Phase::SignWithNew.as_str());
+    if settings.client_certificates && in_sign_with_new {
+        client_certificates(stores, inst, ca_data, now)
+    } else {
+        ClientCertificates::default()
     }
+}
+
+/// The Event for a written `<n>-ca`: a first CA, a replaced key, or a renewal.
+fn ca_notice(change: &tls::CaChange, secrets: &IssuedSecrets) -> Notice {
+    let ca_name = &secrets.ca_name;
+    let (type_, reason, note) = match &change.action {
+        // A first CA. With `<n>-tls` already published (a deleted `<n>-ca`), it is a
+        // replacement of the trust root: the Warning below.
+        CaAction::Create(_) if secrets.ca.is_none() && secrets.published.is_none() => (
+            EventType::Normal,
+            "CAIssued",
+            format!("issued the instance CA in Secret {ca_name}"),
+        ),
+        CaAction::Create(why) => (
+            EventType::Warning,
+            "CAReplaced",
+            format!("replaced the CA key in Secret {ca_name} ({why:?}); rolling over trust"),
+        ),
+        _ => (
+            EventType::Normal,
+            "CARenewed",
+            format!("renewed the CA in Secret {ca_name} on the same key"),
+        ),
+    };
+    Notice {
+        type_,
+        reason,
+        note,
+    }
+}
+
+/// The Event for an issued serving certificate.
+fn leaf_notice(why: &tls::LeafReason, secrets: &IssuedSecrets, not_after: Timestamp) -> Notice {
+    Notice {
+        type_: EventType::Normal,
+        reason: if secrets.published.is_some() {
+            "CertificateRenewed"
+        } else {
+            "CertificateIssued"
+        },
+        note: format!(
+            "issued the serving certificate in Secret {} ({why:?}), valid until {}",
+            secrets.tls_name,
+            rfc3339(not_after)
+        ),
+    }
+}
+
+/// The Event for an issued client certificate of the metrics scrapers.
+fn metrics_client_notice(inst: &Instance, why: &tls::ClientReason, not_after: Timestamp) -> Notice {
+    Notice {
+        type_: EventType::Normal,
+        reason: "MetricsClientCertificateIssued",
+        note: format!(
+            "issued the client certificate for metrics scrapers in Secret {} ({}), valid \
+             until {}",
+            inst.metrics_client_secret_name(),
+            why.describe(),
+            rfc3339(not_after)
+        ),
+    }
+}
+
+/// The Event for a step of a CA key rollover.
+fn rollover_notice(outcome: &tls::TlsOutcome) -> Option<Notice> {
     match outcome.transition {
-        Transition::Stay => {}
-        other => notices.push(Notice {
+        Transition::Stay => None,
+        other => Some(Notice {
             type_: EventType::Normal,
             reason: "CARollover",
             note: format!(
@@ -457,8 +539,24 @@ async fn issued(
             ),
         }),
     }
+}
 
-    Ok(TlsReport {
+/// The report of the issued-certificate path: what the pods mount, the status, and the
+/// earliest of the serving and the metrics client certificates' next checks.
+fn issued_report(
+    inst: &Instance,
+    outcome: tls::TlsOutcome,
+    metrics: Option<metrics_client::MetricsClient>,
+    clients: &ClientCertificates,
+    notices: Vec<Notice>,
+    now: Timestamp,
+) -> TlsReport {
+    let mut requeue_after = outcome.requeue_after;
+    if let Some(next) = metrics.as_ref().and_then(|m| m.next_check) {
+        let wait = Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO);
+        requeue_after = requeue_after.min(wait.max(Duration::from_secs(1)));
+    }
+    TlsReport {
         pod_tls: PodTls {
             secret: Some((
                 outcome.published.to_secret_data(),
@@ -472,38 +570,49 @@ async fn issued(
             renewal_time: Some(rfc3339(outcome.renewal_time)),
             ca_not_after: Some(rfc3339(outcome.ca_not_after)),
         },
-        ready: (
-            true,
-            "Valid",
-            format!(
-                "serving certificate valid until {}, renewed at {}{}{}",
-                rfc3339(outcome.not_after),
-                rfc3339(outcome.renewal_time),
-                if outcome.uncovered_names.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; left out of the certificate because the CA's name constraints do not \
-                         permit them: {} (they are added with a new CA key: kubectl annotate sq \
-                         {} {ROTATE_CA_ANNOTATION}=$(date +%s))",
-                        outcome.uncovered_names.join(", "),
-                        inst.name
-                    )
-                },
-                if outcome.published.phase == tls::Phase::SignWithNew && !clients.moved(now) {
-                    clients.waiting_for()
-                } else {
-                    String::new()
-                }
-            ),
-        ),
+        ready: issued_ready(inst, &outcome, clients, now),
         requeue_after,
         notices,
         metrics_client: metrics.map(|m| m.condition),
         ca_renewal_time: outcome.ca_renewal_time,
         rollover_phase: (outcome.published.phase != tls::Phase::Stable)
             .then(|| outcome.published.phase.as_str()),
-    })
+    }
+}
+
+/// CertificateReady for an issued serving certificate: valid until when, renewed when, which
+/// wanted names the CA cannot sign, and what a CA rollover waits for.
+fn issued_ready(
+    inst: &Instance,
+    outcome: &tls::TlsOutcome,
+    clients: &ClientCertificates,
+    now: Timestamp,
+) -> (bool, &'static str, String) {
+    let uncovered = if outcome.uncovered_names.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; left out of the certificate because the CA's name constraints do not permit \
+             them: {} (they are added with a new CA key: kubectl annotate sq {} \
+             {ROTATE_CA_ANNOTATION}=$(date +%s))",
+            outcome.uncovered_names.join(", "),
+            inst.name
+        )
+    };
+    let waiting = if outcome.published.phase == tls::Phase::SignWithNew && !clients.moved(now) {
+        clients.waiting_for()
+    } else {
+        String::new()
+    };
+    (
+        true,
+        "Valid",
+        format!(
+            "serving certificate valid until {}, renewed at {}{uncovered}{waiting}",
+            rfc3339(outcome.not_after),
+            rfc3339(outcome.renewal_time),
+        ),
+    )
 }
 
 /// How long applications get to pick up a re-issued client certificate (the kubelet updates a

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::material::{self, read_key};
 use crate::settings::Settings;
 
-use crate::tls::rotation::{LeafState, renewal_time};
+use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, client_common_name,
     issue_client, plan_client,

@@ -19,7 +19,7 @@ use super::TlsError;
 use super::ca::CaMaterial;
 use super::cert::Certificate;
 use super::leaf::{LeafMaterial, sign_leaf};
-use super::rotation::{Jitter, LeafState, TlsPolicy, renewal_time};
+use super::renewal::{Jitter, LeafState, TlsPolicy, renewal_time};
 use super::time::{add, whole_second};
 
 /// The common name of the client certificate of the QdrantAccessToken `name` in `namespace`.

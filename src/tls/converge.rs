@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 use super::ca::{CaMaterial, CaSubject, issue_ca_for, permits, permitted_subtrees, renew_ca_for};
 use super::cert::{Certificate, parse_bundle, secret_text};
 use super::leaf::{LeafMaterial, issue_leaf};
-use super::rollover::{self, Phase, RolloverInput, Transition};
-use super::rotation::{
+use super::renewal::{
     CaAction, CaState, Jitter, LeafAction, LeafState, TlsPolicy, plan_ca, plan_leaf, requeue_after,
 };
+use super::rollover::{self, Phase, RolloverDecision, RolloverInput, Signer, Transition};
 use super::time::{add, whole_second};
 use super::{CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, ROLLOVER_PHASE_ANNOTATION, TLS_CRT, TlsError};
 
@@ -187,89 +187,167 @@ pub struct TlsOutcome {
 /// issuing failure (an expired external CA, a bad DNS name).
 pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
     let now = whole_second(input.now);
-    let policy = &input.policy;
     let read = read_published(input.published);
-    let recorded_rollover = input
-        .recorded_phase
-        .is_some_and(|p| p != Phase::Stable.as_str());
-
     // 1. The CA.
-    let (ca, ca_change, managed) = match input.ca {
-        CaInput::External(data) => (CaMaterial::from_secret_data(data)?, None, false),
+    let (ca, ca_change, managed) = converge_ca(input, now)?;
+    // 2. The rollover phase: which CAs to trust, who signs.
+    let rollover = step_rollover(input, &read, ca.cert(), now);
+    // 3. The serving certificate.
+    let serving = converge_leaf(input, &read, &ca, rollover.signer, now)?;
+    let published = PublishedTls {
+        leaf: serving.leaf,
+        trust_bundle: rollover.trust_bundle,
+        phase: rollover.phase,
+    };
+    let tls_changed = tls_changed(&read, input.recorded_phase, &published);
+    // 4. When to look again.
+    let next = next_look(
+        input,
+        &ca,
+        managed,
+        &published,
+        rollover.signer,
+        &serving.dns_names,
+        now,
+    );
+    Ok(TlsOutcome {
+        uncovered_names: serving.uncovered_names,
+        ca_change,
+        not_after: published.leaf.cert().not_after(),
+        ca_not_after: ca.cert().not_after(),
+        ca,
+        tls_changed,
+        leaf_action: serving.action,
+        transition: rollover.transition,
+        renewal_time: next.renewal_time,
+        ca_renewal_time: next.ca_renewal_time,
+        requeue_after: next.requeue_after,
+        published,
+    })
+}
+
+/// The CA that signs now, the `<n>-ca` to write when it changes, and whether the operator
+/// manages it.
+fn converge_ca(
+    input: &TlsInputs<'_>,
+    now: Timestamp,
+) -> Result<(CaMaterial, Option<CaChange>, bool), TlsError> {
+    match input.ca {
+        CaInput::External(data) => Ok((CaMaterial::from_secret_data(data)?, None, false)),
         CaInput::Managed {
             secret,
             rotation_requested,
             rotation_handled,
         } => {
-            let parsed = secret.map(CaMaterial::from_secret_data);
-            let state = match &parsed {
-                None => CaState::Missing,
-                Some(Err(e)) => CaState::Unusable(e),
-                Some(Ok(ca)) => CaState::Present(ca),
-            };
-            let requested = rotation_requested.is_some_and(|r| Some(r) != rotation_handled);
-            let decision = plan_ca(
-                policy,
-                state,
-                requested,
-                recorded_rollover,
-                input.jitter,
-                now,
-            );
-            match (&decision.action, parsed) {
-                (CaAction::Keep, Some(Ok(ca))) => (ca, None, true),
-                (CaAction::Renew(_), Some(Ok(ca))) => {
-                    let renewed = renew_ca_for(
-                        &ca,
-                        &permitted_subtrees(&input.dns_names),
-                        policy.ca_lifetime,
-                        now,
-                    )?;
-                    let change = CaChange {
-                        material: renewed.clone(),
-                        action: decision.action.clone(),
-                        rotation_handled: rotation_handled.map(str::to_owned),
-                    };
-                    (renewed, Some(change), true)
-                }
-                _ => {
-                    let created = issue_ca_for(
-                        &input.subject,
-                        &permitted_subtrees(&input.dns_names),
-                        policy.ca_lifetime,
-                        now,
-                    )?;
-                    let change = CaChange {
-                        material: created.clone(),
-                        action: decision.action.clone(),
-                        rotation_handled: rotation_requested
-                            .or(rotation_handled)
-                            .map(str::to_owned),
-                    };
-                    (created, Some(change), true)
-                }
-            }
+            let (ca, change) =
+                converge_managed_ca(input, secret, rotation_requested, rotation_handled, now)?;
+            Ok((ca, change, true))
         }
-    };
+    }
+}
 
-    // 2. The rollover phase: which CAs to trust, who signs.
+/// The operator's CA: kept, renewed on the same key, or replaced by a new key (missing,
+/// unusable, or asked for through the rotate-ca annotation and not yet handled).
+fn converge_managed_ca(
+    input: &TlsInputs<'_>,
+    secret: Option<&BTreeMap<String, ByteString>>,
+    rotation_requested: Option<&str>,
+    rotation_handled: Option<&str>,
+    now: Timestamp,
+) -> Result<(CaMaterial, Option<CaChange>), TlsError> {
+    let policy = &input.policy;
+    let recorded_rollover = input
+        .recorded_phase
+        .is_some_and(|p| p != Phase::Stable.as_str());
+    let parsed = secret.map(CaMaterial::from_secret_data);
+    let state = match &parsed {
+        None => CaState::Missing,
+        Some(Err(e)) => CaState::Unusable(e),
+        Some(Ok(ca)) => CaState::Present(ca),
+    };
+    let requested = rotation_requested.is_some_and(|r| Some(r) != rotation_handled);
+    let decision = plan_ca(
+        policy,
+        state,
+        requested,
+        recorded_rollover,
+        input.jitter,
+        now,
+    );
+    match (&decision.action, parsed) {
+        (CaAction::Keep, Some(Ok(ca))) => Ok((ca, None)),
+        (CaAction::Renew(_), Some(Ok(ca))) => {
+            let renewed = renew_ca_for(
+                &ca,
+                &permitted_subtrees(&input.dns_names),
+                policy.ca_lifetime,
+                now,
+            )?;
+            let change = CaChange {
+                material: renewed.clone(),
+                action: decision.action.clone(),
+                rotation_handled: rotation_handled.map(str::to_owned),
+            };
+            Ok((renewed, Some(change)))
+        }
+        _ => {
+            let created = issue_ca_for(
+                &input.subject,
+                &permitted_subtrees(&input.dns_names),
+                policy.ca_lifetime,
+                now,
+            )?;
+            let change = CaChange {
+                material: created.clone(),
+                action: decision.action.clone(),
+                rotation_handled: rotation_requested.or(rotation_handled).map(str::to_owned),
+            };
+            Ok((created, Some(change)))
+        }
+    }
+}
+
+/// One step of the rollover phase machine, given whether the pods run what `<n>-tls` holds.
+fn step_rollover(
+    input: &TlsInputs<'_>,
+    read: &ReadTls,
+    current: &Certificate,
+    now: Timestamp,
+) -> RolloverDecision {
     let rolled_out = match (&read.leaf, input.rolled_out) {
         (Ok(leaf), Some(running)) => running == fingerprint(leaf.cert(), &read.bundle),
         _ => false,
     };
-    let rollover = rollover::step(RolloverInput {
+    rollover::step(RolloverInput {
         recorded: input.recorded_phase,
         bundle: &read.bundle,
         leaf: read.leaf.as_ref().ok().map(LeafMaterial::cert),
-        current: ca.cert(),
+        current,
         rolled_out,
         clients_on_current: input.clients_on_current,
         now,
-    });
+    })
+}
 
-    // 3. The serving certificate, for the wanted names the signing CA's name constraints
-    // permit (a name added to extraDnsNames after the operator's CA was issued comes with the
-    // next CA key: see `uncovered_names`).
+/// The serving certificate to publish, and the wanted names it carries or leaves out.
+struct ServingLeaf {
+    leaf: LeafMaterial,
+    action: LeafAction,
+    /// The wanted names the signing CA permits: the ones in the certificate.
+    dns_names: Vec<String>,
+    uncovered_names: Vec<String>,
+}
+
+/// The serving certificate, kept or issued for the wanted names the signing CA's name
+/// constraints permit (a name added to extraDnsNames after the operator's CA was issued comes
+/// with the next CA key: see [`TlsOutcome::uncovered_names`]).
+fn converge_leaf(
+    input: &TlsInputs<'_>,
+    read: &ReadTls,
+    ca: &CaMaterial,
+    signer: Signer,
+    now: Timestamp,
+) -> Result<ServingLeaf, TlsError> {
     let permitted = ca.cert().info().permitted_dns.clone();
     let (dns_names, uncovered_names): (Vec<String>, Vec<String>) = input
         .dns_names
@@ -282,40 +360,62 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         Err(e) => LeafState::Unusable(e),
     };
     let decision = plan_leaf(
-        policy,
+        &input.policy,
         leaf_state,
         ca.cert(),
-        rollover.signer,
+        signer,
         &dns_names,
         input.jitter,
         now,
     );
     let leaf = match (&decision.action, &read.leaf) {
         (LeafAction::Keep, Ok(leaf)) => leaf.clone(),
-        _ => issue_leaf(&ca, &dns_names, policy.certificate_lifetime, now)?,
+        _ => issue_leaf(ca, &dns_names, input.policy.certificate_lifetime, now)?,
     };
-
-    let published = PublishedTls {
+    Ok(ServingLeaf {
         leaf,
-        trust_bundle: rollover.trust_bundle,
-        phase: rollover.phase,
-    };
-    let tls_changed = match &read.leaf {
+        action: decision.action,
+        dns_names,
+        uncovered_names,
+    })
+}
+
+/// `<n>-tls` must be written: its material or phase differs from what was read.
+fn tls_changed(read: &ReadTls, recorded_phase: Option<&str>, published: &PublishedTls) -> bool {
+    match &read.leaf {
         Ok(old) => {
             *old != published.leaf
                 || read.bundle != published.trust_bundle
-                || input.recorded_phase.unwrap_or(Phase::Stable.as_str())
-                    != published.phase.as_str()
+                || recorded_phase.unwrap_or(Phase::Stable.as_str()) != published.phase.as_str()
         }
         Err(_) => true,
-    };
+    }
+}
 
-    // 4. When to look again: re-plan on the result (both answer Keep with their deadlines).
+/// The renewal times of the result, and when to look again.
+struct NextLook {
+    renewal_time: Timestamp,
+    ca_renewal_time: Option<Timestamp>,
+    requeue_after: Duration,
+}
+
+/// When to look again: re-plans on the result (both answer Keep with their deadlines), and
+/// polls while a rollover runs.
+fn next_look(
+    input: &TlsInputs<'_>,
+    ca: &CaMaterial,
+    managed: bool,
+    published: &PublishedTls,
+    signer: Signer,
+    dns_names: &[String],
+    now: Timestamp,
+) -> NextLook {
+    let policy = &input.policy;
     let ca_renewal_time = managed
         .then(|| {
             plan_ca(
                 policy,
-                CaState::Present(&ca),
+                CaState::Present(ca),
                 false,
                 published.phase != Phase::Stable,
                 input.jitter,
@@ -328,8 +428,8 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
         policy,
         LeafState::Present(&published.leaf),
         ca.cert(),
-        rollover.signer,
-        &dns_names,
+        signer,
+        dns_names,
         input.jitter,
         now,
     );
@@ -342,24 +442,14 @@ pub fn converge(input: &TlsInputs<'_>) -> Result<TlsOutcome, TlsError> {
             k8s_openapi::jiff::SignedDuration::from_secs(ROLLOVER_POLL.as_secs() as i64),
         )
     });
-    let requeue = requeue_after(now, [after.next_check, ca_renewal_time, poll])
+    let requeue_after = requeue_after(now, [after.next_check, ca_renewal_time, poll])
         .unwrap_or(ROLLOVER_POLL)
         .max(Duration::from_secs(1));
-
-    Ok(TlsOutcome {
-        uncovered_names,
-        ca_change,
-        not_after: published.leaf.cert().not_after(),
-        ca_not_after: ca.cert().not_after(),
-        ca,
-        tls_changed,
-        leaf_action: decision.action,
-        transition: rollover.transition,
+    NextLook {
         renewal_time,
         ca_renewal_time,
-        requeue_after: requeue,
-        published,
-    })
+        requeue_after,
+    }
 }
 
 #[cfg(test)]
@@ -368,7 +458,7 @@ mod tests {
 
     use super::super::ca::issue_ca;
     use super::super::leaf::serving_dns_names;
-    use super::super::rotation::{CaCreateReason, CaRenewReason, LeafReason};
+    use super::super::renewal::{CaCreateReason, CaRenewReason, LeafReason};
     use super::super::time::sub;
     use super::*;
 

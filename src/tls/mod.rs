@@ -1,4 +1,4 @@
-//! Certificate material for an instance: the CA, the serving certificate, their rotation and the
+//! Certificate material for an instance: the CA, the serving certificate, their renewal and the
 //! replacement of a CA key without breaking trust between peers.
 //!
 //! Everything here is pure apart from the OS random source used for keys and serial numbers: no
@@ -8,9 +8,10 @@
 //! - [`cert`]: reading certificates and keys (x509-parser), the trust bundle.
 //! - [`ca`]: issuing and renewing the instance's CA (ECDSA P-256).
 //! - [`leaf`]: the serving certificate and the DNS names it carries.
-//! - [`rotation`]: when to renew what, with deterministic jitter, and when to requeue.
+//! - [`renewal`]: when to renew what, with deterministic jitter, and when to requeue.
 //! - [`rollover`]: the phase machine that replaces a CA key (old and new CA trusted side by side).
 //! - [`converge`]: the one call the pipeline makes, composing the above.
+//! - [`policy`]: the certificate lifetimes of an instance's validated TLS settings.
 //!
 //! What the caller persists, and where:
 //! - Secret `<n>-ca` (managed CA only): `tls.crt`, `tls.key` ([`CaMaterial::to_secret_data`]);
@@ -27,8 +28,9 @@ pub mod cert;
 pub mod client;
 pub mod converge;
 pub mod leaf;
+pub mod policy;
+pub mod renewal;
 pub mod rollover;
-pub mod rotation;
 mod time;
 
 pub use ca::{
@@ -45,12 +47,13 @@ pub use converge::{
     read_published,
 };
 pub use leaf::{LeafMaterial, issue_leaf, serving_dns_names};
-pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
-pub use rotation::{
-    CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, Jitter, LeafAction, LeafDecision,
-    LeafReason, LeafState, TlsPolicy,
+pub use renewal::{
+    CaAction, CaCreateReason, CaDecision, CaRenewReason, CaState, DEFAULT_CA_LIFETIME,
+    DEFAULT_CERTIFICATE_LIFETIME, Jitter, LeafAction, LeafDecision, LeafReason, LeafState,
+    TlsPolicy, default_renew_before,
 };
-pub use time::BACKDATE;
+pub use rollover::{Phase, RolloverDecision, RolloverInput, Signer, Transition};
+pub use time::{BACKDATE, signed};
 
 /// Secret key of a certificate chain (leaf first) in `<n>-ca` and `<n>-tls`.
 pub const TLS_CRT: &str = "tls.crt";

@@ -24,6 +24,12 @@ pub fn sub(ts: Timestamp, d: SignedDuration) -> Timestamp {
     from_second(ts.as_second().saturating_sub(d.as_secs()))
 }
 
+/// A std duration (as validation gives lifetimes) as a jiff one, saturating at
+/// [`SignedDuration::MAX`].
+pub fn signed(d: std::time::Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
 fn from_second(s: i64) -> Timestamp {
     let s = s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
     Timestamp::from_second(s).unwrap_or(Timestamp::MAX)

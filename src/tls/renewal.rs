@@ -17,7 +17,17 @@ use super::ca::CaMaterial;
 use super::cert::Certificate;
 use super::leaf::{LeafMaterial, same_names};
 use super::rollover::Signer;
-use super::time::{add, sub, whole_second};
+use super::time::{add, signed, sub, whole_second};
+
+/// The API default of spec.tls.certificateLifetime (the CRD schema writes it as a Go duration).
+pub const DEFAULT_CERTIFICATE_LIFETIME: SignedDuration = SignedDuration::from_hours(2160);
+/// The API default of spec.tls.caLifetime (the CRD schema writes it as a Go duration).
+pub const DEFAULT_CA_LIFETIME: SignedDuration = SignedDuration::from_hours(8760);
+
+/// spec.tls.renewBefore when it is not set: a third of the certificate's lifetime.
+pub fn default_renew_before(lifetime: Duration) -> Duration {
+    lifetime / 3
+}
 
 /// The upper bound of the jitter, whatever the lifetime.
 pub const MAX_JITTER: SignedDuration = SignedDuration::from_hours(1);
@@ -27,19 +37,20 @@ pub const MAX_JITTER: SignedDuration = SignedDuration::from_hours(1);
 pub struct TlsPolicy {
     /// spec.tls.certificateLifetime: the serving certificate.
     pub certificate_lifetime: SignedDuration,
-    /// spec.tls.renewBefore; None: a third of `certificate_lifetime`.
+    /// spec.tls.renewBefore; None: [`default_renew_before`] of `certificate_lifetime`.
     pub renew_before: Option<SignedDuration>,
     /// spec.tls.caLifetime.
     pub ca_lifetime: SignedDuration,
 }
 
 impl Default for TlsPolicy {
-    /// The API defaults: 2160h leaves, renewed a third before the end, 8760h CA.
+    /// The API defaults: [`DEFAULT_CERTIFICATE_LIFETIME`] leaves, renewed
+    /// [`default_renew_before`] the end, a [`DEFAULT_CA_LIFETIME`] CA.
     fn default() -> Self {
         TlsPolicy {
-            certificate_lifetime: SignedDuration::from_hours(2160),
+            certificate_lifetime: DEFAULT_CERTIFICATE_LIFETIME,
             renew_before: None,
-            ca_lifetime: SignedDuration::from_hours(8760),
+            ca_lifetime: DEFAULT_CA_LIFETIME,
         }
     }
 }
@@ -50,7 +61,11 @@ impl TlsPolicy {
     /// due.
     pub fn leaf_renew_before(&self) -> SignedDuration {
         let lifetime = self.certificate_lifetime;
-        let wanted = self.renew_before.unwrap_or(lifetime / 3);
+        // A lifetime that is not positive leaves no window at all (`clamp_window`), whatever
+        // is wanted.
+        let wanted = self
+            .renew_before
+            .unwrap_or_else(|| signed(default_renew_before(lifetime.unsigned_abs())));
         clamp_window(wanted, lifetime)
     }
 
