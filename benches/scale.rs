@@ -67,9 +67,9 @@ use control_plane::{
     ControlPlane, apply_chart_rbac, render_chart, service_account_token, token_kubeconfig,
 };
 use real_server::{Counters, Request, audit_sync, count, request_of, requests_between};
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::material::ApiKeys;
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::validate;
 

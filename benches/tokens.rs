@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+use secure_qdrant_operator::api_keys::generate_key;
 use secure_qdrant_operator::crd::QdrantAccessToken;
-use secure_qdrant_operator::material::generate_key;
 use secure_qdrant_operator::tokens::{
     InstanceInfo, TokenEndpoints, mint, plan_token, token_annotations, token_secret,
     validate_token_spec,

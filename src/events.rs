@@ -5,6 +5,15 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
+/// Something the user should hear about, as an Event: what a step decided to tell (the step
+/// publishes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
 /// Events recorded in memory: (the object they are about, the Event).
 pub type EventLog = Arc<Mutex<Vec<(ObjectReference, Event)>>>;
 

@@ -4,9 +4,9 @@
 use kube::Resource;
 use serde::Deserialize;
 
+use crate::api_keys::ApiKeys;
 use crate::children::{self, Material, PodTls};
 use crate::crd::SecureQdrant;
-use crate::material::ApiKeys;
 use crate::settings::Settings;
 use crate::validate::{self, describe};
 

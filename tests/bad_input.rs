@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 
 use jsonschema::error::ValidationErrorKind;
 use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
+use secure_qdrant_operator::crd::FORBIDDEN_USER_CONFIG;
 use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::qdrant::FORBIDDEN_USER_CONFIG;
 use secure_qdrant_operator::render::render;
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::validate::validate;

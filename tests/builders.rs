@@ -4,8 +4,9 @@
 mod common;
 
 use k8s_openapi::api::core::v1::PodSpec;
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Children, Material, PodTls, meta};
-use secure_qdrant_operator::material::{ApiKeys, SecretValue};
+use secure_qdrant_operator::material::SecretValue;
 use secure_qdrant_operator::qdrant;
 use secure_qdrant_operator::validate::Instance;
 use serde_json::Value;
@@ -257,7 +258,7 @@ fn the_pod_template_carries_no_plain_hash_of_a_key_and_its_hashes_follow_the_sal
             .unwrap();
         (
             annotations[secure_qdrant_operator::children::meta::RESTART_HASH].clone(),
-            annotations[secure_qdrant_operator::key_rotation::KEYS_FINGERPRINT_ANNOTATION].clone(),
+            annotations[secure_qdrant_operator::api_keys::KEYS_FINGERPRINT_ANNOTATION].clone(),
         )
     };
     let (restart_a, keys_a) = fingerprints(&a);

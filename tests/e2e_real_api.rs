@@ -46,12 +46,12 @@ use real_server::{Counters, Env, Faults, Mark};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use secure_qdrant_operator::api_keys::{self, ApiKeys, read_key};
 use secure_qdrant_operator::children::meta::{
     LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER, RESTART_HASH,
 };
 use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::{Phase, SecureQdrant};
-use secure_qdrant_operator::material::{self, ApiKeys, read_key};
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
 use secure_qdrant_operator::reconcile::stamp::APPLIED_HASH;
 use secure_qdrant_operator::settings::Settings;
@@ -1107,26 +1107,19 @@ async fn check_instance_with(
     };
     let api_key_secret = secret(&inst.api_key_secret_name())?;
     let api_keys = ApiKeys {
-        api_key: read_key(api_key_secret, material::API_KEY)
+        api_key: read_key(api_key_secret, api_keys::API_KEY)
             .map_err(|e| format!("API-key Secret: {e}"))?,
         read_only: if inst.auth.read_only_api_key {
             Some(
-                read_key(api_key_secret, material::READ_ONLY_API_KEY)
+                read_key(api_key_secret, api_keys::READ_ONLY_API_KEY)
                     .map_err(|e| format!("API-key Secret: {e}"))?,
             )
         } else {
             None
         },
-        next: read_key(api_key_secret, material::NEXT_API_KEY).ok(),
-        phase: material::KeyPhase::from_annotation(
-            api_key_secret
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(secure_qdrant_operator::key_rotation::PHASE_ANNOTATION))
-                .map(String::as_str),
-        ),
-        salt: read_key(api_key_secret, material::FINGERPRINT_SALT)
+        next: read_key(api_key_secret, api_keys::NEXT_API_KEY).ok(),
+        phase: api_keys::Phase::recorded(api_key_secret).unwrap_or_default(),
+        salt: read_key(api_key_secret, api_keys::FINGERPRINT_SALT)
             .map_err(|e| format!("API-key Secret: {e}"))?,
     };
     let sts: StatefulSet = serde_json::from_value(

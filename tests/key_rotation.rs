@@ -39,13 +39,13 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use secure_qdrant_operator::api_keys::{
+    HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, Phase,
+    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
+};
 use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::{EventLog, Events};
-use secure_qdrant_operator::key_rotation::{
-    HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
-    PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
-};
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
 
@@ -1151,7 +1151,7 @@ impl Env {
         let annotations = secret.annotations();
         assert_eq!(
             annotations.get(PHASE_ANNOTATION).map(String::as_str),
-            Some(PHASE_INTRODUCED)
+            Some(Phase::Introduced.as_str())
         );
         assert_eq!(
             annotations
@@ -1177,7 +1177,7 @@ impl Env {
     async fn assert_swapped(&self, old: &str, new: &str) {
         self.assert_phase(
             (old, new),
-            PHASE_SWAPPED,
+            Phase::Swapped.as_str(),
             &[(API_KEY_ENV, "next-api-key"), (ALT_API_KEY_ENV, "api-key")],
         )
         .await;
@@ -1186,8 +1186,12 @@ impl Env {
     /// Phase Promoted: `api-key` holds `new` (and `next-api-key` still does); Qdrant gets `new`
     /// alone.
     async fn assert_promoted(&self, new: &str) {
-        self.assert_phase((new, new), PHASE_PROMOTED, &[(API_KEY_ENV, "api-key")])
-            .await;
+        self.assert_phase(
+            (new, new),
+            Phase::Promoted.as_str(),
+            &[(API_KEY_ENV, "api-key")],
+        )
+        .await;
     }
 
     /// The Secret holds `api-key` and `next-api-key` as `keys` and records `phase`; the pods'
@@ -1298,7 +1302,7 @@ impl Env {
                     .unwrap_or_else(|| panic!("{}: Secret {} has no {}", e.name, r.name, r.key));
                 assert!(
                     !value.is_empty()
-                        && secure_qdrant_operator::material::unsendable(&value).is_none(),
+                        && secure_qdrant_operator::api_keys::unsendable(&value).is_none(),
                     "{} would get an unusable key from {}/{}",
                     e.name,
                     r.name,

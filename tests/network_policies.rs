@@ -72,7 +72,7 @@ fn search_ns() -> Namespace {
 fn qdrant_pods(inst: &Instance) -> Vec<Endpoint> {
     let sts = statefulset::build(
         inst,
-        &secure_qdrant_operator::material::ApiKeys::placeholder(true),
+        &secure_qdrant_operator::api_keys::ApiKeys::placeholder(true),
         "test-hash",
         None,
     );

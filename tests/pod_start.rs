@@ -14,8 +14,9 @@ use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container};
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Children, Material, PodTls};
-use secure_qdrant_operator::material::{ApiKeys, SecretValue};
+use secure_qdrant_operator::material::SecretValue;
 use secure_qdrant_operator::qdrant::{ENTRYPOINT, STORAGE_PATH, WORKDIR};
 use secure_qdrant_operator::validate::Instance;
 

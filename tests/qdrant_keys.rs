@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Material, PodTls};
-use secure_qdrant_operator::material::ApiKeys;
 use secure_qdrant_operator::qdrant::{self, env_to_config_path, leaf_paths};
 use secure_qdrant_operator::validate::Instance;
 use serde_json::Value;

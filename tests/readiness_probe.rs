@@ -17,9 +17,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::material::{ApiKeys, SecretValue};
+use secure_qdrant_operator::material::SecretValue;
 use secure_qdrant_operator::qdrant::{HTTP_PORT, TLS_DIR};
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::{

@@ -23,13 +23,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
+use secure_qdrant_operator::api_keys::{self, ApiKeys};
 use secure_qdrant_operator::children::meta::{
     LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, RESTART_HASH,
 };
 use secure_qdrant_operator::controller::error_policy;
 use secure_qdrant_operator::crd::{Phase, SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
-use secure_qdrant_operator::material::{self, ApiKeys, SecretValue};
+use secure_qdrant_operator::material::SecretValue;
 use secure_qdrant_operator::reconcile::RESYNC;
 use secure_qdrant_operator::reconcile::backoff::backoff;
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
@@ -65,11 +66,11 @@ async fn expect_every_child(api: &mut ApiServer, cluster_mode: bool) {
 fn keys_in(secret: &Value) -> ApiKeys {
     let secret: Secret = serde_json::from_value(secret.clone()).expect("a Secret");
     ApiKeys {
-        api_key: material::read_key(&secret, material::API_KEY).expect("api-key"),
-        read_only: material::read_key(&secret, material::READ_ONLY_API_KEY).ok(),
+        api_key: api_keys::read_key(&secret, api_keys::API_KEY).expect("api-key"),
+        read_only: api_keys::read_key(&secret, api_keys::READ_ONLY_API_KEY).ok(),
         next: None,
         phase: Default::default(),
-        salt: material::read_key(&secret, material::FINGERPRINT_SALT).expect("fingerprint-salt"),
+        salt: api_keys::read_key(&secret, api_keys::FINGERPRINT_SALT).expect("fingerprint-salt"),
     }
 }
 
@@ -687,7 +688,7 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
         .data
         .as_mut()
         .unwrap()
-        .remove(material::READ_ONLY_API_KEY);
+        .remove(api_keys::READ_ONLY_API_KEY);
     let mut cluster = Cluster::synced();
     cluster.put(secret);
     let cr = sq.to_json();
@@ -718,12 +719,12 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
     let data = patch["data"].as_object().unwrap();
     assert_eq!(
         data.keys().collect::<Vec<_>>(),
-        vec![material::READ_ONLY_API_KEY],
+        vec![api_keys::READ_ONLY_API_KEY],
         "only the missing key is written"
     );
     let added = String::from_utf8(
         STANDARD
-            .decode(data[material::READ_ONLY_API_KEY].as_str().unwrap())
+            .decode(data[api_keys::READ_ONLY_API_KEY].as_str().unwrap())
             .unwrap(),
     )
     .unwrap();
@@ -747,7 +748,7 @@ async fn an_incomplete_secret_gets_only_the_missing_key_and_keeps_the_other() {
         (EventType::Warning, "CredentialsChanged")
     );
     assert!(
-        events[0].2.contains(material::READ_ONLY_API_KEY),
+        events[0].2.contains(api_keys::READ_ONLY_API_KEY),
         "{events:?}"
     );
     assert_no_secret("the Event note", &events[0].2, &now);
@@ -767,7 +768,7 @@ async fn an_upgrade_adds_the_fingerprint_salt_once_keeps_the_keys_and_keys_the_h
         .data
         .as_mut()
         .unwrap()
-        .remove(material::FINGERPRINT_SALT);
+        .remove(api_keys::FINGERPRINT_SALT);
     let mut cluster = Cluster::synced();
     cluster.put(secret);
     let cr = sq.to_json();
@@ -793,12 +794,12 @@ async fn an_upgrade_adds_the_fingerprint_salt_once_keeps_the_keys_and_keys_the_h
     let data = patch["data"].as_object().unwrap();
     assert_eq!(
         data.keys().collect::<Vec<_>>(),
-        vec![material::FINGERPRINT_SALT],
+        vec![api_keys::FINGERPRINT_SALT],
         "the keys are kept"
     );
     let salt = String::from_utf8(
         STANDARD
-            .decode(data[material::FINGERPRINT_SALT].as_str().unwrap())
+            .decode(data[api_keys::FINGERPRINT_SALT].as_str().unwrap())
             .unwrap(),
     )
     .unwrap();

@@ -38,11 +38,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use secure_qdrant_operator::crd::SecureQdrant;
-use secure_qdrant_operator::key_rotation::{
-    HANDLED_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED, PHASE_PROMOTED, PHASE_SWAPPED,
-    ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
+use secure_qdrant_operator::api_keys::{
+    HANDLED_ANNOTATION, PHASE_ANNOTATION, Phase, ROLLED_OUT_AT_ANNOTATION,
+    ROTATE_API_KEY_ANNOTATION,
 };
+use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::tls::{ROLLOVER_PHASE_ANNOTATION, ROTATE_CA_ANNOTATION};
 
 const SQ: &str = "vectors";
@@ -462,7 +462,7 @@ async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_ph
             let s = r.secret(&secret_name).await;
             let a = s.annotations();
             match (a.get(PHASE_ANNOTATION), a.get(ROLLED_OUT_AT_ANNOTATION)) {
-                (Some(p), Some(_)) if p == PHASE_INTRODUCED => {
+                (Some(p), Some(_)) if p == Phase::Introduced.as_str() => {
                     text(&s, "next-api-key").ok_or_else(|| "no next-api-key".to_owned())
                 }
                 other => Err(format!("{other:?}")),
@@ -477,7 +477,7 @@ async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_ph
     // Swapped (roll 2, held): the operator is killed and a new one started.
     r.wait("phase Swapped", || async {
         let s = r.secret(&secret_name).await;
-        (s.annotations().get(PHASE_ANNOTATION).map(String::as_str) == Some(PHASE_SWAPPED))
+        (s.annotations().get(PHASE_ANNOTATION).map(String::as_str) == Some(Phase::Swapped.as_str()))
             .then_some(())
             .ok_or_else(|| format!("{:?}", s.annotations()))
     })
@@ -505,7 +505,13 @@ async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_ph
     r.assert_finished(&mark, 3).await;
     assert_eq!(
         *phases.lock().unwrap(),
-        ["-", PHASE_INTRODUCED, PHASE_SWAPPED, PHASE_PROMOTED, "-"],
+        [
+            "-",
+            Phase::Introduced.as_str(),
+            Phase::Swapped.as_str(),
+            Phase::Promoted.as_str(),
+            "-"
+        ],
         "the phases, in order"
     );
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 
-use crate::material::ApiKeys;
+use crate::api_keys::ApiKeys;
 use crate::qdrant;
 use crate::validate::Instance;
 

@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::meta::{COMPONENT_CREDENTIALS, COMPONENT_METRICS_CLIENT, object_meta};
-use crate::material::{self, ApiKeys};
+use crate::api_keys::{self, ApiKeys};
 use crate::validate::Instance;
 
 /// `<n>-api-key` holding the keys the operator generates ([`Instance::generated_api_keys`], and
@@ -25,8 +25,8 @@ pub fn api_key(inst: &Instance, keys: &ApiKeys) -> Option<Secret> {
         .into_iter()
         .filter(|(k, _)| {
             generated.contains(&k.as_str())
-                || k == material::NEXT_API_KEY
-                || k == material::FINGERPRINT_SALT
+                || k == api_keys::NEXT_API_KEY
+                || k == api_keys::FINGERPRINT_SALT
         })
         .collect();
     Some(api_key_with(inst, data))

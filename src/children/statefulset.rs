@@ -24,9 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{COMPONENT_DATABASE, RESTART_HASH, labels, object_meta, pod_selector};
-use crate::key_rotation::KEYS_FINGERPRINT_ANNOTATION;
-use crate::material;
-use crate::material::ApiKeys;
+use crate::api_keys::rotation::KEYS_FINGERPRINT_ANNOTATION;
+use crate::api_keys::{self, ApiKeys};
 use crate::qdrant::{
     CONFIG_DIR, CONFIG_FILE, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
     SNAPSHOTS_PATH, STORAGE_PATH, TLS_DIR, WORKDIR, env,
@@ -321,7 +320,7 @@ fn env(inst: &Instance, keys: &ApiKeys) -> Vec<EnvVar> {
         env.push(secret_env(
             env::READ_ONLY_API_KEY,
             &inst.api_key_secret_name(),
-            material::READ_ONLY_API_KEY,
+            api_keys::READ_ONLY_API_KEY,
         ));
     }
     if inst.cluster_mode() {

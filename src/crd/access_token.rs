@@ -364,7 +364,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
             .get_or_insert_with(Vec::new)
             // On create only (spec.secretName and the name are immutable): at the root, a rule
             // an existing token breaks would refuse every status write (see `on_create_only`).
-            .push(super::on_create_only(ValidationRule {
+            .push(super::rules::on_create_only(ValidationRule {
                 rule: format!(
                     "has(self.spec.secretName) || self.metadata.name.size() <= {MAX_TOKEN_NAME_FOR_DEFAULT_SECRET}"
                 ),
@@ -375,7 +375,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                 )),
                 ..ValidationRule::default()
             }));
-        let suffixes = crate::children::meta::INSTANCE_SECRET_SUFFIXES
+        let suffixes = super::instance_secrets::INSTANCE_SECRET_SUFFIXES
             .iter()
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
@@ -397,7 +397,7 @@ pub fn access_token_crd() -> CustomResourceDefinition {
                 message: Some(format!(
                     "spec.secretName may not end in {}: those are the Secrets of SecureQdrants \
                      (a token there would block the instance)",
-                    crate::children::meta::INSTANCE_SECRET_SUFFIXES.join(", ")
+                    super::instance_secrets::INSTANCE_SECRET_SUFFIXES.join(", ")
                 )),
                 ..ValidationRule::default()
             });

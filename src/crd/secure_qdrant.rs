@@ -16,13 +16,25 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::qdrant::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG};
+use super::user_config::{ALLOWED_USER_CONFIG, FORBIDDEN_USER_CONFIG, MAX_CONFIG_STRING_LEN};
 
 /// The longest `metadata.name` a SecureQdrant may have: the StatefulSet's controller-revision-hash
 /// label (`<name>-<10 char hash>`) must fit in 63 characters.
 pub const MAX_NAME_LEN: usize = 52;
 /// Most replicas a SecureQdrant may ask for.
 pub const MAX_REPLICAS: i32 = 100;
+// Bounds of the schema that `crate::validate` checks too (an old CRD, a tool that skips
+// admission, or `render` must not get past them; tests/bad_input.rs checks both layers).
+/// Longest `spec.image`.
+pub const MAX_IMAGE_LEN: usize = 512;
+/// Longest `spec.storage.size` and `spec.snapshots.size`.
+pub const MAX_QUANTITY_LEN: usize = 64;
+/// Longest `spec.storage.storageClassName`.
+pub const MAX_STORAGE_CLASS_LEN: usize = 253;
+/// Most rotated audit log files kept.
+pub const MAX_LOG_FILES: u32 = 10_000;
+/// Most entries of `spec.pod.tolerations`.
+pub const MAX_TOLERATIONS: usize = 32;
 /// Default Qdrant image: pinned to a release, the variant built to run as non-root.
 pub const DEFAULT_IMAGE: &str = "docker.io/qdrant/qdrant:v1.19.0-unprivileged";
 
@@ -98,7 +110,7 @@ pub struct SecureQdrantSpec {
     /// Qdrant container image. The default is a pinned release of the non-root ("-unprivileged")
     /// image; pin a digest (`...@sha256:...`) for reproducible deployments.
     #[serde(default = "default_image")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = r"^\S+$"))]
+    #[schemars(length(min = 1, max = MAX_IMAGE_LEN), regex(pattern = r"^\S+$"))]
     pub image: String,
 
     /// When the kubelet pulls the image.
@@ -139,7 +151,7 @@ pub struct SecureQdrantSpec {
     #[serde(default)]
     pub audit: AuditSpec,
 
-    // Tuning of Qdrant's config file, from an allow-list (`crate::qdrant::ALLOWED_USER_CONFIG`);
+    // Tuning of Qdrant's config file, from an allow-list (`crate::crd::ALLOWED_USER_CONFIG`);
     // the schema's description (`user_config_description`) lists the keys. A doc comment here
     // would replace that description.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -192,12 +204,12 @@ impl ImagePullPolicy {
 pub struct StorageSpec {
     /// Size of each pod's data volume. Fixed at creation: a StatefulSet cannot change it.
     #[serde(default = "default_storage_size")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_QUANTITY_LEN))]
     pub size: String,
 
     /// StorageClass of the data volumes; unset uses the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = MAX_STORAGE_CLASS_LEN))]
     pub storage_class_name: Option<String>,
 
     /// Keep the data volumes when the SecureQdrant is deleted. Set false to delete them with it.
@@ -236,7 +248,7 @@ pub struct SnapshotsSpec {
     /// Size of a dedicated snapshots volume per pod. Unset: snapshots go to an emptyDir and are
     /// lost when the pod moves (download or upload them elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_QUANTITY_LEN))]
     pub size: Option<String>,
 }
 
@@ -460,7 +472,7 @@ pub struct AuditSpec {
 
     /// Number of rotated audit files kept.
     #[serde(default = "default_max_log_files")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = MAX_LOG_FILES))]
     pub max_log_files: u32,
 
     /// Take the client address from X-Forwarded-For. Only safe behind a proxy that sets it.
@@ -520,7 +532,7 @@ pub struct PodSpecOverrides {
     /// Taints the pods tolerate (at most 32; never every taint: an entry needs a key, and the
     /// operator's policy refuses control-plane taints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_TOLERATIONS))]
     pub tolerations: Vec<Toleration>,
 
     /// Affinity of the pods. Unset: the operator prefers spreading pods over nodes.
@@ -801,7 +813,7 @@ fn allowed_leaf_schema(ty: &str) -> serde_json::Value {
         "int" => serde_json::json!({"type": "integer"}),
         "number" => serde_json::json!({"type": "number"}),
         "bool" => serde_json::json!({"type": "boolean"}),
-        "string" => serde_json::json!({"type": "string", "maxLength": 64}),
+        "string" => serde_json::json!({"type": "string", "maxLength": MAX_CONFIG_STRING_LEN}),
         other => panic!("unknown config type {other}"),
     };
     if nullable {

@@ -1,4 +1,7 @@
-//! The API keys: read them, create or complete the generated ones, and run a key rotation.
+//! The credentials step of the pipeline: the I/O of the API keys. Reads the keys, creates or
+//! completes the generated ones, and writes the steps of a key rotation; what to write and when
+//! is decided in [`crate::api_keys`] (pure). (Named for the pipeline step it runs: step 3,
+//! `credentials`.)
 //!
 //! Generated keys live in `<n>-api-key` and are never overwritten: a cache miss is confirmed
 //! with a GET, creation is a create (which fails rather than replaces), and later changes are
@@ -12,25 +15,23 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use super::recent::{Clock, Recent};
 use super::stores::{Stores, cached};
-use super::tls::rolled_out_annotation;
+use crate::api_keys::keys::{self, FINGERPRINT_SALT, NEXT_API_KEY, data_value};
+use crate::api_keys::rotation::{
+    self, KEYS_FINGERPRINT_ANNOTATION, ROTATE_API_KEY_ANNOTATION, RotationState, RotationStep,
+};
+use crate::api_keys::{ApiKeys, KeyProblem, Phase, generate_key, read_key, secret as key_secret};
 use crate::children::meta::MANAGER;
 use crate::children::secrets;
 use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
-use crate::key_rotation::{
-    self, HANDLED_ANNOTATION, KEYS_FINGERPRINT_ANNOTATION, PHASE_ANNOTATION, PHASE_INTRODUCED,
-    PHASE_PROMOTED, PHASE_SWAPPED, ROLLED_OUT_AT_ANNOTATION, ROTATE_API_KEY_ANNOTATION,
-    RotationState, RotationStep,
-};
-use crate::material::{
-    self, ApiKeys, KeyPhase, KeyProblem, NEXT_API_KEY, SecretValue, generate_key, read_key,
-};
+use crate::events::Notice;
+use crate::material::SecretValue;
+use crate::rollout::rolled_out_annotation;
 use crate::validate::Instance;
 
 /// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret
@@ -67,14 +68,6 @@ impl RecentWrites {
     }
 }
 
-/// Something the user should hear about, as an Event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub type_: EventType,
-    pub reason: &'static str,
-    pub note: String,
-}
-
 /// The keys Qdrant gets, what to tell the user, and when to look again.
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -82,12 +75,8 @@ pub struct Credentials {
     pub notices: Vec<Notice>,
     /// Set while a key rotation runs.
     pub requeue_after: Option<Duration>,
-    /// The phase of a running key rotation ([`key_rotation::metric_phase`]), for the metrics.
+    /// The phase of a running key rotation ([`rotation::metric_phase`]), for the metrics.
     pub rotation_phase: Option<&'static str>,
-}
-
-fn b64(value: &SecretValue) -> Value {
-    serde_json::to_value(ByteString(value.expose().as_bytes().to_vec())).expect("bytes serialize")
 }
 
 /// Returns the instance's API keys, creating or completing `<n>-api-key` when needed and
@@ -107,8 +96,7 @@ pub async fn ensure(
     // `render` shows the same keys (`children::secrets::api_key`). The Secret always exists: it
     // holds the fingerprint salt even when the operator generates no key.
     let mut wanted = inst.generated_api_keys();
-    wanted.push(material::FINGERPRINT_SALT);
-    let mut notices = Vec::new();
+    wanted.push(FINGERPRINT_SALT);
     // The user's key first: a Secret that does not allow this instance stops the reconcile
     // before anything is written.
     let user_key = match &inst.auth.api_key_secret_ref {
@@ -117,81 +105,91 @@ pub async fn ensure(
     };
     let (secret, generated, notice) =
         ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
-    notices.extend(notice);
-    let secret = Some(secret);
-    let generated_value = |key: &str| {
-        wanted
-            .iter()
-            .position(|k| *k == key)
-            .map(|i| generated[i].clone())
+    let mut credentials = Credentials {
+        keys: ApiKeys::stored(&wanted, &generated, user_key),
+        notices: notice.into_iter().collect(),
+        requeue_after: None,
+        rotation_phase: None,
     };
-
-    let api_key = match user_key {
-        None => generated_value(material::API_KEY).expect("the full key is generated"),
-        Some(key) => key,
-    };
-    let mut keys = ApiKeys {
-        api_key,
-        read_only: generated_value(material::READ_ONLY_API_KEY),
-        next: None,
-        phase: KeyPhase::Introduced,
-        salt: generated_value(material::FINGERPRINT_SALT).expect("the salt is always stored"),
-    };
-    let mut requeue_after = None;
-    let mut rotation_phase = None;
-    if let (true, Some(secret)) = (inst.generates_api_key(), secret) {
-        keys.next = match read_key(&secret, NEXT_API_KEY) {
-            Ok(next) => Some(next),
-            // Edited by hand: the pods may run with it, so it is neither used nor replaced.
-            Err(problem @ KeyProblem::Unsendable(..)) => {
-                return Err(Error::KeySecret {
-                    secret: inst.api_key_secret_name(),
-                    problem: problem.to_string(),
-                });
-            }
-            Err(_) => None,
-        };
-        let annotations = secret.annotations();
-        let phase = annotations.get(PHASE_ANNOTATION).map(String::as_str);
-        keys.phase = KeyPhase::from_annotation(phase);
-        if keys.next.is_none() && keys.phase == KeyPhase::Swapped {
-            // The pods send that key to their peers: rendering them without it would split the
-            // cluster during the roll.
-            return Err(Error::RotationKeyLost(inst.api_key_secret_name()));
-        }
-        let state = RotationState {
-            requested: sq
-                .annotations()
-                .get(ROTATE_API_KEY_ANNOTATION)
-                .map(String::as_str),
-            handled: annotations.get(HANDLED_ANNOTATION).map(String::as_str),
-            has_next: keys.next.is_some(),
-            phase,
-            rolled_out_at: annotations
-                .get(ROLLED_OUT_AT_ANNOTATION)
-                .and_then(|t| t.parse().ok()),
-            rolled_out: rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION).as_deref()
-                == Some(keys.fingerprint().as_str()),
-            grace: inst.key_rotation_grace,
+    if inst.generates_api_key() {
+        let requested = sq
+            .annotations()
+            .get(ROTATE_API_KEY_ANNOTATION)
+            .map(String::as_str);
+        rotate(
+            client,
+            written,
+            inst,
+            &secret,
+            requested,
+            sts,
             now,
-        };
-        let step = key_rotation::step(&state);
-        requeue_after = key_rotation::requeue_after(&step, now, inst.key_rotation_grace);
-        rotation_phase = key_rotation::metric_phase(&step, phase);
-        if let Some(notice) = rotate(client, written, inst, &secret, &mut keys, &step, now).await? {
-            notices.push(notice);
-        }
+            &mut credentials,
+        )
+        .await?;
     }
-    Ok(Credentials {
-        keys,
-        notices,
-        requeue_after,
-        rotation_phase,
-    })
+    Ok(credentials)
 }
 
-/// Applies one rotation step to `<n>-api-key` (compare-and-swap) and to `keys`.
+/// Reads the rotation `<n>-api-key` records, decides its next step
+/// ([`rotation::step`]) and writes it. `requested`: the rotation request on the SecureQdrant.
+#[allow(clippy::too_many_arguments)]
 async fn rotate(
+    client: &Client,
+    written: &RecentWrites,
+    inst: &Instance,
+    secret: &Secret,
+    requested: Option<&str>,
+    sts: Option<&StatefulSet>,
+    now: Timestamp,
+    credentials: &mut Credentials,
+) -> Result<()> {
+    let keys = &mut credentials.keys;
+    keys.next = next_key(inst, secret)?;
+    let phase = Phase::recorded(secret);
+    keys.phase = phase.unwrap_or_default();
+    if keys.next.is_none() && keys.phase == Phase::Swapped {
+        // The pods send that key to their peers: rendering them without it would split the
+        // cluster during the roll.
+        return Err(Error::RotationKeyLost(inst.api_key_secret_name()));
+    }
+    let rolled_out = rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION).as_deref()
+        == Some(keys.fingerprint().as_str());
+    let grace = inst.key_rotation_grace;
+    let state = RotationState::read(
+        secret,
+        requested,
+        keys.next.is_some(),
+        rolled_out,
+        grace,
+        now,
+    );
+    let step = rotation::step(&state);
+    credentials.requeue_after = rotation::requeue_after(&step, now, grace);
+    credentials.rotation_phase = rotation::metric_phase(&step, phase);
+    if let Some(notice) = write_step(client, written, inst, secret, keys, &step, now).await? {
+        credentials.notices.push(notice);
+    }
+    Ok(())
+}
+
+/// `next-api-key` of `<n>-api-key`, when it holds a usable one. One edited by hand to an
+/// unsendable value stops the instance: the pods may run with it, so it is neither used nor
+/// replaced.
+fn next_key(inst: &Instance, secret: &Secret) -> Result<Option<SecretValue>> {
+    match read_key(secret, NEXT_API_KEY) {
+        Ok(next) => Ok(Some(next)),
+        Err(problem @ KeyProblem::Unsendable(..)) => Err(Error::KeySecret {
+            secret: inst.api_key_secret_name(),
+            problem: problem.to_string(),
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Writes one rotation step ([`rotation::advance`]) to `<n>-api-key` (compare-and-swap) and
+/// applies it to `keys`.
+async fn write_step(
     client: &Client,
     written: &RecentWrites,
     inst: &Instance,
@@ -201,108 +199,15 @@ async fn rotate(
     now: Timestamp,
 ) -> Result<Option<Notice>> {
     let name = inst.api_key_secret_name();
-    let (data, annotations, notice): (Map<String, Value>, Value, Notice) = match step {
-        RotationStep::Start { request } => {
-            let next = generate_key()?;
-            let data = Map::from_iter([(NEXT_API_KEY.to_owned(), b64(&next))]);
-            keys.next = Some(next);
-            (
-                data,
-                // A rolled-out-at left from an earlier rotation would skip the rollout.
-                json!({PHASE_ANNOTATION: PHASE_INTRODUCED, HANDLED_ANNOTATION: request,
-                       ROLLED_OUT_AT_ANNOTATION: null}),
-                Notice {
-                    type_: EventType::Normal,
-                    reason: "ApiKeyRotationStarted",
-                    note: format!(
-                        "generated a new API key ({NEXT_API_KEY} in Secret {name}); pods restart and accept both keys"
-                    ),
-                },
-            )
-        }
-        RotationStep::MarkRolledOut => (
-            Map::new(),
-            json!({ROLLED_OUT_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}),
-            Notice {
-                type_: EventType::Normal,
-                reason: "ApiKeyRotationBothKeysActive",
-                note: format!(
-                    "every pod accepts the old and the new API key; the old one is removed after {:?}; new tokens are signed with the new key",
-                    inst.key_rotation_grace
-                ),
-            },
-        ),
-        RotationStep::Swap => {
-            keys.phase = KeyPhase::Swapped;
-            (
-                Map::new(),
-                json!({PHASE_ANNOTATION: PHASE_SWAPPED}),
-                Notice {
-                    type_: EventType::Normal,
-                    reason: "ApiKeyRotationSwapped",
-                    note: "the grace period is over: pods restart with the new API key as their \
-                           main key and the old one as the alternative (peers authenticate with \
-                           the new one)"
-                        .to_owned(),
-                },
-            )
-        }
-        RotationStep::Promote => {
-            let next = keys
-                .next
-                .clone()
-                .expect("a rotation in progress has a next key");
-            let data = Map::from_iter([(material::API_KEY.to_owned(), b64(&next))]);
-            keys.api_key = next;
-            keys.phase = KeyPhase::Promoted;
-            (
-                data,
-                json!({PHASE_ANNOTATION: PHASE_PROMOTED}),
-                Notice {
-                    type_: EventType::Normal,
-                    reason: "ApiKeyRotated",
-                    note: format!(
-                        "the new API key replaced the old one in Secret {name}; pods restart and \
-                         stop accepting the old key"
-                    ),
-                },
-            )
-        }
-        RotationStep::Finish => {
-            let notice = match keys.next.take() {
-                Some(_) => Notice {
-                    type_: EventType::Normal,
-                    reason: "ApiKeyRotationFinished",
-                    note: format!(
-                        "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {name}"
-                    ),
-                },
-                None => Notice {
-                    type_: EventType::Warning,
-                    reason: "ApiKeyRotationAbandoned",
-                    note: format!(
-                        "{NEXT_API_KEY} was removed from Secret {name} by hand: the key rotation is \
-                         abandoned and the pods roll with the current key alone"
-                    ),
-                },
-            };
-            keys.phase = KeyPhase::Introduced;
-            (
-                Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
-                json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
-                notice,
-            )
-        }
-        RotationStep::Idle | RotationStep::AwaitRollout | RotationStep::Grace { .. } => {
-            return Ok(None);
-        }
+    let Some(write) = rotation::advance(step, keys, &name, inst.key_rotation_grace, now)? else {
+        return Ok(None);
     };
     let patch = json!({
         "metadata": {
             "resourceVersion": secret.metadata.resource_version,
-            "annotations": annotations,
+            "annotations": write.annotations,
         },
-        "data": data,
+        "data": write.data,
     });
     // Recorded before the write: a reconcile racing with it must not trust the cache either.
     written.record(
@@ -318,14 +223,10 @@ async fn rotate(
             name,
             source,
         })?;
-    Ok(Some(notice))
+    Ok(Some(write.notice))
 }
 
-/// The shortest key accepted from `spec.auth.apiKeySecretRef` (the generated ones have 43).
-pub const MIN_USER_KEY_LEN: usize = 32;
-
-/// The user's key: must exist, be UTF-8, not empty, visible ASCII only
-/// ([`material::unsendable`]) and at least [`MIN_USER_KEY_LEN`] long. Its data is never written.
+/// The user's key ([`keys::user_key`] says what makes it usable). Its data is never written.
 async fn user_key(
     client: &Client,
     stores: &Stores,
@@ -350,29 +251,7 @@ async fn user_key(
     };
     let secret = secret.ok_or_else(|| problem("the Secret does not exist".to_owned()))?;
     super::references::check(&secret, inst, "spec.auth.apiKeySecretRef")?;
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| problem(format!("key {key:?} is missing")))?;
-    let value =
-        std::str::from_utf8(&bytes.0).map_err(|_| problem(format!("key {key:?} is not UTF-8")))?;
-    if value.trim().is_empty() {
-        return Err(problem(format!(
-            "key {key:?} is empty (Qdrant would treat an empty key as a key, or as no authentication)"
-        )));
-    }
-    if let Some(why) = material::unsendable(value) {
-        return Err(problem(format!("key {key:?} {why}")));
-    }
-    if value.len() < MIN_USER_KEY_LEN {
-        return Err(problem(format!(
-            "key {key:?} is shorter than {MIN_USER_KEY_LEN} characters: the key also signs the \
-             JWTs (HS256), so a short one can be guessed offline from any token; generate one \
-             with `openssl rand -base64 32`"
-        )));
-    }
-    Ok(SecretValue::new(value))
+    keys::user_key(key, secret.data.as_ref().and_then(|d| d.get(key))).map_err(problem)
 }
 
 /// Reads `<n>-api-key`, creating it or completing missing keys. Returns the Secret (as now
@@ -420,32 +299,7 @@ async fn ensure_secret(
         };
         match api.create(&params, &secret).await {
             Ok(created) => {
-                let salt_only = wanted.iter().all(|k| *k == material::FINGERPRINT_SALT);
-                let notice = if salt_only {
-                    Notice {
-                        type_: EventType::Normal,
-                        reason: "FingerprintSaltGenerated",
-                        note: format!(
-                            "generated the fingerprint salt in Secret {name} (it keys the hashes \
-                             of the API keys on the pod template)"
-                        ),
-                    }
-                } else if created_before {
-                    Notice {
-                        type_: EventType::Warning,
-                        reason: "CredentialsChanged",
-                        note: format!(
-                            "Secret {name} was deleted: generated new API keys; pods restart and \
-                             clients need the new keys"
-                        ),
-                    }
-                } else {
-                    Notice {
-                        type_: EventType::Normal,
-                        reason: "CredentialsGenerated",
-                        note: format!("generated API keys in Secret {name}"),
-                    }
-                };
+                let notice = key_secret::created_notice(&name, wanted, created_before);
                 let stored = if created.data.is_some() {
                     created
                 } else {
@@ -486,7 +340,7 @@ async fn complete(
             }
             Err(problem) => {
                 let v = generate_key()?;
-                data.insert((*key).to_owned(), b64(&v));
+                data.insert((*key).to_owned(), data_value(&v));
                 replaced.push((key, problem));
                 values.push(v);
             }
@@ -509,44 +363,11 @@ async fn complete(
             name: name.clone(),
             source,
         })?;
-    // A Secret written before the salt existed (an upgrade) gets one: the pods roll once.
-    if replaced
-        .iter()
-        .all(|(k, _)| *k == material::FINGERPRINT_SALT)
-    {
-        return Ok((
-            if patched.data.is_some() {
-                patched
-            } else {
-                secret
-            },
-            values,
-            Some(Notice {
-                type_: EventType::Normal,
-                reason: "FingerprintSaltAdded",
-                note: format!(
-                    "added the fingerprint salt to Secret {name}: the hashes of the API keys on \
-                     the pod template are now keyed with it, so the pods restart once"
-                ),
-            }),
-        ));
-    }
-    let what = replaced
-        .iter()
-        .map(|(_, p)| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok((
-        if patched.data.is_some() {
-            patched
-        } else {
-            secret
-        },
-        values,
-        Some(Notice {
-            type_: EventType::Warning,
-            reason: "CredentialsChanged",
-            note: format!("Secret {name}: {what}; generated a replacement, pods restart"),
-        }),
-    ))
+    let stored = if patched.data.is_some() {
+        patched
+    } else {
+        secret
+    };
+    let notice = key_secret::completed_notice(&name, &replaced);
+    Ok((stored, values, Some(notice)))
 }

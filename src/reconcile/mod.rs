@@ -36,11 +36,11 @@ pub use self::context::{Context, RESYNC};
 pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{CACHE_WAIT, Stores, cached, caches_ready};
+use crate::api_keys::ApiKeys;
 use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
 use crate::crd::SecureQdrant;
 use crate::error::{AtStep, Error, Failure, Result, Step};
-use crate::material::ApiKeys;
 use crate::validate::{self, Instance, describe};
 
 /// Reconciles one SecureQdrant (see [`reconcile_steps`]; the error without its step).
@@ -204,7 +204,7 @@ async fn plan_or_refuse(
             .at(Step::Status)?;
         return Ok(None);
     }
-    let mut plan = plan::plan(inst, current_sts, plan::peers_removed(sq));
+    let mut plan = plan::plan(inst, current_sts);
     // Read by the pods' start script (through `<n>-config`): a pod 0 without Raft state joins
     // the formed cluster instead of starting a new one.
     plan.instance.cluster_formed = history.formed;

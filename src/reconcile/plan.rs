@@ -25,26 +25,16 @@
 //! the write yet would find no acknowledgment and scale back up.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::ResourceExt;
 
-use crate::crd::{SecureQdrant, SecureQdrantStatus};
+use crate::crd::SecureQdrantStatus;
 use crate::validate::Instance;
 
-/// Annotation on the SecureQdrant: the user moved the shards off the peers of the pods
-/// `<n>-<k>`, k ≥ the value, and removed those peers from Qdrant's consensus; the value is the
-/// replica count to scale down to, and must equal `spec.replicas`.
-pub const PEERS_REMOVED_ANNOTATION: &str = "secureqdrant.dev/peers-removed";
+pub use crate::crd::PEERS_REMOVED_ANNOTATION;
 
 /// The longest part of an annotation value quoted back in a message.
 const QUOTED_VALUE_MAX: usize = 40;
-
-/// The value of [`PEERS_REMOVED_ANNOTATION`] on `sq`, if set.
-pub fn peers_removed(sq: &SecureQdrant) -> Option<&str> {
-    sq.annotations()
-        .get(PEERS_REMOVED_ANNOTATION)
-        .map(String::as_str)
-}
 
 /// `kubectl annotate` of the instance with `change` (`key=value`, or `key-` to remove it).
 fn kubectl_annotate(namespace: &str, name: &str, change: &str) -> String {
@@ -151,27 +141,7 @@ impl Refusal {
                 name,
                 from,
                 acknowledged,
-            } => format!(
-                "scale-down from {from} to 1 replica refused{even}: with 1 replica Qdrant's \
-                 cluster mode is turned off, and a node whose storage holds the cluster's raft \
-                 state is not known to start safely without it. Keep at least 2 replicas, or \
-                 move the data to a new single-node SecureQdrant with snapshots; set \
-                 spec.replicas back to {from}{remove}; the cluster keeps {from} replicas \
-                 meanwhile",
-                even = if *acknowledged {
-                    format!(" even with {PEERS_REMOVED_ANNOTATION}")
-                } else {
-                    String::new()
-                },
-                remove = if *acknowledged {
-                    format!(
-                        " and remove the annotation with `{}`",
-                        kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-"))
-                    )
-                } else {
-                    String::new()
-                },
-            ),
+            } => single_node_message(namespace, name, *from, *acknowledged),
             Refusal::PeersRemovedInvalid {
                 namespace,
                 name,
@@ -210,23 +180,53 @@ impl Refusal {
                 namespace,
                 name,
                 running,
-            } => format!(
-                "spec.tls.enabled cannot change from {running} to {wanted}: this instance has \
-                 run more than one replica (status.clustered), and Qdrant keeps every peer's \
-                 URI with its scheme ({scheme}://) in its Raft state, so pods restarted with the \
-                 other setting could not reach each other and the cluster would split. Nothing \
-                 was applied and the pods keep running as they are (certificates are not \
-                 renewed while this stands). Set spec.tls.enabled back to {running} with \
-                 `kubectl patch sq {name} -n {namespace} --type merge -p \
-                 '{{\"spec\":{{\"tls\":{{\"enabled\":{running}}}}}}}'`; to run with TLS {want}, \
-                 create a new SecureQdrant with spec.tls.enabled: {wanted} and move the \
-                 collections to it with snapshots",
-                wanted = !running,
-                scheme = if *running { "https" } else { "http" },
-                want = if *running { "off" } else { "on" },
-            ),
+            } => tls_switch_message(namespace, name, *running),
         }
     }
+}
+
+/// What [`Refusal::ScaleDownToSingleNode`] tells the user.
+fn single_node_message(namespace: &str, name: &str, from: i32, acknowledged: bool) -> String {
+    format!(
+        "scale-down from {from} to 1 replica refused{even}: with 1 replica Qdrant's \
+         cluster mode is turned off, and a node whose storage holds the cluster's raft \
+         state is not known to start safely without it. Keep at least 2 replicas, or \
+         move the data to a new single-node SecureQdrant with snapshots; set \
+         spec.replicas back to {from}{remove}; the cluster keeps {from} replicas \
+         meanwhile",
+        even = if acknowledged {
+            format!(" even with {PEERS_REMOVED_ANNOTATION}")
+        } else {
+            String::new()
+        },
+        remove = if acknowledged {
+            format!(
+                " and remove the annotation with `{}`",
+                kubectl_annotate(namespace, name, &format!("{PEERS_REMOVED_ANNOTATION}-"))
+            )
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// What [`Refusal::TlsSwitch`] tells the user.
+fn tls_switch_message(namespace: &str, name: &str, running: bool) -> String {
+    format!(
+        "spec.tls.enabled cannot change from {running} to {wanted}: this instance has \
+         run more than one replica (status.clustered), and Qdrant keeps every peer's \
+         URI with its scheme ({scheme}://) in its Raft state, so pods restarted with the \
+         other setting could not reach each other and the cluster would split. Nothing \
+         was applied and the pods keep running as they are (certificates are not \
+         renewed while this stands). Set spec.tls.enabled back to {running} with \
+         `kubectl patch sq {name} -n {namespace} --type merge -p \
+         '{{\"spec\":{{\"tls\":{{\"enabled\":{running}}}}}}}'`; to run with TLS {want}, \
+         create a new SecureQdrant with spec.tls.enabled: {wanted} and move the \
+         collections to it with snapshots",
+        wanted = !running,
+        scheme = if running { "https" } else { "http" },
+        want = if running { "off" } else { "on" },
+    )
 }
 
 /// What an instance has been through, as far as the operator recorded it (never forgotten).
@@ -319,74 +319,22 @@ pub struct Plan {
     pub consume_annotation: bool,
 }
 
-/// Plans the instance against the StatefulSet that exists (if any); `peers_removed` is the
-/// value of [`PEERS_REMOVED_ANNOTATION`].
-pub fn plan(
-    mut inst: Instance,
-    current: Option<&StatefulSet>,
-    peers_removed: Option<&str>,
-) -> Plan {
-    let mut refusals = Vec::new();
+/// Plans the instance against the StatefulSet that exists (if any), with the acknowledgment
+/// the instance carries ([`Instance::peers_removed`]).
+pub fn plan(mut inst: Instance, current: Option<&StatefulSet>) -> Plan {
     let spec = current.and_then(|s| s.spec.as_ref());
     let running = spec.map(|s| s.replicas.unwrap_or(1));
-    let (scale_down, consume_annotation) = match scale(&inst, running, peers_removed) {
-        // spec.replicas is applied; the acknowledgment naming it is used up once the StatefulSet
-        // runs that count (not when it is written: a reconcile on a cache that does not show the
-        // write yet would find no acknowledgment and scale back up).
-        Scale::As { scale_down } => (
-            scale_down,
-            peers_removed.is_some() && running == Some(inst.replicas),
-        ),
-        Scale::Keep(refusal) => {
-            refusals.push(refusal);
-            inst.replicas = running.unwrap_or(inst.replicas);
-            (None, false)
-        }
-    };
-    let Some(spec) = spec else {
-        return Plan {
-            instance: inst,
-            refusals,
-            scale_down,
-            consume_annotation,
-        };
-    };
-    let storage_claim = spec
-        .volume_claim_templates
-        .iter()
-        .flatten()
-        .find(|c| c.metadata.name.as_deref() == Some("storage"));
-    if let Some(claim) = storage_claim.and_then(|c| c.spec.as_ref()) {
-        let size = claim
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"));
-        if let Some(size) = size
-            && size != &inst.storage.size
-        {
-            refusals.push(Refusal::StorageChange {
-                field: "spec.storage.size",
-                from: size.0.clone(),
-                to: inst.storage.size.0.clone(),
-            });
-            inst.storage.size = Quantity(size.0.clone());
-        }
-        if claim.storage_class_name != inst.storage.class {
-            refusals.push(Refusal::StorageChange {
-                field: "spec.storage.storageClassName",
-                from: claim
-                    .storage_class_name
-                    .clone()
-                    .unwrap_or_else(|| "(default)".into()),
-                to: inst
-                    .storage
-                    .class
-                    .clone()
-                    .unwrap_or_else(|| "(default)".into()),
-            });
-            inst.storage.class = claim.storage_class_name.clone();
-        }
+    let (scale_down, consume_annotation, mut refusals) = replicas(&mut inst, running);
+    let claim = spec
+        .and_then(|s| s.volume_claim_templates.as_ref())
+        .and_then(|claims| {
+            claims
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some("storage"))
+        })
+        .and_then(|c| c.spec.as_ref());
+    if let Some(claim) = claim {
+        refusals.extend(keep_storage(&mut inst, claim));
     }
     Plan {
         instance: inst,
@@ -394,6 +342,57 @@ pub fn plan(
         scale_down,
         consume_annotation,
     }
+}
+
+/// Sets the replica count the plan applies (`spec.replicas`, or the `running` count when the
+/// change is refused): the acknowledged scale-down it makes, whether the acknowledgment is used
+/// up, and the refusal if any.
+fn replicas(inst: &mut Instance, running: Option<i32>) -> (Option<ScaleDown>, bool, Vec<Refusal>) {
+    match scale(inst, running, inst.peers_removed.as_deref()) {
+        // spec.replicas is applied; the acknowledgment naming it is used up once the StatefulSet
+        // runs that count (not when it is written: a reconcile on a cache that does not show the
+        // write yet would find no acknowledgment and scale back up).
+        Scale::As { scale_down } => (
+            scale_down,
+            inst.peers_removed.is_some() && running == Some(inst.replicas),
+            Vec::new(),
+        ),
+        Scale::Keep(refusal) => {
+            inst.replicas = running.unwrap_or(inst.replicas);
+            (None, false, vec![refusal])
+        }
+    }
+}
+
+/// Keeps the data volume's size and class as the StatefulSet's claim template has them (claim
+/// templates are immutable), refusing a change of either.
+fn keep_storage(inst: &mut Instance, claim: &PersistentVolumeClaimSpec) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    let size = claim
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    if let Some(size) = size
+        && size != &inst.storage.size
+    {
+        refusals.push(Refusal::StorageChange {
+            field: "spec.storage.size",
+            from: size.0.clone(),
+            to: inst.storage.size.0.clone(),
+        });
+        inst.storage.size = Quantity(size.0.clone());
+    }
+    if claim.storage_class_name != inst.storage.class {
+        let shown = |class: &Option<String>| class.clone().unwrap_or_else(|| "(default)".into());
+        refusals.push(Refusal::StorageChange {
+            field: "spec.storage.storageClassName",
+            from: shown(&claim.storage_class_name),
+            to: shown(&inst.storage.class),
+        });
+        inst.storage.class = claim.storage_class_name.clone();
+    }
+    refusals
 }
 
 /// What to do with the replica count.
@@ -468,7 +467,10 @@ fn scale(inst: &Instance, running: Option<i32>, peers_removed: Option<&str>) -> 
 mod tests {
     use k8s_openapi::api::apps::v1::StatefulSetSpec;
 
+    use kube::ResourceExt;
+
     use super::*;
+    use crate::crd::SecureQdrant;
     use crate::settings::Settings;
     use crate::validate::validate;
 
@@ -503,13 +505,20 @@ mod tests {
         let sq = sq(replicas, ack);
         let inst = validate(&sq, &Settings::default()).expect("a valid spec");
         let current = current.map(running);
-        plan(inst, current.as_ref(), peers_removed(&sq))
+        plan(inst, current.as_ref())
+    }
+
+    /// The acknowledgment as the validated instance carries it.
+    fn peers_removed(sq: &SecureQdrant) -> Option<String> {
+        validate(sq, &Settings::default())
+            .expect("a valid spec")
+            .peers_removed
     }
 
     #[test]
     fn the_annotation_is_read_from_the_resource() {
         assert_eq!(peers_removed(&sq(3, None)), None);
-        assert_eq!(peers_removed(&sq(3, Some("3"))), Some("3"));
+        assert_eq!(peers_removed(&sq(3, Some("3"))).as_deref(), Some("3"));
     }
 
     #[test]

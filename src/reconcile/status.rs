@@ -86,79 +86,60 @@ pub fn set_condition(
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
-/// The status a SecureQdrant should have now.
+/// The conditions of a status being computed, with what every condition set now records.
+struct Conditions<'a> {
+    list: &'a mut Vec<Condition>,
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl Conditions<'_> {
+    /// Sets condition `type_` (see [`set_condition`]).
+    fn set(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+        set_condition(
+            self.list,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
+    /// Removes condition `type_`.
+    fn remove(&mut self, type_: &str) {
+        self.list.retain(|c| c.type_ != type_);
+    }
+}
+
+/// The status a SecureQdrant should have now. `sq` is the raw resource, read only for the status
+/// it has (whose conditions and recorded history are kept) and its generation: the verdicts
+/// other than [`Verdict::Applied`] carry no validated instance to take it from.
 pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> SecureQdrantStatus {
     let previous = sq.status.clone().unwrap_or_default();
-    let generation = sq.metadata.generation;
+    let generation = match verdict {
+        Verdict::Applied { instance, .. } => instance.generation,
+        _ => sq.metadata.generation,
+    };
     let mut status = SecureQdrantStatus {
         observed_generation: generation,
-        conditions: previous.conditions.clone(),
         ..previous.clone()
     };
+    let mut conditions = std::mem::take(&mut status.conditions);
+    let mut set = Conditions {
+        list: &mut conditions,
+        generation,
+        now,
+    };
     match verdict {
-        Verdict::Invalid(problems) => {
-            status.phase = Some(Phase::Failed);
-            let message = format!("invalid spec, nothing changed: {}", describe(problems));
-            set_condition(
-                &mut status.conditions,
-                RECONCILED,
-                false,
-                "InvalidSpec",
-                message,
-                generation,
-                now,
-            );
-            let ready = previous
-                .conditions
-                .iter()
-                .any(|c| c.type_ == READY && c.status == "True");
-            if !ready {
-                set_condition(
-                    &mut status.conditions,
-                    READY,
-                    false,
-                    "InvalidSpec",
-                    "the spec must be fixed first".to_owned(),
-                    generation,
-                    now,
-                );
-            }
-        }
-        Verdict::Failed(error) => {
-            if let Error::ChildConflict { .. } = error {
-                set_condition(
-                    &mut status.conditions,
-                    CHILD_CONFLICT,
-                    true,
-                    "ObjectNotOwned",
-                    error.to_string(),
-                    generation,
-                    now,
-                );
-            }
-            set_condition(
-                &mut status.conditions,
-                RECONCILED,
-                false,
-                &failure_reason(error),
-                format!("{error}; retrying"),
-                generation,
-                now,
-            );
-        }
+        Verdict::Invalid(problems) => invalid(&mut status, &mut set, &previous, problems),
+        Verdict::Failed(error) => failed(&mut set, error),
         Verdict::Refused(refusal) => {
             status.phase = Some(Phase::Degraded);
             // Only an instance that has run more than one replica is refused this way.
             status.clustered = true;
-            set_condition(
-                &mut status.conditions,
-                RECONCILED,
-                false,
-                refusal.reason(),
-                refusal.message(),
-                generation,
-                now,
-            );
+            set.set(RECONCILED, false, refusal.reason(), refusal.message());
         }
         Verdict::Applied {
             instance,
@@ -166,159 +147,21 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             statefulset,
             tls,
         } => {
-            status.conditions.retain(|c| c.type_ != CHILD_CONFLICT);
+            set.remove(CHILD_CONFLICT);
             let history = History::observe(Some(&previous), *statefulset);
             status.clustered = history.clustered || instance.replicas > 1;
             status.cluster_formed = history.formed || instance.cluster_formed;
-            match tls {
-                Some(report) => {
-                    let (ok, reason, message) = &report.ready;
-                    set_condition(
-                        &mut status.conditions,
-                        CERTIFICATE_READY,
-                        *ok,
-                        reason,
-                        message.clone(),
-                        generation,
-                        now,
-                    );
-                    status.conditions.retain(|c| c.type_ != TLS_DISABLED);
-                    status.certificate = Some(report.certificate.clone());
-                    match &report.metrics_client {
-                        Some((ok, reason, message)) => set_condition(
-                            &mut status.conditions,
-                            METRICS_CLIENT_CERTIFICATE_READY,
-                            *ok,
-                            reason,
-                            message.clone(),
-                            generation,
-                            now,
-                        ),
-                        None => status
-                            .conditions
-                            .retain(|c| c.type_ != METRICS_CLIENT_CERTIFICATE_READY),
-                    }
-                }
-                None => {
-                    set_condition(
-                        &mut status.conditions,
-                        TLS_DISABLED,
-                        true,
-                        "TLSDisabledBySpec",
-                        TLS_DISABLED_MESSAGE.to_owned(),
-                        generation,
-                        now,
-                    );
-                    status.conditions.retain(|c| {
-                        c.type_ != CERTIFICATE_READY && c.type_ != METRICS_CLIENT_CERTIFICATE_READY
-                    });
-                    status.certificate = None;
-                }
-            }
-            // Openings the spec may make within the operator's policy, shown as True conditions
-            // (removed when the spec closes them again).
-            let warnings = crate::validate::network_warnings(instance);
-            for type_ in NETWORK_WARNINGS {
-                match warnings.iter().find(|(t, _)| t == type_) {
-                    Some((_, message)) => set_condition(
-                        &mut status.conditions,
-                        type_,
-                        true,
-                        "OpenedBySpec",
-                        message.clone(),
-                        generation,
-                        now,
-                    ),
-                    None => status.conditions.retain(|c| c.type_ != *type_),
-                }
-            }
-            let replicas = instance.replicas;
-            let sts_status = statefulset.and_then(|s| s.status.as_ref());
-            let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            status.replicas = Some(sts_status.map(|s| s.replicas).unwrap_or(0));
-            status.ready_replicas = Some(ready);
-            let rolled_out = match (statefulset, sts_status) {
-                (Some(sts), Some(s)) => {
-                    s.observed_generation >= sts.metadata.generation
-                        && s.updated_replicas == Some(replicas)
-                        && s.current_revision == s.update_revision
-                }
-                _ => false,
-            };
-            let all_ready = rolled_out && ready == replicas;
-            status.phase = Some(if !refusals.is_empty() {
-                Phase::Degraded
-            } else if all_ready {
-                Phase::Ready
-            } else if sts_status.is_none() {
-                Phase::Pending
-            } else if !rolled_out {
-                Phase::Progressing
-            } else if matches!(previous.phase, Some(Phase::Ready | Phase::Degraded)) {
-                // It was ready since its last roll and lost pods.
-                Phase::Degraded
-            } else {
-                // Pods still starting: a fresh StatefulSet reports itself rolled out at once (its
-                // current and update revisions are the first one).
-                Phase::Progressing
-            });
-            match refusals.first() {
-                Some(r) => {
-                    let message = refusals
-                        .iter()
-                        .map(Refusal::message)
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    set_condition(
-                        &mut status.conditions,
-                        RECONCILED,
-                        false,
-                        r.reason(),
-                        message,
-                        generation,
-                        now,
-                    );
-                }
-                None => set_condition(
-                    &mut status.conditions,
-                    RECONCILED,
-                    true,
-                    "Applied",
-                    "every child object is applied".to_owned(),
-                    generation,
-                    now,
-                ),
-            }
-            let (reason, message) = if all_ready {
-                (
-                    "AllReplicasReady",
-                    format!("{ready}/{replicas} replicas ready"),
-                )
-            } else if rolled_out {
-                (
-                    "ReplicasNotReady",
-                    format!("{ready}/{replicas} replicas ready"),
-                )
-            } else {
-                (
-                    "RollingOut",
-                    format!("{ready}/{replicas} replicas ready, rollout in progress"),
-                )
-            };
-            set_condition(
-                &mut status.conditions,
-                READY,
-                all_ready,
-                reason,
-                message,
-                generation,
-                now,
+            status.certificate = certificate(&mut set, *tls);
+            network_warnings(&mut set, instance);
+            rollout(
+                &mut status,
+                &mut set,
+                &previous,
+                instance,
+                refusals,
+                *statefulset,
             );
-            let host = format!("{}.{}.svc", instance.name, instance.namespace);
-            status.endpoints = Some(Endpoints {
-                rest: format!("{}://{host}:{HTTP_PORT}", instance.scheme()),
-                grpc: format!("{}://{host}:{GRPC_PORT}", instance.scheme()),
-            });
+            status.endpoints = Some(endpoints(instance));
             status.secrets = Some(SecretNames {
                 api_key: instance.api_key_secret_name(),
                 tls: instance.tls_secret_name(),
@@ -327,7 +170,195 @@ pub fn desired(sq: &SecureQdrant, verdict: &Verdict<'_>, now: Timestamp) -> Secu
             });
         }
     }
+    status.conditions = conditions;
     status
+}
+
+/// An invalid spec: nothing changed; Ready stays as it was when it was True (the pods run on).
+fn invalid(
+    status: &mut SecureQdrantStatus,
+    set: &mut Conditions<'_>,
+    previous: &SecureQdrantStatus,
+    problems: &[Invalid],
+) {
+    status.phase = Some(Phase::Failed);
+    let message = format!("invalid spec, nothing changed: {}", describe(problems));
+    set.set(RECONCILED, false, "InvalidSpec", message);
+    let ready = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    if !ready {
+        set.set(
+            READY,
+            false,
+            "InvalidSpec",
+            "the spec must be fixed first".to_owned(),
+        );
+    }
+}
+
+/// A failed step: Reconciled=False with the step's reason (ChildConflict also as its own
+/// condition); the rest stays as it was.
+fn failed(set: &mut Conditions<'_>, error: &Error) {
+    if let Error::ChildConflict { .. } = error {
+        set.set(CHILD_CONFLICT, true, "ObjectNotOwned", error.to_string());
+    }
+    set.set(
+        RECONCILED,
+        false,
+        &failure_reason(error),
+        format!("{error}; retrying"),
+    );
+}
+
+/// The certificate conditions (CertificateReady, MetricsClientCertificateReady) or, without TLS,
+/// the TLSDisabled warning; returns what `status.certificate` shows.
+fn certificate(
+    set: &mut Conditions<'_>,
+    tls: Option<&TlsReport>,
+) -> Option<crate::crd::CertificateStatus> {
+    let Some(report) = tls else {
+        set.set(
+            TLS_DISABLED,
+            true,
+            "TLSDisabledBySpec",
+            TLS_DISABLED_MESSAGE.to_owned(),
+        );
+        set.remove(CERTIFICATE_READY);
+        set.remove(METRICS_CLIENT_CERTIFICATE_READY);
+        return None;
+    };
+    let (ok, reason, message) = &report.ready;
+    set.set(CERTIFICATE_READY, *ok, reason, message.clone());
+    set.remove(TLS_DISABLED);
+    match &report.metrics_client {
+        Some((ok, reason, message)) => set.set(
+            METRICS_CLIENT_CERTIFICATE_READY,
+            *ok,
+            reason,
+            message.clone(),
+        ),
+        None => set.remove(METRICS_CLIENT_CERTIFICATE_READY),
+    }
+    Some(report.certificate.clone())
+}
+
+/// Openings the spec may make within the operator's policy, shown as True conditions (removed
+/// when the spec closes them again).
+fn network_warnings(set: &mut Conditions<'_>, instance: &Instance) {
+    let warnings = crate::validate::network_warnings(instance);
+    for type_ in NETWORK_WARNINGS {
+        match warnings.iter().find(|(t, _)| t == type_) {
+            Some((_, message)) => set.set(type_, true, "OpenedBySpec", message.clone()),
+            None => set.remove(type_),
+        }
+    }
+}
+
+/// The replicas, the phase, Reconciled and Ready from what the StatefulSet reports.
+fn rollout(
+    status: &mut SecureQdrantStatus,
+    set: &mut Conditions<'_>,
+    previous: &SecureQdrantStatus,
+    instance: &Instance,
+    refusals: &[Refusal],
+    statefulset: Option<&StatefulSet>,
+) {
+    let replicas = instance.replicas;
+    let sts_status = statefulset.and_then(|s| s.status.as_ref());
+    let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    status.replicas = Some(sts_status.map(|s| s.replicas).unwrap_or(0));
+    status.ready_replicas = Some(ready);
+    let rolled_out = match (statefulset, sts_status) {
+        (Some(sts), Some(s)) => {
+            s.observed_generation >= sts.metadata.generation
+                && s.updated_replicas == Some(replicas)
+                && s.current_revision == s.update_revision
+        }
+        _ => false,
+    };
+    let all_ready = rolled_out && ready == replicas;
+    status.phase = Some(phase(
+        previous,
+        refusals,
+        all_ready,
+        sts_status.is_some(),
+        rolled_out,
+    ));
+    reconciled(set, refusals);
+    let (reason, message) = if all_ready {
+        (
+            "AllReplicasReady",
+            format!("{ready}/{replicas} replicas ready"),
+        )
+    } else if rolled_out {
+        (
+            "ReplicasNotReady",
+            format!("{ready}/{replicas} replicas ready"),
+        )
+    } else {
+        (
+            "RollingOut",
+            format!("{ready}/{replicas} replicas ready, rollout in progress"),
+        )
+    };
+    set.set(READY, all_ready, reason, message);
+}
+
+/// The phase of an applied instance.
+fn phase(
+    previous: &SecureQdrantStatus,
+    refusals: &[Refusal],
+    all_ready: bool,
+    reported: bool,
+    rolled_out: bool,
+) -> Phase {
+    if !refusals.is_empty() {
+        Phase::Degraded
+    } else if all_ready {
+        Phase::Ready
+    } else if !reported {
+        Phase::Pending
+    } else if !rolled_out {
+        Phase::Progressing
+    } else if matches!(previous.phase, Some(Phase::Ready | Phase::Degraded)) {
+        // It was ready since its last roll and lost pods.
+        Phase::Degraded
+    } else {
+        // Pods still starting: a fresh StatefulSet reports itself rolled out at once (its
+        // current and update revisions are the first one).
+        Phase::Progressing
+    }
+}
+
+/// Reconciled: True when every child was applied as asked, else False with the refusals.
+fn reconciled(set: &mut Conditions<'_>, refusals: &[Refusal]) {
+    match refusals.first() {
+        Some(r) => {
+            let message = refusals
+                .iter()
+                .map(Refusal::message)
+                .collect::<Vec<_>>()
+                .join("; ");
+            set.set(RECONCILED, false, r.reason(), message);
+        }
+        None => set.set(
+            RECONCILED,
+            true,
+            "Applied",
+            "every child object is applied".to_owned(),
+        ),
+    }
+}
+
+/// Where clients reach the instance.
+fn endpoints(instance: &Instance) -> Endpoints {
+    let host = format!("{}.{}.svc", instance.name, instance.namespace);
+    Endpoints {
+        rest: format!("{}://{host}:{HTTP_PORT}", instance.scheme()),
+        grpc: format!("{}://{host}:{GRPC_PORT}", instance.scheme()),
+    }
 }
 
 /// Condition reason for a failed step, e.g. `ApplyFailed`.

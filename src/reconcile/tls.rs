@@ -24,13 +24,14 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::credentials::Notice;
 use super::metrics_client;
 use super::stores::{Stores, cached};
 use crate::children::meta::{COMPONENT_METRICS_CLIENT, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
 use crate::children::{PodTls, secrets};
 use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
+use crate::events::Notice;
+use crate::rollout::rolled_out_annotation;
 use crate::tls::{
     self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
     TLS_FINGERPRINT_ANNOTATION, TlsInputs, Transition,
@@ -95,29 +96,6 @@ fn tls_error(secret: &str, source: tls::TlsError) -> Error {
 /// The fingerprint of the StatefulSet's pods once a rollout is complete and every pod is ready.
 pub fn rolled_out_fingerprint(sts: Option<&StatefulSet>) -> Option<String> {
     rolled_out_annotation(sts, TLS_FINGERPRINT_ANNOTATION)
-}
-
-/// A pod-template annotation of the StatefulSet, once its rollout is complete and every pod is
-/// ready: what every pod runs with. None while a rollout is in progress.
-pub fn rolled_out_annotation(sts: Option<&StatefulSet>, annotation: &str) -> Option<String> {
-    let sts = sts?;
-    let spec = sts.spec.as_ref()?;
-    let status = sts.status.as_ref()?;
-    let replicas = spec.replicas.unwrap_or(1);
-    let done = status.observed_generation >= sts.metadata.generation
-        && status.update_revision == status.current_revision
-        && status.updated_replicas == Some(replicas)
-        && status.ready_replicas == Some(replicas);
-    if !done {
-        return None;
-    }
-    spec.template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(annotation)
-        .cloned()
 }
 
 /// Runs the TLS step for an instance with TLS on.

@@ -23,7 +23,6 @@ use super::stores::cached;
 use crate::children::meta::MANAGER;
 use crate::crd::{GlobalAccess, QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant};
 use crate::error::{Error, Result};
-use crate::material::{self, read_key};
 use crate::settings::Settings;
 
 use crate::tls::renewal::{LeafState, renewal_time};
@@ -327,28 +326,9 @@ async fn issue(
     {
         return Ok(Err(b));
     }
-    let rotated_in = key_secret.as_ref().filter(|s| {
-        let annotations = s.annotations();
-        inst.generates_api_key()
-            && crate::key_rotation::sign_with_next(
-                true,
-                annotations
-                    .get(crate::key_rotation::PHASE_ANNOTATION)
-                    .map(String::as_str),
-                annotations.contains_key(crate::key_rotation::ROLLED_OUT_AT_ANNOTATION),
-            )
-    });
-    let key = match rotated_in.and_then(|s| read_key(s, material::NEXT_API_KEY).ok()) {
-        Some(next) => Some(next),
-        None => key_secret.as_ref().and_then(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(&key_name))
-                .and_then(|b| std::str::from_utf8(&b.0).ok())
-                .filter(|v| !v.trim().is_empty())
-                .map(material::SecretValue::new)
-        }),
-    };
+    let key = key_secret
+        .as_ref()
+        .and_then(|s| crate::api_keys::signing_key(s, &key_name, inst.generates_api_key()));
     let Some(key) = key else {
         return Ok(Err(blocked(
             "WaitingForKey",

@@ -7,8 +7,8 @@
 //! the operator.
 #![allow(dead_code)]
 
+use secure_qdrant_operator::crd::FORBIDDEN_USER_CONFIG;
 use secure_qdrant_operator::crd::secure_qdrant_crd;
-use secure_qdrant_operator::qdrant::FORBIDDEN_USER_CONFIG;
 use secure_qdrant_operator::settings::Settings;
 use serde_json::{Value, json};
 

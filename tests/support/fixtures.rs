@@ -19,11 +19,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Children, Material};
 use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus, TlsSpec};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
-use secure_qdrant_operator::material::{ApiKeys, SecretValue};
+use secure_qdrant_operator::material::SecretValue;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::stamp::stamp;
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
@@ -168,7 +169,7 @@ impl SecureQdrantExt for SecureQdrant {
 /// The validated, planned instance of `sq` against the StatefulSet `current`.
 pub fn planned(sq: &SecureQdrant, current: Option<&StatefulSet>) -> Plan {
     let inst = validate::validate(sq, &Settings::default()).expect("a valid spec");
-    plan::plan(inst, current, plan::peers_removed(sq))
+    plan::plan(inst, current)
 }
 
 /// The validated instance of `sq` when no StatefulSet exists yet.

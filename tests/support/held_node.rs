@@ -133,7 +133,7 @@ impl HeldNode {
     }
 }
 
-/// What the operator takes for "rolled out" (src/reconcile/tls.rs `rolled_out_annotation`), from
+/// What the operator takes for "rolled out" (src/rollout.rs `rolled_out_annotation`), from
 /// the real StatefulSet controller's status: it saw the current generation, every replica runs
 /// the update revision, which is the current one, and every replica is ready.
 pub fn rolled_out(sts: &StatefulSet) -> bool {

@@ -27,25 +27,24 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use serde_json::{Map, Value, json};
+
+use super::keys::{API_KEY, ApiKeys, NEXT_API_KEY, data_value, generate_key};
+use super::phase::{PHASE_ANNOTATION, Phase};
+use crate::events::Notice;
 
 /// Annotation on the SecureQdrant: set to a new value to rotate the generated API key.
 pub const ROTATE_API_KEY_ANNOTATION: &str = "secureqdrant.dev/rotate-api-key";
 /// Annotation on `<n>-api-key`: the request value last handled.
 pub const HANDLED_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-handled";
-/// Annotation on `<n>-api-key`: the rotation phase (`Introduced`, `Swapped`, `Promoted`),
-/// absent when none runs.
-pub const PHASE_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-phase";
 /// Annotation on `<n>-api-key`: when every pod first ran with both keys.
 pub const ROLLED_OUT_AT_ANNOTATION: &str = "secureqdrant.dev/api-key-rotation-rolled-out-at";
 /// Pod-template annotation: fingerprint of the keys the pods run with.
 pub const KEYS_FINGERPRINT_ANNOTATION: &str = "secureqdrant.dev/api-keys-fingerprint";
-/// Phase 1-2: the new key is Qdrant's `alt_api_key`.
-pub const PHASE_INTRODUCED: &str = "Introduced";
-/// Phase 3: the new key is Qdrant's `api_key`, the old one its `alt_api_key`.
-pub const PHASE_SWAPPED: &str = "Swapped";
-/// Phase 4: `api-key` holds the new key, the only one Qdrant gets.
-pub const PHASE_PROMOTED: &str = "Promoted";
 /// While waiting for a rollout, look again at least this often.
 pub const POLL: Duration = Duration::from_secs(30);
 
@@ -58,8 +57,8 @@ pub struct RotationState<'a> {
     pub handled: Option<&'a str>,
     /// The Secret holds `next-api-key`.
     pub has_next: bool,
-    /// `PHASE_ANNOTATION` on the Secret.
-    pub phase: Option<&'a str>,
+    /// The phase recorded on the Secret ([`Phase::recorded`]); None when no rotation runs.
+    pub phase: Option<Phase>,
     /// `ROLLED_OUT_AT_ANNOTATION` on the Secret, parsed.
     pub rolled_out_at: Option<Timestamp>,
     /// Every pod runs, ready, with the keys the Secret holds now.
@@ -89,6 +88,34 @@ pub enum RotationStep {
     Finish,
 }
 
+impl<'a> RotationState<'a> {
+    /// The state of a rotation: what `<n>-api-key` (`secret`) records, the request on the
+    /// SecureQdrant (`requested`), whether the Secret holds a usable `next-api-key`
+    /// (`has_next`) and whether every pod runs, ready, with the keys it holds (`rolled_out`).
+    pub fn read(
+        secret: &'a Secret,
+        requested: Option<&'a str>,
+        has_next: bool,
+        rolled_out: bool,
+        grace: Duration,
+        now: Timestamp,
+    ) -> Self {
+        let annotations = secret.annotations();
+        RotationState {
+            requested,
+            handled: annotations.get(HANDLED_ANNOTATION).map(String::as_str),
+            has_next,
+            phase: Phase::recorded(secret),
+            rolled_out_at: annotations
+                .get(ROLLED_OUT_AT_ANNOTATION)
+                .and_then(|t| t.parse().ok()),
+            rolled_out,
+            grace,
+            now,
+        }
+    }
+}
+
 /// Decides the next step of a rotation.
 pub fn step(s: &RotationState<'_>) -> RotationStep {
     if !s.has_next {
@@ -105,9 +132,9 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
         };
     }
     match s.phase {
-        Some(PHASE_SWAPPED) if s.rolled_out => RotationStep::Promote,
-        Some(PHASE_PROMOTED) if s.rolled_out => RotationStep::Finish,
-        Some(PHASE_SWAPPED | PHASE_PROMOTED) => RotationStep::AwaitRollout,
+        Some(Phase::Swapped) if s.rolled_out => RotationStep::Promote,
+        Some(Phase::Promoted) if s.rolled_out => RotationStep::Finish,
+        Some(Phase::Swapped | Phase::Promoted) => RotationStep::AwaitRollout,
         // Introduced (or an annotation that was lost: the keys tell the same).
         _ => match s.rolled_out_at {
             None if !s.rolled_out => RotationStep::AwaitRollout,
@@ -130,8 +157,8 @@ pub fn step(s: &RotationState<'_>) -> RotationStep {
 
 /// Whether tokens are signed with `next-api-key`: once every pod accepts it (recorded as
 /// `rolled-out-at`) and in the later phases, while the Secret still holds it.
-pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) -> bool {
-    has_next && (rolled_out_at || matches!(phase, Some(PHASE_SWAPPED) | Some(PHASE_PROMOTED)))
+pub fn sign_with_next(has_next: bool, phase: Option<Phase>, rolled_out_at: bool) -> bool {
+    has_next && (rolled_out_at || matches!(phase, Some(Phase::Swapped | Phase::Promoted)))
 }
 
 /// The phase a running rotation is in once `step` is done, for the metric
@@ -139,18 +166,14 @@ pub fn sign_with_next(has_next: bool, phase: Option<&str>, rolled_out_at: bool) 
 /// run with both keys), `GracePeriod` (both keys work, consumers pick up the new one),
 /// `Swapped`, `Promoted` (waiting for those rolls); None when no rotation runs. `phase` is the
 /// recorded phase the step was decided from.
-pub fn metric_phase(step: &RotationStep, phase: Option<&str>) -> Option<&'static str> {
+pub fn metric_phase(step: &RotationStep, phase: Option<Phase>) -> Option<&'static str> {
     match step {
         RotationStep::Idle | RotationStep::Finish => None,
-        RotationStep::Start { .. } => Some(PHASE_INTRODUCED),
-        RotationStep::AwaitRollout => Some(match phase {
-            Some(PHASE_SWAPPED) => PHASE_SWAPPED,
-            Some(PHASE_PROMOTED) => PHASE_PROMOTED,
-            _ => PHASE_INTRODUCED,
-        }),
+        RotationStep::Start { .. } => Some(Phase::Introduced.as_str()),
+        RotationStep::AwaitRollout => Some(phase.unwrap_or_default().as_str()),
         RotationStep::MarkRolledOut | RotationStep::Grace { .. } => Some("GracePeriod"),
-        RotationStep::Swap => Some(PHASE_SWAPPED),
-        RotationStep::Promote => Some(PHASE_PROMOTED),
+        RotationStep::Swap => Some(Phase::Swapped.as_str()),
+        RotationStep::Promote => Some(Phase::Promoted.as_str()),
     }
 }
 
@@ -172,10 +195,148 @@ pub fn requeue_after(step: &RotationStep, now: Timestamp, grace: Duration) -> Op
     }
 }
 
+/// What a rotation step writes to `<n>-api-key`, as a merge patch of its data and annotations
+/// (a value to set, or null to remove), and what it tells the user.
+#[derive(Clone, Debug)]
+pub struct StepWrite {
+    pub data: Map<String, Value>,
+    pub annotations: Value,
+    pub notice: Notice,
+}
+
+/// Applies `step` to `keys` (what Qdrant gets from now on) and says what to write; None when
+/// the step writes nothing. `secret`: the name of `<n>-api-key`; `grace`: the grace period
+/// (both for the notice). Pure apart from the OS random source (a new key).
+pub fn advance(
+    step: &RotationStep,
+    keys: &mut ApiKeys,
+    secret: &str,
+    grace: Duration,
+    now: Timestamp,
+) -> Result<Option<StepWrite>, getrandom::Error> {
+    Ok(Some(match step {
+        RotationStep::Start { request } => start(keys, request, secret)?,
+        RotationStep::MarkRolledOut => mark_rolled_out(grace, now),
+        RotationStep::Swap => swap(keys),
+        RotationStep::Promote => promote(keys, secret),
+        RotationStep::Finish => finish(keys, secret),
+        RotationStep::Idle | RotationStep::AwaitRollout | RotationStep::Grace { .. } => {
+            return Ok(None);
+        }
+    }))
+}
+
+fn normal(reason: &'static str, note: String) -> Notice {
+    Notice {
+        type_: EventType::Normal,
+        reason,
+        note,
+    }
+}
+
+/// A new key as `next-api-key`, phase Introduced, and the request handled.
+fn start(keys: &mut ApiKeys, request: &str, secret: &str) -> Result<StepWrite, getrandom::Error> {
+    let next = generate_key()?;
+    let data = Map::from_iter([(NEXT_API_KEY.to_owned(), data_value(&next))]);
+    keys.next = Some(next);
+    Ok(StepWrite {
+        data,
+        // A rolled-out-at left from an earlier rotation would skip the rollout.
+        annotations: json!({PHASE_ANNOTATION: Phase::Introduced.as_str(),
+                            HANDLED_ANNOTATION: request, ROLLED_OUT_AT_ANNOTATION: null}),
+        notice: normal(
+            "ApiKeyRotationStarted",
+            format!(
+                "generated a new API key ({NEXT_API_KEY} in Secret {secret}); pods restart and accept both keys"
+            ),
+        ),
+    })
+}
+
+/// Every pod runs with both keys: the grace period starts, tokens switch to the new key.
+fn mark_rolled_out(grace: Duration, now: Timestamp) -> StepWrite {
+    StepWrite {
+        data: Map::new(),
+        annotations: json!({ROLLED_OUT_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+        notice: normal(
+            "ApiKeyRotationBothKeysActive",
+            format!(
+                "every pod accepts the old and the new API key; the old one is removed after {grace:?}; new tokens are signed with the new key"
+            ),
+        ),
+    }
+}
+
+/// The grace period is over: the new key becomes Qdrant's `api_key` (the data is unchanged).
+fn swap(keys: &mut ApiKeys) -> StepWrite {
+    keys.phase = Phase::Swapped;
+    StepWrite {
+        data: Map::new(),
+        annotations: json!({PHASE_ANNOTATION: Phase::Swapped.as_str()}),
+        notice: normal(
+            "ApiKeyRotationSwapped",
+            "the grace period is over: pods restart with the new API key as their \
+             main key and the old one as the alternative (peers authenticate with \
+             the new one)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// The new key replaces the old one in `api-key`, the only key Qdrant gets.
+fn promote(keys: &mut ApiKeys, secret: &str) -> StepWrite {
+    let next = keys
+        .next
+        .clone()
+        .expect("a rotation in progress has a next key");
+    let data = Map::from_iter([(API_KEY.to_owned(), data_value(&next))]);
+    keys.api_key = next;
+    keys.phase = Phase::Promoted;
+    StepWrite {
+        data,
+        annotations: json!({PHASE_ANNOTATION: Phase::Promoted.as_str()}),
+        notice: normal(
+            "ApiKeyRotated",
+            format!(
+                "the new API key replaced the old one in Secret {secret}; pods restart and \
+                 stop accepting the old key"
+            ),
+        ),
+    }
+}
+
+/// The rotation is over (or was abandoned by removing `next-api-key` by hand): remove
+/// `next-api-key` and the phase.
+fn finish(keys: &mut ApiKeys, secret: &str) -> StepWrite {
+    let notice = match keys.next.take() {
+        Some(_) => normal(
+            "ApiKeyRotationFinished",
+            format!(
+                "every pod runs with the new API key only; removed {NEXT_API_KEY} from Secret {secret}"
+            ),
+        ),
+        None => Notice {
+            type_: EventType::Warning,
+            reason: "ApiKeyRotationAbandoned",
+            note: format!(
+                "{NEXT_API_KEY} was removed from Secret {secret} by hand: the key rotation is \
+                 abandoned and the pods roll with the current key alone"
+            ),
+        },
+    };
+    keys.phase = Phase::Introduced;
+    StepWrite {
+        data: Map::from_iter([(NEXT_API_KEY.to_owned(), Value::Null)]),
+        annotations: json!({PHASE_ANNOTATION: null, ROLLED_OUT_AT_ANNOTATION: null}),
+        notice,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::material::ApiKeys;
+    use crate::api_keys::keys::KeySlot;
+    use crate::material::SecretValue;
 
     fn state<'a>() -> RotationState<'a> {
         RotationState {
@@ -191,11 +352,113 @@ mod tests {
     }
 
     #[test]
+    fn the_state_is_read_from_what_the_secret_records() {
+        let mut secret = Secret::default();
+        let now: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
+        let grace = Duration::from_secs(60);
+        let s = RotationState::read(&secret, Some("n1"), false, true, grace, now);
+        assert_eq!((s.handled, s.phase, s.rolled_out_at), (None, None, None));
+        secret.metadata.annotations = Some(
+            [
+                (HANDLED_ANNOTATION, "n1"),
+                (PHASE_ANNOTATION, "Swapped"),
+                (ROLLED_OUT_AT_ANNOTATION, "2026-11-21T00:00:00Z"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        let s = RotationState::read(&secret, Some("n1"), true, false, grace, now);
+        assert_eq!(s.requested, Some("n1"));
+        assert_eq!(s.handled, Some("n1"));
+        assert_eq!(s.phase, Some(Phase::Swapped));
+        assert_eq!(
+            s.rolled_out_at,
+            Some("2026-11-21T00:00:00Z".parse().unwrap())
+        );
+        assert!(s.has_next && !s.rolled_out);
+        assert_eq!(step(&s), RotationStep::AwaitRollout);
+    }
+
+    #[test]
+    fn each_step_writes_its_phase_and_keys() {
+        let now: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
+        let grace = Duration::from_secs(60);
+        let mut keys = ApiKeys::generate(false).unwrap();
+        let old = keys.api_key.clone();
+        let advance = |step: &RotationStep, keys: &mut ApiKeys| {
+            advance(step, keys, "vectors-api-key", grace, now)
+                .unwrap()
+                .expect("a write")
+        };
+        for idle in [
+            RotationStep::Idle,
+            RotationStep::AwaitRollout,
+            RotationStep::Grace { until: now },
+        ] {
+            let before = keys.clone();
+            assert!(advance_none(&idle, &mut keys, grace, now));
+            assert_eq!(keys, before, "{idle:?} changes nothing");
+        }
+        let start = advance(
+            &RotationStep::Start {
+                request: "n1".into(),
+            },
+            &mut keys,
+        );
+        let next = keys.next.clone().expect("a new key");
+        assert_ne!(next, old);
+        assert_eq!(start.data[NEXT_API_KEY], data_value(&next));
+        assert_eq!(start.annotations[PHASE_ANNOTATION], "Introduced");
+        assert_eq!(start.annotations[HANDLED_ANNOTATION], "n1");
+        assert!(start.annotations[ROLLED_OUT_AT_ANNOTATION].is_null());
+        assert!(!start.notice.note.contains(next.expose()));
+
+        let marked = advance(&RotationStep::MarkRolledOut, &mut keys);
+        assert!(marked.data.is_empty());
+        assert_eq!(
+            marked.annotations[ROLLED_OUT_AT_ANNOTATION],
+            "2026-11-22T00:00:00Z"
+        );
+
+        let swapped = advance(&RotationStep::Swap, &mut keys);
+        assert!(swapped.data.is_empty(), "the data does not change");
+        assert_eq!(keys.phase, Phase::Swapped);
+        assert_eq!(swapped.annotations[PHASE_ANNOTATION], "Swapped");
+
+        let promoted = advance(&RotationStep::Promote, &mut keys);
+        assert_eq!((&keys.api_key, keys.phase), (&next, Phase::Promoted));
+        assert_eq!(promoted.data[API_KEY], data_value(&next));
+        assert_eq!(promoted.annotations[PHASE_ANNOTATION], "Promoted");
+
+        let finished = advance(&RotationStep::Finish, &mut keys);
+        assert_eq!((&keys.next, keys.phase), (&None, Phase::Introduced));
+        assert!(finished.data[NEXT_API_KEY].is_null());
+        assert!(finished.annotations[PHASE_ANNOTATION].is_null());
+        assert_eq!(finished.notice.type_, EventType::Normal);
+        // Finishing without a next key: it was removed by hand.
+        let abandoned = advance(&RotationStep::Finish, &mut keys);
+        assert_eq!(abandoned.notice.type_, EventType::Warning);
+        assert_eq!(abandoned.notice.reason, "ApiKeyRotationAbandoned");
+    }
+
+    fn advance_none(
+        step: &RotationStep,
+        keys: &mut ApiKeys,
+        grace: Duration,
+        now: Timestamp,
+    ) -> bool {
+        advance(step, keys, "vectors-api-key", grace, now)
+            .unwrap()
+            .is_none()
+    }
+
+    #[test]
     fn the_metric_phase_is_the_phase_after_the_step() {
         let until: Timestamp = "2026-11-22T01:00:00Z".parse().unwrap();
         for (step, recorded, expected) in [
             (RotationStep::Idle, None, None),
-            (RotationStep::Finish, Some(PHASE_PROMOTED), None),
+            (RotationStep::Finish, Some(Phase::Promoted), None),
             (
                 RotationStep::Start {
                     request: "n1".into(),
@@ -205,32 +468,36 @@ mod tests {
             ),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("Introduced"),
             ),
             (RotationStep::AwaitRollout, None, Some("Introduced")),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_SWAPPED),
+                Some(Phase::Swapped),
                 Some("Swapped"),
             ),
             (
                 RotationStep::AwaitRollout,
-                Some(PHASE_PROMOTED),
+                Some(Phase::Promoted),
                 Some("Promoted"),
             ),
             (
                 RotationStep::MarkRolledOut,
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("GracePeriod"),
             ),
             (
                 RotationStep::Grace { until },
-                Some(PHASE_INTRODUCED),
+                Some(Phase::Introduced),
                 Some("GracePeriod"),
             ),
-            (RotationStep::Swap, Some(PHASE_INTRODUCED), Some("Swapped")),
-            (RotationStep::Promote, Some(PHASE_SWAPPED), Some("Promoted")),
+            (RotationStep::Swap, Some(Phase::Introduced), Some("Swapped")),
+            (
+                RotationStep::Promote,
+                Some(Phase::Swapped),
+                Some("Promoted"),
+            ),
         ] {
             assert_eq!(
                 metric_phase(&step, recorded),
@@ -297,14 +564,14 @@ mod tests {
 
         // Swapped and Promoted each wait for their own rollout.
         for (phase, next) in [
-            (PHASE_SWAPPED, RotationStep::Promote),
-            (PHASE_PROMOTED, RotationStep::Finish),
+            (Phase::Swapped, RotationStep::Promote),
+            (Phase::Promoted, RotationStep::Finish),
         ] {
             s.phase = Some(phase);
             s.rolled_out = false;
-            assert_eq!(step(&s), RotationStep::AwaitRollout, "{phase}");
+            assert_eq!(step(&s), RotationStep::AwaitRollout, "{phase:?}");
             s.rolled_out = true;
-            assert_eq!(step(&s), next, "{phase}");
+            assert_eq!(step(&s), next, "{phase:?}");
         }
         s.has_next = false;
         s.requested = Some("n1");
@@ -321,11 +588,11 @@ mod tests {
     #[test]
     fn tokens_switch_to_the_new_key_once_every_pod_accepts_it() {
         assert!(!sign_with_next(false, None, false));
-        assert!(!sign_with_next(true, Some(PHASE_INTRODUCED), false));
-        assert!(sign_with_next(true, Some(PHASE_INTRODUCED), true));
-        assert!(sign_with_next(true, Some(PHASE_SWAPPED), false));
-        assert!(sign_with_next(true, Some(PHASE_PROMOTED), false));
-        assert!(!sign_with_next(false, Some(PHASE_PROMOTED), true));
+        assert!(!sign_with_next(true, Some(Phase::Introduced), false));
+        assert!(sign_with_next(true, Some(Phase::Introduced), true));
+        assert!(sign_with_next(true, Some(Phase::Swapped), false));
+        assert!(sign_with_next(true, Some(Phase::Promoted), false));
+        assert!(!sign_with_next(false, Some(Phase::Promoted), true));
     }
 
     /// Whether pods can go from `from` to `to` (a roll, or a change of the Secret's data alone)
@@ -334,7 +601,6 @@ mod tests {
     /// refers to, and accept the `api_key` every other pod sends (peers authenticate with it
     /// when `enforce_internal_auth` is on).
     fn step_is_safe(from: &ApiKeys, to: &ApiKeys) -> Result<(), String> {
-        use crate::material::KeySlot;
         let slots = |k: &ApiKeys| {
             let (api, alt) = k.qdrant_keys();
             (api.0, alt.map(|a: KeySlot<'_>| a.0))
@@ -363,7 +629,6 @@ mod tests {
 
     #[test]
     fn no_roll_of_a_rotation_splits_the_cluster() {
-        use crate::material::{KeyPhase, SecretValue};
         let keys = |api: &str, next: Option<&str>, phase| ApiKeys {
             api_key: SecretValue::new(api),
             read_only: None,
@@ -372,11 +637,11 @@ mod tests {
             salt: SecretValue::new("salt"),
         };
         let phases = [
-            keys("old", None, KeyPhase::Introduced),
-            keys("old", Some("new"), KeyPhase::Introduced),
-            keys("old", Some("new"), KeyPhase::Swapped),
-            keys("new", Some("new"), KeyPhase::Promoted),
-            keys("new", None, KeyPhase::Introduced),
+            keys("old", None, Phase::Introduced),
+            keys("old", Some("new"), Phase::Introduced),
+            keys("old", Some("new"), Phase::Swapped),
+            keys("new", Some("new"), Phase::Promoted),
+            keys("new", None, Phase::Introduced),
         ];
         for pair in phases.windows(2) {
             assert_eq!(step_is_safe(&pair[0], &pair[1]), Ok(()), "{pair:?}");
