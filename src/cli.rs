@@ -363,7 +363,23 @@ async fn run(args: RunArgs) -> i32 {
         shutdown: shutdown.clone(),
     };
 
-    let code = if args.leader_election {
+    let code = controllers(&args, client, options, &health, &shutdown).await;
+    stop_http.fire();
+    let _ = server.await;
+    tracing::info!(code, "exiting");
+    code
+}
+
+/// Runs the controllers until shutdown: directly, or while this replica leads (leader election).
+/// Returns the exit code.
+async fn controllers(
+    args: &RunArgs,
+    client: kube::Client,
+    options: RunOptions,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> i32 {
+    if args.leader_election {
         let config = LeaseConfig::new(args.lease_namespace(client.default_namespace()), identity());
         tracing::info!(
             lease = %format!("{}/{}", config.namespace, config.name),
@@ -372,7 +388,7 @@ async fn run(args: RunArgs) -> i32 {
         );
         let elector = LeaderElector::new(client.clone(), config);
         let controllers = crate::controller::run(client, options);
-        match leader::run(elector, &health, &shutdown, controllers).await {
+        match leader::run(elector, health, shutdown, controllers).await {
             Ok(None) | Ok(Some(Ok(()))) => 0,
             Ok(Some(Err(e))) => {
                 tracing::error!(error = %e, "the operator cannot run");
@@ -389,11 +405,7 @@ async fn run(args: RunArgs) -> i32 {
                 1
             }
         }
-    };
-    stop_http.fire();
-    let _ = server.await;
-    tracing::info!(code, "exiting");
-    code
+    }
 }
 
 #[cfg(test)]

@@ -1,42 +1,38 @@
 //! Wiring of the controller: watches, caches, and the reconcile loop.
 
+pub mod caches;
 pub mod scope;
 pub mod shutdown;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
-use self::scope::{EventStream, OnReady, WatchScope, reflect};
+use self::caches::{ChildStream, ChildStreams, Synced, child_caches, main_stream};
+use self::scope::WatchScope;
 use self::shutdown::Shutdown;
 use crate::access_tokens;
 use crate::children::meta::{
     COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
 };
 use crate::crd::{QdrantAccessToken, SecureQdrant};
-use crate::error::Error;
+use crate::error::{Error, Step};
 use crate::events::Events;
-use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::backoff::{backoff_key, key};
 use crate::reconcile::expect::Expectations;
+use crate::reconcile::recent::system_clock;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
-use crate::reconcile::stores::Stores;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, reconcile_steps};
 use crate::settings::Settings;
 use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
 use crate::telemetry::{Health, Metrics};
@@ -71,128 +67,6 @@ pub async fn preflight(client: &Client, scope: &WatchScope) -> Result<(), StartE
 /// start a thousand reconciles, each holding an HTTP connection and its buffers (BENCHMARKS.md);
 /// the API server is the bottleneck anyway.
 pub const CONCURRENCY: u16 = 16;
-
-type ChildStream<K> =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
-
-/// A label-selected, managed-fields-stripped cache of one child kind in the watched namespaces,
-/// and the stream that feeds it (deletions included, so a deleted child triggers a reconcile of
-/// its owner).
-fn cache<K>(
-    client: &Client,
-    scope: &WatchScope,
-    synced: &Synced,
-    expectations: &Expectations,
-    how: Compact,
-) -> (Store<K>, ChildStream<K>)
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), how);
-    let expectations = expectations.clone();
-    // After the cache holds the event's object: a write it shows is no longer pending.
-    let stream = reflect(watches, writer, synced.register())
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                expectations.observe(event);
-            }
-        })
-        .touched_objects();
-    (reader, Box::pin(stream))
-}
-
-/// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object), and what `how` compacts.
-fn trimmed<K>(
-    watches: Vec<(Option<String>, EventStream<K>)>,
-    how: Compact,
-) -> Vec<(Option<String>, EventStream<K>)>
-where
-    K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
-{
-    watches
-        .into_iter()
-        .map(|(ns, s)| {
-            let s: EventStream<K> = s
-                .modify(move |o: &mut K| {
-                    o.meta_mut().managed_fields = None;
-                    compact(o, how);
-                })
-                .boxed();
-            (ns, s)
-        })
-        .collect()
-}
-
-/// The cache and trigger stream of a controller's own kind in the watched namespaces; `deleted`
-/// is called with each object whose deletion the watch reports.
-fn main_stream<K>(
-    client: &Client,
-    scope: &WatchScope,
-    synced: &Synced,
-    deleted: impl Fn(&K) + Send + 'static,
-) -> (Store<K>, ChildStream<K>)
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().any_semantic();
-    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing);
-    let stream = reflect(watches, writer, synced.register())
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(obj)) = event {
-                deleted(obj);
-            }
-        })
-        .applied_objects();
-    (reader, Box::pin(stream))
-}
-
-/// Marks the health synced once every registered cache has listed.
-#[derive(Clone)]
-struct Synced {
-    pending: Arc<AtomicUsize>,
-    health: Health,
-}
-
-impl Synced {
-    fn new(health: Health) -> Self {
-        Synced {
-            pending: Arc::new(AtomicUsize::new(0)),
-            health,
-        }
-    }
-
-    /// One more cache to wait for; the result is called when it has listed. (Every cache
-    /// registers before any stream is polled.)
-    fn register(&self) -> OnReady {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        let this = self.clone();
-        Box::new(move || {
-            if this.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                info!("caches synced");
-                this.health.set_synced(true);
-            }
-        })
-    }
-}
 
 /// What the controllers run with, besides the client.
 #[derive(Clone, Debug)]
@@ -245,42 +119,17 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     } = options;
     health.set_synced(false);
     let synced = Synced::new(health);
-    let expectations = Expectations::enabled();
-    let (service_accounts, sa_stream) =
-        cache::<ServiceAccount>(&client, &scope, &synced, &expectations, Compact::Body);
-    let (secrets, secret_stream) =
-        cache::<Secret>(&client, &scope, &synced, &expectations, Compact::Nothing);
-    let (config_maps, cm_stream) =
-        cache::<ConfigMap>(&client, &scope, &synced, &expectations, Compact::Body);
-    let (services, svc_stream) =
-        cache::<Service>(&client, &scope, &synced, &expectations, Compact::Body);
-    let (network_policies, np_stream) =
-        cache::<NetworkPolicy>(&client, &scope, &synced, &expectations, Compact::Body);
-    let (pdbs, pdb_stream) =
-        cache::<PodDisruptionBudget>(&client, &scope, &synced, &expectations, Compact::Body);
-    let (statefulsets, sts_stream) = cache::<StatefulSet>(
-        &client,
-        &scope,
-        &synced,
-        &expectations,
-        Compact::Paths(&["/spec/template/spec"]),
-    );
-    let stores = Stores {
-        service_accounts,
-        secrets,
-        config_maps,
-        services,
-        network_policies,
-        pdbs,
-        statefulsets,
-    };
+    // One clock for the reconciles and their memories of recent writes.
+    let clock = system_clock();
+    let expectations = Expectations::enabled(clock.clone());
+    let (stores, children) = child_caches(&client, &scope, &synced, &expectations);
 
     let reporter = Reporter {
         controller: MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let events = Events::Kube(Recorder::new(client.clone(), reporter));
-    let mut ctx = Context::new(client.clone(), stores.clone(), events, settings);
+    let mut ctx = Context::new(client.clone(), stores, events, settings).with_clock(clock);
     ctx.metrics = metrics.clone();
     ctx.expectations = expectations;
     let ctx = Arc::new(ctx);
@@ -298,6 +147,40 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 &sq.name_any(),
             )
         });
+    let instances = secure_qdrants(
+        &client,
+        &scope,
+        &shutdown,
+        instance_store.clone(),
+        instance_stream,
+        children,
+        ctx.clone(),
+    );
+    let forget = metrics.clone();
+    let tokens = main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
+        forget.forget(
+            ACCESS_TOKEN,
+            &qat.namespace().unwrap_or_default(),
+            &qat.name_any(),
+        )
+    });
+    let tokens = access_tokens(&client, &scope, &shutdown, tokens, instance_store, ctx);
+    futures::join!(instances, tokens);
+    info!("controllers stopped");
+    Ok(())
+}
+
+/// The SecureQdrant controller: reconciles an instance when it, one of its children, or a Secret
+/// it references changes.
+fn secure_qdrants(
+    client: &Client,
+    scope: &WatchScope,
+    shutdown: &Shutdown,
+    instance_store: Store<SecureQdrant>,
+    instance_stream: ChildStream<SecureQdrant>,
+    children: ChildStreams,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> {
     // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef,
     // imagePullSecrets) are used only when they carry the opt-in label naming the instance; the
     // watch selects that label, so a change (the label added, the key renewed) reconciles every
@@ -307,22 +190,22 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         let store = instance_store.clone();
         move |secret: Secret| instances_referencing(&store, &secret)
     };
-    let instances = Controller::for_stream(instance_stream, instance_store.clone())
+    Controller::for_stream(instance_stream, instance_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches_stream(
             scope
-                .events::<Secret>(&client, &referenced)
+                .events::<Secret>(client, &referenced)
                 .touched_objects(),
             by_reference,
         )
-        .owns_stream(sa_stream)
-        .owns_stream(secret_stream)
-        .owns_stream(cm_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(np_stream)
-        .owns_stream(pdb_stream)
-        .owns_stream(sts_stream)
-        .graceful_shutdown_on(stopped(&shutdown))
+        .owns_stream(children.service_accounts)
+        .owns_stream(children.secrets)
+        .owns_stream(children.config_maps)
+        .owns_stream(children.services)
+        .owns_stream(children.network_policies)
+        .owns_stream(children.pdbs)
+        .owns_stream(children.statefulsets)
+        .graceful_shutdown_on(stopped(shutdown))
         .run(
             {
                 let store = instance_store.clone();
@@ -332,29 +215,33 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                         SECURE_QDRANT,
                         sq.clone(),
                         store.clone(),
-                        reconcile(sq, ctx),
+                        reconcile_steps(sq, ctx),
                     )
                 }
             },
-            |sq, error, ctx| {
-                ctx.metrics.failed(SECURE_QDRANT, error);
-                error_policy(sq, error, ctx)
+            |sq, failure, ctx| {
+                ctx.metrics
+                    .failed(SECURE_QDRANT, failure.step, &failure.error);
+                // The policy's log line names the step.
+                let _step = tracing::warn_span!("failed", step = failure.step.label()).entered();
+                error_policy(sq, &failure.error, ctx)
             },
-            ctx.clone(),
+            ctx,
         )
-        .for_each(log_queue_errors);
+        .for_each(log_queue_errors)
+}
 
-    // Tokens: re-checked when their SecureQdrant or its credentials (API key, trust bundle)
-    // change, so a rotated key re-mints at once.
-    let forget = metrics.clone();
-    let (token_store, token_stream) =
-        main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
-            forget.forget(
-                ACCESS_TOKEN,
-                &qat.namespace().unwrap_or_default(),
-                &qat.name_any(),
-            )
-        });
+/// The QdrantAccessToken controller: tokens are re-checked when their SecureQdrant or its
+/// credentials (API key, trust bundle) change, so a rotated key re-mints at once.
+fn access_tokens(
+    client: &Client,
+    scope: &WatchScope,
+    shutdown: &Shutdown,
+    (token_store, token_stream): (Store<QdrantAccessToken>, ChildStream<QdrantAccessToken>),
+    instance_store: Store<SecureQdrant>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> {
+    let referenced = watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL);
     let by_instance = {
         let store = token_store.clone();
         move |sq: SecureQdrant| tokens_of(&store, sq.namespace(), sq.metadata.name)
@@ -382,32 +269,32 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     ));
     let token_secrets = watcher::Config::default().labels(MANAGED_SELECTOR);
     let instance_store_for_tokens = instance_store.clone();
-    let tokens = Controller::for_stream(token_stream, token_store.clone())
+    Controller::for_stream(token_stream, token_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .owns_stream(
             scope
-                .events::<Secret>(&client, &token_secrets)
+                .events::<Secret>(client, &token_secrets)
                 .touched_objects(),
         )
         .watches_stream(
             scope
-                .events::<SecureQdrant>(&client, &watcher::Config::default())
+                .events::<SecureQdrant>(client, &watcher::Config::default())
                 .touched_objects(),
             by_instance,
         )
         .watches_stream(
             scope
-                .events::<Secret>(&client, &credentials)
+                .events::<Secret>(client, &credentials)
                 .touched_objects(),
             by_credentials,
         )
         .watches_stream(
             scope
-                .events::<Secret>(&client, &referenced)
+                .events::<Secret>(client, &referenced)
                 .touched_objects(),
             by_referenced,
         )
-        .graceful_shutdown_on(stopped(&shutdown))
+        .graceful_shutdown_on(stopped(shutdown))
         .run(
             {
                 let store = token_store.clone();
@@ -422,16 +309,12 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
                 }
             },
             |qat, error, ctx| {
-                ctx.metrics.failed(ACCESS_TOKEN, error);
+                ctx.metrics.failed(ACCESS_TOKEN, Step::Token, error);
                 token_error_policy(qat, error, ctx)
             },
             ctx,
         )
-        .for_each(log_queue_errors);
-
-    futures::join!(instances, tokens);
-    info!("controllers stopped");
-    Ok(())
+        .for_each(log_queue_errors)
 }
 
 /// Resolves when shutdown is requested (what `graceful_shutdown_on` waits for).
@@ -504,6 +387,14 @@ fn tokens_of(
         })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
+}
+
+/// Called when a reconcile fails: logs, and retries with exponential backoff per object
+/// (5 s doubling to 5 min; see [`crate::reconcile::backoff::Backoffs`]).
+pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.failures.failed(&backoff_key(&sq), (ctx.clock)());
+    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 fn token_error_policy(qat: Arc<QdrantAccessToken>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -116,3 +116,79 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The step of a reconcile that failed: the `step` label of the failure metric, and the action
+/// of the failure's Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Waiting for the caches to hold a complete list (after a start or a re-list).
+    Cache,
+    /// Checking that every Secret the spec references allows the instance.
+    References,
+    /// The API-key Secret: created, completed, its key rotation advanced.
+    Credentials,
+    /// The CA, the serving certificate and the metrics client certificate.
+    Tls,
+    /// Server-side apply of the children.
+    Apply,
+    /// Deleting the children no longer built.
+    Prune,
+    /// Removing the used-up scale-down acknowledgment from the SecureQdrant.
+    Acknowledgment,
+    /// Writing the status.
+    Status,
+    /// A QdrantAccessToken reconcile (one step).
+    Token,
+}
+
+impl Step {
+    /// The metric label, e.g. `credentials`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Cache => "cache",
+            Step::References => "references",
+            Step::Credentials => "credentials",
+            Step::Tls => "tls",
+            Step::Apply => "apply",
+            Step::Prune => "prune",
+            Step::Acknowledgment => "acknowledgment",
+            Step::Status => "status",
+            Step::Token => "token",
+        }
+    }
+
+    /// The action of an Event about this step, e.g. `Credentials`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Step::Cache => "Cache",
+            Step::References => "References",
+            Step::Credentials => "Credentials",
+            Step::Tls => "TLS",
+            Step::Apply => "Apply",
+            Step::Prune => "Prune",
+            Step::Acknowledgment => "Acknowledgment",
+            Step::Status => "Status",
+            Step::Token => "Token",
+        }
+    }
+}
+
+/// A failed reconcile: the error, and the step it failed in.
+#[derive(Debug, thiserror::Error)]
+#[error("{} step: {error}", .step.label())]
+pub struct Failure {
+    pub step: Step,
+    #[source]
+    pub error: Error,
+}
+
+/// Labels the error of a step's result with the step.
+pub trait AtStep<T> {
+    fn at(self, step: Step) -> Result<T, Failure>;
+}
+
+impl<T> AtStep<T> for Result<T, Error> {
+    fn at(self, step: Step) -> Result<T, Failure> {
+        self.map_err(|error| Failure { step, error })
+    }
+}

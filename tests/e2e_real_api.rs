@@ -52,8 +52,8 @@ use secure_qdrant_operator::children::meta::{
 };
 use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::{Phase, SecureQdrant};
-use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
+use secure_qdrant_operator::reconcile::stamp::APPLIED_HASH;
 use secure_qdrant_operator::settings::Settings;
 use secure_qdrant_operator::tls::TLS_FINGERPRINT_ANNOTATION;
 use secure_qdrant_operator::validate::{self, TlsSource};

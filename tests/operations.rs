@@ -650,7 +650,7 @@ async fn endpoints_and_metrics_after_secure_qdrant_and_token_reconciles() {
         let m = get(&http, "/metrics").1;
         sample(
             &m,
-            r#"secure_qdrant_reconcile_failures_total{controller="secureqdrant",error="status"}"#,
+            r#"secure_qdrant_reconcile_failures_total{controller="secureqdrant",step="status",error="status"}"#,
         )
         .filter(|n| *n >= 1.0)
         .ok_or(m)

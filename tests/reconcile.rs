@@ -27,12 +27,14 @@ use secure_qdrant_operator::api_keys::{self, ApiKeys};
 use secure_qdrant_operator::children::meta::{
     LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, RESTART_HASH,
 };
+use secure_qdrant_operator::controller::error_policy;
 use secure_qdrant_operator::crd::{Phase, SecureQdrant, SecureQdrantStatus};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::material::SecretValue;
-use secure_qdrant_operator::reconcile::apply::{APPLIED_HASH, stamp};
+use secure_qdrant_operator::reconcile::RESYNC;
+use secure_qdrant_operator::reconcile::backoff::backoff;
 use secure_qdrant_operator::reconcile::plan::PEERS_REMOVED_ANNOTATION;
-use secure_qdrant_operator::reconcile::{RESYNC, backoff, error_policy};
+use secure_qdrant_operator::reconcile::stamp::{APPLIED_HASH, stamp};
 
 use api_verifier::{ApiServer, Transcript, as_stored};
 use fixtures::{
@@ -1653,6 +1655,88 @@ async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     );
     assert_eq!(err.metric_label(), "apply");
     assert_eq!(t.writes().len(), 3, "{}", t.summary());
+}
+
+/// The Warning Event of a failure names the step that failed: its action is the step, its note
+/// starts with it (the metric's `step` label is the same name).
+#[tokio::test]
+async fn a_failure_event_names_the_step_that_failed() {
+    // The credentials step: the API-key Secret cannot be created.
+    let sq = SecureQdrant::test();
+    let cr = sq.to_json();
+    let mut h = Harness::new(&Cluster::synced());
+    let (result, _) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get_missing(&path::api_key_secret()).await;
+            let call = api.expect_post(&path::secrets()).await;
+            call.respond(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                &api_verifier::status_failure(
+                    "etcdserver: request timed out",
+                    500,
+                    "InternalError",
+                ),
+            );
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect_err("the failure is reported");
+    let (type_, reason, action, note) = first_event(&h);
+    assert_eq!(
+        (type_, reason.as_str(), action.as_str()),
+        (EventType::Warning, "CreateSecretFailed", "Credentials")
+    );
+    assert!(
+        note.starts_with("failed at step credentials: creating Secret vectors-api-key"),
+        "{note}"
+    );
+
+    // The apply step: a ConfigMap is refused.
+    let mut cluster = Cluster::synced();
+    cluster.put(stored(
+        children_of(&sq, &keys("k"))
+            .api_key_secret
+            .expect("generated keys"),
+    ));
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, _) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_apply(&path::service_account()).await;
+            api.expect_get_missing(&path::config_map()).await;
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            call.respond(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                &api_verifier::status_failure(
+                    "ConfigMap \"vectors-config\" is invalid",
+                    422,
+                    "Invalid",
+                ),
+            );
+            api.expect_status_patch(&path::status(), &cr).await;
+            api
+        })
+        .await;
+    result.expect_err("the failure is reported");
+    let (_, reason, action, note) = first_event(&h);
+    assert_eq!((reason.as_str(), action.as_str()), ("ApplyFailed", "Apply"));
+    assert!(
+        note.starts_with("failed at step apply: applying ConfigMap vectors-config"),
+        "{note}"
+    );
+}
+
+/// (type, reason, action, note) of the first Event published.
+fn first_event(h: &Harness) -> (EventType, String, String, String) {
+    let log = h.events.lock().unwrap();
+    let e = &log.first().expect("an Event").1;
+    (
+        e.type_,
+        e.reason.clone(),
+        e.action.clone(),
+        e.note.clone().unwrap_or_default(),
+    )
 }
 
 #[tokio::test(start_paused = true)]

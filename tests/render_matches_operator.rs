@@ -38,7 +38,7 @@ use in_process::managed_stores;
 use real_server::{Env, requests_between};
 use secure_qdrant_operator::crd::SecureQdrant;
 use secure_qdrant_operator::events::Events;
-use secure_qdrant_operator::reconcile::apply::APPLIED_HASH;
+use secure_qdrant_operator::reconcile::stamp::APPLIED_HASH;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::render::render;
 use secure_qdrant_operator::settings::Settings;

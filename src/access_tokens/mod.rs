@@ -49,11 +49,11 @@ pub async fn reconcile(
     }
     // Before the SecureQdrant cache is filled, every instance looks missing, and a token whose
     // instance is missing loses its Secret: wait (an operator start, a re-list).
-    crate::reconcile::caches_ready(
+    crate::reconcile::stores::caches_ready(
         || async {
             ctx.stores.wait_until_ready().await && instances.wait_until_ready().await.is_ok()
         },
-        crate::reconcile::CACHE_WAIT,
+        crate::reconcile::stores::CACHE_WAIT,
     )
     .await?;
     let now = (ctx.clock)();

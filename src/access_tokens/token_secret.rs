@@ -11,7 +11,6 @@ use crate::crd::QdrantAccessToken;
 use crate::error::{Error, Result};
 use crate::reconcile::Context;
 use crate::reconcile::apply::{Outcome, apply};
-use crate::reconcile::expect::EXPECTATION_TTL;
 use crate::reconcile::stores::cached;
 use crate::tokens::{ValidToken, controlled_by};
 
@@ -39,14 +38,11 @@ pub(super) async fn existing(
     }
     // Only this token writes its Secret: what it wrote last is newer than a cached copy that
     // does not show it yet.
-    if let Some(s) = existing.as_mut() {
-        let mut written = ctx.written_token_data.lock().expect("lock");
-        written.retain(|_, (_, at)| at.elapsed() < EXPECTATION_TTL);
-        if let Some((data, _)) = written.get(&memo_key(valid))
-            && s.data.as_ref() != Some(data)
-        {
-            s.data = Some(data.clone());
-        }
+    if let Some(s) = existing.as_mut()
+        && let Some(data) = ctx.written_token_data.get(&memo_key(valid))
+        && s.data.as_ref() != Some(&data)
+    {
+        s.data = Some(data);
     }
     Ok(Ok(existing))
 }
@@ -56,10 +52,7 @@ pub(super) async fn write(ctx: &Context, valid: &ValidToken, secret: Secret) -> 
     let data = secret.data.clone().unwrap_or_default();
     let outcome = apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
     if outcome == Outcome::Applied {
-        ctx.written_token_data
-            .lock()
-            .expect("lock")
-            .insert(memo_key(valid), (data, std::time::Instant::now()));
+        ctx.written_token_data.remember(memo_key(valid), data);
     }
     Ok(outcome)
 }

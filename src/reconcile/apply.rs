@@ -11,18 +11,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::expect::Expectations;
 use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
+use super::stamp::{APPLIED_HASH, stamp};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
 use crate::validate::parse_quantity;
-
-/// Annotation on every applied child: hash of what the operator last sent. With the subset check
-/// below it detects both drift made by others and fields the operator stopped sending.
-pub const APPLIED_HASH: &str = "secureqdrant.dev/applied-hash";
 
 /// What a step did, for logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +28,6 @@ pub enum Outcome {
     /// Not written: the same write was just made and the cache has not shown it yet. Look again
     /// within [`super::expect::EXPECTATION_TTL`].
     Pending,
-}
-
-/// Hash of an object as it would be sent.
-pub fn applied_hash<K: Serialize>(obj: &K) -> String {
-    let bytes = serde_json::to_vec(obj).expect("k8s objects serialize");
-    hex::encode(&Sha256::digest(&bytes)[..16])
 }
 
 /// True when every field of `want` is present in `have` with the same value (the API server adds
@@ -85,17 +75,6 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
     // The cache keeps some parts as compact JSON: compare with them in place.
     super::compact::restore(&mut have);
     !is_subset(&want, &have)
-}
-
-/// Stamps the applied-hash annotation on a desired object.
-pub fn stamp<K: Serialize + Resource>(mut desired: K) -> K {
-    let hash = applied_hash(&desired);
-    desired
-        .meta_mut()
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(APPLIED_HASH.to_owned(), hash);
-    desired
 }
 
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same
@@ -176,17 +155,46 @@ where
         return Ok(Outcome::Pending);
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let mut current = match current {
+    let current = match current {
         Some(c) => Some(c.as_ref().clone()),
         None => read(&api, &name).await?,
     };
+    write_checked(&api, expectations, &desired, current).await
+}
+
+/// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
+/// annotated for adoption first, refusing a foreign object, and reading and checking once more
+/// when the object changed since it was read (see [`apply`]).
+async fn write_checked<K>(
+    api: &Api<K>,
+    expectations: &Expectations,
+    desired: &K,
+    mut current: Option<K>,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let hash = desired
+        .annotations()
+        .get(APPLIED_HASH)
+        .cloned()
+        .unwrap_or_default();
     for attempt in 0..2 {
         if let Some(c) = current.take() {
-            let c = match ownership(&c, expected_owner(&desired)) {
+            let c = match ownership(&c, expected_owner(desired)) {
                 Ownership::Ours => c,
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
-                    match adopt(&api, &c, expected_owner(&desired), &labels).await {
+                    match adopt(api, &c, expected_owner(desired), &labels).await {
                         Ok(adopted) => adopted,
                         // A stale copy (adopted or changed since it was cached): read and check
                         // again.
@@ -194,7 +202,7 @@ where
                             source: kube::Error::Api(e),
                             ..
                         }) if e.code == 409 && attempt == 0 => {
-                            current = read(&api, &name).await?;
+                            current = read(api, &name).await?;
                             continue;
                         }
                         Err(error) => return Err(error),
@@ -202,14 +210,14 @@ where
                 }
                 Ownership::Foreign(by) => return Err(conflict(&c, by)),
             };
-            if attempt > 0 && !needs_apply(&desired, Some(&c)) {
+            if attempt > 0 && !needs_apply(desired, Some(&c)) {
                 return Ok(Outcome::Unchanged);
             }
             current = Some(c);
         }
         // Recorded before the write, so its watch event cannot arrive before the record.
         expectations.expect(kind, &namespace, &name, &hash);
-        let mut body = serde_json::to_value(&desired).expect("k8s objects serialize");
+        let mut body = serde_json::to_value(desired).expect("k8s objects serialize");
         let params = match &current {
             Some(c) => {
                 body["metadata"]["resourceVersion"] = c.meta().resource_version.clone().into();
@@ -222,7 +230,7 @@ where
             Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
                 // Changed (or created) by someone else since it was read: read and check again.
                 expectations.forget(kind, &namespace, &name);
-                current = read(&api, &name).await?;
+                current = read(api, &name).await?;
             }
             Err(source) => {
                 expectations.forget(kind, &namespace, &name);

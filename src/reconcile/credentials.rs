@@ -18,6 +18,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, json};
 
+use super::recent::{Clock, Recent};
 use super::stores::{Stores, cached};
 use crate::api_keys::keys::{self, FINGERPRINT_SALT, NEXT_API_KEY, data_value};
 use crate::api_keys::rotation::{
@@ -38,26 +39,21 @@ use crate::validate::Instance;
 /// computed from it would roll the pods back a phase: the Secret is read from the API server
 /// instead. (Other writes need no such care: a stale copy makes their compare-and-swap fail, or
 /// misses the Secret and reads it.)
-#[derive(Default)]
-pub struct RecentWrites(
-    std::sync::Mutex<std::collections::HashMap<String, Vec<(String, std::time::Instant)>>>,
-);
+pub struct RecentWrites(Recent<(String, String), ()>);
 
 /// How long a replaced resourceVersion is remembered (a cache that does not catch up within it
 /// is a broken watch).
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl RecentWrites {
+    /// Nothing remembered yet; records expire as `clock` (the reconciles' clock) tells.
+    pub fn new(clock: Clock) -> Self {
+        RecentWrites(Recent::new(REMEMBER, clock))
+    }
+
     fn record(&self, ns: &str, name: &str, replaced: Option<&str>) {
-        let mut map = self.0.lock().expect("lock");
-        for versions in map.values_mut() {
-            versions.retain(|(_, at)| at.elapsed() < REMEMBER);
-        }
-        map.retain(|_, versions| !versions.is_empty());
         if let Some(rv) = replaced {
-            map.entry(format!("{ns}/{name}"))
-                .or_default()
-                .push((rv.to_owned(), std::time::Instant::now()));
+            self.0.remember((format!("{ns}/{name}"), rv.to_owned()), ());
         }
     }
 
@@ -67,14 +63,8 @@ impl RecentWrites {
             return false;
         };
         self.0
-            .lock()
-            .expect("lock")
-            .get(&format!("{ns}/{name}"))
-            .is_some_and(|versions| {
-                versions
-                    .iter()
-                    .any(|(v, at)| v == rv && at.elapsed() < REMEMBER)
-            })
+            .get(&(format!("{ns}/{name}"), rv.to_owned()))
+            .is_some()
     }
 }
 

@@ -16,67 +16,56 @@
 //! Disabled (every check says "not pending") unless the controller turns it on and feeds the
 //! watch events in: in-process tests with plain reflectors keep the cache-only behaviour.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::apply::APPLIED_HASH;
+use super::recent::{Clock, Recent};
+use super::stamp::APPLIED_HASH;
 
 /// How long a write is trusted to be on its way to the cache.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
+/// (kind, namespace, name) of an object.
 type Key = (&'static str, String, String);
-/// Object → (the hash written, when).
-type Pending = HashMap<Key, (String, Instant)>;
 
-/// The pending writes; cheap to clone (shared).
+fn key(kind: &'static str, namespace: &str, name: &str) -> Key {
+    (kind, namespace.to_owned(), name.to_owned())
+}
+
+/// The pending writes: object → the hash written; cheap to clone (shared).
 #[derive(Clone, Default)]
-pub struct Expectations(Option<Arc<Mutex<Pending>>>);
+pub struct Expectations(Option<Arc<Recent<Key, String>>>);
 
 impl Expectations {
-    /// Expectations that are recorded and checked (the controller's).
-    pub fn enabled() -> Self {
-        Expectations(Some(Arc::default()))
+    /// Expectations that are recorded and checked (the controller's), reading the time from
+    /// `clock` (the reconciles' clock).
+    pub fn enabled(clock: Clock) -> Self {
+        Expectations(Some(Arc::new(Recent::new(EXPECTATION_TTL, clock))))
     }
 
     /// Records that `hash` was just applied to the `kind` object `namespace/name`.
     pub fn expect(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) {
-        if let Some(map) = &self.0 {
-            let mut map = map.lock().expect("expectations lock");
-            map.insert(
-                (kind, namespace.to_owned(), name.to_owned()),
-                (hash.to_owned(), Instant::now()),
-            );
+        if let Some(written) = &self.0 {
+            written.remember(key(kind, namespace, name), hash.to_owned());
         }
     }
 
     /// Drops the record of a write that failed.
     pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
-        if let Some(map) = &self.0 {
-            map.lock().expect("expectations lock").remove(&(
-                kind,
-                namespace.to_owned(),
-                name.to_owned(),
-            ));
+        if let Some(written) = &self.0 {
+            written.forget(&key(kind, namespace, name));
         }
     }
 
     /// Whether a write of `hash` to that object is on its way to the cache.
     pub fn pending(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) -> bool {
-        let Some(map) = &self.0 else { return false };
-        let mut map = map.lock().expect("expectations lock");
-        let key = (kind, namespace.to_owned(), name.to_owned());
-        match map.get(&key) {
-            Some((h, at)) if at.elapsed() < EXPECTATION_TTL => h == hash,
-            Some(_) => {
-                map.remove(&key);
-                false
-            }
-            None => false,
-        }
+        let Some(written) = &self.0 else { return false };
+        written
+            .get(&key(kind, namespace, name))
+            .is_some_and(|h| h == hash)
     }
 
     /// Feeds a watch event of the cache, after the cache applied it: an object that shows the
@@ -87,7 +76,7 @@ impl Expectations {
     where
         K: Resource + k8s_openapi::Resource,
     {
-        let Some(map) = &self.0 else { return };
+        let Some(written) = &self.0 else { return };
         let (obj, deleted) = match event {
             watcher::Event::Apply(o) => (o, false),
             watcher::Event::Delete(o) => (o, true),
@@ -95,26 +84,19 @@ impl Expectations {
                 return;
             }
         };
-        let key = (
+        let key = key(
             <K as k8s_openapi::Resource>::KIND,
-            obj.namespace().unwrap_or_default(),
-            obj.name_any(),
+            &obj.namespace().unwrap_or_default(),
+            &obj.name_any(),
         );
-        let mut map = map.lock().expect("expectations lock");
-        let fulfilled = match map.get(&key) {
-            Some((hash, _)) => deleted || obj.annotations().get(APPLIED_HASH) == Some(hash),
-            None => false,
-        };
-        if fulfilled {
-            map.remove(&key);
-        }
+        written.forget_if(&key, |hash| {
+            deleted || obj.annotations().get(APPLIED_HASH) == Some(hash)
+        });
     }
 
     /// How many writes are pending (for tests and diagnosis).
     pub fn len(&self) -> usize {
-        self.0
-            .as_ref()
-            .map_or(0, |m| m.lock().expect("expectations lock").len())
+        self.0.as_ref().map_or(0, |written| written.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,6 +112,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+    use crate::reconcile::recent::system_clock;
 
     fn cm(hash: &str) -> ConfigMap {
         ConfigMap {
@@ -153,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_write_pends_until_the_watch_shows_it_with_its_hash() {
-        let e = Expectations::enabled();
+        let e = Expectations::enabled(system_clock());
         e.expect("ConfigMap", "ns", "c", "h1");
         assert!(e.pending("ConfigMap", "ns", "c", "h1"));
         // Another hash, object, or kind: not this write.
@@ -174,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_forgotten() {
-        let e = Expectations::enabled();
+        let e = Expectations::enabled(system_clock());
         e.expect("ConfigMap", "ns", "c", "h1");
         e.forget("ConfigMap", "ns", "c");
         assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
@@ -182,9 +165,28 @@ mod tests {
 
     #[test]
     fn a_deletion_fulfils_the_expectation_so_the_child_is_recreated() {
-        let e = Expectations::enabled();
+        let e = Expectations::enabled(system_clock());
         e.expect("ConfigMap", "ns", "c", "h1");
         e.observe(&watcher::Event::Delete(cm("h0")));
+        assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
+    }
+
+    #[test]
+    fn a_write_stops_pending_when_the_reconciles_clock_passes_the_ttl() {
+        use k8s_openapi::jiff::{SignedDuration, Timestamp};
+        use std::sync::Mutex;
+        let time = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
+        let reading = time.clone();
+        let e = Expectations::enabled(Arc::new(move || *reading.lock().unwrap()));
+        e.expect("ConfigMap", "ns", "c", "h1");
+        let ttl = SignedDuration::try_from(EXPECTATION_TTL).unwrap();
+        let advance = |by: SignedDuration| {
+            let mut t = time.lock().unwrap();
+            *t = t.checked_add(by).unwrap();
+        };
+        advance(ttl - SignedDuration::from_secs(1));
+        assert!(e.pending("ConfigMap", "ns", "c", "h1"));
+        advance(SignedDuration::from_secs(1));
         assert!(!e.pending("ConfigMap", "ns", "c", "h1"));
     }
 }

@@ -3,21 +3,25 @@
 //! apply (server-side apply, fixed order, StatefulSet last) → prune → status.
 
 pub mod apply;
+pub mod backoff;
 pub mod compact;
+pub mod context;
 pub mod credentials;
 pub mod expect;
 pub mod metrics_client;
 pub mod ownership;
 pub mod plan;
+pub mod recent;
 pub mod references;
+pub mod stamp;
 pub mod status;
 pub mod stores;
 pub mod tls;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -26,131 +30,37 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{Outcome, apply, delete_orphans};
-use self::expect::Expectations;
+use self::backoff::{backoff_key, key};
+pub use self::context::{Context, RESYNC};
+pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
-use self::stores::{Stores, cached};
+use self::stores::{CACHE_WAIT, Stores, cached, caches_ready};
+use crate::api_keys::ApiKeys;
 use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
-use crate::crd::{SecureQdrant, SecureQdrantStatus};
-use crate::error::{Error, Result};
-use crate::events::Events;
-use crate::settings::Settings;
-use crate::telemetry::Metrics;
+use crate::crd::SecureQdrant;
+use crate::error::{AtStep, Error, Failure, Result, Step};
 use crate::validate::{self, Instance, describe};
 
-/// How long a healthy instance waits before it is looked at again (drift safety net; changes to
-/// the resource or its children trigger a reconcile at once).
-pub const RESYNC: Duration = Duration::from_secs(600);
-
-/// The time source of reconciles: the system clock, or a fixed/advancing one in tests.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// Everything a reconcile needs, built once when the controller starts.
-pub struct Context {
-    pub client: Client,
-    pub stores: Stores,
-    pub events: Events,
-    pub settings: Settings,
-    /// Where reconciles read the time (certificate renewal, condition timestamps).
-    pub clock: Clock,
-    /// Failures per object (namespace/name), for the backoff of `error_policy`.
-    pub failures: Backoffs,
-    /// Where reconciles record what the metrics show (certificate and token expiry).
-    pub metrics: Metrics,
-    /// Child writes the caches have not shown yet (disabled unless the controller feeds them).
-    pub expectations: Expectations,
-    /// The status each SecureQdrant (by uid) was last given by this process, and when: the
-    /// object a reconcile starts from may predate it (its watch event is on its way), and a
-    /// status computed from that stale copy would write again, with new transition times.
-    pub written_status: Mutex<HashMap<String, (SecureQdrantStatus, std::time::Instant)>>,
-    /// The data each token Secret (namespace/name) was last given, and when: for the same reason,
-    /// so a stale cached copy never makes a token or client certificate be issued twice.
-    pub written_token_data: Mutex<HashMap<String, (TokenSecretData, std::time::Instant)>>,
-    /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
-    pub key_secret_writes: credentials::RecentWrites,
-}
-
-/// The data of a token Secret.
-pub type TokenSecretData = std::collections::BTreeMap<String, k8s_openapi::ByteString>;
-
-impl Context {
-    pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
-        Context {
-            client,
-            stores,
-            events,
-            settings,
-            clock: Arc::new(Timestamp::now),
-            failures: Backoffs::default(),
-            metrics: Metrics::default(),
-            expectations: Expectations::default(),
-            written_status: Mutex::new(HashMap::new()),
-            written_token_data: Mutex::new(HashMap::new()),
-            key_secret_writes: credentials::RecentWrites::default(),
-        }
-    }
-
-    /// The same context reading time from `clock`.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-/// How long the status a reconcile wrote is preferred over an object's older copy.
-const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
-
-impl Context {
-    /// `sq` with the status this process last wrote for it, when the copy in hand does not show
-    /// it yet (only this operator writes the status, so the one it wrote last is the latest).
-    fn with_latest_status(&self, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
-        let Some(uid) = sq.metadata.uid.as_deref() else {
-            return sq;
-        };
-        let mut written = self.written_status.lock().expect("lock");
-        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_STATUS_TTL);
-        match written.get(uid) {
-            Some((status, _)) if sq.status.as_ref() != Some(status) => {
-                let mut fresh = (*sq).clone();
-                fresh.status = Some(status.clone());
-                Arc::new(fresh)
-            }
-            _ => sq,
-        }
-    }
-
-    /// Writes the status when it changed, and remembers it.
-    async fn write_status(&self, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
-        let wrote = status::write(&self.client, sq, status.clone()).await?;
-        if wrote && let Some(uid) = sq.metadata.uid.clone() {
-            self.written_status
-                .lock()
-                .expect("lock")
-                .insert(uid, (status, std::time::Instant::now()));
-        }
-        Ok(wrote)
-    }
-}
-
-fn key(sq: &SecureQdrant) -> String {
-    format!("{}/{}", sq.namespace().unwrap_or_default(), sq.name_any())
-}
-
-/// The object's backoff entry: by uid, so an object created anew under the same name starts
-/// afresh.
-fn backoff_key(sq: &SecureQdrant) -> String {
-    sq.uid().unwrap_or_else(|| key(sq))
-}
-
-/// Reconciles one SecureQdrant.
+/// Reconciles one SecureQdrant (see [`reconcile_steps`]; the error without its step).
 pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile_steps(sq, ctx)
+        .await
+        .map_err(|failure| failure.error)
+}
+
+/// Reconciles one SecureQdrant; a failure names the step that failed (what the controller runs:
+/// its metrics and error policy use the step).
+pub async fn reconcile_steps(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Action, Failure> {
     if sq.meta().deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them (and the PVCs,
         // when retainOnDelete is false, through the StatefulSet's retention policy).
         return Ok(Action::await_change());
     }
-    let sq = ctx.with_latest_status(sq);
-    caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT).await?;
+    let sq = status::with_latest(&ctx.written_status, sq);
+    caches_ready(|| ctx.stores.wait_until_ready(), CACHE_WAIT)
+        .await
+        .at(Step::Cache)?;
     let now = (ctx.clock)();
     let reference = sq.object_ref(&());
 
@@ -170,7 +80,9 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
                     )
                     .await;
             }
-            ctx.write_status(&sq, status).await?;
+            status::write(&ctx.client, &ctx.written_status, &sq, status)
+                .await
+                .at(Step::Status)?;
             ctx.failures.succeeded(&backoff_key(&sq));
             return Ok(Action::await_change());
         }
@@ -182,23 +94,26 @@ pub async fn reconcile(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result<Actio
             ctx.failures.succeeded(&backoff_key(&sq));
             Ok(action)
         }
-        Err(error) => {
-            let status = status::desired(&sq, &Verdict::Failed(&error), now);
+        Err(failure) => {
+            let Failure { step, error } = &failure;
+            let status = status::desired(&sq, &Verdict::Failed(error), now);
             if condition_changed(&sq, &status) {
                 ctx.events
                     .publish(
                         &reference,
                         EventType::Warning,
-                        &status::failure_reason(&error),
-                        "Reconcile",
-                        error.to_string(),
+                        &status::failure_reason(error),
+                        step.action(),
+                        format!("failed at step {}: {error}", step.label()),
                     )
                     .await;
             }
-            if let Err(status_error) = ctx.write_status(&sq, status).await {
+            if let Err(status_error) =
+                status::write(&ctx.client, &ctx.written_status, &sq, status).await
+            {
                 warn!(instance = %key(&sq), error = %status_error, "could not report a failure in status");
             }
-            Err(error)
+            Err(failure)
         }
     }
 }
@@ -209,20 +124,73 @@ async fn converge(
     ctx: &Context,
     inst: Instance,
     now: Timestamp,
-) -> Result<Action> {
-    let reference = sq.object_ref(&());
-
+) -> Result<Action, Failure> {
     // 2. observe and plan
     let current_sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
-    let history = plan::History::observe(sq.status.as_ref(), current_sts.as_deref());
-    let running_tls = plan::running_tls(current_sts.as_deref(), sq.status.as_ref());
+    let Some(plan) = plan_or_refuse(sq, ctx, inst, current_sts.as_deref(), now).await? else {
+        return Ok(Action::requeue(RESYNC));
+    };
+    let inst = &plan.instance;
+
+    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
+    // is written before.
+    references::ensure_allowed(&ctx.client, &ctx.stores, inst)
+        .await
+        .at(Step::References)?;
+
+    // 3. credentials, 3b. TLS material
+    let credentials = ensure_credentials(sq, ctx, inst, current_sts.as_deref(), now).await?;
+    let tls_report = ensure_tls(sq, ctx, inst, current_sts.as_deref(), now).await?;
+
+    // 4. build, 5. apply, 6. prune
+    let pending = build_and_apply(sq, ctx, &plan, credentials.keys, tls_report.as_ref()).await?;
+
+    // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
+    // cannot allow a later scale-down.
+    if plan.consume_annotation {
+        remove_peers_removed_annotation(&ctx.client, sq)
+            .await
+            .at(Step::Acknowledgment)?;
+    }
+
+    // 7. status
+    let rotation_phase = credentials.rotation_phase;
+    report_status(sq, ctx, &plan, tls_report.as_ref(), rotation_phase, now)
+        .await
+        .at(Step::Status)?;
+    let requeue = [
+        Some(RESYNC),
+        tls_report.map(|r| r.requeue_after),
+        credentials.requeue_after,
+        // A write skipped because the cache had not shown the same write yet: check it landed.
+        pending.then_some(expect::EXPECTATION_TTL),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(RESYNC)
+    .max(Duration::from_secs(1));
+    Ok(Action::requeue(requeue))
+}
+
+/// Step 2: the plan for `inst` — or None when the spec switches TLS on a cluster, which is
+/// refused outright (reported in status; nothing is applied: the pods keep running with the TLS
+/// setting they have).
+async fn plan_or_refuse(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<Option<plan::Plan>, Failure> {
+    let history = plan::History::observe(sq.status.as_ref(), current_sts);
+    let running_tls = plan::running_tls(current_sts, sq.status.as_ref());
     if let Some(refusal) = plan::tls_switch(&inst, history, running_tls) {
-        // Nothing is applied: the pods keep running with the TLS setting they have.
         let status = status::desired(sq, &Verdict::Refused(&refusal), now);
         if condition_changed(sq, &status) {
             ctx.events
                 .publish(
-                    &reference,
+                    &sq.object_ref(&()),
                     EventType::Warning,
                     refusal.reason(),
                     "Plan",
@@ -230,20 +198,27 @@ async fn converge(
                 )
                 .await;
         }
-        ctx.write_status(sq, status).await?;
-        return Ok(Action::requeue(RESYNC));
+        status::write(&ctx.client, &ctx.written_status, sq, status)
+            .await
+            .at(Step::Status)?;
+        return Ok(None);
     }
-    let mut plan = plan::plan(inst, current_sts.as_deref());
+    let mut plan = plan::plan(inst, current_sts);
     // Read by the pods' start script (through `<n>-config`): a pod 0 without Raft state joins
     // the formed cluster instead of starting a new one.
     plan.instance.cluster_formed = history.formed;
-    let inst = &plan.instance;
+    Ok(Some(plan))
+}
 
-    // 2b. every Secret the spec references but the instance does not own must allow it; nothing
-    // is written before.
-    references::ensure_allowed(&ctx.client, &ctx.stores, inst).await?;
-
-    // 3. credentials
+/// Step 3: the API keys (the Secret created or completed, a key rotation advanced), announced
+/// in Events.
+async fn ensure_credentials(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: &Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<credentials::Credentials, Failure> {
     let created_before = sq
         .status
         .as_ref()
@@ -256,33 +231,44 @@ async fn converge(
         sq,
         inst,
         created_before,
-        current_sts.as_deref(),
+        current_sts,
         now,
     )
-    .await?;
+    .await
+    .at(Step::Credentials)?;
+    let reference = sq.object_ref(&());
     for n in &credentials.notices {
         ctx.events
             .publish(&reference, n.type_, n.reason, "Credentials", n.note.clone())
             .await;
     }
+    Ok(credentials)
+}
 
-    // 3b. TLS material
-    let tls_report = match &inst.tls {
-        Some(settings) => Some(
-            tls::ensure(
-                &ctx.client,
-                &ctx.stores,
-                sq,
-                inst,
-                settings,
-                current_sts.as_deref(),
-                now,
-            )
-            .await?,
-        ),
-        None => None,
+/// Step 3b: the TLS material (None with TLS off), announced in Events.
+async fn ensure_tls(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    inst: &Instance,
+    current_sts: Option<&StatefulSet>,
+    now: Timestamp,
+) -> Result<Option<tls::TlsReport>, Failure> {
+    let Some(settings) = &inst.tls else {
+        return Ok(None);
     };
-    for n in tls_report.iter().flat_map(|r| &r.notices) {
+    let report = tls::ensure(
+        &ctx.client,
+        &ctx.stores,
+        sq,
+        inst,
+        settings,
+        current_sts,
+        now,
+    )
+    .await
+    .at(Step::Tls)?;
+    let reference = sq.object_ref(&());
+    for n in &report.notices {
         ctx.events
             .publish(
                 &reference,
@@ -293,31 +279,52 @@ async fn converge(
             )
             .await;
     }
+    Ok(Some(report))
+}
 
-    // 4. build, 5. apply, 6. prune
-    let key_rotation_phase = credentials.rotation_phase;
+/// Steps 4 to 6: builds the children, applies them, prunes the ones no longer built. Returns
+/// whether a write was skipped as pending (see [`expect`]).
+async fn build_and_apply(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    plan: &plan::Plan,
+    api_keys: ApiKeys,
+    tls_report: Option<&tls::TlsReport>,
+) -> Result<bool, Failure> {
+    let inst = &plan.instance;
     let material = Material {
-        api_keys: credentials.keys,
-        tls: tls_report.as_ref().map(|r| r.pod_tls.clone()),
+        api_keys,
+        tls: tls_report.map(|r| r.pod_tls.clone()),
     };
     let children = children::build(inst, &material);
     // An acknowledged scale-down is announced when its StatefulSet write happens (not again on a
     // cache that lags behind it, and not lost when a later step of this reconcile fails).
+    let reference = sq.object_ref(&());
     let scale_down_event = plan
         .scale_down
         .map(|d| (&reference, scale_down_applied_message(inst, d)));
-    let (written, pending) = apply_children(ctx, inst, children, scale_down_event).await?;
+    let applied = apply_children(ctx, inst, children, scale_down_event)
+        .await
+        .at(Step::Apply)?;
+    let deleted = prune(ctx, inst, &applied).await.at(Step::Prune)?;
+    let written = applied.written + deleted;
     if written > 0 {
         info!(instance = %key(sq), written, "applied children");
     }
+    Ok(applied.pending)
+}
 
-    // 6b. once the StatefulSet runs the acknowledged count, the acknowledgment is used up, so it
-    // cannot allow a later scale-down.
-    if plan.consume_annotation {
-        remove_peers_removed_annotation(&ctx.client, sq).await?;
-    }
-
-    // 7. status
+/// Step 7: the status after the children were applied (with the metrics and the Events it
+/// implies), written when it changed.
+async fn report_status(
+    sq: &SecureQdrant,
+    ctx: &Context,
+    plan: &plan::Plan,
+    tls_report: Option<&tls::TlsReport>,
+    key_rotation_phase: Option<&'static str>,
+    now: Timestamp,
+) -> Result<()> {
+    let inst = &plan.instance;
     let sts = cached(&ctx.stores.statefulsets, &inst.namespace, &inst.name);
     let status = status::desired(
         sq,
@@ -325,18 +332,19 @@ async fn converge(
             instance: inst,
             refusals: &plan.refusals,
             statefulset: sts.as_deref(),
-            tls: tls_report.as_ref(),
+            tls: tls_report,
         },
         now,
     );
     ctx.metrics.observe_instance(sq, &status);
     ctx.metrics.observe_rotations(
         sq,
-        tls_report.as_ref().and_then(|r| r.ca_renewal_time),
+        tls_report.and_then(|r| r.ca_renewal_time),
         key_rotation_phase,
-        tls_report.as_ref().and_then(|r| r.rollover_phase),
+        tls_report.and_then(|r| r.rollover_phase),
         now,
     );
+    let reference = sq.object_ref(&());
     if inst.tls.is_none() && !has_condition(sq, status::TLS_DISABLED) {
         ctx.events
             .publish(
@@ -361,20 +369,8 @@ async fn converge(
                 .await;
         }
     }
-    ctx.write_status(sq, status).await?;
-    let requeue = [
-        Some(RESYNC),
-        tls_report.map(|r| r.requeue_after),
-        credentials.requeue_after,
-        // A write skipped because the cache had not shown the same write yet: check it landed.
-        pending.then_some(expect::EXPECTATION_TTL),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(RESYNC)
-    .max(Duration::from_secs(1));
-    Ok(Action::requeue(requeue))
+    status::write(&ctx.client, &ctx.written_status, sq, status).await?;
+    Ok(())
 }
 
 /// Removes [`plan::PEERS_REMOVED_ANNOTATION`] from `sq` (a merge patch of its metadata, nothing
@@ -447,14 +443,25 @@ fn condition_changed(sq: &SecureQdrant, new: &crate::crd::SecureQdrantStatus) ->
     old != find(&new.conditions)
 }
 
-/// Applies every child in order and deletes the ones no longer built. Returns how many objects
-/// were written, and whether a write was skipped as pending (see [`expect`]).
+/// What the apply step did.
+struct Applied {
+    /// How many objects were written.
+    written: usize,
+    /// Whether a write was skipped as pending (see [`expect`]).
+    pending: bool,
+    /// The NetworkPolicies and PodDisruptionBudget built, by name: the others are pruned.
+    network_policies: Vec<String>,
+    pdbs: Vec<String>,
+}
+
+/// Applies every child in order, the StatefulSet last (and announces an acknowledged scale-down
+/// when its StatefulSet write happens).
 async fn apply_children(
     ctx: &Context,
     inst: &Instance,
     children: Children,
     scale_down_event: Option<(&k8s_openapi::api::core::v1::ObjectReference, String)>,
-) -> Result<(usize, bool)> {
+) -> Result<Applied> {
     let Children {
         service_account,
         // Created (never applied) by the credentials step.
@@ -479,10 +486,7 @@ async fn apply_children(
         )
         .await?,
     ];
-    if let Some(secret) = tls_secret {
-        outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
-    }
-    if let Some(secret) = metrics_client_secret {
+    for secret in [tls_secret, metrics_client_secret].into_iter().flatten() {
         outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
     }
     outcomes.extend([
@@ -512,28 +516,29 @@ async fn apply_children(
             .await;
     }
     outcomes.push(sts);
+    Ok(Applied {
+        written: outcomes.iter().filter(|o| **o == Outcome::Applied).count(),
+        pending: outcomes.contains(&Outcome::Pending),
+        network_policies: policy_names,
+        pdbs: pdb_names,
+    })
+}
 
+/// Deletes the children the instance controls and no longer builds. Returns how many.
+async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usize> {
+    let (client, s) = (&ctx.client, &ctx.stores);
     let uid = &inst.owner.uid;
+    let (namespace, name) = (&inst.namespace, &inst.name);
     let mut deleted = delete_orphans(
         client,
         &s.network_policies,
-        &inst.namespace,
-        &inst.name,
+        namespace,
+        name,
         uid,
-        &policy_names,
+        &applied.network_policies,
     )
     .await?;
-    deleted.extend(
-        delete_orphans(
-            client,
-            &s.pdbs,
-            &inst.namespace,
-            &inst.name,
-            uid,
-            &pdb_names,
-        )
-        .await?,
-    );
+    deleted.extend(delete_orphans(client, &s.pdbs, namespace, name, uid, &applied.pdbs).await?);
     // `<n>-metrics-client` once scrapers need no client certificate from the operator.
     if inst.metrics_client_secret().is_none() {
         deleted.extend(
@@ -543,10 +548,7 @@ async fn apply_children(
     if !deleted.is_empty() {
         info!(instance = %inst.name, namespace = %inst.namespace, ?deleted, "deleted children no longer needed");
     }
-    Ok((
-        outcomes.iter().filter(|o| **o == Outcome::Applied).count() + deleted.len(),
-        outcomes.contains(&Outcome::Pending),
-    ))
+    Ok(deleted.len())
 }
 
 /// Deletes the Secret `name` when the cache shows one controlled by the instance. Returns its
@@ -586,129 +588,5 @@ async fn delete_controlled_secret(
             name: name.to_owned(),
             source,
         }),
-    }
-}
-
-/// How long a reconcile waits for the caches to be filled after a start.
-pub const CACHE_WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until `ready` says the caches hold a complete list, at most `limit`: a reconcile that
-/// read an empty cache at start-up would take existing objects for missing ones. Polled rather
-/// than awaited once: kube-runtime's Store wakes only the last task that waited on it, and
-/// several reconciles may wait at start-up.
-pub async fn caches_ready<F, Fut>(ready: F, limit: Duration) -> Result<(), Error>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if tokio::time::timeout(Duration::from_millis(50), ready()).await == Ok(true) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::CacheNotReady);
-        }
-    }
-}
-
-/// Called when a reconcile fails: logs, and retries with exponential backoff per object
-/// (5 s doubling to 5 min; see [`Backoffs`]).
-pub fn error_policy(sq: Arc<SecureQdrant>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.failures.failed(&backoff_key(&sq), (ctx.clock)());
-    warn!(instance = %key(&sq), error = %error, kind = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
-}
-
-/// Backoff after `failures` consecutive failures.
-pub fn backoff(failures: u32) -> Duration {
-    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
-    Duration::from_secs(secs.min(300))
-}
-
-/// The retry schedule of each object that is failing.
-///
-/// The backoff grows with failed *retries*, not with failed reconciles: while a retry is
-/// scheduled, watch events (a child's update, the object's own status write) still start
-/// reconciles, and during an API outage each of them fails too. Counting those would take an
-/// object from 5 s to the 5-minute cap within a second of an outage and leave it waiting long
-/// after the API is back. A failure before the scheduled retry keeps the schedule as it is.
-#[derive(Default)]
-pub struct Backoffs(Mutex<HashMap<String, (u32, Timestamp)>>);
-
-impl Backoffs {
-    /// Records a failure of `key` at `now`; returns how long to wait before the next attempt.
-    pub fn failed(&self, key: &str, now: Timestamp) -> Duration {
-        let mut entries = self.0.lock().expect("lock");
-        // Objects that stopped failing without a success (deleted meanwhile) are dropped once
-        // their retry is long past.
-        let stale = k8s_openapi::jiff::SignedDuration::from_secs(3600);
-        entries.retain(|k, (_, at)| k == key || at.checked_add(stale).is_ok_and(|t| t > now));
-        let (failures, retry_at) = entries.entry(key.to_owned()).or_insert((0, now));
-        let left = retry_at.duration_since(now);
-        // Still waiting: keep the retry's time. (Further away than the backoff itself means the
-        // clock stepped back: counted as the retry instead, so the backoff keeps growing.)
-        if now < *retry_at && left.unsigned_abs() <= backoff(*failures) {
-            return left.unsigned_abs();
-        }
-        *failures = failures.saturating_add(1);
-        let delay = backoff(*failures);
-        let delay_ = k8s_openapi::jiff::SignedDuration::try_from(delay).unwrap_or_default();
-        *retry_at = now.checked_add(delay_).unwrap_or(Timestamp::MAX);
-        delay
-    }
-
-    /// Forgets the failures of `key` after a successful reconcile.
-    pub fn succeeded(&self, key: &str) {
-        self.0.lock().expect("lock").remove(key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(5));
-        assert_eq!(backoff(2), Duration::from_secs(10));
-        assert_eq!(backoff(4), Duration::from_secs(40));
-        assert_eq!(backoff(7), Duration::from_secs(300));
-        assert_eq!(backoff(100), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn only_failed_retries_grow_the_backoff() {
-        let backoffs = Backoffs::default();
-        let at =
-            |ms: i64| Timestamp::UNIX_EPOCH + k8s_openapi::jiff::SignedDuration::from_millis(ms);
-        assert_eq!(backoffs.failed("a", at(0)), Duration::from_secs(5));
-        // A burst of event-driven failures during the wait keeps the retry where it was.
-        for ms in [10, 20, 300, 4_000] {
-            let left = Duration::from_millis(5_000 - ms as u64);
-            assert_eq!(backoffs.failed("a", at(ms)), left);
-        }
-        // The retry itself fails: the backoff doubles, and again after that.
-        assert_eq!(backoffs.failed("a", at(5_000)), Duration::from_secs(10));
-        assert_eq!(backoffs.failed("a", at(15_001)), Duration::from_secs(20));
-        // Other objects have their own schedule; success starts over.
-        assert_eq!(backoffs.failed("b", at(15_001)), Duration::from_secs(5));
-        backoffs.succeeded("a");
-        assert_eq!(backoffs.failed("a", at(15_002)), Duration::from_secs(5));
-
-        // A clock that steps back an hour neither stretches the wait nor stops the backoff from
-        // growing.
-        assert_eq!(
-            backoffs.failed("a", at(-3_600_000)),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            backoffs.failed("a", at(-3_590_000)),
-            Duration::from_secs(20)
-        );
-        // Entries whose retry is an hour past are dropped when another object fails.
-        assert_eq!(backoffs.0.lock().unwrap().len(), 2);
-        backoffs.failed("c", at(15_002 + 3_700_000));
-        assert_eq!(backoffs.0.lock().unwrap().len(), 1);
     }
 }

@@ -1,6 +1,8 @@
 //! Status: computed from what was decided and what the StatefulSet reports (pure), then written
 //! to the status subresource only when it changed.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -9,6 +11,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::metrics_client::METRICS_CLIENT_CERTIFICATE_READY;
 use super::plan::{History, Refusal};
+use super::recent::Recent;
 use super::tls::TlsReport;
 use crate::children::meta::MANAGER;
 pub use crate::conditions::{CHILD_CONFLICT, SECRET_NOT_ALLOWED, set_condition};
@@ -346,9 +349,34 @@ pub fn failure_reason(error: &Error) -> String {
     out
 }
 
+/// The status each SecureQdrant (by uid) was last given by this process (`Context::written_status`).
+pub type WrittenStatus = Recent<String, SecureQdrantStatus>;
+
+/// `sq` with the status this process last wrote for it, when the copy in hand does not show it
+/// yet (only this operator writes the status, so the one it wrote last is the latest).
+pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
+    let Some(uid) = &sq.metadata.uid else {
+        return sq;
+    };
+    match written.get(uid) {
+        Some(status) if sq.status.as_ref() != Some(&status) => {
+            let mut fresh = (*sq).clone();
+            fresh.status = Some(status);
+            Arc::new(fresh)
+        }
+        _ => sq,
+    }
+}
+
 /// Writes the status (server-side apply on the status subresource, under the operator's field
-/// manager) if it differs from the object's current one. Returns whether it wrote.
-pub async fn write(client: &Client, sq: &SecureQdrant, status: SecureQdrantStatus) -> Result<bool> {
+/// manager) if it differs from the object's current one, and remembers it in `written`. Returns
+/// whether it wrote.
+pub async fn write(
+    client: &Client,
+    written: &WrittenStatus,
+    sq: &SecureQdrant,
+    status: SecureQdrantStatus,
+) -> Result<bool> {
     if sq.status.as_ref() == Some(&status) {
         return Ok(false);
     }
@@ -366,5 +394,8 @@ pub async fn write(client: &Client, sq: &SecureQdrant, status: SecureQdrantStatu
     )
     .await
     .map_err(Error::Status)?;
+    if let Some(uid) = sq.metadata.uid.clone() {
+        written.remember(uid, status);
+    }
     Ok(true)
 }

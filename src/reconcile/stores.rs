@@ -1,6 +1,7 @@
 //! Caches of the objects this operator manages, filled by label-selected watches.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -9,6 +10,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::error::Error;
 
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
 #[derive(Clone)]
@@ -41,4 +44,27 @@ where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// How long a reconcile waits for the caches to be filled after a start.
+pub const CACHE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `ready` says the caches hold a complete list, at most `limit`: a reconcile that
+/// read an empty cache at start-up would take existing objects for missing ones. Polled rather
+/// than awaited once: kube-runtime's Store wakes only the last task that waited on it, and
+/// several reconciles may wait at start-up.
+pub async fn caches_ready<F, Fut>(ready: F, limit: Duration) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if tokio::time::timeout(Duration::from_millis(50), ready()).await == Ok(true) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CacheNotReady);
+        }
+    }
 }

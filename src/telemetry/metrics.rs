@@ -3,7 +3,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `secure_qdrant_reconciles_total` | counter | `controller` |
-//! | `secure_qdrant_reconcile_failures_total` | counter | `controller`, `error` ([`Error::metric_label`]) |
+//! | `secure_qdrant_reconcile_failures_total` | counter | `controller`, `step` ([`Step::label`]), `error` ([`Error::metric_label`]) |
 //! | `secure_qdrant_reconcile_duration_seconds` | histogram | `controller` |
 //! | `secure_qdrant_certificate_expiry_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `secure_qdrant_certificate_renewal_timestamp_seconds` | gauge | `namespace`, `name` |
@@ -44,7 +44,7 @@ use prometheus_client::registry::Registry;
 
 use super::health::Role;
 use crate::crd::{QdrantAccessToken, QdrantAccessTokenStatus, SecureQdrant, SecureQdrantStatus};
-use crate::error::Error;
+use crate::error::{Error, Step};
 
 /// `rotation` label of an API-key rotation.
 pub const API_KEY_ROTATION: &str = "api-key";
@@ -69,6 +69,7 @@ struct ControllerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     controller: &'static str,
+    step: &'static str,
     error: &'static str,
 }
 
@@ -126,101 +127,95 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let reconciles = Family::<ControllerLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
-        let duration =
-            Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
-        let certificate_expiry = Family::<ObjectLabels, Gauge>::default();
-        let certificate_renewal = Family::<ObjectLabels, Gauge>::default();
-        let ca_expiry = Family::<ObjectLabels, Gauge>::default();
-        let ca_renewal = Family::<ObjectLabels, Gauge>::default();
-        let token_expiry = Family::<ObjectLabels, Gauge>::default();
-        let token_renewal = Family::<ObjectLabels, Gauge>::default();
-        let phase_since = Family::<PhaseLabels, Gauge>::default();
-        let leader = Gauge::default();
-
+        let metrics = Metrics {
+            registry: Arc::default(),
+            reconciles: Family::default(),
+            failures: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            certificate_expiry: Family::default(),
+            certificate_renewal: Family::default(),
+            ca_expiry: Family::default(),
+            ca_renewal: Family::default(),
+            token_expiry: Family::default(),
+            token_renewal: Family::default(),
+            phase_since: Family::default(),
+            phases: Arc::default(),
+            leader: Gauge::default(),
+        };
         let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        // Both controllers' series exist from the start (at 0), so rates work from the first
+        // scrape.
+        for controller in [SECURE_QDRANT, ACCESS_TOKEN] {
+            let labels = ControllerLabels { controller };
+            let _ = metrics.reconciles.get_or_create(&labels);
+            let _ = metrics.duration.get_or_create(&labels);
+        }
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    /// Registers every metric, with its name and help, in `registry`.
+    fn register(&self, registry: &mut Registry) {
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "secure_qdrant_reconciles",
             "Reconciles started, by controller",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register(
             "secure_qdrant_reconcile_failures",
-            "Reconciles that failed, by controller and failed step",
-            failures.clone(),
+            "Reconciles that failed, by controller, failed step and kind of error",
+            self.failures.clone(),
         );
         registry.register(
             "secure_qdrant_reconcile_duration_seconds",
             "How long reconciles take, by controller",
-            duration.clone(),
+            self.duration.clone(),
         );
         registry.register(
             "secure_qdrant_certificate_expiry_timestamp_seconds",
             "When the serving certificate of a SecureQdrant expires (Unix time)",
-            certificate_expiry.clone(),
+            self.certificate_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_certificate_renewal_timestamp_seconds",
             "When the serving certificate of a SecureQdrant is renewed (Unix time)",
-            certificate_renewal.clone(),
+            self.certificate_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_ca_expiry_timestamp_seconds",
             "When the CA of a SecureQdrant expires (Unix time)",
-            ca_expiry.clone(),
+            self.ca_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_ca_renewal_timestamp_seconds",
             "When the operator renews the CA it generated for a SecureQdrant (Unix time)",
-            ca_renewal.clone(),
+            self.ca_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_token_expiry_timestamp_seconds",
             "When the token of a QdrantAccessToken expires (Unix time)",
-            token_expiry.clone(),
+            self.token_expiry.clone(),
         );
         registry.register(
             "secure_qdrant_token_renewal_timestamp_seconds",
             "When the token of a QdrantAccessToken is renewed (Unix time)",
-            token_renewal.clone(),
+            self.token_renewal.clone(),
         );
         registry.register(
             "secure_qdrant_rotation_phase_since_timestamp_seconds",
             "Since when (Unix time) a running API-key rotation or CA key rollover of a SecureQdrant \
              is in its phase",
-            phase_since.clone(),
+            self.phase_since.clone(),
         );
         registry.register(
             "secure_qdrant_leader",
             "1 while this replica runs the controllers, 0 as a standby",
-            leader.clone(),
+            self.leader.clone(),
         );
-        // Both controllers' series exist from the start (at 0), so rates work from the first
-        // scrape.
-        for controller in [SECURE_QDRANT, ACCESS_TOKEN] {
-            let labels = ControllerLabels { controller };
-            let _ = reconciles.get_or_create(&labels);
-            let _ = duration.get_or_create(&labels);
-        }
-        Metrics {
-            registry: Arc::new(registry),
-            reconciles,
-            failures,
-            duration,
-            certificate_expiry,
-            certificate_renewal,
-            ca_expiry,
-            ca_renewal,
-            token_expiry,
-            token_renewal,
-            phase_since,
-            phases: Arc::default(),
-            leader,
-        }
     }
 
     /// Sets `secure_qdrant_leader` from this replica's part in leader election.
@@ -246,11 +241,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts one failed reconcile of `controller`, labelled with the step that failed.
-    pub fn failed(&self, controller: &'static str, error: &Error) {
+    /// Counts one failed reconcile of `controller`, labelled with the step that failed and the
+    /// kind of error.
+    pub fn failed(&self, controller: &'static str, step: Step, error: &Error) {
         self.failures
             .get_or_create(&FailureLabels {
                 controller,
+                step: step.label(),
                 error: error.metric_label(),
             })
             .inc();
@@ -425,7 +422,7 @@ mod tests {
         m.reconciled(SECURE_QDRANT, Duration::from_millis(30));
         m.reconciled(SECURE_QDRANT, Duration::from_millis(70));
         m.reconciled(ACCESS_TOKEN, Duration::from_millis(1));
-        m.failed(SECURE_QDRANT, &Error::CacheNotReady);
+        m.failed(SECURE_QDRANT, Step::Cache, &Error::CacheNotReady);
         let text = m.encode();
         let sq = r#"controller="secureqdrant""#;
         assert_eq!(
@@ -446,7 +443,7 @@ mod tests {
             sample(
                 &text,
                 "secure_qdrant_reconcile_failures_total",
-                r#"controller="secureqdrant",error="cache""#
+                r#"controller="secureqdrant",step="cache",error="cache""#
             )
             .as_deref(),
             Some("1"),

@@ -25,8 +25,8 @@ use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantSt
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::SecretValue;
-use secure_qdrant_operator::reconcile::apply::stamp;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
+use secure_qdrant_operator::reconcile::stamp::stamp;
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
 use secure_qdrant_operator::reconcile::stores::{Stores, cached};
 use secure_qdrant_operator::reconcile::{Clock, Context, reconcile};

@@ -1,0 +1,205 @@
+//! The caches of the controllers: label-selected watches of the children, trimmed of what the
+//! operator never reads, feeding the expectations; and the readiness they report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use super::scope::{EventStream, OnReady, WatchScope, reflect};
+use crate::children::meta::MANAGED_SELECTOR;
+use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::expect::Expectations;
+use crate::reconcile::stores::Stores;
+use crate::telemetry::Health;
+
+/// The objects a watch reports, for a controller's triggers.
+pub type ChildStream<K> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// A label-selected, managed-fields-stripped cache of one child kind in the watched namespaces,
+/// and the stream that feeds it (deletions included, so a deleted child triggers a reconcile of
+/// its owner).
+fn cache<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+    how: Compact,
+) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let watches = trimmed(scope.watches::<K>(client, &config), how);
+    let expectations = expectations.clone();
+    // After the cache holds the event's object: a write it shows is no longer pending.
+    let stream = reflect(watches, writer, synced.register())
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                expectations.observe(event);
+            }
+        })
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+/// The watches with what a cache never reads taken out of each object as it arrives: managed
+/// fields (a third of a small object), and what `how` compacts.
+fn trimmed<K>(
+    watches: Vec<(Option<String>, EventStream<K>)>,
+    how: Compact,
+) -> Vec<(Option<String>, EventStream<K>)>
+where
+    K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
+{
+    watches
+        .into_iter()
+        .map(|(ns, s)| {
+            let s: EventStream<K> = s
+                .modify(move |o: &mut K| {
+                    o.meta_mut().managed_fields = None;
+                    compact(o, how);
+                })
+                .boxed();
+            (ns, s)
+        })
+        .collect()
+}
+
+/// The cache and trigger stream of a controller's own kind in the watched namespaces; `deleted`
+/// is called with each object whose deletion the watch reports.
+pub fn main_stream<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    deleted: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, ChildStream<K>)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().any_semantic();
+    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing);
+    let stream = reflect(watches, writer, synced.register())
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                deleted(obj);
+            }
+        })
+        .applied_objects();
+    (reader, Box::pin(stream))
+}
+
+/// Marks the health synced once every registered cache has listed.
+#[derive(Clone)]
+pub struct Synced {
+    pending: Arc<AtomicUsize>,
+    health: Health,
+}
+
+impl Synced {
+    pub fn new(health: Health) -> Self {
+        Synced {
+            pending: Arc::new(AtomicUsize::new(0)),
+            health,
+        }
+    }
+
+    /// One more cache to wait for; the result is called when it has listed. (Every cache
+    /// registers before any stream is polled.)
+    fn register(&self) -> OnReady {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        Box::new(move || {
+            if this.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                info!("caches synced");
+                this.health.set_synced(true);
+            }
+        })
+    }
+}
+
+/// The trigger streams of the children's caches.
+pub struct ChildStreams {
+    pub service_accounts: ChildStream<ServiceAccount>,
+    pub secrets: ChildStream<Secret>,
+    pub config_maps: ChildStream<ConfigMap>,
+    pub services: ChildStream<Service>,
+    pub network_policies: ChildStream<NetworkPolicy>,
+    pub pdbs: ChildStream<PodDisruptionBudget>,
+    pub statefulsets: ChildStream<StatefulSet>,
+}
+
+/// One cache per child kind (what the reconciles read) and the streams that feed them.
+pub fn child_caches(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+) -> (Stores, ChildStreams) {
+    let (service_accounts, sa_stream) =
+        cache::<ServiceAccount>(client, scope, synced, expectations, Compact::Body);
+    let (secrets, secret_stream) =
+        cache::<Secret>(client, scope, synced, expectations, Compact::Nothing);
+    let (config_maps, cm_stream) =
+        cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
+    let (services, svc_stream) =
+        cache::<Service>(client, scope, synced, expectations, Compact::Body);
+    let (network_policies, np_stream) =
+        cache::<NetworkPolicy>(client, scope, synced, expectations, Compact::Body);
+    let (pdbs, pdb_stream) =
+        cache::<PodDisruptionBudget>(client, scope, synced, expectations, Compact::Body);
+    let (statefulsets, sts_stream) = cache::<StatefulSet>(
+        client,
+        scope,
+        synced,
+        expectations,
+        Compact::Paths(&["/spec/template/spec"]),
+    );
+    let stores = Stores {
+        service_accounts,
+        secrets,
+        config_maps,
+        services,
+        network_policies,
+        pdbs,
+        statefulsets,
+    };
+    let streams = ChildStreams {
+        service_accounts: sa_stream,
+        secrets: secret_stream,
+        config_maps: cm_stream,
+        services: svc_stream,
+        network_policies: np_stream,
+        pdbs: pdb_stream,
+        statefulsets: sts_stream,
+    };
+    (stores, streams)
+}
