@@ -15,8 +15,8 @@ use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::prelude::FromDer;
 
 use super::cert::{Certificate, PrivateKey, random_serial, secret_text};
+use super::names::{TLS_CRT, TLS_KEY, TlsError};
 use super::time::{BACKDATE, add, positive, sub, to_offset, whole_second};
-use super::{TLS_CRT, TLS_KEY, TlsError};
 
 /// Organization written into the operator's CA subjects.
 pub const CA_ORGANIZATION: &str = "secure-qdrant-operator";

@@ -13,7 +13,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::TlsError;
+use super::names::TlsError;
 use crate::material::SecretValue;
 
 const CERTIFICATE: &str = "CERTIFICATE";

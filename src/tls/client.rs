@@ -15,10 +15,10 @@
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose};
 
-use super::TlsError;
 use super::ca::CaMaterial;
 use super::cert::Certificate;
 use super::leaf::{LeafMaterial, sign_leaf};
+use super::names::TlsError;
 use super::renewal::{Jitter, LeafState, TlsPolicy, renewal_time};
 use super::time::{add, whole_second};
 

@@ -12,12 +12,14 @@ use sha2::{Digest, Sha256};
 use super::ca::{CaMaterial, CaSubject, issue_ca_for, permits, permitted_subtrees, renew_ca_for};
 use super::cert::{Certificate, parse_bundle, secret_text};
 use super::leaf::{LeafMaterial, issue_leaf};
+use super::names::{
+    CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, ROLLOVER_PHASE_ANNOTATION, TLS_CRT, TlsError,
+};
 use super::renewal::{
     CaAction, CaState, Jitter, LeafAction, LeafState, TlsPolicy, plan_ca, plan_leaf, requeue_after,
 };
 use super::rollover::{self, Phase, RolloverDecision, RolloverInput, Signer, Transition};
 use super::time::{add, whole_second};
-use super::{CA_CRT, CA_ROTATION_HANDLED_ANNOTATION, ROLLOVER_PHASE_ANNOTATION, TLS_CRT, TlsError};
 
 /// While a rollover waits for a rollout, look again at least this often (StatefulSet events
 /// normally trigger the reconcile sooner).
@@ -30,7 +32,7 @@ pub enum CaInput<'a> {
     Managed {
         /// The data of `<n>-ca`; None when the Secret does not exist.
         secret: Option<&'a BTreeMap<String, ByteString>>,
-        /// The SecureQdrant's [`super::ROTATE_CA_ANNOTATION`] value.
+        /// The SecureQdrant's [`super::names::ROTATE_CA_ANNOTATION`] value.
         rotation_requested: Option<&'a str>,
         /// `<n>-ca`'s [`CA_ROTATION_HANDLED_ANNOTATION`] value.
         rotation_handled: Option<&'a str>,
@@ -54,7 +56,7 @@ pub struct TlsInputs<'a> {
     /// `<n>-tls`'s [`ROLLOVER_PHASE_ANNOTATION`] value.
     pub recorded_phase: Option<&'a str>,
     /// The [`PublishedTls::fingerprint`] every pod of the StatefulSet runs with, ready, once a
-    /// rollout has finished (the pod template's [`super::TLS_FINGERPRINT_ANNOTATION`] when the
+    /// rollout has finished (the pod template's [`super::names::TLS_FINGERPRINT_ANNOTATION`] when the
     /// StatefulSet's status shows updateRevision == currentRevision and all replicas ready and
     /// updated for its current generation); None while a rollout is in progress.
     pub rolled_out: Option<&'a str>,
@@ -771,7 +773,7 @@ mod tests {
         input.ca = CaInput::External(&broken);
         assert_eq!(
             converge(&input).unwrap_err(),
-            TlsError::MissingKey(super::super::TLS_CRT)
+            TlsError::MissingKey(super::super::names::TLS_CRT)
         );
         // An expired external CA cannot sign.
         let mut input = world.inputs(add(

@@ -12,9 +12,10 @@ use rcgen::{
 };
 
 use super::ca::CaMaterial;
+use super::cert::bundle_pem;
 use super::cert::{Certificate, PrivateKey, random_serial, secret_text};
+use super::names::{CA_CRT, TLS_CRT, TLS_KEY, TlsError};
 use super::time::{BACKDATE, add, positive, sub, to_offset, whole_second};
-use super::{CA_CRT, TLS_CRT, TLS_KEY, TlsError, bundle_pem};
 
 /// The DNS names of an instance's serving certificate, in a stable order:
 /// - the client Service `<n>`: `<n>`, `<n>.<ns>`, `<n>.<ns>.svc`, `<n>.<ns>.svc.<domain>`;

@@ -12,10 +12,10 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-use super::TlsError;
 use super::ca::CaMaterial;
 use super::cert::Certificate;
 use super::leaf::{LeafMaterial, same_names};
+use super::names::TlsError;
 use super::rollover::Signer;
 use super::time::{add, signed, sub, whole_second};
 

@@ -31,7 +31,7 @@ use super::cert::Certificate;
 use super::time::whole_second;
 
 /// A CA key rollover phase, stored as its name in the `<n>-tls` annotation
-/// [`super::ROLLOVER_PHASE_ANNOTATION`].
+/// [`super::names::ROLLOVER_PHASE_ANNOTATION`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Phase {
     /// No rollover: the bundle holds the current CA only.

@@ -3,7 +3,7 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::TlsError;
+use super::names::TlsError;
 
 /// How far back a new certificate's NotBefore is set, so a peer whose clock lags a little
 /// already accepts it.
