@@ -715,7 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn pod_passthrough_attacks_are_refused() {
+    fn pod_scheduling_passthrough_attacks_are_refused() {
         assert_refused(
             "{pod: {tolerations: [{operator: Exists}]}}",
             "spec.pod.tolerations[0]",
@@ -746,6 +746,10 @@ mod tests {
             "spec.pod.priorityClassName",
             "reserved",
         );
+    }
+
+    #[test]
+    fn pod_metadata_passthrough_attacks_are_refused() {
         assert_refused(
             "{pod: {annotations: {container.apparmor.security.beta.kubernetes.io/qdrant: unconfined}}}",
             "spec.pod.annotations[container.apparmor.security.beta.kubernetes.io/qdrant]",
