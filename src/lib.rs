@@ -5,6 +5,8 @@
 //! → `reconcile` (the pipeline and its I/O) → `controller` (watches and the loop).
 
 #![forbid(unsafe_code)]
+// No function of src/ over 80 lines (threshold in clippy.toml; an error under `-D warnings`).
+#![warn(clippy::too_many_lines)]
 
 pub mod access_tokens;
 pub mod api_keys;
