@@ -33,7 +33,6 @@ fn rust_files(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
 // Import cycles in src/.
 
 #[test]
-#[ignore = "enabled when issue 15's restructuring lands"]
 fn src_has_no_import_cycle() {
     let graph = module_graph::build(&root().join("src"), CRATE_NAME).expect("src/ parses");
     let report = graph.report();
