@@ -15,19 +15,16 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::{Map, json};
 
 use super::recent::{Clock, Recent};
 use super::stores::{Stores, cached};
 use crate::api_keys::keys::{self, FINGERPRINT_SALT, NEXT_API_KEY, data_value};
-use crate::api_keys::rotation::{
-    self, KEYS_FINGERPRINT_ANNOTATION, ROTATE_API_KEY_ANNOTATION, RotationState, RotationStep,
-};
+use crate::api_keys::rotation::{self, KEYS_FINGERPRINT_ANNOTATION, RotationState, RotationStep};
 use crate::api_keys::{ApiKeys, KeyProblem, Phase, generate_key, read_key, secret as key_secret};
 use crate::children::meta::MANAGER;
 use crate::children::secrets;
-use crate::crd::SecureQdrant;
 use crate::error::{Error, Result};
 use crate::events::Notice;
 use crate::material::SecretValue;
@@ -87,7 +84,6 @@ pub async fn ensure(
     client: &Client,
     stores: &Stores,
     written: &RecentWrites,
-    sq: &SecureQdrant,
     inst: &Instance,
     created_before: bool,
     sts: Option<&StatefulSet>,
@@ -112,10 +108,7 @@ pub async fn ensure(
         rotation_phase: None,
     };
     if inst.generates_api_key() {
-        let requested = sq
-            .annotations()
-            .get(ROTATE_API_KEY_ANNOTATION)
-            .map(String::as_str);
+        let requested = inst.api_key_rotation_request.as_deref();
         rotate(
             client,
             written,

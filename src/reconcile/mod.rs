@@ -228,7 +228,6 @@ async fn ensure_credentials(
         &ctx.client,
         &ctx.stores,
         &ctx.key_secret_writes,
-        sq,
         inst,
         created_before,
         current_sts,

@@ -112,7 +112,7 @@ pub async fn ensure(
         TlsSource::UserCertificate(name) => {
             user_certificate(client, stores, inst, settings, name, now).await
         }
-        source => issued(client, stores, sq, inst, settings, source, sts, now).await,
+        source => issued(client, stores, inst, settings, source, sts, now).await,
     }?;
     // A MetricsClientCertificateReady that turns False is announced once.
     if let Some((false, reason, message)) = &report.metrics_client {
@@ -277,7 +277,6 @@ static NO_DATA: BTreeMap<String, k8s_openapi::ByteString> = BTreeMap::new();
 async fn issued(
     client: &Client,
     stores: &Stores,
-    sq: &SecureQdrant,
     inst: &Instance,
     settings: &TlsSettings,
     source: &TlsSource,
@@ -304,7 +303,7 @@ async fn issued(
             &inst.cluster_domain,
             &settings.extra_dns_names,
         ),
-        ca: ca_input(sq, source, &secrets)?,
+        ca: ca_input(inst, source, &secrets)?,
         published: secrets
             .published
             .as_ref()
@@ -399,7 +398,7 @@ async fn read_issued_secrets(
 /// Where the signing CA comes from: the user's CA Secret (which must exist), or `<n>-ca` with
 /// the SecureQdrant's rotate-ca request and the request `<n>-ca` last handled.
 fn ca_input<'a>(
-    sq: &'a SecureQdrant,
+    inst: &'a Instance,
     source: &TlsSource,
     secrets: &'a IssuedSecrets,
 ) -> Result<CaInput<'a>> {
@@ -412,10 +411,7 @@ fn ca_input<'a>(
         }
         _ => CaInput::Managed {
             secret: ca_data,
-            rotation_requested: sq
-                .annotations()
-                .get(ROTATE_CA_ANNOTATION)
-                .map(String::as_str),
+            rotation_requested: inst.ca_rotation_request.as_deref(),
             rotation_handled: secrets
                 .ca
                 .as_ref()
