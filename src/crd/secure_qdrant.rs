@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::SignedDuration;
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
@@ -406,12 +407,17 @@ impl Default for TlsSpec {
     }
 }
 
+/// The API default of spec.tls.certificateLifetime (the CRD schema writes it as a Go duration).
+pub const DEFAULT_CERTIFICATE_LIFETIME: SignedDuration = SignedDuration::from_hours(2160);
+/// The API default of spec.tls.caLifetime (the CRD schema writes it as a Go duration).
+pub const DEFAULT_CA_LIFETIME: SignedDuration = SignedDuration::from_hours(8760);
+
 fn default_certificate_lifetime() -> String {
-    format!("{}h", crate::tls::DEFAULT_CERTIFICATE_LIFETIME.as_hours())
+    format!("{}h", DEFAULT_CERTIFICATE_LIFETIME.as_hours())
 }
 
 fn default_ca_lifetime() -> String {
-    format!("{}h", crate::tls::DEFAULT_CA_LIFETIME.as_hours())
+    format!("{}h", DEFAULT_CA_LIFETIME.as_hours())
 }
 
 /// A Secret in the same namespace.

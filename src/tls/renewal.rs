@@ -19,10 +19,8 @@ use super::names::TlsError;
 use super::rollover::Signer;
 use super::time::{add, signed, sub, whole_second};
 
-/// The API default of spec.tls.certificateLifetime (the CRD schema writes it as a Go duration).
-pub const DEFAULT_CERTIFICATE_LIFETIME: SignedDuration = SignedDuration::from_hours(2160);
-/// The API default of spec.tls.caLifetime (the CRD schema writes it as a Go duration).
-pub const DEFAULT_CA_LIFETIME: SignedDuration = SignedDuration::from_hours(8760);
+/// The API defaults of the lifetimes are part of the API (`crate::crd`), read here.
+pub use crate::crd::{DEFAULT_CA_LIFETIME, DEFAULT_CERTIFICATE_LIFETIME};
 
 /// spec.tls.renewBefore when it is not set: a third of the certificate's lifetime.
 pub fn default_renew_before(lifetime: Duration) -> Duration {
