@@ -2,6 +2,8 @@
 //! - no import cycle between the files of `src/` (the module graph is parsed with `syn`, see
 //!   `support/module_graph.rs` for what counts as an edge), the checker itself tested on small
 //!   synthetic crates;
+//! - every use points down the layers of `ARCHITECTURE.md` (commands → controllers → pipeline →
+//!   pure domains → API types);
 //! - `ARCHITECTURE.md` names only paths that exist and names every file of `src/`.
 
 use std::collections::BTreeSet;
@@ -27,6 +29,64 @@ fn rust_files(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
             out.insert(rel.to_string_lossy().replace('\\', "/"));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layers: commands → controllers → pipeline → pure domains → API types (ARCHITECTURE.md).
+
+/// The layer of a file of `src/` (0 = commands … 4 = API types), or None for the modules that
+/// operate the process beside the layers (telemetry, leader election, Events, settings, RBAC,
+/// errors, the offline renderer) and the crate roots.
+fn layer(file: &str) -> Option<u8> {
+    let rest = file.strip_prefix("src/")?;
+    let top = rest.split(['/', '.']).next()?;
+    match top {
+        "cli" => Some(0),
+        "controller" | "access_tokens" => Some(1),
+        "reconcile" => Some(2),
+        "crd" => Some(4),
+        "lib" | "main" | "telemetry" | "leader" | "events" | "settings" | "rbac" | "error"
+        | "render" => None,
+        _ => Some(3),
+    }
+}
+
+#[test]
+fn src_dependencies_point_down_the_layers() {
+    let graph = module_graph::build(&root().join("src"), CRATE_NAME).expect("src/ parses");
+    let upward: Vec<String> = graph
+        .edges
+        .iter()
+        .filter_map(|(&(a, b), example)| {
+            let (from, to) = (&graph.files[a], &graph.files[b]);
+            match (layer(from), layer(to)) {
+                (Some(x), Some(y)) if y < x => Some(format!(
+                    "{from} (layer {x}) -> {to} (layer {y}) at {}: `{}`",
+                    example.at, example.path
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "uses that point up the layers (commands 0 → controllers 1 → pipeline 2 → pure domains 3 \
+         → API types 4; move the item down):\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn the_layer_check_knows_every_layer() {
+    assert_eq!(layer("src/cli.rs"), Some(0));
+    assert_eq!(layer("src/controller/caches.rs"), Some(1));
+    assert_eq!(layer("src/access_tokens/mod.rs"), Some(1));
+    assert_eq!(layer("src/reconcile/apply.rs"), Some(2));
+    assert_eq!(layer("src/tls/names.rs"), Some(3));
+    assert_eq!(layer("src/validate/instance.rs"), Some(3));
+    assert_eq!(layer("src/crd/secure_qdrant.rs"), Some(4));
+    assert_eq!(layer("src/telemetry/metrics.rs"), None);
+    assert_eq!(layer("src/lib.rs"), None);
 }
 
 // ---------------------------------------------------------------------------------------------
