@@ -7,6 +7,11 @@
 //! of a Secret, a replaced resourceVersion) and prefers it over a cached copy that does not show
 //! it yet, for as long as a cache may reasonably lag (the TTL each user chooses). Time is read
 //! from the reconciles' [`Clock`], so tests that move the clock move these memories with it.
+//!
+//! In production that clock is the wall clock (the one certificates and conditions are dated by),
+//! where these memories used a monotonic `Instant` before: if the node's clock is stepped forward
+//! by more than a TTL, a record expires early and a reconcile may start from a lagging cache once
+//! more (the next watch event corrects it); stepped back, records are kept longer.
 
 use std::collections::HashMap;
 use std::hash::Hash;
