@@ -443,6 +443,18 @@ fn record_annotation(
     seen
 }
 
+/// Waits until a recorder has seen the object once: a change made before its watch has listed
+/// would be recorded without the value it replaced.
+async fn wait_recorded(r: &Rollout, seen: &Arc<Mutex<Vec<String>>>) {
+    r.wait("the recorder has seen the object", || async {
+        let first = seen.lock().unwrap().first().cloned();
+        first
+            .map(|_| ())
+            .ok_or_else(|| "nothing recorded yet".to_owned())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_phase_swapped() {
     let mut r = Rollout::start(
@@ -453,6 +465,7 @@ async fn an_api_key_rotation_rolls_three_times_and_resumes_after_a_restart_in_ph
     let secret_name = format!("{SQ}-api-key");
     let old = text(&r.secret(&secret_name).await, "api-key").expect("api-key");
     let phases = record_annotation(&mut r, &secret_name, PHASE_ANNOTATION);
+    wait_recorded(&r, &phases).await;
 
     // Introduced: the new key beside the old one (roll 1); once every pod runs, ready, with
     // both, the moment is recorded and the grace period (1m) starts.
@@ -522,6 +535,7 @@ async fn a_ca_key_replacement_rolls_three_times_and_resumes_after_a_restart_in_p
     let (ca_name, tls_name) = (format!("{SQ}-ca"), format!("{SQ}-tls"));
     let old_ca = text(&r.secret(&ca_name).await, "tls.crt").expect("the CA");
     let phases = record_annotation(&mut r, &tls_name, ROLLOVER_PHASE_ANNOTATION);
+    wait_recorded(&r, &phases).await;
 
     // TrustBoth (roll 1, held): old and new CA in the bundle; the operator is killed and a new
     // one started.
@@ -579,6 +593,7 @@ async fn a_certificate_renewal_rolls_once_and_resumes_after_a_restart_before_its
         |s: &Secret| text(s, "tls.crt"),
     );
     r.tasks.push(task);
+    wait_recorded(&r, &certs).await;
     let first = text(&r.secret(&tls_name).await, "tls.crt").expect("a certificate");
     let bundle = text(&r.secret(&tls_name).await, "ca.crt").expect("a bundle");
 
