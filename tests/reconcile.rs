@@ -1688,7 +1688,7 @@ async fn a_failure_event_names_the_step_that_failed() {
         (EventType::Warning, "CreateSecretFailed", "Credentials")
     );
     assert!(
-        note.starts_with("failed at step credentials: creating Secret vectors-api-key"),
+        note.starts_with("creating Secret vectors-api-key"),
         "{note}"
     );
 
@@ -1722,7 +1722,7 @@ async fn a_failure_event_names_the_step_that_failed() {
     let (_, reason, action, note) = first_event(&h);
     assert_eq!((reason.as_str(), action.as_str()), ("ApplyFailed", "Apply"));
     assert!(
-        note.starts_with("failed at step apply: applying ConfigMap vectors-config"),
+        note.starts_with("applying ConfigMap vectors-config"),
         "{note}"
     );
 }

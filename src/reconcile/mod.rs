@@ -104,7 +104,7 @@ pub async fn reconcile_steps(sq: Arc<SecureQdrant>, ctx: Arc<Context>) -> Result
                         EventType::Warning,
                         &status::failure_reason(error),
                         step.action(),
-                        format!("failed at step {}: {error}", step.label()),
+                        error.to_string(),
                     )
                     .await;
             }
