@@ -30,18 +30,35 @@ pub fn system_clock() -> Clock {
 
 /// Records `key → value` with the time they were written; a record is forgotten `ttl` after it
 /// was written (as `clock` tells). A clock that steps back keeps records longer, never shorter.
+///
+/// Expired records are swept out by a write at most once per quarter TTL (a read drops the one
+/// it finds expired): a sweep walks the whole map, and the first reconciles of many instances
+/// write ten thousand records within seconds, so sweeping on every write was quadratic. The map
+/// therefore holds at most what was written in the last 1¼ TTL.
 pub struct Recent<K, V> {
     ttl: SignedDuration,
+    sweep_every: SignedDuration,
     clock: Clock,
-    entries: Mutex<HashMap<K, (V, Timestamp)>>,
+    entries: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    map: HashMap<K, (V, Timestamp)>,
+    /// When the last sweep ran (`None` before the first write).
+    swept: Option<Timestamp>,
 }
 
 impl<K: Eq + Hash, V: Clone> Recent<K, V> {
     pub fn new(ttl: Duration, clock: Clock) -> Self {
+        let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX);
         Recent {
-            ttl: SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX),
+            ttl,
+            sweep_every: ttl / 4,
             clock,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                swept: None,
+            }),
         }
     }
 
@@ -50,18 +67,24 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
     }
 
     /// Remembers that `value` was just written under `key` (replacing an older record), and
-    /// drops the records that expired.
+    /// drops the records that expired when the last sweep is a quarter TTL old.
     pub fn remember(&self, key: K, value: V) {
         let now = (self.clock)();
         let mut entries = self.entries.lock().expect("recent writes lock");
-        entries.retain(|_, (_, at)| self.fresh(*at, now));
-        entries.insert(key, (value, now));
+        let due = entries
+            .swept
+            .is_none_or(|swept| now.duration_since(swept).abs() >= self.sweep_every);
+        if due {
+            entries.map.retain(|_, (_, at)| self.fresh(*at, now));
+            entries.swept = Some(now);
+        }
+        entries.map.insert(key, (value, now));
     }
 
     /// What was written under `key`, unless that record expired (then it is dropped).
     pub fn get(&self, key: &K) -> Option<V> {
         let now = (self.clock)();
-        let mut entries = self.entries.lock().expect("recent writes lock");
+        let entries = &mut self.entries.lock().expect("recent writes lock").map;
         match entries.get(key) {
             Some((value, at)) if self.fresh(*at, now) => Some(value.clone()),
             Some(_) => {
@@ -74,12 +97,16 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
 
     /// Drops the record of `key`.
     pub fn forget(&self, key: &K) {
-        self.entries.lock().expect("recent writes lock").remove(key);
+        self.entries
+            .lock()
+            .expect("recent writes lock")
+            .map
+            .remove(key);
     }
 
     /// Drops the record of `key` when `done` says the write it records is no longer pending.
     pub fn forget_if(&self, key: &K, done: impl FnOnce(&V) -> bool) {
-        let mut entries = self.entries.lock().expect("recent writes lock");
+        let entries = &mut self.entries.lock().expect("recent writes lock").map;
         if entries.get(key).is_some_and(|(value, _)| done(value)) {
             entries.remove(key);
         }
@@ -87,7 +114,7 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
 
     /// How many records are kept, expired ones not dropped yet included (tests, diagnosis).
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("recent writes lock").len()
+        self.entries.lock().expect("recent writes lock").map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,6 +165,35 @@ mod tests {
         advance(&time, 15);
         recent.remember("d", 4);
         assert_eq!(recent.len(), 2, "a expired when d was written");
+    }
+
+    #[test]
+    fn writes_sweep_at_most_once_per_quarter_ttl() {
+        let (time, clock) = clock();
+        let recent = Recent::new(Duration::from_secs(40), clock);
+        recent.remember("a", 1); // the first write sweeps (an empty map) at t=0
+        advance(&time, 39);
+        recent.remember("b", 2); // a sweep is due (39 s ≥ 10 s): "a" is still fresh
+        advance(&time, 2);
+        recent.remember("c", 3); // 2 s after the last sweep: none, so expired "a" is still held
+        assert_eq!(
+            recent.len(),
+            3,
+            "no sweep within a quarter TTL of the last one"
+        );
+        assert_eq!(
+            recent.get(&"a"),
+            None,
+            "but an expired record is never returned"
+        );
+        recent.remember("a", 4);
+        advance(&time, 40);
+        recent.remember("d", 5); // a sweep is due: a, b and c expired
+        assert_eq!(recent.len(), 1);
+        for i in 0..1000 {
+            recent.remember("x", i);
+        }
+        assert_eq!(recent.get(&"x"), Some(999));
     }
 
     #[test]
