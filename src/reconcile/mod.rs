@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod compact;
 pub mod context;
 pub mod credentials;
+pub mod drift;
 pub mod expect;
 pub mod metrics_client;
 pub mod ownership;
