@@ -38,8 +38,9 @@ use secure_qdrant_operator::reconcile::stamp::{APPLIED_HASH, stamp};
 
 use api_verifier::{ApiServer, Transcript, as_stored};
 use fixtures::{
-    CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of, instance, keys,
-    path, restart_hash, settled, stored, tls_disabled_event,
+    CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of,
+    edited_by_someone_else, instance, keys, path, restart_hash, settled, stored,
+    tls_disabled_event,
 };
 
 const OLD_IMAGE: &str = "docker.io/qdrant/qdrant:v1.17.1-unprivileged";
@@ -342,17 +343,22 @@ async fn a_deleted_network_policy_is_recreated_and_nothing_else_written() {
 async fn a_child_edited_by_someone_else_is_applied_again() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    // Someone edits the config file; the applied-hash annotation stays as it was.
+    // Someone edits the config file; the applied-hash annotation stays as it was. The cache
+    // shows their write in the managed fields (the drift mark).
     let mut edited = applied(children_of(&sq, &k).config_map);
     edited.data.as_mut().unwrap().insert(
         "config.yaml".into(),
         "service: {enable_cors: true}\n".into(),
     );
+    let edited = edited_by_someone_else(edited);
+    let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
 
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
+            // One read of the flagged child, then the write that restores it.
+            api.expect_get(&path::config_map(), &as_read).await;
             api.expect_apply(&path::config_map()).await;
             api
         })
@@ -365,6 +371,37 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
             .unwrap()
             .contains("enable_cors: false")
     );
+    assert_eq!(t.writes().len(), 1, "{}", t.summary());
+}
+
+/// A child someone else wrote without changing what the operator sends (a label of theirs): it
+/// is read once, not written, and not read again at the same version.
+#[tokio::test]
+async fn a_flagged_child_found_clean_is_read_once_and_not_written() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut labelled = applied(children_of(&sq, &k).config_map);
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("team".into(), "x".into());
+    let labelled = edited_by_someone_else(labelled);
+    let as_read = serde_json::to_value(&labelled).unwrap();
+    cluster.put(labelled);
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get(&path::config_map(), &as_read).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(t.writes().len(), 0, "{}", t.summary());
+    let (result, t) = h.reconcile(&sq, |api| async move { api }).await;
+    result.expect("reconcile");
+    assert!(t.log.is_empty(), "{}", t.summary());
 }
 
 /// What another party's ConfigMap `vectors-config` looks like when the operator reads it.
@@ -391,11 +428,14 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
         .as_mut()
         .unwrap()
         .insert("config.yaml".into(), "drift\n".into());
+    let edited = edited_by_someone_else(edited);
+    let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
+            api.expect_get(&path::config_map(), &as_read).await;
             let call = api.expect(Method::PATCH, &path::config_map()).await;
             assert!(
                 call.request.body["metadata"]["resourceVersion"].is_string(),

@@ -19,6 +19,7 @@ use tracing::info;
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
 use crate::telemetry::Health;
@@ -50,7 +51,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), how);
+    let watches = trimmed(scope.watches::<K>(client, &config), how, true);
     let expectations = expectations.clone();
     // After the cache holds the event's object: a write it shows is no longer pending.
     let stream = reflect(watches, writer, synced.register())
@@ -64,10 +65,12 @@ where
 }
 
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object), and what `how` compacts.
+/// fields (a third of a small object), and what `how` compacts. With `mark`, the drift signal
+/// ([`drift::foreign_write`]) is read from the managed fields first and kept as a cache-only mark.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
     how: Compact,
+    mark: bool,
 ) -> Vec<(Option<String>, EventStream<K>)>
 where
     K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
@@ -77,6 +80,9 @@ where
         .map(|(ns, s)| {
             let s: EventStream<K> = s
                 .modify(move |o: &mut K| {
+                    if mark {
+                        drift::mark_and_trim(o.meta_mut());
+                    }
                     o.meta_mut().managed_fields = None;
                     compact(o, how);
                 })
@@ -106,7 +112,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
-    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing);
+    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing, false);
     let stream = reflect(watches, writer, synced.register())
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {

@@ -5,15 +5,18 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::drift;
 use super::expect::Expectations;
-use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
+use super::ownership::{Ownership, adopt, expected_owner, ownership};
 use super::stamp::{APPLIED_HASH, stamp};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
@@ -54,7 +57,8 @@ fn same_quantity(a: &str, b: &str) -> bool {
     }
 }
 
-/// Decides whether `desired` (already carrying its applied-hash annotation) needs a write.
+/// Decides whether `desired` (already carrying its applied-hash annotation) needs a write over
+/// `current`, the object as the API server holds it (read in full, not a cached copy).
 pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) -> bool {
     let Some(current) = current else { return true };
     let want_hash = desired
@@ -71,14 +75,52 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
         return true;
     }
     let want = serde_json::to_value(desired).expect("k8s objects serialize");
-    let mut have = serde_json::to_value(current).expect("k8s objects serialize");
-    // The cache keeps some parts as compact JSON: compare with them in place.
-    super::compact::restore(&mut have);
+    let have = serde_json::to_value(current).expect("k8s objects serialize");
     !is_subset(&want, &have)
+}
+
+/// What the cache says about a child, from its metadata alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Not in the cache.
+    Missing,
+    /// Another applied hash: what the operator would send changed (or someone edited the hash).
+    Stale,
+    /// The applied hash matches, and no write newer than the operator's apply shows
+    /// ([`drift::foreign_write`]), or one does but the object was read at this version and found
+    /// clean ([`super::verified`]): nothing to do.
+    Current,
+    /// The applied hash matches, but a foreign write shows that no read has checked yet: read the
+    /// object and compare.
+    Flagged,
+}
+
+/// Classifies the cached copy of a child (`meta`: its metadata) against `hash`, the applied hash
+/// of the desired object; `verified` says whether its version was already read and found clean.
+pub fn classify(meta: Option<&ObjectMeta>, hash: &str, verified: impl Fn(&str) -> bool) -> Cached {
+    let Some(meta) = meta else {
+        return Cached::Missing;
+    };
+    let have = meta.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH));
+    if have.map(String::as_str) != Some(hash) {
+        return Cached::Stale;
+    }
+    if drift::flagged(meta) && !verified(meta.resource_version.as_deref().unwrap_or_default()) {
+        Cached::Flagged
+    } else {
+        Cached::Current
+    }
 }
 
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same
 /// write was just made and the cache has not caught up yet (`expectations`).
+///
+/// The cache (`store`) may hold whole objects or only their metadata (`C`: any cached type of
+/// the same kind): only the metadata is read. The decision ([`classify`]): a missing or
+/// differently-hashed child is written; a child the drift signal flags ([`super::drift`]) is read
+/// in full (one GET) and compared ([`needs_apply`]): force-applied if it differs, else its
+/// version is remembered as clean ([`super::verified`]); anything else is left alone with no
+/// request.
 ///
 /// Ownership (see [`super::ownership`]): `desired` carries its controller reference, and the
 /// object is written only when it is absent (created) or controlled by that owner's UID
@@ -94,10 +136,10 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
 ///   and refused as foreign. (A plain POST would be race-free, but it records the fields under
 ///   an Update entry of the operator's field manager, and later applies could then never remove
 ///   a field the operator stops sending.)
-pub async fn apply<K>(
+pub async fn apply<K, C>(
     client: &Client,
     expectations: &Expectations,
-    store: &Store<K>,
+    store: &Store<C>,
     desired: K,
 ) -> Result<Outcome>
 where
@@ -108,16 +150,17 @@ where
         + Serialize
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     // On the heap: the reads, adoption and retry make this future large, and the reconcile
     // awaits a dozen of them.
     Box::pin(apply_checked(client, expectations, store, desired)).await
 }
 
-async fn apply_checked<K>(
+async fn apply_checked<K, C>(
     client: &Client,
     expectations: &Expectations,
-    store: &Store<K>,
+    store: &Store<C>,
     desired: K,
 ) -> Result<Outcome>
 where
@@ -128,38 +171,104 @@ where
         + Serialize
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let desired = stamp(desired);
+    let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let current = cached(store, &namespace, &name);
+    let meta = current.as_deref().map(Resource::meta);
     if let Some(c) = current.as_deref()
         && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
     {
         // Checked before anything else: a foreign object is refused without a request.
-        return Err(conflict(c, by));
+        return Err(child_conflict(kind, &name, by));
     }
-    if !needs_apply(&desired, current.as_deref()) {
-        return Ok(Outcome::Unchanged);
-    }
-    let kind = <K as k8s_openapi::Resource>::KIND;
     let hash = desired
         .annotations()
         .get(APPLIED_HASH)
         .cloned()
         .unwrap_or_default();
-    let cache_behind = current
-        .as_deref()
-        .is_none_or(|c| c.annotations().get(APPLIED_HASH) != Some(&hash));
-    if cache_behind && expectations.pending(kind, &namespace, &name, &hash) {
-        return Ok(Outcome::Pending);
-    }
+    let verified = expectations.verified();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let current = match current {
-        Some(c) => Some(c.as_ref().clone()),
-        None => read(&api, &name).await?,
+    let seen = match classify(meta, &hash, |rv| verified.at(kind, &namespace, &name, rv)) {
+        Cached::Current => return Ok(Outcome::Unchanged),
+        Cached::Flagged => return verify(&api, expectations, &desired, meta).await,
+        _ if expectations.pending(kind, &namespace, &name, &hash) => {
+            return Ok(Outcome::Pending);
+        }
+        Cached::Missing => read(&api, &name).await?.map(Seen::Full),
+        Cached::Stale => meta.map(|m| Seen::Meta(m.clone().into_response_partial())),
     };
-    write_checked(&api, expectations, &desired, current).await
+    write_checked(&api, expectations, &desired, seen).await
+}
+
+/// A flagged child: reads it, and writes it if it differs from `desired` (else remembers its
+/// version as clean). `cached` is the metadata the cache showed; once a write is made for that
+/// version, it counts as handled too (the watch shows the written version soon).
+async fn verify<K>(
+    api: &Api<K>,
+    expectations: &Expectations,
+    desired: &K,
+    cached: Option<&ObjectMeta>,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let full = read(api, &name).await?;
+    if let Some(f) = &full
+        && !needs_apply(desired, Some(f))
+    {
+        let rv = f.resource_version().unwrap_or_default();
+        expectations.verified().record(kind, &namespace, &name, &rv);
+        return Ok(Outcome::Unchanged);
+    }
+    let outcome = write_checked(api, expectations, desired, full.map(Seen::Full)).await?;
+    if let Some(rv) = cached.and_then(|m| m.resource_version.as_deref()) {
+        expectations.verified().record(kind, &namespace, &name, rv);
+    }
+    Ok(outcome)
+}
+
+/// An existing object as the write path knows it: its metadata (what a cache may hold), or the
+/// whole object as read.
+enum Seen<K> {
+    Meta(PartialObjectMeta<K>),
+    Full(K),
+}
+
+impl<K: Resource<DynamicType = ()>> Seen<K> {
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Seen::Meta(m) => &m.metadata,
+            Seen::Full(k) => k.meta(),
+        }
+    }
+
+    fn ownership(&self, owner: &OwnerReference) -> Ownership {
+        match self {
+            Seen::Meta(m) => ownership(m, owner),
+            Seen::Full(k) => ownership(k, owner),
+        }
+    }
+}
+
+fn child_conflict(kind: &'static str, name: &str, owner: String) -> Error {
+    Error::ChildConflict {
+        kind,
+        name: name.to_owned(),
+        owner,
+    }
 }
 
 /// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
@@ -169,7 +278,7 @@ async fn write_checked<K>(
     api: &Api<K>,
     expectations: &Expectations,
     desired: &K,
-    mut current: Option<K>,
+    mut current: Option<Seen<K>>,
 ) -> Result<Outcome>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -190,27 +299,34 @@ where
         .unwrap_or_default();
     for attempt in 0..2 {
         if let Some(c) = current.take() {
-            let c = match ownership(&c, expected_owner(desired)) {
+            let c = match c.ownership(expected_owner(desired)) {
                 Ownership::Ours => c,
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
-                    match adopt(api, &c, expected_owner(desired), &labels).await {
-                        Ok(adopted) => adopted,
+                    let adopted = match &c {
+                        Seen::Meta(m) => adopt(api, m, expected_owner(desired), &labels).await,
+                        Seen::Full(k) => adopt(api, k, expected_owner(desired), &labels).await,
+                    };
+                    match adopted {
+                        Ok(adopted) => Seen::Full(adopted),
                         // A stale copy (adopted or changed since it was cached): read and check
                         // again.
                         Err(Error::Apply {
                             source: kube::Error::Api(e),
                             ..
                         }) if e.code == 409 && attempt == 0 => {
-                            current = read(api, &name).await?;
+                            current = read(api, &name).await?.map(Seen::Full);
                             continue;
                         }
                         Err(error) => return Err(error),
                     }
                 }
-                Ownership::Foreign(by) => return Err(conflict(&c, by)),
+                Ownership::Foreign(by) => return Err(child_conflict(kind, &name, by)),
             };
-            if attempt > 0 && !needs_apply(desired, Some(&c)) {
+            if attempt > 0
+                && let Seen::Full(full) = &c
+                && !needs_apply(desired, Some(full))
+            {
                 return Ok(Outcome::Unchanged);
             }
             current = Some(c);
@@ -230,7 +346,7 @@ where
             Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
                 // Changed (or created) by someone else since it was read: read and check again.
                 expectations.forget(kind, &namespace, &name);
-                current = read(api, &name).await?;
+                current = read(api, &name).await?.map(Seen::Full);
             }
             Err(source) => {
                 expectations.forget(kind, &namespace, &name);

@@ -18,6 +18,7 @@ pub mod stamp;
 pub mod status;
 pub mod stores;
 pub mod tls;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,11 +20,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use secure_qdrant_operator::api_keys::ApiKeys;
+use secure_qdrant_operator::children::meta::MANAGER;
 use secure_qdrant_operator::children::{self, Children, Material};
 use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus, TlsSpec};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::SecretValue;
+use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::stamp::stamp;
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
@@ -215,6 +217,22 @@ pub fn restart_hash(inst: &Instance, keys: &ApiKeys) -> String {
 /// applied-hash annotation, plus what the server adds.
 pub fn applied<K: Resource + Serialize + DeserializeOwned>(desired: K) -> K {
     stored(stamp(desired))
+}
+
+/// `obj` as the operator's cache shows it after someone else wrote it (a write newer than the
+/// operator's apply in its managed fields: the drift mark is set as the watch event enters the
+/// cache, then the managed fields go).
+pub fn edited_by_someone_else<K: Resource>(mut obj: K) -> K {
+    let meta = obj.meta_mut();
+    meta.managed_fields = Some(
+        serde_json::from_value(serde_json::json!([
+            {"manager": MANAGER, "operation": "Apply", "time": "2026-12-05T10:00:00Z"},
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2026-12-05T10:00:09Z"}
+        ]))
+        .expect("managed fields"),
+    );
+    drift::mark_and_trim(meta);
+    obj
 }
 
 /// An object with the fields the API server adds (resourceVersion, uid, ...).
