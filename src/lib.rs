@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod render;
 pub mod rollout;
 pub mod settings;
+pub mod statefulset_view;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;

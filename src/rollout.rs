@@ -2,11 +2,11 @@
 //! API-key rotation and the CA rollover each advance only when the pods run what they
 //! published.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::statefulset_view::StatefulSetView;
 
 /// A pod-template annotation of the StatefulSet, once its rollout is complete and every pod is
 /// ready: what every pod runs with. None while a rollout is in progress.
-pub fn rolled_out_annotation(sts: Option<&StatefulSet>, annotation: &str) -> Option<String> {
+pub fn rolled_out_annotation(sts: Option<&StatefulSetView>, annotation: &str) -> Option<String> {
     let sts = sts?;
     let spec = sts.spec.as_ref()?;
     let status = sts.status.as_ref()?;

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -22,6 +21,7 @@ use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
+use crate::statefulset_view::StatefulSetView;
 use crate::telemetry::Health;
 
 /// The objects a watch reports, for a controller's triggers.
@@ -40,7 +40,6 @@ fn cache<K>(
 ) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
         + serde::Serialize
         + Clone
         + std::fmt::Debug
@@ -160,7 +159,7 @@ pub struct ChildStreams {
     pub services: ChildStream<Service>,
     pub network_policies: ChildStream<NetworkPolicy>,
     pub pdbs: ChildStream<PodDisruptionBudget>,
-    pub statefulsets: ChildStream<StatefulSet>,
+    pub statefulsets: ChildStream<StatefulSetView>,
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -182,13 +181,9 @@ pub fn child_caches(
         cache::<NetworkPolicy>(client, scope, synced, expectations, Compact::Body);
     let (pdbs, pdb_stream) =
         cache::<PodDisruptionBudget>(client, scope, synced, expectations, Compact::Body);
-    let (statefulsets, sts_stream) = cache::<StatefulSet>(
-        client,
-        scope,
-        synced,
-        expectations,
-        Compact::Paths(&["/spec/template/spec"]),
-    );
+    // Decoded into the view: the pod spec is skipped as each event is read.
+    let (statefulsets, sts_stream) =
+        cache::<StatefulSetView>(client, scope, synced, expectations, Compact::Nothing);
     let stores = Stores {
         service_accounts,
         secrets,

@@ -1,9 +1,10 @@
 //! Smaller caches. The operator reads most of what it caches only to compare it with what it
 //! would apply ([`super::apply::needs_apply`]). Deserialized into k8s-openapi structs (every
-//! optional field inline), a StatefulSet's pod spec takes ~20 KB of memory for ~3 KB of JSON; at
-//! 1,000 instances the caches were most of the operator's memory (BENCHMARKS.md). So, as a watch
+//! optional field inline), an object takes several times the memory of its JSON; at 1,000
+//! instances the caches were most of the operator's memory (BENCHMARKS.md). So, as a watch
 //! event enters the cache, the parts read only for comparison are moved into a cache-only
-//! annotation as compact JSON, and put back into the JSON form before a comparison.
+//! annotation as compact JSON, and put back into the JSON form before a comparison. (The
+//! StatefulSet is cached as [`crate::statefulset_view::StatefulSetView`] instead.)
 //!
 //! The annotation never reaches the API server: it exists only in the operator's cached copies
 //! (the operator applies objects it builds, never cached ones).
@@ -23,9 +24,6 @@ pub enum Compact {
     /// Every top-level field but `apiVersion`, `kind` and `metadata` (objects the operator only
     /// compares and prunes by their metadata).
     Body,
-    /// These JSON pointers (e.g. a StatefulSet's pod spec; its replicas, claim templates,
-    /// template annotations and status stay readable).
-    Paths(&'static [&'static str]),
 }
 
 /// Moves the parts `how` names into [`CACHED_JSON`]. An object that cannot be converted is
@@ -51,16 +49,6 @@ pub fn compact<K: Serialize + DeserializeOwned>(obj: &mut K, how: Compact) {
                     if let Some(v) = top.remove(&k) {
                         moved.insert(format!("/{k}"), v);
                     }
-                }
-            }
-        }
-        Compact::Paths(paths) => {
-            for path in paths {
-                if let Some((parent, last)) = path.rsplit_once('/')
-                    && let Some(Value::Object(p)) = value.pointer_mut(parent)
-                    && let Some(v) = p.remove(last)
-                {
-                    moved.insert((*path).to_owned(), v);
                 }
             }
         }
@@ -119,57 +107,10 @@ pub fn restore(value: &mut Value) {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::Service;
     use serde_json::json;
 
     use super::*;
-
-    fn sts() -> StatefulSet {
-        serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "v", "namespace": "ns", "annotations": {"a": "b"}},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": {"app": "q"}},
-                "serviceName": "v-headless",
-                "template": {
-                    "metadata": {"annotations": {"secureqdrant.dev/tls-fingerprint": "f"}},
-                    "spec": {"containers": [{"name": "qdrant", "image": "q:1",
-                                             "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
-                             "volumes": [{"name": "s", "emptyDir": {}}]}
-                },
-                "volumeClaimTemplates": [{"metadata": {"name": "storage"}}]
-            },
-            "status": {"replicas": 3, "readyReplicas": 2}
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_statefulset_keeps_what_is_read_and_compares_as_before() {
-        let full = sts();
-        let mut cached = full.clone();
-        compact(&mut cached, Compact::Paths(&["/spec/template/spec"]));
-        let spec = cached.spec.as_ref().unwrap();
-        assert!(spec.template.spec.is_none(), "the pod spec moved out");
-        assert_eq!(spec.replicas, Some(3));
-        assert_eq!(spec.volume_claim_templates.as_ref().unwrap().len(), 1);
-        assert_eq!(
-            spec.template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()["secureqdrant.dev/tls-fingerprint"],
-            "f"
-        );
-        assert_eq!(cached.status, full.status);
-        let mut value = serde_json::to_value(&cached).unwrap();
-        restore(&mut value);
-        assert_eq!(value, serde_json::to_value(&full).unwrap());
-    }
 
     #[test]
     fn a_body_compacted_object_keeps_its_metadata_and_restores_exactly() {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -86,7 +86,7 @@ pub async fn ensure(
     written: &RecentWrites,
     inst: &Instance,
     created_before: bool,
-    sts: Option<&StatefulSet>,
+    sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<Credentials> {
     // `render` shows the same keys (`children::secrets::api_key`). The Secret always exists: it
@@ -133,7 +133,7 @@ async fn rotate(
     inst: &Instance,
     secret: &Secret,
     requested: Option<&str>,
-    sts: Option<&StatefulSet>,
+    sts: Option<&StatefulSetView>,
     now: Timestamp,
     credentials: &mut Credentials,
 ) -> Result<()> {

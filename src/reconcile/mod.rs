@@ -23,7 +23,7 @@ pub mod verified;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -182,7 +182,7 @@ async fn plan_or_refuse(
     sq: &SecureQdrant,
     ctx: &Context,
     inst: Instance,
-    current_sts: Option<&StatefulSet>,
+    current_sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<Option<plan::Plan>, Failure> {
     let history = plan::History::observe(sq.status.as_ref(), current_sts);
@@ -218,7 +218,7 @@ async fn ensure_credentials(
     sq: &SecureQdrant,
     ctx: &Context,
     inst: &Instance,
-    current_sts: Option<&StatefulSet>,
+    current_sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<credentials::Credentials, Failure> {
     let created_before = sq
@@ -251,7 +251,7 @@ async fn ensure_tls(
     sq: &SecureQdrant,
     ctx: &Context,
     inst: &Instance,
-    current_sts: Option<&StatefulSet>,
+    current_sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<Option<tls::TlsReport>, Failure> {
     let Some(settings) = &inst.tls else {

@@ -24,8 +24,7 @@
 //! tells the reconcile to remove it. Not at the write: a reconcile on a cache that does not show
 //! the write yet would find no acknowledgment and scale back up.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+use crate::statefulset_view::{ClaimSpec, StatefulSetView};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::SecureQdrantStatus;
@@ -244,7 +243,7 @@ impl History {
     /// instance that predates `status.clustered`, or whose status write was lost), and two ready
     /// pods of a cluster-mode StatefulSet that has rolled out (every pod runs the current
     /// template: no single-node pod 0 left from a scale-up) mean the cluster formed.
-    pub fn observe(status: Option<&SecureQdrantStatus>, current: Option<&StatefulSet>) -> Self {
+    pub fn observe(status: Option<&SecureQdrantStatus>, current: Option<&StatefulSetView>) -> Self {
         let spec_replicas = current
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.replicas)
@@ -271,7 +270,7 @@ impl History {
 /// annotations readable, not the pod spec), else, when there is no StatefulSet, from the
 /// endpoints in `status`. None when neither tells (a new instance).
 pub fn running_tls(
-    current: Option<&StatefulSet>,
+    current: Option<&StatefulSetView>,
     status: Option<&SecureQdrantStatus>,
 ) -> Option<bool> {
     match current.and_then(|s| s.spec.as_ref()) {
@@ -321,7 +320,7 @@ pub struct Plan {
 
 /// Plans the instance against the StatefulSet that exists (if any), with the acknowledgment
 /// the instance carries ([`Instance::peers_removed`]).
-pub fn plan(mut inst: Instance, current: Option<&StatefulSet>) -> Plan {
+pub fn plan(mut inst: Instance, current: Option<&StatefulSetView>) -> Plan {
     let spec = current.and_then(|s| s.spec.as_ref());
     let running = spec.map(|s| s.replicas.unwrap_or(1));
     let (scale_down, consume_annotation, mut refusals) = replicas(&mut inst, running);
@@ -366,7 +365,7 @@ fn replicas(inst: &mut Instance, running: Option<i32>) -> (Option<ScaleDown>, bo
 
 /// Keeps the data volume's size and class as the StatefulSet's claim template has them (claim
 /// templates are immutable), refusing a change of either.
-fn keep_storage(inst: &mut Instance, claim: &PersistentVolumeClaimSpec) -> Vec<Refusal> {
+fn keep_storage(inst: &mut Instance, claim: &ClaimSpec) -> Vec<Refusal> {
     let mut refusals = Vec::new();
     let size = claim
         .resources
@@ -465,13 +464,12 @@ fn scale(inst: &Instance, running: Option<i32>, peers_removed: Option<&str>) -> 
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::StatefulSetSpec;
-
     use kube::ResourceExt;
 
     use super::*;
     use crate::crd::SecureQdrant;
     use crate::settings::Settings;
+    use crate::statefulset_view::Spec;
     use crate::validate::validate;
 
     /// `search/vectors` with `replicas`, and the acknowledgment `ack` when given.
@@ -491,13 +489,13 @@ mod tests {
     }
 
     /// A StatefulSet running `replicas` (no claim templates: only the count is planned here).
-    fn running(replicas: i32) -> StatefulSet {
-        StatefulSet {
-            spec: Some(StatefulSetSpec {
+    fn running(replicas: i32) -> StatefulSetView {
+        StatefulSetView {
+            spec: Some(Spec {
                 replicas: Some(replicas),
-                ..StatefulSetSpec::default()
+                ..Spec::default()
             }),
-            ..StatefulSet::default()
+            ..StatefulSetView::default()
         }
     }
 
@@ -671,35 +669,31 @@ mod tests {
 
     /// A StatefulSet asked for `replicas`, `running` of them, `ready` ready, its pods with or
     /// without TLS (as the operator builds it: the TLS fingerprint on the template).
-    fn sts(replicas: i32, running: i32, ready: i32, tls: bool) -> StatefulSet {
-        use k8s_openapi::api::apps::v1::StatefulSetStatus;
-        use k8s_openapi::api::core::v1::PodTemplateSpec;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    fn sts(replicas: i32, running: i32, ready: i32, tls: bool) -> StatefulSetView {
+        use crate::statefulset_view::{Annotated, Status, Template};
         let annotation = (
             crate::tls::TLS_FINGERPRINT_ANNOTATION.to_owned(),
             "f".to_owned(),
         );
-        StatefulSet {
-            spec: Some(StatefulSetSpec {
+        StatefulSetView {
+            spec: Some(Spec {
                 replicas: Some(replicas),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
+                template: Template {
+                    metadata: Some(Annotated {
                         annotations: Some(tls.then_some(annotation).into_iter().collect()),
-                        ..ObjectMeta::default()
                     }),
-                    ..PodTemplateSpec::default()
                 },
-                ..StatefulSetSpec::default()
+                ..Spec::default()
             }),
-            status: Some(StatefulSetStatus {
+            status: Some(Status {
                 replicas: running,
                 ready_replicas: Some(ready),
                 updated_replicas: Some(replicas),
                 current_revision: Some("r1".to_owned()),
                 update_revision: Some("r1".to_owned()),
-                ..StatefulSetStatus::default()
+                ..Status::default()
             }),
-            ..StatefulSet::default()
+            ..StatefulSetView::default()
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -44,7 +44,7 @@ pub enum Verdict<'a> {
     Applied {
         instance: &'a Instance,
         refusals: &'a [Refusal],
-        statefulset: Option<&'a StatefulSet>,
+        statefulset: Option<&'a StatefulSetView>,
         tls: Option<&'a TlsReport>,
     },
 }
@@ -230,7 +230,7 @@ fn rollout(
     previous: &SecureQdrantStatus,
     instance: &Instance,
     refusals: &[Refusal],
-    statefulset: Option<&StatefulSet>,
+    statefulset: Option<&StatefulSetView>,
 ) {
     let replicas = instance.replicas;
     let sts_status = statefulset.and_then(|s| s.status.as_ref());

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -12,6 +11,7 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::error::Error;
+use crate::statefulset_view::StatefulSetView;
 
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
 #[derive(Clone)]
@@ -22,7 +22,7 @@ pub struct Stores {
     pub services: Store<Service>,
     pub network_policies: Store<NetworkPolicy>,
     pub pdbs: Store<PodDisruptionBudget>,
-    pub statefulsets: Store<StatefulSet>,
+    pub statefulsets: Store<StatefulSetView>,
 }
 
 impl Stores {

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
@@ -94,7 +94,7 @@ fn tls_error(secret: &str, source: tls::TlsError) -> Error {
 }
 
 /// The fingerprint of the StatefulSet's pods once a rollout is complete and every pod is ready.
-pub fn rolled_out_fingerprint(sts: Option<&StatefulSet>) -> Option<String> {
+pub fn rolled_out_fingerprint(sts: Option<&StatefulSetView>) -> Option<String> {
     rolled_out_annotation(sts, TLS_FINGERPRINT_ANNOTATION)
 }
 
@@ -105,7 +105,7 @@ pub async fn ensure(
     sq: &SecureQdrant,
     inst: &Instance,
     settings: &TlsSettings,
-    sts: Option<&StatefulSet>,
+    sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<TlsReport> {
     let mut report = match &settings.source {
@@ -280,7 +280,7 @@ async fn issued(
     inst: &Instance,
     settings: &TlsSettings,
     source: &TlsSource,
-    sts: Option<&StatefulSet>,
+    sts: Option<&StatefulSetView>,
     now: Timestamp,
 ) -> Result<TlsReport> {
     let ns = &inst.namespace;

@@ -33,6 +33,7 @@ use secure_qdrant_operator::reconcile::status::{self, Verdict};
 use secure_qdrant_operator::reconcile::stores::{Stores, cached};
 use secure_qdrant_operator::reconcile::{Clock, Context, reconcile};
 use secure_qdrant_operator::settings::Settings;
+use secure_qdrant_operator::statefulset_view::StatefulSetView;
 use secure_qdrant_operator::validate::{self, Instance};
 
 use super::api_verifier::{ApiServer, MockApi, Transcript, as_stored, mock_client};
@@ -169,7 +170,7 @@ impl SecureQdrantExt for SecureQdrant {
 }
 
 /// The validated, planned instance of `sq` against the StatefulSet `current`.
-pub fn planned(sq: &SecureQdrant, current: Option<&StatefulSet>) -> Plan {
+pub fn planned(sq: &SecureQdrant, current: Option<&StatefulSetView>) -> Plan {
     let inst = validate::validate(sq, &Settings::default()).expect("a valid spec");
     plan::plan(inst, current)
 }
@@ -241,22 +242,24 @@ pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
     serde_json::from_value(as_stored(&value)).expect("deserializes")
 }
 
-/// A child kind the operator caches.
+/// A child kind the operator caches, and the form its cache holds it in.
 pub trait Cached: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static {
-    fn writer(cluster: &mut Cluster) -> &mut Writer<Self>;
+    type Form: Resource<DynamicType = ()> + Clone + 'static;
+    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Form>;
+    fn into_form(self) -> Self::Form;
 }
 
 macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {
+    ($($kind:ty => $field:ident as $form:ty),* $(,)?) => {
         /// The operator's caches, and the writers that fill them (as the watches would).
         pub struct Cluster {
-            $($field: Writer<$kind>,)*
+            $($field: Writer<$form>,)*
             pub stores: Stores,
         }
 
         impl Cluster {
             fn new(synced: bool) -> Self {
-                $(let (_, mut $field) = reflector::store::<$kind>();
+                $(let (_, mut $field) = reflector::store::<$form>();
                 if synced {
                     $field.apply_watcher_event(&watcher::Event::Init);
                     $field.apply_watcher_event(&watcher::Event::InitDone);
@@ -269,29 +272,34 @@ macro_rules! cached {
             pub fn put_json(&mut self, object: &Value) {
                 let kind = object["kind"].as_str().expect("an object with a kind");
                 $(if kind == <$kind as k8s_openapi::Resource>::KIND {
-                    let obj: $kind = serde_json::from_value(object.clone()).expect(kind);
-                    return self.put(obj);
+                    let obj: $form = serde_json::from_value(object.clone()).expect(kind);
+                    self.$field.apply_watcher_event(&watcher::Event::Apply(obj));
+                    return;
                 })*
                 panic!("the operator caches no {kind}");
             }
         }
 
         $(impl Cached for $kind {
-            fn writer(cluster: &mut Cluster) -> &mut Writer<Self> {
+            type Form = $form;
+            fn writer(cluster: &mut Cluster) -> &mut Writer<$form> {
                 &mut cluster.$field
+            }
+            fn into_form(self) -> $form {
+                <$form>::from(self)
             }
         })*
     };
 }
 
 cached! {
-    ServiceAccount => service_accounts,
-    Secret => secrets,
-    ConfigMap => config_maps,
-    Service => services,
-    NetworkPolicy => network_policies,
-    PodDisruptionBudget => pdbs,
-    StatefulSet => statefulsets,
+    ServiceAccount => service_accounts as ServiceAccount,
+    Secret => secrets as Secret,
+    ConfigMap => config_maps as ConfigMap,
+    Service => services as Service,
+    NetworkPolicy => network_policies as NetworkPolicy,
+    PodDisruptionBudget => pdbs as PodDisruptionBudget,
+    StatefulSet => statefulsets as StatefulSetView,
 }
 
 impl Cluster {
@@ -307,11 +315,13 @@ impl Cluster {
 
     /// A watch event: `obj` was created or changed.
     pub fn put<K: Cached>(&mut self, obj: K) {
+        let obj = obj.into_form();
         K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj));
     }
 
     /// A watch event: `obj` was deleted.
     pub fn remove<K: Cached>(&mut self, obj: K) {
+        let obj = obj.into_form();
         K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj));
     }
 

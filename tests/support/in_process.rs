@@ -14,12 +14,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
 use secure_qdrant_operator::reconcile::stores::Stores;
+use secure_qdrant_operator::statefulset_view::StatefulSetView;
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
 /// ends.
@@ -50,7 +50,7 @@ pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Store
         services: reflect::<Service>(client, tasks, true),
         network_policies: reflect::<NetworkPolicy>(client, tasks, true),
         pdbs: reflect::<PodDisruptionBudget>(client, tasks, true),
-        statefulsets: reflect::<StatefulSet>(client, tasks, true),
+        statefulsets: reflect::<StatefulSetView>(client, tasks, true),
     }
 }
 
@@ -95,7 +95,7 @@ pub fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<(
         services: reflect_in::<Service>(client, ns, tasks, true),
         network_policies: reflect_in::<NetworkPolicy>(client, ns, tasks, true),
         pdbs: reflect_in::<PodDisruptionBudget>(client, ns, tasks, true),
-        statefulsets: reflect_in::<StatefulSet>(client, ns, tasks, true),
+        statefulsets: reflect_in::<StatefulSetView>(client, ns, tasks, true),
     }
 }
 

@@ -12,7 +12,6 @@ pub use crate::in_process::{cached_versions, reflect_in as reflect, versions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -34,6 +33,7 @@ use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
+use secure_qdrant_operator::statefulset_view::StatefulSetView;
 
 use crate::control_plane::{apply_params, eventually, service_account_token, token_kubeconfig};
 use crate::real_server::{Counters, Env};
@@ -191,7 +191,7 @@ impl Tenant {
             services: reflect::<Service>(&client, &ns, &mut tasks, true),
             network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks, true),
             pdbs: reflect::<PodDisruptionBudget>(&client, &ns, &mut tasks, true),
-            statefulsets: reflect::<StatefulSet>(&client, &ns, &mut tasks, true),
+            statefulsets: reflect::<StatefulSetView>(&client, &ns, &mut tasks, true),
         };
         let instances = reflect::<SecureQdrant>(&client, &ns, &mut tasks, false);
         let events = Events::Kube(Recorder::new(
