@@ -179,7 +179,15 @@ mod tests {
         let mut kept = serde_json::to_value(&view).unwrap();
         kept.as_object_mut().unwrap().remove("metadata");
         let annotations = serde_json::to_value(
-            &view.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations,
+            &view
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations,
         )
         .unwrap();
         let status = &recorded()["status"];

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use control_plane::{Operator, eventually};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use real_server::{Counters, Env, Mark, Request};
 use serde_json::{Value, json};
 
@@ -179,7 +179,12 @@ fn assert_one_write_per_read(w: &World, c: &Counters) {
     let lost = patches.iter().filter(|r| r.code == 409).count();
     assert_eq!(written, 1, "written once: {}", w.explain(c));
     assert_eq!(written + lost, patches.len(), "{}", w.explain(c));
-    assert_eq!(gets.len(), patches.len(), "one read per write: {}", w.explain(c));
+    assert_eq!(
+        gets.len(),
+        patches.len(),
+        "one read per write: {}",
+        w.explain(c)
+    );
     assert!(lost <= 3, "{}", w.explain(c));
 }
 
@@ -236,7 +241,9 @@ async fn a_real_statefulset_decodes_into_what_the_operator_reads() {
         "{annotations:?}"
     );
     let claims = spec.volume_claim_templates.unwrap();
-    let claim = claims.iter().find(|c| c.metadata.name.as_deref() == Some("storage"));
+    let claim = claims
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("storage"));
     let claim = claim.expect("the storage claim").spec.clone().unwrap();
     assert_eq!(
         claim.resources.unwrap().requests.unwrap()["storage"].0,
@@ -257,11 +264,7 @@ async fn a_real_statefulset_decodes_into_what_the_operator_reads() {
     })
     .unwrap();
     assert_eq!(
-        kept["spec"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
+        kept["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
         ["replicas", "template", "volumeClaimTemplates"]
     );
     assert_eq!(

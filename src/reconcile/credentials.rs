@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -29,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::events::Notice;
 use crate::material::SecretValue;
 use crate::rollout::rolled_out_annotation;
+use crate::statefulset_view::StatefulSetView;
 use crate::validate::Instance;
 
 /// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret

@@ -23,7 +23,6 @@ pub mod verified;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -42,6 +41,7 @@ use crate::children::meta::MANAGER;
 use crate::children::{self, Children, Material};
 use crate::crd::SecureQdrant;
 use crate::error::{AtStep, Error, Failure, Result, Step};
+use crate::statefulset_view::StatefulSetView;
 use crate::validate::{self, Instance, describe};
 
 /// Reconciles one SecureQdrant (see [`reconcile_steps`]; the error without its step).

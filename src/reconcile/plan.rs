@@ -24,10 +24,10 @@
 //! tells the reconcile to remove it. Not at the write: a reconcile on a cache that does not show
 //! the write yet would find no acknowledgment and scale back up.
 
-use crate::statefulset_view::{ClaimSpec, StatefulSetView};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::SecureQdrantStatus;
+use crate::statefulset_view::{ClaimSpec, StatefulSetView};
 use crate::validate::Instance;
 
 pub use crate::crd::PEERS_REMOVED_ANNOTATION;

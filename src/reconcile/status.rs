@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -18,6 +17,7 @@ pub use crate::conditions::{CHILD_CONFLICT, SECRET_NOT_ALLOWED, set_condition};
 use crate::crd::{Endpoints, Phase, SecretNames, SecureQdrant, SecureQdrantStatus};
 use crate::error::{Error, Result};
 use crate::qdrant::{GRPC_PORT, HTTP_PORT};
+use crate::statefulset_view::StatefulSetView;
 use crate::validate::{Instance, Invalid, describe};
 
 /// Condition type: all replicas run the current spec and are ready.

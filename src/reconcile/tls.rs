@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::statefulset_view::StatefulSetView;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
@@ -32,6 +31,7 @@ use crate::crd::{CertificateStatus, SecureQdrant};
 use crate::error::{Error, Result};
 use crate::events::Notice;
 use crate::rollout::rolled_out_annotation;
+use crate::statefulset_view::StatefulSetView;
 use crate::tls::{
     self, CaAction, CaInput, CaSubject, Jitter, LeafAction, ROTATE_CA_ANNOTATION,
     TLS_FINGERPRINT_ANNOTATION, TlsInputs, Transition,
