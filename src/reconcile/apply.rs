@@ -217,7 +217,7 @@ where
             return Ok(Outcome::Pending);
         }
         Cached::Missing => read(&api, &name).await?.map(Seen::Full),
-        Cached::Stale => meta.map(|m| Seen::Meta(m.clone().into_response_partial())),
+        Cached::Stale => meta.map(|m| Seen::Meta(Box::new(m.clone().into_response_partial()))),
     };
     write_checked(&api, expectations, &desired, seen, false).await
 }
@@ -261,7 +261,7 @@ where
 /// An existing object as the write path knows it: its metadata (what a cache may hold), or the
 /// whole object as read.
 enum Seen<K> {
-    Meta(PartialObjectMeta<K>),
+    Meta(Box<PartialObjectMeta<K>>),
     Full(K),
 }
 
@@ -275,7 +275,7 @@ impl<K: Resource<DynamicType = ()>> Seen<K> {
 
     fn ownership(&self, owner: &OwnerReference) -> Ownership {
         match self {
-            Seen::Meta(m) => ownership(m, owner),
+            Seen::Meta(m) => ownership(m.as_ref(), owner),
             Seen::Full(k) => ownership(k, owner),
         }
     }
@@ -324,7 +324,9 @@ where
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
                     let adopted = match &c {
-                        Seen::Meta(m) => adopt(api, m, expected_owner(desired), &labels).await,
+                        Seen::Meta(m) => {
+                            adopt(api, m.as_ref(), expected_owner(desired), &labels).await
+                        }
                         Seen::Full(k) => adopt(api, k, expected_owner(desired), &labels).await,
                     };
                     match adopted {
@@ -399,7 +401,7 @@ where
 
 /// The API server's answer to a write naming a uid the object does not have (it was replaced):
 /// `metadata.uid` is immutable.
-fn uid_changed(e: &kube::core::ErrorResponse) -> bool {
+fn uid_changed(e: &kube::core::Status) -> bool {
     e.code == 422 && e.message.contains("metadata.uid")
 }
 
