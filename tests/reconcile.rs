@@ -428,6 +428,60 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
         .as_mut()
         .unwrap()
         .insert("config.yaml".into(), "drift\n".into());
+    // What the operator sends changed since (another applied hash): an update, from the cache.
+    edited
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(APPLIED_HASH.into(), "older".into());
+    cluster.put(edited);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            assert!(
+                call.request.body["metadata"]["resourceVersion"].is_string(),
+                "an update is guarded by the resourceVersion whose owner was checked"
+            );
+            call.respond(
+                http::StatusCode::CONFLICT,
+                &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
+            );
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "ChildConflict");
+            api
+        })
+        .await;
+    let err = result.expect_err("a conflict");
+    assert!(
+        matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
+            if name == "vectors-config" && owner == "no owner"),
+        "{err:?}"
+    );
+    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+}
+
+/// A ConfigMap someone else creates between the operator's read (nothing there) and its create:
+/// the create is an apply without force, so it fails on their fields (409), and the object is
+/// read again and refused as foreign.
+/// The same race for a repair of drift: the child was read, found edited, and replaced by
+/// someone else before the write; the write carries the uid read (not its resourceVersion, which
+/// a status write may move), so it fails (422: the uid is immutable); read again, found foreign,
+/// nothing more is written.
+#[tokio::test]
+async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut edited = applied(children_of(&sq, &k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), "drift\n".into());
     let edited = edited_by_someone_else(edited);
     let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
@@ -438,12 +492,17 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
             api.expect_get(&path::config_map(), &as_read).await;
             let call = api.expect(Method::PATCH, &path::config_map()).await;
             assert!(
-                call.request.body["metadata"]["resourceVersion"].is_string(),
-                "an update is guarded by the resourceVersion whose owner was checked"
+                call.request.body["metadata"]["uid"].is_string(),
+                "a repair is guarded by the uid of the copy whose owner was checked"
             );
             call.respond(
-                http::StatusCode::CONFLICT,
-                &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                &api_verifier::status_failure(
+                    "ConfigMap \"vectors-config\" is invalid: metadata.uid: Invalid value: \
+                     \"u\": field is immutable",
+                    422,
+                    "Invalid",
+                ),
             );
             api.expect_get(&path::config_map(), &foreign_config_map())
                 .await;

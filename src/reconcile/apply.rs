@@ -13,6 +13,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::debug;
 
 use super::drift;
 use super::expect::Expectations;
@@ -96,8 +97,14 @@ pub enum Cached {
 }
 
 /// Classifies the cached copy of a child (`meta`: its metadata) against `hash`, the applied hash
-/// of the desired object; `verified` says whether its version was already read and found clean.
-pub fn classify(meta: Option<&ObjectMeta>, hash: &str, verified: impl Fn(&str) -> bool) -> Cached {
+/// of the desired object, and `sent`, the fingerprint of its fields ([`drift::sent_fields`]);
+/// `verified` says whether its version was already read and found clean.
+pub fn classify(
+    meta: Option<&ObjectMeta>,
+    hash: &str,
+    sent: &str,
+    verified: impl Fn(&str) -> bool,
+) -> Cached {
     let Some(meta) = meta else {
         return Cached::Missing;
     };
@@ -105,7 +112,8 @@ pub fn classify(meta: Option<&ObjectMeta>, hash: &str, verified: impl Fn(&str) -
     if have.map(String::as_str) != Some(hash) {
         return Cached::Stale;
     }
-    if drift::flagged(meta) && !verified(meta.resource_version.as_deref().unwrap_or_default()) {
+    let drifted = drift::flagged(meta) || drift::fields_removed(meta, sent);
+    if drifted && !verified(meta.resource_version.as_deref().unwrap_or_default()) {
         Cached::Flagged
     } else {
         Cached::Current
@@ -130,7 +138,10 @@ pub fn classify(meta: Option<&ObjectMeta>, hash: &str, verified: impl Fn(&str) -
 /// The writes themselves are guarded too:
 /// - an update carries the resourceVersion of the copy whose owner was checked, so it fails
 ///   (409) if the object changed since, e.g. was deleted and recreated by someone else; the
-///   object is then read again, checked again, and written once more at most;
+///   object is then read again, checked again, and written once more at most; a repair of drift
+///   (the object was just read in full) carries its uid instead, so a status write in between
+///   does not fail it, and a replacement by someone else still does (422: the uid is
+///   immutable);
 /// - a creation is an apply WITHOUT force: if someone created the object between the GET and
 ///   the apply, every field they set differently is a conflict (409), the object is read again
 ///   and refused as foreign. (A plain POST would be race-free, but it records the fields under
@@ -192,16 +203,23 @@ where
         .unwrap_or_default();
     let verified = expectations.verified();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let seen = match classify(meta, &hash, |rv| verified.at(kind, &namespace, &name, rv)) {
+    let sent = drift::sent_fields(&serde_json::to_value(&desired).expect("k8s objects serialize"));
+    let seen = match classify(meta, &hash, &sent, |rv| {
+        verified.at(kind, &namespace, &name, rv)
+    }) {
         Cached::Current => return Ok(Outcome::Unchanged),
-        Cached::Flagged => return verify(&api, expectations, &desired, meta).await,
+        Cached::Flagged => {
+            debug!(kind, %namespace, %name, foreign_write = meta.is_some_and(drift::flagged),
+                   "a write by someone else shows: reading the child to compare");
+            return verify(&api, expectations, &desired, meta).await;
+        }
         _ if expectations.pending(kind, &namespace, &name, &hash) => {
             return Ok(Outcome::Pending);
         }
         Cached::Missing => read(&api, &name).await?.map(Seen::Full),
-        Cached::Stale => meta.map(|m| Seen::Meta(m.clone().into_response_partial())),
+        Cached::Stale => meta.map(|m| Seen::Meta(Box::new(m.clone().into_response_partial()))),
     };
-    write_checked(&api, expectations, &desired, seen).await
+    write_checked(&api, expectations, &desired, seen, false).await
 }
 
 /// A flagged child: reads it, and writes it if it differs from `desired` (else remembers its
@@ -233,7 +251,7 @@ where
         expectations.verified().record(kind, &namespace, &name, &rv);
         return Ok(Outcome::Unchanged);
     }
-    let outcome = write_checked(api, expectations, desired, full.map(Seen::Full)).await?;
+    let outcome = write_checked(api, expectations, desired, full.map(Seen::Full), true).await?;
     if let Some(rv) = cached.and_then(|m| m.resource_version.as_deref()) {
         expectations.verified().record(kind, &namespace, &name, rv);
     }
@@ -243,7 +261,7 @@ where
 /// An existing object as the write path knows it: its metadata (what a cache may hold), or the
 /// whole object as read.
 enum Seen<K> {
-    Meta(PartialObjectMeta<K>),
+    Meta(Box<PartialObjectMeta<K>>),
     Full(K),
 }
 
@@ -257,7 +275,7 @@ impl<K: Resource<DynamicType = ()>> Seen<K> {
 
     fn ownership(&self, owner: &OwnerReference) -> Ownership {
         match self {
-            Seen::Meta(m) => ownership(m, owner),
+            Seen::Meta(m) => ownership(m.as_ref(), owner),
             Seen::Full(k) => ownership(k, owner),
         }
     }
@@ -273,12 +291,14 @@ fn child_conflict(kind: &'static str, name: &str, owner: String) -> Error {
 
 /// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
 /// annotated for adoption first, refusing a foreign object, and reading and checking once more
-/// when the object changed since it was read (see [`apply`]).
+/// when the object changed since it was read (see [`apply`]). With `remember` (a repair of drift),
+/// the version written is recorded as clean ([`super::verified`]).
 async fn write_checked<K>(
     api: &Api<K>,
     expectations: &Expectations,
     desired: &K,
     mut current: Option<Seen<K>>,
+    remember: bool,
 ) -> Result<Outcome>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -304,7 +324,9 @@ where
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
                     let adopted = match &c {
-                        Seen::Meta(m) => adopt(api, m, expected_owner(desired), &labels).await,
+                        Seen::Meta(m) => {
+                            adopt(api, m.as_ref(), expected_owner(desired), &labels).await
+                        }
                         Seen::Full(k) => adopt(api, k, expected_owner(desired), &labels).await,
                     };
                     match adopted {
@@ -335,6 +357,13 @@ where
         expectations.expect(kind, &namespace, &name, &hash);
         let mut body = serde_json::to_value(desired).expect("k8s objects serialize");
         let params = match &current {
+            // A repair of what was just read: guarded by its uid. Its resourceVersion would
+            // make the write fail whenever a controller wrote the status in between (a
+            // StatefulSet rolling out after an edit of its pod template does, repeatedly).
+            Some(c) if remember => {
+                body["metadata"]["uid"] = c.meta().uid.clone().into();
+                PatchParams::apply(MANAGER).force()
+            }
             Some(c) => {
                 body["metadata"]["resourceVersion"] = c.meta().resource_version.clone().into();
                 PatchParams::apply(MANAGER).force()
@@ -342,9 +371,18 @@ where
             None => PatchParams::apply(MANAGER),
         };
         match api.patch(&name, &params, &Patch::Apply(&body)).await {
-            Ok(_) => return Ok(Outcome::Applied),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
-                // Changed (or created) by someone else since it was read: read and check again.
+            Ok(written) => {
+                if remember {
+                    // What was just written is clean at its new version, even if its managed
+                    // fields show a write in the same second as this one (a tie is flagged).
+                    let rv = written.resource_version().unwrap_or_default();
+                    expectations.verified().record(kind, &namespace, &name, &rv);
+                }
+                return Ok(Outcome::Applied);
+            }
+            Err(kube::Error::Api(e)) if (e.code == 409 || uid_changed(&e)) && attempt == 0 => {
+                // Changed (or created, or replaced) by someone else since it was read: read and
+                // check again.
                 expectations.forget(kind, &namespace, &name);
                 current = read(api, &name).await?.map(Seen::Full);
             }
@@ -359,6 +397,12 @@ where
         }
     }
     unreachable!("the second attempt returns")
+}
+
+/// The API server's answer to a write naming a uid the object does not have (it was replaced):
+/// `metadata.uid` is immutable.
+fn uid_changed(e: &kube::core::Status) -> bool {
+    e.code == 422 && e.message.contains("metadata.uid")
 }
 
 async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>>

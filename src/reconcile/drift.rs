@@ -15,6 +15,16 @@
 //! status. A flag is only a reason to look: the apply step reads the full object and compares
 //! (see [`super::apply`]).
 //!
+//! A removal is the exception: a write that only removes fields the operator owns (a merge patch
+//! setting `spec.ingress: []`, a deleted ConfigMap key) leaves the writer owning nothing, so the
+//! API server records no entry for it, and takes the fields out of the operator's entry without
+//! touching its time. So the cache also keeps [`OWNED_FIELDS`], a fingerprint of the field paths
+//! the operator's entry still owns ([`owned_fields`]), and the apply step compares it with the
+//! paths of what it sends ([`sent_fields`]): a field removed by someone else changes it. The
+//! fingerprint stops at lists (their element keys need the schema): removing one element of a
+//! list the API server merges by key (one of several ports, one env var) while others stay is
+//! not seen until the next write of that child.
+//!
 //! Blind spot (accepted): a writer that uses the operator's field manager name with operation
 //! `Apply` (`kubectl apply --server-side --field-manager=secure-qdrant-operator`) refreshes the
 //! operator's own entry, so its edit is not flagged. (If it also leaves the applied-hash
@@ -30,6 +40,11 @@ use crate::children::meta::MANAGER;
 /// set to `"true"` on a cached object whose managed fields showed a foreign write, computed as
 /// the watch event enters the cache, before the managed fields are dropped.
 pub const FOREIGN_WRITE: &str = "secureqdrant.dev/foreign-write";
+
+/// Cache-only annotation: the fingerprint of the field paths the operator's apply entry owns
+/// ([`owned_fields`]), set as the watch event enters the cache; absent when there is no such
+/// entry (the object is then flagged anyway).
+pub const OWNED_FIELDS: &str = "secureqdrant.dev/owned-fields";
 
 /// True when `meta`'s managed fields show a write newer than (or as new as) the operator's own
 /// apply, or no apply of the operator at all. See the module documentation.
@@ -50,17 +65,155 @@ pub fn foreign_write(meta: &ObjectMeta) -> bool {
         .any(|e| time(e).is_none_or(|t| t >= ours))
 }
 
-/// Computes [`foreign_write`] into the [`FOREIGN_WRITE`] annotation (removed when clear), then
-/// drops the managed fields: what a cache does with each object as it arrives.
+/// Computes [`foreign_write`] into the [`FOREIGN_WRITE`] annotation (removed when clear) and
+/// [`owned_fields`] into [`OWNED_FIELDS`], then drops the managed fields: what a cache does with
+/// each object as it arrives.
 pub fn mark_and_trim(meta: &mut ObjectMeta) {
-    if foreign_write(meta) {
-        meta.annotations
-            .get_or_insert_with(Default::default)
-            .insert(FOREIGN_WRITE.to_owned(), "true".to_owned());
-    } else if let Some(a) = meta.annotations.as_mut() {
-        a.remove(FOREIGN_WRITE);
+    let foreign = foreign_write(meta);
+    let owned = owned_fields(meta);
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    if foreign {
+        annotations.insert(FOREIGN_WRITE.to_owned(), "true".to_owned());
+    } else {
+        annotations.remove(FOREIGN_WRITE);
     }
+    match owned {
+        Some(owned) => annotations.insert(OWNED_FIELDS.to_owned(), owned),
+        None => annotations.remove(OWNED_FIELDS),
+    };
     meta.managed_fields = None;
+}
+
+/// The fingerprint of the field paths the operator's apply entry owns, down to the first list
+/// (`None`: no such entry).
+pub fn owned_fields(meta: &ObjectMeta) -> Option<String> {
+    let entry = meta
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| is_our_apply(e))?;
+    let mut paths = Vec::new();
+    if let Some(fields) = &entry.fields_v1 {
+        field_paths(&fields.0, &mut String::new(), 0, &mut paths);
+    }
+    Some(fingerprint(paths))
+}
+
+/// The same fingerprint for an object as the operator sends it (JSON): equal to the
+/// [`owned_fields`] of the object once applied, unless someone removed some of its fields.
+pub fn sent_fields(desired: &serde_json::Value) -> String {
+    let mut paths = Vec::new();
+    object_paths(desired, &mut String::new(), 0, &mut paths);
+    fingerprint(paths)
+}
+
+/// Whether the fingerprint the cache kept differs from that of what would be sent (`None`
+/// kept: unknown, e.g. a cache that never saw managed fields: not a difference).
+pub fn fields_removed(meta: &ObjectMeta, sent: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(OWNED_FIELDS))
+        .is_some_and(|owned| owned != sent)
+}
+
+/// Fields that are not tracked in managed fields (or never sent).
+fn untracked(depth: usize, parent_is_metadata: bool, key: &str) -> bool {
+    (depth == 0 && matches!(key, "apiVersion" | "kind" | "status"))
+        || (parent_is_metadata
+            && matches!(
+                key,
+                "name"
+                    | "namespace"
+                    | "resourceVersion"
+                    | "uid"
+                    | "generation"
+                    | "creationTimestamp"
+                    | "managedFields"
+            ))
+}
+
+const SEP: char = '\u{1f}';
+
+/// Fields the API server manages as one value (`+structType=atomic` / `+mapType=atomic` in the
+/// Kubernetes API: label selectors, a Service's selector, a pod's node selector): managed fields
+/// never go inside them, so neither does the fingerprint of what is sent. (Lists are never
+/// entered on either side.) A field missing here costs reads, not a missed drift: the child is
+/// read once per version and found clean.
+const ATOMIC: &[&str] = &[
+    "selector",
+    "podSelector",
+    "namespaceSelector",
+    "nodeSelector",
+    "labelSelector",
+    "requiredDuringSchedulingIgnoredDuringExecution",
+];
+
+fn field_paths(node: &serde_json::Value, prefix: &mut String, depth: usize, out: &mut Vec<String>) {
+    let Some(map) = node.as_object() else { return };
+    let is_metadata = depth == 1 && prefix.ends_with("metadata");
+    for (key, child) in map {
+        let Some(name) = key.strip_prefix("f:") else {
+            continue;
+        };
+        if untracked(depth, is_metadata, name) {
+            continue;
+        }
+        let len = prefix.len();
+        prefix.push(SEP);
+        prefix.push_str(name);
+        let children = child.as_object();
+        let is_list = children.is_some_and(|c| {
+            c.keys()
+                .any(|k| k.starts_with("k:") || k.starts_with("v:") || k.starts_with("i:"))
+        });
+        let has_fields = children.is_some_and(|c| c.keys().any(|k| k.starts_with("f:")));
+        if is_list || !has_fields || ATOMIC.contains(&name) {
+            out.push(prefix.clone());
+        } else {
+            field_paths(child, prefix, depth + 1, out);
+        }
+        prefix.truncate(len);
+    }
+}
+
+fn object_paths(
+    node: &serde_json::Value,
+    prefix: &mut String,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    let Some(map) = node.as_object() else { return };
+    let is_metadata = depth == 1 && prefix.ends_with("metadata");
+    for (key, child) in map {
+        if child.is_null() || untracked(depth, is_metadata, key) {
+            continue;
+        }
+        let len = prefix.len();
+        prefix.push(SEP);
+        prefix.push_str(key);
+        match child.as_object() {
+            Some(m)
+                if !m.values().all(serde_json::Value::is_null)
+                    && !ATOMIC.contains(&key.as_str()) =>
+            {
+                object_paths(child, prefix, depth + 1, out)
+            }
+            _ => out.push(prefix.clone()),
+        }
+        prefix.truncate(len);
+    }
+}
+
+fn fingerprint(mut paths: Vec<String>) -> String {
+    use sha2::{Digest, Sha256};
+    paths.sort();
+    let mut h = Sha256::new();
+    for p in &paths {
+        h.update(p.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..12])
 }
 
 /// Whether a cached object carries the [`FOREIGN_WRITE`] mark.
@@ -237,6 +390,55 @@ mod tests {
     }
 
     #[test]
+    fn the_owned_fields_match_what_was_sent_until_someone_removes_one() {
+        let sent = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "v-ingress", "namespace": "ns",
+                         "labels": {"app.kubernetes.io/instance": "v"},
+                         "annotations": {"secureqdrant.dev/applied-hash": "h"},
+                         "ownerReferences": [{"uid": "u", "name": "v"}]},
+            "spec": {"podSelector": {"matchLabels": {"app": "q"}}, "policyTypes": ["Ingress"],
+                     "ingress": [{"ports": [{"port": 6333}]}]}
+        });
+        // As the API server recorded our apply of it.
+        let fields = json!({
+            "f:metadata": {
+                "f:annotations": {"f:secureqdrant.dev/applied-hash": {}},
+                "f:labels": {"f:app.kubernetes.io/instance": {}},
+                "f:ownerReferences": {"k:{\"uid\":\"u\"}": {}}
+            },
+            "f:spec": {"f:ingress": {}, "f:podSelector": {}, "f:policyTypes": {}}
+        });
+        let ours = |fields: &Value| {
+            let mut entry = our_apply("2026-12-05T10:00:00Z");
+            entry["fieldsV1"] = fields.clone();
+            meta(json!([entry]))
+        };
+        let mut m = ours(&fields);
+        assert_eq!(
+            owned_fields(&m).as_deref(),
+            Some(sent_fields(&sent).as_str())
+        );
+        mark_and_trim(&mut m);
+        assert!(!flagged(&m));
+        assert!(!fields_removed(&m, &sent_fields(&sent)));
+        // Someone emptied the rules (a merge patch): the field left our entry, no entry of
+        // theirs, our time unchanged.
+        let mut emptied = fields.clone();
+        emptied["f:spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:ingress");
+        let mut m = ours(&emptied);
+        assert!(!foreign_write(&m), "the time rule cannot see it");
+        mark_and_trim(&mut m);
+        assert!(fields_removed(&m, &sent_fields(&sent)));
+        // A cache that never saw managed fields knows nothing either way.
+        assert!(!fields_removed(&ObjectMeta::default(), &sent_fields(&sent)));
+        assert!(owned_fields(&meta(json!([]))).is_none());
+    }
+
+    #[test]
     fn the_mark_is_computed_before_the_managed_fields_go_and_cleared_when_clear() {
         let mut m = meta(json!([{"manager": "kubectl", "operation": "Update",
                                  "time": "2026-12-05T10:00:00Z"}]));
@@ -251,6 +453,10 @@ mod tests {
         mark_and_trim(&mut m);
         assert!(!flagged(&m));
         assert!(m.managed_fields.is_none());
-        assert_eq!(m.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            m.annotations.as_ref().unwrap().len(),
+            2,
+            "applied hash and owned fields"
+        );
     }
 }

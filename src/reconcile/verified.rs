@@ -20,8 +20,8 @@ type Key = (Cow<'static, str>, String, String);
 
 #[derive(Default)]
 struct Memo {
-    /// key → (resourceVersion found clean, insertion number)
-    entries: HashMap<Key, (String, u64)>,
+    /// key → (the last two resourceVersions found clean, insertion number)
+    entries: HashMap<Key, (Vec<String>, u64)>,
     next: u64,
 }
 
@@ -36,7 +36,9 @@ impl Verified {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records that the object was read at `rv` and found as the operator would apply it.
+    /// Records that the object was read at `rv` and found as the operator would apply it (or
+    /// was handled at `rv`: written). The last two versions recorded are kept: the one a repair
+    /// was made for, and the one it wrote.
     pub fn record(&self, kind: &'static str, namespace: &str, name: &str, rv: &str) {
         let mut memo = self.lock();
         let key = (Cow::Borrowed(kind), namespace.to_owned(), name.to_owned());
@@ -52,7 +54,14 @@ impl Verified {
         }
         let n = memo.next;
         memo.next += 1;
-        memo.entries.insert(key, (rv.to_owned(), n));
+        let entry = memo.entries.entry(key).or_insert_with(|| (Vec::new(), n));
+        entry.1 = n;
+        if !entry.0.iter().any(|v| v == rv) {
+            if entry.0.len() == 2 {
+                entry.0.remove(0);
+            }
+            entry.0.push(rv.to_owned());
+        }
     }
 
     /// Whether the object was found clean at exactly `rv`.
@@ -62,10 +71,13 @@ impl Verified {
             namespace.to_owned(),
             name.to_owned(),
         );
-        self.lock().entries.get(&key).is_some_and(|(v, _)| v == rv)
+        self.lock()
+            .entries
+            .get(&key)
+            .is_some_and(|(v, _)| v.iter().any(|v| v == rv))
     }
 
-    /// The watch showed the object at `rv` (None: deleted): an entry for another version goes.
+    /// The watch showed the object at `rv` (None: deleted): an entry for other versions goes.
     pub fn observe(&self, kind: &str, namespace: &str, name: &str, rv: Option<&str>) {
         let mut memo = self.lock();
         if memo.entries.is_empty() {
@@ -79,7 +91,7 @@ impl Verified {
         if memo
             .entries
             .get(&key)
-            .is_some_and(|(v, _)| Some(v.as_str()) != rv)
+            .is_some_and(|(v, _)| !v.iter().any(|v| Some(v.as_str()) == rv))
         {
             memo.entries.remove(&key);
         }
@@ -106,6 +118,18 @@ mod tests {
         assert!(!v.at("ConfigMap", "ns", "c", "8"));
         assert!(!v.at("Service", "ns", "c", "7"));
         assert!(!v.at("ConfigMap", "ns", "d", "7"));
+    }
+
+    #[test]
+    fn a_repair_keeps_the_version_it_was_made_for_and_the_one_it_wrote() {
+        let v = Verified::default();
+        v.record("ConfigMap", "ns", "c", "7");
+        v.record("ConfigMap", "ns", "c", "8");
+        assert!(v.at("ConfigMap", "ns", "c", "7") && v.at("ConfigMap", "ns", "c", "8"));
+        v.observe("ConfigMap", "ns", "c", Some("8"));
+        assert!(v.at("ConfigMap", "ns", "c", "8"));
+        v.record("ConfigMap", "ns", "c", "9");
+        assert!(!v.at("ConfigMap", "ns", "c", "7"), "two at most");
     }
 
     #[test]
