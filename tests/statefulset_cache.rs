@@ -23,7 +23,7 @@ use control_plane::{Operator, eventually};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use real_server::{Counters, Env, Mark, Request};
+use real_server::{Counters, Env, Mark};
 use serde_json::{Value, json};
 
 use secure_qdrant_operator::crd::{Phase, SecureQdrant};
@@ -165,27 +165,17 @@ impl World {
     }
 }
 
-/// The operator's requests on the StatefulSet since the edit, checked: read once per write
-/// attempt, written exactly once, every other attempt refused 409. (A write carries the
-/// resourceVersion it read, so it loses a race with the StatefulSet controller's status writes,
-/// frequent right after an edit: the operator reads and writes again.)
-fn assert_one_write_per_read(w: &World, c: &Counters) {
-    let (gets, patches): (Vec<&Request>, Vec<&Request>) = c
+/// The operator's requests on the StatefulSet since the edit: one read, one write. (The repair
+/// is guarded by the uid it read, not its resourceVersion: the StatefulSet controller's status
+/// writes, frequent right after an edit, do not fail it.)
+fn assert_read_once_written_once(w: &World, c: &Counters) {
+    let sts: Vec<(&str, u16)> = c
         .log
         .iter()
         .filter(|r| r.resource == "statefulsets.apps" && r.name == SQ)
-        .partition(|r| r.verb == "get");
-    let written = patches.iter().filter(|r| r.code < 300).count();
-    let lost = patches.iter().filter(|r| r.code == 409).count();
-    assert_eq!(written, 1, "written once: {}", w.explain(c));
-    assert_eq!(written + lost, patches.len(), "{}", w.explain(c));
-    assert_eq!(
-        gets.len(),
-        patches.len(),
-        "one read per write: {}",
-        w.explain(c)
-    );
-    assert!(lost <= 3, "{}", w.explain(c));
+        .map(|r| (r.verb.as_str(), r.code))
+        .collect();
+    assert_eq!(sts, [("get", 200), ("patch", 200)], "{}", w.explain(c));
 }
 
 /// The writes of the operator to children other than the StatefulSet.
@@ -296,7 +286,7 @@ async fn a_scale_edit_of_the_statefulset_is_restored_within_one_reconcile() {
         })
         .await;
     // Seen through its field manager (the `/scale` entry), read, applied again.
-    assert_one_write_per_read(&w, &c);
+    assert_read_once_written_once(&w, &c);
     assert_eq!(other_child_writes(&c), Vec::<String>::new());
     w.wait_ready().await;
 }
@@ -325,7 +315,7 @@ async fn an_image_edit_of_the_statefulset_is_restored_within_one_reconcile() {
         .await;
     // The pod spec is not cached: the edit is seen through its field manager, read, and applied
     // again.
-    assert_one_write_per_read(&w, &c);
+    assert_read_once_written_once(&w, &c);
     assert_eq!(other_child_writes(&c), Vec::<String>::new());
     w.wait_ready().await;
 }
@@ -358,7 +348,7 @@ async fn an_image_edit_made_while_the_operator_was_down_is_restored_at_its_start
         .await;
     // The first reconcile of the new process: the StatefulSet, flagged from its listed managed
     // fields, is read and applied again; nothing else is written.
-    assert_one_write_per_read(&w, &c);
+    assert_read_once_written_once(&w, &c);
     assert_eq!(other_child_writes(&c), Vec::<String>::new());
     w.wait_ready().await;
 }
