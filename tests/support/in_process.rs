@@ -18,8 +18,17 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::statefulset_view::StatefulSetView;
+
+/// A managed object as the controller's caches hold it: the drift signal read from its managed
+/// fields into the cache-only marks, the managed fields dropped (`controller/caches.rs`).
+fn marked<K: Resource>(obj: &mut K, managed: bool) {
+    if managed {
+        drift::mark_and_trim(obj.meta_mut());
+    }
+}
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
 /// ends.
@@ -34,6 +43,7 @@ where
     }
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .modify(move |o: &mut K| marked(o, managed))
         .reflect(writer);
     tasks.push(tokio::spawn(async move {
         stream.for_each(|_| async {}).await;
@@ -79,6 +89,7 @@ where
     }
     let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
         .default_backoff()
+        .modify(move |o: &mut K| marked(o, managed))
         .reflect(writer);
     tasks.push(tokio::spawn(async move {
         stream.for_each(|_| async {}).await;
