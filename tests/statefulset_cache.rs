@@ -7,8 +7,11 @@
 //!   fields the operator reads (`RECORD_STATEFULSET=path` writes it out: the recorded copy the
 //!   unit tests of `src/statefulset_view.rs` read).
 //! - Someone else's edit of the StatefulSet's spec, a part the view keeps (`/scale` replicas) or
-//!   not (the container image), is restored within one reconcile: one write of the StatefulSet,
-//!   no other child written.
+//!   not (the container image), is restored within one reconcile: one read and one write of the
+//!   StatefulSet, no other child written; also when the edit was made while the operator was
+//!   down.
+//! - The StatefulSet controller's status writes (a pod replaced) cost no request on the
+//!   StatefulSet.
 //!
 //! Needs Go >= 1.26 (the first test builds the control plane): never skipped, never faked.
 
@@ -351,4 +354,47 @@ async fn an_image_edit_made_while_the_operator_was_down_is_restored_at_its_start
     assert_read_once_written_once(&w, &c);
     assert_eq!(other_child_writes(&c), Vec::<String>::new());
     w.wait_ready().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statefulset_controllers_status_writes_cost_no_read() {
+    use k8s_openapi::api::core::v1::Pod;
+    let w = World::start("sts-churn", 1).await;
+    let mark = w.quiet().await;
+    // The pod goes: the StatefulSet controller makes a new one and reports it (status writes
+    // only, each a watch event of the operator's StatefulSet cache).
+    let pods: Api<Pod> = Api::namespaced(w.env.admin.clone(), &w.env.ns);
+    let pod = format!("{SQ}-0");
+    let old = pods.get(&pod).await.expect("pod 0").metadata.uid;
+    let before = w.statefulsets().get(SQ).await.unwrap().metadata;
+    pods.delete(&pod, &Default::default())
+        .await
+        .expect("pod deleted");
+    w.wait("a new pod 0", || {
+        let (pods, pod, old) = (pods.clone(), pod.clone(), old.clone());
+        async move {
+            let p = pods.get(&pod).await.map_err(|e| e.to_string())?;
+            (p.metadata.uid != old)
+                .then_some(())
+                .ok_or_else(|| "the old pod".to_owned())
+        }
+    })
+    .await;
+    w.wait_ready().await;
+    w.quiet().await;
+    let after = w.statefulsets().get(SQ).await.unwrap().metadata;
+    assert_eq!(after.generation, before.generation, "the spec is as it was");
+    assert_ne!(
+        after.resource_version, before.resource_version,
+        "its status was written"
+    );
+    let c = w.counters_since(&mark).await;
+    let sts: Vec<String> = c
+        .log
+        .iter()
+        .filter(|r| r.resource.starts_with("statefulsets.apps"))
+        .map(|r| format!("{} {}", r.verb, r.code))
+        .collect();
+    assert_eq!(sts, Vec::<String>::new(), "{}", w.explain(&c));
+    assert_eq!(other_child_writes(&c), Vec::<String>::new());
 }
