@@ -9,6 +9,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -153,13 +154,35 @@ impl Synced {
 
 /// The trigger streams of the children's caches.
 pub struct ChildStreams {
-    pub service_accounts: ChildStream<ServiceAccount>,
+    pub service_accounts: ChildStream<PartialObjectMeta<ServiceAccount>>,
     pub secrets: ChildStream<Secret>,
-    pub config_maps: ChildStream<ConfigMap>,
-    pub services: ChildStream<Service>,
-    pub network_policies: ChildStream<NetworkPolicy>,
-    pub pdbs: ChildStream<PodDisruptionBudget>,
+    pub config_maps: ChildStream<PartialObjectMeta<ConfigMap>>,
+    pub services: ChildStream<PartialObjectMeta<Service>>,
+    pub network_policies: ChildStream<PartialObjectMeta<NetworkPolicy>>,
+    pub pdbs: ChildStream<PartialObjectMeta<PodDisruptionBudget>>,
     pub statefulsets: ChildStream<StatefulSetView>,
+}
+
+/// A metadata-only cache (see [`crate::reconcile::stores::MetaStore`]): the watch asks the API
+/// server for `PartialObjectMetadata`, so no body crosses the wire or enters the cache.
+fn meta_cache<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    ChildStream<PartialObjectMeta<K>>,
+)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations, Compact::Nothing)
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -170,17 +193,14 @@ pub fn child_caches(
     expectations: &Expectations,
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
-        cache::<ServiceAccount>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<ServiceAccount>(client, scope, synced, expectations);
     let (secrets, secret_stream) =
         cache::<Secret>(client, scope, synced, expectations, Compact::Nothing);
-    let (config_maps, cm_stream) =
-        cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
-    let (services, svc_stream) =
-        cache::<Service>(client, scope, synced, expectations, Compact::Body);
+    let (config_maps, cm_stream) = meta_cache::<ConfigMap>(client, scope, synced, expectations);
+    let (services, svc_stream) = meta_cache::<Service>(client, scope, synced, expectations);
     let (network_policies, np_stream) =
-        cache::<NetworkPolicy>(client, scope, synced, expectations, Compact::Body);
-    let (pdbs, pdb_stream) =
-        cache::<PodDisruptionBudget>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<NetworkPolicy>(client, scope, synced, expectations);
+    let (pdbs, pdb_stream) = meta_cache::<PodDisruptionBudget>(client, scope, synced, expectations);
     // Decoded into the view: the pod spec is skipped as each event is read.
     let (statefulsets, sts_stream) =
         cache::<StatefulSetView>(client, scope, synced, expectations, Compact::Nothing);

@@ -418,10 +418,10 @@ where
 
 /// Deletes the cached children of one instance (by its labels and controller owner UID) whose
 /// names are not in `keep`: never an object this instance does not control. Returns the names
-/// deleted.
-pub async fn delete_orphans<K>(
+/// deleted. The cache (`C`) may hold only metadata; `K` is the kind deleted.
+pub async fn delete_orphans<K, C>(
     client: &Client,
-    store: &Store<K>,
+    store: &Store<C>,
     namespace: &str,
     instance: &str,
     owner_uid: &str,
@@ -434,6 +434,7 @@ where
         + Debug
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let orphans: Vec<(String, String)> = store
         .state()

@@ -1,10 +1,9 @@
 //! Smaller caches. The operator reads most of what it caches only to compare it with what it
 //! would apply ([`super::apply::needs_apply`]). Deserialized into k8s-openapi structs (every
-//! optional field inline), an object takes several times the memory of its JSON; at 1,000
-//! instances the caches were most of the operator's memory (BENCHMARKS.md). So, as a watch
+//! optional field inline), a StatefulSet's pod spec takes ~20 KB of memory for ~3 KB of JSON; at
+//! 1,000 instances the caches were most of the operator's memory (BENCHMARKS.md). So, as a watch
 //! event enters the cache, the parts read only for comparison are moved into a cache-only
-//! annotation as compact JSON, and put back into the JSON form before a comparison. (The
-//! StatefulSet is cached as [`crate::statefulset_view::StatefulSetView`] instead.)
+//! annotation as compact JSON, and put back into the JSON form before a comparison.
 //!
 //! The annotation never reaches the API server: it exists only in the operator's cached copies
 //! (the operator applies objects it builds, never cached ones).
@@ -21,9 +20,6 @@ pub const CACHED_JSON: &str = "secureqdrant.dev/cached-json";
 pub enum Compact {
     /// Nothing (the operator reads the object's fields, e.g. a Secret's data).
     Nothing,
-    /// Every top-level field but `apiVersion`, `kind` and `metadata` (objects the operator only
-    /// compares and prunes by their metadata).
-    Body,
 }
 
 /// Moves the parts `how` names into [`CACHED_JSON`]. An object that cannot be converted is
@@ -35,23 +31,9 @@ pub fn compact<K: Serialize + DeserializeOwned>(obj: &mut K, how: Compact) {
     let Ok(mut value) = serde_json::to_value(&*obj) else {
         return;
     };
-    let mut moved = Map::new();
+    let moved = Map::new();
     match how {
         Compact::Nothing => {}
-        Compact::Body => {
-            if let Some(top) = value.as_object_mut() {
-                let keys: Vec<String> = top
-                    .keys()
-                    .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                    .cloned()
-                    .collect();
-                for k in keys {
-                    if let Some(v) = top.remove(&k) {
-                        moved.insert(format!("/{k}"), v);
-                    }
-                }
-            }
-        }
     }
     if moved.is_empty() {
         return;
@@ -113,31 +95,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_body_compacted_object_keeps_its_metadata_and_restores_exactly() {
-        let full: Service = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "v", "namespace": "ns", "labels": {"l": "1"}},
-            "spec": {"ports": [{"port": 6333, "name": "http"}], "clusterIP": "None"}
-        }))
-        .unwrap();
-        let mut cached = full.clone();
-        compact(&mut cached, Compact::Body);
-        assert!(cached.spec.is_none());
-        assert_eq!(cached.metadata.labels, full.metadata.labels);
-        let mut value = serde_json::to_value(&cached).unwrap();
-        restore(&mut value);
-        assert_eq!(value, serde_json::to_value(&full).unwrap());
-    }
-
-    #[test]
     fn nothing_to_move_adds_nothing() {
         let mut svc: Service = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "v"}
         }))
         .unwrap();
         let before = svc.clone();
-        compact(&mut svc, Compact::Body);
-        assert_eq!(svc, before);
         compact(&mut svc, Compact::Nothing);
         assert_eq!(svc, before);
         let mut value = json!({"metadata": {"name": "v"}});

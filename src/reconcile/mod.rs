@@ -23,6 +23,8 @@ pub mod verified;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -530,7 +532,7 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
     let (client, s) = (&ctx.client, &ctx.stores);
     let uid = &inst.owner.uid;
     let (namespace, name) = (&inst.namespace, &inst.name);
-    let mut deleted = delete_orphans(
+    let mut deleted = delete_orphans::<NetworkPolicy, _>(
         client,
         &s.network_policies,
         namespace,
@@ -539,7 +541,17 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
         &applied.network_policies,
     )
     .await?;
-    deleted.extend(delete_orphans(client, &s.pdbs, namespace, name, uid, &applied.pdbs).await?);
+    deleted.extend(
+        delete_orphans::<PodDisruptionBudget, _>(
+            client,
+            &s.pdbs,
+            namespace,
+            name,
+            uid,
+            &applied.pdbs,
+        )
+        .await?,
+    );
     // `<n>-metrics-client` once scrapers need no client certificate from the operator.
     if inst.metrics_client_secret().is_none() {
         deleted.extend(

@@ -11,6 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, store::Writer};
@@ -242,24 +243,40 @@ pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
     serde_json::from_value(as_stored(&value)).expect("deserializes")
 }
 
-/// A child kind the operator caches, and the form its cache holds it in.
+/// A child kind the operator caches, and what its cache holds of it (the object, or only its
+/// metadata).
 pub trait Cached: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static {
-    type Form: Resource<DynamicType = ()> + Clone + 'static;
-    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Form>;
-    fn into_form(self) -> Self::Form;
+    type Stored: Resource<DynamicType = ()> + Clone + 'static;
+    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Stored>;
+    fn stored(self) -> Self::Stored;
+}
+
+/// The whole object.
+fn whole<K>(obj: K) -> K {
+    obj
+}
+
+/// What the StatefulSet cache holds of it.
+fn view(obj: StatefulSet) -> StatefulSetView {
+    StatefulSetView::from(obj)
+}
+
+/// Only the metadata (a metadata-only watch).
+fn meta_only<K: Resource>(obj: K) -> PartialObjectMeta<K> {
+    obj.meta().clone().into_response_partial()
 }
 
 macro_rules! cached {
-    ($($kind:ty => $field:ident as $form:ty),* $(,)?) => {
+    ($($kind:ty => $field:ident as $stored:ty, $conv:ident),* $(,)?) => {
         /// The operator's caches, and the writers that fill them (as the watches would).
         pub struct Cluster {
-            $($field: Writer<$form>,)*
+            $($field: Writer<$stored>,)*
             pub stores: Stores,
         }
 
         impl Cluster {
             fn new(synced: bool) -> Self {
-                $(let (_, mut $field) = reflector::store::<$form>();
+                $(let (_, mut $field) = reflector::store::<$stored>();
                 if synced {
                     $field.apply_watcher_event(&watcher::Event::Init);
                     $field.apply_watcher_event(&watcher::Event::InitDone);
@@ -272,34 +289,33 @@ macro_rules! cached {
             pub fn put_json(&mut self, object: &Value) {
                 let kind = object["kind"].as_str().expect("an object with a kind");
                 $(if kind == <$kind as k8s_openapi::Resource>::KIND {
-                    let obj: $form = serde_json::from_value(object.clone()).expect(kind);
-                    self.$field.apply_watcher_event(&watcher::Event::Apply(obj));
-                    return;
+                    let obj: $kind = serde_json::from_value(object.clone()).expect(kind);
+                    return self.put(obj);
                 })*
                 panic!("the operator caches no {kind}");
             }
         }
 
         $(impl Cached for $kind {
-            type Form = $form;
-            fn writer(cluster: &mut Cluster) -> &mut Writer<$form> {
+            type Stored = $stored;
+            fn writer(cluster: &mut Cluster) -> &mut Writer<$stored> {
                 &mut cluster.$field
             }
-            fn into_form(self) -> $form {
-                <$form>::from(self)
+            fn stored(self) -> $stored {
+                $conv(self)
             }
         })*
     };
 }
 
 cached! {
-    ServiceAccount => service_accounts as ServiceAccount,
-    Secret => secrets as Secret,
-    ConfigMap => config_maps as ConfigMap,
-    Service => services as Service,
-    NetworkPolicy => network_policies as NetworkPolicy,
-    PodDisruptionBudget => pdbs as PodDisruptionBudget,
-    StatefulSet => statefulsets as StatefulSetView,
+    ServiceAccount => service_accounts as PartialObjectMeta<ServiceAccount>, meta_only,
+    Secret => secrets as Secret, whole,
+    ConfigMap => config_maps as PartialObjectMeta<ConfigMap>, meta_only,
+    Service => services as PartialObjectMeta<Service>, meta_only,
+    NetworkPolicy => network_policies as PartialObjectMeta<NetworkPolicy>, meta_only,
+    PodDisruptionBudget => pdbs as PartialObjectMeta<PodDisruptionBudget>, meta_only,
+    StatefulSet => statefulsets as StatefulSetView, view,
 }
 
 impl Cluster {
@@ -315,14 +331,12 @@ impl Cluster {
 
     /// A watch event: `obj` was created or changed.
     pub fn put<K: Cached>(&mut self, obj: K) {
-        let obj = obj.into_form();
-        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj.stored()));
     }
 
     /// A watch event: `obj` was deleted.
     pub fn remove<K: Cached>(&mut self, obj: K) {
-        let obj = obj.into_form();
-        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj.stored()));
     }
 
     /// The cluster after the operator applied `children`: each one stamped and stored, the
