@@ -18,7 +18,6 @@ use tracing::info;
 
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
-use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
@@ -37,11 +36,9 @@ fn cache<K>(
     scope: &WatchScope,
     synced: &Synced,
     expectations: &Expectations,
-    how: Compact,
 ) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
         + Clone
         + std::fmt::Debug
         + DeserializeOwned
@@ -51,7 +48,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), how, true);
+    let watches = trimmed(scope.watches::<K>(client, &config), true);
     let expectations = expectations.clone();
     // After the cache holds the event's object: a write it shows is no longer pending.
     let stream = reflect(watches, writer, synced.register())
@@ -65,15 +62,14 @@ where
 }
 
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object), and what `how` compacts. With `mark`, the drift signal
+/// fields (a third of a small object). With `mark`, the drift signal
 /// ([`drift::foreign_write`]) is read from the managed fields first and kept as a cache-only mark.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
-    how: Compact,
     mark: bool,
 ) -> Vec<(Option<String>, EventStream<K>)>
 where
-    K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
+    K: Resource + Send + 'static,
 {
     watches
         .into_iter()
@@ -84,7 +80,6 @@ where
                         drift::mark_and_trim(o.meta_mut());
                     }
                     o.meta_mut().managed_fields = None;
-                    compact(o, how);
                 })
                 .boxed();
             (ns, s)
@@ -112,7 +107,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
-    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing, false);
+    let watches = trimmed(scope.watches::<K>(client, &config), false);
     let stream = reflect(watches, writer, synced.register())
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
@@ -182,7 +177,7 @@ where
         + Sync
         + 'static,
 {
-    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations, Compact::Nothing)
+    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations)
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -194,16 +189,14 @@ pub fn child_caches(
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
         meta_cache::<ServiceAccount>(client, scope, synced, expectations);
-    let (secrets, secret_stream) =
-        cache::<Secret>(client, scope, synced, expectations, Compact::Nothing);
+    let (secrets, secret_stream) = cache::<Secret>(client, scope, synced, expectations);
     let (config_maps, cm_stream) = meta_cache::<ConfigMap>(client, scope, synced, expectations);
     let (services, svc_stream) = meta_cache::<Service>(client, scope, synced, expectations);
     let (network_policies, np_stream) =
         meta_cache::<NetworkPolicy>(client, scope, synced, expectations);
     let (pdbs, pdb_stream) = meta_cache::<PodDisruptionBudget>(client, scope, synced, expectations);
     // Decoded into the view: the pod spec is skipped as each event is read.
-    let (statefulsets, sts_stream) =
-        cache::<StatefulSetView>(client, scope, synced, expectations, Compact::Nothing);
+    let (statefulsets, sts_stream) = cache::<StatefulSetView>(client, scope, synced, expectations);
     let stores = Stores {
         service_accounts,
         secrets,

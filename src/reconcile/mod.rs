@@ -4,7 +4,6 @@
 
 pub mod apply;
 pub mod backoff;
-pub mod compact;
 pub mod context;
 pub mod credentials;
 pub mod drift;
