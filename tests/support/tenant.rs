@@ -425,6 +425,33 @@ impl Tenant {
             .collect()
     }
 
+    /// The Events (events.k8s.io/v1) about the SecureQdrant `name`, as the API server stores
+    /// them.
+    pub async fn events_about(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        self.events_regarding("SecureQdrant", name).await
+    }
+
+    /// The Events (events.k8s.io/v1) about the `kind` named `name`, as the API server stores
+    /// them.
+    pub async fn events_regarding(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Vec<k8s_openapi::api::events::v1::Event> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
+            .list(&ListParams::default())
+            .await
+            .expect("Events listed")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect()
+    }
+
     /// The Events of `type_` in the namespace: (reason, note, the name of the object regarded).
     pub async fn events(&self, type_: &str) -> Vec<(String, String, String)> {
         Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
