@@ -163,7 +163,7 @@ impl Publisher {
     /// The Event kube-runtime's `Recorder` would create (`generate_event`).
     fn build(&self, event: &Event, reference: &ObjectReference, now: Timestamp) -> K8sEvent {
         let controller = &self.reporter.controller;
-        let base = reference.name.as_deref().unwrap_or(controller);
+        let base = name_base(reference.name.as_deref().unwrap_or(controller));
         K8sEvent {
             action: Some(event.action.clone()),
             reason: Some(event.reason.clone()),
@@ -193,6 +193,25 @@ impl Publisher {
             ..K8sEvent::default()
         }
     }
+}
+
+/// The longest object name a new Event's name starts with: an Event's name is at most 253
+/// characters, and ".<16 hex digits>" follows (kube-runtime used the whole name, so the API server
+/// refused every Event about an object whose name has more than 236 characters, e.g. the InvalidSpec
+/// Event that says the name is too long).
+const NAME_BASE_LIMIT: usize = 253 - 17;
+
+/// `name` cut to [`NAME_BASE_LIMIT`], without a trailing '-' or '.' (each part of a DNS subdomain
+/// ends with a letter or digit).
+fn name_base(name: &str) -> &str {
+    if name.len() <= NAME_BASE_LIMIT {
+        return name;
+    }
+    let mut end = NAME_BASE_LIMIT;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end_matches(['-', '.'])
 }
 
 /// The suffix of a new Event's name: the wall clock's nanoseconds, as kube-runtime names them,
@@ -534,6 +553,24 @@ mod tests {
                    "namespace": "team", "name": "vectors", "uid": "uid-vectors"})
         );
         assert!(body.get("series").is_none(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_event_about_an_object_with_the_longest_name_gets_a_valid_name() {
+        let (clock, _) = clock("2030-01-01T00:00:00Z");
+        let (publisher, seen, _) = fake(clock);
+        let events = Events::Kube(publisher);
+        // 253 characters, a '-' where the name is cut.
+        let long = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        assert_eq!(long.len(), 253);
+        warn(&events, &instance(&long), "metadata.name is too long").await;
+        let seen = seen.lock().unwrap();
+        let name = seen[0].2["metadata"]["name"].as_str().unwrap();
+        assert!(name.len() <= 253, "{} characters", name.len());
+        let (base, suffix) = name.split_once('.').unwrap();
+        assert_eq!(base, "a".repeat(235));
+        assert_eq!(suffix.len(), 16, "{name}");
+        assert_eq!(name_base("vectors"), "vectors");
     }
 
     #[tokio::test]
