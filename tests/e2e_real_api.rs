@@ -137,6 +137,7 @@ async fn example_converges(file: &str, prefix: &str, replicas: i32) {
     let reasons = event_reasons(&env, &ns, &name).await;
     assert!(reasons.contains("CredentialsGenerated"), "{reasons:?}");
     assert!(reasons.contains("CertificateIssued"), "{reasons:?}");
+    first_reconcile_events(&env, &ns, &name).await;
 
     // The pods may run: the real StatefulSet controller reports every pod updated and ready
     // (kwok plays the kubelet).
@@ -1493,6 +1494,71 @@ async fn event_reasons(env: &Env, ns: &str, name: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The Events of an instance's first reconcile, as the real API server stores them
+/// (events.k8s.io/v1, published by `events::Publisher`): each once, with its note, the
+/// operator as reportingController, the instance (by uid) as `regarding` and an `eventTime`.
+async fn first_reconcile_events(env: &Env, ns: &str, name: &str) {
+    let uid = uid(env, SQ_API, SQ_KIND, ns, name).await;
+    let events: Vec<Value> = env
+        .list("events.k8s.io/v1", "Event", ns)
+        .await
+        .into_iter()
+        .filter(|e| e["regarding"]["uid"] == uid.as_str())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for e in &events {
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            seen.insert(reason.to_owned()),
+            "{reason} twice: {events:#?}"
+        );
+        assert_eq!(e["reportingController"], MANAGER, "{e}");
+        assert!(
+            e["reportingInstance"]
+                .as_str()
+                .is_some_and(|i| !i.is_empty()),
+            "{e}"
+        );
+        assert_eq!(
+            (
+                &e["regarding"]["kind"],
+                &e["regarding"]["name"],
+                &e["regarding"]["namespace"]
+            ),
+            (&json!(SQ_KIND), &json!(name), &json!(ns)),
+            "{e}"
+        );
+        assert!(
+            e["eventTime"].as_str().is_some_and(|t| !t.is_empty()),
+            "{e}"
+        );
+        assert!(
+            e.get("series").is_none(),
+            "a first reconcile repeats nothing: {e}"
+        );
+    }
+    let note = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str())
+            .unwrap_or_else(|| panic!("no {reason} Event with a note: {events:#?}"))
+            .to_owned()
+    };
+    assert_eq!(
+        note("CredentialsGenerated"),
+        format!("generated API keys in Secret {name}-api-key")
+    );
+    let issued = note("CertificateIssued");
+    assert!(
+        issued.starts_with(&format!(
+            "issued the serving certificate in Secret {name}-tls ("
+        )),
+        "{issued}"
+    );
+    assert!(issued.contains(", valid until "), "{issued}");
 }
 
 /// The SecureQdrant's pods ask for a node label no kwok node has: the real scheduler leaves
