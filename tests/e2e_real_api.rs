@@ -737,6 +737,35 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
     cluster.assert_operator_healthy();
 }
 
+/// Every child of the full example (affinity, tolerations, claim templates, every policy) is
+/// recognised as the operator left it: a restart reads none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_no_child_of_the_full_example() {
+    let env = Env::namespaced("drift-full").await;
+    let mut cluster = Cluster::new(&env);
+    cluster.spawn_operator().await;
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let sq = with_name(example("full.yaml"), &ns, &name);
+    cluster.insert_instance(&sq).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    quiet(&cluster).await;
+    let got = child_requests(&cluster.counters_since(&mark).await);
+    // The pull Secret the spec references is read by its own check (not a child).
+    let got: Vec<_> = got
+        .into_iter()
+        .filter(|(_, _, n)| n != "registry-credentials")
+        .collect();
+    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    cluster.assert_operator_healthy();
+}
+
 /// What the drift signal assumes of the API server (`reconcile::drift`): an apply that changes
 /// nothing is not persisted (the operator's managed-fields time stays), a changing apply
 /// refreshes the time, and another manager's change leaves a newer entry of its own.
