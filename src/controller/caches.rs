@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -19,6 +20,7 @@ use tracing::info;
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::Stores;
 use crate::telemetry::Health;
@@ -39,7 +41,6 @@ fn cache<K>(
 ) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
         + serde::Serialize
         + Clone
         + std::fmt::Debug
@@ -50,7 +51,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), how);
+    let watches = trimmed(scope.watches::<K>(client, &config), how, true);
     let expectations = expectations.clone();
     // After the cache holds the event's object: a write it shows is no longer pending.
     let stream = reflect(watches, writer, synced.register())
@@ -64,10 +65,12 @@ where
 }
 
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object), and what `how` compacts.
+/// fields (a third of a small object), and what `how` compacts. With `mark`, the drift signal
+/// ([`drift::foreign_write`]) is read from the managed fields first and kept as a cache-only mark.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
     how: Compact,
+    mark: bool,
 ) -> Vec<(Option<String>, EventStream<K>)>
 where
     K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
@@ -77,6 +80,9 @@ where
         .map(|(ns, s)| {
             let s: EventStream<K> = s
                 .modify(move |o: &mut K| {
+                    if mark {
+                        drift::mark_and_trim(o.meta_mut());
+                    }
                     o.meta_mut().managed_fields = None;
                     compact(o, how);
                 })
@@ -106,7 +112,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
-    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing);
+    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing, false);
     let stream = reflect(watches, writer, synced.register())
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
@@ -148,13 +154,35 @@ impl Synced {
 
 /// The trigger streams of the children's caches.
 pub struct ChildStreams {
-    pub service_accounts: ChildStream<ServiceAccount>,
+    pub service_accounts: ChildStream<PartialObjectMeta<ServiceAccount>>,
     pub secrets: ChildStream<Secret>,
-    pub config_maps: ChildStream<ConfigMap>,
-    pub services: ChildStream<Service>,
-    pub network_policies: ChildStream<NetworkPolicy>,
-    pub pdbs: ChildStream<PodDisruptionBudget>,
+    pub config_maps: ChildStream<PartialObjectMeta<ConfigMap>>,
+    pub services: ChildStream<PartialObjectMeta<Service>>,
+    pub network_policies: ChildStream<PartialObjectMeta<NetworkPolicy>>,
+    pub pdbs: ChildStream<PartialObjectMeta<PodDisruptionBudget>>,
     pub statefulsets: ChildStream<StatefulSet>,
+}
+
+/// A metadata-only cache (see [`crate::reconcile::stores::MetaStore`]): the watch asks the API
+/// server for `PartialObjectMetadata`, so no body crosses the wire or enters the cache.
+fn meta_cache<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    ChildStream<PartialObjectMeta<K>>,
+)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations, Compact::Nothing)
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -165,17 +193,14 @@ pub fn child_caches(
     expectations: &Expectations,
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
-        cache::<ServiceAccount>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<ServiceAccount>(client, scope, synced, expectations);
     let (secrets, secret_stream) =
         cache::<Secret>(client, scope, synced, expectations, Compact::Nothing);
-    let (config_maps, cm_stream) =
-        cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
-    let (services, svc_stream) =
-        cache::<Service>(client, scope, synced, expectations, Compact::Body);
+    let (config_maps, cm_stream) = meta_cache::<ConfigMap>(client, scope, synced, expectations);
+    let (services, svc_stream) = meta_cache::<Service>(client, scope, synced, expectations);
     let (network_policies, np_stream) =
-        cache::<NetworkPolicy>(client, scope, synced, expectations, Compact::Body);
-    let (pdbs, pdb_stream) =
-        cache::<PodDisruptionBudget>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<NetworkPolicy>(client, scope, synced, expectations);
+    let (pdbs, pdb_stream) = meta_cache::<PodDisruptionBudget>(client, scope, synced, expectations);
     let (statefulsets, sts_stream) = cache::<StatefulSet>(
         client,
         scope,

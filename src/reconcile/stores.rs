@@ -9,19 +9,25 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::error::Error;
 
+/// A cache of one kind's metadata only (a metadata-only watch): the kinds the operator only
+/// applies ([`super::apply`], which reads the full object when the drift signal asks for it) and
+/// prunes by labels and owner.
+pub type MetaStore<K> = Store<PartialObjectMeta<K>>;
+
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
 #[derive(Clone)]
 pub struct Stores {
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: MetaStore<ServiceAccount>,
     pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
-    pub services: Store<Service>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub pdbs: Store<PodDisruptionBudget>,
+    pub config_maps: MetaStore<ConfigMap>,
+    pub services: MetaStore<Service>,
+    pub network_policies: MetaStore<NetworkPolicy>,
+    pub pdbs: MetaStore<PodDisruptionBudget>,
     pub statefulsets: Store<StatefulSet>,
 }
 

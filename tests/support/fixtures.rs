@@ -11,6 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, store::Writer};
@@ -20,11 +21,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use secure_qdrant_operator::api_keys::ApiKeys;
+use secure_qdrant_operator::children::meta::MANAGER;
 use secure_qdrant_operator::children::{self, Children, Material};
 use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus, TlsSpec};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::SecretValue;
+use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::stamp::stamp;
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
@@ -217,28 +220,57 @@ pub fn applied<K: Resource + Serialize + DeserializeOwned>(desired: K) -> K {
     stored(stamp(desired))
 }
 
+/// `obj` as the operator's cache shows it after someone else wrote it (a write newer than the
+/// operator's apply in its managed fields: the drift mark is set as the watch event enters the
+/// cache, then the managed fields go).
+pub fn edited_by_someone_else<K: Resource>(mut obj: K) -> K {
+    let meta = obj.meta_mut();
+    meta.managed_fields = Some(
+        serde_json::from_value(serde_json::json!([
+            {"manager": MANAGER, "operation": "Apply", "time": "2026-12-05T10:00:00Z"},
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2026-12-05T10:00:09Z"}
+        ]))
+        .expect("managed fields"),
+    );
+    drift::mark_and_trim(meta);
+    obj
+}
+
 /// An object with the fields the API server adds (resourceVersion, uid, ...).
 pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
     let value = serde_json::to_value(obj).expect("serializes");
     serde_json::from_value(as_stored(&value)).expect("deserializes")
 }
 
-/// A child kind the operator caches.
+/// A child kind the operator caches, and what its cache holds of it (the object, or only its
+/// metadata).
 pub trait Cached: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static {
-    fn writer(cluster: &mut Cluster) -> &mut Writer<Self>;
+    type Stored: Resource<DynamicType = ()> + Clone + 'static;
+    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Stored>;
+    fn stored(self) -> Self::Stored;
+}
+
+/// The whole object.
+fn whole<K>(obj: K) -> K {
+    obj
+}
+
+/// Only the metadata (a metadata-only watch).
+fn meta_only<K: Resource>(obj: K) -> PartialObjectMeta<K> {
+    obj.meta().clone().into_response_partial()
 }
 
 macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {
+    ($($kind:ty => $field:ident as $stored:ty, $conv:ident),* $(,)?) => {
         /// The operator's caches, and the writers that fill them (as the watches would).
         pub struct Cluster {
-            $($field: Writer<$kind>,)*
+            $($field: Writer<$stored>,)*
             pub stores: Stores,
         }
 
         impl Cluster {
             fn new(synced: bool) -> Self {
-                $(let (_, mut $field) = reflector::store::<$kind>();
+                $(let (_, mut $field) = reflector::store::<$stored>();
                 if synced {
                     $field.apply_watcher_event(&watcher::Event::Init);
                     $field.apply_watcher_event(&watcher::Event::InitDone);
@@ -259,21 +291,25 @@ macro_rules! cached {
         }
 
         $(impl Cached for $kind {
-            fn writer(cluster: &mut Cluster) -> &mut Writer<Self> {
+            type Stored = $stored;
+            fn writer(cluster: &mut Cluster) -> &mut Writer<$stored> {
                 &mut cluster.$field
+            }
+            fn stored(self) -> $stored {
+                $conv(self)
             }
         })*
     };
 }
 
 cached! {
-    ServiceAccount => service_accounts,
-    Secret => secrets,
-    ConfigMap => config_maps,
-    Service => services,
-    NetworkPolicy => network_policies,
-    PodDisruptionBudget => pdbs,
-    StatefulSet => statefulsets,
+    ServiceAccount => service_accounts as PartialObjectMeta<ServiceAccount>, meta_only,
+    Secret => secrets as Secret, whole,
+    ConfigMap => config_maps as PartialObjectMeta<ConfigMap>, meta_only,
+    Service => services as PartialObjectMeta<Service>, meta_only,
+    NetworkPolicy => network_policies as PartialObjectMeta<NetworkPolicy>, meta_only,
+    PodDisruptionBudget => pdbs as PartialObjectMeta<PodDisruptionBudget>, meta_only,
+    StatefulSet => statefulsets as StatefulSet, whole,
 }
 
 impl Cluster {
@@ -289,12 +325,12 @@ impl Cluster {
 
     /// A watch event: `obj` was created or changed.
     pub fn put<K: Cached>(&mut self, obj: K) {
-        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj.stored()));
     }
 
     /// A watch event: `obj` was deleted.
     pub fn remove<K: Cached>(&mut self, obj: K) {
-        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj.stored()));
     }
 
     /// The cluster after the operator applied `children`: each one stamped and stored, the

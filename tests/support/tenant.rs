@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Config};
@@ -186,12 +187,16 @@ impl Tenant {
         let ns = env.ns.clone();
         let mut tasks = Vec::new();
         let stores = Stores {
-            service_accounts: reflect::<ServiceAccount>(&client, &ns, &mut tasks, true),
+            service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(
+                &client, &ns, &mut tasks, true,
+            ),
             secrets: reflect::<Secret>(&client, &ns, &mut tasks, true),
-            config_maps: reflect::<ConfigMap>(&client, &ns, &mut tasks, true),
-            services: reflect::<Service>(&client, &ns, &mut tasks, true),
-            network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks, true),
-            pdbs: reflect::<PodDisruptionBudget>(&client, &ns, &mut tasks, true),
+            config_maps: reflect::<PartialObjectMeta<ConfigMap>>(&client, &ns, &mut tasks, true),
+            services: reflect::<PartialObjectMeta<Service>>(&client, &ns, &mut tasks, true),
+            network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(
+                &client, &ns, &mut tasks, true,
+            ),
+            pdbs: reflect::<PartialObjectMeta<PodDisruptionBudget>>(&client, &ns, &mut tasks, true),
             statefulsets: reflect::<StatefulSet>(&client, &ns, &mut tasks, true),
         };
         let instances = reflect::<SecureQdrant>(&client, &ns, &mut tasks, false);
