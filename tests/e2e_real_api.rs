@@ -137,6 +137,7 @@ async fn example_converges(file: &str, prefix: &str, replicas: i32) {
     let reasons = event_reasons(&env, &ns, &name).await;
     assert!(reasons.contains("CredentialsGenerated"), "{reasons:?}");
     assert!(reasons.contains("CertificateIssued"), "{reasons:?}");
+    first_reconcile_events(&env, &ns, &name).await;
 
     // The pods may run: the real StatefulSet controller reports every pod updated and ready
     // (kwok plays the kubelet).
@@ -733,6 +734,35 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
     quiet(&cluster).await;
     cluster.converge(&ns, &name).await;
     let got = child_requests(&cluster.counters_since(&mark).await);
+    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    cluster.assert_operator_healthy();
+}
+
+/// Every child of the full example (affinity, tolerations, claim templates, every policy) is
+/// recognised as the operator left it: a restart reads none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_no_child_of_the_full_example() {
+    let env = Env::namespaced("drift-full").await;
+    let mut cluster = Cluster::new(&env);
+    cluster.spawn_operator().await;
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let sq = with_name(example("full.yaml"), &ns, &name);
+    cluster.insert_instance(&sq).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    quiet(&cluster).await;
+    let got = child_requests(&cluster.counters_since(&mark).await);
+    // The pull Secret the spec references is read by its own check (not a child).
+    let got: Vec<_> = got
+        .into_iter()
+        .filter(|(_, _, n)| n != "registry-credentials")
+        .collect();
     assert!(got.is_empty(), "a restart without edits: {got:?}");
     cluster.assert_operator_healthy();
 }
@@ -1940,6 +1970,71 @@ async fn event_reasons(env: &Env, ns: &str, name: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The Events of an instance's first reconcile, as the real API server stores them
+/// (events.k8s.io/v1, published by `events::Publisher`): each once, with its note, the
+/// operator as reportingController, the instance (by uid) as `regarding` and an `eventTime`.
+async fn first_reconcile_events(env: &Env, ns: &str, name: &str) {
+    let uid = uid(env, SQ_API, SQ_KIND, ns, name).await;
+    let events: Vec<Value> = env
+        .list("events.k8s.io/v1", "Event", ns)
+        .await
+        .into_iter()
+        .filter(|e| e["regarding"]["uid"] == uid.as_str())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for e in &events {
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            seen.insert(reason.to_owned()),
+            "{reason} twice: {events:#?}"
+        );
+        assert_eq!(e["reportingController"], MANAGER, "{e}");
+        assert!(
+            e["reportingInstance"]
+                .as_str()
+                .is_some_and(|i| !i.is_empty()),
+            "{e}"
+        );
+        assert_eq!(
+            (
+                &e["regarding"]["kind"],
+                &e["regarding"]["name"],
+                &e["regarding"]["namespace"]
+            ),
+            (&json!(SQ_KIND), &json!(name), &json!(ns)),
+            "{e}"
+        );
+        assert!(
+            e["eventTime"].as_str().is_some_and(|t| !t.is_empty()),
+            "{e}"
+        );
+        assert!(
+            e.get("series").is_none(),
+            "a first reconcile repeats nothing: {e}"
+        );
+    }
+    let note = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str())
+            .unwrap_or_else(|| panic!("no {reason} Event with a note: {events:#?}"))
+            .to_owned()
+    };
+    assert_eq!(
+        note("CredentialsGenerated"),
+        format!("generated API keys in Secret {name}-api-key")
+    );
+    let issued = note("CertificateIssued");
+    assert!(
+        issued.starts_with(&format!(
+            "issued the serving certificate in Secret {name}-tls ("
+        )),
+        "{issued}"
+    );
+    assert!(issued.contains(", valid until "), "{issued}");
 }
 
 /// The SecureQdrant's pods ask for a node label no kwok node has: the real scheduler leaves
