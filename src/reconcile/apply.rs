@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -159,18 +160,44 @@ where
         Some(c) => Some(c.as_ref().clone()),
         None => read(&api, &name).await?,
     };
-    write_checked(&api, expectations, &desired, current).await
+    let (outcome, _) = write_checked(&api, expectations, &desired, current).await?;
+    Ok(outcome)
+}
+
+/// Server-side applies a Secret over `current`, the copy this reconcile has just read from the
+/// API server (None: it does not exist): compared with that copy, never with the cache (the
+/// cache of Secrets holds no data). Ownership, adoption and the guarded writes are those of
+/// [`apply`]. Returns the outcome and the resourceVersion the Secret has now.
+pub async fn apply_secret(
+    client: &Client,
+    expectations: &Expectations,
+    desired: Secret,
+    current: Option<Secret>,
+) -> Result<(Outcome, Option<String>)> {
+    let desired = stamp(desired);
+    if let Some(c) = &current
+        && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
+    {
+        return Err(conflict(c, by));
+    }
+    if !needs_apply(&desired, current.as_ref()) {
+        let rv = current.and_then(|c| c.metadata.resource_version);
+        return Ok((Outcome::Unchanged, rv));
+    }
+    let api: Api<Secret> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    Box::pin(write_checked(&api, expectations, &desired, current)).await
 }
 
 /// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
 /// annotated for adoption first, refusing a foreign object, and reading and checking once more
-/// when the object changed since it was read (see [`apply`]).
+/// when the object changed since it was read (see [`apply`]). Returns the outcome and the
+/// object's resourceVersion after it (None when unknown).
 async fn write_checked<K>(
     api: &Api<K>,
     expectations: &Expectations,
     desired: &K,
     mut current: Option<K>,
-) -> Result<Outcome>
+) -> Result<(Outcome, Option<String>)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -211,7 +238,8 @@ where
                 Ownership::Foreign(by) => return Err(conflict(&c, by)),
             };
             if attempt > 0 && !needs_apply(desired, Some(&c)) {
-                return Ok(Outcome::Unchanged);
+                let rv = c.meta().resource_version.clone();
+                return Ok((Outcome::Unchanged, rv));
             }
             current = Some(c);
         }
@@ -226,7 +254,7 @@ where
             None => PatchParams::apply(MANAGER),
         };
         match api.patch(&name, &params, &Patch::Apply(&body)).await {
-            Ok(_) => return Ok(Outcome::Applied),
+            Ok(written) => return Ok((Outcome::Applied, written.meta().resource_version.clone())),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
                 // Changed (or created) by someone else since it was read: read and check again.
                 expectations.forget(kind, &namespace, &name);
