@@ -516,6 +516,17 @@ impl World {
         Fut: Future<Output = ApiServer> + Send + 'static,
     {
         let before = self.harness.published().len();
+        // The operator reads Secret material on demand: the Secrets stored answer its GETs.
+        let secrets: BTreeMap<String, Value> = self
+            .objects
+            .iter()
+            .filter(|((kind, _), _)| kind == "Secret")
+            .map(|((_, name), object)| (path::secret(name), object.clone()))
+            .collect();
+        let script = move |mut api: ApiServer| {
+            api.serve_secret_reads(secrets);
+            script(api)
+        };
         // Boxed: a reconcile's future is large, and scenarios await many of them.
         let (result, t) = Box::pin(self.harness.reconcile(&self.sq, script)).await;
         let events = self.harness.published()[before..].to_vec();

@@ -15,12 +15,12 @@ use super::signing_key::{key_secret, signing_key};
 use super::token_secret;
 use super::trust::trust_bundle;
 use crate::crd::{QdrantAccessToken, SecureQdrant};
-use crate::reconcile::memo::{Inputs, Key, TokenFacts, Version, version_cached, version_read};
 use crate::error::{Error, Result};
 use crate::material::SecretValue;
 use crate::reconcile::Context;
 use crate::reconcile::apply::Outcome;
 use crate::reconcile::expect::EXPECTATION_TTL;
+use crate::reconcile::memo::{Inputs, Key, TokenFacts, Version, version_cached, version_read};
 use crate::settings::Settings;
 use crate::tokens::{
     self, TokenEndpoints, TokenPlan, ValidToken, plan_token, read_token, token_annotations,
@@ -44,7 +44,10 @@ pub(super) async fn issue(
     let who = format!("{}/{}", valid.namespace, valid.name);
     if let Some(facts) = memo_key
         .as_ref()
-        .and_then(|k| ctx.token_facts.get(&who, &k(&cached_versions(ctx, valid, &inst))))
+        .and_then(|k| {
+            ctx.token_facts
+                .get(&who, &k(&cached_versions(ctx, valid, &inst)))
+        })
         .filter(|f| now < f.deadline)
     {
         let requeue = Duration::try_from(facts.deadline.duration_since(now)).unwrap_or_default();
@@ -168,7 +171,6 @@ fn cached_versions(ctx: &Context, valid: &ValidToken, inst: &Instance) -> TokenV
         token: cached(Some(valid.secret_name.clone())),
     }
 }
-
 
 /// The SecureQdrant the token signs for, validated by the one validation its own reconcile
 /// runs: a token is never issued for a missing or invalid instance.

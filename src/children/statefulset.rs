@@ -98,7 +98,10 @@ pub fn build_from_facts(
     template_labels.extend(inst.pod.labels.clone());
     let mut annotations = inst.pod.annotations.clone();
     annotations.insert(RESTART_HASH.to_owned(), restart_hash.to_owned());
-    annotations.insert(KEYS_FINGERPRINT_ANNOTATION.to_owned(), keys.fingerprint.clone());
+    annotations.insert(
+        KEYS_FINGERPRINT_ANNOTATION.to_owned(),
+        keys.fingerprint.clone(),
+    );
     if let Some(fp) = tls_fingerprint {
         annotations.insert(TLS_FINGERPRINT_ANNOTATION.to_owned(), fp.to_owned());
     }

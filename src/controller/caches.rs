@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -39,7 +40,6 @@ fn cache<K>(
 ) -> (Store<K>, ChildStream<K>)
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
         + serde::Serialize
         + Clone
         + std::fmt::Debug
@@ -149,7 +149,8 @@ impl Synced {
 /// The trigger streams of the children's caches.
 pub struct ChildStreams {
     pub service_accounts: ChildStream<ServiceAccount>,
-    pub secrets: ChildStream<Secret>,
+    /// Metadata only: no Secret value is decoded.
+    pub secrets: ChildStream<PartialObjectMeta<Secret>>,
     pub config_maps: ChildStream<ConfigMap>,
     pub services: ChildStream<Service>,
     pub network_policies: ChildStream<NetworkPolicy>,
@@ -166,8 +167,10 @@ pub fn child_caches(
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
         cache::<ServiceAccount>(client, scope, synced, expectations, Compact::Body);
+    // Secrets: a metadata-only watch (`PartialObjectMeta`), so their data is neither sent by the
+    // API server nor held in the cache.
     let (secrets, secret_stream) =
-        cache::<Secret>(client, scope, synced, expectations, Compact::Nothing);
+        cache::<PartialObjectMeta<Secret>>(client, scope, synced, expectations, Compact::Nothing);
     let (config_maps, cm_stream) =
         cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
     let (services, svc_stream) =

@@ -184,7 +184,8 @@ pub async fn apply_secret(
         let rv = current.and_then(|c| c.metadata.resource_version);
         return Ok((Outcome::Unchanged, rv));
     }
-    let api: Api<Secret> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    let api: Api<Secret> =
+        Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
     Box::pin(write_checked(&api, expectations, &desired, current)).await
 }
 

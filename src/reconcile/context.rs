@@ -54,7 +54,6 @@ pub struct Context {
 /// How long the status a reconcile wrote is preferred over an object's older copy.
 pub const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
 
-
 impl Context {
     pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
         let clock = system_clock();

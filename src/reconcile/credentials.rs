@@ -95,8 +95,7 @@ pub async fn ensure(
             rotation_phase: None,
         });
     }
-    let (secret, generated, notice) =
-        ensure_secret(client, inst, &wanted, created_before).await?;
+    let (secret, generated, notice) = ensure_secret(client, inst, &wanted, created_before).await?;
     let mut keys = ApiKeys::stored(&wanted, &generated, user_key);
     let mut notices: Vec<Notice> = notice.into_iter().collect();
     let mut rotation = Rotation::default();

@@ -74,7 +74,7 @@ impl Expectations {
     /// the cache yet (a pending record then simply expires).
     pub fn observe<K>(&self, event: &watcher::Event<K>)
     where
-        K: Resource + k8s_openapi::Resource,
+        K: Resource<DynamicType = ()>,
     {
         let Some(written) = &self.0 else { return };
         let (obj, deleted) = match event {
@@ -84,11 +84,12 @@ impl Expectations {
                 return;
             }
         };
-        let key = key(
-            <K as k8s_openapi::Resource>::KIND,
-            &obj.namespace().unwrap_or_default(),
-            &obj.name_any(),
-        );
+        let kind: &'static str = match K::kind(&()) {
+            std::borrow::Cow::Borrowed(kind) => kind,
+            // Every kind cached is a k8s-openapi type (or its metadata), whose kind is static.
+            std::borrow::Cow::Owned(_) => return,
+        };
+        let key = key(kind, &obj.namespace().unwrap_or_default(), &obj.name_any());
         written.forget_if(&key, |hash| {
             deleted || obj.annotations().get(APPLIED_HASH) == Some(hash)
         });

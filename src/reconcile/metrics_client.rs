@@ -127,14 +127,17 @@ pub async fn ensure(
         issued: None,
     };
     if !ca_trusted {
-        return Ok((later(
-            "WaitingForCATrust",
-            format!(
-                "{} is rolling over to a new CA: the metrics client certificate is issued from \
+        return Ok((
+            later(
+                "WaitingForCATrust",
+                format!(
+                    "{} is rolling over to a new CA: the metrics client certificate is issued from \
                  it once every pod trusts it",
-                inst.name
+                    inst.name
+                ),
             ),
-        ), existing));
+            existing,
+        ));
     }
     let material = match issue_client(
         ca,

@@ -9,20 +9,56 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::error::Error;
 
+/// A managed Secret as the cache holds it: its metadata only. The type has no data field, so no
+/// Secret value can reach the cache (the watch asks the API server for metadata only, and
+/// decoding drops anything else); a step that needs a Secret's material reads it with a GET
+/// ([`super::memo`]).
+pub type CachedSecret = PartialObjectMeta<Secret>;
+
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
+///
+/// The cache of Secrets holds no Secret value: reading one from it does not compile.
+///
+/// ```compile_fail,E0609
+/// use secure_qdrant_operator::reconcile::stores::Stores;
+/// fn leak(s: &Stores) {
+///     let _ = &s.secrets.state()[0].data;
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Stores {
     pub service_accounts: Store<ServiceAccount>,
-    pub secrets: Store<Secret>,
+    /// Metadata only ([`CachedSecret`]).
+    pub secrets: Store<CachedSecret>,
     pub config_maps: Store<ConfigMap>,
     pub services: Store<Service>,
     pub network_policies: Store<NetworkPolicy>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub statefulsets: Store<StatefulSet>,
+}
+
+/// Pins the type of the Secret cache: a change that would cache Secrets with their data fails
+/// to compile here.
+const _: fn(&Stores) -> &Store<PartialObjectMeta<Secret>> = |s| &s.secrets;
+
+/// The metadata of a Secret as the cache would hold it (for tests and callers that have a full
+/// Secret in hand).
+pub fn cached_secret(secret: &Secret) -> CachedSecret {
+    PartialObjectMeta {
+        types: None,
+        metadata: secret.metadata.clone(),
+        _phantom: std::marker::PhantomData,
+    }
+}
+
+/// [`cached_secret`] taking the Secret.
+pub fn cached_secret_of(secret: Secret) -> CachedSecret {
+    cached_secret(&secret)
 }
 
 impl Stores {

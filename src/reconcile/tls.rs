@@ -79,7 +79,10 @@ impl std::fmt::Debug for ReadSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadSecrets")
             .field("tls", &version_read(self.tls.as_ref()))
-            .field("metrics_client", &version_read(self.metrics_client.as_ref()))
+            .field(
+                "metrics_client",
+                &version_read(self.metrics_client.as_ref()),
+            )
             .finish()
     }
 }
@@ -106,9 +109,7 @@ impl TlsFacts {
             ready: report.ready.clone(),
             metrics_client: report.metrics_client.clone(),
             ca_renewal_time: report.ca_renewal_time,
-            deadline: now
-                .checked_add(signed(report.requeue_after))
-                .unwrap_or(now),
+            deadline: now.checked_add(signed(report.requeue_after)).unwrap_or(now),
         }
     }
 
@@ -376,9 +377,8 @@ async fn issued(
             .finish()
     };
     let metrics_name = inst.metrics_client_secret();
-    let cached_version = |name: Option<String>| {
-        name.and_then(|n| version_cached(reads.stores, ns, &n))
-    };
+    let cached_version =
+        |name: Option<String>| name.and_then(|n| version_cached(reads.stores, ns, &n));
     let cached: Versions = (
         match &user_ca {
             Some(ca) => version_read(ca.as_ref()),
@@ -404,7 +404,8 @@ async fn issued(
     let (report, settled, metrics_read) =
         converge(reads, inst, settings, &secrets, rolled_out.as_deref(), now).await?;
     let read = (read.0, read.1, version_read(metrics_read.as_ref()));
-    let every_read = read.0.is_some() && read.1.is_some() && (metrics_name.is_none() || read.2.is_some());
+    let every_read =
+        read.0.is_some() && read.1.is_some() && (metrics_name.is_none() || read.2.is_some());
     if settled && every_read {
         reads
             .memo
@@ -439,8 +440,7 @@ async fn converge(
         .as_ref()
         .and_then(|s| s.annotations().get(tls::ROLLOVER_PHASE_ANNOTATION))
         .map(String::as_str);
-    let clients =
-        clients_for_rollover(reads, inst, settings, recorded_phase, ca_data, now).await?;
+    let clients = clients_for_rollover(reads, inst, settings, recorded_phase, ca_data, now).await?;
     let input = TlsInputs {
         policy: policy(settings),
         subject: CaSubject::new(ns.clone(), inst.name.clone()),

@@ -1,6 +1,7 @@
 //! Fixtures for reconcile tests: SecureQdrant builders, the operator's caches as a fake cluster
 //! state, and a harness that runs one reconcile against a scripted API server.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -10,11 +11,12 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -223,28 +225,35 @@ pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
     serde_json::from_value(as_stored(&value)).expect("deserializes")
 }
 
-/// A child kind the operator caches.
-pub trait Cached: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static {
-    fn writer(cluster: &mut Cluster) -> &mut Writer<Self>;
+/// A child kind the operator caches, and how its cache holds it (a Secret: metadata only).
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static
+{
+    type InCache: Resource<DynamicType = ()> + Clone + 'static;
+    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::InCache>;
+    fn in_cache(self) -> Self::InCache;
 }
 
 macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {
+    ($($kind:ty => $in_cache:ty, $to_cache:path => $field:ident),* $(,)?) => {
         /// The operator's caches, and the writers that fill them (as the watches would).
         pub struct Cluster {
-            $($field: Writer<$kind>,)*
+            $($field: Writer<<$kind as Cached>::InCache>,)*
             pub stores: Stores,
+            /// The Secrets put in the cache, whole (the cache holds their metadata only): what
+            /// the API server answers when a reconcile reads one.
+            secrets_stored: Arc<Mutex<BTreeMap<String, Value>>>,
         }
 
         impl Cluster {
             fn new(synced: bool) -> Self {
-                $(let (_, mut $field) = reflector::store::<$kind>();
+                $(let (_, mut $field) = reflector::store::<<$kind as Cached>::InCache>();
                 if synced {
                     $field.apply_watcher_event(&watcher::Event::Init);
                     $field.apply_watcher_event(&watcher::Event::InitDone);
                 })*
                 let stores = Stores { $($field: $field.as_reader(),)* };
-                Cluster { $($field,)* stores }
+                Cluster { $($field,)* stores, secrets_stored: Arc::default() }
             }
 
             /// Puts an object given as JSON (as the API server returned it) in its cache.
@@ -259,21 +268,29 @@ macro_rules! cached {
         }
 
         $(impl Cached for $kind {
-            fn writer(cluster: &mut Cluster) -> &mut Writer<Self> {
+            type InCache = $in_cache;
+            fn writer(cluster: &mut Cluster) -> &mut Writer<$in_cache> {
                 &mut cluster.$field
+            }
+            fn in_cache(self) -> $in_cache {
+                $to_cache(self)
             }
         })*
     };
 }
 
+fn same<K>(obj: K) -> K {
+    obj
+}
+
 cached! {
-    ServiceAccount => service_accounts,
-    Secret => secrets,
-    ConfigMap => config_maps,
-    Service => services,
-    NetworkPolicy => network_policies,
-    PodDisruptionBudget => pdbs,
-    StatefulSet => statefulsets,
+    ServiceAccount => ServiceAccount, same => service_accounts,
+    Secret => PartialObjectMeta<Secret>, secure_qdrant_operator::reconcile::stores::cached_secret_of => secrets,
+    ConfigMap => ConfigMap, same => config_maps,
+    Service => Service, same => services,
+    NetworkPolicy => NetworkPolicy, same => network_policies,
+    PodDisruptionBudget => PodDisruptionBudget, same => pdbs,
+    StatefulSet => StatefulSet, same => statefulsets,
 }
 
 impl Cluster {
@@ -289,11 +306,26 @@ impl Cluster {
 
     /// A watch event: `obj` was created or changed.
     pub fn put<K: Cached>(&mut self, obj: K) {
+        if K::kind(&()) == "Secret" {
+            let json = serde_json::to_value(&obj).expect("a Secret serializes");
+            self.secrets_stored
+                .lock()
+                .unwrap()
+                .insert(path::secret(&obj.name_any()), json);
+        }
+        let obj = obj.in_cache();
         K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj));
     }
 
     /// A watch event: `obj` was deleted.
     pub fn remove<K: Cached>(&mut self, obj: K) {
+        if K::kind(&()) == "Secret" {
+            self.secrets_stored
+                .lock()
+                .unwrap()
+                .remove(&path::secret(&obj.name_any()));
+        }
+        let obj = obj.in_cache();
         K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj));
     }
 
@@ -377,6 +409,8 @@ pub struct Harness {
     pub ctx: Arc<Context>,
     pub events: EventLog,
     api: MockApi,
+    /// The Secrets of the cluster the harness was built over (see [`Cluster`]).
+    secrets_stored: Arc<Mutex<BTreeMap<String, Value>>>,
 }
 
 impl Harness {
@@ -402,6 +436,7 @@ impl Harness {
             ctx: Arc::new(ctx),
             events: log,
             api,
+            secrets_stored: cluster.secrets_stored.clone(),
         }
     }
 
@@ -418,6 +453,12 @@ impl Harness {
     {
         let ctx = self.ctx.clone();
         let sq = Arc::new(sq.clone());
+        // The operator reads Secret material on demand: the cluster's Secrets answer its GETs.
+        let secrets = self.secrets_stored.lock().unwrap().clone();
+        let script = move |mut api: ApiServer| {
+            api.serve_secret_reads(secrets);
+            script(api)
+        };
         self.api.play(script, reconcile(sq, ctx)).await
     }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use futures::StreamExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -45,7 +46,7 @@ where
 pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
         service_accounts: reflect::<ServiceAccount>(client, tasks, true),
-        secrets: reflect::<Secret>(client, tasks, true),
+        secrets: reflect::<PartialObjectMeta<Secret>>(client, tasks, true),
         config_maps: reflect::<ConfigMap>(client, tasks, true),
         services: reflect::<Service>(client, tasks, true),
         network_policies: reflect::<NetworkPolicy>(client, tasks, true),
@@ -90,7 +91,7 @@ where
 pub fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
         service_accounts: reflect_in::<ServiceAccount>(client, ns, tasks, true),
-        secrets: reflect_in::<Secret>(client, ns, tasks, true),
+        secrets: reflect_in::<PartialObjectMeta<Secret>>(client, ns, tasks, true),
         config_maps: reflect_in::<ConfigMap>(client, ns, tasks, true),
         services: reflect_in::<Service>(client, ns, tasks, true),
         network_policies: reflect_in::<NetworkPolicy>(client, ns, tasks, true),

@@ -186,7 +186,9 @@ impl Tenant {
         let mut tasks = Vec::new();
         let stores = Stores {
             service_accounts: reflect::<ServiceAccount>(&client, &ns, &mut tasks, true),
-            secrets: reflect::<Secret>(&client, &ns, &mut tasks, true),
+            secrets: reflect::<kube::core::PartialObjectMeta<Secret>>(
+                &client, &ns, &mut tasks, true,
+            ),
             config_maps: reflect::<ConfigMap>(&client, &ns, &mut tasks, true),
             services: reflect::<Service>(&client, &ns, &mut tasks, true),
             network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks, true),
