@@ -752,6 +752,167 @@ async fn killed_mid_reconcile_and_restarted_converges_to_the_same_state() {
     cluster.assert_operator_healthy();
 }
 
+/// Secret material is read on demand (issue 16): the operator's caches hold no Secret value, a
+/// reconcile that finds the Secrets as it last read them reads none, a restart reads each at
+/// most once and regenerates nothing, and edits of the material are honoured as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
+    let env = Env::namespaced("on-demand").await;
+    let mut cluster = Cluster::new(&env);
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &ns);
+    let (key_name, ca_name, tls_name) = (
+        format!("{name}-api-key"),
+        format!("{name}-ca"),
+        format!("{name}-tls"),
+    );
+    let key_monitor = SecretMonitor::start(&env, &ns, &key_name).await;
+    cluster.spawn_operator().await;
+    cluster
+        .insert_instance(&with_name(example("minimal.yaml"), &ns, &name))
+        .await;
+    let before = cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+
+    // Idle: not one Secret read in a minute.
+    let idle = env.mark().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let counters = cluster.counters_since(&idle).await;
+    assert_eq!(counters.get("get", "secrets"), 0, "{counters:?}");
+    assert_eq!(counters.writes(), 0, "{counters:?}");
+
+    // A reconcile with every Secret as last read (a ConfigMap edit to repair): no Secret read.
+    let mark = env.mark().await;
+    env.merge_patch(
+        "v1",
+        "ConfigMap",
+        &ns,
+        &format!("{name}-config"),
+        json!({"data": {"config.yaml": "service: {enable_cors: true}\n"}}),
+    )
+    .await
+    .expect("ConfigMap edited");
+    let repaired = cluster.converge(&ns, &name).await;
+    assert_eq!(repaired.config_yaml, before.config_yaml);
+    quiet(&cluster).await;
+    let counters = cluster.counters_since(&mark).await;
+    assert_eq!(counters.get("patch", "configmaps"), 1, "{counters:?}");
+    assert_eq!(counters.get("get", "secrets"), 0, "{counters:?}");
+
+    // A restart with every Secret in place: each read at most once (api-key, ca, tls), none
+    // written, nothing regenerated.
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    eventually(CONVERGE, || async {
+        let n = cluster.counters_since(&mark).await.get("get", "secrets");
+        (n >= 3).then_some(()).ok_or(format!("{n} Secret reads"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    quiet(&cluster).await;
+    let counters = cluster.counters_since(&mark).await;
+    assert_eq!(counters.get("get", "secrets"), 3, "{counters:?}");
+    for verb in ["create", "update", "patch", "delete"] {
+        assert_eq!(counters.get(verb, "secrets"), 0, "{verb}: {counters:?}");
+    }
+    let restarted = cluster.converge(&ns, &name).await;
+    assert_eq!(restarted.api_key, before.api_key);
+    assert_eq!(restarted.ca, before.ca);
+    assert_eq!(restarted.tls, before.tls);
+    key_monitor.assert_never_regenerated();
+
+    // `<n>-tls` edited to a certificate of another CA: re-issued from `<n>-ca`.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let other = secure_qdrant_operator::tls::issue_ca(
+        &secure_qdrant_operator::tls::CaSubject::new("elsewhere", "other"),
+        k8s_openapi::jiff::SignedDuration::from_hours(24 * 30),
+        now,
+    )
+    .expect("a CA");
+    let mark = env.mark().await;
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        &tls_name,
+        json!({"data": {"tls.crt": STANDARD.encode(other.cert().pem())}}),
+    )
+    .await
+    .expect("<n>-tls edited");
+    let reissued = cluster
+        .converge_until(&ns, &name, |s| {
+            s.tls.get("tls.crt") != before.tls.get("tls.crt")
+        })
+        .await;
+    let ca = secure_qdrant_operator::tls::Certificate::from_pem(&reissued.ca["tls.crt"]).unwrap();
+    let leaf =
+        secure_qdrant_operator::tls::Certificate::from_pem(&reissued.tls["tls.crt"]).unwrap();
+    assert!(
+        leaf.is_signed_by(&ca),
+        "the re-issued certificate chains to {ca_name}"
+    );
+    assert_eq!(reissued.ca, before.ca, "{ca_name} is kept");
+    let counters = cluster.counters_since(&mark).await;
+    assert!(counters.get("get", "secrets") <= 4, "{counters:?}");
+
+    // `<n>-api-key` edited to another usable key: honoured (the pods get it), not replaced.
+    let edited = "E".repeat(43);
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        &key_name,
+        json!({"data": {"api-key": STANDARD.encode(&edited)}}),
+    )
+    .await
+    .expect("<n>-api-key edited");
+    let honoured = cluster
+        .converge_until(&ns, &name, |s| s.restart_hash != before.restart_hash)
+        .await;
+    assert_eq!(honoured.api_key["api-key"], edited);
+    assert_eq!(
+        honoured.api_key["fingerprint-salt"],
+        before.api_key["fingerprint-salt"]
+    );
+
+    // `<n>-ca` loses its key: replaced, with the Warning, and the rollover starts.
+    secrets
+        .patch(
+            &ca_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.key": null}})),
+        )
+        .await
+        .expect("<n>-ca edited");
+    eventually(CONVERGE, || {
+        let (env, ns, name) = (&env, &ns, &name);
+        async move {
+            let reasons = event_reasons(env, ns, name).await;
+            reasons
+                .contains("CAReplaced")
+                .then_some(())
+                .ok_or_else(|| format!("no CAReplaced Event yet: {reasons:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    cluster.assert_operator_healthy();
+}
+
+/// Waits until the operator has written nothing for five seconds.
+async fn quiet(cluster: &Cluster<'_>) {
+    loop {
+        let mark = cluster.env.mark().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if cluster.counters_since(&mark).await.writes() == 0 {
+            return;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Harness: the operator process, convergence checks
 // ---------------------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -21,7 +20,7 @@ use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::compact::{Compact, compact};
 use crate::reconcile::expect::Expectations;
-use crate::reconcile::stores::Stores;
+use crate::reconcile::stores::{CachedSecret, Stores};
 use crate::telemetry::Health;
 
 /// The objects a watch reports, for a controller's triggers.
@@ -63,8 +62,11 @@ where
     (reader, Box::pin(stream))
 }
 
+/// The annotation `kubectl apply` keeps the applied object in (a Secret's data too).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object), and what `how` compacts.
+/// fields (a third of a small object), the copy `kubectl apply` keeps, and what `how` compacts.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
     how: Compact,
@@ -77,7 +79,12 @@ where
         .map(|(ns, s)| {
             let s: EventStream<K> = s
                 .modify(move |o: &mut K| {
-                    o.meta_mut().managed_fields = None;
+                    let meta = o.meta_mut();
+                    meta.managed_fields = None;
+                    // `kubectl apply` copies the whole object there, a Secret's data included.
+                    if let Some(annotations) = meta.annotations.as_mut() {
+                        annotations.remove(LAST_APPLIED);
+                    }
                     compact(o, how);
                 })
                 .boxed();
@@ -150,7 +157,7 @@ impl Synced {
 pub struct ChildStreams {
     pub service_accounts: ChildStream<ServiceAccount>,
     /// Metadata only: no Secret value is decoded.
-    pub secrets: ChildStream<PartialObjectMeta<Secret>>,
+    pub secrets: ChildStream<CachedSecret>,
     pub config_maps: ChildStream<ConfigMap>,
     pub services: ChildStream<Service>,
     pub network_policies: ChildStream<NetworkPolicy>,
@@ -170,7 +177,7 @@ pub fn child_caches(
     // Secrets: a metadata-only watch (`PartialObjectMeta`), so their data is neither sent by the
     // API server nor held in the cache.
     let (secrets, secret_stream) =
-        cache::<PartialObjectMeta<Secret>>(client, scope, synced, expectations, Compact::Nothing);
+        cache::<CachedSecret>(client, scope, synced, expectations, Compact::Nothing);
     let (config_maps, cm_stream) =
         cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
     let (services, svc_stream) =
@@ -205,4 +212,63 @@ pub fn child_caches(
         statefulsets: sts_stream,
     };
     (stores, streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::ResourceExt;
+    use kube::core::WatchEvent;
+    use serde_json::json;
+
+    /// A Secret as a watch event brings it, decoded as the cache of Secrets decodes it and
+    /// trimmed as it is before it is cached: no value is left, in any form.
+    #[test]
+    fn a_secret_watch_event_leaves_no_value_in_the_cached_type() {
+        let value = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkw";
+        let plain = "secret-key-material-1234567890";
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {
+                "name": "vectors-ca", "namespace": "search", "uid": "u-1",
+                "resourceVersion": "42",
+                "labels": {"app.kubernetes.io/managed-by": "secure-qdrant-operator"},
+                "annotations": {
+                    LAST_APPLIED: json!({"data": {"tls.key": value}}).to_string(),
+                    "secureqdrant.dev/applied-hash": "abc",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "fieldsV1": {"f:data": {"f:tls.key": {}}}}],
+            },
+            "data": {"tls.key": value},
+            "stringData": {"other": plain},
+        });
+        let event: WatchEvent<CachedSecret> =
+            serde_json::from_value(json!({"type": "ADDED", "object": secret})).unwrap();
+        let WatchEvent::Added(decoded) = event else {
+            panic!("an ADDED event")
+        };
+        let stream: EventStream<CachedSecret> =
+            futures::stream::iter([Ok(watcher::Event::Apply(decoded))]).boxed();
+        let trimmed = trimmed(vec![(None, stream)], Compact::Nothing);
+        let (_, stream) = trimmed.into_iter().next().unwrap();
+        let events = futures::executor::block_on(stream.collect::<Vec<_>>());
+        let Ok(watcher::Event::Apply(cached)) = &events[0] else {
+            panic!("an Apply event")
+        };
+        let shown = format!(
+            "{cached:?}\n{}",
+            serde_json::to_string(cached).expect("serializes")
+        );
+        for leak in [value, plain, "tls.key"] {
+            assert!(!shown.contains(leak), "{leak} in {shown}");
+        }
+        // What the operator decides from is kept.
+        assert_eq!(cached.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(cached.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            cached.annotations().get("secureqdrant.dev/applied-hash"),
+            Some(&"abc".to_owned())
+        );
+    }
 }
