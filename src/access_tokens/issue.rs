@@ -143,7 +143,7 @@ fn remembered_inputs<'a>(
     Some(move |v: &TokenVersions| {
         Inputs::new("token")
             .debug(valid)
-            .debug(inst)
+            .instance(inst)
             .version(&v.key)
             .version(&v.ca)
             .version(&v.tls)

@@ -76,12 +76,13 @@ pub async fn ensure(
         }
     };
     let rolled_out = rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION);
+    // What the pods run with (`rolled_out`) is no input: only a rotation step uses it, and
+    // nothing is remembered while a rotation runs.
     let memo_key = |version: &Version| {
         Inputs::new("credentials")
-            .debug(inst)
+            .instance(inst)
             .version(&user_version)
             .version(version)
-            .opt(rolled_out.as_deref())
             .finish()
     };
     let who = format!("{}/{}", inst.namespace, inst.name);

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::stores::{Stores, cached};
 use crate::crd::QdrantAccessTokenStatus;
 use crate::error::{Error, Result};
+use crate::validate::Instance;
 
 /// The (uid, resourceVersion) of a Secret; None when it does not exist (or is not cached).
 pub type Version = Option<(String, String)>;
@@ -106,6 +107,16 @@ impl Inputs {
     /// any field changes the key).
     pub fn debug(self, value: &impl std::fmt::Debug) -> Self {
         self.text(&format!("{value:?}"))
+    }
+
+    /// The validated instance, but for what the reconcile sets from its status and its
+    /// generation (a spec change changes the spec fields): the decisions remembered here do not
+    /// depend on them, and the formed cluster being recorded must not cost a read.
+    pub fn instance(self, inst: &Instance) -> Self {
+        let mut view = inst.clone();
+        view.cluster_formed = false;
+        view.generation = None;
+        self.debug(&view)
     }
 
     pub fn finish(self) -> Key {

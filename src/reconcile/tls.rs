@@ -367,13 +367,14 @@ async fn issued(
         _ => None,
     };
     let rolled_out = rolled_out_fingerprint(sts);
+    // What the pods run with (`rolled_out`) is no input: it decides only the steps of a
+    // rollover, and nothing is remembered outside the Stable phase.
     let memo_key = |(ca, tls, metrics): &Versions| {
         Inputs::new("tls")
-            .debug(inst)
+            .instance(inst)
             .version(ca)
             .version(tls)
             .version(metrics)
-            .opt(rolled_out.as_deref())
             .finish()
     };
     let metrics_name = inst.metrics_client_secret();
