@@ -165,11 +165,12 @@ impl Transcript {
         &found[0].body
     }
 
-    /// Every request, one a line.
+    /// Every request, one a line (then the Secret reads answered for the script).
     pub fn summary(&self) -> String {
         self.log
             .iter()
             .map(|l| format!("  {}", l.describe()))
+            .chain(self.reads.iter().map(|r| format!("  (read) {r}")))
             .collect::<Vec<_>>()
             .join("\n")
     }
