@@ -324,12 +324,7 @@ async fn first_reconcile_writes_secret_and_status_then_nothing_until_renewal_tim
         if now == renewal - SignedDuration::from_secs(1) {
             // The Secrets were read by the reconcile before and have not changed since: what
             // it decided is remembered (no value), so none is read again.
-            assert_eq!(
-                counters.get("get", "secrets"),
-                0,
-                "{:?}",
-                counters.requests
-            );
+            assert_eq!(counters.get("get", "secrets"), 0, "{:?}", counters.requests);
         }
     }
 
