@@ -139,13 +139,14 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         "starting the SecureQdrant and QdrantAccessToken controllers"
     );
     let forget = metrics.clone();
+    let memos = ctx.clone();
     let (instance_store, instance_stream) =
         main_stream::<SecureQdrant>(&client, &scope, &synced, move |sq| {
-            forget.forget(
-                SECURE_QDRANT,
-                &sq.namespace().unwrap_or_default(),
-                &sq.name_any(),
-            )
+            let (ns, name) = (sq.namespace().unwrap_or_default(), sq.name_any());
+            forget.forget(SECURE_QDRANT, &ns, &name);
+            // What was derived from its Secrets goes with it.
+            memos.key_facts.forget(&format!("{ns}/{name}"));
+            memos.tls_facts.forget(&format!("{ns}/{name}"));
         });
     let instances = secure_qdrants(
         &client,
@@ -157,12 +158,11 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         ctx.clone(),
     );
     let forget = metrics.clone();
+    let memos = ctx.clone();
     let tokens = main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
-        forget.forget(
-            ACCESS_TOKEN,
-            &qat.namespace().unwrap_or_default(),
-            &qat.name_any(),
-        )
+        let (ns, name) = (qat.namespace().unwrap_or_default(), qat.name_any());
+        forget.forget(ACCESS_TOKEN, &ns, &name);
+        memos.token_facts.forget(&format!("{ns}/{name}"));
     });
     let tokens = access_tokens(&client, &scope, &shutdown, tokens, instance_store, ctx);
     futures::join!(instances, tokens);
