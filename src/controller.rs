@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::{self, Action};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,7 +26,7 @@ use crate::children::meta::{
 };
 use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::{Error, Step};
-use crate::events::Events;
+use crate::events::{Events, Publisher};
 use crate::reconcile::backoff::{backoff_key, key};
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::recent::system_clock;
@@ -128,7 +128,7 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         controller: MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let events = Events::Kube(Recorder::new(client.clone(), reporter));
+    let events = Events::Kube(Publisher::new(client.clone(), reporter, clock.clone()));
     let mut ctx = Context::new(client.clone(), stores, events, settings).with_clock(clock);
     ctx.metrics = metrics.clone();
     ctx.expectations = expectations;

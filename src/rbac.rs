@@ -75,7 +75,7 @@ pub const RBAC: &[Rule] = &[
         "poddisruptionbudgets",
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
-    // Events (kube-runtime's `Recorder`: a new Event, then a patch of its series).
+    // Events (`events::Publisher`: a new Event, then a patch of its series).
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 

@@ -137,6 +137,7 @@ async fn example_converges(file: &str, prefix: &str, replicas: i32) {
     let reasons = event_reasons(&env, &ns, &name).await;
     assert!(reasons.contains("CredentialsGenerated"), "{reasons:?}");
     assert!(reasons.contains("CertificateIssued"), "{reasons:?}");
+    first_reconcile_events(&env, &ns, &name).await;
 
     // The pods may run: the real StatefulSet controller reports every pod updated and ready
     // (kwok plays the kubelet).
@@ -488,6 +489,388 @@ async fn drift_is_reverted_and_stray_children_are_pruned() {
     cluster.assert_operator_healthy();
 }
 
+/// Drift of every child kind the apply step owns (issue 16): an edit of a child's data or spec
+/// by someone else shows in its managed fields (a write newer than the operator's apply), so the
+/// operator reads that one child once and writes it back within one reconcile: exactly one GET
+/// and one PATCH of it, nothing else. A label the operator does not send costs one GET and no
+/// write. Then a minute of nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_any_childs_data_or_spec_is_read_once_and_written_back_once() {
+    let env = Env::namespaced("drift-kinds").await;
+    let mut cluster = Cluster::new(&env);
+    cluster.spawn_operator().await;
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let mut sq = with_name(example("minimal.yaml"), &ns, &name);
+    sq["spec"]["replicas"] = json!(3);
+    cluster.insert_instance(&sq).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+
+    let admin = env.admin.clone();
+    let merge = |patch: Value| Patch::Merge(patch);
+    let by_admin = PatchParams {
+        field_manager: Some("e2e-admin".to_owned()),
+        ..PatchParams::default()
+    };
+    let config = format!("{name}-config");
+    let edits: Vec<Edit> = vec![
+        Edit::new("configmaps", &config, "/data/config.yaml"),
+        Edit::new("services", &name, "/spec/ports/0/targetPort"),
+        Edit::new(
+            "services",
+            &format!("{name}-headless"),
+            "/spec/publishNotReadyAddresses",
+        ),
+        Edit::new(
+            "networkpolicies.networking.k8s.io",
+            &format!("{name}-ingress"),
+            "/spec/ingress",
+        ),
+        Edit::new("poddisruptionbudgets.policy", &name, "/spec/maxUnavailable"),
+        Edit::new("serviceaccounts", &name, "/automountServiceAccountToken"),
+        Edit::new(
+            "statefulsets.apps",
+            &name,
+            "/spec/template/spec/containers/0/image",
+        ),
+        Edit::new("statefulsets.apps", &name, "/spec/replicas"),
+    ];
+    for (i, edit) in edits.iter().enumerate() {
+        let before = edit.live(&env, &ns).await;
+        let mark = env.mark().await;
+        match i {
+            0 => Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &ns)
+                .patch(
+                    &config,
+                    &by_admin,
+                    &merge(json!({"data": {"config.yaml": "service: {enable_cors: true}\n"}})),
+                )
+                .await
+                .map(drop),
+            1 => {
+                let port = before["spec"]["ports"][0]["port"].clone();
+                Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), &ns)
+                    .patch(
+                        &name,
+                        &by_admin,
+                        &Patch::Strategic(
+                            json!({"spec": {"ports": [{"port": port, "targetPort": 9999}]}}),
+                        ),
+                    )
+                    .await
+                    .map(drop)
+            }
+            // Server-side apply with force (another manager's Apply entry).
+            2 => Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), &ns)
+                .patch(
+                    &format!("{name}-headless"),
+                    &PatchParams::apply("e2e-admin-ssa").force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": format!("{name}-headless"), "namespace": ns},
+                        "spec": {"publishNotReadyAddresses": false},
+                    })),
+                )
+                .await
+                .map(drop),
+            3 => Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+                admin.clone(),
+                &ns,
+            )
+            .patch(
+                &format!("{name}-ingress"),
+                &by_admin,
+                &merge(json!({"spec": {"ingress": []}})),
+            )
+            .await
+            .map(drop),
+            4 => Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+                admin.clone(),
+                &ns,
+            )
+            .patch(
+                &name,
+                &by_admin,
+                &merge(json!({"spec": {"maxUnavailable": 2}})),
+            )
+            .await
+            .map(drop),
+            5 => Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &ns)
+                .patch(
+                    &name,
+                    &by_admin,
+                    &merge(json!({"automountServiceAccountToken": true})),
+                )
+                .await
+                .map(drop),
+            6 => Api::<StatefulSet>::namespaced(admin.clone(), &ns)
+                .patch(
+                    &name,
+                    &by_admin,
+                    &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                        {"name": "qdrant", "image": "docker.io/qdrant/qdrant:v1.17.1-unprivileged"}
+                    ]}}}})),
+                )
+                .await
+                .map(drop),
+            _ => Api::<StatefulSet>::namespaced(admin.clone(), &ns)
+                .patch_scale(&name, &by_admin, &merge(json!({"spec": {"replicas": 2}})))
+                .await
+                .map(drop),
+        }
+        .unwrap_or_else(|e| panic!("edit of {} {}: {e}", edit.resource, edit.name));
+        edit.restored(&env, &ns, &before).await;
+        quiet(&cluster).await;
+        let counters = cluster.counters_since(&mark).await;
+        assert_eq!(
+            child_requests(&counters),
+            vec![edit.request("get"), edit.request("patch")],
+            "{} {} edited at {}: one read, one write\n{:#?}",
+            edit.resource,
+            edit.name,
+            edit.pointer,
+            counters.log
+        );
+    }
+    check_instance(&env, &ns, &name)
+        .await
+        .unwrap_or_else(|e| panic!("not converged after the edits: {e}"));
+
+    // A label the operator does not send: read once, not written (and not read again).
+    let mark = env.mark().await;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &ns)
+        .patch(
+            &config,
+            &by_admin,
+            &merge(json!({"metadata": {"labels": {"team": "x"}}})),
+        )
+        .await
+        .expect("label added");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    quiet(&cluster).await;
+    let label = Edit::new("configmaps", &config, "/metadata/labels/team");
+    assert_eq!(
+        child_requests(&cluster.counters_since(&mark).await),
+        vec![label.request("get")]
+    );
+
+    let mark = env.mark().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle = cluster.counters_since(&mark).await;
+    let requests: Vec<_> = idle.log.iter().filter(|r| r.verb != "watch").collect();
+    assert!(
+        requests.is_empty(),
+        "requests in an idle minute: {requests:#?}"
+    );
+    cluster.assert_operator_healthy();
+}
+
+/// A restart after edits made while the operator was down: the edited children are flagged as
+/// the caches list them and repaired on the first reconcile (one GET and one PATCH each); a
+/// restart without edits reads no child at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() {
+    let env = Env::namespaced("drift-restart").await;
+    let mut cluster = Cluster::new(&env);
+    cluster.spawn_operator().await;
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let sq = with_name(example("minimal.yaml"), &ns, &name);
+    cluster.insert_instance(&sq).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+
+    cluster.kill_operator();
+    let by_admin = PatchParams {
+        field_manager: Some("e2e-admin".to_owned()),
+        ..PatchParams::default()
+    };
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.admin.clone(), &ns)
+        .patch(
+            &name,
+            &by_admin,
+            &Patch::Merge(json!({"automountServiceAccountToken": true})),
+        )
+        .await
+        .expect("ServiceAccount edited");
+    Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(env.admin.clone(), &ns)
+        .patch(
+            &format!("{name}-ingress"),
+            &by_admin,
+            // A removal: no managed-fields entry of the editor's, the operator's time unchanged.
+            &Patch::Merge(json!({"spec": {"ingress": []}})),
+        )
+        .await
+        .expect("NetworkPolicy edited");
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    cluster.converge(&ns, &name).await;
+    quiet(&cluster).await;
+    let sa = Edit::new("serviceaccounts", &name, "");
+    let np = Edit::new(
+        "networkpolicies.networking.k8s.io",
+        &format!("{name}-ingress"),
+        "",
+    );
+    let mut want = vec![
+        np.request("get"),
+        np.request("patch"),
+        sa.request("get"),
+        sa.request("patch"),
+    ];
+    want.sort();
+    let mut got = child_requests(&cluster.counters_since(&mark).await);
+    got.sort();
+    assert_eq!(got, want, "the two edited children, once each");
+
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    // The first reconcile has run once the operator's log says so; then nothing more comes.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    quiet(&cluster).await;
+    cluster.converge(&ns, &name).await;
+    let got = child_requests(&cluster.counters_since(&mark).await);
+    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    cluster.assert_operator_healthy();
+}
+
+/// Every child of the full example (affinity, tolerations, claim templates, every policy) is
+/// recognised as the operator left it: a restart reads none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_no_child_of_the_full_example() {
+    let env = Env::namespaced("drift-full").await;
+    let mut cluster = Cluster::new(&env);
+    cluster.spawn_operator().await;
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let sq = with_name(example("full.yaml"), &ns, &name);
+    cluster.insert_instance(&sq).await;
+    cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    quiet(&cluster).await;
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    quiet(&cluster).await;
+    let got = child_requests(&cluster.counters_since(&mark).await);
+    // The pull Secret the spec references is read by its own check (not a child).
+    let got: Vec<_> = got
+        .into_iter()
+        .filter(|(_, _, n)| n != "registry-credentials")
+        .collect();
+    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    cluster.assert_operator_healthy();
+}
+
+/// What the drift signal assumes of the API server (`reconcile::drift`): an apply that changes
+/// nothing is not persisted (the operator's managed-fields time stays), a changing apply
+/// refreshes the time, and another manager's change leaves a newer entry of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_stamps_a_managers_time_only_when_its_write_changes_the_object() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = Env::namespaced("drift-times").await;
+    let api = Api::<ConfigMap>::namespaced(env.admin.clone(), &env.ns);
+    let ours = PatchParams::apply(MANAGER).force();
+    let cm = |value: &str| {
+        Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "pinned", "namespace": env.ns,
+                         "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+            "data": {"k": value},
+        }))
+    };
+    let entry = |o: &ConfigMap, manager: &str| {
+        o.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .find(|e| e.manager.as_deref() == Some(manager))
+            .and_then(|e| e.time.clone())
+            .map(|t| t.0)
+    };
+    let first = api.patch("pinned", &ours, &cm("a")).await.expect("created");
+    let t0 = entry(&first, MANAGER).expect("our entry has a time");
+    assert!(!secure_qdrant_operator::reconcile::drift::foreign_write(
+        &first.metadata
+    ));
+    // Times have whole seconds: wait past the next second so a refresh would show.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let same = api.patch("pinned", &ours, &cm("a")).await.expect("no-op");
+    assert_eq!(
+        same.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    assert_eq!(
+        entry(&same, MANAGER),
+        Some(t0),
+        "a no-op apply keeps our time"
+    );
+    let changed = api.patch("pinned", &ours, &cm("b")).await.expect("changed");
+    let t1 = entry(&changed, MANAGER).expect("time");
+    assert!(t1 > t0, "a changing apply refreshes our time: {t0} → {t1}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let edited = api
+        .patch(
+            "pinned",
+            &PatchParams {
+                field_manager: Some("e2e-admin".to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"data": {"k": "theirs"}})),
+        )
+        .await
+        .expect("edited");
+    assert!(entry(&edited, "e2e-admin").expect("their entry") > t1);
+    assert!(secure_qdrant_operator::reconcile::drift::foreign_write(
+        &edited.metadata
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let repaired = api
+        .patch("pinned", &ours, &cm("b"))
+        .await
+        .expect("repaired");
+    assert!(!secure_qdrant_operator::reconcile::drift::foreign_write(
+        &repaired.metadata
+    ));
+    // A status-only or unrelated write leaves no doubt either way: a second no-op keeps it so.
+    let again = api.patch("pinned", &ours, &cm("b")).await.expect("no-op");
+    assert_eq!(
+        again.metadata.managed_fields,
+        repaired.metadata.managed_fields
+    );
+    // A repair is guarded by the uid read (not the resourceVersion, which status writes move):
+    // an apply naming another uid is refused, one naming this uid goes through.
+    let with_uid = |uid: &str, value: &str| {
+        let Patch::Apply(mut body) = cm(value) else {
+            unreachable!()
+        };
+        body["metadata"]["uid"] = json!(uid);
+        Patch::Apply(body)
+    };
+    let refused = api
+        .patch(
+            "pinned",
+            &ours,
+            &with_uid("00000000-0000-0000-0000-000000000000", "c"),
+        )
+        .await
+        .expect_err("another uid is refused");
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 409 || e.code == 422),
+        "{refused:?}"
+    );
+    eprintln!("a write naming another uid: {refused:?}");
+    let uid = again.metadata.uid.clone().expect("uid");
+    api.patch("pinned", &ours, &with_uid(&uid, "c"))
+        .await
+        .expect("the same uid is accepted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_resource_collects_children_and_pvcs_follow_retain_on_delete() {
     let env = Env::namespaced("deleting").await;
@@ -792,7 +1175,7 @@ async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    quiet(&cluster).await;
+    settled_quiet(&cluster).await;
 
     // Idle: not one Secret read in a minute.
     let idle = env.mark().await;
@@ -814,7 +1197,7 @@ async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
     .expect("ConfigMap edited");
     let repaired = cluster.converge(&ns, &name).await;
     assert_eq!(repaired.config_yaml, before.config_yaml);
-    quiet(&cluster).await;
+    settled_quiet(&cluster).await;
     let counters = cluster.counters_since(&mark).await;
     assert_eq!(counters.get("patch", "configmaps"), 1, "{counters:?}");
     assert_eq!(counters.get("get", "secrets"), 0, "{counters:?}");
@@ -830,7 +1213,7 @@ async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    quiet(&cluster).await;
+    settled_quiet(&cluster).await;
     let counters = cluster.counters_since(&mark).await;
     assert_eq!(counters.get("get", "secrets"), 3, "{counters:?}");
     for verb in ["create", "update", "patch", "delete"] {
@@ -919,7 +1302,7 @@ async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
 
 /// Waits until the operator has sent no request for ten seconds (the pods' readiness, the
 /// rollout's end and the formed cluster are reported in between), at most [`CONVERGE`].
-async fn quiet(cluster: &Cluster<'_>) {
+async fn settled_quiet(cluster: &Cluster<'_>) {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let mark = cluster.env.mark().await;
@@ -1177,6 +1560,100 @@ impl<'a> Cluster<'a> {
             }
         }
     }
+}
+
+/// One child edit of the drift test: the child (audit resource, name) and the JSON pointer of
+/// the edited field.
+struct Edit {
+    resource: &'static str,
+    name: String,
+    pointer: &'static str,
+}
+
+impl Edit {
+    fn new(resource: &'static str, name: &str, pointer: &'static str) -> Edit {
+        Edit {
+            resource,
+            name: name.to_owned(),
+            pointer,
+        }
+    }
+
+    fn api_version_kind(&self) -> (&'static str, &'static str) {
+        match self.resource {
+            "configmaps" => ("v1", "ConfigMap"),
+            "services" => ("v1", "Service"),
+            "serviceaccounts" => ("v1", "ServiceAccount"),
+            "networkpolicies.networking.k8s.io" => ("networking.k8s.io/v1", "NetworkPolicy"),
+            "poddisruptionbudgets.policy" => ("policy/v1", "PodDisruptionBudget"),
+            "statefulsets.apps" => ("apps/v1", "StatefulSet"),
+            other => panic!("no kind for {other}"),
+        }
+    }
+
+    async fn live(&self, env: &Env, ns: &str) -> Value {
+        let (api_version, kind) = self.api_version_kind();
+        env.get(api_version, kind, ns, &self.name)
+            .await
+            .unwrap_or_else(|| panic!("{kind} {} exists", self.name))
+    }
+
+    /// Waits until the edited field is back as it was in `before`, and the object changed since
+    /// the edit (it was written back, not left alone).
+    async fn restored(&self, env: &Env, ns: &str, before: &Value) {
+        let want = before.pointer(self.pointer).cloned();
+        let rv = before["metadata"]["resourceVersion"].clone();
+        let result = eventually(Duration::from_secs(60), || async {
+            let live = self.live(env, ns).await;
+            let have = live.pointer(self.pointer).cloned();
+            if have == want && live["metadata"]["resourceVersion"] != rv {
+                Ok(())
+            } else {
+                Err(format!("{} is {have:?}, not {want:?}", self.pointer))
+            }
+        })
+        .await;
+        result.unwrap_or_else(|e| panic!("{} {} not restored: {e}", self.resource, self.name));
+    }
+
+    /// (verb, resource, name) of a request on this child.
+    fn request(&self, verb: &str) -> (String, String, String) {
+        (verb.to_owned(), self.resource.to_owned(), self.name.clone())
+    }
+}
+
+/// The operator's requests on children (not its own resource, Events or leases; not the lists
+/// and watches of its caches), in order: (verb, resource, name).
+fn child_requests(counters: &Counters) -> Vec<(String, String, String)> {
+    counters
+        .log
+        .iter()
+        .filter(|r| r.verb != "watch" && r.verb != "list")
+        .filter(|r| {
+            !r.resource.starts_with("secureqdrants.")
+                && !r.resource.starts_with("events")
+                && !r.resource.starts_with("leases")
+        })
+        .map(|r| (r.verb.clone(), r.resource.clone(), r.name.clone()))
+        .collect()
+}
+
+/// Waits until the operator has made no request (but watches) for 3 s in a row.
+async fn quiet(cluster: &Cluster<'_>) {
+    let env = cluster.env;
+    let result = eventually(Duration::from_secs(120), || async {
+        let mark = env.mark().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = cluster.counters_since(&mark).await;
+        let busy: Vec<_> = c.log.iter().filter(|r| r.verb != "watch").collect();
+        if busy.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still busy: {busy:?}"))
+        }
+    })
+    .await;
+    result.unwrap_or_else(|e| panic!("the operator does not go quiet: {e}"));
 }
 
 /// What a converged instance looks like in the cluster.
@@ -1673,6 +2150,71 @@ async fn event_reasons(env: &Env, ns: &str, name: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The Events of an instance's first reconcile, as the real API server stores them
+/// (events.k8s.io/v1, published by `events::Publisher`): each once, with its note, the
+/// operator as reportingController, the instance (by uid) as `regarding` and an `eventTime`.
+async fn first_reconcile_events(env: &Env, ns: &str, name: &str) {
+    let uid = uid(env, SQ_API, SQ_KIND, ns, name).await;
+    let events: Vec<Value> = env
+        .list("events.k8s.io/v1", "Event", ns)
+        .await
+        .into_iter()
+        .filter(|e| e["regarding"]["uid"] == uid.as_str())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for e in &events {
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            seen.insert(reason.to_owned()),
+            "{reason} twice: {events:#?}"
+        );
+        assert_eq!(e["reportingController"], MANAGER, "{e}");
+        assert!(
+            e["reportingInstance"]
+                .as_str()
+                .is_some_and(|i| !i.is_empty()),
+            "{e}"
+        );
+        assert_eq!(
+            (
+                &e["regarding"]["kind"],
+                &e["regarding"]["name"],
+                &e["regarding"]["namespace"]
+            ),
+            (&json!(SQ_KIND), &json!(name), &json!(ns)),
+            "{e}"
+        );
+        assert!(
+            e["eventTime"].as_str().is_some_and(|t| !t.is_empty()),
+            "{e}"
+        );
+        assert!(
+            e.get("series").is_none(),
+            "a first reconcile repeats nothing: {e}"
+        );
+    }
+    let note = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str())
+            .unwrap_or_else(|| panic!("no {reason} Event with a note: {events:#?}"))
+            .to_owned()
+    };
+    assert_eq!(
+        note("CredentialsGenerated"),
+        format!("generated API keys in Secret {name}-api-key")
+    );
+    let issued = note("CertificateIssued");
+    assert!(
+        issued.starts_with(&format!(
+            "issued the serving certificate in Secret {name}-tls ("
+        )),
+        "{issued}"
+    );
+    assert!(issued.contains(", valid until "), "{issued}");
 }
 
 /// The SecureQdrant's pods ask for a node label no kwok node has: the real scheduler leaves

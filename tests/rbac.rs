@@ -327,6 +327,55 @@ async fn the_operator_calls_exactly_what_the_rbac_tables_grant() {
         .await
         .unwrap_or_else(|e| operator.fail(&e));
 
+    // A repeated Event is a patch of its series (the operator's one `patch` of Events): a token
+    // for an instance that does not exist is a Warning; the instance appears with a spec the
+    // operator refuses (the name "svc"): another Warning; it is deleted: the first Warning
+    // again, within six minutes and with the same message, so the first Event's series.
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "QdrantAccessToken",
+        "metadata": {"name": "orphan", "namespace": ns},
+        "spec": {"qdrantRef": {"name": "svc"}, "access": {"global": "r"}, "lifetime": "1h"},
+    }))
+    .await
+    .expect("orphan token inserted");
+    let orphan_event = |reason: &'static str| {
+        let (env, ns) = (env, &ns);
+        async move {
+            env.list("events.k8s.io/v1", "Event", ns)
+                .await
+                .into_iter()
+                .find(|e| e["regarding"]["name"] == "orphan" && e["reason"] == reason)
+                .ok_or_else(|| format!("no {reason} Event about the orphan token"))
+        }
+    };
+    eventually("the token's instance is missing", || {
+        orphan_event("InstanceMissing")
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    env.insert(json!({
+        "apiVersion": SQ_API, "kind": "SecureQdrant",
+        "metadata": {"name": "svc", "namespace": ns}, "spec": {},
+    }))
+    .await
+    .expect("invalid instance inserted");
+    eventually("the token's instance is invalid", || {
+        orphan_event("InstanceInvalid")
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+    env.delete(SQ_API, "SecureQdrant", &ns, "svc")
+        .await
+        .expect("invalid instance deleted");
+    eventually("the first Warning is repeated in its series", || async {
+        let e = orphan_event("InstanceMissing").await?;
+        (e["series"]["count"] == 2)
+            .then_some(())
+            .ok_or_else(|| format!("not counted twice: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| operator.fail(&e));
+
     // Children of an older operator version under other names: pruned.
     let owner = json!([{
         "apiVersion": SQ_API, "kind": "SecureQdrant", "name": NAME, "uid": uid,

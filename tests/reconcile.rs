@@ -38,8 +38,9 @@ use secure_qdrant_operator::reconcile::stamp::{APPLIED_HASH, stamp};
 
 use api_verifier::{ApiServer, Transcript, as_stored};
 use fixtures::{
-    CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of, instance, keys,
-    path, restart_hash, settled, stored, tls_disabled_event,
+    CR_UID, Cluster, Harness, NAME, NS, SecureQdrantExt, applied, children_of,
+    edited_by_someone_else, instance, keys, path, restart_hash, settled, stored,
+    tls_disabled_event,
 };
 
 const OLD_IMAGE: &str = "docker.io/qdrant/qdrant:v1.17.1-unprivileged";
@@ -342,17 +343,22 @@ async fn a_deleted_network_policy_is_recreated_and_nothing_else_written() {
 async fn a_child_edited_by_someone_else_is_applied_again() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    // Someone edits the config file; the applied-hash annotation stays as it was.
+    // Someone edits the config file; the applied-hash annotation stays as it was. The cache
+    // shows their write in the managed fields (the drift mark).
     let mut edited = applied(children_of(&sq, &k).config_map);
     edited.data.as_mut().unwrap().insert(
         "config.yaml".into(),
         "service: {enable_cors: true}\n".into(),
     );
+    let edited = edited_by_someone_else(edited);
+    let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
 
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
+            // One read of the flagged child, then the write that restores it.
+            api.expect_get(&path::config_map(), &as_read).await;
             api.expect_apply(&path::config_map()).await;
             api
         })
@@ -365,6 +371,72 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
             .unwrap()
             .contains("enable_cors: false")
     );
+    assert_eq!(t.writes().len(), 1, "{}", t.summary());
+}
+
+/// A repair made in the same second as the edit it repairs leaves the child flagged (managed
+/// fields have whole seconds, and a tie counts as foreign): the version the repair wrote is
+/// known clean, so the watch event of that write costs no read.
+#[tokio::test]
+async fn the_version_a_repair_wrote_is_not_read_again() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut edited = applied(children_of(&sq, &k).config_map);
+    edited.data.as_mut().unwrap().insert(
+        "config.yaml".into(),
+        "service: {enable_cors: true}\n".into(),
+    );
+    edited.metadata.resource_version = Some("41".into());
+    let edited = edited_by_someone_else(edited);
+    let as_read = serde_json::to_value(&edited).unwrap();
+    cluster.put(edited);
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get(&path::config_map(), &as_read).await;
+            api.expect_apply(&path::config_map()).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    // The watch shows the written version, still flagged (the tie).
+    let written = t.body(Method::PATCH, &path::config_map()).clone();
+    let written: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(as_stored(&written)).unwrap();
+    cluster.put(edited_by_someone_else(written));
+    let (result, t) = h.reconcile(&sq, |api| async move { api }).await;
+    result.expect("reconcile");
+    assert!(t.log.is_empty(), "{}", t.summary());
+}
+
+/// A child someone else wrote without changing what the operator sends (a label of theirs): it
+/// is read once, not written, and not read again at the same version.
+#[tokio::test]
+async fn a_flagged_child_found_clean_is_read_once_and_not_written() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut labelled = applied(children_of(&sq, &k).config_map);
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("team".into(), "x".into());
+    let labelled = edited_by_someone_else(labelled);
+    let as_read = serde_json::to_value(&labelled).unwrap();
+    cluster.put(labelled);
+
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get(&path::config_map(), &as_read).await;
+            api
+        })
+        .await;
+    result.expect("reconcile");
+    assert_eq!(t.writes().len(), 0, "{}", t.summary());
+    let (result, t) = h.reconcile(&sq, |api| async move { api }).await;
+    result.expect("reconcile");
+    assert!(t.log.is_empty(), "{}", t.summary());
 }
 
 /// What another party's ConfigMap `vectors-config` looks like when the operator reads it.
@@ -391,6 +463,13 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
         .as_mut()
         .unwrap()
         .insert("config.yaml".into(), "drift\n".into());
+    // What the operator sends changed since (another applied hash): an update, from the cache.
+    edited
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(APPLIED_HASH.into(), "older".into());
     cluster.put(edited);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
@@ -404,6 +483,61 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
             call.respond(
                 http::StatusCode::CONFLICT,
                 &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
+            );
+            api.expect_get(&path::config_map(), &foreign_config_map())
+                .await;
+            let status = api.expect_status_patch(&path::status(), &cr).await;
+            assert_failed_condition(&status, "ChildConflict");
+            api
+        })
+        .await;
+    let err = result.expect_err("a conflict");
+    assert!(
+        matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
+            if name == "vectors-config" && owner == "no owner"),
+        "{err:?}"
+    );
+    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+}
+
+/// A ConfigMap someone else creates between the operator's read (nothing there) and its create:
+/// the create is an apply without force, so it fails on their fields (409), and the object is
+/// read again and refused as foreign.
+/// The same race for a repair of drift: the child was read, found edited, and replaced by
+/// someone else before the write; the write carries the uid read (not its resourceVersion, which
+/// a status write may move), so it fails (422: the uid is immutable); read again, found foreign,
+/// nothing more is written.
+#[tokio::test]
+async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
+    let mut edited = applied(children_of(&sq, &k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), "drift\n".into());
+    let edited = edited_by_someone_else(edited);
+    let as_read = serde_json::to_value(&edited).unwrap();
+    cluster.put(edited);
+    let cr = sq.to_json();
+    let mut h = Harness::new(&cluster);
+    let (result, t) = h
+        .reconcile(&sq, |mut api| async move {
+            api.expect_get(&path::config_map(), &as_read).await;
+            let call = api.expect(Method::PATCH, &path::config_map()).await;
+            assert!(
+                call.request.body["metadata"]["uid"].is_string(),
+                "a repair is guarded by the uid of the copy whose owner was checked"
+            );
+            call.respond(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                &api_verifier::status_failure(
+                    "ConfigMap \"vectors-config\" is invalid: metadata.uid: Invalid value: \
+                     \"u\": field is immutable",
+                    422,
+                    "Invalid",
+                ),
             );
             api.expect_get(&path::config_map(), &foreign_config_map())
                 .await;

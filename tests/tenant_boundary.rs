@@ -940,3 +940,35 @@ async fn a_token_does_not_copy_a_referenced_certificate_secret_that_no_longer_al
         ready.2
     );
 }
+
+/// A tenant names a QdrantAccessToken with the longest name the API server allows (253
+/// characters; the CRD lets it when `spec.secretName` is set): the operator's Event about it is
+/// stored. An Event's name is the object's name and 17 more characters (kube-runtime's recorder
+/// used the whole name, so the API server refused every Event about such a token and the tenant
+/// only had its condition); `events::Publisher` cuts the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_the_longest_name_still_gets_its_events() {
+    let t = start("tb-longname").await;
+    let name = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+    assert_eq!(name.len(), 253);
+    t.create_token(
+        &name,
+        json!({"qdrantRef": {"name": "missing"}, "access": {"global": "r"},
+               "secretName": "long-token"}),
+    )
+    .await;
+    t.reconcile_token(&name).await.expect("reconciled");
+    let (status, reason, _) = token_condition(&t, &name, "Ready").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InstanceMissing")
+    );
+    let events = t.events_regarding("QdrantAccessToken", &name).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InstanceMissing")
+                && e.note.as_deref().is_some_and(|n| n.contains("missing"))),
+        "no InstanceMissing Event about the token: {events:#?}"
+    );
+}

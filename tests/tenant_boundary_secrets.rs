@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use control_plane::eventually;
 use real_server::Env;
+use secure_qdrant_operator::children::meta::MANAGER;
 use secure_qdrant_operator::reconcile::references::ALLOWED_INSTANCE_LABEL;
 use tenant::{LIMIT, SQ_API, Tenant, stable, tenant_user, writes_to};
 
@@ -349,6 +350,78 @@ async fn a_labelled_secret_is_used_and_a_running_instance_that_loses_the_label_k
         wrote.is_empty(),
         "the running StatefulSet was written: {wrote:?}"
     );
+}
+
+/// Issue 16: Events are published by the operator's own publisher (`events::Publisher`), not
+/// kube-runtime's recorder. A refusal repeated within six minutes is ONE Event whose series
+/// counts it; a refusal with another message under the same reason is an Event of its own, with
+/// that message (kube-runtime's recorder keyed repeats without the note: it patched the first
+/// Event, so the second message never reached the API server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_refusal_is_one_event_with_a_series_and_another_message_its_own_event() {
+    let env = start("ts-repeat").await;
+    for secret in ["key-a", "key-b"] {
+        env.user_secret(secret, None, json!({"key": STANDARD.encode(KEY)}))
+            .await;
+    }
+    let spec = |secret: &str| json!({"auth": {"apiKeySecretRef": {"name": secret, "key": "key"}}});
+    let tenant_sets = |secret: &'static str| {
+        let api = Api::<secure_qdrant_operator::crd::SecureQdrant>::namespaced(
+            env.t.user.clone(),
+            env.t.ns(),
+        );
+        async move {
+            api.patch(
+                "vectors",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec(secret)})),
+            )
+            .await
+            .expect("the tenant edits its instance");
+        }
+    };
+    env.sq("vectors", spec("key-a")).await;
+    let first = env
+        .refused("vectors", "key-a", "spec.auth.apiKeySecretRef")
+        .await;
+    // Another message under the same reason: its own Event (`refused` finds its note).
+    tenant_sets("key-b").await;
+    let other = env
+        .refused("vectors", "key-b", "spec.auth.apiKeySecretRef")
+        .await;
+    assert_ne!(first, other);
+    // The first refusal again, within six minutes: the first Event's series.
+    tenant_sets("key-a").await;
+    let again = env
+        .refused("vectors", "key-a", "spec.auth.apiKeySecretRef")
+        .await;
+    assert_eq!(again, first);
+
+    let uid = env.t.instance("vectors").await.metadata.uid.unwrap();
+    let refusals: Vec<_> = env
+        .t
+        .events_about("vectors")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretNotAllowed"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:#?}");
+    let note = |message: &str| message[..message.len() - "; retrying".len()].to_owned();
+    for e in &refusals {
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reporting_controller.as_deref(), Some(MANAGER));
+        let regarding = e.regarding.as_ref().unwrap();
+        assert_eq!(regarding.uid.as_deref(), Some(uid.as_str()), "{e:?}");
+        let count = e.series.as_ref().map(|s| s.count);
+        if e.note.as_deref() == Some(note(&first).as_str()) {
+            assert_eq!(count, Some(2), "{e:?}");
+            let last = e.series.as_ref().unwrap().last_observed_time.0;
+            assert!(last > e.event_time.as_ref().unwrap().0, "{e:?}");
+        } else {
+            assert_eq!(e.note.as_deref(), Some(note(&other).as_str()), "{e:?}");
+            assert_eq!(count, None, "{e:?}");
+        }
+    }
 }
 
 /// The operator binary watches the Secrets it is allowed to read: the opt-in label and a new

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -19,6 +20,7 @@ use tracing::info;
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::compact::{Compact, compact};
+use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::stores::{CachedSecret, Stores};
 use crate::telemetry::Health;
@@ -49,7 +51,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), how);
+    let watches = trimmed(scope.watches::<K>(client, &config), how, true);
     let expectations = expectations.clone();
     // After the cache holds the event's object: a write it shows is no longer pending.
     let stream = reflect(watches, writer, synced.register())
@@ -67,9 +69,12 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
 /// fields (a third of a small object), the copy `kubectl apply` keeps, and what `how` compacts.
+/// With `mark`, the drift signal ([`drift::foreign_write`]) is read from the managed fields first
+/// and kept as a cache-only mark.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
     how: Compact,
+    mark: bool,
 ) -> Vec<(Option<String>, EventStream<K>)>
 where
     K: Resource + serde::Serialize + DeserializeOwned + Send + 'static,
@@ -80,6 +85,9 @@ where
             let s: EventStream<K> = s
                 .modify(move |o: &mut K| {
                     let meta = o.meta_mut();
+                    if mark {
+                        drift::mark_and_trim(meta);
+                    }
                     meta.managed_fields = None;
                     // `kubectl apply` copies the whole object there, a Secret's data included.
                     if let Some(annotations) = meta.annotations.as_mut() {
@@ -113,7 +121,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
-    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing);
+    let watches = trimmed(scope.watches::<K>(client, &config), Compact::Nothing, false);
     let stream = reflect(watches, writer, synced.register())
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
@@ -155,14 +163,36 @@ impl Synced {
 
 /// The trigger streams of the children's caches.
 pub struct ChildStreams {
-    pub service_accounts: ChildStream<ServiceAccount>,
+    pub service_accounts: ChildStream<PartialObjectMeta<ServiceAccount>>,
     /// Metadata only: no Secret value is decoded.
     pub secrets: ChildStream<CachedSecret>,
-    pub config_maps: ChildStream<ConfigMap>,
-    pub services: ChildStream<Service>,
-    pub network_policies: ChildStream<NetworkPolicy>,
-    pub pdbs: ChildStream<PodDisruptionBudget>,
+    pub config_maps: ChildStream<PartialObjectMeta<ConfigMap>>,
+    pub services: ChildStream<PartialObjectMeta<Service>>,
+    pub network_policies: ChildStream<PartialObjectMeta<NetworkPolicy>>,
+    pub pdbs: ChildStream<PartialObjectMeta<PodDisruptionBudget>>,
     pub statefulsets: ChildStream<StatefulSet>,
+}
+
+/// A metadata-only cache (see [`crate::reconcile::stores::MetaStore`]): the watch asks the API
+/// server for `PartialObjectMetadata`, so no body crosses the wire or enters the cache.
+fn meta_cache<K>(
+    client: &Client,
+    scope: &WatchScope,
+    synced: &Synced,
+    expectations: &Expectations,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    ChildStream<PartialObjectMeta<K>>,
+)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations, Compact::Nothing)
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -173,19 +203,15 @@ pub fn child_caches(
     expectations: &Expectations,
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
-        cache::<ServiceAccount>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<ServiceAccount>(client, scope, synced, expectations);
     // Secrets: a metadata-only watch (`PartialObjectMeta`), so their data is neither sent by the
     // API server nor held in the cache.
-    let (secrets, secret_stream) =
-        cache::<CachedSecret>(client, scope, synced, expectations, Compact::Nothing);
-    let (config_maps, cm_stream) =
-        cache::<ConfigMap>(client, scope, synced, expectations, Compact::Body);
-    let (services, svc_stream) =
-        cache::<Service>(client, scope, synced, expectations, Compact::Body);
+    let (secrets, secret_stream) = meta_cache::<Secret>(client, scope, synced, expectations);
+    let (config_maps, cm_stream) = meta_cache::<ConfigMap>(client, scope, synced, expectations);
+    let (services, svc_stream) = meta_cache::<Service>(client, scope, synced, expectations);
     let (network_policies, np_stream) =
-        cache::<NetworkPolicy>(client, scope, synced, expectations, Compact::Body);
-    let (pdbs, pdb_stream) =
-        cache::<PodDisruptionBudget>(client, scope, synced, expectations, Compact::Body);
+        meta_cache::<NetworkPolicy>(client, scope, synced, expectations);
+    let (pdbs, pdb_stream) = meta_cache::<PodDisruptionBudget>(client, scope, synced, expectations);
     let (statefulsets, sts_stream) = cache::<StatefulSet>(
         client,
         scope,
@@ -250,7 +276,7 @@ mod tests {
         };
         let stream: EventStream<CachedSecret> =
             futures::stream::iter([Ok(watcher::Event::Apply(decoded))]).boxed();
-        let trimmed = trimmed(vec![(None, stream)], Compact::Nothing);
+        let trimmed = trimmed(vec![(None, stream)], Compact::Nothing, true);
         let (_, stream) = trimmed.into_iter().next().unwrap();
         let events = futures::executor::block_on(stream.collect::<Vec<_>>());
         let Ok(watcher::Event::Apply(cached)) = &events[0] else {

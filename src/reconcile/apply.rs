@@ -6,13 +6,17 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::debug;
 
+use super::drift;
 use super::expect::Expectations;
 use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
 use super::stamp::{APPLIED_HASH, stamp};
@@ -55,7 +59,8 @@ fn same_quantity(a: &str, b: &str) -> bool {
     }
 }
 
-/// Decides whether `desired` (already carrying its applied-hash annotation) needs a write.
+/// Decides whether `desired` (already carrying its applied-hash annotation) needs a write over
+/// `current`, the object as the API server holds it (read in full, not a cached copy).
 pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) -> bool {
     let Some(current) = current else { return true };
     let want_hash = desired
@@ -72,14 +77,59 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
         return true;
     }
     let want = serde_json::to_value(desired).expect("k8s objects serialize");
-    let mut have = serde_json::to_value(current).expect("k8s objects serialize");
-    // The cache keeps some parts as compact JSON: compare with them in place.
-    super::compact::restore(&mut have);
+    let have = serde_json::to_value(current).expect("k8s objects serialize");
     !is_subset(&want, &have)
+}
+
+/// What the cache says about a child, from its metadata alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Not in the cache.
+    Missing,
+    /// Another applied hash: what the operator would send changed (or someone edited the hash).
+    Stale,
+    /// The applied hash matches, and no write newer than the operator's apply shows
+    /// ([`drift::foreign_write`]), or one does but the object was read at this version and found
+    /// clean ([`super::verified`]): nothing to do.
+    Current,
+    /// The applied hash matches, but a foreign write shows that no read has checked yet: read the
+    /// object and compare.
+    Flagged,
+}
+
+/// Classifies the cached copy of a child (`meta`: its metadata) against `hash`, the applied hash
+/// of the desired object, and `sent`, the fingerprint of its fields ([`drift::sent_fields`]);
+/// `verified` says whether its version was already read and found clean.
+pub fn classify(
+    meta: Option<&ObjectMeta>,
+    hash: &str,
+    sent: &str,
+    verified: impl Fn(&str) -> bool,
+) -> Cached {
+    let Some(meta) = meta else {
+        return Cached::Missing;
+    };
+    let have = meta.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH));
+    if have.map(String::as_str) != Some(hash) {
+        return Cached::Stale;
+    }
+    let drifted = drift::flagged(meta) || drift::fields_removed(meta, sent);
+    if drifted && !verified(meta.resource_version.as_deref().unwrap_or_default()) {
+        Cached::Flagged
+    } else {
+        Cached::Current
+    }
 }
 
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same
 /// write was just made and the cache has not caught up yet (`expectations`).
+///
+/// The cache (`store`) may hold whole objects or only their metadata (`C`: any cached type of
+/// the same kind): only the metadata is read. The decision ([`classify`]): a missing or
+/// differently-hashed child is written; a child the drift signal flags ([`super::drift`]) is read
+/// in full (one GET) and compared ([`needs_apply`]): force-applied if it differs, else its
+/// version is remembered as clean ([`super::verified`]); anything else is left alone with no
+/// request.
 ///
 /// Ownership (see [`super::ownership`]): `desired` carries its controller reference, and the
 /// object is written only when it is absent (created) or controlled by that owner's UID
@@ -89,16 +139,19 @@ pub fn needs_apply<K: Serialize + Resource>(desired: &K, current: Option<&K>) ->
 /// The writes themselves are guarded too:
 /// - an update carries the resourceVersion of the copy whose owner was checked, so it fails
 ///   (409) if the object changed since, e.g. was deleted and recreated by someone else; the
-///   object is then read again, checked again, and written once more at most;
+///   object is then read again, checked again, and written once more at most; a repair of drift
+///   (the object was just read in full) carries its uid instead, so a status write in between
+///   does not fail it, and a replacement by someone else still does (422: the uid is
+///   immutable);
 /// - a creation is an apply WITHOUT force: if someone created the object between the GET and
 ///   the apply, every field they set differently is a conflict (409), the object is read again
 ///   and refused as foreign. (A plain POST would be race-free, but it records the fields under
 ///   an Update entry of the operator's field manager, and later applies could then never remove
 ///   a field the operator stops sending.)
-pub async fn apply<K>(
+pub async fn apply<K, C>(
     client: &Client,
     expectations: &Expectations,
-    store: &Store<K>,
+    store: &Store<C>,
     desired: K,
 ) -> Result<Outcome>
 where
@@ -109,16 +162,17 @@ where
         + Serialize
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     // On the heap: the reads, adoption and retry make this future large, and the reconcile
     // awaits a dozen of them.
     Box::pin(apply_checked(client, expectations, store, desired)).await
 }
 
-async fn apply_checked<K>(
+async fn apply_checked<K, C>(
     client: &Client,
     expectations: &Expectations,
-    store: &Store<K>,
+    store: &Store<C>,
     desired: K,
 ) -> Result<Outcome>
 where
@@ -129,38 +183,44 @@ where
         + Serialize
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let desired = stamp(desired);
+    let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let current = cached(store, &namespace, &name);
+    let meta = current.as_deref().map(Resource::meta);
     if let Some(c) = current.as_deref()
         && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
     {
         // Checked before anything else: a foreign object is refused without a request.
-        return Err(conflict(c, by));
+        return Err(child_conflict(kind, &name, by));
     }
-    if !needs_apply(&desired, current.as_deref()) {
-        return Ok(Outcome::Unchanged);
-    }
-    let kind = <K as k8s_openapi::Resource>::KIND;
     let hash = desired
         .annotations()
         .get(APPLIED_HASH)
         .cloned()
         .unwrap_or_default();
-    let cache_behind = current
-        .as_deref()
-        .is_none_or(|c| c.annotations().get(APPLIED_HASH) != Some(&hash));
-    if cache_behind && expectations.pending(kind, &namespace, &name, &hash) {
-        return Ok(Outcome::Pending);
-    }
+    let verified = expectations.verified();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let current = match current {
-        Some(c) => Some(c.as_ref().clone()),
-        None => read(&api, &name).await?,
+    let sent = drift::sent_fields(&serde_json::to_value(&desired).expect("k8s objects serialize"));
+    let seen = match classify(meta, &hash, &sent, |rv| {
+        verified.at(kind, &namespace, &name, rv)
+    }) {
+        Cached::Current => return Ok(Outcome::Unchanged),
+        Cached::Flagged => {
+            debug!(kind, %namespace, %name, foreign_write = meta.is_some_and(drift::flagged),
+                   "a write by someone else shows: reading the child to compare");
+            return verify(&api, expectations, &desired, meta).await;
+        }
+        _ if expectations.pending(kind, &namespace, &name, &hash) => {
+            return Ok(Outcome::Pending);
+        }
+        Cached::Missing => read(&api, &name).await?.map(Seen::Full),
+        Cached::Stale => meta.map(|m| Seen::Meta(Box::new(m.clone().into_response_partial()))),
     };
-    let (outcome, _) = write_checked(&api, expectations, &desired, current).await?;
+    let (outcome, _) = write_checked(&api, expectations, &desired, seen, false).await?;
     Ok(outcome)
 }
 
@@ -186,18 +246,95 @@ pub async fn apply_secret(
     }
     let api: Api<Secret> =
         Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
-    Box::pin(write_checked(&api, expectations, &desired, current)).await
+    Box::pin(write_checked(
+        &api,
+        expectations,
+        &desired,
+        current.map(Seen::Full),
+        false,
+    ))
+    .await
+}
+
+/// A flagged child: reads it, and writes it if it differs from `desired` (else remembers its
+/// version as clean). `cached` is the metadata the cache showed; once a write is made for that
+/// version, it counts as handled too (the watch shows the written version soon).
+async fn verify<K>(
+    api: &Api<K>,
+    expectations: &Expectations,
+    desired: &K,
+    cached: Option<&ObjectMeta>,
+) -> Result<Outcome>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + 'static,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let full = read(api, &name).await?;
+    if let Some(f) = &full
+        && !needs_apply(desired, Some(f))
+    {
+        let rv = f.resource_version().unwrap_or_default();
+        expectations.verified().record(kind, &namespace, &name, &rv);
+        return Ok(Outcome::Unchanged);
+    }
+    let (outcome, _) =
+        write_checked(api, expectations, desired, full.map(Seen::Full), true).await?;
+    if let Some(rv) = cached.and_then(|m| m.resource_version.as_deref()) {
+        expectations.verified().record(kind, &namespace, &name, rv);
+    }
+    Ok(outcome)
+}
+
+/// An existing object as the write path knows it: its metadata (what a cache may hold), or the
+/// whole object as read.
+enum Seen<K> {
+    Meta(Box<PartialObjectMeta<K>>),
+    Full(K),
+}
+
+impl<K: Resource<DynamicType = ()>> Seen<K> {
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Seen::Meta(m) => &m.metadata,
+            Seen::Full(k) => k.meta(),
+        }
+    }
+
+    fn ownership(&self, owner: &OwnerReference) -> Ownership {
+        match self {
+            Seen::Meta(m) => ownership(m.as_ref(), owner),
+            Seen::Full(k) => ownership(k, owner),
+        }
+    }
+}
+
+fn child_conflict(kind: &'static str, name: &str, owner: String) -> Error {
+    Error::ChildConflict {
+        kind,
+        name: name.to_owned(),
+        owner,
+    }
 }
 
 /// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
 /// annotated for adoption first, refusing a foreign object, and reading and checking once more
-/// when the object changed since it was read (see [`apply`]). Returns the outcome and the
+/// when the object changed since it was read (see [`apply`]). With `remember` (a repair of drift),
+/// the version written is recorded as clean ([`super::verified`]). Returns the outcome and the
 /// object's resourceVersion after it (None when unknown).
 async fn write_checked<K>(
     api: &Api<K>,
     expectations: &Expectations,
     desired: &K,
-    mut current: Option<K>,
+    mut current: Option<Seen<K>>,
+    remember: bool,
 ) -> Result<(Outcome, Option<String>)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -218,29 +355,37 @@ where
         .unwrap_or_default();
     for attempt in 0..2 {
         if let Some(c) = current.take() {
-            let c = match ownership(&c, expected_owner(desired)) {
+            let c = match c.ownership(expected_owner(desired)) {
                 Ownership::Ours => c,
                 Ownership::Adoptable => {
                     let labels = desired.labels().clone();
-                    match adopt(api, &c, expected_owner(desired), &labels).await {
-                        Ok(adopted) => adopted,
+                    let adopted = match &c {
+                        Seen::Meta(m) => {
+                            adopt(api, m.as_ref(), expected_owner(desired), &labels).await
+                        }
+                        Seen::Full(k) => adopt(api, k, expected_owner(desired), &labels).await,
+                    };
+                    match adopted {
+                        Ok(adopted) => Seen::Full(adopted),
                         // A stale copy (adopted or changed since it was cached): read and check
                         // again.
                         Err(Error::Apply {
                             source: kube::Error::Api(e),
                             ..
                         }) if e.code == 409 && attempt == 0 => {
-                            current = read(api, &name).await?;
+                            current = read(api, &name).await?.map(Seen::Full);
                             continue;
                         }
                         Err(error) => return Err(error),
                     }
                 }
-                Ownership::Foreign(by) => return Err(conflict(&c, by)),
+                Ownership::Foreign(by) => return Err(child_conflict(kind, &name, by)),
             };
-            if attempt > 0 && !needs_apply(desired, Some(&c)) {
-                let rv = c.meta().resource_version.clone();
-                return Ok((Outcome::Unchanged, rv));
+            if attempt > 0
+                && let Seen::Full(full) = &c
+                && !needs_apply(desired, Some(full))
+            {
+                return Ok((Outcome::Unchanged, full.resource_version()));
             }
             current = Some(c);
         }
@@ -248,6 +393,13 @@ where
         expectations.expect(kind, &namespace, &name, &hash);
         let mut body = serde_json::to_value(desired).expect("k8s objects serialize");
         let params = match &current {
+            // A repair of what was just read: guarded by its uid. Its resourceVersion would
+            // make the write fail whenever a controller wrote the status in between (a
+            // StatefulSet rolling out after an edit of its pod template does, repeatedly).
+            Some(c) if remember => {
+                body["metadata"]["uid"] = c.meta().uid.clone().into();
+                PatchParams::apply(MANAGER).force()
+            }
             Some(c) => {
                 body["metadata"]["resourceVersion"] = c.meta().resource_version.clone().into();
                 PatchParams::apply(MANAGER).force()
@@ -255,11 +407,20 @@ where
             None => PatchParams::apply(MANAGER),
         };
         match api.patch(&name, &params, &Patch::Apply(&body)).await {
-            Ok(written) => return Ok((Outcome::Applied, written.meta().resource_version.clone())),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
-                // Changed (or created) by someone else since it was read: read and check again.
+            Ok(written) => {
+                if remember {
+                    // What was just written is clean at its new version, even if its managed
+                    // fields show a write in the same second as this one (a tie is flagged).
+                    let rv = written.resource_version().unwrap_or_default();
+                    expectations.verified().record(kind, &namespace, &name, &rv);
+                }
+                return Ok((Outcome::Applied, written.resource_version()));
+            }
+            Err(kube::Error::Api(e)) if (e.code == 409 || uid_changed(&e)) && attempt == 0 => {
+                // Changed (or created, or replaced) by someone else since it was read: read and
+                // check again.
                 expectations.forget(kind, &namespace, &name);
-                current = read(api, &name).await?;
+                current = read(api, &name).await?.map(Seen::Full);
             }
             Err(source) => {
                 expectations.forget(kind, &namespace, &name);
@@ -272,6 +433,12 @@ where
         }
     }
     unreachable!("the second attempt returns")
+}
+
+/// The API server's answer to a write naming a uid the object does not have (it was replaced):
+/// `metadata.uid` is immutable.
+fn uid_changed(e: &kube::core::Status) -> bool {
+    e.code == 422 && e.message.contains("metadata.uid")
 }
 
 async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
@@ -287,10 +454,10 @@ where
 
 /// Deletes the cached children of one instance (by its labels and controller owner UID) whose
 /// names are not in `keep`: never an object this instance does not control. Returns the names
-/// deleted.
-pub async fn delete_orphans<K>(
+/// deleted. The cache (`C`) may hold only metadata; `K` is the kind deleted.
+pub async fn delete_orphans<K, C>(
     client: &Client,
-    store: &Store<K>,
+    store: &Store<C>,
     namespace: &str,
     instance: &str,
     owner_uid: &str,
@@ -303,6 +470,7 @@ where
         + Debug
         + DeserializeOwned
         + 'static,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let orphans: Vec<(String, String)> = store
         .state()

@@ -20,9 +20,6 @@ pub const CACHED_JSON: &str = "secureqdrant.dev/cached-json";
 pub enum Compact {
     /// Nothing (the operator reads the object's fields, e.g. a Secret's data).
     Nothing,
-    /// Every top-level field but `apiVersion`, `kind` and `metadata` (objects the operator only
-    /// compares and prunes by their metadata).
-    Body,
     /// These JSON pointers (e.g. a StatefulSet's pod spec; its replicas, claim templates,
     /// template annotations and status stay readable).
     Paths(&'static [&'static str]),
@@ -40,20 +37,6 @@ pub fn compact<K: Serialize + DeserializeOwned>(obj: &mut K, how: Compact) {
     let mut moved = Map::new();
     match how {
         Compact::Nothing => {}
-        Compact::Body => {
-            if let Some(top) = value.as_object_mut() {
-                let keys: Vec<String> = top
-                    .keys()
-                    .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
-                    .cloned()
-                    .collect();
-                for k in keys {
-                    if let Some(v) = top.remove(&k) {
-                        moved.insert(format!("/{k}"), v);
-                    }
-                }
-            }
-        }
         Compact::Paths(paths) => {
             for path in paths {
                 if let Some((parent, last)) = path.rsplit_once('/')
@@ -172,30 +155,13 @@ mod tests {
     }
 
     #[test]
-    fn a_body_compacted_object_keeps_its_metadata_and_restores_exactly() {
-        let full: Service = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "v", "namespace": "ns", "labels": {"l": "1"}},
-            "spec": {"ports": [{"port": 6333, "name": "http"}], "clusterIP": "None"}
-        }))
-        .unwrap();
-        let mut cached = full.clone();
-        compact(&mut cached, Compact::Body);
-        assert!(cached.spec.is_none());
-        assert_eq!(cached.metadata.labels, full.metadata.labels);
-        let mut value = serde_json::to_value(&cached).unwrap();
-        restore(&mut value);
-        assert_eq!(value, serde_json::to_value(&full).unwrap());
-    }
-
-    #[test]
     fn nothing_to_move_adds_nothing() {
         let mut svc: Service = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "v"}
         }))
         .unwrap();
         let before = svc.clone();
-        compact(&mut svc, Compact::Body);
+        compact(&mut svc, Compact::Paths(&["/spec/template/spec"]));
         assert_eq!(svc, before);
         compact(&mut svc, Compact::Nothing);
         assert_eq!(svc, before);

@@ -16,6 +16,7 @@
 //! Disabled (every check says "not pending") unless the controller turns it on and feeds the
 //! watch events in: in-process tests with plain reflectors keep the cache-only behaviour.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,45 +25,61 @@ use kube::{Resource, ResourceExt};
 
 use super::recent::{Clock, Recent};
 use super::stamp::APPLIED_HASH;
+use super::verified::Verified;
 
 /// How long a write is trusted to be on its way to the cache.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// (kind, namespace, name) of an object.
-type Key = (&'static str, String, String);
+type Key = (Cow<'static, str>, String, String);
 
-fn key(kind: &'static str, namespace: &str, name: &str) -> Key {
-    (kind, namespace.to_owned(), name.to_owned())
+fn key(kind: impl Into<Cow<'static, str>>, namespace: &str, name: &str) -> Key {
+    (kind.into(), namespace.to_owned(), name.to_owned())
 }
 
-/// The pending writes: object → the hash written; cheap to clone (shared).
+/// The pending writes: object → the hash written; and the children flagged by the drift signal
+/// that were read and found clean ([`Verified`], fed by the same watch events). Cheap to clone
+/// (shared).
 #[derive(Clone, Default)]
-pub struct Expectations(Option<Arc<Recent<Key, String>>>);
+pub struct Expectations {
+    written: Option<Arc<Recent<Key, String>>>,
+    verified: Verified,
+}
 
 impl Expectations {
     /// Expectations that are recorded and checked (the controller's), reading the time from
     /// `clock` (the reconciles' clock).
     pub fn enabled(clock: Clock) -> Self {
-        Expectations(Some(Arc::new(Recent::new(EXPECTATION_TTL, clock))))
+        Expectations {
+            written: Some(Arc::new(Recent::new(EXPECTATION_TTL, clock))),
+            verified: Verified::default(),
+        }
+    }
+
+    /// The flagged children found clean, by version (always on).
+    pub fn verified(&self) -> &Verified {
+        &self.verified
     }
 
     /// Records that `hash` was just applied to the `kind` object `namespace/name`.
     pub fn expect(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) {
-        if let Some(written) = &self.0 {
+        if let Some(written) = &self.written {
             written.remember(key(kind, namespace, name), hash.to_owned());
         }
     }
 
     /// Drops the record of a write that failed.
     pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
-        if let Some(written) = &self.0 {
+        if let Some(written) = &self.written {
             written.forget(&key(kind, namespace, name));
         }
     }
 
     /// Whether a write of `hash` to that object is on its way to the cache.
     pub fn pending(&self, kind: &'static str, namespace: &str, name: &str, hash: &str) -> bool {
-        let Some(written) = &self.0 else { return false };
+        let Some(written) = &self.written else {
+            return false;
+        };
         written
             .get(&key(kind, namespace, name))
             .is_some_and(|h| h == hash)
@@ -76,7 +93,6 @@ impl Expectations {
     where
         K: Resource<DynamicType = ()>,
     {
-        let Some(written) = &self.0 else { return };
         let (obj, deleted) = match event {
             watcher::Event::Apply(o) => (o, false),
             watcher::Event::Delete(o) => (o, true),
@@ -84,12 +100,15 @@ impl Expectations {
                 return;
             }
         };
-        let kind: &'static str = match K::kind(&()) {
-            std::borrow::Cow::Borrowed(kind) => kind,
-            // Every kind cached is a k8s-openapi type (or its metadata), whose kind is static.
-            std::borrow::Cow::Owned(_) => return,
-        };
-        let key = key(kind, &obj.namespace().unwrap_or_default(), &obj.name_any());
+        let key = key(
+            K::kind(&()),
+            &obj.namespace().unwrap_or_default(),
+            &obj.name_any(),
+        );
+        let rv = obj.resource_version();
+        let rv = rv.as_deref().filter(|_| !deleted);
+        self.verified.observe(&key.0, &key.1, &key.2, rv);
+        let Some(written) = &self.written else { return };
         written.forget_if(&key, |hash| {
             deleted || obj.annotations().get(APPLIED_HASH) == Some(hash)
         });
@@ -97,7 +116,7 @@ impl Expectations {
 
     /// How many writes are pending (for tests and diagnosis).
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |written| written.len())
+        self.written.as_ref().map_or(0, |written| written.len())
     }
 
     pub fn is_empty(&self) -> bool {

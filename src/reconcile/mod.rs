@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod compact;
 pub mod context;
 pub mod credentials;
+pub mod drift;
 pub mod expect;
 pub mod memo;
 pub mod metrics_client;
@@ -18,11 +19,14 @@ pub mod stamp;
 pub mod status;
 pub mod stores;
 pub mod tls;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -535,7 +539,7 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
     let (client, s) = (&ctx.client, &ctx.stores);
     let uid = &inst.owner.uid;
     let (namespace, name) = (&inst.namespace, &inst.name);
-    let mut deleted = delete_orphans(
+    let mut deleted = delete_orphans::<NetworkPolicy, _>(
         client,
         &s.network_policies,
         namespace,
@@ -544,7 +548,17 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
         &applied.network_policies,
     )
     .await?;
-    deleted.extend(delete_orphans(client, &s.pdbs, namespace, name, uid, &applied.pdbs).await?);
+    deleted.extend(
+        delete_orphans::<PodDisruptionBudget, _>(
+            client,
+            &s.pdbs,
+            namespace,
+            name,
+            uid,
+            &applied.pdbs,
+        )
+        .await?,
+    );
     // `<n>-metrics-client` once scrapers need no client certificate from the operator.
     if inst.metrics_client_secret().is_none() {
         deleted.extend(

@@ -87,10 +87,11 @@ pub fn conflict<K: Resource + k8s_openapi::Resource>(obj: &K, owner: String) -> 
 /// Takes over an orphaned child annotated with [`ADOPT_ANNOTATION`]: one merge patch, guarded by
 /// the resourceVersion that was checked (a concurrent change fails it), that adds `owner` as the
 /// controller, adds `labels` (so the operator's label-selected caches see it) and removes the
-/// annotation. Returns the object as stored.
-pub async fn adopt<K>(
+/// annotation. Returns the object as stored. Only `current`'s metadata is read (it may be all a
+/// cache holds).
+pub async fn adopt<K, M>(
     api: &Api<K>,
-    current: &K,
+    current: &M,
     owner: &OwnerReference,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<K>
@@ -100,6 +101,7 @@ where
         + Clone
         + std::fmt::Debug
         + DeserializeOwned,
+    M: Resource,
 {
     let mut refs: Vec<OwnerReference> = current
         .meta()

@@ -20,6 +20,11 @@ use crate::error::Error;
 /// ([`super::memo`]).
 pub type CachedSecret = PartialObjectMeta<Secret>;
 
+/// A cache of one kind's metadata only (a metadata-only watch): the kinds the operator only
+/// applies ([`super::apply`], which reads the full object when the drift signal asks for it) and
+/// prunes by labels and owner.
+pub type MetaStore<K> = Store<PartialObjectMeta<K>>;
+
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
 ///
 /// The cache of Secrets holds no Secret value: reading one from it does not compile.
@@ -32,13 +37,13 @@ pub type CachedSecret = PartialObjectMeta<Secret>;
 /// ```
 #[derive(Clone)]
 pub struct Stores {
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: MetaStore<ServiceAccount>,
     /// Metadata only ([`CachedSecret`]).
     pub secrets: Store<CachedSecret>,
-    pub config_maps: Store<ConfigMap>,
-    pub services: Store<Service>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub pdbs: Store<PodDisruptionBudget>,
+    pub config_maps: MetaStore<ConfigMap>,
+    pub services: MetaStore<Service>,
+    pub network_policies: MetaStore<NetworkPolicy>,
+    pub pdbs: MetaStore<PodDisruptionBudget>,
     pub statefulsets: Store<StatefulSet>,
 }
 

@@ -304,7 +304,8 @@ impl ApiServer {
     /// A child the cache does not hold is read first (a foreign object is not in the
     /// label-selected cache): that GET is answered 404, and the apply that creates the object
     /// must not force (a concurrent creation by someone else is a conflict, not a takeover). An
-    /// update must carry the resourceVersion of the copy whose owner was checked.
+    /// update must carry the resourceVersion of the copy whose owner was checked (a repair of
+    /// drift, of a copy just read: its uid).
     pub async fn expect_apply(&mut self, path: &str) -> Value {
         let mut call = self.next_unread(&Method::PATCH, path).await;
         let creation = if call.request.method == Method::GET && call.request.path == path {
@@ -325,10 +326,13 @@ impl ApiServer {
             self.summary()
         );
         let r = &call.request;
+        let guarded = r.body["metadata"]["resourceVersion"].is_string()
+            || r.body["metadata"]["uid"].is_string();
         assert_eq!(
-            r.body["metadata"]["resourceVersion"].is_string(),
+            guarded,
             !creation,
-            "{}: an update carries the checked resourceVersion, a creation none",
+            "{}: an update carries the checked resourceVersion (a repair of what was just read: \
+             its uid), a creation neither",
             r.describe()
         );
         assert_eq!(

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, store::Writer};
@@ -22,11 +22,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use secure_qdrant_operator::api_keys::ApiKeys;
+use secure_qdrant_operator::children::meta::MANAGER;
 use secure_qdrant_operator::children::{self, Children, Material};
 use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantStatus, TlsSpec};
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::SecretValue;
+use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::stamp::stamp;
 use secure_qdrant_operator::reconcile::status::{self, Verdict};
@@ -219,26 +221,53 @@ pub fn applied<K: Resource + Serialize + DeserializeOwned>(desired: K) -> K {
     stored(stamp(desired))
 }
 
+/// `obj` as the operator's cache shows it after someone else wrote it (a write newer than the
+/// operator's apply in its managed fields: the drift mark is set as the watch event enters the
+/// cache, then the managed fields go).
+pub fn edited_by_someone_else<K: Resource>(mut obj: K) -> K {
+    let meta = obj.meta_mut();
+    meta.managed_fields = Some(
+        serde_json::from_value(serde_json::json!([
+            {"manager": MANAGER, "operation": "Apply", "time": "2026-12-05T10:00:00Z"},
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2026-12-05T10:00:09Z"}
+        ]))
+        .expect("managed fields"),
+    );
+    drift::mark_and_trim(meta);
+    obj
+}
+
 /// An object with the fields the API server adds (resourceVersion, uid, ...).
 pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
     let value = serde_json::to_value(obj).expect("serializes");
     serde_json::from_value(as_stored(&value)).expect("deserializes")
 }
 
-/// A child kind the operator caches, and how its cache holds it (a Secret: metadata only).
+/// A child kind the operator caches, and what its cache holds of it (the object, or only its
+/// metadata).
 pub trait Cached:
     Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static
 {
-    type InCache: Resource<DynamicType = ()> + Clone + 'static;
-    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::InCache>;
-    fn in_cache(self) -> Self::InCache;
+    type Stored: Resource<DynamicType = ()> + Clone + 'static;
+    fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Stored>;
+    fn stored(self) -> Self::Stored;
+}
+
+/// The whole object.
+fn whole<K>(obj: K) -> K {
+    obj
+}
+
+/// Only the metadata (a metadata-only watch).
+fn meta_only<K: Resource>(obj: K) -> PartialObjectMeta<K> {
+    obj.meta().clone().into_response_partial()
 }
 
 macro_rules! cached {
-    ($($kind:ty => $in_cache:ty, $to_cache:path => $field:ident),* $(,)?) => {
+    ($($kind:ty => $field:ident as $stored:ty, $conv:ident),* $(,)?) => {
         /// The operator's caches, and the writers that fill them (as the watches would).
         pub struct Cluster {
-            $($field: Writer<<$kind as Cached>::InCache>,)*
+            $($field: Writer<$stored>,)*
             pub stores: Stores,
             /// The Secrets put in the cache, whole (the cache holds their metadata only): what
             /// the API server answers when a reconcile reads one.
@@ -247,7 +276,7 @@ macro_rules! cached {
 
         impl Cluster {
             fn new(synced: bool) -> Self {
-                $(let (_, mut $field) = reflector::store::<<$kind as Cached>::InCache>();
+                $(let (_, mut $field) = reflector::store::<$stored>();
                 if synced {
                     $field.apply_watcher_event(&watcher::Event::Init);
                     $field.apply_watcher_event(&watcher::Event::InitDone);
@@ -268,29 +297,25 @@ macro_rules! cached {
         }
 
         $(impl Cached for $kind {
-            type InCache = $in_cache;
-            fn writer(cluster: &mut Cluster) -> &mut Writer<$in_cache> {
+            type Stored = $stored;
+            fn writer(cluster: &mut Cluster) -> &mut Writer<$stored> {
                 &mut cluster.$field
             }
-            fn in_cache(self) -> $in_cache {
-                $to_cache(self)
+            fn stored(self) -> $stored {
+                $conv(self)
             }
         })*
     };
 }
 
-fn same<K>(obj: K) -> K {
-    obj
-}
-
 cached! {
-    ServiceAccount => ServiceAccount, same => service_accounts,
-    Secret => PartialObjectMeta<Secret>, secure_qdrant_operator::reconcile::stores::cached_secret_of => secrets,
-    ConfigMap => ConfigMap, same => config_maps,
-    Service => Service, same => services,
-    NetworkPolicy => NetworkPolicy, same => network_policies,
-    PodDisruptionBudget => PodDisruptionBudget, same => pdbs,
-    StatefulSet => StatefulSet, same => statefulsets,
+    ServiceAccount => service_accounts as PartialObjectMeta<ServiceAccount>, meta_only,
+    Secret => secrets as PartialObjectMeta<Secret>, meta_only,
+    ConfigMap => config_maps as PartialObjectMeta<ConfigMap>, meta_only,
+    Service => services as PartialObjectMeta<Service>, meta_only,
+    NetworkPolicy => network_policies as PartialObjectMeta<NetworkPolicy>, meta_only,
+    PodDisruptionBudget => pdbs as PartialObjectMeta<PodDisruptionBudget>, meta_only,
+    StatefulSet => statefulsets as StatefulSet, whole,
 }
 
 impl Cluster {
@@ -313,8 +338,7 @@ impl Cluster {
                 .unwrap()
                 .insert(path::secret(&obj.name_any()), json);
         }
-        let obj = obj.in_cache();
-        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj.stored()));
     }
 
     /// A watch event: `obj` was deleted.
@@ -325,8 +349,7 @@ impl Cluster {
                 .unwrap()
                 .remove(&path::secret(&obj.name_any()));
         }
-        let obj = obj.in_cache();
-        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj));
+        K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj.stored()));
     }
 
     /// The cluster after the operator applied `children`: each one stamped and stored, the

@@ -1,6 +1,7 @@
 //! Caches like the controller's for tests that run the reconcile functions in-process against
 //! the real control plane (tests/support/control_plane.rs): reflector-fed stores of managed
-//! objects, fed until the test ends.
+//! objects, fed until the test ends, each object marked with the drift signal as the
+//! controller's caches mark it (`reconcile::drift::mark_and_trim`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::stores::Stores;
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
@@ -35,6 +37,7 @@ where
     }
     let stream = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
+        .modify(|o: &mut K| drift::mark_and_trim(o.meta_mut()))
         .reflect(writer);
     tasks.push(tokio::spawn(async move {
         stream.for_each(|_| async {}).await;
@@ -45,12 +48,12 @@ where
 /// The caches the controller keeps: managed objects only, by label, fed until the test ends.
 pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
-        service_accounts: reflect::<ServiceAccount>(client, tasks, true),
+        service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(client, tasks, true),
         secrets: reflect::<PartialObjectMeta<Secret>>(client, tasks, true),
-        config_maps: reflect::<ConfigMap>(client, tasks, true),
-        services: reflect::<Service>(client, tasks, true),
-        network_policies: reflect::<NetworkPolicy>(client, tasks, true),
-        pdbs: reflect::<PodDisruptionBudget>(client, tasks, true),
+        config_maps: reflect::<PartialObjectMeta<ConfigMap>>(client, tasks, true),
+        services: reflect::<PartialObjectMeta<Service>>(client, tasks, true),
+        network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(client, tasks, true),
+        pdbs: reflect::<PartialObjectMeta<PodDisruptionBudget>>(client, tasks, true),
         statefulsets: reflect::<StatefulSet>(client, tasks, true),
     }
 }
@@ -80,6 +83,7 @@ where
     }
     let stream = watcher(Api::<K>::namespaced(client.clone(), ns), config)
         .default_backoff()
+        .modify(|o: &mut K| drift::mark_and_trim(o.meta_mut()))
         .reflect(writer);
     tasks.push(tokio::spawn(async move {
         stream.for_each(|_| async {}).await;
@@ -90,12 +94,12 @@ where
 /// The caches the controller keeps for one watched namespace: managed objects only, by label.
 pub fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
-        service_accounts: reflect_in::<ServiceAccount>(client, ns, tasks, true),
+        service_accounts: reflect_in::<PartialObjectMeta<ServiceAccount>>(client, ns, tasks, true),
         secrets: reflect_in::<PartialObjectMeta<Secret>>(client, ns, tasks, true),
-        config_maps: reflect_in::<ConfigMap>(client, ns, tasks, true),
-        services: reflect_in::<Service>(client, ns, tasks, true),
-        network_policies: reflect_in::<NetworkPolicy>(client, ns, tasks, true),
-        pdbs: reflect_in::<PodDisruptionBudget>(client, ns, tasks, true),
+        config_maps: reflect_in::<PartialObjectMeta<ConfigMap>>(client, ns, tasks, true),
+        services: reflect_in::<PartialObjectMeta<Service>>(client, ns, tasks, true),
+        network_policies: reflect_in::<PartialObjectMeta<NetworkPolicy>>(client, ns, tasks, true),
+        pdbs: reflect_in::<PartialObjectMeta<PodDisruptionBudget>>(client, ns, tasks, true),
         statefulsets: reflect_in::<StatefulSet>(client, ns, tasks, true),
     }
 }

@@ -20,7 +20,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
@@ -30,7 +31,8 @@ use secure_qdrant_operator::access_tokens as token;
 use secure_qdrant_operator::children::meta::{LABEL_MANAGED_BY, MANAGER};
 use secure_qdrant_operator::crd::{QdrantAccessToken, SecureQdrant};
 use secure_qdrant_operator::error::Error;
-use secure_qdrant_operator::events::Events;
+use secure_qdrant_operator::events::{Events, Publisher};
+use secure_qdrant_operator::reconcile::recent::{Clock, system_clock};
 use secure_qdrant_operator::reconcile::stores::Stores;
 use secure_qdrant_operator::reconcile::{self, Context};
 use secure_qdrant_operator::settings::Settings;
@@ -185,29 +187,35 @@ impl Tenant {
         let ns = env.ns.clone();
         let mut tasks = Vec::new();
         let stores = Stores {
-            service_accounts: reflect::<ServiceAccount>(&client, &ns, &mut tasks, true),
-            secrets: reflect::<kube::core::PartialObjectMeta<Secret>>(
+            service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(
                 &client, &ns, &mut tasks, true,
             ),
-            config_maps: reflect::<ConfigMap>(&client, &ns, &mut tasks, true),
-            services: reflect::<Service>(&client, &ns, &mut tasks, true),
-            network_policies: reflect::<NetworkPolicy>(&client, &ns, &mut tasks, true),
-            pdbs: reflect::<PodDisruptionBudget>(&client, &ns, &mut tasks, true),
+            secrets: reflect::<PartialObjectMeta<Secret>>(&client, &ns, &mut tasks, true),
+            config_maps: reflect::<PartialObjectMeta<ConfigMap>>(&client, &ns, &mut tasks, true),
+            services: reflect::<PartialObjectMeta<Service>>(&client, &ns, &mut tasks, true),
+            network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(
+                &client, &ns, &mut tasks, true,
+            ),
+            pdbs: reflect::<PartialObjectMeta<PodDisruptionBudget>>(&client, &ns, &mut tasks, true),
             statefulsets: reflect::<StatefulSet>(&client, &ns, &mut tasks, true),
         };
         let instances = reflect::<SecureQdrant>(&client, &ns, &mut tasks, false);
-        let events = Events::Kube(Recorder::new(
+        let clock: Clock = match clock {
+            Some(at) => {
+                let clock = Arc::new(Mutex::new(at));
+                Arc::new(move || *clock.lock().unwrap())
+            }
+            None => system_clock(),
+        };
+        let events = Events::Kube(Publisher::new(
             client.clone(),
             Reporter {
                 controller: MANAGER.to_owned(),
                 instance: None,
             },
+            clock.clone(),
         ));
-        let mut ctx = Context::new(client, stores, events, Settings::default());
-        if let Some(at) = clock {
-            let clock = Arc::new(Mutex::new(at));
-            ctx = ctx.with_clock(Arc::new(move || *clock.lock().unwrap()));
-        }
+        let ctx = Context::new(client, stores, events, Settings::default()).with_clock(clock);
         let t = Tenant {
             env,
             user,
@@ -418,6 +426,33 @@ impl Tenant {
                     e.note.unwrap_or_default(),
                     e.regarding.and_then(|r| r.name).unwrap_or_default(),
                 )
+            })
+            .collect()
+    }
+
+    /// The Events (events.k8s.io/v1) about the SecureQdrant `name`, as the API server stores
+    /// them.
+    pub async fn events_about(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        self.events_regarding("SecureQdrant", name).await
+    }
+
+    /// The Events (events.k8s.io/v1) about the `kind` named `name`, as the API server stores
+    /// them.
+    pub async fn events_regarding(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Vec<k8s_openapi::api::events::v1::Event> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
+            .list(&ListParams::default())
+            .await
+            .expect("Events listed")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
             })
             .collect()
     }
