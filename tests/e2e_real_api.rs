@@ -669,7 +669,7 @@ async fn an_edit_of_any_childs_data_or_spec_is_read_once_and_written_back_once()
 
 /// A restart after edits made while the operator was down: the edited children are flagged as
 /// the caches list them and repaired on the first reconcile (one GET and one PATCH each); a
-/// restart without edits reads no child at all.
+/// restart without edits reads no child but the instance's Secrets, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() {
     let env = Env::namespaced("drift-restart").await;
@@ -721,10 +721,17 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
         sa.request("get"),
         sa.request("patch"),
     ];
+    want.extend(secrets_read_after_a_restart(
+        &name,
+        &["api-key", "ca", "tls"],
+    ));
     want.sort();
     let mut got = child_requests(&cluster.counters_since(&mark).await);
     got.sort();
-    assert_eq!(got, want, "the two edited children, once each");
+    assert_eq!(
+        got, want,
+        "the two edited children, once each (and each Secret read once)"
+    );
 
     cluster.kill_operator();
     let mark = env.mark().await;
@@ -733,15 +740,42 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
     tokio::time::sleep(Duration::from_secs(15)).await;
     quiet(&cluster).await;
     cluster.converge(&ns, &name).await;
-    let got = child_requests(&cluster.counters_since(&mark).await);
-    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    let mut got = child_requests(&cluster.counters_since(&mark).await);
+    got.sort();
+    assert_eq!(
+        got,
+        secrets_read_after_a_restart(&name, &["api-key", "ca", "tls"]),
+        "a restart without edits"
+    );
     cluster.assert_operator_healthy();
 }
 
+/// The reads of an instance's managed Secrets a started operator makes once (issue 16 step 5):
+/// their cache holds metadata only and what is derived from their values is remembered in memory
+/// ([`secure_qdrant_operator::reconcile::memo`]), so a new process reads each one once, then not
+/// again until it changes. Sorted.
+fn secrets_read_after_a_restart(
+    instance: &str,
+    suffixes: &[&str],
+) -> Vec<(String, String, String)> {
+    let mut reads: Vec<_> = suffixes
+        .iter()
+        .map(|s| {
+            (
+                "get".to_owned(),
+                "secrets".to_owned(),
+                format!("{instance}-{s}"),
+            )
+        })
+        .collect();
+    reads.sort();
+    reads
+}
+
 /// Every child of the full example (affinity, tolerations, claim templates, every policy) is
-/// recognised as the operator left it: a restart reads none of them.
+/// recognised as the operator left it: a restart reads none of them but its Secrets, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_reads_no_child_of_the_full_example() {
+async fn a_restart_reads_no_child_of_the_full_example_but_its_secrets_once() {
     let env = Env::namespaced("drift-full").await;
     let mut cluster = Cluster::new(&env);
     cluster.spawn_operator().await;
@@ -759,11 +793,16 @@ async fn a_restart_reads_no_child_of_the_full_example() {
     quiet(&cluster).await;
     let got = child_requests(&cluster.counters_since(&mark).await);
     // The pull Secret the spec references is read by its own check (not a child).
-    let got: Vec<_> = got
+    let mut got: Vec<_> = got
         .into_iter()
         .filter(|(_, _, n)| n != "registry-credentials")
         .collect();
-    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    got.sort();
+    assert_eq!(
+        got,
+        secrets_read_after_a_restart(&name, &["api-key", "ca", "tls", "metrics-client"]),
+        "a restart without edits"
+    );
     cluster.assert_operator_healthy();
 }
 
