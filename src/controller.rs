@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::Reporter;
@@ -32,6 +31,7 @@ use crate::reconcile::backoff::{backoff_key, key};
 use crate::reconcile::expect::Expectations;
 use crate::reconcile::recent::system_clock;
 use crate::reconcile::references::ALLOWED_INSTANCE_LABEL;
+use crate::reconcile::stores::CachedSecret;
 use crate::reconcile::{Context, reconcile_steps};
 use crate::settings::Settings;
 use crate::telemetry::metrics::{ACCESS_TOKEN, SECURE_QDRANT};
@@ -139,13 +139,14 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         "starting the SecureQdrant and QdrantAccessToken controllers"
     );
     let forget = metrics.clone();
+    let memos = ctx.clone();
     let (instance_store, instance_stream) =
         main_stream::<SecureQdrant>(&client, &scope, &synced, move |sq| {
-            forget.forget(
-                SECURE_QDRANT,
-                &sq.namespace().unwrap_or_default(),
-                &sq.name_any(),
-            )
+            let (ns, name) = (sq.namespace().unwrap_or_default(), sq.name_any());
+            forget.forget(SECURE_QDRANT, &ns, &name);
+            // What was derived from its Secrets goes with it.
+            memos.key_facts.forget(&format!("{ns}/{name}"));
+            memos.tls_facts.forget(&format!("{ns}/{name}"));
         });
     let instances = secure_qdrants(
         &client,
@@ -157,12 +158,11 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
         ctx.clone(),
     );
     let forget = metrics.clone();
+    let memos = ctx.clone();
     let tokens = main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
-        forget.forget(
-            ACCESS_TOKEN,
-            &qat.namespace().unwrap_or_default(),
-            &qat.name_any(),
-        )
+        let (ns, name) = (qat.namespace().unwrap_or_default(), qat.name_any());
+        forget.forget(ACCESS_TOKEN, &ns, &name);
+        memos.token_facts.forget(&format!("{ns}/{name}"));
     });
     let tokens = access_tokens(&client, &scope, &shutdown, tokens, instance_store, ctx);
     futures::join!(instances, tokens);
@@ -184,17 +184,18 @@ fn secure_qdrants(
     // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef,
     // imagePullSecrets) are used only when they carry the opt-in label naming the instance; the
     // watch selects that label, so a change (the label added, the key renewed) reconciles every
-    // instance that references them at once. The operator writes no label on them.
+    // instance that references them at once. The operator writes no label on them. Like every
+    // Secret watch of the operator, it asks for metadata only: no Secret value is decoded.
     let referenced = watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL);
     let by_reference = {
         let store = instance_store.clone();
-        move |secret: Secret| instances_referencing(&store, &secret)
+        move |secret: CachedSecret| instances_referencing(&store, &secret)
     };
     Controller::for_stream(instance_stream, instance_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches_stream(
             scope
-                .events::<Secret>(client, &referenced)
+                .events::<CachedSecret>(client, &referenced)
                 .touched_objects(),
             by_reference,
         )
@@ -248,7 +249,7 @@ fn access_tokens(
     };
     let by_credentials = {
         let store = token_store.clone();
-        move |secret: Secret| {
+        move |secret: CachedSecret| {
             let instance = secret.labels().get(LABEL_INSTANCE).cloned();
             tokens_of(&store, secret.namespace(), instance)
         }
@@ -257,7 +258,7 @@ fn access_tokens(
     let by_referenced = {
         let tokens = token_store.clone();
         let instances = instance_store.clone();
-        move |secret: Secret| {
+        move |secret: CachedSecret| {
             instances_referencing(&instances, &secret)
                 .into_iter()
                 .flat_map(|sq| tokens_of(&tokens, sq.namespace.clone(), Some(sq.name.clone())))
@@ -273,7 +274,7 @@ fn access_tokens(
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .owns_stream(
             scope
-                .events::<Secret>(client, &token_secrets)
+                .events::<CachedSecret>(client, &token_secrets)
                 .touched_objects(),
         )
         .watches_stream(
@@ -284,13 +285,13 @@ fn access_tokens(
         )
         .watches_stream(
             scope
-                .events::<Secret>(client, &credentials)
+                .events::<CachedSecret>(client, &credentials)
                 .touched_objects(),
             by_credentials,
         )
         .watches_stream(
             scope
-                .events::<Secret>(client, &referenced)
+                .events::<CachedSecret>(client, &referenced)
                 .touched_objects(),
             by_referenced,
         )
@@ -350,7 +351,7 @@ async fn log_queue_errors<T, E: std::fmt::Display, Q: std::fmt::Display>(
 /// pull Secret).
 fn instances_referencing(
     store: &Store<SecureQdrant>,
-    secret: &Secret,
+    secret: &CachedSecret,
 ) -> Vec<ObjectRef<SecureQdrant>> {
     let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
         return Vec::new();

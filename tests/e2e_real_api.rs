@@ -624,10 +624,17 @@ async fn an_edit_of_any_childs_data_or_spec_is_read_once_and_written_back_once()
         edit.restored(&env, &ns, &before).await;
         quiet(&cluster).await;
         let counters = cluster.counters_since(&mark).await;
-        assert_eq!(
-            child_requests(&counters),
-            vec![edit.request("get"), edit.request("patch")],
-            "{} {} edited at {}: one read, one write\n{:#?}",
+        let once = vec![edit.request("get"), edit.request("patch")];
+        // Managed-field times have second resolution: a repair in the second of the edit leaves
+        // the tie flagged (ties count as foreign, `src/reconcile/drift.rs`), and the next version
+        // someone else writes (the StatefulSet controller's status) is read once more, never
+        // written.
+        let tie = [once.clone(), vec![edit.request("get")]].concat();
+        let seen = child_requests(&counters);
+        assert!(
+            seen == once || seen == tie,
+            "{} {} edited at {}: one read, one write (and one more read after a same-second \
+             tie), saw {seen:?}\n{:#?}",
             edit.resource,
             edit.name,
             edit.pointer,
@@ -669,7 +676,7 @@ async fn an_edit_of_any_childs_data_or_spec_is_read_once_and_written_back_once()
 
 /// A restart after edits made while the operator was down: the edited children are flagged as
 /// the caches list them and repaired on the first reconcile (one GET and one PATCH each); a
-/// restart without edits reads no child at all.
+/// restart without edits reads no child but the instance's Secrets, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() {
     let env = Env::namespaced("drift-restart").await;
@@ -721,10 +728,17 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
         sa.request("get"),
         sa.request("patch"),
     ];
+    want.extend(secrets_read_after_a_restart(
+        &name,
+        &["api-key", "ca", "tls"],
+    ));
     want.sort();
     let mut got = child_requests(&cluster.counters_since(&mark).await);
     got.sort();
-    assert_eq!(got, want, "the two edited children, once each");
+    assert_eq!(
+        got, want,
+        "the two edited children, once each (and each Secret read once)"
+    );
 
     cluster.kill_operator();
     let mark = env.mark().await;
@@ -733,15 +747,42 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
     tokio::time::sleep(Duration::from_secs(15)).await;
     quiet(&cluster).await;
     cluster.converge(&ns, &name).await;
-    let got = child_requests(&cluster.counters_since(&mark).await);
-    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    let mut got = child_requests(&cluster.counters_since(&mark).await);
+    got.sort();
+    assert_eq!(
+        got,
+        secrets_read_after_a_restart(&name, &["api-key", "ca", "tls"]),
+        "a restart without edits"
+    );
     cluster.assert_operator_healthy();
 }
 
+/// The reads of an instance's managed Secrets a started operator makes once (issue 16 step 5):
+/// their cache holds metadata only and what is derived from their values is remembered in memory
+/// ([`secure_qdrant_operator::reconcile::memo`]), so a new process reads each one once, then not
+/// again until it changes. Sorted.
+fn secrets_read_after_a_restart(
+    instance: &str,
+    suffixes: &[&str],
+) -> Vec<(String, String, String)> {
+    let mut reads: Vec<_> = suffixes
+        .iter()
+        .map(|s| {
+            (
+                "get".to_owned(),
+                "secrets".to_owned(),
+                format!("{instance}-{s}"),
+            )
+        })
+        .collect();
+    reads.sort();
+    reads
+}
+
 /// Every child of the full example (affinity, tolerations, claim templates, every policy) is
-/// recognised as the operator left it: a restart reads none of them.
+/// recognised as the operator left it: a restart reads none of them but its Secrets, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_reads_no_child_of_the_full_example() {
+async fn a_restart_reads_no_child_of_the_full_example_but_its_secrets_once() {
     let env = Env::namespaced("drift-full").await;
     let mut cluster = Cluster::new(&env);
     cluster.spawn_operator().await;
@@ -759,11 +800,16 @@ async fn a_restart_reads_no_child_of_the_full_example() {
     quiet(&cluster).await;
     let got = child_requests(&cluster.counters_since(&mark).await);
     // The pull Secret the spec references is read by its own check (not a child).
-    let got: Vec<_> = got
+    let mut got: Vec<_> = got
         .into_iter()
         .filter(|(_, _, n)| n != "registry-credentials")
         .collect();
-    assert!(got.is_empty(), "a restart without edits: {got:?}");
+    got.sort();
+    assert_eq!(
+        got,
+        secrets_read_after_a_restart(&name, &["api-key", "ca", "tls", "metrics-client"]),
+        "a restart without edits"
+    );
     cluster.assert_operator_healthy();
 }
 
@@ -1133,6 +1179,186 @@ async fn killed_mid_reconcile_and_restarted_converges_to_the_same_state() {
         );
     }
     cluster.assert_operator_healthy();
+}
+
+/// Secret material is read on demand (issue 16): the operator's caches hold no Secret value, a
+/// reconcile that finds the Secrets as it last read them reads none, a restart reads each at
+/// most once and regenerates nothing, and edits of the material are honoured as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
+    let env = Env::namespaced("on-demand").await;
+    let mut cluster = Cluster::new(&env);
+    let (ns, name) = (env.ns.clone(), "vectors".to_owned());
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &ns);
+    let (key_name, ca_name, tls_name) = (
+        format!("{name}-api-key"),
+        format!("{name}-ca"),
+        format!("{name}-tls"),
+    );
+    let key_monitor = SecretMonitor::start(&env, &ns, &key_name).await;
+    cluster.spawn_operator().await;
+    cluster
+        .insert_instance(&with_name(example("minimal.yaml"), &ns, &name))
+        .await;
+    let before = cluster
+        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+        .await;
+    // Settled: the first certificate's trust is rolled out (until then the TLS step looks
+    // again every ROLLOVER_POLL).
+    eventually(CONVERGE, || {
+        let (env, ns, tls_name) = (&env, &ns, &tls_name);
+        async move {
+            let tls = env
+                .get("v1", "Secret", ns, tls_name)
+                .await
+                .ok_or("no <n>-tls")?;
+            let phase = &tls["metadata"]["annotations"]
+                [secure_qdrant_operator::tls::ROLLOVER_PHASE_ANNOTATION];
+            (phase == "Stable")
+                .then_some(())
+                .ok_or(format!("phase {phase}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    settled_quiet(&cluster).await;
+
+    // Idle: not one Secret read in a minute.
+    let idle = env.mark().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let counters = cluster.counters_since(&idle).await;
+    assert_eq!(counters.get("get", "secrets"), 0, "{counters:?}");
+    assert_eq!(counters.writes(), 0, "{counters:?}");
+
+    // A reconcile with every Secret as last read (a ConfigMap edit to repair): no Secret read.
+    let mark = env.mark().await;
+    env.merge_patch(
+        "v1",
+        "ConfigMap",
+        &ns,
+        &format!("{name}-config"),
+        json!({"data": {"config.yaml": "service: {enable_cors: true}\n"}}),
+    )
+    .await
+    .expect("ConfigMap edited");
+    let repaired = cluster.converge(&ns, &name).await;
+    assert_eq!(repaired.config_yaml, before.config_yaml);
+    settled_quiet(&cluster).await;
+    let counters = cluster.counters_since(&mark).await;
+    assert_eq!(counters.get("patch", "configmaps"), 1, "{counters:?}");
+    assert_eq!(counters.get("get", "secrets"), 0, "{counters:?}");
+
+    // A restart with every Secret in place: each read at most once (api-key, ca, tls), none
+    // written, nothing regenerated.
+    cluster.kill_operator();
+    let mark = env.mark().await;
+    cluster.spawn_operator().await;
+    eventually(CONVERGE, || async {
+        let n = cluster.counters_since(&mark).await.get("get", "secrets");
+        (n >= 3).then_some(()).ok_or(format!("{n} Secret reads"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    settled_quiet(&cluster).await;
+    let counters = cluster.counters_since(&mark).await;
+    assert_eq!(counters.get("get", "secrets"), 3, "{counters:?}");
+    for verb in ["create", "update", "patch", "delete"] {
+        assert_eq!(counters.get(verb, "secrets"), 0, "{verb}: {counters:?}");
+    }
+    let restarted = cluster.converge(&ns, &name).await;
+    assert_eq!(restarted.api_key, before.api_key);
+    assert_eq!(restarted.ca, before.ca);
+    assert_eq!(restarted.tls, before.tls);
+    key_monitor.assert_never_regenerated();
+
+    // `<n>-tls` edited to a certificate of another CA: re-issued from `<n>-ca`.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let other = secure_qdrant_operator::tls::issue_ca(
+        &secure_qdrant_operator::tls::CaSubject::new("elsewhere", "other"),
+        k8s_openapi::jiff::SignedDuration::from_hours(24 * 30),
+        now,
+    )
+    .expect("a CA");
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        &tls_name,
+        json!({"data": {"tls.crt": STANDARD.encode(other.cert().pem())}}),
+    )
+    .await
+    .expect("<n>-tls edited");
+    let reissued = cluster
+        .converge_until(&ns, &name, |s| {
+            s.tls.get("tls.crt") != before.tls.get("tls.crt")
+        })
+        .await;
+    let ca = secure_qdrant_operator::tls::Certificate::from_pem(&reissued.ca["tls.crt"]).unwrap();
+    let leaf =
+        secure_qdrant_operator::tls::Certificate::from_pem(&reissued.tls["tls.crt"]).unwrap();
+    assert!(
+        leaf.is_signed_by(&ca),
+        "the re-issued certificate chains to {ca_name}"
+    );
+    assert_eq!(reissued.ca, before.ca, "{ca_name} is kept");
+
+    // `<n>-api-key` edited to another usable key: honoured (the pods get it), not replaced.
+    let edited = "E".repeat(43);
+    env.merge_patch(
+        "v1",
+        "Secret",
+        &ns,
+        &key_name,
+        json!({"data": {"api-key": STANDARD.encode(&edited)}}),
+    )
+    .await
+    .expect("<n>-api-key edited");
+    let honoured = cluster
+        .converge_until(&ns, &name, |s| s.restart_hash != before.restart_hash)
+        .await;
+    assert_eq!(honoured.api_key["api-key"], edited);
+    assert_eq!(
+        honoured.api_key["fingerprint-salt"],
+        before.api_key["fingerprint-salt"]
+    );
+
+    // `<n>-ca` loses its key: replaced, with the Warning, and the rollover starts.
+    secrets
+        .patch(
+            &ca_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.key": null}})),
+        )
+        .await
+        .expect("<n>-ca edited");
+    eventually(CONVERGE, || {
+        let (env, ns, name) = (&env, &ns, &name);
+        async move {
+            let reasons = event_reasons(env, ns, name).await;
+            reasons
+                .contains("CAReplaced")
+                .then_some(())
+                .ok_or_else(|| format!("no CAReplaced Event yet: {reasons:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    cluster.assert_operator_healthy();
+}
+
+/// Waits until the operator has sent no request for ten seconds (the pods' readiness, the
+/// rollout's end and the formed cluster are reported in between), at most [`CONVERGE`].
+async fn settled_quiet(cluster: &Cluster<'_>) {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let mark = cluster.env.mark().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let counters = cluster.counters_since(&mark).await;
+        if counters.total() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never quiet: {counters:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
     env.roll_out().await;
 
     // An operator whose Secret cache stops at phase Swapped (its watch lags behind).
-    let (secrets, mut writer) = kube::runtime::reflector::store::<Secret>();
+    let (secrets, mut writer) =
+        kube::runtime::reflector::store::<kube::core::PartialObjectMeta<Secret>>();
     writer.apply_watcher_event(&Event::Init);
     for s in env.real.list("v1", "Secret", &env.ns).await {
         writer.apply_watcher_event(&Event::InitApply(serde_json::from_value(s).unwrap()));

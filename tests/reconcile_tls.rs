@@ -516,6 +516,17 @@ impl World {
         Fut: Future<Output = ApiServer> + Send + 'static,
     {
         let before = self.harness.published().len();
+        // The operator reads Secret material on demand: the Secrets stored answer its GETs.
+        let secrets: BTreeMap<String, Value> = self
+            .objects
+            .iter()
+            .filter(|((kind, _), _)| kind == "Secret")
+            .map(|((_, name), object)| (path::secret(name), object.clone()))
+            .collect();
+        let script = move |mut api: ApiServer| {
+            api.serve_secret_reads(secrets);
+            script(api)
+        };
         // Boxed: a reconcile's future is large, and scenarios await many of them.
         let (result, t) = Box::pin(self.harness.reconcile(&self.sq, script)).await;
         let events = self.harness.published()[before..].to_vec();
@@ -889,6 +900,12 @@ async fn an_unchanged_instance_sends_no_request_and_requeues_for_its_renewal_tim
     assert!(quiet.t.log.is_empty(), "{}", quiet.t.summary());
     assert_eq!(quiet.action(), Action::requeue(RESYNC));
     assert!(quiet.events.is_empty(), "{:?}", quiet.events);
+    // Once read, the Secrets are not read again while they stay as they are: what the TLS and
+    // credentials steps derived from them is remembered (no value), until the renewal is due.
+    let again = w.reconcile(|api| async move { api }).await;
+    assert!(again.t.log.is_empty(), "{}", again.t.summary());
+    assert!(again.t.reads.is_empty(), "{}", again.t.summary());
+    assert_eq!(again.action(), Action::requeue(RESYNC));
 
     // Inside the resync interval: the requeue is exactly the time left until renewal.
     for left in [
@@ -899,6 +916,7 @@ async fn an_unchanged_instance_sends_no_request_and_requeues_for_its_renewal_tim
         w.set_now(renewal - left);
         let step = w.reconcile(|api| async move { api }).await;
         assert!(step.t.log.is_empty(), "{}", step.t.summary());
+        assert!(step.t.reads.is_empty(), "{}", step.t.summary());
         assert_eq!(
             step.action(),
             Action::requeue(secs(left)),
@@ -906,6 +924,14 @@ async fn an_unchanged_instance_sends_no_request_and_requeues_for_its_renewal_tim
         );
         assert!(step.events.is_empty());
     }
+    // At the renewal time the remembered decision is due: the Secrets are read again.
+    w.set_now(renewal);
+    let due = republish(&mut w, true).await;
+    assert!(
+        due.t.reads.iter().any(|r| r.ends_with(&tls_name())),
+        "{}",
+        due.t.summary()
+    );
 }
 
 // ===== 3. renewal at renewalTime, not before ===================================================

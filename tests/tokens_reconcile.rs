@@ -321,6 +321,11 @@ async fn first_reconcile_writes_secret_and_status_then_nothing_until_renewal_tim
         assert_eq!(action, Action::requeue(until(now, renewal)));
         assert!(env.event_reasons().is_empty(), "{:?}", env.event_reasons());
         assert_eq!(env.token_value("frontend-qdrant-token").await, token);
+        if now == renewal - SignedDuration::from_secs(1) {
+            // The Secrets were read by the reconcile before and have not changed since: what
+            // it decided is remembered (no value), so none is read again.
+            assert_eq!(counters.get("get", "secrets"), 0, "{:?}", counters.requests);
+        }
     }
 
     // At the renewal time: a new token, a new expiry, one Secret write and one status write.

@@ -20,6 +20,7 @@ use super::trust::TrustBundle;
 use crate::conditions::{SECRET_NOT_ALLOWED, WAIT};
 use crate::error::Result;
 use crate::reconcile::Context;
+use crate::reconcile::memo::{Version, version_read};
 use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, ClientReason, Jitter, LeafMaterial, Phase, TlsError, TlsPolicy, client_common_name,
@@ -51,12 +52,13 @@ impl ClientCert {
 }
 
 /// The operator's `<n>-ca`, which would sign the token's client certificate, is used only when
-/// this very instance controls it (as its API key).
+/// this very instance controls it (as its API key). Returns the version of `<n>-ca` as read
+/// (None: not read, or absent).
 pub(super) async fn operator_ca_ours(
     ctx: &Context,
     secrets: &Api<Secret>,
     inst: &Instance,
-) -> Result<Result<(), Blocked>> {
+) -> Result<Result<Version, Blocked>> {
     if let Some(ca_name) = inst
         .tls
         .as_ref()
@@ -64,9 +66,10 @@ pub(super) async fn operator_ca_ours(
         .and_then(|_| inst.operator_ca_secret_name())
         && let Some(secret) = read(ctx, secrets, &inst.namespace, &ca_name).await?
     {
-        return Ok(instance_secret_ours(&secret, inst));
+        let version = version_read(Some(&secret));
+        return Ok(instance_secret_ours(&secret, inst).map(|()| version));
     }
-    Ok(Ok(()))
+    Ok(Ok(None))
 }
 
 /// Not now: keeps the stored certificate while it still works, says why, looks again soon.

@@ -20,12 +20,13 @@ use crate::material::SecretValue;
 use crate::reconcile::Context;
 use crate::reconcile::apply::Outcome;
 use crate::reconcile::expect::EXPECTATION_TTL;
+use crate::reconcile::memo::{Inputs, Key, TokenFacts, Version, version_cached, version_read};
 use crate::settings::Settings;
 use crate::tokens::{
     self, TokenEndpoints, TokenPlan, ValidToken, plan_token, read_token, token_annotations,
     token_status,
 };
-use crate::validate::{self, Instance};
+use crate::validate::{self, Instance, TlsSource};
 
 /// Validated spec → the token Secret. Ok(Err(..)) when blocked by the instance's state.
 pub(super) async fn issue(
@@ -38,14 +39,33 @@ pub(super) async fn issue(
         Ok(inst) => inst,
         Err(b) => return Ok(Err(b)),
     };
+    // What was decided on exactly the Secrets the cache shows, before its next decision.
+    let memo_key = remembered_inputs(valid, &inst);
+    let who = format!("{}/{}", valid.namespace, valid.name);
+    if let Some(facts) = memo_key
+        .as_ref()
+        .and_then(|k| {
+            ctx.token_facts
+                .get(&who, &k(&cached_versions(ctx, valid, &inst)))
+        })
+        .filter(|f| now < f.deadline)
+    {
+        let requeue = Duration::try_from(facts.deadline.duration_since(now)).unwrap_or_default();
+        return Ok(Ok(Issued {
+            status: facts.status,
+            requeue,
+            client: facts.client,
+        }));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &inst.namespace);
     let key_secret = match key_secret(ctx, &secrets, &inst).await? {
         Ok(secret) => secret,
         Err(b) => return Ok(Err(b)),
     };
-    if let Err(b) = operator_ca_ours(ctx, &secrets, &inst).await? {
-        return Ok(Err(b));
-    }
+    let ca_version = match operator_ca_ours(ctx, &secrets, &inst).await? {
+        Ok(version) => version,
+        Err(b) => return Ok(Err(b)),
+    };
     let key = match signing_key(&inst, key_secret.as_ref()) {
         Ok(key) => key,
         Err(b) => return Ok(Err(b)),
@@ -67,9 +87,89 @@ pub(super) async fn issue(
         ..endpoints(&inst, trust.ca_crt)
     };
     let secret = tokens::token_secret(valid, &token, &endpoints, token_annotations(valid, &key));
-    let outcome = token_secret::write(ctx, valid, secret).await?;
+    let read = TokenVersions {
+        key: version_read(key_secret.as_ref()),
+        ca: ca_version,
+        tls: trust.version.clone(),
+        token: None,
+    };
+    let uid = existing.as_ref().and_then(|s| s.metadata.uid.clone());
+    let (outcome, rv) = token_secret::write(ctx, secret, existing).await?;
     announce_client_certificate(ctx, valid, &client).await;
-    Ok(Ok(issued(valid, &plan, outcome, client, now)))
+    let issued = issued(valid, &plan, outcome, client, now);
+    // Remembered under the versions read, the token Secret's as this write left it (a created
+    // one is read once more by the next reconcile).
+    if let (Some(memo_key), Some(uid), Some(rv)) = (memo_key, uid, rv)
+        && outcome != Outcome::Pending
+    {
+        let read = TokenVersions {
+            token: Some((uid, rv)),
+            ..read
+        };
+        let facts = TokenFacts {
+            status: issued.status.clone(),
+            client: issued.client.clone(),
+            deadline: now
+                .checked_add(crate::tls::signed(issued.requeue))
+                .unwrap_or(now),
+        };
+        ctx.token_facts.remember(who, memo_key(&read), facts);
+    }
+    Ok(Ok(issued))
+}
+
+/// The versions of the Secrets a token is made from: the signing key's Secret, `<n>-ca` (with
+/// client certificates), `<n>-tls`, the token Secret.
+struct TokenVersions {
+    key: Version,
+    ca: Version,
+    tls: Version,
+    token: Version,
+}
+
+/// How the inputs of a token's decision make a memo key; None when a Secret the user references
+/// is among them (it is read on every reconcile).
+fn remembered_inputs<'a>(
+    valid: &'a ValidToken,
+    inst: &'a Instance,
+) -> Option<impl Fn(&TokenVersions) -> Key + 'a> {
+    let user_certificate = matches!(
+        inst.tls.as_ref().map(|t| &t.source),
+        Some(TlsSource::UserCertificate(_) | TlsSource::UserCa(_))
+    );
+    if !inst.generates_api_key() || user_certificate {
+        return None;
+    }
+    Some(move |v: &TokenVersions| {
+        Inputs::new("token")
+            .debug(valid)
+            .instance(inst)
+            .version(&v.key)
+            .version(&v.ca)
+            .version(&v.tls)
+            .version(&v.token)
+            .finish()
+    })
+}
+
+/// The instance's CA Secret when a client certificate is signed from it.
+fn ca_name(inst: &Instance) -> Option<String> {
+    inst.tls
+        .as_ref()
+        .filter(|t| t.client_certificates)
+        .and_then(|_| inst.operator_ca_secret_name())
+}
+
+/// The versions the cache shows.
+fn cached_versions(ctx: &Context, valid: &ValidToken, inst: &Instance) -> TokenVersions {
+    let ns = &inst.namespace;
+    let cached = |name: Option<String>| name.and_then(|n| version_cached(&ctx.stores, ns, &n));
+    TokenVersions {
+        key: cached(Some(inst.api_key_ref().0)),
+        ca: cached(ca_name(inst)),
+        tls: cached(inst.tls_secret_name()),
+        token: cached(Some(valid.secret_name.clone())),
+    }
 }
 
 /// The SecureQdrant the token signs for, validated by the one validation its own reconcile

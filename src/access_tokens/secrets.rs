@@ -7,19 +7,17 @@ use super::outcome::{Blocked, blocked};
 use crate::conditions::{CHILD_CONFLICT, WAIT};
 use crate::error::{Error, Result};
 use crate::reconcile::Context;
-use crate::reconcile::stores::cached;
 use crate::validate::Instance;
 
-/// The Secret `ns/name`: from the cache, else from the API server (None: it does not exist).
+/// The Secret `ns/name`, read from the API server (None: it does not exist). No cache holds a
+/// Secret's data; what a token reconcile derives from them is remembered in
+/// [`Context::token_facts`](crate::reconcile::Context).
 pub(super) async fn read(
-    ctx: &Context,
+    _ctx: &Context,
     api: &Api<Secret>,
-    ns: &str,
+    _ns: &str,
     name: &str,
 ) -> Result<Option<Secret>> {
-    if let Some(s) = cached(&ctx.stores.secrets, ns, name) {
-        return Ok(Some(s.as_ref().clone()));
-    }
     api.get_opt(name).await.map_err(|source| Error::Read {
         kind: "Secret",
         name: name.to_owned(),

@@ -10,7 +10,7 @@ use super::secrets::read;
 use crate::crd::QdrantAccessToken;
 use crate::error::{Error, Result};
 use crate::reconcile::Context;
-use crate::reconcile::apply::{Outcome, apply};
+use crate::reconcile::apply::{Outcome, apply_secret};
 use crate::reconcile::stores::cached;
 use crate::tokens::{ValidToken, controlled_by};
 
@@ -21,7 +21,7 @@ pub(super) async fn existing(
     secrets: &Api<Secret>,
     valid: &ValidToken,
 ) -> Result<Result<Option<Secret>, Blocked>> {
-    let mut existing = read(ctx, secrets, &valid.namespace, &valid.secret_name).await?;
+    let existing = read(ctx, secrets, &valid.namespace, &valid.secret_name).await?;
     if let Some(s) = &existing
         && !controlled_by(s, valid)
     {
@@ -36,30 +36,19 @@ pub(super) async fn existing(
             None,
         )));
     }
-    // Only this token writes its Secret: what it wrote last is newer than a cached copy that
-    // does not show it yet.
-    if let Some(s) = existing.as_mut()
-        && let Some(data) = ctx.written_token_data.get(&memo_key(valid))
-        && s.data.as_ref() != Some(&data)
-    {
-        s.data = Some(data);
-    }
+    // Read now from the API server: never a stale copy, so a token or client certificate is
+    // never issued twice.
     Ok(Ok(existing))
 }
 
-/// Applies the token Secret, and remembers its data once written.
-pub(super) async fn write(ctx: &Context, valid: &ValidToken, secret: Secret) -> Result<Outcome> {
-    let data = secret.data.clone().unwrap_or_default();
-    let outcome = apply(&ctx.client, &ctx.expectations, &ctx.stores.secrets, secret).await?;
-    if outcome == Outcome::Applied {
-        ctx.written_token_data.remember(memo_key(valid), data);
-    }
-    Ok(outcome)
-}
-
-/// Where [`Context::written_token_data`] keeps the token Secret: `namespace/name`.
-fn memo_key(valid: &ValidToken) -> String {
-    format!("{}/{}", valid.namespace, valid.secret_name)
+/// Applies the token Secret over `existing` (as this reconcile read it). Returns the outcome and
+/// the Secret's resourceVersion after it.
+pub(super) async fn write(
+    ctx: &Context,
+    secret: Secret,
+    existing: Option<Secret>,
+) -> Result<(Outcome, Option<String>)> {
+    apply_secret(&ctx.client, &ctx.expectations, secret, existing).await
 }
 
 /// Deletes the token Secret this QdrantAccessToken controls, if any (its spec became invalid,

@@ -9,6 +9,7 @@ use super::secrets::{instance_secret_ours, read};
 use crate::conditions::{SECRET_NOT_ALLOWED, WAIT};
 use crate::error::Result;
 use crate::reconcile::Context;
+use crate::reconcile::memo::{Version, version_read};
 use crate::validate::{Instance, TlsSource};
 
 /// The instance's trust bundle.
@@ -17,6 +18,8 @@ pub(super) struct TrustBundle {
     pub(super) ca_crt: Option<String>,
     /// The CA key rollover phase recorded on the serving-certificate Secret.
     pub(super) rollover_phase: Option<String>,
+    /// The version of that Secret as read.
+    pub(super) version: Version,
 }
 
 /// The PEM bundle that verifies the instance's serving certificate (None without TLS), and the
@@ -30,6 +33,7 @@ pub(super) async fn trust_bundle(
         return Ok(Ok(TrustBundle {
             ca_crt: None,
             rollover_phase: None,
+            version: None,
         }));
     };
     let secret = read(ctx, api, &inst.namespace, &name).await?;
@@ -43,6 +47,7 @@ pub(super) async fn trust_bundle(
             .get(crate::tls::ROLLOVER_PHASE_ANNOTATION)
             .cloned()
     });
+    let version = version_read(secret.as_ref());
     let ca = secret
         .and_then(|s| s.data)
         .and_then(|d| d.get(crate::tls::CA_CRT).cloned())
@@ -52,6 +57,7 @@ pub(super) async fn trust_bundle(
         Some(ca) => Ok(TrustBundle {
             ca_crt: Some(ca),
             rollover_phase,
+            version,
         }),
         None => Err(blocked(
             "WaitingForCertificate",

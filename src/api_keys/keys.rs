@@ -55,6 +55,23 @@ pub struct ApiKeys {
     pub salt: SecretValue,
 }
 
+/// What the pods' template needs from the API keys, and nothing that reveals one: the Secret
+/// keys Qdrant's keys come from, their HMACs keyed with the instance's salt
+/// ([`ApiKeys::keyed`], already published on the pod template through the restart hash) and
+/// the keys fingerprint. Derived facts a reconcile may remember between reconciles; the keys
+/// themselves are read from `<n>-api-key` when they are needed and dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// The Secret key Qdrant's `api_key` comes from.
+    pub api_key_slot: &'static str,
+    pub api_key_mac: [u8; 32],
+    pub read_only_mac: Option<[u8; 32]>,
+    /// During a rotation: the Secret key of Qdrant's `alt_api_key`, and its HMAC.
+    pub alt: Option<(&'static str, [u8; 32])>,
+    /// [`ApiKeys::fingerprint`].
+    pub fingerprint: String,
+}
+
 /// A key Qdrant runs with: the Secret key it comes from, and its value.
 pub type KeySlot<'a> = (&'static str, &'a SecretValue);
 
@@ -146,6 +163,18 @@ impl ApiKeys {
             h.update(self.keyed(alt));
         }
         hex::encode(&h.finalize()[..16])
+    }
+
+    /// What the pods' template needs from these keys, without the keys ([`KeyFacts`]).
+    pub fn facts(&self) -> KeyFacts {
+        let (api_key, alt) = self.qdrant_keys();
+        KeyFacts {
+            api_key_slot: api_key.0,
+            api_key_mac: self.keyed(api_key.1),
+            read_only_mac: self.read_only.as_ref().map(|ro| self.keyed(ro)),
+            alt: alt.map(|(slot, value)| (slot, self.keyed(value))),
+            fingerprint: self.fingerprint(),
+        }
     }
 
     /// The Secret data holding these keys and the salt.

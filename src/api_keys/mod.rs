@@ -11,8 +11,8 @@ pub mod secret;
 pub mod signing;
 
 pub use keys::{
-    API_KEY, ApiKeys, FINGERPRINT_SALT, KeyProblem, KeySlot, NEXT_API_KEY, READ_ONLY_API_KEY,
-    generate_key, read_key, unsendable,
+    API_KEY, ApiKeys, FINGERPRINT_SALT, KeyFacts, KeyProblem, KeySlot, NEXT_API_KEY,
+    READ_ONLY_API_KEY, generate_key, read_key, unsendable,
 };
 pub use phase::{PHASE_ANNOTATION, Phase};
 pub use rotation::{

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 
-use crate::api_keys::ApiKeys;
+use crate::api_keys::{ApiKeys, KeyFacts};
 use crate::qdrant;
 use crate::validate::Instance;
 
@@ -113,19 +113,26 @@ pub struct Children {
 
 /// Builds every child of an instance.
 pub fn build(inst: &Instance, material: &Material) -> Children {
+    Children {
+        api_key_secret: secrets::api_key(inst, &material.api_keys),
+        ..build_from_facts(inst, &material.api_keys.facts(), material.tls.as_ref())
+    }
+}
+
+/// Builds every child of an instance from what the reconcile knows of its keys
+/// ([`KeyFacts`]: no key values, so `api_key_secret` is None; the credentials step writes that
+/// Secret) and its TLS material (`tls.secret` / `tls.metrics_client` None: those Secrets are
+/// not written in this reconcile).
+pub fn build_from_facts(inst: &Instance, keys: &KeyFacts, tls: Option<&PodTls>) -> Children {
     let config_yaml = qdrant::config_yaml(inst);
-    let restart = restart_hash(&config_yaml, material);
+    let restart = restart_hash_of(&config_yaml, keys, tls);
     Children {
         service_account: service_account::build(inst),
-        api_key_secret: secrets::api_key(inst, &material.api_keys),
-        tls_secret: material
-            .tls
-            .as_ref()
+        api_key_secret: None,
+        tls_secret: tls
             .and_then(|t| t.secret.as_ref())
             .map(|(data, annotations)| secrets::tls(inst, data.clone(), annotations.clone())),
-        metrics_client_secret: material
-            .tls
-            .as_ref()
+        metrics_client_secret: tls
             .and_then(|t| t.metrics_client.as_ref())
             .filter(|_| inst.metrics_client_secret().is_some())
             .map(|data| secrets::metrics_client(inst, data.clone())),
@@ -134,11 +141,11 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
         client_service: services::client(inst),
         network_policies: network_policies::build(inst),
         pdb: pdb::build(inst),
-        statefulset: statefulset::build(
+        statefulset: statefulset::build_from_facts(
             inst,
-            &material.api_keys,
+            keys,
             &restart,
-            material.tls.as_ref().map(|t| t.fingerprint.as_str()),
+            tls.map(|t| t.fingerprint.as_str()),
         ),
     }
 }
@@ -147,22 +154,29 @@ pub fn build(inst: &Instance, material: &Material) -> Children {
 /// with the instance's fingerprint salt, never the values nor a plain hash of them) and the TLS
 /// material (gRPC and p2p load it only at start). A change rolls the StatefulSet one pod at a time.
 pub fn restart_hash(config_yaml: &str, material: &Material) -> String {
-    let keys = &material.api_keys;
+    restart_hash_of(
+        config_yaml,
+        &material.api_keys.facts(),
+        material.tls.as_ref(),
+    )
+}
+
+/// [`restart_hash`] from the keys' [`KeyFacts`].
+pub fn restart_hash_of(config_yaml: &str, keys: &KeyFacts, tls: Option<&PodTls>) -> String {
     let mut h = Sha256::new();
     h.update(b"config\0");
     h.update(config_yaml.as_bytes());
-    let (api_key, alt) = keys.qdrant_keys();
     h.update(b"\0api-key\0");
-    h.update(keys.keyed(api_key.1));
-    if let Some(ro) = &keys.read_only {
+    h.update(keys.api_key_mac);
+    if let Some(ro) = &keys.read_only_mac {
         h.update(b"\0read-only-api-key\0");
-        h.update(keys.keyed(ro));
+        h.update(ro);
     }
-    if let Some((_, alt)) = alt {
+    if let Some((_, alt)) = &keys.alt {
         h.update(b"\0alt-api-key\0");
-        h.update(keys.keyed(alt));
+        h.update(alt);
     }
-    if let Some(tls) = &material.tls {
+    if let Some(tls) = tls {
         h.update(b"\0tls\0");
         h.update(tls.fingerprint.as_bytes());
     }

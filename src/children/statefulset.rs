@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{COMPONENT_DATABASE, RESTART_HASH, labels, object_meta, pod_selector};
 use crate::api_keys::rotation::KEYS_FINGERPRINT_ANNOTATION;
-use crate::api_keys::{self, ApiKeys};
+use crate::api_keys::{self, ApiKeys, KeyFacts};
 use crate::qdrant::{
     CONFIG_DIR, CONFIG_FILE, GRPC_PORT, HTTP_PORT, INIT_DIR, METRICS_PORT, P2P_PORT,
     SNAPSHOTS_PATH, STORAGE_PATH, TLS_DIR, WORKDIR, env,
@@ -84,11 +84,24 @@ pub fn build(
     restart_hash: &str,
     tls_fingerprint: Option<&str>,
 ) -> StatefulSet {
+    build_from_facts(inst, &keys.facts(), restart_hash, tls_fingerprint)
+}
+
+/// [`build`] from the keys' [`KeyFacts`] (what the pod template needs of them: no values).
+pub fn build_from_facts(
+    inst: &Instance,
+    keys: &KeyFacts,
+    restart_hash: &str,
+    tls_fingerprint: Option<&str>,
+) -> StatefulSet {
     let mut template_labels = labels(inst, COMPONENT_DATABASE);
     template_labels.extend(inst.pod.labels.clone());
     let mut annotations = inst.pod.annotations.clone();
     annotations.insert(RESTART_HASH.to_owned(), restart_hash.to_owned());
-    annotations.insert(KEYS_FINGERPRINT_ANNOTATION.to_owned(), keys.fingerprint());
+    annotations.insert(
+        KEYS_FINGERPRINT_ANNOTATION.to_owned(),
+        keys.fingerprint.clone(),
+    );
     if let Some(fp) = tls_fingerprint {
         annotations.insert(TLS_FINGERPRINT_ANNOTATION.to_owned(), fp.to_owned());
     }
@@ -140,7 +153,7 @@ pub fn build(
     }
 }
 
-fn pod_spec(inst: &Instance, keys: &ApiKeys) -> PodSpec {
+fn pod_spec(inst: &Instance, keys: &KeyFacts) -> PodSpec {
     let snapshots = inst.snapshots_size.is_none().then(|| Volume {
         name: VOLUME_SNAPSHOTS.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -281,11 +294,11 @@ fn scheme(inst: &Instance) -> &'static str {
     inst.scheme()
 }
 
-fn env(inst: &Instance, keys: &ApiKeys) -> Vec<EnvVar> {
+fn env(inst: &Instance, keys: &KeyFacts) -> Vec<EnvVar> {
     // Qdrant's keys by the Secret key they come from (they trade places during a rotation).
-    let (api_key, alt) = keys.qdrant_keys();
+    let alt = keys.alt;
     let api_key_ref = match inst.generates_api_key() {
-        true => (inst.api_key_secret_name(), api_key.0.to_owned()),
+        true => (inst.api_key_secret_name(), keys.api_key_slot.to_owned()),
         false => inst.api_key_ref(),
     };
     let mut env = vec![
@@ -447,7 +460,7 @@ fn probe(inst: &Instance, path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn container(inst: &Instance, keys: &ApiKeys) -> Container {
+fn container(inst: &Instance, keys: &KeyFacts) -> Container {
     let mut ports = vec![
         container_port("http", HTTP_PORT),
         container_port("grpc", GRPC_PORT),

@@ -20,7 +20,7 @@ use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
-use crate::reconcile::stores::Stores;
+use crate::reconcile::stores::{CachedSecret, Stores};
 use crate::statefulset_view::StatefulSetView;
 use crate::telemetry::Health;
 
@@ -61,9 +61,13 @@ where
     (reader, Box::pin(stream))
 }
 
+/// The annotation `kubectl apply` keeps the applied object in (a Secret's data too).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The watches with what a cache never reads taken out of each object as it arrives: managed
-/// fields (a third of a small object). With `mark`, the drift signal
-/// ([`drift::foreign_write`]) is read from the managed fields first and kept as a cache-only mark.
+/// fields (a third of a small object) and the copy `kubectl apply` keeps. With `mark`, the drift
+/// signal ([`drift::foreign_write`]) is read from the managed fields first and kept as a
+/// cache-only mark.
 fn trimmed<K>(
     watches: Vec<(Option<String>, EventStream<K>)>,
     mark: bool,
@@ -76,10 +80,15 @@ where
         .map(|(ns, s)| {
             let s: EventStream<K> = s
                 .modify(move |o: &mut K| {
+                    let meta = o.meta_mut();
                     if mark {
-                        drift::mark_and_trim(o.meta_mut());
+                        drift::mark_and_trim(meta);
                     }
-                    o.meta_mut().managed_fields = None;
+                    meta.managed_fields = None;
+                    // `kubectl apply` copies the whole object there, a Secret's data included.
+                    if let Some(annotations) = meta.annotations.as_mut() {
+                        annotations.remove(LAST_APPLIED);
+                    }
                 })
                 .boxed();
             (ns, s)
@@ -150,7 +159,8 @@ impl Synced {
 /// The trigger streams of the children's caches.
 pub struct ChildStreams {
     pub service_accounts: ChildStream<PartialObjectMeta<ServiceAccount>>,
-    pub secrets: ChildStream<Secret>,
+    /// Metadata only: no Secret value is decoded.
+    pub secrets: ChildStream<CachedSecret>,
     pub config_maps: ChildStream<PartialObjectMeta<ConfigMap>>,
     pub services: ChildStream<PartialObjectMeta<Service>>,
     pub network_policies: ChildStream<PartialObjectMeta<NetworkPolicy>>,
@@ -189,7 +199,9 @@ pub fn child_caches(
 ) -> (Stores, ChildStreams) {
     let (service_accounts, sa_stream) =
         meta_cache::<ServiceAccount>(client, scope, synced, expectations);
-    let (secrets, secret_stream) = cache::<Secret>(client, scope, synced, expectations);
+    // Secrets: a metadata-only watch (`PartialObjectMeta`), so their data is neither sent by the
+    // API server nor held in the cache.
+    let (secrets, secret_stream) = meta_cache::<Secret>(client, scope, synced, expectations);
     let (config_maps, cm_stream) = meta_cache::<ConfigMap>(client, scope, synced, expectations);
     let (services, svc_stream) = meta_cache::<Service>(client, scope, synced, expectations);
     let (network_policies, np_stream) =
@@ -216,4 +228,63 @@ pub fn child_caches(
         statefulsets: sts_stream,
     };
     (stores, streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::ResourceExt;
+    use kube::core::WatchEvent;
+    use serde_json::json;
+
+    /// A Secret as a watch event brings it, decoded as the cache of Secrets decodes it and
+    /// trimmed as it is before it is cached: no value is left, in any form.
+    #[test]
+    fn a_secret_watch_event_leaves_no_value_in_the_cached_type() {
+        let value = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkw";
+        let plain = "secret-key-material-1234567890";
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {
+                "name": "vectors-ca", "namespace": "search", "uid": "u-1",
+                "resourceVersion": "42",
+                "labels": {"app.kubernetes.io/managed-by": "secure-qdrant-operator"},
+                "annotations": {
+                    LAST_APPLIED: json!({"data": {"tls.key": value}}).to_string(),
+                    "secureqdrant.dev/applied-hash": "abc",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "fieldsV1": {"f:data": {"f:tls.key": {}}}}],
+            },
+            "data": {"tls.key": value},
+            "stringData": {"other": plain},
+        });
+        let event: WatchEvent<CachedSecret> =
+            serde_json::from_value(json!({"type": "ADDED", "object": secret})).unwrap();
+        let WatchEvent::Added(decoded) = event else {
+            panic!("an ADDED event")
+        };
+        let stream: EventStream<CachedSecret> =
+            futures::stream::iter([Ok(watcher::Event::Apply(decoded))]).boxed();
+        let trimmed = trimmed(vec![(None, stream)], true);
+        let (_, stream) = trimmed.into_iter().next().unwrap();
+        let events = futures::executor::block_on(stream.collect::<Vec<_>>());
+        let Ok(watcher::Event::Apply(cached)) = &events[0] else {
+            panic!("an Apply event")
+        };
+        let shown = format!(
+            "{cached:?}\n{}",
+            serde_json::to_string(cached).expect("serializes")
+        );
+        for leak in [value, plain, "tls.key"] {
+            assert!(!shown.contains(leak), "{leak} in {shown}");
+        }
+        // What the operator decides from is kept.
+        assert_eq!(cached.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(cached.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            cached.annotations().get("secureqdrant.dev/applied-hash"),
+            Some(&"abc".to_owned())
+        );
+    }
 }

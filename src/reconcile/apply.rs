@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
@@ -17,7 +18,7 @@ use tracing::debug;
 
 use super::drift;
 use super::expect::Expectations;
-use super::ownership::{Ownership, adopt, expected_owner, ownership};
+use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
 use super::stamp::{APPLIED_HASH, stamp};
 use super::stores::cached;
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
@@ -219,7 +220,40 @@ where
         Cached::Missing => read(&api, &name).await?.map(Seen::Full),
         Cached::Stale => meta.map(|m| Seen::Meta(Box::new(m.clone().into_response_partial()))),
     };
-    write_checked(&api, expectations, &desired, seen, false).await
+    let (outcome, _) = write_checked(&api, expectations, &desired, seen, false).await?;
+    Ok(outcome)
+}
+
+/// Server-side applies a Secret over `current`, the copy this reconcile has just read from the
+/// API server (None: it does not exist): compared with that copy, never with the cache (the
+/// cache of Secrets holds no data). Ownership, adoption and the guarded writes are those of
+/// [`apply`]. Returns the outcome and the resourceVersion the Secret has now.
+pub async fn apply_secret(
+    client: &Client,
+    expectations: &Expectations,
+    desired: Secret,
+    current: Option<Secret>,
+) -> Result<(Outcome, Option<String>)> {
+    let desired = stamp(desired);
+    if let Some(c) = &current
+        && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
+    {
+        return Err(conflict(c, by));
+    }
+    if !needs_apply(&desired, current.as_ref()) {
+        let rv = current.and_then(|c| c.metadata.resource_version);
+        return Ok((Outcome::Unchanged, rv));
+    }
+    let api: Api<Secret> =
+        Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    Box::pin(write_checked(
+        &api,
+        expectations,
+        &desired,
+        current.map(Seen::Full),
+        false,
+    ))
+    .await
 }
 
 /// A flagged child: reads it, and writes it if it differs from `desired` (else remembers its
@@ -251,7 +285,8 @@ where
         expectations.verified().record(kind, &namespace, &name, &rv);
         return Ok(Outcome::Unchanged);
     }
-    let outcome = write_checked(api, expectations, desired, full.map(Seen::Full), true).await?;
+    let (outcome, _) =
+        write_checked(api, expectations, desired, full.map(Seen::Full), true).await?;
     if let Some(rv) = cached.and_then(|m| m.resource_version.as_deref()) {
         expectations.verified().record(kind, &namespace, &name, rv);
     }
@@ -292,14 +327,15 @@ fn child_conflict(kind: &'static str, name: &str, owner: String) -> Error {
 /// Writes `desired` over `current` (None: absent) when the operator may: adopting an orphan
 /// annotated for adoption first, refusing a foreign object, and reading and checking once more
 /// when the object changed since it was read (see [`apply`]). With `remember` (a repair of drift),
-/// the version written is recorded as clean ([`super::verified`]).
+/// the version written is recorded as clean ([`super::verified`]). Returns the outcome and the
+/// object's resourceVersion after it (None when unknown).
 async fn write_checked<K>(
     api: &Api<K>,
     expectations: &Expectations,
     desired: &K,
     mut current: Option<Seen<K>>,
     remember: bool,
-) -> Result<Outcome>
+) -> Result<(Outcome, Option<String>)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -349,7 +385,7 @@ where
                 && let Seen::Full(full) = &c
                 && !needs_apply(desired, Some(full))
             {
-                return Ok(Outcome::Unchanged);
+                return Ok((Outcome::Unchanged, full.resource_version()));
             }
             current = Some(c);
         }
@@ -378,7 +414,7 @@ where
                     let rv = written.resource_version().unwrap_or_default();
                     expectations.verified().record(kind, &namespace, &name, &rv);
                 }
-                return Ok(Outcome::Applied);
+                return Ok((Outcome::Applied, written.resource_version()));
             }
             Err(kube::Error::Api(e)) if (e.code == 409 || uid_changed(&e)) && attempt == 0 => {
                 // Changed (or created, or replaced) by someone else since it was read: read and

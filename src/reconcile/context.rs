@@ -1,15 +1,17 @@
 //! What every reconcile shares: the client, the caches, where Events and metrics go, the clock,
-//! and the memories of this process's own recent writes.
+//! the memories of this process's own recent writes, and what reconciles derived from Secrets.
 
 use std::time::Duration;
 
 use kube::Client;
 
 use super::backoff::Backoffs;
-use super::credentials;
-use super::expect::{EXPECTATION_TTL, Expectations};
+use super::expect::Expectations;
+use super::memo::{Memo, TokenFacts};
 use super::recent::{Clock, Recent, system_clock};
 use super::stores::Stores;
+use super::tls;
+use crate::api_keys::KeyFacts;
 use crate::crd::SecureQdrantStatus;
 use crate::events::Events;
 use crate::settings::Settings;
@@ -40,19 +42,17 @@ pub struct Context {
     /// is on its way), and a status computed from that stale copy would write again, with new
     /// transition times.
     pub written_status: Recent<String, SecureQdrantStatus>,
-    /// The data each token Secret (namespace/name) was last given, for [`EXPECTATION_TTL`]: for
-    /// the same reason, so a stale cached copy never makes a token or client certificate be
-    /// issued twice.
-    pub written_token_data: Recent<String, TokenSecretData>,
-    /// When this process last wrote each API-key Secret (see [`credentials::RecentWrites`]).
-    pub key_secret_writes: credentials::RecentWrites,
+    /// What the credentials step derived from `<n>-api-key` (no key), per instance.
+    pub key_facts: Memo<KeyFacts>,
+    /// What the TLS step derived from `<n>-ca`, `<n>-tls` and `<n>-metrics-client` (no key, no
+    /// certificate), per instance.
+    pub tls_facts: Memo<tls::TlsFacts>,
+    /// What a token reconcile that wrote nothing decided, per QdrantAccessToken.
+    pub token_facts: Memo<TokenFacts>,
 }
 
 /// How long the status a reconcile wrote is preferred over an object's older copy.
 pub const WRITTEN_STATUS_TTL: Duration = Duration::from_secs(300);
-
-/// The data of a token Secret.
-pub type TokenSecretData = std::collections::BTreeMap<String, k8s_openapi::ByteString>;
 
 impl Context {
     pub fn new(client: Client, stores: Stores, events: Events, settings: Settings) -> Self {
@@ -66,8 +66,9 @@ impl Context {
             metrics: Metrics::default(),
             expectations: Expectations::default(),
             written_status: Recent::new(WRITTEN_STATUS_TTL, clock.clone()),
-            written_token_data: Recent::new(EXPECTATION_TTL, clock.clone()),
-            key_secret_writes: credentials::RecentWrites::new(clock.clone()),
+            key_facts: Memo::default(),
+            tls_facts: Memo::default(),
+            token_facts: Memo::default(),
             clock,
         }
     }
@@ -77,8 +78,6 @@ impl Context {
     pub fn with_clock(self, clock: Clock) -> Self {
         Context {
             written_status: Recent::new(WRITTEN_STATUS_TTL, clock.clone()),
-            written_token_data: Recent::new(EXPECTATION_TTL, clock.clone()),
-            key_secret_writes: credentials::RecentWrites::new(clock.clone()),
             clock,
             ..self
         }

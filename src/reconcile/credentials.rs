@@ -3,9 +3,9 @@
 //! is decided in [`crate::api_keys`] (pure). (Named for the pipeline step it runs: step 3,
 //! `credentials`.)
 //!
-//! Generated keys live in `<n>-api-key` and are never overwritten: a cache miss is confirmed
-//! with a GET, creation is a create (which fails rather than replaces), and later changes are
-//! compare-and-swap merge patches guarded by the resourceVersion that was read. A user's key
+//! Generated keys live in `<n>-api-key` and are never overwritten: the Secret is read with a GET
+//! (no cache holds its data), creation is a create (which fails rather than replaces), and later
+//! changes are compare-and-swap merge patches guarded by the resourceVersion that was read. A user's key
 //! (`spec.auth.apiKeySecretRef`) is read on every reconcile and never written.
 
 use std::time::Duration;
@@ -17,11 +17,13 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Map, json};
 
-use super::recent::{Clock, Recent};
-use super::stores::{Stores, cached};
+use super::memo::{Inputs, Memo, Version, get, version_cached, version_read};
+use super::stores::Stores;
 use crate::api_keys::keys::{self, FINGERPRINT_SALT, NEXT_API_KEY, data_value};
 use crate::api_keys::rotation::{self, KEYS_FINGERPRINT_ANNOTATION, RotationState, RotationStep};
-use crate::api_keys::{ApiKeys, KeyProblem, Phase, generate_key, read_key, secret as key_secret};
+use crate::api_keys::{
+    ApiKeys, KeyFacts, KeyProblem, Phase, generate_key, read_key, secret as key_secret,
+};
 use crate::children::meta::MANAGER;
 use crate::children::secrets;
 use crate::error::{Error, Result};
@@ -31,44 +33,11 @@ use crate::rollout::rolled_out_annotation;
 use crate::statefulset_view::StatefulSetView;
 use crate::validate::Instance;
 
-/// The resourceVersions that this process's key-rotation writes replaced, per API-key Secret
-/// (namespace/name). A cached copy with one of them predates a write, and a rotation step
-/// computed from it would roll the pods back a phase: the Secret is read from the API server
-/// instead. (Other writes need no such care: a stale copy makes their compare-and-swap fail, or
-/// misses the Secret and reads it.)
-pub struct RecentWrites(Recent<(String, String), ()>);
-
-/// How long a replaced resourceVersion is remembered (a cache that does not catch up within it
-/// is a broken watch).
-const REMEMBER: std::time::Duration = std::time::Duration::from_secs(600);
-
-impl RecentWrites {
-    /// Nothing remembered yet; records expire as `clock` (the reconciles' clock) tells.
-    pub fn new(clock: Clock) -> Self {
-        RecentWrites(Recent::new(REMEMBER, clock))
-    }
-
-    fn record(&self, ns: &str, name: &str, replaced: Option<&str>) {
-        if let Some(rv) = replaced {
-            self.0.remember((format!("{ns}/{name}"), rv.to_owned()), ());
-        }
-    }
-
-    /// Whether `cached` (the cache's copy of the Secret) predates a write of this process.
-    fn predates_write(&self, ns: &str, name: &str, cached: &Secret) -> bool {
-        let Some(rv) = cached.metadata.resource_version.as_deref() else {
-            return false;
-        };
-        self.0
-            .get(&(format!("{ns}/{name}"), rv.to_owned()))
-            .is_some()
-    }
-}
-
 /// The keys Qdrant gets, what to tell the user, and when to look again.
 #[derive(Clone, Debug)]
 pub struct Credentials {
-    pub keys: ApiKeys,
+    /// What the pods need of the keys (never the keys themselves).
+    pub keys: KeyFacts,
     pub notices: Vec<Notice>,
     /// Set while a key rotation runs.
     pub requeue_after: Option<Duration>,
@@ -76,14 +45,18 @@ pub struct Credentials {
     pub rotation_phase: Option<&'static str>,
 }
 
-/// Returns the instance's API keys, creating or completing `<n>-api-key` when needed and
-/// advancing a key rotation. `created_before`: the operator created this Secret before (status
-/// says so), so a missing one was deleted and recreating it changes credentials.
+/// Returns what the pods need of the instance's API keys, creating or completing `<n>-api-key`
+/// when needed and advancing a key rotation. `created_before`: the operator created this Secret
+/// before (status says so), so a missing one was deleted and recreating it changes credentials.
+///
+/// The keys are read from the API server, never from a cache: unless `memo` holds what was
+/// derived from exactly the `<n>-api-key` (and user key Secret) the cache shows now, with no
+/// rotation running, then nothing is read. A Secret is generated only after a GET found none.
 #[allow(clippy::too_many_arguments)]
 pub async fn ensure(
     client: &Client,
     stores: &Stores,
-    written: &RecentWrites,
+    memo: &Memo<KeyFacts>,
     inst: &Instance,
     created_before: bool,
     sts: Option<&StatefulSetView>,
@@ -94,50 +67,90 @@ pub async fn ensure(
     let mut wanted = inst.generated_api_keys();
     wanted.push(FINGERPRINT_SALT);
     // The user's key first: a Secret that does not allow this instance stops the reconcile
-    // before anything is written.
-    let user_key = match &inst.auth.api_key_secret_ref {
-        None => None,
-        Some(r) => Some(user_key(client, stores, inst, &r.name, &r.key).await?),
+    // before anything is written. (A referenced Secret is read on every reconcile.)
+    let (user_key, user_version) = match &inst.auth.api_key_secret_ref {
+        None => (None, None),
+        Some(r) => {
+            let (key, version) = user_key(client, inst, &r.name, &r.key).await?;
+            (Some(key), version)
+        }
     };
-    let (secret, generated, notice) =
-        ensure_secret(client, stores, written, inst, &wanted, created_before).await?;
-    let mut credentials = Credentials {
-        keys: ApiKeys::stored(&wanted, &generated, user_key),
-        notices: notice.into_iter().collect(),
-        requeue_after: None,
-        rotation_phase: None,
+    let rolled_out = rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION);
+    // What the pods run with (`rolled_out`) is no input: only a rotation step uses it, and
+    // nothing is remembered while a rotation runs.
+    let memo_key = |version: &Version| {
+        Inputs::new("credentials")
+            .instance(inst)
+            .version(&user_version)
+            .version(version)
+            .finish()
     };
+    let who = format!("{}/{}", inst.namespace, inst.name);
+    let name = inst.api_key_secret_name();
+    let cached = version_cached(stores, &inst.namespace, &name);
+    if let Some(keys) = memo.get(&who, &memo_key(&cached)) {
+        return Ok(Credentials {
+            keys,
+            notices: Vec::new(),
+            requeue_after: None,
+            rotation_phase: None,
+        });
+    }
+    let (secret, generated, notice) = ensure_secret(client, inst, &wanted, created_before).await?;
+    let mut keys = ApiKeys::stored(&wanted, &generated, user_key);
+    let mut notices: Vec<Notice> = notice.into_iter().collect();
+    let mut rotation = Rotation::default();
     if inst.generates_api_key() {
         let requested = inst.api_key_rotation_request.as_deref();
-        rotate(
+        rotation = rotate(
             client,
-            written,
             inst,
             &secret,
             requested,
-            sts,
+            rolled_out.as_deref(),
             now,
-            &mut credentials,
+            &mut keys,
         )
         .await?;
+        notices.extend(rotation.notice.take());
     }
-    Ok(credentials)
+    let facts = keys.facts();
+    // Only a state that stays as it is until a Secret changes is remembered: no rotation step
+    // due, nothing written by the rotation (the next reconcile reads what was written).
+    let version = version_read(Some(&secret));
+    if rotation.requeue_after.is_none() && !rotation.wrote && version.is_some() {
+        memo.remember(who, memo_key(&version), facts.clone());
+    }
+    Ok(Credentials {
+        keys: facts,
+        notices,
+        requeue_after: rotation.requeue_after,
+        rotation_phase: rotation.phase,
+    })
+}
+
+/// What the rotation step decided and did.
+#[derive(Default)]
+struct Rotation {
+    requeue_after: Option<Duration>,
+    phase: Option<&'static str>,
+    notice: Option<Notice>,
+    /// A rotation step was written to `<n>-api-key`.
+    wrote: bool,
 }
 
 /// Reads the rotation `<n>-api-key` records, decides its next step
-/// ([`rotation::step`]) and writes it. `requested`: the rotation request on the SecureQdrant.
-#[allow(clippy::too_many_arguments)]
+/// ([`rotation::step`]) and writes it. `requested`: the rotation request on the SecureQdrant;
+/// `rolled_out`: the keys fingerprint of the pods once their rollout is complete.
 async fn rotate(
     client: &Client,
-    written: &RecentWrites,
     inst: &Instance,
     secret: &Secret,
     requested: Option<&str>,
-    sts: Option<&StatefulSetView>,
+    rolled_out: Option<&str>,
     now: Timestamp,
-    credentials: &mut Credentials,
-) -> Result<()> {
-    let keys = &mut credentials.keys;
+    keys: &mut ApiKeys,
+) -> Result<Rotation> {
     keys.next = next_key(inst, secret)?;
     let phase = Phase::recorded(secret);
     keys.phase = phase.unwrap_or_default();
@@ -146,8 +159,7 @@ async fn rotate(
         // cluster during the roll.
         return Err(Error::RotationKeyLost(inst.api_key_secret_name()));
     }
-    let rolled_out = rolled_out_annotation(sts, KEYS_FINGERPRINT_ANNOTATION).as_deref()
-        == Some(keys.fingerprint().as_str());
+    let rolled_out = rolled_out == Some(keys.fingerprint().as_str());
     let grace = inst.key_rotation_grace;
     let state = RotationState::read(
         secret,
@@ -158,12 +170,13 @@ async fn rotate(
         now,
     );
     let step = rotation::step(&state);
-    credentials.requeue_after = rotation::requeue_after(&step, now, grace);
-    credentials.rotation_phase = rotation::metric_phase(&step, phase);
-    if let Some(notice) = write_step(client, written, inst, secret, keys, &step, now).await? {
-        credentials.notices.push(notice);
-    }
-    Ok(())
+    let notice = write_step(client, inst, secret, keys, &step, now).await?;
+    Ok(Rotation {
+        requeue_after: rotation::requeue_after(&step, now, grace),
+        phase: rotation::metric_phase(&step, phase),
+        wrote: notice.is_some(),
+        notice,
+    })
 }
 
 /// `next-api-key` of `<n>-api-key`, when it holds a usable one. One edited by hand to an
@@ -184,7 +197,6 @@ fn next_key(inst: &Instance, secret: &Secret) -> Result<Option<SecretValue>> {
 /// applies it to `keys`.
 async fn write_step(
     client: &Client,
-    written: &RecentWrites,
     inst: &Instance,
     secret: &Secret,
     keys: &mut ApiKeys,
@@ -202,12 +214,6 @@ async fn write_step(
         },
         "data": write.data,
     });
-    // Recorded before the write: a reconcile racing with it must not trust the cache either.
-    written.record(
-        &inst.namespace,
-        &name,
-        secret.metadata.resource_version.as_deref(),
-    );
     Api::<Secret>::namespaced(client.clone(), &inst.namespace)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -219,40 +225,30 @@ async fn write_step(
     Ok(Some(write.notice))
 }
 
-/// The user's key ([`keys::user_key`] says what makes it usable). Its data is never written.
+/// The user's key ([`keys::user_key`] says what makes it usable), read from the API server, and
+/// the version of its Secret. Its data is never written.
 async fn user_key(
     client: &Client,
-    stores: &Stores,
     inst: &Instance,
     name: &str,
     key: &str,
-) -> Result<SecretValue> {
-    let secret = match cached(&stores.secrets, &inst.namespace, name) {
-        Some(s) => Some(s.as_ref().clone()),
-        None => Api::<Secret>::namespaced(client.clone(), &inst.namespace)
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Secret",
-                name: name.to_owned(),
-                source,
-            })?,
-    };
+) -> Result<(SecretValue, Version)> {
+    let secret = get(client, &inst.namespace, name).await?;
     let problem = |p: String| Error::UserKey {
         secret: name.to_owned(),
         problem: p,
     };
     let secret = secret.ok_or_else(|| problem("the Secret does not exist".to_owned()))?;
     super::references::check(&secret, inst, "spec.auth.apiKeySecretRef")?;
-    keys::user_key(key, secret.data.as_ref().and_then(|d| d.get(key))).map_err(problem)
+    let value =
+        keys::user_key(key, secret.data.as_ref().and_then(|d| d.get(key))).map_err(problem)?;
+    Ok((value, version_read(Some(&secret))))
 }
 
 /// Reads `<n>-api-key`, creating it or completing missing keys. Returns the Secret (as now
 /// stored), the values of `wanted` in order, and a notice when credentials were generated.
 async fn ensure_secret(
     client: &Client,
-    stores: &Stores,
-    written: &RecentWrites,
     inst: &Instance,
     wanted: &[&'static str],
     created_before: bool,
@@ -260,16 +256,7 @@ async fn ensure_secret(
     let name = inst.api_key_secret_name();
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
     for _ in 0..2 {
-        let cache = cached(&stores.secrets, &inst.namespace, &name)
-            .filter(|c| !written.predates_write(&inst.namespace, &name, c));
-        let existing = match cache {
-            Some(s) => Some(s.as_ref().clone()),
-            None => api.get_opt(&name).await.map_err(|source| Error::Read {
-                kind: "Secret",
-                name: name.clone(),
-                source,
-            })?,
-        };
+        let existing = get(client, &inst.namespace, &name).await?;
         if let Some(secret) = existing {
             let secret = super::ownership::own_secret(client, inst, secret).await?;
             return complete(&api, inst, secret, wanted).await;

@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Client};
+use kube::Client;
 
+use super::memo::get;
 use super::ownership::own_secret_as;
-use super::stores::{Stores, cached};
 use crate::children::meta::COMPONENT_METRICS_CLIENT;
 use crate::conditions::WAIT;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tls::renewal::{LeafState, renewal_time};
 use crate::tls::{
     CaMaterial, Certificate, ClientDecision, ClientReason, Jitter, LeafMaterial, Phase,
@@ -76,35 +76,21 @@ pub fn no_signing_ca(inst: &Instance, certificate_secret: &str) -> MetricsClient
     }
 }
 
-async fn get(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::Read {
-            kind: "Secret",
-            name: name.to_owned(),
-            source,
-        })
-}
-
 /// Keeps, renews or issues the metrics client certificate from `ca` (the CA that signs now),
 /// given what `<n>-tls` publishes in this reconcile (`published`: its bundle and rollover
 /// phase). A Secret of that name controlled by another object is refused, never written.
+/// Returns the decision and `<n>-metrics-client` as read (with a GET: no cache holds its data).
 pub async fn ensure(
     client: &Client,
-    stores: &Stores,
     inst: &Instance,
     settings: &TlsSettings,
     ca: &CaMaterial,
     published: &PublishedTls,
     now: Timestamp,
-) -> Result<MetricsClient> {
+) -> Result<(MetricsClient, Option<Secret>)> {
     let ns = &inst.namespace;
     let name = inst.metrics_client_secret_name();
-    let existing = match cached(&stores.secrets, ns, &name).map(|s| s.as_ref().clone()) {
-        Some(s) => Some(s),
-        None => get(client, ns, &name).await?,
-    };
+    let existing = get(client, ns, &name).await?;
     let existing = owned(client, inst, existing).await?;
     // The pods trust the CA that signs now once it is in the bundle they run with and the
     // first phase of a rollover (which rolls that bundle out) is over.
@@ -115,24 +101,19 @@ pub async fn ensure(
     let decide = |leaf: &std::result::Result<LeafMaterial, TlsError>| {
         plan(&policy, leaf, ca, ca_trusted, jitter, now)
     };
-    let mut leaf = stored(existing.as_ref());
-    let mut decision = decide(&leaf);
-    if decision.issue.is_some() && existing.is_some() {
-        // The cache may not show this process's last write yet: never issue twice on a stale
-        // copy. A new certificate is rare; one GET confirms it is needed.
-        let confirmed = owned(client, inst, get(client, ns, &name).await?).await?;
-        leaf = stored(confirmed.as_ref());
-        decision = decide(&leaf);
-    }
+    // Read now from the API server: never a stale copy, so a certificate is never issued twice.
+    let leaf = stored(existing.as_ref());
+    let decision = decide(&leaf);
     let bundle = &published.trust_bundle;
     let Some(reason) = decision.issue else {
         let leaf = leaf.expect("a kept certificate was read");
-        return Ok(MetricsClient {
+        let kept = MetricsClient {
             data: Some(leaf.to_secret_data(bundle)),
             condition: ready(&name, &leaf),
             next_check: decision.next_check,
             issued: None,
-        });
+        };
+        return Ok((kept, existing));
     };
     // Not now: keep what still works, say why, look again soon.
     let usable = leaf
@@ -146,13 +127,16 @@ pub async fn ensure(
         issued: None,
     };
     if !ca_trusted {
-        return Ok(later(
-            "WaitingForCATrust",
-            format!(
-                "{} is rolling over to a new CA: the metrics client certificate is issued from \
+        return Ok((
+            later(
+                "WaitingForCATrust",
+                format!(
+                    "{} is rolling over to a new CA: the metrics client certificate is issued from \
                  it once every pod trusts it",
-                inst.name
+                    inst.name
+                ),
             ),
+            existing,
         ));
     }
     let material = match issue_client(
@@ -163,13 +147,15 @@ pub async fn ensure(
     ) {
         Ok(m) => m,
         Err(e) => {
-            return Ok(later(
+            let failed = later(
                 "IssueFailed",
                 format!("could not issue the metrics client certificate: {e}"),
-            ));
+            );
+            return Ok((failed, existing));
         }
     };
-    Ok(issued(&name, &material, bundle, reason, &policy, jitter))
+    let issued = issued(&name, &material, bundle, reason, &policy, jitter);
+    Ok((issued, existing))
 }
 
 /// The Secret as this instance controls it: controlled by it, or adopted when annotated for

@@ -8,6 +8,7 @@ pub mod context;
 pub mod credentials;
 pub mod drift;
 pub mod expect;
+pub mod memo;
 pub mod metrics_client;
 pub mod ownership;
 pub mod plan;
@@ -31,15 +32,15 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use self::apply::{Outcome, apply, delete_orphans};
+use self::apply::{Outcome, apply, apply_secret, delete_orphans};
 use self::backoff::{backoff_key, key};
 pub use self::context::{Context, RESYNC};
 pub use self::recent::Clock;
 use self::status::{RECONCILED, Verdict};
 use self::stores::{CACHE_WAIT, Stores, cached, caches_ready};
-use crate::api_keys::ApiKeys;
+use crate::api_keys::KeyFacts;
 use crate::children::meta::MANAGER;
-use crate::children::{self, Children, Material};
+use crate::children::{self, Children};
 use crate::crd::SecureQdrant;
 use crate::error::{AtStep, Error, Failure, Result, Step};
 use crate::statefulset_view::StatefulSetView;
@@ -230,7 +231,7 @@ async fn ensure_credentials(
     let credentials = credentials::ensure(
         &ctx.client,
         &ctx.stores,
-        &ctx.key_secret_writes,
+        &ctx.key_facts,
         inst,
         created_before,
         current_sts,
@@ -261,6 +262,7 @@ async fn ensure_tls(
     let report = tls::ensure(
         &ctx.client,
         &ctx.stores,
+        &ctx.tls_facts,
         sq,
         inst,
         settings,
@@ -290,22 +292,19 @@ async fn build_and_apply(
     sq: &SecureQdrant,
     ctx: &Context,
     plan: &plan::Plan,
-    api_keys: ApiKeys,
+    keys: KeyFacts,
     tls_report: Option<&tls::TlsReport>,
 ) -> Result<bool, Failure> {
     let inst = &plan.instance;
-    let material = Material {
-        api_keys,
-        tls: tls_report.map(|r| r.pod_tls.clone()),
-    };
-    let children = children::build(inst, &material);
+    let children = children::build_from_facts(inst, &keys, tls_report.map(|r| &r.pod_tls));
     // An acknowledged scale-down is announced when its StatefulSet write happens (not again on a
     // cache that lags behind it, and not lost when a later step of this reconcile fails).
     let reference = sq.object_ref(&());
     let scale_down_event = plan
         .scale_down
         .map(|d| (&reference, scale_down_applied_message(inst, d)));
-    let applied = apply_children(ctx, inst, children, scale_down_event)
+    let read = tls_report.map(|r| r.read.clone()).unwrap_or_default();
+    let applied = apply_children(ctx, inst, children, read, scale_down_event)
         .await
         .at(Step::Apply)?;
     let deleted = prune(ctx, inst, &applied).await.at(Step::Prune)?;
@@ -462,6 +461,7 @@ async fn apply_children(
     ctx: &Context,
     inst: &Instance,
     children: Children,
+    read: tls::ReadSecrets,
     scale_down_event: Option<(&k8s_openapi::api::core::v1::ObjectReference, String)>,
 ) -> Result<Applied> {
     let Children {
@@ -488,8 +488,15 @@ async fn apply_children(
         )
         .await?,
     ];
-    for secret in [tls_secret, metrics_client_secret].into_iter().flatten() {
-        outcomes.push(apply(client, &ctx.expectations, &s.secrets, secret).await?);
+    // Written only when the TLS step read them in this reconcile (compared with that copy).
+    for (secret, current) in [
+        (tls_secret, read.tls),
+        (metrics_client_secret, read.metrics_client),
+    ] {
+        if let Some(secret) = secret {
+            let (outcome, _) = apply_secret(client, &ctx.expectations, secret, current).await?;
+            outcomes.push(outcome);
+        }
     }
     outcomes.extend([
         apply(client, &ctx.expectations, &s.config_maps, config_map).await?,

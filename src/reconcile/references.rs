@@ -57,7 +57,7 @@ pub fn allows(value: &str, name: &str) -> bool {
 }
 
 /// Checks that `secret`, named by `field` of `inst`, may be used by it (pure).
-pub fn check(secret: &Secret, inst: &Instance, field: &'static str) -> Result<()> {
+pub fn check<S: kube::Resource>(secret: &S, inst: &Instance, field: &'static str) -> Result<()> {
     let refuse = |why: String| Error::SecretNotAllowed {
         field,
         name: secret.name_any(),
@@ -93,13 +93,17 @@ pub fn check(secret: &Secret, inst: &Instance, field: &'static str) -> Result<()
 pub async fn ensure_allowed(client: &Client, stores: &Stores, inst: &Instance) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &inst.namespace);
     for (field, name) in referenced_secrets(inst) {
+        // Labels and owners only: the metadata, from the cache or the API server.
         let secret = match cached(&stores.secrets, &inst.namespace, &name) {
             Some(s) => Some(s.as_ref().clone()),
-            None => api.get_opt(&name).await.map_err(|source| Error::Read {
-                kind: "Secret",
-                name: name.clone(),
-                source,
-            })?,
+            None => api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|source| Error::Read {
+                    kind: "Secret",
+                    name: name.clone(),
+                    source,
+                })?,
         };
         match secret {
             Some(secret) => check(&secret, inst, field)?,

@@ -14,21 +14,56 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::error::Error;
 use crate::statefulset_view::StatefulSetView;
 
+/// A managed Secret as the cache holds it: its metadata only. The type has no data field, so no
+/// Secret value can reach the cache (the watch asks the API server for metadata only, and
+/// decoding drops anything else); a step that needs a Secret's material reads it with a GET
+/// ([`super::memo`]).
+pub type CachedSecret = PartialObjectMeta<Secret>;
+
 /// A cache of one kind's metadata only (a metadata-only watch): the kinds the operator only
 /// applies ([`super::apply`], which reads the full object when the drift signal asks for it) and
 /// prunes by labels and owner.
 pub type MetaStore<K> = Store<PartialObjectMeta<K>>;
 
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
+///
+/// The cache of Secrets holds no Secret value: reading one from it does not compile.
+///
+/// ```compile_fail,E0609
+/// use secure_qdrant_operator::reconcile::stores::Stores;
+/// fn leak(s: &Stores) {
+///     let _ = &s.secrets.state()[0].data;
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Stores {
     pub service_accounts: MetaStore<ServiceAccount>,
-    pub secrets: Store<Secret>,
+    /// Metadata only ([`CachedSecret`]).
+    pub secrets: Store<CachedSecret>,
     pub config_maps: MetaStore<ConfigMap>,
     pub services: MetaStore<Service>,
     pub network_policies: MetaStore<NetworkPolicy>,
     pub pdbs: MetaStore<PodDisruptionBudget>,
     pub statefulsets: Store<StatefulSetView>,
+}
+
+/// Pins the type of the Secret cache: a change that would cache Secrets with their data fails
+/// to compile here.
+const _: fn(&Stores) -> &Store<PartialObjectMeta<Secret>> = |s| &s.secrets;
+
+/// The metadata of a Secret as the cache would hold it (for tests and callers that have a full
+/// Secret in hand).
+pub fn cached_secret(secret: &Secret) -> CachedSecret {
+    PartialObjectMeta {
+        types: None,
+        metadata: secret.metadata.clone(),
+        _phantom: std::marker::PhantomData,
+    }
+}
+
+/// [`cached_secret`] taking the Secret.
+pub fn cached_secret_of(secret: Secret) -> CachedSecret {
+    cached_secret(&secret)
 }
 
 impl Stores {

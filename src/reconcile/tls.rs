@@ -23,8 +23,9 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::memo::{Inputs, Memo, Version, get, version_cached, version_read};
 use super::metrics_client;
-use super::stores::{Stores, cached};
+use super::stores::Stores;
 use crate::children::meta::{COMPONENT_METRICS_CLIENT, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
 use crate::children::{PodTls, secrets};
 use crate::crd::{CertificateStatus, SecureQdrant};
@@ -61,29 +62,84 @@ pub struct TlsReport {
     pub ca_renewal_time: Option<Timestamp>,
     /// The phase of a running CA key rollover (None when Stable), for the metrics.
     pub rollover_phase: Option<&'static str>,
+    /// `<n>-tls` and `<n>-metrics-client` as this reconcile read them, which their writes
+    /// compare with (only when `pod_tls` asks to write them).
+    pub read: ReadSecrets,
+}
+
+/// Secrets as one reconcile read them from the API server (None: absent), for the apply step.
+/// Dropped with the reconcile; never shown (the Debug form names versions only).
+#[derive(Clone, Default)]
+pub struct ReadSecrets {
+    pub tls: Option<Secret>,
+    pub metrics_client: Option<Secret>,
+}
+
+impl std::fmt::Debug for ReadSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSecrets")
+            .field("tls", &version_read(self.tls.as_ref()))
+            .field(
+                "metrics_client",
+                &version_read(self.metrics_client.as_ref()),
+            )
+            .finish()
+    }
+}
+
+/// What a TLS step that wrote nothing decided, remembered under the versions of the Secrets it
+/// read (see [`super::memo`]): no key, no certificate, only what status and the pod template
+/// show, and when to decide again.
+#[derive(Clone, Debug)]
+pub struct TlsFacts {
+    fingerprint: String,
+    certificate: CertificateStatus,
+    ready: (bool, &'static str, String),
+    metrics_client: Option<(bool, &'static str, String)>,
+    ca_renewal_time: Option<Timestamp>,
+    /// The next decision is due then (a renewal, a wait): the facts are not used from then on.
+    deadline: Timestamp,
+}
+
+impl TlsFacts {
+    fn of(report: &TlsReport, now: Timestamp) -> Self {
+        TlsFacts {
+            fingerprint: report.pod_tls.fingerprint.clone(),
+            certificate: report.certificate.clone(),
+            ready: report.ready.clone(),
+            metrics_client: report.metrics_client.clone(),
+            ca_renewal_time: report.ca_renewal_time,
+            deadline: now.checked_add(signed(report.requeue_after)).unwrap_or(now),
+        }
+    }
+
+    /// The report of a reconcile that reuses these facts: nothing to write.
+    fn report(self, now: Timestamp) -> TlsReport {
+        let wait = Duration::try_from(self.deadline.duration_since(now)).unwrap_or_default();
+        TlsReport {
+            pod_tls: PodTls {
+                secret: None,
+                fingerprint: self.fingerprint,
+                metrics_client: None,
+            },
+            certificate: self.certificate,
+            ready: self.ready,
+            requeue_after: wait.max(Duration::from_secs(1)),
+            notices: Vec::new(),
+            metrics_client: self.metrics_client,
+            ca_renewal_time: self.ca_renewal_time,
+            rollover_phase: None,
+            read: ReadSecrets::default(),
+        }
+    }
 }
 
 fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-async fn read_secret(
-    client: &Client,
-    stores: &Stores,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Secret>> {
-    if let Some(s) = cached(&stores.secrets, ns, name) {
-        return Ok(Some(s.as_ref().clone()));
-    }
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::Read {
-            kind: "Secret",
-            name: name.to_owned(),
-            source,
-        })
+async fn read_secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
+    get(client, ns, name).await
 }
 
 fn tls_error(secret: &str, source: tls::TlsError) -> Error {
@@ -99,9 +155,11 @@ pub fn rolled_out_fingerprint(sts: Option<&StatefulSetView>) -> Option<String> {
 }
 
 /// Runs the TLS step for an instance with TLS on.
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure(
     client: &Client,
     stores: &Stores,
+    memo: &Memo<TlsFacts>,
     sq: &SecureQdrant,
     inst: &Instance,
     settings: &TlsSettings,
@@ -110,9 +168,16 @@ pub async fn ensure(
 ) -> Result<TlsReport> {
     let mut report = match &settings.source {
         TlsSource::UserCertificate(name) => {
-            user_certificate(client, stores, inst, settings, name, now).await
+            user_certificate(client, inst, settings, name, now).await
         }
-        source => issued(client, stores, inst, settings, source, sts, now).await,
+        source => {
+            let reads = Reads {
+                client,
+                stores,
+                memo,
+            };
+            issued(&reads, inst, settings, source, sts, now).await
+        }
     }?;
     // A MetricsClientCertificateReady that turns False is announced once.
     if let Some((false, reason, message)) = &report.metrics_client {
@@ -134,13 +199,12 @@ pub async fn ensure(
 
 async fn user_certificate(
     client: &Client,
-    stores: &Stores,
     inst: &Instance,
     settings: &TlsSettings,
     name: &str,
     now: Timestamp,
 ) -> Result<TlsReport> {
-    let secret = read_secret(client, stores, &inst.namespace, name)
+    let secret = read_secret(client, &inst.namespace, name)
         .await?
         .ok_or_else(|| tls_error(name, tls::TlsError::MissingKey(tls::TLS_CRT)))?;
     super::references::check(&secret, inst, "spec.tls.certificateSecretRef")?;
@@ -181,6 +245,7 @@ async fn user_certificate(
         metrics_client,
         ca_renewal_time: None,
         rollover_phase: None,
+        read: ReadSecrets::default(),
     })
 }
 
@@ -273,10 +338,22 @@ fn user_certificate_requeue(warn_at: Timestamp, not_after: Timestamp, now: Times
 /// The data of a Secret that does not exist, for a `<n>-tls` that exists without data.
 static NO_DATA: BTreeMap<String, k8s_openapi::ByteString> = BTreeMap::new();
 
-#[allow(clippy::too_many_arguments)]
+/// Where the TLS step reads from: the API server, the cache's metadata, the memo.
+struct Reads<'a> {
+    client: &'a Client,
+    stores: &'a Stores,
+    memo: &'a Memo<TlsFacts>,
+}
+
+/// The versions of the Secrets the issued-certificate path reads: the signing CA, `<n>-tls`,
+/// `<n>-metrics-client`.
+type Versions = (Version, Version, Version);
+
+/// The issued-certificate path: the facts remembered for exactly the Secrets the cache shows
+/// (and a user's CA as read now), before their next decision; else the Secrets read and
+/// [`tls::converge`] asked.
 async fn issued(
-    client: &Client,
-    stores: &Stores,
+    reads: &Reads<'_>,
     inst: &Instance,
     settings: &TlsSettings,
     source: &TlsSource,
@@ -284,15 +361,87 @@ async fn issued(
     now: Timestamp,
 ) -> Result<TlsReport> {
     let ns = &inst.namespace;
-    let secrets = read_issued_secrets(client, stores, inst, source).await?;
+    // A user's CA is a referenced Secret, read on every reconcile.
+    let user_ca = match source {
+        TlsSource::UserCa(name) => Some(read_secret(reads.client, ns, name).await?),
+        _ => None,
+    };
+    let rolled_out = rolled_out_fingerprint(sts);
+    // What the pods run with (`rolled_out`) is no input: it decides only the steps of a
+    // rollover, and nothing is remembered outside the Stable phase.
+    let memo_key = |(ca, tls, metrics): &Versions| {
+        Inputs::new("tls")
+            .instance(inst)
+            .version(ca)
+            .version(tls)
+            .version(metrics)
+            .finish()
+    };
+    let metrics_name = inst.metrics_client_secret();
+    let cached_version =
+        |name: Option<String>| name.and_then(|n| version_cached(reads.stores, ns, &n));
+    let cached: Versions = (
+        match &user_ca {
+            Some(ca) => version_read(ca.as_ref()),
+            None => cached_version(Some(inst.ca_secret_name())),
+        },
+        cached_version(inst.tls_secret_name()),
+        cached_version(metrics_name.clone()),
+    );
+    let who = format!("{ns}/{}", inst.name);
+    if let Some(facts) = reads
+        .memo
+        .get(&who, &memo_key(&cached))
+        .filter(|f| now < f.deadline)
+    {
+        return Ok(facts.report(now));
+    }
+    let secrets = read_issued_secrets(reads.client, inst, source, user_ca).await?;
+    let read: Versions = (
+        version_read(secrets.ca.as_ref()),
+        version_read(secrets.published.as_ref()),
+        Version::None,
+    );
+    let (report, settled, metrics_read) =
+        converge(reads, inst, settings, &secrets, rolled_out.as_deref(), now).await?;
+    let read = (read.0, read.1, version_read(metrics_read.as_ref()));
+    let every_read =
+        read.0.is_some() && read.1.is_some() && (metrics_name.is_none() || read.2.is_some());
+    if settled && every_read {
+        reads
+            .memo
+            .remember(who, memo_key(&read), TlsFacts::of(&report, now));
+    }
+    Ok(TlsReport {
+        read: ReadSecrets {
+            tls: secrets.published,
+            metrics_client: metrics_read,
+        },
+        ..report
+    })
+}
+
+/// Asks [`tls::converge`] what the Secrets must hold, writes `<n>-ca` when it changes, and
+/// runs the metrics client certificate step. Returns the report, whether nothing was written
+/// or is due before its requeue (the state stays as it is until a Secret changes), and
+/// `<n>-metrics-client` as read.
+async fn converge(
+    reads: &Reads<'_>,
+    inst: &Instance,
+    settings: &TlsSettings,
+    secrets: &IssuedSecrets,
+    rolled_out: Option<&str>,
+    now: Timestamp,
+) -> Result<(TlsReport, bool, Option<Secret>)> {
+    let (client, ns) = (reads.client, &inst.namespace);
+    let source = &settings.source;
     let ca_data = secrets.ca.as_ref().and_then(|s| s.data.as_ref());
     let recorded_phase = secrets
         .published
         .as_ref()
         .and_then(|s| s.annotations().get(tls::ROLLOVER_PHASE_ANNOTATION))
         .map(String::as_str);
-    let clients = clients_for_rollover(stores, inst, settings, recorded_phase, ca_data, now);
-    let rolled_out = rolled_out_fingerprint(sts);
+    let clients = clients_for_rollover(reads, inst, settings, recorded_phase, ca_data, now).await?;
     let input = TlsInputs {
         policy: policy(settings),
         subject: CaSubject::new(ns.clone(), inst.name.clone()),
@@ -303,13 +452,13 @@ async fn issued(
             &inst.cluster_domain,
             &settings.extra_dns_names,
         ),
-        ca: ca_input(inst, source, &secrets)?,
+        ca: ca_input(inst, source, secrets)?,
         published: secrets
             .published
             .as_ref()
             .map(|s| s.data.as_ref().unwrap_or(&NO_DATA)),
         recorded_phase,
-        rolled_out: rolled_out.as_deref(),
+        rolled_out,
         clients_on_current: clients.moved(now),
         now,
     };
@@ -318,35 +467,40 @@ async fn issued(
     let mut notices = Vec::new();
     if let Some(change) = &outcome.ca_change {
         write_ca(client, inst, secrets.ca.as_ref(), change).await?;
-        notices.push(ca_notice(change, &secrets));
+        notices.push(ca_notice(change, secrets));
     }
     if let LeafAction::Issue(why) = &outcome.leaf_action {
-        notices.push(leaf_notice(why, &secrets, outcome.not_after));
+        notices.push(leaf_notice(why, secrets, outcome.not_after));
     }
     // The scrapers' client certificate, from the CA that signs now and as far as the pods
     // trust it (after `<n>-ca` is written: it may be a new CA).
-    let metrics = match inst.metrics_client_secret() {
-        Some(_) => Some(
-            metrics_client::ensure(
+    let (metrics, metrics_read) = match inst.metrics_client_secret() {
+        Some(_) => {
+            let (m, read) = metrics_client::ensure(
                 client,
-                stores,
                 inst,
                 settings,
                 &outcome.ca,
                 &outcome.published,
                 now,
             )
-            .await?,
-        ),
-        None => None,
+            .await?;
+            (Some(m), read)
+        }
+        None => (None, None),
     };
     if let Some((why, not_after)) = metrics.as_ref().and_then(|m| m.issued.as_ref()) {
         notices.push(metrics_client_notice(inst, why, *not_after));
     }
     notices.extend(rollover_notice(&outcome));
-    Ok(issued_report(
-        inst, outcome, metrics, &clients, notices, now,
-    ))
+    let settled = outcome.ca_change.is_none()
+        && outcome.leaf_action == LeafAction::Keep
+        && !outcome.tls_changed
+        && outcome.transition == Transition::Stay
+        && outcome.published.phase == tls::Phase::Stable
+        && metrics.as_ref().is_none_or(|m| m.issued.is_none());
+    let report = issued_report(inst, outcome, metrics, &clients, notices, now);
+    Ok((report, settled, metrics_read))
 }
 
 /// The Secrets the operator's certificates are issued from and published in.
@@ -362,19 +516,24 @@ struct IssuedSecrets {
 }
 
 /// Reads the signing CA's Secret (the user's only when it allows the instance, the operator's
-/// only when it owns it) and `<n>-tls` (only when the operator owns it).
+/// only when it owns it) and `<n>-tls` (only when the operator owns it). `user_ca`: the user's
+/// CA Secret, already read.
 async fn read_issued_secrets(
     client: &Client,
-    stores: &Stores,
     inst: &Instance,
     source: &TlsSource,
+    user_ca: Option<Option<Secret>>,
 ) -> Result<IssuedSecrets> {
     let ns = &inst.namespace;
     let ca_name = match source {
         TlsSource::UserCa(name) => name.clone(),
         _ => inst.ca_secret_name(),
     };
-    let ca = match (source, read_secret(client, stores, ns, &ca_name).await?) {
+    let ca_secret = match user_ca {
+        Some(secret) => secret,
+        None => read_secret(client, ns, &ca_name).await?,
+    };
+    let ca = match (source, ca_secret) {
         (TlsSource::UserCa(_), Some(secret)) => {
             super::references::check(&secret, inst, "spec.tls.caSecretRef")?;
             Some(secret)
@@ -383,7 +542,7 @@ async fn read_issued_secrets(
         (_, None) => None,
     };
     let tls_name = inst.tls_secret_name().expect("TLS is on");
-    let published = match read_secret(client, stores, ns, &tls_name).await? {
+    let published = match read_secret(client, ns, &tls_name).await? {
         Some(secret) => Some(super::ownership::own_secret(client, inst, secret).await?),
         None => None,
     };
@@ -422,20 +581,20 @@ fn ca_input<'a>(
 }
 
 /// The applications' client certificates, as far as a CA key rollover waits for them. Only the
-/// step out of SignWithNew looks at them: the Secrets are not scanned on any other reconcile.
-fn clients_for_rollover(
-    stores: &Stores,
+/// step out of SignWithNew looks at them: the Secrets are not read on any other reconcile.
+async fn clients_for_rollover(
+    reads: &Reads<'_>,
     inst: &Instance,
     settings: &TlsSettings,
     recorded_phase: Option<&str>,
     ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
     now: Timestamp,
-) -> ClientCertificates {
+) -> Result<ClientCertificates> {
     let in_sign_with_new = recorded_phase == Some(tls::Phase::SignWithNew.as_str());
     if settings.client_certificates && in_sign_with_new {
-        client_certificates(stores, inst, ca_data, now)
+        client_certificates(reads, inst, ca_data, now).await
     } else {
-        ClientCertificates::default()
+        Ok(ClientCertificates::default())
     }
 }
 
@@ -551,6 +710,7 @@ fn issued_report(
         ca_renewal_time: outcome.ca_renewal_time,
         rollover_phase: (outcome.published.phase != tls::Phase::Stable)
             .then(|| outcome.published.phase.as_str()),
+        read: ReadSecrets::default(),
     }
 }
 
@@ -640,44 +800,39 @@ impl ClientCertificates {
     }
 }
 
-/// Reads the client certificates of this instance's QdrantAccessToken Secrets from the cache of
-/// managed Secrets, against the CA in `ca_data` (the CA that signs now).
-fn client_certificates(
-    stores: &Stores,
+/// Reads the client certificates of this instance's QdrantAccessToken Secrets and its
+/// `<n>-metrics-client` against the CA in `ca_data` (the CA that signs now): the cache of
+/// managed Secrets says which they are (metadata), each is read with a GET.
+async fn client_certificates(
+    reads: &Reads<'_>,
     inst: &Instance,
     ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
     now: Timestamp,
-) -> ClientCertificates {
+) -> Result<ClientCertificates> {
     let mut out = ClientCertificates::default();
     let Some(ca) = ca_data
         .and_then(|d| d.get(tls::TLS_CRT))
         .and_then(|b| std::str::from_utf8(&b.0).ok())
         .and_then(|pem| tls::Certificate::from_pem(pem).ok())
     else {
-        return out;
+        return Ok(out);
     };
-    // The scrapers' certificate too, when the operator issues one.
-    let metrics = inst.metrics_client_secret();
-    for secret in stores.secrets.state() {
-        let labels = secret.labels();
-        let component = labels.get(LABEL_COMPONENT).map(String::as_str);
-        // Labels alone are anyone's to set: only a Secret the operator wrote counts (a token's,
-        // controlled by a QdrantAccessToken; the scrapers', controlled by this instance), so a
-        // labelled Secret holding another CA's certificate cannot hold a rollover back.
-        let controller = super::ownership::controller_of(secret.as_ref());
-        let client = (component == Some(tokens::COMPONENT_ACCESS_TOKEN)
-            && controller.is_some_and(|r| {
-                r.kind == "QdrantAccessToken" && r.api_version.starts_with("secureqdrant.dev/")
-            }))
-            || (component == Some(COMPONENT_METRICS_CLIENT)
-                && metrics.as_deref() == Some(secret.name_any().as_str())
-                && controller.is_some_and(|r| r.uid == inst.owner.uid));
-        if secret.metadata.namespace.as_deref() != Some(inst.namespace.as_str())
-            || labels.get(LABEL_INSTANCE) != Some(&inst.name)
-            || !client
-        {
+    let names: Vec<String> = reads
+        .stores
+        .secrets
+        .state()
+        .iter()
+        .filter(|s| client_secret(&s.metadata, inst))
+        .map(|s| s.name_any())
+        .collect();
+    for name in names {
+        // Checked again on what was read: it may have changed since the cache saw it.
+        let Some(secret) = read_secret(reads.client, &inst.namespace, &name)
+            .await?
+            .filter(|s| client_secret(&s.metadata, inst))
+        else {
             continue;
-        }
+        };
         let Some(cert) = secret
             .data
             .as_ref()
@@ -688,7 +843,7 @@ fn client_certificates(
             continue;
         };
         if !cert.is_signed_by(&ca) {
-            out.lagging.push(secret.name_any());
+            out.lagging.push(name);
         } else {
             // Issued at NotBefore + the backdating; never later than now.
             let issued = cert
@@ -699,7 +854,33 @@ fn client_certificates(
             out.newest_issued = out.newest_issued.max(Some(issued));
         }
     }
-    out
+    Ok(out)
+}
+
+/// Whether a Secret of this metadata holds a client certificate of the instance: a token's
+/// Secret or the scrapers' `<n>-metrics-client`. Labels alone are anyone's to set: only a Secret
+/// the operator wrote counts (a token's, controlled by a QdrantAccessToken; the scrapers',
+/// controlled by this instance), so a labelled Secret holding another CA's certificate cannot
+/// hold a rollover back.
+fn client_secret(meta: &kube::api::ObjectMeta, inst: &Instance) -> bool {
+    let labels = meta.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    let component = label(LABEL_COMPONENT);
+    let client = (component == Some(tokens::COMPONENT_ACCESS_TOKEN)
+        && controller.is_some_and(|r| {
+            r.kind == "QdrantAccessToken" && r.api_version.starts_with("secureqdrant.dev/")
+        }))
+        || (component == Some(COMPONENT_METRICS_CLIENT)
+            && inst.metrics_client_secret().as_deref() == meta.name.as_deref()
+            && controller.is_some_and(|r| r.uid == inst.owner.uid));
+    meta.namespace.as_deref() == Some(inst.namespace.as_str())
+        && label(LABEL_INSTANCE) == Some(inst.name.as_str())
+        && client
 }
 
 /// Writes `<n>-ca`: a create when it does not exist (fails rather than overwrites), else an

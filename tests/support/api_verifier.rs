@@ -69,6 +69,8 @@ impl MockApi {
                 .expect("the previous scenario on this client did not finish"),
             finished: done_rx,
             log: Vec::new(),
+            readable: None,
+            reads: Vec::new(),
         };
         let script = script(server);
         let task = tokio::spawn(async move { script.await.drain().await });
@@ -132,6 +134,9 @@ impl Logged {
 pub struct Transcript {
     pub log: Vec<Logged>,
     pub unexpected: Vec<String>,
+    /// GETs of Secrets answered from [`ApiServer::serve_secret_reads`], as `GET /path`, in
+    /// order (not in `log`).
+    pub reads: Vec<String>,
 }
 
 impl Transcript {
@@ -160,11 +165,12 @@ impl Transcript {
         &found[0].body
     }
 
-    /// Every request, one a line.
+    /// Every request, one a line (then the Secret reads answered for the script).
     pub fn summary(&self) -> String {
         self.log
             .iter()
             .map(|l| format!("  {}", l.describe()))
+            .chain(self.reads.iter().map(|r| format!("  (read) {r}")))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -194,9 +200,58 @@ pub struct ApiServer {
     handle: ApiHandle,
     finished: oneshot::Receiver<()>,
     log: Vec<Logged>,
+    /// Secrets by path, answering GETs the script does not expect (None: no such answers).
+    readable: Option<BTreeMap<String, Value>>,
+    reads: Vec<String>,
 }
 
 impl ApiServer {
+    /// Answers the GETs of Secrets the script does not expect from `secrets` (path → object as
+    /// stored; a path not there is answered 404), as the API server would: the operator reads
+    /// Secret material on demand, and a script lists the writes and reads it is about. Such
+    /// answers go to [`Transcript::reads`].
+    pub fn serve_secret_reads(&mut self, secrets: BTreeMap<String, Value>) {
+        self.readable = Some(secrets);
+    }
+
+    /// Answers `call` from the readable Secrets when it is a GET of a Secret. Returns it back
+    /// otherwise.
+    fn try_read(&mut self, call: Call) -> Option<Call> {
+        let Some(readable) = &self.readable else {
+            return Some(call);
+        };
+        if call.request.method != Method::GET || !call.request.path.contains("/secrets/") {
+            return Some(call);
+        }
+        let path = call.request.path.clone();
+        self.reads.push(format!("GET {path}"));
+        match readable.get(&path) {
+            Some(object) => {
+                let object = object.clone();
+                call.respond(StatusCode::OK, &object)
+            }
+            None => call.respond(StatusCode::NOT_FOUND, &not_found(&path)),
+        }
+        None
+    }
+
+    /// The next request that is not a Secret read answered by [`ApiServer::serve_secret_reads`]
+    /// (unless it is `method path` itself).
+    async fn next_unread(&mut self, method: &Method, path: &str) -> Call {
+        loop {
+            let call = self.next(&format!("{method} {path}")).await;
+            if call.request.method == *method && call.request.path == path {
+                return call;
+            }
+            match self.try_read(call) {
+                Some(call) => return call,
+                None => {
+                    self.log.pop();
+                }
+            }
+        }
+    }
+
     /// The next request. Panics when the code under test returned without sending it.
     pub async fn next(&mut self, expected: &str) -> Call {
         let request = tokio::select! {
@@ -221,7 +276,7 @@ impl ApiServer {
 
     /// The next request, asserted to be `method path`.
     pub async fn expect(&mut self, method: Method, path: &str) -> Call {
-        let call = self.next(&format!("{method} {path}")).await;
+        let call = self.next_unread(&method, path).await;
         assert!(
             call.request.method == method && call.request.path == path,
             "expected {method} {path}, got {}; requests so far:\n{}",
@@ -252,12 +307,18 @@ impl ApiServer {
     /// update must carry the resourceVersion of the copy whose owner was checked (a repair of
     /// drift, of a copy just read: its uid).
     pub async fn expect_apply(&mut self, path: &str) -> Value {
-        let mut call = self.next(&format!("PATCH {path}")).await;
-        let creation = call.request.method == Method::GET && call.request.path == path;
-        if creation {
+        let mut call = self.next_unread(&Method::PATCH, path).await;
+        let creation = if call.request.method == Method::GET && call.request.path == path {
             call.respond(StatusCode::NOT_FOUND, &not_found(path));
             call = self.expect(Method::PATCH, path).await;
-        }
+            true
+        } else {
+            // A Secret is written over the copy the reconcile read (no GET right before the
+            // write): absent from what the server answers, it is created.
+            self.readable
+                .as_ref()
+                .is_some_and(|r| path.contains("/secrets/") && !r.contains_key(path))
+        };
         assert!(
             call.request.method == Method::PATCH && call.request.path == path,
             "expected PATCH {path}, got {}; requests so far:\n{}",
@@ -459,12 +520,15 @@ impl ApiServer {
                 break;
             };
             let logged = read(request).await;
-            unexpected.push(logged.describe());
-            Call {
+            let call = Call {
                 request: logged,
                 respond,
-            }
-            .respond(
+            };
+            let Some(call) = self.try_read(call) else {
+                continue;
+            };
+            unexpected.push(call.request.describe());
+            call.respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &status_failure("unexpected request", 500, "InternalError"),
             );
@@ -473,6 +537,7 @@ impl ApiServer {
             Transcript {
                 log: self.log,
                 unexpected,
+                reads: self.reads,
             },
             self.handle,
         )

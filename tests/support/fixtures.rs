@@ -1,6 +1,7 @@
 //! Fixtures for reconcile tests: SecureQdrant builders, the operator's caches as a fake cluster
 //! state, and a harness that runs one reconcile against a scripted API server.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -10,12 +11,12 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -245,15 +246,12 @@ pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
 
 /// A child kind the operator caches, and what its cache holds of it (the object, or only its
 /// metadata).
-pub trait Cached: Resource<DynamicType = ()> + Clone + DeserializeOwned + 'static {
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static
+{
     type Stored: Resource<DynamicType = ()> + Clone + 'static;
     fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Stored>;
     fn stored(self) -> Self::Stored;
-}
-
-/// The whole object.
-fn whole<K>(obj: K) -> K {
-    obj
 }
 
 /// What the StatefulSet cache holds of it.
@@ -272,6 +270,9 @@ macro_rules! cached {
         pub struct Cluster {
             $($field: Writer<$stored>,)*
             pub stores: Stores,
+            /// The Secrets put in the cache, whole (the cache holds their metadata only): what
+            /// the API server answers when a reconcile reads one.
+            secrets_stored: Arc<Mutex<BTreeMap<String, Value>>>,
         }
 
         impl Cluster {
@@ -282,7 +283,7 @@ macro_rules! cached {
                     $field.apply_watcher_event(&watcher::Event::InitDone);
                 })*
                 let stores = Stores { $($field: $field.as_reader(),)* };
-                Cluster { $($field,)* stores }
+                Cluster { $($field,)* stores, secrets_stored: Arc::default() }
             }
 
             /// Puts an object given as JSON (as the API server returned it) in its cache.
@@ -310,7 +311,7 @@ macro_rules! cached {
 
 cached! {
     ServiceAccount => service_accounts as PartialObjectMeta<ServiceAccount>, meta_only,
-    Secret => secrets as Secret, whole,
+    Secret => secrets as PartialObjectMeta<Secret>, meta_only,
     ConfigMap => config_maps as PartialObjectMeta<ConfigMap>, meta_only,
     Service => services as PartialObjectMeta<Service>, meta_only,
     NetworkPolicy => network_policies as PartialObjectMeta<NetworkPolicy>, meta_only,
@@ -331,11 +332,24 @@ impl Cluster {
 
     /// A watch event: `obj` was created or changed.
     pub fn put<K: Cached>(&mut self, obj: K) {
+        if K::kind(&()) == "Secret" {
+            let json = serde_json::to_value(&obj).expect("a Secret serializes");
+            self.secrets_stored
+                .lock()
+                .unwrap()
+                .insert(path::secret(&obj.name_any()), json);
+        }
         K::writer(self).apply_watcher_event(&watcher::Event::Apply(obj.stored()));
     }
 
     /// A watch event: `obj` was deleted.
     pub fn remove<K: Cached>(&mut self, obj: K) {
+        if K::kind(&()) == "Secret" {
+            self.secrets_stored
+                .lock()
+                .unwrap()
+                .remove(&path::secret(&obj.name_any()));
+        }
         K::writer(self).apply_watcher_event(&watcher::Event::Delete(obj.stored()));
     }
 
@@ -419,6 +433,8 @@ pub struct Harness {
     pub ctx: Arc<Context>,
     pub events: EventLog,
     api: MockApi,
+    /// The Secrets of the cluster the harness was built over (see [`Cluster`]).
+    secrets_stored: Arc<Mutex<BTreeMap<String, Value>>>,
 }
 
 impl Harness {
@@ -444,6 +460,7 @@ impl Harness {
             ctx: Arc::new(ctx),
             events: log,
             api,
+            secrets_stored: cluster.secrets_stored.clone(),
         }
     }
 
@@ -460,6 +477,12 @@ impl Harness {
     {
         let ctx = self.ctx.clone();
         let sq = Arc::new(sq.clone());
+        // The operator reads Secret material on demand: the cluster's Secrets answer its GETs.
+        let secrets = self.secrets_stored.lock().unwrap().clone();
+        let script = move |mut api: ApiServer| {
+            api.serve_secret_reads(secrets);
+            script(api)
+        };
         self.api.play(script, reconcile(sq, ctx)).await
     }
 

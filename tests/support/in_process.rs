@@ -49,7 +49,7 @@ where
 pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
         service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(client, tasks, true),
-        secrets: reflect::<Secret>(client, tasks, true),
+        secrets: reflect::<PartialObjectMeta<Secret>>(client, tasks, true),
         config_maps: reflect::<PartialObjectMeta<ConfigMap>>(client, tasks, true),
         services: reflect::<PartialObjectMeta<Service>>(client, tasks, true),
         network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(client, tasks, true),
@@ -95,7 +95,7 @@ where
 pub fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
         service_accounts: reflect_in::<PartialObjectMeta<ServiceAccount>>(client, ns, tasks, true),
-        secrets: reflect_in::<Secret>(client, ns, tasks, true),
+        secrets: reflect_in::<PartialObjectMeta<Secret>>(client, ns, tasks, true),
         config_maps: reflect_in::<PartialObjectMeta<ConfigMap>>(client, ns, tasks, true),
         services: reflect_in::<PartialObjectMeta<Service>>(client, ns, tasks, true),
         network_policies: reflect_in::<PartialObjectMeta<NetworkPolicy>>(client, ns, tasks, true),

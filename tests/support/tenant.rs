@@ -190,7 +190,7 @@ impl Tenant {
             service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(
                 &client, &ns, &mut tasks, true,
             ),
-            secrets: reflect::<Secret>(&client, &ns, &mut tasks, true),
+            secrets: reflect::<PartialObjectMeta<Secret>>(&client, &ns, &mut tasks, true),
             config_maps: reflect::<PartialObjectMeta<ConfigMap>>(&client, &ns, &mut tasks, true),
             services: reflect::<PartialObjectMeta<Service>>(&client, &ns, &mut tasks, true),
             network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(
