@@ -51,21 +51,6 @@ pub struct Stores {
 /// to compile here.
 const _: fn(&Stores) -> &Store<PartialObjectMeta<Secret>> = |s| &s.secrets;
 
-/// The metadata of a Secret as the cache would hold it (for tests and callers that have a full
-/// Secret in hand).
-pub fn cached_secret(secret: &Secret) -> CachedSecret {
-    PartialObjectMeta {
-        types: None,
-        metadata: secret.metadata.clone(),
-        _phantom: std::marker::PhantomData,
-    }
-}
-
-/// [`cached_secret`] taking the Secret.
-pub fn cached_secret_of(secret: Secret) -> CachedSecret {
-    cached_secret(&secret)
-}
-
 impl Stores {
     /// Waits until every cache holds its first full list.
     pub async fn wait_until_ready(&self) -> bool {
