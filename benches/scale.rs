@@ -66,7 +66,9 @@ use serde_json::{Value, json};
 use control_plane::{
     ControlPlane, apply_chart_rbac, render_chart, service_account_token, token_kubeconfig,
 };
-use real_server::{Counters, Request, audit_sync, count, request_of, requests_between};
+use real_server::{
+    Counters, Request, all_requests_between, audit_sync, count, request_of, requests_between,
+};
 use secure_qdrant_operator::api_keys::ApiKeys;
 use secure_qdrant_operator::children::{self, Material, PodTls};
 use secure_qdrant_operator::crd::SecureQdrant;
@@ -178,6 +180,9 @@ struct Report {
     rss_end_mib: f64,
     peak_rss_mib: f64,
     first: Counters,
+    /// The children the first reconcile wrote more than once, with every request on them
+    /// ([`repeated_writes`]): what a failed write budget needs to be read.
+    repeated: String,
     /// StatefulSet status writes of the StatefulSet controller in the first reconcile's window:
     /// each may change the operator's status (replicas, rollout) once more.
     statefulset_status_writes: u64,
@@ -237,21 +242,25 @@ async fn main() {
                 writes
                     <= (r.n * (r.children_per_instance + 1)) as u64 + r.statefulset_status_writes,
                 "{}: {writes} first-reconcile writes for {} instances of {} children and {} \
-                 StatefulSet status writes of the controller: {:?}",
+                 StatefulSet status writes of the controller: {:?}\n\
+                 children written more than once (every request on them, in order):\n{}",
                 r.label,
                 r.n,
                 r.children_per_instance,
                 r.statefulset_status_writes,
-                writes_by_resource(&r.first)
+                writes_by_resource(&r.first),
+                r.repeated
             );
             let child_writes = writes - status_writes(&r.first);
             assert!(
                 child_writes as usize <= r.n * r.children_per_instance,
-                "{}: {child_writes} child writes for {} instances of {} children: {:?}",
+                "{}: {child_writes} child writes for {} instances of {} children: {:?}\n\
+                 children written more than once (every request on them, in order):\n{}",
                 r.label,
                 r.n,
                 r.children_per_instance,
-                writes_by_resource(&r.first)
+                writes_by_resource(&r.first),
+                r.repeated
             );
         }
     }
@@ -465,6 +474,7 @@ async fn run(args: &Args, unrelated: usize, idle: Option<Duration>) -> Report {
     eprintln!("  writes stopped {settle:?} after convergence");
     let m1 = audit_sync(&cp, &admin).await;
     let first = count(requests_between(&cp, &m0, &m1, &operator.user));
+    let repeated = repeated_writes(&first, &all_requests_between(&cp, &m0, &m1));
     // No StatefulSet exists before the instances: every StatefulSet status write the tail has
     // seen is in the first reconcile's window.
     controller.poll();
@@ -526,6 +536,7 @@ async fn run(args: &Args, unrelated: usize, idle: Option<Duration>) -> Report {
         rss_end_mib,
         peak_rss_mib,
         first,
+        repeated,
         statefulset_status_writes,
         idle,
         all_children,
@@ -971,6 +982,47 @@ fn event_writes(c: &Counters) -> u64 {
         })
         .map(|(_, n)| n)
         .sum()
+}
+
+/// The children the operator wrote more than once in a window (status and Events aside), each
+/// with every request of any user on it in that window (`all`: the audit log's requests; user,
+/// verb and response code, in the log's order): another writer (a controller, the garbage
+/// collector) or a failed write shows there.
+fn repeated_writes(operator: &Counters, all: &[Request]) -> String {
+    let child = |r: &Request| {
+        !r.resource.contains('/')
+            && !r.resource.starts_with("events")
+            && !r.resource.starts_with("secureqdrants")
+    };
+    let mut writes: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for r in operator.log.iter().filter(|r| child(r)) {
+        if WRITE_VERBS.contains(&r.verb.as_str()) {
+            *writes
+                .entry((r.resource.as_str(), r.namespace.as_str(), r.name.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let mut out = String::new();
+    for ((resource, namespace, name), n) in writes.into_iter().filter(|(_, n)| *n > 1) {
+        let requests: Vec<String> = all
+            .iter()
+            .filter(|r| {
+                r.resource.split('/').next() == Some(resource)
+                    && r.namespace == namespace
+                    && r.name == name
+            })
+            .map(|r| {
+                let user = operator.log.first().filter(|o| o.user == r.user);
+                let user = user.map_or(r.user.as_str(), |_| "operator");
+                format!("{user} {} {}", r.verb, r.code)
+            })
+            .collect();
+        out += &format!(
+            "  {resource} {namespace}/{name}: {n} writes: {}\n",
+            requests.join(", ")
+        );
+    }
+    out
 }
 
 /// Writes of the SecureQdrants' status.
