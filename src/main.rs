@@ -4,8 +4,8 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+// No future is polled here (`cli::run_blocking` builds the runtime): see there why.
+fn main() {
     let cli = secure_qdrant_operator::cli::Cli::parse();
-    std::process::exit(secure_qdrant_operator::cli::main(cli).await);
+    std::process::exit(secure_qdrant_operator::cli::run_blocking(cli));
 }

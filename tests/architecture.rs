@@ -123,6 +123,40 @@ fn module_graph_covers_every_file_of_src() {
     assert!(!graph.edges.is_empty());
 }
 
+/// The binary crate polls no future: every async body is compiled once, into the library
+/// (`cli::run_blocking` builds the runtime). A `#[tokio::main]` or an `.await` in `src/main.rs` compiles
+/// the operator's whole async code a second time into the binary (see `cli::run_blocking`).
+#[test]
+fn the_binary_crate_polls_no_future() {
+    let source =
+        std::fs::read_to_string(root().join("src/main.rs")).expect("src/main.rs is readable");
+    let tokens: proc_macro2::TokenStream = source.parse().expect("src/main.rs tokenizes");
+    let idents = identifiers(tokens);
+    assert!(
+        idents.iter().any(|i| i == "main"),
+        "the check reads src/main.rs"
+    );
+    for banned in ["async", "await", "tokio"] {
+        assert!(
+            !idents.iter().any(|i| i == banned),
+            "src/main.rs uses `{banned}`: call `cli::run_blocking` instead of awaiting in the binary"
+        );
+    }
+}
+
+/// The identifiers of a token stream, nested groups included (comments are not tokens).
+fn identifiers(stream: proc_macro2::TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    for tree in stream {
+        match tree {
+            proc_macro2::TokenTree::Ident(i) => out.push(i.to_string()),
+            proc_macro2::TokenTree::Group(g) => out.extend(identifiers(g.stream())),
+            _ => {}
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // The checker on synthetic crates.
 
