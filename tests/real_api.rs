@@ -760,3 +760,112 @@ async fn the_charts_operator_deployment_is_admitted_under_restricted() {
     .unwrap_or_else(|e| panic!("the chart's Deployment: {e}"));
     cp.delete_namespace(&client, &ns).await;
 }
+
+/// The watches the operator opens: (resource, namespace, label selector) → how many times,
+/// from the audit log (the selector read from the request's URI).
+fn watches_of(cp: &ControlPlane, op: &Operator) -> BTreeMap<(String, String, String), usize> {
+    let user = op.username();
+    let mut seen = BTreeSet::new();
+    let mut watches = BTreeMap::new();
+    for e in cp.audit_events() {
+        if e["user"]["username"] != user.as_str() || e["verb"] != "watch" {
+            continue;
+        }
+        // A watch logs when its response starts and again when it ends: count it once.
+        if !seen.insert(e["auditID"].as_str().unwrap_or_default().to_owned()) {
+            continue;
+        }
+        let uri = url::Url::parse(&format!(
+            "http://api{}",
+            e["requestURI"].as_str().unwrap_or_default()
+        ))
+        .expect("a request URI");
+        let selector = uri
+            .query_pairs()
+            .find(|(k, _)| k == "labelSelector")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let key = (
+            e["objectRef"]["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            e["objectRef"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            selector,
+        );
+        *watches.entry(key).or_insert(0) += 1;
+    }
+    watches
+}
+
+/// Both controllers share one watch per resource and label selector in each watched namespace
+/// (issue 16): the token controller's triggers (its Secrets, its instance's credentials, the
+/// Secrets a user lets an instance use, the instances themselves) come from the SecureQdrant
+/// controller's watches, not from watches of their own.
+#[tokio::test]
+async fn the_operator_opens_one_watch_per_resource_selector_and_namespace() {
+    use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+    use secure_qdrant_operator::reconcile::references::ALLOWED_INSTANCE_LABEL;
+    let _scope = OPERATOR_SCOPE.read().await;
+    let cp = control_plane::get();
+    let client = cp.admin().await;
+    cp.install_crds(&client).await;
+    let namespaces = vec![
+        cp.namespace(&client, "watches").await,
+        cp.namespace(&client, "watches").await,
+    ];
+    let op = cp
+        .start_operator(&client, Scope::Namespaces(namespaces.clone()))
+        .await;
+    let mut want = BTreeSet::new();
+    for ns in &namespaces {
+        for resource in ["secureqdrants", "qdrantaccesstokens"] {
+            want.insert((resource.to_owned(), ns.clone(), String::new()));
+        }
+        for resource in [
+            "serviceaccounts",
+            "secrets",
+            "configmaps",
+            "services",
+            "networkpolicies",
+            "poddisruptionbudgets",
+            "statefulsets",
+        ] {
+            want.insert((resource.to_owned(), ns.clone(), MANAGED_SELECTOR.to_owned()));
+        }
+        want.insert((
+            "secrets".to_owned(),
+            ns.clone(),
+            ALLOWED_INSTANCE_LABEL.to_owned(),
+        ));
+    }
+    eventually(Duration::from_secs(60), || {
+        let opened: BTreeSet<_> = watches_of(cp, &op).into_keys().collect();
+        let missing: Vec<_> = want.difference(&opened).cloned().collect();
+        async move {
+            missing
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("not watched yet: {missing:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
+    // Every watch opens at start; a second one would be logged by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let watches = watches_of(cp, &op);
+    let more_than_once: Vec<_> = watches.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        more_than_once.is_empty(),
+        "watched more than once (resource, namespace, selector) → watches: {more_than_once:#?}"
+    );
+    let opened: BTreeSet<_> = watches.into_keys().collect();
+    assert_eq!(opened, want, "the operator's watches");
+    for ns in &namespaces {
+        cp.delete_namespace(&client, ns).await;
+    }
+    cp.delete_namespace(&client, &op.namespace).await;
+}
