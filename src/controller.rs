@@ -447,3 +447,106 @@ fn token_error_policy(qat: Arc<QdrantAccessToken>, error: &Error, _ctx: Arc<Cont
     );
     Action::requeue(std::time::Duration::from_secs(15))
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use kube::core::PartialObjectMetaExt;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    use super::*;
+
+    fn token(ns: &str, name: &str, instance: &str) -> QdrantAccessToken {
+        serde_json::from_value(json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+            "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}")},
+            "spec": {"qdrantRef": {"name": instance}, "access": {"global": "r"}},
+        }))
+        .expect("a token")
+    }
+
+    fn instance(ns: &str, name: &str, spec: serde_json::Value) -> SecureQdrant {
+        serde_json::from_value(json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
+            "metadata": {"namespace": ns, "name": name}, "spec": spec,
+        }))
+        .expect("a SecureQdrant")
+    }
+
+    fn secret(ns: &str, name: &str, meta: serde_json::Value) -> CachedSecret {
+        let mut meta: kube::api::ObjectMeta = serde_json::from_value(meta).expect("metadata");
+        meta.namespace = Some(ns.into());
+        meta.name = Some(name.into());
+        meta.into_response_partial()
+    }
+
+    fn store<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (reader, mut writer) = reflector::store();
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::Apply(o));
+        }
+        reader
+    }
+
+    /// What the requests queued so far name, as `ns/name`, sorted.
+    fn queued(requests: &mut triggers::Requests<QdrantAccessToken>) -> Vec<String> {
+        let mut out: Vec<String> = std::iter::from_fn(|| requests.next().now_or_never().flatten())
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Each trigger the token controller had its own watch for names the same tokens from the
+    /// SecureQdrant controller's watches: an instance (changed or gone), its credentials
+    /// Secret, a token's own Secret (deleted), a Secret a user lets an instance use.
+    #[test]
+    fn the_shared_watches_name_the_tokens_each_trigger_concerns() {
+        let tokens = store(vec![
+            token("a", "t1", "vectors"),
+            token("a", "t2", "vectors"),
+            token("a", "t3", "other"),
+            token("b", "t4", "vectors"),
+        ]);
+        let (triggers, mut requests) = TokenTriggers::new(tokens);
+
+        triggers.instance(&instance("a", "vectors", json!({})));
+        assert_eq!(queued(&mut requests), ["a/t1", "a/t2"]);
+
+        let credentials = json!({"labels": {
+            "app.kubernetes.io/managed-by": "secure-qdrant-operator",
+            LABEL_COMPONENT: COMPONENT_CREDENTIALS, LABEL_INSTANCE: "other"}});
+        triggers.managed_secret(&secret("a", "other-api-key", credentials));
+        assert_eq!(queued(&mut requests), ["a/t3"]);
+
+        // Another of the instance's Secrets (its CA, say): not the tokens' business.
+        let ca = json!({"labels": {
+            "app.kubernetes.io/managed-by": "secure-qdrant-operator",
+            LABEL_COMPONENT: "ca", LABEL_INSTANCE: "other"}});
+        triggers.managed_secret(&secret("a", "other-ca", ca));
+        assert_eq!(queued(&mut requests), Vec::<String>::new());
+
+        let owned = json!({"ownerReferences": [{
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+            "name": "t4", "uid": "uid-t4", "controller": true}]});
+        triggers.managed_secret(&secret("b", "t4-qdrant-token", owned));
+        assert_eq!(queued(&mut requests), ["b/t4"]);
+
+        let instances = store(vec![
+            instance(
+                "a",
+                "vectors",
+                json!({"auth": {"apiKeySecretRef": {"name": "mine", "key": "api-key"}}}),
+            ),
+            instance("a", "other", json!({})),
+        ]);
+        triggers.referenced(&instances, &secret("a", "mine", json!({})));
+        assert_eq!(queued(&mut requests), ["a/t1", "a/t2"]);
+        triggers.referenced(&instances, &secret("a", "unused", json!({})));
+        assert_eq!(queued(&mut requests), Vec::<String>::new());
+    }
+}
