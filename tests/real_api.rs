@@ -869,3 +869,66 @@ async fn the_operator_opens_one_watch_per_resource_selector_and_namespace() {
     }
     cp.delete_namespace(&client, &op.namespace).await;
 }
+
+/// The token controller hears of its Secrets through the SecureQdrant controller's watch of the
+/// operator's Secrets (issue 16): a deleted token Secret is written again at once, not at the
+/// token's renewal hours later.
+#[tokio::test]
+async fn a_deleted_token_secret_is_written_again_at_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    use secure_qdrant_operator::crd::QdrantAccessToken;
+    let _scope = OPERATOR_SCOPE.read().await;
+    let cp = control_plane::get();
+    let client = cp.admin().await;
+    cp.install_crds(&client).await;
+    let ns = cp.namespace(&client, "token-secret").await;
+    let op = cp
+        .start_operator(&client, Scope::Namespaces(vec![ns.clone()]))
+        .await;
+    create_sq(&client, &ns, &example("minimal.yaml", &ns, "vectors")).await;
+    let token: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "secureqdrant.dev/v1alpha1",
+        "kind": "QdrantAccessToken",
+        "metadata": {"name": "frontend", "namespace": ns},
+        "spec": {"qdrantRef": {"name": "vectors"}, "access": {"global": "r"}},
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<QdrantAccessToken>(&()),
+    )
+    .create(&PostParams::default(), &token)
+    .await
+    .expect("QdrantAccessToken created");
+    wait_ready(&client, &ns, "vectors", &op).await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let written = |not_uid: String, within: Duration| {
+        let secrets = secrets.clone();
+        let op = &op;
+        async move {
+            eventually(within, || {
+                let secrets = secrets.clone();
+                let not_uid = not_uid.clone();
+                async move {
+                    let s = secrets.get_opt("frontend-qdrant-token").await;
+                    let uid = s.map_err(|e| e.to_string())?.and_then(|s| s.metadata.uid);
+                    uid.filter(|u| *u != not_uid)
+                        .ok_or_else(|| "no (new) token Secret yet".to_owned())
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("frontend-qdrant-token: {e}\n{}", op.log_tail()))
+        }
+    };
+    let first = written(String::new(), READY_WITHIN).await;
+    // The instance settled: nothing else reconciles the token now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    secrets
+        .delete("frontend-qdrant-token", &DeleteParams::default())
+        .await
+        .expect("token Secret deleted");
+    written(first, Duration::from_secs(20)).await;
+    cp.delete_namespace(&client, &ns).await;
+    cp.delete_namespace(&client, &op.namespace).await;
+}
