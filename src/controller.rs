@@ -3,6 +3,7 @@
 pub mod caches;
 pub mod scope;
 pub mod shutdown;
+pub mod triggers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,9 +22,7 @@ use self::caches::{ChildStream, ChildStreams, Synced, child_caches, main_stream}
 use self::scope::WatchScope;
 use self::shutdown::Shutdown;
 use crate::access_tokens;
-use crate::children::meta::{
-    COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGED_SELECTOR, MANAGER,
-};
+use crate::children::meta::{COMPONENT_CREDENTIALS, LABEL_COMPONENT, LABEL_INSTANCE, MANAGER};
 use crate::crd::{QdrantAccessToken, SecureQdrant};
 use crate::error::{Error, Step};
 use crate::events::{Events, Publisher};
@@ -140,6 +139,15 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
     );
     let forget = metrics.clone();
     let memos = ctx.clone();
+    let tokens = main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
+        let (ns, name) = (qat.namespace().unwrap_or_default(), qat.name_any());
+        forget.forget(ACCESS_TOKEN, &ns, &name);
+        memos.token_facts.forget(&format!("{ns}/{name}"));
+    });
+    let (token_triggers, token_requests) = TokenTriggers::new(tokens.0.clone());
+    let forget = metrics.clone();
+    let memos = ctx.clone();
+    let gone = token_triggers.clone();
     let (instance_store, instance_stream) =
         main_stream::<SecureQdrant>(&client, &scope, &synced, move |sq| {
             let (ns, name) = (sq.namespace().unwrap_or_default(), sq.name_any());
@@ -147,58 +155,140 @@ pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
             // What was derived from its Secrets goes with it.
             memos.key_facts.forget(&format!("{ns}/{name}"));
             memos.tls_facts.forget(&format!("{ns}/{name}"));
+            gone.instance(sq);
         });
-    let instances = secure_qdrants(
-        &client,
-        &scope,
-        &shutdown,
+    let referenced = scope
+        .events::<CachedSecret>(&client, &referenced_secrets())
+        .touched_objects()
+        .boxed();
+    let triggers = token_triggers.share(
         instance_store.clone(),
         instance_stream,
         children,
-        ctx.clone(),
+        referenced,
     );
-    let forget = metrics.clone();
-    let memos = ctx.clone();
-    let tokens = main_stream::<QdrantAccessToken>(&client, &scope, &synced, move |qat| {
-        let (ns, name) = (qat.namespace().unwrap_or_default(), qat.name_any());
-        forget.forget(ACCESS_TOKEN, &ns, &name);
-        memos.token_facts.forget(&format!("{ns}/{name}"));
-    });
-    let tokens = access_tokens(&client, &scope, &shutdown, tokens, instance_store, ctx);
+    let instances = secure_qdrants(&shutdown, instance_store.clone(), triggers, ctx.clone());
+    let tokens = access_tokens(&shutdown, tokens, token_requests, instance_store, ctx);
     futures::join!(instances, tokens);
     info!("controllers stopped");
     Ok(())
 }
 
+/// Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef,
+/// imagePullSecrets) are used only when they carry the opt-in label naming the instance; the
+/// watch selects that label, so a change (the label added, the key renewed) reconciles every
+/// instance that references them at once (and their tokens: a user's key signs them). The
+/// operator writes no label on them. Like every Secret watch of the operator, it asks for
+/// metadata only: no Secret value is decoded.
+fn referenced_secrets() -> watcher::Config {
+    watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL)
+}
+
+/// The SecureQdrant controller's trigger streams: its instances, their children, the Secrets
+/// users let them use.
+struct InstanceTriggers {
+    instances: ChildStream<SecureQdrant>,
+    children: ChildStreams,
+    referenced: ChildStream<CachedSecret>,
+}
+
+/// Which tokens to look at again when an instance, one of the operator's Secrets or a Secret a
+/// user lets an instance use changes, read from the SecureQdrant controller's watches as they
+/// pass: one watch per kind and label selector serves both controllers.
+#[derive(Clone)]
+struct TokenTriggers {
+    queue: triggers::Sender<QdrantAccessToken>,
+    tokens: Store<QdrantAccessToken>,
+}
+
+impl TokenTriggers {
+    fn new(tokens: Store<QdrantAccessToken>) -> (Self, triggers::Requests<QdrantAccessToken>) {
+        let (queue, requests) = triggers::queue();
+        (TokenTriggers { queue, tokens }, requests)
+    }
+
+    /// An instance changed, or went: its tokens.
+    fn instance(&self, sq: &SecureQdrant) {
+        let name = sq.metadata.name.clone();
+        self.queue
+            .send(tokens_of(&self.tokens, sq.namespace(), name));
+    }
+
+    /// One of the operator's Secrets changed: the token whose Secret it is, or the tokens of
+    /// the instance whose credentials (API key, trust bundle) it holds, so a rotated key
+    /// re-mints at once.
+    fn managed_secret(&self, secret: &CachedSecret) {
+        let ns = secret.namespace();
+        self.queue.send(
+            secret
+                .owner_references()
+                .iter()
+                .filter_map(|owner| ObjectRef::from_owner_ref(ns.as_deref(), owner, ())),
+        );
+        let labels = secret.labels();
+        if labels.get(LABEL_COMPONENT).map(String::as_str) == Some(COMPONENT_CREDENTIALS) {
+            let instance = labels.get(LABEL_INSTANCE).cloned();
+            self.queue.send(tokens_of(&self.tokens, ns, instance));
+        }
+    }
+
+    /// A Secret users let instances use changed: the tokens of the instances that reference it
+    /// (a user's key, spec.auth.apiKeySecretRef, signs the tokens too).
+    fn referenced(&self, instances: &Store<SecureQdrant>, secret: &CachedSecret) {
+        for sq in instances_referencing(instances, secret) {
+            let (ns, name) = (sq.namespace.clone(), Some(sq.name.clone()));
+            self.queue.send(tokens_of(&self.tokens, ns, name));
+        }
+    }
+
+    /// The SecureQdrant controller's trigger streams, passing on to the tokens what they see.
+    fn share(
+        self,
+        instance_store: Store<SecureQdrant>,
+        instances: ChildStream<SecureQdrant>,
+        mut children: ChildStreams,
+        referenced: ChildStream<CachedSecret>,
+    ) -> InstanceTriggers {
+        let this = self.clone();
+        let instances = instances
+            .inspect(move |sq| sq.iter().for_each(|sq| this.instance(sq)))
+            .boxed();
+        let this = self.clone();
+        children.secrets = children
+            .secrets
+            .inspect(move |s| s.iter().for_each(|s| this.managed_secret(s)))
+            .boxed();
+        let referenced = referenced
+            .inspect(move |s| s.iter().for_each(|s| self.referenced(&instance_store, s)))
+            .boxed();
+        InstanceTriggers {
+            instances,
+            children,
+            referenced,
+        }
+    }
+}
+
 /// The SecureQdrant controller: reconciles an instance when it, one of its children, or a Secret
 /// it references changes.
 fn secure_qdrants(
-    client: &Client,
-    scope: &WatchScope,
     shutdown: &Shutdown,
     instance_store: Store<SecureQdrant>,
-    instance_stream: ChildStream<SecureQdrant>,
-    children: ChildStreams,
+    triggers: InstanceTriggers,
     ctx: Arc<Context>,
 ) -> impl Future<Output = ()> {
-    // Secrets the user references (apiKeySecretRef, caSecretRef, certificateSecretRef,
-    // imagePullSecrets) are used only when they carry the opt-in label naming the instance; the
-    // watch selects that label, so a change (the label added, the key renewed) reconciles every
-    // instance that references them at once. The operator writes no label on them. Like every
-    // Secret watch of the operator, it asks for metadata only: no Secret value is decoded.
-    let referenced = watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL);
+    let InstanceTriggers {
+        instances,
+        children,
+        referenced,
+    } = triggers;
     let by_reference = {
         let store = instance_store.clone();
         move |secret: CachedSecret| instances_referencing(&store, &secret)
     };
-    Controller::for_stream(instance_stream, instance_store.clone())
+    Controller::for_stream(instances, instance_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
-        .watches_stream(
-            scope
-                .events::<CachedSecret>(client, &referenced)
-                .touched_objects(),
-            by_reference,
-        )
+        .watches_stream(referenced, by_reference)
         .owns_stream(children.service_accounts)
         .owns_stream(children.secrets)
         .owns_stream(children.config_maps)
@@ -232,69 +322,19 @@ fn secure_qdrants(
         .for_each(log_queue_errors)
 }
 
-/// The QdrantAccessToken controller: tokens are re-checked when their SecureQdrant or its
-/// credentials (API key, trust bundle) change, so a rotated key re-mints at once.
+/// The QdrantAccessToken controller: tokens are re-checked when they or their Secrets change,
+/// and on `requests` ([`TokenTriggers`]: their SecureQdrant or its credentials (API key, trust
+/// bundle) changed), so a rotated key re-mints at once.
 fn access_tokens(
-    client: &Client,
-    scope: &WatchScope,
     shutdown: &Shutdown,
     (token_store, token_stream): (Store<QdrantAccessToken>, ChildStream<QdrantAccessToken>),
+    requests: triggers::Requests<QdrantAccessToken>,
     instance_store: Store<SecureQdrant>,
     ctx: Arc<Context>,
 ) -> impl Future<Output = ()> {
-    let referenced = watcher::Config::default().labels(ALLOWED_INSTANCE_LABEL);
-    let by_instance = {
-        let store = token_store.clone();
-        move |sq: SecureQdrant| tokens_of(&store, sq.namespace(), sq.metadata.name)
-    };
-    let by_credentials = {
-        let store = token_store.clone();
-        move |secret: CachedSecret| {
-            let instance = secret.labels().get(LABEL_INSTANCE).cloned();
-            tokens_of(&store, secret.namespace(), instance)
-        }
-    };
-    // A user's key (spec.auth.apiKeySecretRef) signs the tokens too: a change re-signs them.
-    let by_referenced = {
-        let tokens = token_store.clone();
-        let instances = instance_store.clone();
-        move |secret: CachedSecret| {
-            instances_referencing(&instances, &secret)
-                .into_iter()
-                .flat_map(|sq| tokens_of(&tokens, sq.namespace.clone(), Some(sq.name.clone())))
-                .collect::<Vec<_>>()
-        }
-    };
-    let credentials = watcher::Config::default().labels(&format!(
-        "{MANAGED_SELECTOR},{LABEL_COMPONENT}={COMPONENT_CREDENTIALS}"
-    ));
-    let token_secrets = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let instance_store_for_tokens = instance_store.clone();
     Controller::for_stream(token_stream, token_store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
-        .owns_stream(
-            scope
-                .events::<CachedSecret>(client, &token_secrets)
-                .touched_objects(),
-        )
-        .watches_stream(
-            scope
-                .events::<SecureQdrant>(client, &watcher::Config::default())
-                .touched_objects(),
-            by_instance,
-        )
-        .watches_stream(
-            scope
-                .events::<CachedSecret>(client, &credentials)
-                .touched_objects(),
-            by_credentials,
-        )
-        .watches_stream(
-            scope
-                .events::<CachedSecret>(client, &referenced)
-                .touched_objects(),
-            by_referenced,
-        )
+        .reconcile_on(requests)
         .graceful_shutdown_on(stopped(shutdown))
         .run(
             {
@@ -305,7 +345,7 @@ fn access_tokens(
                         ACCESS_TOKEN,
                         qat.clone(),
                         store.clone(),
-                        access_tokens::reconcile(qat, ctx, instance_store_for_tokens.clone()),
+                        access_tokens::reconcile(qat, ctx, instance_store.clone()),
                     )
                 }
             },
@@ -406,4 +446,107 @@ fn token_error_policy(qat: Arc<QdrantAccessToken>, error: &Error, _ctx: Arc<Cont
         "token reconcile failed"
     );
     Action::requeue(std::time::Duration::from_secs(15))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use kube::core::PartialObjectMetaExt;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    use super::*;
+
+    fn token(ns: &str, name: &str, instance: &str) -> QdrantAccessToken {
+        serde_json::from_value(json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+            "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}")},
+            "spec": {"qdrantRef": {"name": instance}, "access": {"global": "r"}},
+        }))
+        .expect("a token")
+    }
+
+    fn instance(ns: &str, name: &str, spec: serde_json::Value) -> SecureQdrant {
+        serde_json::from_value(json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
+            "metadata": {"namespace": ns, "name": name}, "spec": spec,
+        }))
+        .expect("a SecureQdrant")
+    }
+
+    fn secret(ns: &str, name: &str, meta: serde_json::Value) -> CachedSecret {
+        let mut meta: kube::api::ObjectMeta = serde_json::from_value(meta).expect("metadata");
+        meta.namespace = Some(ns.into());
+        meta.name = Some(name.into());
+        meta.into_response_partial()
+    }
+
+    fn store<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (reader, mut writer) = reflector::store();
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::Apply(o));
+        }
+        reader
+    }
+
+    /// What the requests queued so far name, as `ns/name`, sorted.
+    fn queued(requests: &mut triggers::Requests<QdrantAccessToken>) -> Vec<String> {
+        let mut out: Vec<String> = std::iter::from_fn(|| requests.next().now_or_never().flatten())
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Each trigger the token controller had its own watch for names the same tokens from the
+    /// SecureQdrant controller's watches: an instance (changed or gone), its credentials
+    /// Secret, a token's own Secret (deleted), a Secret a user lets an instance use.
+    #[test]
+    fn the_shared_watches_name_the_tokens_each_trigger_concerns() {
+        let tokens = store(vec![
+            token("a", "t1", "vectors"),
+            token("a", "t2", "vectors"),
+            token("a", "t3", "other"),
+            token("b", "t4", "vectors"),
+        ]);
+        let (triggers, mut requests) = TokenTriggers::new(tokens);
+
+        triggers.instance(&instance("a", "vectors", json!({})));
+        assert_eq!(queued(&mut requests), ["a/t1", "a/t2"]);
+
+        let credentials = json!({"labels": {
+            "app.kubernetes.io/managed-by": "secure-qdrant-operator",
+            LABEL_COMPONENT: COMPONENT_CREDENTIALS, LABEL_INSTANCE: "other"}});
+        triggers.managed_secret(&secret("a", "other-api-key", credentials));
+        assert_eq!(queued(&mut requests), ["a/t3"]);
+
+        // Another of the instance's Secrets (its CA, say): not the tokens' business.
+        let ca = json!({"labels": {
+            "app.kubernetes.io/managed-by": "secure-qdrant-operator",
+            LABEL_COMPONENT: "ca", LABEL_INSTANCE: "other"}});
+        triggers.managed_secret(&secret("a", "other-ca", ca));
+        assert_eq!(queued(&mut requests), Vec::<String>::new());
+
+        let owned = json!({"ownerReferences": [{
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "QdrantAccessToken",
+            "name": "t4", "uid": "uid-t4", "controller": true}]});
+        triggers.managed_secret(&secret("b", "t4-qdrant-token", owned));
+        assert_eq!(queued(&mut requests), ["b/t4"]);
+
+        let instances = store(vec![
+            instance(
+                "a",
+                "vectors",
+                json!({"auth": {"apiKeySecretRef": {"name": "mine", "key": "api-key"}}}),
+            ),
+            instance("a", "other", json!({})),
+        ]);
+        triggers.referenced(&instances, &secret("a", "mine", json!({})));
+        assert_eq!(queued(&mut requests), ["a/t1", "a/t2"]);
+        triggers.referenced(&instances, &secret("a", "unused", json!({})));
+        assert_eq!(queued(&mut requests), Vec::<String>::new());
+    }
 }

@@ -760,3 +760,175 @@ async fn the_charts_operator_deployment_is_admitted_under_restricted() {
     .unwrap_or_else(|e| panic!("the chart's Deployment: {e}"));
     cp.delete_namespace(&client, &ns).await;
 }
+
+/// The watches the operator opens: (resource, namespace, label selector) → how many times,
+/// from the audit log (the selector read from the request's URI).
+fn watches_of(cp: &ControlPlane, op: &Operator) -> BTreeMap<(String, String, String), usize> {
+    let user = op.username();
+    let mut seen = BTreeSet::new();
+    let mut watches = BTreeMap::new();
+    for e in cp.audit_events() {
+        if e["user"]["username"] != user.as_str() || e["verb"] != "watch" {
+            continue;
+        }
+        // A watch logs when its response starts and again when it ends: count it once.
+        if !seen.insert(e["auditID"].as_str().unwrap_or_default().to_owned()) {
+            continue;
+        }
+        let uri = url::Url::parse(&format!(
+            "http://api{}",
+            e["requestURI"].as_str().unwrap_or_default()
+        ))
+        .expect("a request URI");
+        let selector = uri
+            .query_pairs()
+            .find(|(k, _)| k == "labelSelector")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let key = (
+            e["objectRef"]["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            e["objectRef"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            selector,
+        );
+        *watches.entry(key).or_insert(0) += 1;
+    }
+    watches
+}
+
+/// Both controllers share one watch per resource and label selector in each watched namespace
+/// (issue 16): the token controller's triggers (its Secrets, its instance's credentials, the
+/// Secrets a user lets an instance use, the instances themselves) come from the SecureQdrant
+/// controller's watches, not from watches of their own.
+#[tokio::test]
+async fn the_operator_opens_one_watch_per_resource_selector_and_namespace() {
+    use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+    use secure_qdrant_operator::reconcile::references::ALLOWED_INSTANCE_LABEL;
+    let _scope = OPERATOR_SCOPE.read().await;
+    let cp = control_plane::get();
+    let client = cp.admin().await;
+    cp.install_crds(&client).await;
+    let namespaces = vec![
+        cp.namespace(&client, "watches").await,
+        cp.namespace(&client, "watches").await,
+    ];
+    let op = cp
+        .start_operator(&client, Scope::Namespaces(namespaces.clone()))
+        .await;
+    let mut want = BTreeSet::new();
+    for ns in &namespaces {
+        for resource in ["secureqdrants", "qdrantaccesstokens"] {
+            want.insert((resource.to_owned(), ns.clone(), String::new()));
+        }
+        for resource in [
+            "serviceaccounts",
+            "secrets",
+            "configmaps",
+            "services",
+            "networkpolicies",
+            "poddisruptionbudgets",
+            "statefulsets",
+        ] {
+            want.insert((resource.to_owned(), ns.clone(), MANAGED_SELECTOR.to_owned()));
+        }
+        want.insert((
+            "secrets".to_owned(),
+            ns.clone(),
+            ALLOWED_INSTANCE_LABEL.to_owned(),
+        ));
+    }
+    eventually(Duration::from_secs(60), || {
+        let opened: BTreeSet<_> = watches_of(cp, &op).into_keys().collect();
+        let missing: Vec<_> = want.difference(&opened).cloned().collect();
+        async move {
+            missing
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("not watched yet: {missing:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()));
+    // Every watch opens at start; a second one would be logged by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let watches = watches_of(cp, &op);
+    let more_than_once: Vec<_> = watches.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        more_than_once.is_empty(),
+        "watched more than once (resource, namespace, selector) → watches: {more_than_once:#?}"
+    );
+    let opened: BTreeSet<_> = watches.into_keys().collect();
+    assert_eq!(opened, want, "the operator's watches");
+    for ns in &namespaces {
+        cp.delete_namespace(&client, ns).await;
+    }
+    cp.delete_namespace(&client, &op.namespace).await;
+}
+
+/// The token controller hears of its Secrets through the SecureQdrant controller's watch of the
+/// operator's Secrets (issue 16): a deleted token Secret is written again at once, not at the
+/// token's renewal hours later.
+#[tokio::test]
+async fn a_deleted_token_secret_is_written_again_at_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    use secure_qdrant_operator::crd::QdrantAccessToken;
+    let _scope = OPERATOR_SCOPE.read().await;
+    let cp = control_plane::get();
+    let client = cp.admin().await;
+    cp.install_crds(&client).await;
+    let ns = cp.namespace(&client, "token-secret").await;
+    let op = cp
+        .start_operator(&client, Scope::Namespaces(vec![ns.clone()]))
+        .await;
+    create_sq(&client, &ns, &example("minimal.yaml", &ns, "vectors")).await;
+    let token: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "secureqdrant.dev/v1alpha1",
+        "kind": "QdrantAccessToken",
+        "metadata": {"name": "frontend", "namespace": ns},
+        "spec": {"qdrantRef": {"name": "vectors"}, "access": {"global": "r"}},
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<QdrantAccessToken>(&()),
+    )
+    .create(&PostParams::default(), &token)
+    .await
+    .expect("QdrantAccessToken created");
+    wait_ready(&client, &ns, "vectors", &op).await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let written = |not_uid: String, within: Duration| {
+        let secrets = secrets.clone();
+        let op = &op;
+        async move {
+            eventually(within, || {
+                let secrets = secrets.clone();
+                let not_uid = not_uid.clone();
+                async move {
+                    let s = secrets.get_opt("frontend-qdrant-token").await;
+                    let uid = s.map_err(|e| e.to_string())?.and_then(|s| s.metadata.uid);
+                    uid.filter(|u| *u != not_uid)
+                        .ok_or_else(|| "no (new) token Secret yet".to_owned())
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("frontend-qdrant-token: {e}\n{}", op.log_tail()))
+        }
+    };
+    let first = written(String::new(), READY_WITHIN).await;
+    // The instance settled: nothing else reconciles the token now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    secrets
+        .delete("frontend-qdrant-token", &DeleteParams::default())
+        .await
+        .expect("token Secret deleted");
+    written(first, Duration::from_secs(20)).await;
+    cp.delete_namespace(&client, &ns).await;
+    cp.delete_namespace(&client, &op.namespace).await;
+}
