@@ -1425,16 +1425,7 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
     let mut h = Harness::new(&Cluster::synced());
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_get_missing(&path::api_key_secret()).await;
-            let call = api.expect_post(&path::secrets()).await;
-            call.respond(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                &api_verifier::status_failure(
-                    "etcdserver: request timed out",
-                    500,
-                    "InternalError",
-                ),
-            );
+            secret_create_fails(&mut api).await;
             let status = api.expect_status_patch(&path::status(), &cr).await;
             assert_failed_condition(&status, "CreateSecretFailed");
             api
@@ -1454,6 +1445,38 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
     let events = h.published();
     assert_eq!(events.len(), 1, "one Warning Event for the failure");
     assert_no_secret("the Event", &format!("{events:?}"), &sent);
+}
+
+/// A synced cluster holding only the instance's API-key Secret (the credentials step passes).
+fn synced_with_api_key_secret(sq: &SecureQdrant) -> Cluster {
+    let mut cluster = Cluster::synced();
+    cluster.put(stored(
+        children_of(sq, &keys("k"))
+            .api_key_secret
+            .expect("generated keys"),
+    ));
+    cluster
+}
+
+/// The API-key Secret is missing and creating it fails (etcd times out: a 500).
+async fn secret_create_fails(api: &mut ApiServer) {
+    api.expect_get_missing(&path::api_key_secret()).await;
+    let call = api.expect_post(&path::secrets()).await;
+    call.respond(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        &api_verifier::status_failure("etcdserver: request timed out", 500, "InternalError"),
+    );
+}
+
+/// The ServiceAccount is applied, then the missing ConfigMap's apply is refused (422 Invalid).
+async fn config_map_apply_refused(api: &mut ApiServer) {
+    api.expect_apply(&path::service_account()).await;
+    api.expect_get_missing(&path::config_map()).await;
+    let call = api.expect(Method::PATCH, &path::config_map()).await;
+    call.respond(
+        http::StatusCode::UNPROCESSABLE_ENTITY,
+        &api_verifier::status_failure("ConfigMap \"vectors-config\" is invalid", 422, "Invalid"),
+    );
 }
 
 /// The status patch of a failed reconcile: Reconciled=False with `reason`, the rest untouched.
@@ -1750,26 +1773,11 @@ async fn failures_back_off_per_object_and_a_success_resets_them() {
 async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let sq = SecureQdrant::test();
     let cr = sq.to_json();
-    let mut cluster = Cluster::synced();
-    cluster.put(stored(
-        children_of(&sq, &keys("k"))
-            .api_key_secret
-            .expect("generated keys"),
-    ));
+    let cluster = synced_with_api_key_secret(&sq);
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_apply(&path::service_account()).await;
-            api.expect_get_missing(&path::config_map()).await;
-            let call = api.expect(Method::PATCH, &path::config_map()).await;
-            call.respond(
-                http::StatusCode::UNPROCESSABLE_ENTITY,
-                &api_verifier::status_failure(
-                    "ConfigMap \"vectors-config\" is invalid",
-                    422,
-                    "Invalid",
-                ),
-            );
+            config_map_apply_refused(&mut api).await;
             // No StatefulSet: only the failure, reported on the resource.
             let status = api.expect_status_patch(&path::status(), &cr).await;
             assert_failed_condition(&status, "ApplyFailed");
@@ -1801,16 +1809,7 @@ async fn a_failure_event_names_the_step_that_failed() {
     let mut h = Harness::new(&Cluster::synced());
     let (result, _) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_get_missing(&path::api_key_secret()).await;
-            let call = api.expect_post(&path::secrets()).await;
-            call.respond(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                &api_verifier::status_failure(
-                    "etcdserver: request timed out",
-                    500,
-                    "InternalError",
-                ),
-            );
+            secret_create_fails(&mut api).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })
@@ -1827,27 +1826,12 @@ async fn a_failure_event_names_the_step_that_failed() {
     );
 
     // The apply step: a ConfigMap is refused.
-    let mut cluster = Cluster::synced();
-    cluster.put(stored(
-        children_of(&sq, &keys("k"))
-            .api_key_secret
-            .expect("generated keys"),
-    ));
+    let cluster = synced_with_api_key_secret(&sq);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
     let (result, _) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_apply(&path::service_account()).await;
-            api.expect_get_missing(&path::config_map()).await;
-            let call = api.expect(Method::PATCH, &path::config_map()).await;
-            call.respond(
-                http::StatusCode::UNPROCESSABLE_ENTITY,
-                &api_verifier::status_failure(
-                    "ConfigMap \"vectors-config\" is invalid",
-                    422,
-                    "Invalid",
-                ),
-            );
+            config_map_apply_refused(&mut api).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })
