@@ -457,12 +457,7 @@ fn foreign_config_map() -> serde_json::Value {
 async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("config.yaml".into(), "drift\n".into());
+    let mut edited = drifted_config_map(&sq, &k);
     // What the operator sends changed since (another applied hash): an update, from the cache.
     edited
         .metadata
@@ -484,25 +479,13 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
                 http::StatusCode::CONFLICT,
                 &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map())
-                .await;
-            let status = api.expect_status_patch(&path::status(), &cr).await;
-            assert_failed_condition(&status, "ChildConflict");
+            found_foreign(&mut api, &cr).await;
             api
         })
         .await;
-    let err = result.expect_err("a conflict");
-    assert!(
-        matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
-            if name == "vectors-config" && owner == "no owner"),
-        "{err:?}"
-    );
-    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+    assert_refused_as_foreign(result, &t);
 }
 
-/// A ConfigMap someone else creates between the operator's read (nothing there) and its create:
-/// the create is an apply without force, so it fails on their fields (409), and the object is
-/// read again and refused as foreign.
 /// The same race for a repair of drift: the child was read, found edited, and replaced by
 /// someone else before the write; the write carries the uid read (not its resourceVersion, which
 /// a status write may move), so it fails (422: the uid is immutable); read again, found foreign,
@@ -511,13 +494,7 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
 async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("config.yaml".into(), "drift\n".into());
-    let edited = edited_by_someone_else(edited);
+    let edited = edited_by_someone_else(drifted_config_map(&sq, &k));
     let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
     let cr = sq.to_json();
@@ -539,13 +516,36 @@ async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_
                     "Invalid",
                 ),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map())
-                .await;
-            let status = api.expect_status_patch(&path::status(), &cr).await;
-            assert_failed_condition(&status, "ChildConflict");
+            found_foreign(&mut api, &cr).await;
             api
         })
         .await;
+    assert_refused_as_foreign(result, &t);
+}
+
+/// The instance's ConfigMap as the operator applied it, with other data (drift).
+fn drifted_config_map(sq: &SecureQdrant, k: &ApiKeys) -> k8s_openapi::api::core::v1::ConfigMap {
+    let mut edited = applied(children_of(sq, k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), "drift\n".into());
+    edited
+}
+
+/// After a failed write of the ConfigMap: read again, it is someone else's, and the failure is
+/// reported (Reconciled=False, ChildConflict).
+async fn found_foreign(api: &mut ApiServer, cr: &Value) {
+    api.expect_get(&path::config_map(), &foreign_config_map())
+        .await;
+    let status = api.expect_status_patch(&path::status(), cr).await;
+    assert_failed_condition(&status, "ChildConflict");
+}
+
+/// The reconcile failed on a ConfigMap owned by no one, after two writes (the failed one and the
+/// status).
+fn assert_refused_as_foreign(result: Result<Action, Error>, t: &Transcript) {
     let err = result.expect_err("a conflict");
     assert!(
         matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
