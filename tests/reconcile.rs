@@ -294,6 +294,21 @@ fn settled_cluster(sq: &SecureQdrant, keys: &ApiKeys) -> (SecureQdrant, Cluster)
     (settled(sq.clone(), &cluster), cluster)
 }
 
+/// The instance's ConfigMap as the operator applied it, with `config_yaml` instead (drift).
+fn config_map_with(
+    sq: &SecureQdrant,
+    k: &ApiKeys,
+    config_yaml: &str,
+) -> k8s_openapi::api::core::v1::ConfigMap {
+    let mut edited = applied(children_of(sq, k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), config_yaml.into());
+    edited
+}
+
 #[tokio::test]
 async fn a_deleted_config_map_is_recreated_and_nothing_else_written() {
     let k = keys("k");
@@ -345,12 +360,7 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
     // Someone edits the config file; the applied-hash annotation stays as it was. The cache
     // shows their write in the managed fields (the drift mark).
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited.data.as_mut().unwrap().insert(
-        "config.yaml".into(),
-        "service: {enable_cors: true}\n".into(),
-    );
-    let edited = edited_by_someone_else(edited);
+    let edited = edited_by_someone_else(config_map_with(&sq, &k, "service: {enable_cors: true}\n"));
     let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
 
@@ -381,11 +391,7 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
 async fn the_version_a_repair_wrote_is_not_read_again() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited.data.as_mut().unwrap().insert(
-        "config.yaml".into(),
-        "service: {enable_cors: true}\n".into(),
-    );
+    let mut edited = config_map_with(&sq, &k, "service: {enable_cors: true}\n");
     edited.metadata.resource_version = Some("41".into());
     let edited = edited_by_someone_else(edited);
     let as_read = serde_json::to_value(&edited).unwrap();
@@ -457,7 +463,7 @@ fn foreign_config_map() -> serde_json::Value {
 async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = drifted_config_map(&sq, &k);
+    let mut edited = config_map_with(&sq, &k, "drift\n");
     // What the operator sends changed since (another applied hash): an update, from the cache.
     edited
         .metadata
@@ -494,7 +500,7 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
 async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let edited = edited_by_someone_else(drifted_config_map(&sq, &k));
+    let edited = edited_by_someone_else(config_map_with(&sq, &k, "drift\n"));
     let as_read = serde_json::to_value(&edited).unwrap();
     cluster.put(edited);
     let cr = sq.to_json();
@@ -521,17 +527,6 @@ async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_
         })
         .await;
     assert_refused_as_foreign(result, &t);
-}
-
-/// The instance's ConfigMap as the operator applied it, with other data (drift).
-fn drifted_config_map(sq: &SecureQdrant, k: &ApiKeys) -> k8s_openapi::api::core::v1::ConfigMap {
-    let mut edited = applied(children_of(sq, k).config_map);
-    edited
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("config.yaml".into(), "drift\n".into());
-    edited
 }
 
 /// After a failed write of the ConfigMap: read again, it is someone else's, and the failure is
