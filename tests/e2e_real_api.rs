@@ -1499,16 +1499,7 @@ impl<'a> Cluster<'a> {
     /// The requests of every operator process of this test since `mark` (audit log), and what
     /// the proxy injected.
     async fn counters_since(&self, mark: &Mark) -> Counters {
-        let now = self.env.mark().await;
-        let mut requests = Vec::new();
-        for user in &self.users {
-            requests.extend(real_server::requests_between(self.env.cp, mark, &now, user));
-        }
-        let mut counters = real_server::count(requests);
-        let injected = self.env.proxy.injected();
-        counters.injected_errors = injected.errors;
-        counters.dropped_watches = injected.dropped_watches;
-        counters
+        self.env.counters_of(mark, &self.users).await
     }
 
     /// Waits until the current generation is reported as refused with `reason`

@@ -116,13 +116,7 @@ impl World {
 
     /// The operator's requests since `mark` (its own identity, from the audit log).
     async fn counters_since(&self, mark: &Mark) -> Counters {
-        let now = self.env.mark().await;
-        real_server::count(real_server::requests_between(
-            self.env.cp,
-            mark,
-            &now,
-            &self.op().username(),
-        ))
+        self.env.counters_of(mark, &[self.op().username()]).await
     }
 
     /// Waits until the operator has written nothing for a few seconds; returns a mark then.

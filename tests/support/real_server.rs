@@ -494,13 +494,19 @@ impl Env {
     /// The identity's requests since `mark`, counted; injected errors from the proxy (since it
     /// started).
     pub async fn counters_since(&self, mark: &Mark) -> Counters {
+        self.counters_of(mark, &[self.identity.username()]).await
+    }
+
+    /// The requests of `users` (e.g. the operator processes a test ran, `Operator::username`)
+    /// since `mark`, each user's in turn, counted; injected errors from the proxy (since it
+    /// started).
+    pub async fn counters_of(&self, mark: &Mark, users: &[String]) -> Counters {
         let now = self.mark().await;
-        let mut counters = count(requests_between(
-            self.cp,
-            mark,
-            &now,
-            &self.identity.username(),
-        ));
+        let requests = users
+            .iter()
+            .flat_map(|user| requests_between(self.cp, mark, &now, user))
+            .collect();
+        let mut counters = count(requests);
         let injected = self.proxy.injected();
         counters.injected_errors = injected.errors;
         counters.dropped_watches = injected.dropped_watches;
