@@ -151,6 +151,30 @@ impl World {
         self.counters_since(mark).await
     }
 
+    /// Someone else sets the container's image of the StatefulSet to one the operator did not
+    /// build.
+    async fn edit_image(&self) {
+        self.statefulsets()
+            .patch(
+                SQ,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
+                ]}}}})),
+            )
+            .await
+            .expect("image edited by someone else");
+    }
+
+    /// [`World::repaired`] for an image edit: the `built` image is back, written two
+    /// generations after `before` (the edit, then the repair).
+    async fn image_restored(&self, mark: &Mark, built: &str, before: Option<i64>) -> Counters {
+        self.repaired(mark, |s| {
+            image_of(s).as_deref() == Some(built) && s.metadata.generation >= before.map(|g| g + 2)
+        })
+        .await
+    }
+
     /// The requests counted, and the operator's log lines about the StatefulSet, for messages.
     fn explain(&self, c: &Counters) -> String {
         let log = self.op().log();
@@ -294,22 +318,8 @@ async fn an_image_edit_of_the_statefulset_is_restored_within_one_reconcile() {
     let mark = w.quiet().await;
     let sts = w.statefulsets().get(SQ).await.unwrap();
     let (built, before) = (image_of(&sts).expect("an image"), sts.metadata.generation);
-    w.statefulsets()
-        .patch(
-            SQ,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
-            ]}}}})),
-        )
-        .await
-        .expect("image edited by someone else");
-    let c = w
-        .repaired(&mark, |s| {
-            image_of(s).as_deref() == Some(built.as_str())
-                && s.metadata.generation >= before.map(|g| g + 2)
-        })
-        .await;
+    w.edit_image().await;
+    let c = w.image_restored(&mark, &built, before).await;
     // The pod spec is not cached: the edit is seen through its field manager, read, and applied
     // again.
     assert_read_once_written_once(&w, &c);
@@ -325,24 +335,10 @@ async fn an_image_edit_made_while_the_operator_was_down_is_restored_at_its_start
     let (built, before) = (image_of(&sts).expect("an image"), sts.metadata.generation);
     // SIGKILL; the cache and the memory of verified versions go with the process.
     drop(w.op.take());
-    w.statefulsets()
-        .patch(
-            SQ,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
-            ]}}}})),
-        )
-        .await
-        .expect("image edited by someone else");
+    w.edit_image().await;
     let mark = w.env.mark().await;
     w.op = Some(w.env.start_namespaced_operator().await);
-    let c = w
-        .repaired(&mark, |s| {
-            image_of(s).as_deref() == Some(built.as_str())
-                && s.metadata.generation >= before.map(|g| g + 2)
-        })
-        .await;
+    let c = w.image_restored(&mark, &built, before).await;
     // The first reconcile of the new process: the StatefulSet, flagged from its listed managed
     // fields, is read and applied again; nothing else is written.
     assert_read_once_written_once(&w, &c);
