@@ -309,6 +309,29 @@ fn config_map_with(
     edited
 }
 
+/// Puts the instance's ConfigMap, as someone else left it, in the cluster's cache; returns it as
+/// a read returns it.
+fn put_as_read(cluster: &mut Cluster, cm: k8s_openapi::api::core::v1::ConfigMap) -> Value {
+    let as_read = serde_json::to_value(&cm).unwrap();
+    cluster.put(cm);
+    as_read
+}
+
+/// Reconciles `sq` with its ConfigMap flagged: one read (answered with `as_read`), then the
+/// apply that restores it.
+async fn read_and_restored(
+    h: &mut Harness,
+    sq: &SecureQdrant,
+    as_read: Value,
+) -> (Result<Action, Error>, Transcript) {
+    h.reconcile(sq, |mut api| async move {
+        api.expect_get(&path::config_map(), &as_read).await;
+        api.expect_apply(&path::config_map()).await;
+        api
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_deleted_config_map_is_recreated_and_nothing_else_written() {
     let k = keys("k");
@@ -361,18 +384,11 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
     // Someone edits the config file; the applied-hash annotation stays as it was. The cache
     // shows their write in the managed fields (the drift mark).
     let edited = edited_by_someone_else(config_map_with(&sq, &k, "service: {enable_cors: true}\n"));
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let as_read = put_as_read(&mut cluster, edited);
 
     let mut h = Harness::new(&cluster);
-    let (result, t) = h
-        .reconcile(&sq, |mut api| async move {
-            // One read of the flagged child, then the write that restores it.
-            api.expect_get(&path::config_map(), &as_read).await;
-            api.expect_apply(&path::config_map()).await;
-            api
-        })
-        .await;
+    // One read of the flagged child, then the write that restores it.
+    let (result, t) = read_and_restored(&mut h, &sq, as_read).await;
     result.expect("reconcile");
     let sent = t.body(Method::PATCH, &path::config_map());
     assert!(
@@ -394,16 +410,9 @@ async fn the_version_a_repair_wrote_is_not_read_again() {
     let mut edited = config_map_with(&sq, &k, "service: {enable_cors: true}\n");
     edited.metadata.resource_version = Some("41".into());
     let edited = edited_by_someone_else(edited);
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let as_read = put_as_read(&mut cluster, edited);
     let mut h = Harness::new(&cluster);
-    let (result, t) = h
-        .reconcile(&sq, |mut api| async move {
-            api.expect_get(&path::config_map(), &as_read).await;
-            api.expect_apply(&path::config_map()).await;
-            api
-        })
-        .await;
+    let (result, t) = read_and_restored(&mut h, &sq, as_read).await;
     result.expect("reconcile");
     // The watch shows the written version, still flagged (the tie).
     let written = t.body(Method::PATCH, &path::config_map()).clone();
@@ -428,8 +437,7 @@ async fn a_flagged_child_found_clean_is_read_once_and_not_written() {
         .get_or_insert_with(Default::default)
         .insert("team".into(), "x".into());
     let labelled = edited_by_someone_else(labelled);
-    let as_read = serde_json::to_value(&labelled).unwrap();
-    cluster.put(labelled);
+    let as_read = put_as_read(&mut cluster, labelled);
 
     let mut h = Harness::new(&cluster);
     let (result, t) = h
@@ -501,8 +509,7 @@ async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
     let edited = edited_by_someone_else(config_map_with(&sq, &k, "drift\n"));
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let as_read = put_as_read(&mut cluster, edited);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
     let (result, t) = h
