@@ -25,7 +25,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control_plane::{Operator, eventually};
+use control_plane::{Operator, eventually, eventually_or_panic};
 use futures::StreamExt;
 use held_node::HeldNode;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
@@ -180,10 +180,7 @@ impl Rollout {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        match eventually(WITHIN, f).await {
-            Ok(v) => v,
-            Err(e) => panic!("{what}: {e}\noperator log:\n{}", self.log_tail()),
-        }
+        eventually_or_panic(WITHIN, what, f, || self.log_tail()).await
     }
 
     /// The instance is Ready with every replica and its StatefulSet rolled out.

@@ -22,7 +22,7 @@ mod real_server;
 
 use std::time::Duration;
 
-use control_plane::{Operator, eventually};
+use control_plane::{Operator, eventually_or_panic};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -81,10 +81,7 @@ impl World {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        match eventually(WITHIN, f).await {
-            Ok(v) => v,
-            Err(e) => panic!("{what}: {e}\noperator log:\n{}", self.op().log_tail()),
-        }
+        eventually_or_panic(WITHIN, what, f, || self.op().log_tail()).await
     }
 
     /// Ready, every pod ready, and the StatefulSet rolled out.
