@@ -30,7 +30,7 @@ use futures::StreamExt;
 use held_node::HeldNode;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use real_server::Env;
@@ -113,15 +113,7 @@ impl Rollout {
         let op = env.start_namespaced_operator().await;
         spec["replicas"] = json!(REPLICAS);
         spec["pod"] = node.pod_spec();
-        let sq: SecureQdrant = serde_json::from_value(json!({
-            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
-            "metadata": {"name": SQ}, "spec": spec,
-        }))
-        .unwrap();
-        Api::<SecureQdrant>::namespaced(env.admin.clone(), &env.ns)
-            .create(&PostParams::default(), &sq)
-            .await
-            .expect("SecureQdrant created");
+        env.create_instance(SQ, spec).await;
         let (revisions, task) = record(
             Api::<StatefulSet>::namespaced(env.admin.clone(), &env.ns),
             SQ,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use control_plane::{Operator, eventually_or_panic};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use real_server::{Counters, Env, Mark};
 use serde_json::{Value, json};
 
@@ -50,15 +50,7 @@ impl World {
     async fn start(prefix: &str, replicas: i32) -> World {
         let env = Env::namespaced(prefix).await;
         let op = env.start_namespaced_operator().await;
-        let sq: SecureQdrant = serde_json::from_value(json!({
-            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
-            "metadata": {"name": SQ}, "spec": {"replicas": replicas},
-        }))
-        .unwrap();
-        Api::<SecureQdrant>::namespaced(env.admin.clone(), &env.ns)
-            .create(&PostParams::default(), &sq)
-            .await
-            .expect("SecureQdrant created");
+        env.create_instance(SQ, json!({"replicas": replicas})).await;
         let w = World {
             env,
             op: Some(op),
