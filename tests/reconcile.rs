@@ -1538,21 +1538,27 @@ async fn a_deleted_secret_is_recreated_pods_roll_and_an_event_says_so() {
 
 // ----- status follows the StatefulSet ----------------------------------------------------------
 
-#[tokio::test]
-async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
-    let k = keys("k");
-    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
-    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
+/// The instance's StatefulSet as applied, its three pods created at the one current revision
+/// and `ready` of them ready.
+fn rolled_out(sq: &SecureQdrant, k: &ApiKeys, ready: i32) -> StatefulSet {
+    let mut sts: StatefulSet = applied(children_of(sq, k).statefulset);
     sts.status = Some(StatefulSetStatus {
         observed_generation: Some(1),
         replicas: 3,
-        ready_replicas: Some(3),
+        ready_replicas: Some(ready),
         updated_replicas: Some(3),
         current_revision: Some("vectors-5d4f".into()),
         update_revision: Some("vectors-5d4f".into()),
         ..StatefulSetStatus::default()
     });
-    cluster.put(sts);
+    sts
+}
+
+#[tokio::test]
+async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    cluster.put(rolled_out(&sq, &k, 3));
     let cr = sq.to_json();
 
     let mut h = Harness::new(&cluster);
@@ -1589,17 +1595,7 @@ async fn pods_not_ready_yet_are_progressing_and_pods_no_longer_ready_are_degrade
                 ..SecureQdrantStatus::default()
             });
         }
-        let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
-        sts.status = Some(StatefulSetStatus {
-            observed_generation: Some(1),
-            replicas: 3,
-            ready_replicas: Some(0),
-            updated_replicas: Some(3),
-            current_revision: Some("vectors-5d4f".into()),
-            update_revision: Some("vectors-5d4f".into()),
-            ..StatefulSetStatus::default()
-        });
-        cluster.put(sts);
+        cluster.put(rolled_out(&sq, &k, 0));
         let cr = sq.to_json();
         let mut h = Harness::new(&cluster);
         let (result, t) = h
@@ -1632,17 +1628,7 @@ async fn the_formed_cluster_is_recorded_in_the_config_map_and_status_without_a_r
         "asked for 3 replicas: clustered from the start"
     );
     assert!(!status.cluster_formed);
-    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
-    sts.status = Some(StatefulSetStatus {
-        observed_generation: Some(1),
-        replicas: 3,
-        ready_replicas: Some(2),
-        updated_replicas: Some(3),
-        current_revision: Some("vectors-5d4f".into()),
-        update_revision: Some("vectors-5d4f".into()),
-        ..StatefulSetStatus::default()
-    });
-    cluster.put(sts);
+    cluster.put(rolled_out(&sq, &k, 2));
     let cr = sq.to_json();
 
     let mut h = Harness::new(&cluster);
