@@ -502,18 +502,11 @@ async fn an_edit_of_any_childs_data_or_spec_is_read_once_and_written_back_once()
     let (ns, name) = (env.ns.clone(), "vectors".to_owned());
     let mut sq = with_name(example("minimal.yaml"), &ns, &name);
     sq["spec"]["replicas"] = json!(3);
-    cluster.insert_instance(&sq).await;
-    cluster
-        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
-        .await;
-    quiet(&cluster).await;
+    cluster.ready_and_quiet(&sq).await;
 
     let admin = env.admin.clone();
     let merge = |patch: Value| Patch::Merge(patch);
-    let by_admin = PatchParams {
-        field_manager: Some("e2e-admin".to_owned()),
-        ..PatchParams::default()
-    };
+    let by_admin = by_admin();
     let config = format!("{name}-config");
     let edits: Vec<Edit> = vec![
         Edit::new("configmaps", &config, "/data/config.yaml"),
@@ -684,17 +677,10 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
     cluster.spawn_operator().await;
     let (ns, name) = (env.ns.clone(), "vectors".to_owned());
     let sq = with_name(example("minimal.yaml"), &ns, &name);
-    cluster.insert_instance(&sq).await;
-    cluster
-        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
-        .await;
-    quiet(&cluster).await;
+    cluster.ready_and_quiet(&sq).await;
 
     cluster.kill_operator();
-    let by_admin = PatchParams {
-        field_manager: Some("e2e-admin".to_owned()),
-        ..PatchParams::default()
-    };
+    let by_admin = by_admin();
     Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.admin.clone(), &ns)
         .patch(
             &name,
@@ -740,9 +726,7 @@ async fn after_a_restart_only_children_edited_meanwhile_are_read_and_repaired() 
         "the two edited children, once each (and each Secret read once)"
     );
 
-    cluster.kill_operator();
-    let mark = env.mark().await;
-    cluster.spawn_operator().await;
+    let mark = cluster.restart().await;
     // The first reconcile has run once the operator's log says so; then nothing more comes.
     tokio::time::sleep(Duration::from_secs(15)).await;
     quiet(&cluster).await;
@@ -788,14 +772,8 @@ async fn a_restart_reads_no_child_of_the_full_example_but_its_secrets_once() {
     cluster.spawn_operator().await;
     let (ns, name) = (env.ns.clone(), "vectors".to_owned());
     let sq = with_name(example("full.yaml"), &ns, &name);
-    cluster.insert_instance(&sq).await;
-    cluster
-        .converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
-        .await;
-    quiet(&cluster).await;
-    cluster.kill_operator();
-    let mark = env.mark().await;
-    cluster.spawn_operator().await;
+    cluster.ready_and_quiet(&sq).await;
+    let mark = cluster.restart().await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     quiet(&cluster).await;
     let got = child_requests(&cluster.counters_since(&mark).await);
@@ -1250,9 +1228,7 @@ async fn secret_material_is_read_on_demand_and_edits_of_it_are_honoured() {
 
     // A restart with every Secret in place: each read at most once (api-key, ca, tls), none
     // written, nothing regenerated.
-    cluster.kill_operator();
-    let mark = env.mark().await;
-    cluster.spawn_operator().await;
+    let mark = cluster.restart().await;
     eventually(CONVERGE, || async {
         let n = cluster.counters_since(&mark).await.get("get", "secrets");
         (n >= 3).then_some(()).ok_or(format!("{n} Secret reads"))
@@ -1463,6 +1439,25 @@ impl<'a> Cluster<'a> {
         self.operator = Some(op);
     }
 
+    /// Inserts the SecureQdrant `sq` (see [`Cluster::insert_instance`]) and waits until it is
+    /// converged and Ready and the operator has gone quiet.
+    async fn ready_and_quiet(&self, sq: &Value) {
+        let (ns, name) = ns_name(sq);
+        self.insert_instance(sq).await;
+        self.converge_until(&ns, &name, |s| s.phase() == Some(Phase::Ready))
+            .await;
+        quiet(self).await;
+    }
+
+    /// SIGKILLs the operator and starts a new one; returns a mark of the audit log taken in
+    /// between (the new process's requests come after it).
+    async fn restart(&mut self) -> Mark {
+        self.kill_operator();
+        let mark = self.env.mark().await;
+        self.spawn_operator().await;
+        mark
+    }
+
     /// SIGKILLs the operator; returns its log.
     fn kill_operator(&mut self) -> String {
         let op = self.operator.take().expect("an operator runs");
@@ -1499,16 +1494,7 @@ impl<'a> Cluster<'a> {
     /// The requests of every operator process of this test since `mark` (audit log), and what
     /// the proxy injected.
     async fn counters_since(&self, mark: &Mark) -> Counters {
-        let now = self.env.mark().await;
-        let mut requests = Vec::new();
-        for user in &self.users {
-            requests.extend(real_server::requests_between(self.env.cp, mark, &now, user));
-        }
-        let mut counters = real_server::count(requests);
-        let injected = self.env.proxy.injected();
-        counters.injected_errors = injected.errors;
-        counters.dropped_watches = injected.dropped_watches;
-        counters
+        self.env.counters_of(mark, &self.users).await
     }
 
     /// Waits until the current generation is reported as refused with `reason`
@@ -1605,6 +1591,15 @@ impl<'a> Cluster<'a> {
                 )
             }
         }
+    }
+}
+
+/// Patches as an administrator, under a field manager of its own (`e2e-admin`): a write by
+/// someone else than the operator.
+fn by_admin() -> PatchParams {
+    PatchParams {
+        field_manager: Some("e2e-admin".to_owned()),
+        ..PatchParams::default()
     }
 }
 

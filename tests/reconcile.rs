@@ -294,6 +294,44 @@ fn settled_cluster(sq: &SecureQdrant, keys: &ApiKeys) -> (SecureQdrant, Cluster)
     (settled(sq.clone(), &cluster), cluster)
 }
 
+/// The instance's ConfigMap as the operator applied it, with `config_yaml` instead (drift).
+fn config_map_with(
+    sq: &SecureQdrant,
+    k: &ApiKeys,
+    config_yaml: &str,
+) -> k8s_openapi::api::core::v1::ConfigMap {
+    let mut edited = applied(children_of(sq, k).config_map);
+    edited
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("config.yaml".into(), config_yaml.into());
+    edited
+}
+
+/// Puts the instance's ConfigMap, as someone else left it, in the cluster's cache; returns it as
+/// a read returns it.
+fn put_as_read(cluster: &mut Cluster, cm: k8s_openapi::api::core::v1::ConfigMap) -> Value {
+    let as_read = serde_json::to_value(&cm).unwrap();
+    cluster.put(cm);
+    as_read
+}
+
+/// Reconciles `sq` with its ConfigMap flagged: one read (answered with `as_read`), then the
+/// apply that restores it.
+async fn read_and_restored(
+    h: &mut Harness,
+    sq: &SecureQdrant,
+    as_read: Value,
+) -> (Result<Action, Error>, Transcript) {
+    h.reconcile(sq, |mut api| async move {
+        api.expect_get(&path::config_map(), &as_read).await;
+        api.expect_apply(&path::config_map()).await;
+        api
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_deleted_config_map_is_recreated_and_nothing_else_written() {
     let k = keys("k");
@@ -345,24 +383,12 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
     // Someone edits the config file; the applied-hash annotation stays as it was. The cache
     // shows their write in the managed fields (the drift mark).
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited.data.as_mut().unwrap().insert(
-        "config.yaml".into(),
-        "service: {enable_cors: true}\n".into(),
-    );
-    let edited = edited_by_someone_else(edited);
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let edited = edited_by_someone_else(config_map_with(&sq, &k, "service: {enable_cors: true}\n"));
+    let as_read = put_as_read(&mut cluster, edited);
 
     let mut h = Harness::new(&cluster);
-    let (result, t) = h
-        .reconcile(&sq, |mut api| async move {
-            // One read of the flagged child, then the write that restores it.
-            api.expect_get(&path::config_map(), &as_read).await;
-            api.expect_apply(&path::config_map()).await;
-            api
-        })
-        .await;
+    // One read of the flagged child, then the write that restores it.
+    let (result, t) = read_and_restored(&mut h, &sq, as_read).await;
     result.expect("reconcile");
     let sent = t.body(Method::PATCH, &path::config_map());
     assert!(
@@ -381,23 +407,12 @@ async fn a_child_edited_by_someone_else_is_applied_again() {
 async fn the_version_a_repair_wrote_is_not_read_again() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited.data.as_mut().unwrap().insert(
-        "config.yaml".into(),
-        "service: {enable_cors: true}\n".into(),
-    );
+    let mut edited = config_map_with(&sq, &k, "service: {enable_cors: true}\n");
     edited.metadata.resource_version = Some("41".into());
     let edited = edited_by_someone_else(edited);
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let as_read = put_as_read(&mut cluster, edited);
     let mut h = Harness::new(&cluster);
-    let (result, t) = h
-        .reconcile(&sq, |mut api| async move {
-            api.expect_get(&path::config_map(), &as_read).await;
-            api.expect_apply(&path::config_map()).await;
-            api
-        })
-        .await;
+    let (result, t) = read_and_restored(&mut h, &sq, as_read).await;
     result.expect("reconcile");
     // The watch shows the written version, still flagged (the tie).
     let written = t.body(Method::PATCH, &path::config_map()).clone();
@@ -422,8 +437,7 @@ async fn a_flagged_child_found_clean_is_read_once_and_not_written() {
         .get_or_insert_with(Default::default)
         .insert("team".into(), "x".into());
     let labelled = edited_by_someone_else(labelled);
-    let as_read = serde_json::to_value(&labelled).unwrap();
-    cluster.put(labelled);
+    let as_read = put_as_read(&mut cluster, labelled);
 
     let mut h = Harness::new(&cluster);
     let (result, t) = h
@@ -457,12 +471,7 @@ fn foreign_config_map() -> serde_json::Value {
 async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("config.yaml".into(), "drift\n".into());
+    let mut edited = config_map_with(&sq, &k, "drift\n");
     // What the operator sends changed since (another applied hash): an update, from the cache.
     edited
         .metadata
@@ -484,25 +493,13 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
                 http::StatusCode::CONFLICT,
                 &api_verifier::status_failure("the object has been modified", 409, "Conflict"),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map())
-                .await;
-            let status = api.expect_status_patch(&path::status(), &cr).await;
-            assert_failed_condition(&status, "ChildConflict");
+            found_foreign(&mut api, &cr).await;
             api
         })
         .await;
-    let err = result.expect_err("a conflict");
-    assert!(
-        matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
-            if name == "vectors-config" && owner == "no owner"),
-        "{err:?}"
-    );
-    assert_eq!(t.writes().len(), 2, "{}", t.summary());
+    assert_refused_as_foreign(result, &t);
 }
 
-/// A ConfigMap someone else creates between the operator's read (nothing there) and its create:
-/// the create is an apply without force, so it fails on their fields (409), and the object is
-/// read again and refused as foreign.
 /// The same race for a repair of drift: the child was read, found edited, and replaced by
 /// someone else before the write; the write carries the uid read (not its resourceVersion, which
 /// a status write may move), so it fails (422: the uid is immutable); read again, found foreign,
@@ -511,15 +508,8 @@ async fn an_update_racing_with_a_replacement_by_someone_else_writes_nothing_into
 async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_it() {
     let k = keys("k");
     let (sq, mut cluster) = settled_cluster(&SecureQdrant::test(), &k);
-    let mut edited = applied(children_of(&sq, &k).config_map);
-    edited
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("config.yaml".into(), "drift\n".into());
-    let edited = edited_by_someone_else(edited);
-    let as_read = serde_json::to_value(&edited).unwrap();
-    cluster.put(edited);
+    let edited = edited_by_someone_else(config_map_with(&sq, &k, "drift\n"));
+    let as_read = put_as_read(&mut cluster, edited);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
     let (result, t) = h
@@ -539,13 +529,25 @@ async fn a_repair_racing_with_a_replacement_by_someone_else_writes_nothing_into_
                     "Invalid",
                 ),
             );
-            api.expect_get(&path::config_map(), &foreign_config_map())
-                .await;
-            let status = api.expect_status_patch(&path::status(), &cr).await;
-            assert_failed_condition(&status, "ChildConflict");
+            found_foreign(&mut api, &cr).await;
             api
         })
         .await;
+    assert_refused_as_foreign(result, &t);
+}
+
+/// After a failed write of the ConfigMap: read again, it is someone else's, and the failure is
+/// reported (Reconciled=False, ChildConflict).
+async fn found_foreign(api: &mut ApiServer, cr: &Value) {
+    api.expect_get(&path::config_map(), &foreign_config_map())
+        .await;
+    let status = api.expect_status_patch(&path::status(), cr).await;
+    assert_failed_condition(&status, "ChildConflict");
+}
+
+/// The reconcile failed on a ConfigMap owned by no one, after two writes (the failed one and the
+/// status).
+fn assert_refused_as_foreign(result: Result<Action, Error>, t: &Transcript) {
     let err = result.expect_err("a conflict");
     assert!(
         matches!(&err, Error::ChildConflict { kind: "ConfigMap", name, owner }
@@ -1425,16 +1427,7 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
     let mut h = Harness::new(&Cluster::synced());
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_get_missing(&path::api_key_secret()).await;
-            let call = api.expect_post(&path::secrets()).await;
-            call.respond(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                &api_verifier::status_failure(
-                    "etcdserver: request timed out",
-                    500,
-                    "InternalError",
-                ),
-            );
+            secret_create_fails(&mut api).await;
             let status = api.expect_status_patch(&path::status(), &cr).await;
             assert_failed_condition(&status, "CreateSecretFailed");
             api
@@ -1454,6 +1447,38 @@ async fn a_failed_secret_create_is_an_error_without_the_keys_and_nothing_else_is
     let events = h.published();
     assert_eq!(events.len(), 1, "one Warning Event for the failure");
     assert_no_secret("the Event", &format!("{events:?}"), &sent);
+}
+
+/// A synced cluster holding only the instance's API-key Secret (the credentials step passes).
+fn synced_with_api_key_secret(sq: &SecureQdrant) -> Cluster {
+    let mut cluster = Cluster::synced();
+    cluster.put(stored(
+        children_of(sq, &keys("k"))
+            .api_key_secret
+            .expect("generated keys"),
+    ));
+    cluster
+}
+
+/// The API-key Secret is missing and creating it fails (etcd times out: a 500).
+async fn secret_create_fails(api: &mut ApiServer) {
+    api.expect_get_missing(&path::api_key_secret()).await;
+    let call = api.expect_post(&path::secrets()).await;
+    call.respond(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        &api_verifier::status_failure("etcdserver: request timed out", 500, "InternalError"),
+    );
+}
+
+/// The ServiceAccount is applied, then the missing ConfigMap's apply is refused (422 Invalid).
+async fn config_map_apply_refused(api: &mut ApiServer) {
+    api.expect_apply(&path::service_account()).await;
+    api.expect_get_missing(&path::config_map()).await;
+    let call = api.expect(Method::PATCH, &path::config_map()).await;
+    call.respond(
+        http::StatusCode::UNPROCESSABLE_ENTITY,
+        &api_verifier::status_failure("ConfigMap \"vectors-config\" is invalid", 422, "Invalid"),
+    );
 }
 
 /// The status patch of a failed reconcile: Reconciled=False with `reason`, the rest untouched.
@@ -1513,21 +1538,27 @@ async fn a_deleted_secret_is_recreated_pods_roll_and_an_event_says_so() {
 
 // ----- status follows the StatefulSet ----------------------------------------------------------
 
-#[tokio::test]
-async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
-    let k = keys("k");
-    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
-    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
+/// The instance's StatefulSet as applied, its three pods created at the one current revision
+/// and `ready` of them ready.
+fn rolled_out(sq: &SecureQdrant, k: &ApiKeys, ready: i32) -> StatefulSet {
+    let mut sts: StatefulSet = applied(children_of(sq, k).statefulset);
     sts.status = Some(StatefulSetStatus {
         observed_generation: Some(1),
         replicas: 3,
-        ready_replicas: Some(3),
+        ready_replicas: Some(ready),
         updated_replicas: Some(3),
         current_revision: Some("vectors-5d4f".into()),
         update_revision: Some("vectors-5d4f".into()),
         ..StatefulSetStatus::default()
     });
-    cluster.put(sts);
+    sts
+}
+
+#[tokio::test]
+async fn status_turns_ready_when_the_statefulset_has_rolled_out() {
+    let k = keys("k");
+    let (sq, mut cluster) = settled_cluster(&SecureQdrant::test().replicas(3), &k);
+    cluster.put(rolled_out(&sq, &k, 3));
     let cr = sq.to_json();
 
     let mut h = Harness::new(&cluster);
@@ -1564,17 +1595,7 @@ async fn pods_not_ready_yet_are_progressing_and_pods_no_longer_ready_are_degrade
                 ..SecureQdrantStatus::default()
             });
         }
-        let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
-        sts.status = Some(StatefulSetStatus {
-            observed_generation: Some(1),
-            replicas: 3,
-            ready_replicas: Some(0),
-            updated_replicas: Some(3),
-            current_revision: Some("vectors-5d4f".into()),
-            update_revision: Some("vectors-5d4f".into()),
-            ..StatefulSetStatus::default()
-        });
-        cluster.put(sts);
+        cluster.put(rolled_out(&sq, &k, 0));
         let cr = sq.to_json();
         let mut h = Harness::new(&cluster);
         let (result, t) = h
@@ -1607,17 +1628,7 @@ async fn the_formed_cluster_is_recorded_in_the_config_map_and_status_without_a_r
         "asked for 3 replicas: clustered from the start"
     );
     assert!(!status.cluster_formed);
-    let mut sts: StatefulSet = applied(children_of(&sq, &k).statefulset);
-    sts.status = Some(StatefulSetStatus {
-        observed_generation: Some(1),
-        replicas: 3,
-        ready_replicas: Some(2),
-        updated_replicas: Some(3),
-        current_revision: Some("vectors-5d4f".into()),
-        update_revision: Some("vectors-5d4f".into()),
-        ..StatefulSetStatus::default()
-    });
-    cluster.put(sts);
+    cluster.put(rolled_out(&sq, &k, 2));
     let cr = sq.to_json();
 
     let mut h = Harness::new(&cluster);
@@ -1750,26 +1761,11 @@ async fn failures_back_off_per_object_and_a_success_resets_them() {
 async fn a_failed_apply_stops_before_the_statefulset_and_status() {
     let sq = SecureQdrant::test();
     let cr = sq.to_json();
-    let mut cluster = Cluster::synced();
-    cluster.put(stored(
-        children_of(&sq, &keys("k"))
-            .api_key_secret
-            .expect("generated keys"),
-    ));
+    let cluster = synced_with_api_key_secret(&sq);
     let mut h = Harness::new(&cluster);
     let (result, t) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_apply(&path::service_account()).await;
-            api.expect_get_missing(&path::config_map()).await;
-            let call = api.expect(Method::PATCH, &path::config_map()).await;
-            call.respond(
-                http::StatusCode::UNPROCESSABLE_ENTITY,
-                &api_verifier::status_failure(
-                    "ConfigMap \"vectors-config\" is invalid",
-                    422,
-                    "Invalid",
-                ),
-            );
+            config_map_apply_refused(&mut api).await;
             // No StatefulSet: only the failure, reported on the resource.
             let status = api.expect_status_patch(&path::status(), &cr).await;
             assert_failed_condition(&status, "ApplyFailed");
@@ -1801,16 +1797,7 @@ async fn a_failure_event_names_the_step_that_failed() {
     let mut h = Harness::new(&Cluster::synced());
     let (result, _) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_get_missing(&path::api_key_secret()).await;
-            let call = api.expect_post(&path::secrets()).await;
-            call.respond(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                &api_verifier::status_failure(
-                    "etcdserver: request timed out",
-                    500,
-                    "InternalError",
-                ),
-            );
+            secret_create_fails(&mut api).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })
@@ -1827,27 +1814,12 @@ async fn a_failure_event_names_the_step_that_failed() {
     );
 
     // The apply step: a ConfigMap is refused.
-    let mut cluster = Cluster::synced();
-    cluster.put(stored(
-        children_of(&sq, &keys("k"))
-            .api_key_secret
-            .expect("generated keys"),
-    ));
+    let cluster = synced_with_api_key_secret(&sq);
     let cr = sq.to_json();
     let mut h = Harness::new(&cluster);
     let (result, _) = h
         .reconcile(&sq, |mut api| async move {
-            api.expect_apply(&path::service_account()).await;
-            api.expect_get_missing(&path::config_map()).await;
-            let call = api.expect(Method::PATCH, &path::config_map()).await;
-            call.respond(
-                http::StatusCode::UNPROCESSABLE_ENTITY,
-                &api_verifier::status_failure(
-                    "ConfigMap \"vectors-config\" is invalid",
-                    422,
-                    "Invalid",
-                ),
-            );
+            config_map_apply_refused(&mut api).await;
             api.expect_status_patch(&path::status(), &cr).await;
             api
         })

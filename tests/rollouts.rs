@@ -25,12 +25,12 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control_plane::{Operator, eventually};
+use control_plane::{Operator, eventually, eventually_or_panic};
 use futures::StreamExt;
 use held_node::HeldNode;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use real_server::Env;
@@ -113,15 +113,7 @@ impl Rollout {
         let op = env.start_namespaced_operator().await;
         spec["replicas"] = json!(REPLICAS);
         spec["pod"] = node.pod_spec();
-        let sq: SecureQdrant = serde_json::from_value(json!({
-            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
-            "metadata": {"name": SQ}, "spec": spec,
-        }))
-        .unwrap();
-        Api::<SecureQdrant>::namespaced(env.admin.clone(), &env.ns)
-            .create(&PostParams::default(), &sq)
-            .await
-            .expect("SecureQdrant created");
+        env.create_instance(SQ, spec).await;
         let (revisions, task) = record(
             Api::<StatefulSet>::namespaced(env.admin.clone(), &env.ns),
             SQ,
@@ -180,10 +172,7 @@ impl Rollout {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        match eventually(WITHIN, f).await {
-            Ok(v) => v,
-            Err(e) => panic!("{what}: {e}\noperator log:\n{}", self.log_tail()),
-        }
+        eventually_or_panic(WITHIN, what, f, || self.log_tail()).await
     }
 
     /// The instance is Ready with every replica and its StatefulSet rolled out.

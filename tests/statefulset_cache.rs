@@ -22,10 +22,10 @@ mod real_server;
 
 use std::time::Duration;
 
-use control_plane::{Operator, eventually};
+use control_plane::{Operator, eventually_or_panic};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use real_server::{Counters, Env, Mark};
 use serde_json::{Value, json};
 
@@ -50,15 +50,7 @@ impl World {
     async fn start(prefix: &str, replicas: i32) -> World {
         let env = Env::namespaced(prefix).await;
         let op = env.start_namespaced_operator().await;
-        let sq: SecureQdrant = serde_json::from_value(json!({
-            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
-            "metadata": {"name": SQ}, "spec": {"replicas": replicas},
-        }))
-        .unwrap();
-        Api::<SecureQdrant>::namespaced(env.admin.clone(), &env.ns)
-            .create(&PostParams::default(), &sq)
-            .await
-            .expect("SecureQdrant created");
+        env.create_instance(SQ, json!({"replicas": replicas})).await;
         let w = World {
             env,
             op: Some(op),
@@ -81,10 +73,7 @@ impl World {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        match eventually(WITHIN, f).await {
-            Ok(v) => v,
-            Err(e) => panic!("{what}: {e}\noperator log:\n{}", self.op().log_tail()),
-        }
+        eventually_or_panic(WITHIN, what, f, || self.op().log_tail()).await
     }
 
     /// Ready, every pod ready, and the StatefulSet rolled out.
@@ -116,13 +105,7 @@ impl World {
 
     /// The operator's requests since `mark` (its own identity, from the audit log).
     async fn counters_since(&self, mark: &Mark) -> Counters {
-        let now = self.env.mark().await;
-        real_server::count(real_server::requests_between(
-            self.env.cp,
-            mark,
-            &now,
-            &self.op().username(),
-        ))
+        self.env.counters_of(mark, &[self.op().username()]).await
     }
 
     /// Waits until the operator has written nothing for a few seconds; returns a mark then.
@@ -155,6 +138,30 @@ impl World {
         .await;
         self.quiet().await;
         self.counters_since(mark).await
+    }
+
+    /// Someone else sets the container's image of the StatefulSet to one the operator did not
+    /// build.
+    async fn edit_image(&self) {
+        self.statefulsets()
+            .patch(
+                SQ,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
+                ]}}}})),
+            )
+            .await
+            .expect("image edited by someone else");
+    }
+
+    /// [`World::repaired`] for an image edit: the `built` image is back, written two
+    /// generations after `before` (the edit, then the repair).
+    async fn image_restored(&self, mark: &Mark, built: &str, before: Option<i64>) -> Counters {
+        self.repaired(mark, |s| {
+            image_of(s).as_deref() == Some(built) && s.metadata.generation >= before.map(|g| g + 2)
+        })
+        .await
     }
 
     /// The requests counted, and the operator's log lines about the StatefulSet, for messages.
@@ -300,22 +307,8 @@ async fn an_image_edit_of_the_statefulset_is_restored_within_one_reconcile() {
     let mark = w.quiet().await;
     let sts = w.statefulsets().get(SQ).await.unwrap();
     let (built, before) = (image_of(&sts).expect("an image"), sts.metadata.generation);
-    w.statefulsets()
-        .patch(
-            SQ,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
-            ]}}}})),
-        )
-        .await
-        .expect("image edited by someone else");
-    let c = w
-        .repaired(&mark, |s| {
-            image_of(s).as_deref() == Some(built.as_str())
-                && s.metadata.generation >= before.map(|g| g + 2)
-        })
-        .await;
+    w.edit_image().await;
+    let c = w.image_restored(&mark, &built, before).await;
     // The pod spec is not cached: the edit is seen through its field manager, read, and applied
     // again.
     assert_read_once_written_once(&w, &c);
@@ -331,24 +324,10 @@ async fn an_image_edit_made_while_the_operator_was_down_is_restored_at_its_start
     let (built, before) = (image_of(&sts).expect("an image"), sts.metadata.generation);
     // SIGKILL; the cache and the memory of verified versions go with the process.
     drop(w.op.take());
-    w.statefulsets()
-        .patch(
-            SQ,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": CONTAINER, "image": "docker.io/qdrant/qdrant:v0.0.1-edited"}
-            ]}}}})),
-        )
-        .await
-        .expect("image edited by someone else");
+    w.edit_image().await;
     let mark = w.env.mark().await;
     w.op = Some(w.env.start_namespaced_operator().await);
-    let c = w
-        .repaired(&mark, |s| {
-            image_of(s).as_deref() == Some(built.as_str())
-                && s.metadata.generation >= before.map(|g| g + 2)
-        })
-        .await;
+    let c = w.image_restored(&mark, &built, before).await;
     // The first reconcile of the new process: the StatefulSet, flagged from its listed managed
     // fields, is read and applied again; nothing else is written.
     assert_read_once_written_once(&w, &c);

@@ -36,7 +36,7 @@ pub(super) async fn report(
     status.observed_generation = qat.metadata.generation;
     let (action, ready, client) = fields(&mut status, verdict);
     let token_ready = ready.0;
-    set_ready(ctx, qat, &mut status, ready, now).await;
+    set_announced(ctx, qat, &mut status, READY, ready, now).await;
     set_client_certificate(ctx, qat, &mut status, client, token_ready, now).await;
     ctx.metrics.observe_token(qat, &status);
     write_status(ctx, qat, status).await?;
@@ -99,37 +99,6 @@ fn state(ok: bool, reason: &str) -> (String, String) {
     )
 }
 
-/// Sets Ready; announces it with a Warning Event when it turns False or changes its reason.
-async fn set_ready(
-    ctx: &Context,
-    qat: &QdrantAccessToken,
-    status: &mut QdrantAccessTokenStatus,
-    (ok, reason, message): Ready,
-    now: Timestamp,
-) {
-    let changed = previous(qat, READY) != Some(state(ok, reason));
-    set_condition(
-        &mut status.conditions,
-        READY,
-        ok,
-        reason,
-        message.clone(),
-        qat.metadata.generation,
-        now,
-    );
-    if changed && !ok {
-        ctx.events
-            .publish(
-                &qat.object_ref(&()),
-                EventType::Warning,
-                reason,
-                "Issue",
-                message,
-            )
-            .await;
-    }
-}
-
 /// Sets ClientCertificateReady when the instance requires client certificates, announcing a
 /// False one; otherwise drops a stale one, but keeps it while the token is blocked so the last
 /// word on the certificate stays visible.
@@ -141,7 +110,7 @@ async fn set_client_certificate(
     token_ready: bool,
     now: Timestamp,
 ) {
-    let Some((ok, reason, message)) = client else {
+    let Some(client) = client else {
         if token_ready {
             status
                 .conditions
@@ -149,17 +118,30 @@ async fn set_client_certificate(
         }
         return;
     };
-    let changed = previous(qat, CLIENT_CERTIFICATE_READY) != Some(state(ok, reason));
+    set_announced(ctx, qat, status, CLIENT_CERTIFICATE_READY, client, now).await;
+}
+
+/// Sets the condition `type_` (Ready, ClientCertificateReady); announces it with a Warning Event
+/// when it turns False or changes its reason.
+async fn set_announced(
+    ctx: &Context,
+    qat: &QdrantAccessToken,
+    status: &mut QdrantAccessTokenStatus,
+    type_: &str,
+    (ok, reason, message): Ready,
+    now: Timestamp,
+) {
+    let changed = previous(qat, type_) != Some(state(ok, reason));
     set_condition(
         &mut status.conditions,
-        CLIENT_CERTIFICATE_READY,
+        type_,
         ok,
         reason,
         message.clone(),
         qat.metadata.generation,
         now,
     );
-    if !ok && changed {
+    if changed && !ok {
         ctx.events
             .publish(
                 &qat.object_ref(&()),

@@ -170,13 +170,16 @@ pub async fn ensure(
         TlsSource::UserCertificate(name) => {
             user_certificate(client, inst, settings, name, now).await
         }
-        source => {
-            let reads = Reads {
+        _ => {
+            let cx = Issuing {
                 client,
                 stores,
                 memo,
+                inst,
+                settings,
+                now,
             };
-            issued(&reads, inst, settings, source, sts, now).await
+            issued(&cx, sts).await
         }
     }?;
     // A MetricsClientCertificateReady that turns False is announced once.
@@ -338,11 +341,16 @@ fn user_certificate_requeue(warn_at: Timestamp, not_after: Timestamp, now: Times
 /// The data of a Secret that does not exist, for a `<n>-tls` that exists without data.
 static NO_DATA: BTreeMap<String, k8s_openapi::ByteString> = BTreeMap::new();
 
-/// Where the TLS step reads from: the API server, the cache's metadata, the memo.
-struct Reads<'a> {
+/// What every step of the issued-certificate path works with: where it reads from (the API
+/// server, the cache's metadata, the memo), the instance, its TLS settings and the time.
+#[derive(Clone, Copy)]
+struct Issuing<'a> {
     client: &'a Client,
     stores: &'a Stores,
     memo: &'a Memo<TlsFacts>,
+    inst: &'a Instance,
+    settings: &'a TlsSettings,
+    now: Timestamp,
 }
 
 /// The versions of the Secrets the issued-certificate path reads: the signing CA, `<n>-tls`,
@@ -352,18 +360,17 @@ type Versions = (Version, Version, Version);
 /// The issued-certificate path: the facts remembered for exactly the Secrets the cache shows
 /// (and a user's CA as read now), before their next decision; else the Secrets read and
 /// [`tls::converge`] asked.
-async fn issued(
-    reads: &Reads<'_>,
-    inst: &Instance,
-    settings: &TlsSettings,
-    source: &TlsSource,
-    sts: Option<&StatefulSetView>,
-    now: Timestamp,
-) -> Result<TlsReport> {
-    let ns = &inst.namespace;
+async fn issued(cx: &Issuing<'_>, sts: Option<&StatefulSetView>) -> Result<TlsReport> {
+    let Issuing {
+        inst,
+        settings,
+        now,
+        ..
+    } = *cx;
+    let (ns, source) = (&inst.namespace, &settings.source);
     // A user's CA is a referenced Secret, read on every reconcile.
     let user_ca = match source {
-        TlsSource::UserCa(name) => Some(read_secret(reads.client, ns, name).await?),
+        TlsSource::UserCa(name) => Some(read_secret(cx.client, ns, name).await?),
         _ => None,
     };
     let rolled_out = rolled_out_fingerprint(sts);
@@ -379,7 +386,7 @@ async fn issued(
     };
     let metrics_name = inst.metrics_client_secret();
     let cached_version =
-        |name: Option<String>| name.and_then(|n| version_cached(reads.stores, ns, &n));
+        |name: Option<String>| name.and_then(|n| version_cached(cx.stores, ns, &n));
     let cached: Versions = (
         match &user_ca {
             Some(ca) => version_read(ca.as_ref()),
@@ -389,27 +396,25 @@ async fn issued(
         cached_version(metrics_name.clone()),
     );
     let who = format!("{ns}/{}", inst.name);
-    if let Some(facts) = reads
+    if let Some(facts) = cx
         .memo
         .get(&who, &memo_key(&cached))
         .filter(|f| now < f.deadline)
     {
         return Ok(facts.report(now));
     }
-    let secrets = read_issued_secrets(reads.client, inst, source, user_ca).await?;
+    let secrets = read_issued_secrets(cx.client, inst, source, user_ca).await?;
     let read: Versions = (
         version_read(secrets.ca.as_ref()),
         version_read(secrets.published.as_ref()),
         Version::None,
     );
-    let (report, settled, metrics_read) =
-        converge(reads, inst, settings, &secrets, rolled_out.as_deref(), now).await?;
+    let (report, settled, metrics_read) = converge(cx, &secrets, rolled_out.as_deref()).await?;
     let read = (read.0, read.1, version_read(metrics_read.as_ref()));
     let every_read =
         read.0.is_some() && read.1.is_some() && (metrics_name.is_none() || read.2.is_some());
     if settled && every_read {
-        reads
-            .memo
+        cx.memo
             .remember(who, memo_key(&read), TlsFacts::of(&report, now));
     }
     Ok(TlsReport {
@@ -426,14 +431,18 @@ async fn issued(
 /// or is due before its requeue (the state stays as it is until a Secret changes), and
 /// `<n>-metrics-client` as read.
 async fn converge(
-    reads: &Reads<'_>,
-    inst: &Instance,
-    settings: &TlsSettings,
+    cx: &Issuing<'_>,
     secrets: &IssuedSecrets,
     rolled_out: Option<&str>,
-    now: Timestamp,
 ) -> Result<(TlsReport, bool, Option<Secret>)> {
-    let (client, ns) = (reads.client, &inst.namespace);
+    let Issuing {
+        client,
+        inst,
+        settings,
+        now,
+        ..
+    } = *cx;
+    let ns = &inst.namespace;
     let source = &settings.source;
     let ca_data = secrets.ca.as_ref().and_then(|s| s.data.as_ref());
     let recorded_phase = secrets
@@ -441,7 +450,7 @@ async fn converge(
         .as_ref()
         .and_then(|s| s.annotations().get(tls::ROLLOVER_PHASE_ANNOTATION))
         .map(String::as_str);
-    let clients = clients_for_rollover(reads, inst, settings, recorded_phase, ca_data, now).await?;
+    let clients = clients_for_rollover(cx, recorded_phase, ca_data).await?;
     let input = TlsInputs {
         policy: policy(settings),
         subject: CaSubject::new(ns.clone(), inst.name.clone()),
@@ -583,16 +592,13 @@ fn ca_input<'a>(
 /// The applications' client certificates, as far as a CA key rollover waits for them. Only the
 /// step out of SignWithNew looks at them: the Secrets are not read on any other reconcile.
 async fn clients_for_rollover(
-    reads: &Reads<'_>,
-    inst: &Instance,
-    settings: &TlsSettings,
+    cx: &Issuing<'_>,
     recorded_phase: Option<&str>,
     ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
-    now: Timestamp,
 ) -> Result<ClientCertificates> {
     let in_sign_with_new = recorded_phase == Some(tls::Phase::SignWithNew.as_str());
-    if settings.client_certificates && in_sign_with_new {
-        client_certificates(reads, inst, ca_data, now).await
+    if cx.settings.client_certificates && in_sign_with_new {
+        client_certificates(cx, ca_data).await
     } else {
         Ok(ClientCertificates::default())
     }
@@ -804,11 +810,10 @@ impl ClientCertificates {
 /// `<n>-metrics-client` against the CA in `ca_data` (the CA that signs now): the cache of
 /// managed Secrets says which they are (metadata), each is read with a GET.
 async fn client_certificates(
-    reads: &Reads<'_>,
-    inst: &Instance,
+    cx: &Issuing<'_>,
     ca_data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
-    now: Timestamp,
 ) -> Result<ClientCertificates> {
+    let Issuing { inst, now, .. } = *cx;
     let mut out = ClientCertificates::default();
     let Some(ca) = ca_data
         .and_then(|d| d.get(tls::TLS_CRT))
@@ -817,7 +822,7 @@ async fn client_certificates(
     else {
         return Ok(out);
     };
-    let names: Vec<String> = reads
+    let names: Vec<String> = cx
         .stores
         .secrets
         .state()
@@ -827,7 +832,7 @@ async fn client_certificates(
         .collect();
     for name in names {
         // Checked again on what was read: it may have changed since the cache saw it.
-        let Some(secret) = read_secret(reads.client, &inst.namespace, &name)
+        let Some(secret) = read_secret(cx.client, &inst.namespace, &name)
             .await?
             .filter(|s| client_secret(&s.metadata, inst))
         else {

@@ -321,6 +321,24 @@ where
     }
 }
 
+/// [`eventually`] for a test that cannot go on without it: a failure panics naming `what`,
+/// with the operator's log (`log`, read only then).
+pub async fn eventually_or_panic<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    f: F,
+    log: impl FnOnce() -> String,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    match eventually(limit, f).await {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}\noperator log:\n{}", log()),
+    }
+}
+
 /// How the chart is installed: RBAC for every namespace, or only for `watchNamespaces`.
 #[derive(Debug, Clone)]
 pub enum Scope {

@@ -33,6 +33,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use secure_qdrant_operator::crd::SecureQdrant;
+
 use crate::control_plane::{
     self, ControlPlane, Operator, Scope, apply_chart_rbac, eventually, render_chart,
     service_account_token, token_kubeconfig,
@@ -494,13 +496,19 @@ impl Env {
     /// The identity's requests since `mark`, counted; injected errors from the proxy (since it
     /// started).
     pub async fn counters_since(&self, mark: &Mark) -> Counters {
+        self.counters_of(mark, &[self.identity.username()]).await
+    }
+
+    /// The requests of `users` (e.g. the operator processes a test ran, `Operator::username`)
+    /// since `mark`, each user's in turn, counted; injected errors from the proxy (since it
+    /// started).
+    pub async fn counters_of(&self, mark: &Mark, users: &[String]) -> Counters {
         let now = self.mark().await;
-        let mut counters = count(requests_between(
-            self.cp,
-            mark,
-            &now,
-            &self.identity.username(),
-        ));
+        let requests = users
+            .iter()
+            .flat_map(|user| requests_between(self.cp, mark, &now, user))
+            .collect();
+        let mut counters = count(requests);
         let injected = self.proxy.injected();
         counters.injected_errors = injected.errors;
         counters.dropped_watches = injected.dropped_watches;
@@ -531,6 +539,19 @@ impl Env {
     pub async fn start_namespaced_operator(&self) -> Operator {
         self.start_operator(Scope::Namespaces(vec![self.ns.clone()]))
             .await
+    }
+
+    /// Creates SecureQdrant `name` with `spec` in the test's namespace, as the admin.
+    pub async fn create_instance(&self, name: &str, spec: Value) {
+        let sq: SecureQdrant = serde_json::from_value(json!({
+            "apiVersion": "secureqdrant.dev/v1alpha1", "kind": "SecureQdrant",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        Api::<SecureQdrant>::namespaced(self.admin.clone(), &self.ns)
+            .create(&PostParams::default(), &sq)
+            .await
+            .expect("SecureQdrant created");
     }
 
     /// The served resource of `kind` in `api_version`.

@@ -405,11 +405,8 @@ impl Tenant {
         &self,
         since: k8s_openapi::jiff::Timestamp,
     ) -> Vec<(String, String, String)> {
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
-            .list(&ListParams::default())
+        self.all_events()
             .await
-            .expect("Events listed")
-            .items
             .into_iter()
             .filter(|e| e.type_.as_deref() == Some("Warning"))
             .filter(|e| {
@@ -420,13 +417,7 @@ impl Tenant {
                     .or(e.event_time.as_ref().map(|t| t.0));
                 last.is_some_and(|t| t >= since)
             })
-            .map(|e| {
-                (
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
-                )
-            })
+            .map(reason_note_regarding)
             .collect()
     }
 
@@ -443,11 +434,8 @@ impl Tenant {
         kind: &str,
         name: &str,
     ) -> Vec<k8s_openapi::api::events::v1::Event> {
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
-            .list(&ListParams::default())
+        self.all_events()
             .await
-            .expect("Events listed")
-            .items
             .into_iter()
             .filter(|e| {
                 e.regarding.as_ref().is_some_and(|r| {
@@ -457,22 +445,22 @@ impl Tenant {
             .collect()
     }
 
-    /// The Events of `type_` in the namespace: (reason, note, the name of the object regarded).
-    pub async fn events(&self, type_: &str) -> Vec<(String, String, String)> {
+    /// Every Event (events.k8s.io/v1) in the namespace, as the API server stores them.
+    async fn all_events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
         Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.env.admin.clone(), self.ns())
             .list(&ListParams::default())
             .await
             .expect("Events listed")
             .items
+    }
+
+    /// The Events of `type_` in the namespace: (reason, note, the name of the object regarded).
+    pub async fn events(&self, type_: &str) -> Vec<(String, String, String)> {
+        self.all_events()
+            .await
             .into_iter()
             .filter(|e| e.type_.as_deref() == Some(type_))
-            .map(|e| {
-                (
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
-                )
-            })
+            .map(reason_note_regarding)
             .collect()
     }
 
@@ -513,4 +501,13 @@ impl Tenant {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// (reason, note, the name of the object regarded) of an Event.
+fn reason_note_regarding(e: k8s_openapi::api::events::v1::Event) -> (String, String, String) {
+    (
+        e.reason.unwrap_or_default(),
+        e.note.unwrap_or_default(),
+        e.regarding.and_then(|r| r.name).unwrap_or_default(),
+    )
 }
