@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -13,14 +12,13 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use tracing::info;
 
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
 use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
-use crate::reconcile::stores::{CachedSecret, Stores};
+use crate::reconcile::stores::{CachedSecret, Stores, Watched};
 use crate::statefulset_view::StatefulSetView;
 use crate::telemetry::Health;
 
@@ -38,13 +36,7 @@ fn cache<K>(
     expectations: &Expectations,
 ) -> (Store<K>, ChildStream<K>)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
@@ -105,14 +97,7 @@ pub fn main_stream<K>(
     deleted: impl Fn(&K) + Send + 'static,
 ) -> (Store<K>, ChildStream<K>)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + serde::Serialize,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
@@ -180,12 +165,7 @@ fn meta_cache<K>(
     ChildStream<PartialObjectMeta<K>>,
 )
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     cache::<PartialObjectMeta<K>>(client, scope, synced, expectations)
 }

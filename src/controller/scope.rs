@@ -14,7 +14,8 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+
+use crate::reconcile::stores::Watched;
 
 /// A stream of watch events.
 pub type EventStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
@@ -66,12 +67,7 @@ impl WatchScope {
         config: &watcher::Config,
     ) -> Vec<(Option<String>, EventStream<K>)>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         self.apis::<K>(client)
             .into_iter()
@@ -82,12 +78,7 @@ impl WatchScope {
     /// Every namespace's watch merged into one stream (for triggers without a cache).
     pub fn events<K>(&self, client: &Client, config: &watcher::Config) -> EventStream<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         stream::select_all(
             self.watches::<K>(client, config)

@@ -20,7 +20,7 @@ use super::drift;
 use super::expect::Expectations;
 use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
 use super::stamp::{APPLIED_HASH, stamp};
-use super::stores::cached;
+use super::stores::{Child, cached};
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
 use crate::validate::parse_quantity;
@@ -155,13 +155,7 @@ pub async fn apply<K, C>(
     desired: K,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
     C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     // On the heap: the reads, adoption and retry make this future large, and the reconcile
@@ -176,13 +170,7 @@ async fn apply_checked<K, C>(
     desired: K,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
     C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let desired = stamp(desired);
@@ -266,13 +254,7 @@ async fn verify<K>(
     cached: Option<&ObjectMeta>,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
@@ -337,13 +319,7 @@ async fn write_checked<K>(
     remember: bool,
 ) -> Result<(Outcome, Option<String>)>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
@@ -464,12 +440,7 @@ pub async fn delete_orphans<K, C>(
     keep: &[String],
 ) -> Result<Vec<String>>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + 'static,
+    K: Child,
     C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
 {
     let orphans: Vec<(String, String)> = store

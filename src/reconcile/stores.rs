@@ -10,9 +10,41 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::statefulset_view::StatefulSetView;
+
+/// A namespaced kind the operator watches (a child kind, a custom resource, or a view of one
+/// decoded from its watch): what its watches and caches need of it.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A kind of child the operator writes (server-side apply, adoption, pruning): a watched
+/// Kubernetes kind that serializes.
+pub trait Child: Watched + k8s_openapi::Resource + Serialize {}
+
+impl<K> Child for K where K: Watched + k8s_openapi::Resource + Serialize {}
 
 /// A managed Secret as the cache holds it: its metadata only. The type has no data field, so no
 /// Secret value can reach the cache (the watch asks the API server for metadata only, and
