@@ -170,9 +170,22 @@ fn meta_cache<K>(
 where
     K: Watched,
 {
-    cache::<PartialObjectMeta<K>, ChildMeta<K>>(client, scope, synced, expectations, true, |p| {
-        ChildMeta::new(&p.metadata)
-    })
+    cache::<PartialObjectMeta<K>, ChildMeta<K>>(
+        client,
+        scope,
+        synced,
+        expectations,
+        marked::<K>(),
+        |p| ChildMeta::new(&p.metadata),
+    )
+}
+
+/// Whether the cache of `K` carries the drift marks ([`drift::mark_and_trim`]: a walk of the
+/// managed fields and a hash per event). Not for Secrets: no reader of their cache reads the
+/// marks (a Secret is written only over the copy its step has just read, `apply_secret`, and the
+/// memo keys on versions), so the work and the two annotations per Secret would be for nothing.
+fn marked<K: Resource<DynamicType = ()>>() -> bool {
+    K::kind(&()) != "Secret"
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -232,6 +245,16 @@ mod tests {
     /// A Secret as a watch event brings it, decoded as the cache of Secrets decodes it and
     /// trimmed as it is before it is cached: no value is left, in any form.
     #[test]
+    fn every_child_cache_but_the_secrets_carries_the_drift_marks() {
+        assert!(!marked::<Secret>());
+        assert!(marked::<ServiceAccount>());
+        assert!(marked::<ConfigMap>());
+        assert!(marked::<Service>());
+        assert!(marked::<NetworkPolicy>());
+        assert!(marked::<PodDisruptionBudget>());
+    }
+
+    #[test]
     fn a_secret_watch_event_leaves_no_value_in_the_cached_type() {
         let value = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkw";
         let plain = "secret-key-material-1234567890";
@@ -258,7 +281,7 @@ mod tests {
         };
         let stream: EventStream<CachedSecret> =
             futures::stream::iter([Ok(watcher::Event::Apply(decoded))]).boxed();
-        let trimmed = trimmed(vec![(None, stream)], true);
+        let trimmed = trimmed(vec![(None, stream)], marked::<Secret>());
         let (_, stream) = trimmed.into_iter().next().unwrap();
         let events = futures::executor::block_on(stream.collect::<Vec<_>>());
         let Ok(watcher::Event::Apply(cached)) = &events[0] else {
