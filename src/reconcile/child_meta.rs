@@ -4,7 +4,8 @@
 //! namespace, uid, resourceVersion, the owner references, the labels the operator reads
 //! (`app.kubernetes.io/instance`, `app.kubernetes.io/component`, `secureqdrant.dev/*`) and the
 //! `secureqdrant.dev/*` annotations (the applied hash, the drift marks, phases, the adoption
-//! consent), each in a boxed slice. Anything else a user sets is not kept: nothing reads it, and
+//! consent), all in one text buffer with one index (two allocations per object instead of about
+//! thirty). Anything else a user sets is not kept: nothing reads it, and
 //! a foreign edit of it raises the drift mark anyway ([`super::drift`]).
 //!
 //! kube's `Store` needs only [`Lookup`] and `Clone`, so this type is cached as is; readers that
@@ -28,7 +29,8 @@ use crate::children::meta::{LABEL_COMPONENT, LABEL_INSTANCE};
 /// The prefix of the operator's own labels and annotations.
 const OURS: &str = "secureqdrant.dev/";
 
-/// Keys kept without an allocation of their own (any other key of [`OURS`] is kept too, owned).
+/// Texts most cached children carry, kept as a two-byte code ([`Texts::push`]) rather than
+/// copied into every object.
 const KNOWN: &[&str] = &[
     LABEL_INSTANCE,
     LABEL_COMPONENT,
@@ -39,84 +41,110 @@ const KNOWN: &[&str] = &[
     // the caches, so this one does not use them).
     "secureqdrant.dev/allowed-instance",
     "secureqdrant.dev/adopt",
+    "secureqdrant.dev/v1alpha1",
+    "SecureQdrant",
+    "QdrantAccessToken",
 ];
 
-const SECURE_QDRANT_API_VERSION: &str = "secureqdrant.dev/v1alpha1";
-const KINDS: &[&str] = &["SecureQdrant", "QdrantAccessToken"];
+/// Marks a coded text (no label or annotation key, apiVersion or kind the API server accepts
+/// starts with it; an odd one that would is escaped).
+const CODE: char = '\0';
 
-/// A text the operator knows by heart (shared, static) or another (owned).
-type Text = Cow<'static, str>;
+/// Every text of an object in one buffer, and where each one ends.
+#[derive(Default)]
+struct Texts {
+    text: String,
+    ends: Vec<u32>,
+}
 
-fn text(s: &str, known: &[&'static str]) -> Text {
-    match known.iter().find(|k| **k == s) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(s.to_owned()),
+impl Texts {
+    fn push(&mut self, s: &str) {
+        match KNOWN.iter().position(|k| *k == s) {
+            Some(i) => {
+                self.text.push(CODE);
+                self.text.push(char::from(b'a' + i as u8));
+            }
+            None => {
+                if s.starts_with(CODE) {
+                    self.text.push(CODE);
+                    self.text.push(CODE);
+                }
+                self.text.push_str(s);
+            }
+        }
+        self.ends
+            .push(u32::try_from(self.text.len()).expect("metadata under 4 GiB"));
     }
 }
 
-fn boxed(s: Option<&String>) -> Option<Box<str>> {
-    s.map(|s| s.as_str().into())
-}
-
-/// An owner reference, compact.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub api_version: Text,
-    pub kind: Text,
-    pub name: Box<str>,
-    pub uid: Box<str>,
+/// An owner reference as [`ChildMeta`] keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
     pub controller: Option<bool>,
     pub block_owner_deletion: Option<bool>,
 }
 
-impl From<&OwnerReference> for Owner {
-    fn from(r: &OwnerReference) -> Self {
-        Owner {
-            api_version: text(&r.api_version, &[SECURE_QDRANT_API_VERSION]),
-            kind: text(&r.kind, KINDS),
-            name: r.name.as_str().into(),
-            uid: r.uid.as_str().into(),
-            controller: r.controller,
-            block_owner_deletion: r.block_owner_deletion,
-        }
-    }
-}
-
-impl From<&Owner> for OwnerReference {
-    fn from(o: &Owner) -> Self {
+impl From<Owner<'_>> for OwnerReference {
+    fn from(o: Owner<'_>) -> Self {
         OwnerReference {
-            api_version: o.api_version.to_string(),
-            kind: o.kind.to_string(),
-            name: o.name.to_string(),
-            uid: o.uid.to_string(),
+            api_version: o.api_version.to_owned(),
+            kind: o.kind.to_owned(),
+            name: o.name.to_owned(),
+            uid: o.uid.to_owned(),
             controller: o.controller,
             block_owner_deletion: o.block_owner_deletion,
         }
     }
 }
 
-/// A cached child of kind `K`: its metadata, compact (see the module documentation).
+fn flag(b: Option<bool>) -> u32 {
+    match b {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
+
+fn unflag(f: u32) -> Option<bool> {
+    match f & 3 {
+        0 => None,
+        1 => Some(false),
+        _ => Some(true),
+    }
+}
+
+/// Bits of [`ChildMeta::present`].
+const HAS_NAMESPACE: u8 = 1;
+const HAS_UID: u8 = 2;
+const HAS_RESOURCE_VERSION: u8 = 4;
+
+/// A cached child of kind `K`: its metadata, compact (see the module documentation). Every text
+/// is in one buffer: name, namespace, uid, resourceVersion, then each owner's apiVersion, kind,
+/// name and uid, each kept label's key and value, each kept annotation's key and value; `index`
+/// holds where each ends, then each owner's two flags.
 pub struct ChildMeta<K> {
-    name: Box<str>,
-    namespace: Option<Box<str>>,
-    uid: Option<Box<str>>,
-    resource_version: Option<Box<str>>,
-    owners: Box<[Owner]>,
-    labels: Box<[(Text, Box<str>)]>,
-    annotations: Box<[(Text, Box<str>)]>,
+    text: Box<str>,
+    index: Box<[u32]>,
+    owners: u16,
+    labels: u16,
+    annotations: u16,
+    present: u8,
     kind: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for ChildMeta<K> {
     fn clone(&self) -> Self {
         ChildMeta {
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            uid: self.uid.clone(),
-            resource_version: self.resource_version.clone(),
-            owners: self.owners.clone(),
-            labels: self.labels.clone(),
-            annotations: self.annotations.clone(),
+            text: self.text.clone(),
+            index: self.index.clone(),
+            owners: self.owners,
+            labels: self.labels,
+            annotations: self.annotations,
+            present: self.present,
             kind: PhantomData,
         }
     }
@@ -125,107 +153,191 @@ impl<K> Clone for ChildMeta<K> {
 impl<K> fmt::Debug for ChildMeta<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChildMeta")
-            .field("name", &self.name)
-            .field("namespace", &self.namespace)
-            .field("uid", &self.uid)
-            .field("resource_version", &self.resource_version)
-            .field("owners", &self.owners)
-            .field("labels", &self.labels)
-            .field("annotations", &self.annotations)
+            .field("name", &self.name())
+            .field("namespace", &self.namespace())
+            .field("uid", &self.uid())
+            .field("resource_version", &self.resource_version())
+            .field("owners", &self.owners().collect::<Vec<_>>())
+            .field("labels", &self.labels().collect::<Vec<_>>())
+            .field("annotations", &self.annotations().collect::<Vec<_>>())
             .finish()
     }
 }
 
-/// The pairs of `map` whose key `keep` accepts, sorted by key (as the map is).
+/// The pairs of `map` whose key `keep` accepts (in the map's order), at most `u16::MAX`.
 fn kept(
     map: Option<&std::collections::BTreeMap<String, String>>,
     keep: impl Fn(&str) -> bool,
-) -> Box<[(Text, Box<str>)]> {
+) -> Vec<(&String, &String)> {
     map.into_iter()
         .flatten()
         .filter(|(k, _)| keep(k))
-        .map(|(k, v)| (text(k, KNOWN), v.as_str().into()))
+        .take(usize::from(u16::MAX))
         .collect()
 }
 
 impl<K> ChildMeta<K> {
     /// What the caches keep of `meta`.
     pub fn new(meta: &ObjectMeta) -> Self {
-        ChildMeta {
-            name: meta.name.as_deref().unwrap_or_default().into(),
-            namespace: boxed(meta.namespace.as_ref()),
-            uid: boxed(meta.uid.as_ref()),
-            resource_version: boxed(meta.resource_version.as_ref()),
-            owners: meta
-                .owner_references
+        let owners: Vec<&OwnerReference> = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .take(usize::from(u16::MAX))
+            .collect();
+        let labels = kept(meta.labels.as_ref(), |k| {
+            k == LABEL_INSTANCE || k == LABEL_COMPONENT || k.starts_with(OURS)
+        });
+        let annotations = kept(meta.annotations.as_ref(), |k| k.starts_with(OURS));
+        let mut t = Texts::default();
+        let mut present = 0;
+        for (i, (bit, s)) in [
+            (0, meta.name.as_ref()),
+            (HAS_NAMESPACE, meta.namespace.as_ref()),
+            (HAS_UID, meta.uid.as_ref()),
+            (HAS_RESOURCE_VERSION, meta.resource_version.as_ref()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.push(s.map(String::as_str).unwrap_or_default());
+            if i > 0 && s.is_some() {
+                present |= bit;
+            }
+        }
+        for o in &owners {
+            for s in [&o.api_version, &o.kind, &o.name, &o.uid] {
+                t.push(s);
+            }
+        }
+        for (k, v) in labels.iter().chain(&annotations) {
+            t.push(k);
+            t.push(v);
+        }
+        let mut index = t.ends;
+        index.extend(
+            owners
                 .iter()
-                .flatten()
-                .map(Owner::from)
-                .collect(),
-            labels: kept(meta.labels.as_ref(), |k| {
-                k == LABEL_INSTANCE || k == LABEL_COMPONENT || k.starts_with(OURS)
-            }),
-            annotations: kept(meta.annotations.as_ref(), |k| k.starts_with(OURS)),
+                .map(|o| flag(o.controller) | flag(o.block_owner_deletion) << 2),
+        );
+        ChildMeta {
+            text: t.text.into_boxed_str(),
+            index: index.into_boxed_slice(),
+            owners: owners.len() as u16,
+            labels: labels.len() as u16,
+            annotations: annotations.len() as u16,
+            present,
             kind: PhantomData,
         }
     }
 
+    /// Text number `i` (see the type's documentation).
+    fn at(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.index[i - 1] as usize
+        };
+        let s = &self.text[start..self.index[i] as usize];
+        match s.strip_prefix(CODE) {
+            Some(rest) => match rest.strip_prefix(CODE) {
+                Some(escaped) => escaped,
+                None => KNOWN[usize::from(rest.as_bytes()[0] - b'a')],
+            },
+            None => s,
+        }
+    }
+
+    fn texts(&self) -> usize {
+        4 + 4 * usize::from(self.owners)
+            + 2 * (usize::from(self.labels) + usize::from(self.annotations))
+    }
+
+    fn pairs(&self, from: usize, n: u16) -> impl Iterator<Item = (&str, &str)> {
+        (0..usize::from(n)).map(move |k| (self.at(from + 2 * k), self.at(from + 2 * k + 1)))
+    }
+
+    fn present(&self, bit: u8, i: usize) -> Option<&str> {
+        (self.present & bit != 0).then(|| self.at(i))
+    }
+
     pub fn name(&self) -> &str {
-        &self.name
+        self.at(0)
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+        self.present(HAS_NAMESPACE, 1)
     }
 
     pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
+        self.present(HAS_UID, 2)
     }
 
     pub fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
+        self.present(HAS_RESOURCE_VERSION, 3)
     }
 
-    pub fn owners(&self) -> &[Owner] {
-        &self.owners
+    /// The owner references, in their order.
+    pub fn owners(&self) -> impl Iterator<Item = Owner<'_>> {
+        let flags = self.texts();
+        (0..usize::from(self.owners)).map(move |j| {
+            let f = self.index[flags + j];
+            Owner {
+                api_version: self.at(4 + 4 * j),
+                kind: self.at(5 + 4 * j),
+                name: self.at(6 + 4 * j),
+                uid: self.at(7 + 4 * j),
+                controller: unflag(f),
+                block_owner_deletion: unflag(f >> 2),
+            }
+        })
+    }
+
+    /// The kept labels, by key.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs(4 + 4 * usize::from(self.owners), self.labels)
+    }
+
+    /// The kept annotations, by key.
+    pub fn annotations(&self) -> impl Iterator<Item = (&str, &str)> {
+        let from = 4 + 4 * usize::from(self.owners) + 2 * usize::from(self.labels);
+        self.pairs(from, self.annotations)
     }
 
     /// Whether a controller reference carries `uid`.
     pub fn controlled_by(&self, uid: &str) -> bool {
-        self.owners
-            .iter()
-            .any(|o| &*o.uid == uid && o.controller == Some(true))
+        self.owners()
+            .any(|o| o.uid == uid && o.controller == Some(true))
     }
 
     /// A kept label.
     pub fn label(&self, key: &str) -> Option<&str> {
-        find(&self.labels, key)
+        self.labels().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// A kept annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        find(&self.annotations, key)
+        self.annotations().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The metadata kept, in kube's form (for the time it is read).
     pub fn object_meta(&self) -> ObjectMeta {
-        let map = |pairs: &[(Text, Box<str>)]| {
-            (!pairs.is_empty()).then(|| {
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-        };
+        fn map<'a>(
+            pairs: impl Iterator<Item = (&'a str, &'a str)>,
+        ) -> Option<std::collections::BTreeMap<String, String>> {
+            let map: std::collections::BTreeMap<String, String> =
+                pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            (!map.is_empty()).then_some(map)
+        }
+        let owners: Vec<OwnerReference> = self.owners().map(OwnerReference::from).collect();
         ObjectMeta {
-            name: Some(self.name.to_string()),
-            namespace: self.namespace.as_deref().map(str::to_owned),
-            uid: self.uid.as_deref().map(str::to_owned),
-            resource_version: self.resource_version.as_deref().map(str::to_owned),
-            owner_references: (!self.owners.is_empty())
-                .then(|| self.owners.iter().map(OwnerReference::from).collect()),
-            labels: map(&self.labels),
-            annotations: map(&self.annotations),
+            name: Some(self.name().to_owned()),
+            namespace: self.namespace().map(str::to_owned),
+            uid: self.uid().map(str::to_owned),
+            resource_version: self.resource_version().map(str::to_owned),
+            owner_references: (!owners.is_empty()).then_some(owners),
+            labels: map(self.labels()),
+            annotations: map(self.annotations()),
             ..ObjectMeta::default()
         }
     }
@@ -236,10 +348,6 @@ impl<K: Resource<DynamicType = ()>> ChildMeta<K> {
     pub fn to_partial(&self) -> PartialObjectMeta<K> {
         self.object_meta().into_response_partial()
     }
-}
-
-fn find<'a>(pairs: &'a [(Text, Box<str>)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
 }
 
 impl<K> From<&PartialObjectMeta<K>> for ChildMeta<K> {
@@ -268,26 +376,26 @@ impl<K: Resource<DynamicType = ()>> Lookup for ChildMeta<K> {
     }
 
     fn name(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.name))
+        Some(Cow::Borrowed(ChildMeta::name(self)))
     }
 
     fn namespace(&self) -> Option<Cow<'_, str>> {
-        self.namespace.as_deref().map(Cow::Borrowed)
+        ChildMeta::namespace(self).map(Cow::Borrowed)
     }
 
     fn resource_version(&self) -> Option<Cow<'_, str>> {
-        self.resource_version.as_deref().map(Cow::Borrowed)
+        ChildMeta::resource_version(self).map(Cow::Borrowed)
     }
 
     fn uid(&self) -> Option<Cow<'_, str>> {
-        self.uid.as_deref().map(Cow::Borrowed)
+        ChildMeta::uid(self).map(Cow::Borrowed)
     }
 
     /// The key of the cache: name and namespace only (kube's default copies the
     /// resourceVersion and uid into every key too, which no lookup compares).
     fn to_object_ref(&self, dyntype: ()) -> ObjectRef<Self> {
-        let key = ObjectRef::new_with(&self.name, dyntype);
-        match self.namespace.as_deref() {
+        let key = ObjectRef::new_with(ChildMeta::name(self), dyntype);
+        match ChildMeta::namespace(self) {
             Some(ns) => key.within(ns),
             None => key,
         }
@@ -406,5 +514,41 @@ mod tests {
             ObjectRef::new("vectors-0042-client").within("tenant-0042")
         );
         assert_eq!(key.extra.resource_version, None);
+    }
+
+    #[test]
+    fn odd_texts_come_back_as_they_were() {
+        let meta: ObjectMeta = serde_json::from_value(json!({
+            "name": "\u{0}a", "uid": "",
+            "labels": {"secureqdrant.dev/\u{0}": "\u{0}\u{0}", LABEL_INSTANCE: ""},
+            "annotations": {APPLIED_HASH: "secureqdrant.dev/adopt"},
+            "ownerReferences": [
+                {"apiVersion": "\u{0}", "kind": "SecureQdrant", "name": "n", "uid": "u",
+                 "controller": false},
+                {"apiVersion": "v1", "kind": "", "name": "", "uid": "w",
+                 "blockOwnerDeletion": true},
+            ],
+        }))
+        .unwrap();
+        let kept = ChildMeta::<Service>::new(&meta);
+        assert_eq!(kept.name(), "\u{0}a");
+        assert_eq!(kept.namespace(), None);
+        assert_eq!(kept.uid(), Some(""));
+        assert_eq!(kept.resource_version(), None);
+        assert_eq!(kept.label("secureqdrant.dev/\u{0}"), Some("\u{0}\u{0}"));
+        assert_eq!(kept.label(LABEL_INSTANCE), Some(""));
+        assert_eq!(
+            kept.annotation(APPLIED_HASH),
+            Some("secureqdrant.dev/adopt")
+        );
+        assert_eq!(kept.object_meta().owner_references, meta.owner_references);
+        assert_eq!(kept.object_meta().labels, meta.labels);
+        assert_eq!(kept.object_meta().annotations, meta.annotations);
+        assert_eq!(kept.object_meta().name, meta.name);
+        assert!(!kept.controlled_by("u"));
+        let none = ChildMeta::<Service>::new(&ObjectMeta::default());
+        assert_eq!(none.name(), "");
+        assert_eq!(none.owners().count(), 0);
+        assert_eq!(none.object_meta().labels, None);
     }
 }
