@@ -353,7 +353,9 @@ pub fn failure_reason(error: &Error) -> String {
 pub type WrittenStatus = Recent<String, SecureQdrantStatus>;
 
 /// `sq` with the status this process last wrote for it, when the copy in hand does not show it
-/// yet (only this operator writes the status, so the one it wrote last is the latest).
+/// yet (only this operator writes the status, so the one it wrote last is the latest). Once the
+/// copy in hand shows it, the record is dropped: the cache only moves forward, so it is no longer
+/// needed (and a burst of first reconciles does not keep a status per instance for the TTL).
 pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
     let Some(uid) = &sq.metadata.uid else {
         return sq;
@@ -364,7 +366,11 @@ pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<Secure
             fresh.status = Some(status);
             Arc::new(fresh)
         }
-        _ => sq,
+        Some(_) => {
+            written.forget_if(uid, |status| sq.status.as_ref() == Some(status));
+            sq
+        }
+        None => sq,
     }
 }
 
@@ -398,4 +404,47 @@ pub async fn write(
         written.remember(uid, status);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::recent::system_clock;
+
+    fn instance(status: Option<SecureQdrantStatus>) -> Arc<SecureQdrant> {
+        let mut sq =
+            SecureQdrant::new("db", serde_json::from_value(serde_json::json!({})).unwrap());
+        sq.metadata.namespace = Some("ns".into());
+        sq.metadata.uid = Some("uid-1".into());
+        sq.status = status;
+        Arc::new(sq)
+    }
+
+    fn status(observed: i64) -> SecureQdrantStatus {
+        SecureQdrantStatus {
+            observed_generation: Some(observed),
+            ..SecureQdrantStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_lagging_copy_gets_the_written_status_and_the_record_is_kept() {
+        let written = WrittenStatus::new(std::time::Duration::from_secs(300), system_clock());
+        written.remember("uid-1".into(), status(2));
+        let sq = with_latest(&written, instance(Some(status(1))));
+        assert_eq!(sq.status, Some(status(2)));
+        assert_eq!(written.len(), 1, "the cache does not show the write yet");
+    }
+
+    #[test]
+    fn the_record_is_dropped_once_the_cache_shows_the_written_status() {
+        let written = WrittenStatus::new(std::time::Duration::from_secs(300), system_clock());
+        written.remember("uid-1".into(), status(2));
+        let sq = with_latest(&written, instance(Some(status(2))));
+        assert_eq!(sq.status, Some(status(2)));
+        assert!(
+            written.is_empty(),
+            "the cache shows it: nothing left to remember"
+        );
+    }
 }
