@@ -310,5 +310,9 @@ mod tests {
             kept.annotation("secureqdrant.dev/applied-hash"),
             Some("abc")
         );
+        // No drift marks: nothing reads them on Secrets (the managed fields above, with no
+        // apply of the operator, would mark it as written by someone else).
+        assert_eq!(kept.annotation(drift::FOREIGN_WRITE), None);
+        assert_eq!(kept.annotation(drift::OWNED_FIELDS), None);
     }
 }
