@@ -35,6 +35,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
+use secure_qdrant_operator::reconcile::child_meta::ChildMeta;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -296,11 +297,11 @@ async fn a_secret_cache_that_lags_behind_a_rotation_step_never_rolls_the_pods_ba
     env.roll_out().await;
 
     // An operator whose Secret cache stops at phase Swapped (its watch lags behind).
-    let (secrets, mut writer) =
-        kube::runtime::reflector::store::<kube::core::PartialObjectMeta<Secret>>();
+    let (secrets, mut writer) = kube::runtime::reflector::store::<ChildMeta<Secret>>();
     writer.apply_watcher_event(&Event::Init);
     for s in env.real.list("v1", "Secret", &env.ns).await {
-        writer.apply_watcher_event(&Event::InitApply(serde_json::from_value(s).unwrap()));
+        let s: kube::core::PartialObjectMeta<Secret> = serde_json::from_value(s).unwrap();
+        writer.apply_watcher_event(&Event::InitApply(ChildMeta::new(&s.metadata)));
     }
     writer.apply_watcher_event(&Event::InitDone);
     let mut stores = env.ctx.stores.clone();

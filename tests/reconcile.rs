@@ -1361,7 +1361,7 @@ async fn a_policy_no_longer_built_is_deleted_and_others_are_left_alone() {
             .network_policies
             .state()
             .iter()
-            .any(|p| p.metadata.name.as_deref() == Some("vectors-metrics")),
+            .any(|p| p.name() == "vectors-metrics"),
         "the metrics policy exists before"
     );
     // A policy a user made for the instance: same labels, but not owned by the SecureQdrant.

@@ -59,10 +59,11 @@ pub(super) async fn remove_ours(ctx: &Context, qat: &QdrantAccessToken) -> Resul
     let Some(secret) = cached(&ctx.stores.secrets, &ns, &name) else {
         return Ok(());
     };
-    let ours = secret
-        .owner_references()
-        .iter()
-        .any(|r| Some(&r.uid) == qat.metadata.uid.as_ref() && r.controller == Some(true));
+    let ours = qat
+        .metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| secret.controlled_by(uid));
     if !ours {
         return Ok(());
     }
@@ -70,7 +71,7 @@ pub(super) async fn remove_ours(ctx: &Context, qat: &QdrantAccessToken) -> Resul
     // Only the object whose owner was checked: one recreated by someone else meanwhile is left.
     let params = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
-            uid: secret.metadata.uid.clone(),
+            uid: secret.uid().map(str::to_owned),
             resource_version: None,
         }),
         ..DeleteParams::background()

@@ -5,22 +5,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use tracing::info;
 
 use super::scope::{EventStream, OnReady, WatchScope, reflect};
 use crate::children::meta::MANAGED_SELECTOR;
+use crate::reconcile::child_meta::ChildMeta;
 use crate::reconcile::drift;
 use crate::reconcile::expect::Expectations;
-use crate::reconcile::stores::{CachedSecret, Stores};
+use crate::reconcile::stores::{CachedSecret, MetaStore, Stores, Watched};
 use crate::statefulset_view::StatefulSetView;
 use crate::telemetry::Health;
 
@@ -30,28 +29,26 @@ pub type ChildStream<K> =
 
 /// A label-selected, managed-fields-stripped cache of one child kind in the watched namespaces,
 /// and the stream that feeds it (deletions included, so a deleted child triggers a reconcile of
-/// its owner).
-fn cache<K>(
+/// its owner). The watch reports `K`; the cache holds `cached(object)` (what the reconciles read
+/// of it). With `mark`, each object carries the drift marks ([`trimmed`]).
+fn cache<K, C>(
     client: &Client,
     scope: &WatchScope,
     synced: &Synced,
     expectations: &Expectations,
-) -> (Store<K>, ChildStream<K>)
+    mark: bool,
+    cached: fn(&K) -> C,
+) -> (Store<C>, ChildStream<K>)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
+    C: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let watches = trimmed(scope.watches::<K>(client, &config), true);
+    let watches = trimmed(scope.watches::<K>(client, &config), mark);
     let expectations = expectations.clone();
     // After the cache holds the event's object: a write it shows is no longer pending.
-    let stream = reflect(watches, writer, synced.register())
+    let stream = reflect(watches, writer, cached, synced.register())
         .inspect(move |event| {
             if let Ok(event) = event {
                 expectations.observe(event);
@@ -105,19 +102,12 @@ pub fn main_stream<K>(
     deleted: impl Fn(&K) + Send + 'static,
 ) -> (Store<K>, ChildStream<K>)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + serde::Serialize,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().any_semantic();
     let watches = trimmed(scope.watches::<K>(client, &config), false);
-    let stream = reflect(watches, writer, synced.register())
+    let stream = reflect(watches, writer, K::clone, synced.register())
         .inspect(move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
                 deleted(obj);
@@ -169,25 +159,33 @@ pub struct ChildStreams {
 }
 
 /// A metadata-only cache (see [`crate::reconcile::stores::MetaStore`]): the watch asks the API
-/// server for `PartialObjectMetadata`, so no body crosses the wire or enters the cache.
+/// server for `PartialObjectMetadata`, so no body crosses the wire; the cache keeps of it only
+/// the compact [`ChildMeta`]. The stream still reports the watch's objects (for triggers).
 fn meta_cache<K>(
     client: &Client,
     scope: &WatchScope,
     synced: &Synced,
     expectations: &Expectations,
-) -> (
-    Store<PartialObjectMeta<K>>,
-    ChildStream<PartialObjectMeta<K>>,
-)
+) -> (MetaStore<K>, ChildStream<PartialObjectMeta<K>>)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
-    cache::<PartialObjectMeta<K>>(client, scope, synced, expectations)
+    cache::<PartialObjectMeta<K>, ChildMeta<K>>(
+        client,
+        scope,
+        synced,
+        expectations,
+        marked::<K>(),
+        |p| ChildMeta::new(&p.metadata),
+    )
+}
+
+/// Whether the cache of `K` carries the drift marks ([`drift::mark_and_trim`]: a walk of the
+/// managed fields and a hash per event). Not for Secrets: no reader of their cache reads the
+/// marks (a Secret is written only over the copy its step has just read, `apply_secret`, and the
+/// memo keys on versions), so the work and the two annotations per Secret would be for nothing.
+fn marked<K: Resource<DynamicType = ()>>() -> bool {
+    K::kind(&()) != "Secret"
 }
 
 /// One cache per child kind (what the reconciles read) and the streams that feed them.
@@ -208,7 +206,14 @@ pub fn child_caches(
         meta_cache::<NetworkPolicy>(client, scope, synced, expectations);
     let (pdbs, pdb_stream) = meta_cache::<PodDisruptionBudget>(client, scope, synced, expectations);
     // Decoded into the view: the pod spec is skipped as each event is read.
-    let (statefulsets, sts_stream) = cache::<StatefulSetView>(client, scope, synced, expectations);
+    let (statefulsets, sts_stream) = cache::<StatefulSetView, StatefulSetView>(
+        client,
+        scope,
+        synced,
+        expectations,
+        true,
+        StatefulSetView::clone,
+    );
     let stores = Stores {
         service_accounts,
         secrets,
@@ -240,6 +245,16 @@ mod tests {
     /// A Secret as a watch event brings it, decoded as the cache of Secrets decodes it and
     /// trimmed as it is before it is cached: no value is left, in any form.
     #[test]
+    fn every_child_cache_but_the_secrets_carries_the_drift_marks() {
+        assert!(!marked::<Secret>());
+        assert!(marked::<ServiceAccount>());
+        assert!(marked::<ConfigMap>());
+        assert!(marked::<Service>());
+        assert!(marked::<NetworkPolicy>());
+        assert!(marked::<PodDisruptionBudget>());
+    }
+
+    #[test]
     fn a_secret_watch_event_leaves_no_value_in_the_cached_type() {
         let value = "c2VjcmV0LWtleS1tYXRlcmlhbC0xMjM0NTY3ODkw";
         let plain = "secret-key-material-1234567890";
@@ -266,15 +281,18 @@ mod tests {
         };
         let stream: EventStream<CachedSecret> =
             futures::stream::iter([Ok(watcher::Event::Apply(decoded))]).boxed();
-        let trimmed = trimmed(vec![(None, stream)], true);
+        let trimmed = trimmed(vec![(None, stream)], marked::<Secret>());
         let (_, stream) = trimmed.into_iter().next().unwrap();
         let events = futures::executor::block_on(stream.collect::<Vec<_>>());
         let Ok(watcher::Event::Apply(cached)) = &events[0] else {
             panic!("an Apply event")
         };
+        // What the cache keeps of it.
+        let kept = ChildMeta::<Secret>::new(&cached.metadata);
         let shown = format!(
-            "{cached:?}\n{}",
-            serde_json::to_string(cached).expect("serializes")
+            "{cached:?}\n{}\n{kept:?}\n{:?}",
+            serde_json::to_string(cached).expect("serializes"),
+            kept.object_meta()
         );
         for leak in [value, plain, "tls.key"] {
             assert!(!shown.contains(leak), "{leak} in {shown}");
@@ -286,5 +304,15 @@ mod tests {
             cached.annotations().get("secureqdrant.dev/applied-hash"),
             Some(&"abc".to_owned())
         );
+        assert_eq!(kept.resource_version(), Some("42"));
+        assert_eq!(kept.uid(), Some("u-1"));
+        assert_eq!(
+            kept.annotation("secureqdrant.dev/applied-hash"),
+            Some("abc")
+        );
+        // No drift marks: nothing reads them on Secrets (the managed fields above, with no
+        // apply of the operator, would mark it as written by someone else).
+        assert_eq!(kept.annotation(drift::FOREIGN_WRITE), None);
+        assert_eq!(kept.annotation(drift::OWNED_FIELDS), None);
     }
 }

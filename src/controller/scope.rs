@@ -11,10 +11,12 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, Resource};
+
+use crate::reconcile::child_meta::map_event;
+use crate::reconcile::stores::Watched;
 
 /// A stream of watch events.
 pub type EventStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
@@ -66,12 +68,7 @@ impl WatchScope {
         config: &watcher::Config,
     ) -> Vec<(Option<String>, EventStream<K>)>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         self.apis::<K>(client)
             .into_iter()
@@ -82,12 +79,7 @@ impl WatchScope {
     /// Every namespace's watch merged into one stream (for triggers without a cache).
     pub fn events<K>(&self, client: &Client, config: &watcher::Config) -> EventStream<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + DeserializeOwned
-            + Send
-            + 'static,
+        K: Watched,
     {
         stream::select_all(
             self.watches::<K>(client, config)
@@ -102,30 +94,35 @@ impl WatchScope {
 pub type OnReady = Box<dyn FnOnce() + Send>;
 
 /// Feeds `writer` from per-namespace watches and yields their events, merged; calls `on_ready`
-/// once the cache holds every namespace's first list. With one watch this is kube's `reflect`;
-/// with several, [`NamespacedReflector`] keeps the cache.
+/// once the cache holds every namespace's first list. The cache holds `cached(object)` of each
+/// object a watch reports (`C`: what the reconciles read of it), the events go on as they came.
+/// With one watch this is kube's `reflect`; with several, [`NamespacedReflector`] keeps the cache.
 ///
 /// (`on_ready` exists because awaiting `Store::wait_until_ready` from a second task is unsafe in
 /// kube-runtime 5: the store wakes only the last task that polled it, so a readiness probe
 /// waiting on it could leave the controller itself waiting.)
-pub fn reflect<K>(
+pub fn reflect<K, C>(
     watches: Vec<(Option<String>, EventStream<K>)>,
-    writer: Writer<K>,
+    mut writer: Writer<C>,
+    cached: fn(&K) -> C,
     on_ready: OnReady,
 ) -> EventStream<K>
 where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    K: Send + 'static,
+    C: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     if watches.len() == 1 {
         let (_, s) = watches.into_iter().next().expect("one watch");
         let mut on_ready = Some(on_ready);
         return s
-            .reflect(writer)
             .inspect(move |event| {
-                if let Ok(watcher::Event::InitDone) = event
-                    && let Some(f) = on_ready.take()
-                {
-                    f();
+                if let Ok(event) = event {
+                    writer.apply_watcher_event(&map_event(event, cached));
+                    if let watcher::Event::InitDone = event
+                        && let Some(f) = on_ready.take()
+                    {
+                        f();
+                    }
                 }
             })
             .boxed();
@@ -142,7 +139,7 @@ where
     stream::select_all(tagged)
         .map(move |(i, event)| {
             if let Ok(e) = &event {
-                reflector.apply(i, e);
+                reflector.apply(i, &map_event(e, cached));
             }
             event
         })
@@ -151,7 +148,7 @@ where
 
 /// One cache fed by one watch per namespace. A namespace's re-list replaces that namespace's
 /// objects only; the cache reports ready once every namespace listed once.
-pub struct NamespacedReflector<K: Resource<DynamicType = ()> + Clone + 'static> {
+pub struct NamespacedReflector<K: Lookup<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
     reader: Store<K>,
     namespaces: Vec<String>,
@@ -161,7 +158,7 @@ pub struct NamespacedReflector<K: Resource<DynamicType = ()> + Clone + 'static> 
     on_ready: Option<OnReady>,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> NamespacedReflector<K> {
+impl<K: Lookup<DynamicType = ()> + Clone + 'static> NamespacedReflector<K> {
     pub fn new(writer: Writer<K>, namespaces: Vec<String>, on_ready: OnReady) -> Self {
         let n = namespaces.len();
         NamespacedReflector {
@@ -190,7 +187,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> NamespacedReflector<K> {
                 let fresh = self.relisting[i].take().unwrap_or_default();
                 let ns = self.namespaces[i].as_str();
                 for old in self.reader.state() {
-                    if old.namespace().as_deref() == Some(ns)
+                    if Lookup::namespace(old.as_ref()).as_deref() == Some(ns)
                         && !fresh.contains_key(&ObjectRef::from_obj(old.as_ref()))
                     {
                         self.writer
@@ -226,6 +223,7 @@ mod tests {
 
     use futures::FutureExt;
     use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt;
     use kube::api::ObjectMeta;
     use kube::runtime::reflector;
     use watcher::Event;
@@ -247,7 +245,10 @@ mod tests {
         store
             .state()
             .iter()
-            .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+            .map(|c| {
+                let ns = c.metadata.namespace.as_deref().unwrap_or_default();
+                format!("{ns}/{}", c.name_any())
+            })
             .collect()
     }
 
@@ -332,7 +333,7 @@ mod tests {
         ])
         .boxed();
         let (ready_calls, on_ready) = counter();
-        let out: Vec<_> = reflect(vec![(None, events)], writer, on_ready)
+        let out: Vec<_> = reflect(vec![(None, events)], writer, ConfigMap::clone, on_ready)
             .collect()
             .await;
         assert_eq!(ready_calls.load(Ordering::SeqCst), 1);
@@ -356,6 +357,7 @@ mod tests {
         let out: Vec<_> = reflect(
             vec![(Some("a".into()), list("a")), (Some("b".into()), list("b"))],
             writer,
+            ConfigMap::clone,
             on_ready,
         )
         .collect()

@@ -4,7 +4,6 @@
 
 use std::fmt::Debug;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -20,7 +19,7 @@ use super::drift;
 use super::expect::Expectations;
 use super::ownership::{Ownership, adopt, conflict, expected_owner, ownership};
 use super::stamp::{APPLIED_HASH, stamp};
-use super::stores::cached;
+use super::stores::{CachedMeta, Child, MetaStore, cached};
 use crate::children::meta::{LABEL_INSTANCE, MANAGER};
 use crate::error::{Error, Result};
 use crate::validate::parse_quantity;
@@ -124,8 +123,8 @@ pub fn classify(
 /// Server-side applies `desired` unless the cache shows it is already in place, or the same
 /// write was just made and the cache has not caught up yet (`expectations`).
 ///
-/// The cache (`store`) may hold whole objects or only their metadata (`C`: any cached type of
-/// the same kind): only the metadata is read. The decision ([`classify`]): a missing or
+/// The cache (`store`) may hold a view of the objects or only their metadata (`C`: any cached
+/// type of the same kind): only the metadata is read. The decision ([`classify`]): a missing or
 /// differently-hashed child is written; a child the drift signal flags ([`super::drift`]) is read
 /// in full (one GET) and compared ([`needs_apply`]): force-applied if it differs, else its
 /// version is remembered as clean ([`super::verified`]); anything else is left alone with no
@@ -155,14 +154,8 @@ pub async fn apply<K, C>(
     desired: K,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
-    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
+    K: Child,
+    C: CachedMeta,
 {
     // On the heap: the reads, adoption and retry make this future large, and the reconcile
     // awaits a dozen of them.
@@ -176,22 +169,18 @@ async fn apply_checked<K, C>(
     desired: K,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
-    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
+    K: Child,
+    C: CachedMeta,
 {
     let desired = stamp(desired);
     let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let current = cached(store, &namespace, &name);
-    let meta = current.as_deref().map(Resource::meta);
-    if let Some(c) = current.as_deref()
+    // The cached metadata, in kube's form for the time of this step.
+    let current: Option<PartialObjectMeta<K>> =
+        cached(store, &namespace, &name).map(|c| c.object_meta().into_response_partial());
+    let meta = current.as_ref().map(|c| &c.metadata);
+    if let Some(c) = current.as_ref()
         && let Ownership::Foreign(by) = ownership(c, expected_owner(&desired))
     {
         // Checked before anything else: a foreign object is refused without a request.
@@ -218,7 +207,7 @@ where
             return Ok(Outcome::Pending);
         }
         Cached::Missing => read(&api, &name).await?.map(Seen::Full),
-        Cached::Stale => meta.map(|m| Seen::Meta(Box::new(m.clone().into_response_partial()))),
+        Cached::Stale => current.map(|m| Seen::Meta(Box::new(m))),
     };
     let (outcome, _) = write_checked(&api, expectations, &desired, seen, false).await?;
     Ok(outcome)
@@ -266,13 +255,7 @@ async fn verify<K>(
     cached: Option<&ObjectMeta>,
 ) -> Result<Outcome>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
@@ -337,13 +320,7 @@ async fn write_checked<K>(
     remember: bool,
 ) -> Result<(Outcome, Option<String>)>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + 'static,
+    K: Child,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
     let namespace = desired.namespace().unwrap_or_default();
@@ -454,35 +431,25 @@ where
 
 /// Deletes the cached children of one instance (by its labels and controller owner UID) whose
 /// names are not in `keep`: never an object this instance does not control. Returns the names
-/// deleted. The cache (`C`) may hold only metadata; `K` is the kind deleted.
-pub async fn delete_orphans<K, C>(
+/// deleted. `K` is the kind deleted; its cache holds compact metadata.
+pub async fn delete_orphans<K>(
     client: &Client,
-    store: &Store<C>,
+    store: &MetaStore<K>,
     namespace: &str,
     instance: &str,
     owner_uid: &str,
     keep: &[String],
 ) -> Result<Vec<String>>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + 'static,
-    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
+    K: Child,
 {
     let orphans: Vec<(String, String)> = store
         .state()
         .iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| o.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(instance))
-        .filter(|o| {
-            o.owner_references()
-                .iter()
-                .any(|r| r.uid == owner_uid && r.controller == Some(true))
-        })
-        .map(|o| (o.name_any(), o.uid().unwrap_or_default()))
+        .filter(|o| o.namespace() == Some(namespace))
+        .filter(|o| o.label(LABEL_INSTANCE) == Some(instance))
+        .filter(|o| o.controlled_by(owner_uid))
+        .map(|o| (o.name().to_owned(), o.uid().unwrap_or_default().to_owned()))
         .filter(|(n, _)| !keep.contains(n))
         .collect();
     let api: Api<K> = Api::namespaced(client.clone(), namespace);

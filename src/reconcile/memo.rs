@@ -42,7 +42,8 @@ pub fn version_read(secret: Option<&Secret>) -> Version {
 
 /// The version of a managed Secret as the cache shows it.
 pub fn version_cached(stores: &Stores, ns: &str, name: &str) -> Version {
-    cached(&stores.secrets, ns, name).and_then(|s| version_of(&s.metadata))
+    cached(&stores.secrets, ns, name)
+        .and_then(|s| Some((s.uid()?.to_owned(), s.resource_version()?.to_owned())))
 }
 
 /// Reads the Secret `ns/name` from the API server (None: it does not exist).

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod child_meta;
 pub mod context;
 pub mod credentials;
 pub mod drift;
@@ -538,7 +539,7 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
     let (client, s) = (&ctx.client, &ctx.stores);
     let uid = &inst.owner.uid;
     let (namespace, name) = (&inst.namespace, &inst.name);
-    let mut deleted = delete_orphans::<NetworkPolicy, _>(
+    let mut deleted = delete_orphans::<NetworkPolicy>(
         client,
         &s.network_policies,
         namespace,
@@ -548,15 +549,8 @@ async fn prune(ctx: &Context, inst: &Instance, applied: &Applied) -> Result<usiz
     )
     .await?;
     deleted.extend(
-        delete_orphans::<PodDisruptionBudget, _>(
-            client,
-            &s.pdbs,
-            namespace,
-            name,
-            uid,
-            &applied.pdbs,
-        )
-        .await?,
+        delete_orphans::<PodDisruptionBudget>(client, &s.pdbs, namespace, name, uid, &applied.pdbs)
+            .await?,
     );
     // `<n>-metrics-client` once scrapers need no client certificate from the operator.
     if inst.metrics_client_secret().is_none() {
@@ -581,11 +575,7 @@ async fn delete_controlled_secret(
     let Some(secret) = cached(&stores.secrets, &inst.namespace, name) else {
         return Ok(None);
     };
-    let ours = secret
-        .owner_references()
-        .iter()
-        .any(|r| r.uid == inst.owner.uid && r.controller == Some(true));
-    if !ours {
+    if !secret.controlled_by(&inst.owner.uid) {
         return Ok(None);
     }
     let api: Api<k8s_openapi::api::core::v1::Secret> =
@@ -594,7 +584,7 @@ async fn delete_controlled_secret(
     // cache saw this one is not deleted (409).
     let params = kube::api::DeleteParams {
         preconditions: Some(kube::api::Preconditions {
-            uid: secret.uid(),
+            uid: secret.uid().map(str::to_owned),
             resource_version: None,
         }),
         ..kube::api::DeleteParams::background()

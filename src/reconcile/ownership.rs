@@ -8,13 +8,12 @@
 //! name and current owner. The one way to hand an orphaned child to an instance is an explicit
 //! act by someone who may write the child: the [`ADOPT_ANNOTATION`] naming the instance.
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::stores::Child;
 use crate::children::meta::MANAGER;
 use crate::error::{Error, Result};
 
@@ -96,11 +95,7 @@ pub async fn adopt<K, M>(
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<K>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned,
+    K: Child,
     M: Resource,
 {
     let mut refs: Vec<OwnerReference> = current

@@ -95,7 +95,7 @@ pub async fn ensure_allowed(client: &Client, stores: &Stores, inst: &Instance) -
     for (field, name) in referenced_secrets(inst) {
         // Labels and owners only: the metadata, from the cache or the API server.
         let secret = match cached(&stores.secrets, &inst.namespace, &name) {
-            Some(s) => Some(s.as_ref().clone()),
+            Some(s) => Some(s.to_partial()),
             None => api
                 .get_metadata_opt(&name)
                 .await

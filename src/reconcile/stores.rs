@@ -8,22 +8,73 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
+use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{Lookup, ObjectRef, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use super::child_meta::ChildMeta;
 use crate::error::Error;
 use crate::statefulset_view::StatefulSetView;
 
-/// A managed Secret as the cache holds it: its metadata only. The type has no data field, so no
-/// Secret value can reach the cache (the watch asks the API server for metadata only, and
-/// decoding drops anything else); a step that needs a Secret's material reads it with a GET
-/// ([`super::memo`]).
+/// A namespaced kind the operator watches (a child kind, a custom resource, or a view of one
+/// decoded from its watch): what its watches and caches need of it.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A kind of child the operator writes (server-side apply, adoption, pruning): a watched
+/// Kubernetes kind that serializes.
+pub trait Child: Watched + k8s_openapi::Resource + Serialize {}
+
+impl<K> Child for K where K: Watched + k8s_openapi::Resource + Serialize {}
+
+/// A managed Secret as the watches deliver it: its metadata only (the watch asks the API server
+/// for metadata only, and decoding drops anything else). The cache keeps less of it
+/// ([`ChildMeta`]); neither type has a data field, so no Secret value can reach the cache. A
+/// step that needs a Secret's material reads it with a GET ([`super::memo`]).
 pub type CachedSecret = PartialObjectMeta<Secret>;
 
-/// A cache of one kind's metadata only (a metadata-only watch): the kinds the operator only
-/// applies ([`super::apply`], which reads the full object when the drift signal asks for it) and
-/// prunes by labels and owner.
-pub type MetaStore<K> = Store<PartialObjectMeta<K>>;
+/// A cache of one kind's metadata, compact ([`ChildMeta`], fed by a metadata-only watch): the
+/// kinds the operator only applies ([`super::apply`], which reads the full object when the drift
+/// signal asks for it) and prunes by labels and owner.
+pub type MetaStore<K> = Store<ChildMeta<K>>;
+
+/// What the apply step reads of a cached child: its metadata, in kube's form.
+pub trait CachedMeta: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static {
+    fn object_meta(&self) -> ObjectMeta;
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> CachedMeta for ChildMeta<K> {
+    fn object_meta(&self) -> ObjectMeta {
+        ChildMeta::object_meta(self)
+    }
+}
+
+impl CachedMeta for StatefulSetView {
+    fn object_meta(&self) -> ObjectMeta {
+        self.metadata.clone()
+    }
+}
 
 /// One cache per child kind. Only objects labelled as managed by this operator are cached.
 ///
@@ -38,8 +89,8 @@ pub type MetaStore<K> = Store<PartialObjectMeta<K>>;
 #[derive(Clone)]
 pub struct Stores {
     pub service_accounts: MetaStore<ServiceAccount>,
-    /// Metadata only ([`CachedSecret`]).
-    pub secrets: Store<CachedSecret>,
+    /// Metadata only, compact ([`ChildMeta`]; see [`CachedSecret`]).
+    pub secrets: MetaStore<Secret>,
     pub config_maps: MetaStore<ConfigMap>,
     pub services: MetaStore<Service>,
     pub network_policies: MetaStore<NetworkPolicy>,
@@ -49,7 +100,7 @@ pub struct Stores {
 
 /// Pins the type of the Secret cache: a change that would cache Secrets with their data fails
 /// to compile here.
-const _: fn(&Stores) -> &Store<PartialObjectMeta<Secret>> = |s| &s.secrets;
+const _: fn(&Stores) -> &Store<ChildMeta<Secret>> = |s| &s.secrets;
 
 impl Stores {
     /// Waits until every cache holds its first full list.
@@ -67,7 +118,7 @@ impl Stores {
 /// Looks up a namespaced object in a cache.
 pub fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + 'static,
+    K: Lookup<DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
 }

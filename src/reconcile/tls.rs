@@ -827,8 +827,9 @@ async fn client_certificates(
         .secrets
         .state()
         .iter()
-        .filter(|s| client_secret(&s.metadata, inst))
-        .map(|s| s.name_any())
+        .filter(|s| s.namespace() == Some(inst.namespace.as_str()))
+        .filter(|s| client_secret(&s.object_meta(), inst))
+        .map(|s| s.name().to_owned())
         .collect();
     for name in names {
         // Checked again on what was read: it may have changed since the cache saw it.

@@ -11,10 +11,10 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::reflector::{self, Lookup, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -28,6 +28,7 @@ use secure_qdrant_operator::crd::{SecureQdrant, SecureQdrantSpec, SecureQdrantSt
 use secure_qdrant_operator::error::Error;
 use secure_qdrant_operator::events::Events;
 use secure_qdrant_operator::material::SecretValue;
+use secure_qdrant_operator::reconcile::child_meta::ChildMeta;
 use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::plan::{self, Plan};
 use secure_qdrant_operator::reconcile::stamp::stamp;
@@ -249,7 +250,7 @@ pub fn stored<K: Serialize + DeserializeOwned>(obj: K) -> K {
 pub trait Cached:
     Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static
 {
-    type Stored: Resource<DynamicType = ()> + Clone + 'static;
+    type Stored: Lookup<DynamicType = ()> + Clone + 'static;
     fn writer(cluster: &mut Cluster) -> &mut Writer<Self::Stored>;
     fn stored(self) -> Self::Stored;
 }
@@ -259,9 +260,9 @@ fn view(obj: StatefulSet) -> StatefulSetView {
     StatefulSetView::from(obj)
 }
 
-/// Only the metadata (a metadata-only watch).
-fn meta_only<K: Resource>(obj: K) -> PartialObjectMeta<K> {
-    obj.meta().clone().into_response_partial()
+/// Only the metadata (a metadata-only watch), as the cache keeps it.
+fn meta_only<K: Resource>(obj: K) -> ChildMeta<K> {
+    ChildMeta::new(obj.meta())
 }
 
 macro_rules! cached {
@@ -310,12 +311,12 @@ macro_rules! cached {
 }
 
 cached! {
-    ServiceAccount => service_accounts as PartialObjectMeta<ServiceAccount>, meta_only,
-    Secret => secrets as PartialObjectMeta<Secret>, meta_only,
-    ConfigMap => config_maps as PartialObjectMeta<ConfigMap>, meta_only,
-    Service => services as PartialObjectMeta<Service>, meta_only,
-    NetworkPolicy => network_policies as PartialObjectMeta<NetworkPolicy>, meta_only,
-    PodDisruptionBudget => pdbs as PartialObjectMeta<PodDisruptionBudget>, meta_only,
+    ServiceAccount => service_accounts as ChildMeta<ServiceAccount>, meta_only,
+    Secret => secrets as ChildMeta<Secret>, meta_only,
+    ConfigMap => config_maps as ChildMeta<ConfigMap>, meta_only,
+    Service => services as ChildMeta<Service>, meta_only,
+    NetworkPolicy => network_policies as ChildMeta<NetworkPolicy>, meta_only,
+    PodDisruptionBudget => pdbs as ChildMeta<PodDisruptionBudget>, meta_only,
     StatefulSet => statefulsets as StatefulSetView, view,
 }
 

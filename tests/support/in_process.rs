@@ -9,9 +9,9 @@ use std::fmt::Debug;
 
 use futures::StreamExt;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -20,8 +20,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+use secure_qdrant_operator::reconcile::child_meta::{ChildMeta, map_event};
 use secure_qdrant_operator::reconcile::drift;
-use secure_qdrant_operator::reconcile::stores::Stores;
+use secure_qdrant_operator::reconcile::stores::{MetaStore, Stores};
 use secure_qdrant_operator::statefulset_view::StatefulSetView;
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
@@ -45,15 +46,54 @@ where
     reader
 }
 
+/// A reflector-fed cache of `K`'s compact metadata (`ChildMeta`, from a metadata-only watch of
+/// managed objects, in `ns` or everywhere), running until the test ends: the controller's
+/// `MetaStore`.
+pub fn reflect_meta<K>(
+    client: &Client,
+    ns: Option<&str>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> MetaStore<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    let config = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let api: Api<PartialObjectMeta<K>> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut PartialObjectMeta<K>| drift::mark_and_trim(&mut o.metadata));
+    tasks.push(tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                if let Ok(event) = event {
+                    writer.apply_watcher_event(&map_event(&event, |o| ChildMeta::new(&o.metadata)));
+                }
+                async {}
+            })
+            .await;
+    }));
+    reader
+}
+
 /// The caches the controller keeps: managed objects only, by label, fed until the test ends.
 pub fn managed_stores(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
-        service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(client, tasks, true),
-        secrets: reflect::<PartialObjectMeta<Secret>>(client, tasks, true),
-        config_maps: reflect::<PartialObjectMeta<ConfigMap>>(client, tasks, true),
-        services: reflect::<PartialObjectMeta<Service>>(client, tasks, true),
-        network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(client, tasks, true),
-        pdbs: reflect::<PartialObjectMeta<PodDisruptionBudget>>(client, tasks, true),
+        service_accounts: reflect_meta::<ServiceAccount>(client, None, tasks),
+        secrets: reflect_meta::<Secret>(client, None, tasks),
+        config_maps: reflect_meta::<ConfigMap>(client, None, tasks),
+        services: reflect_meta::<Service>(client, None, tasks),
+        network_policies: reflect_meta::<NetworkPolicy>(client, None, tasks),
+        pdbs: reflect_meta::<PodDisruptionBudget>(client, None, tasks),
         statefulsets: reflect::<StatefulSetView>(client, tasks, true),
     }
 }
@@ -94,12 +134,12 @@ where
 /// The caches the controller keeps for one watched namespace: managed objects only, by label.
 pub fn namespaced_stores(client: &Client, ns: &str, tasks: &mut Vec<JoinHandle<()>>) -> Stores {
     Stores {
-        service_accounts: reflect_in::<PartialObjectMeta<ServiceAccount>>(client, ns, tasks, true),
-        secrets: reflect_in::<PartialObjectMeta<Secret>>(client, ns, tasks, true),
-        config_maps: reflect_in::<PartialObjectMeta<ConfigMap>>(client, ns, tasks, true),
-        services: reflect_in::<PartialObjectMeta<Service>>(client, ns, tasks, true),
-        network_policies: reflect_in::<PartialObjectMeta<NetworkPolicy>>(client, ns, tasks, true),
-        pdbs: reflect_in::<PartialObjectMeta<PodDisruptionBudget>>(client, ns, tasks, true),
+        service_accounts: reflect_meta::<ServiceAccount>(client, Some(ns), tasks),
+        secrets: reflect_meta::<Secret>(client, Some(ns), tasks),
+        config_maps: reflect_meta::<ConfigMap>(client, Some(ns), tasks),
+        services: reflect_meta::<Service>(client, Some(ns), tasks),
+        network_policies: reflect_meta::<NetworkPolicy>(client, Some(ns), tasks),
+        pdbs: reflect_meta::<PodDisruptionBudget>(client, Some(ns), tasks),
         statefulsets: reflect_in::<StatefulSetView>(client, ns, tasks, true),
     }
 }
@@ -126,15 +166,20 @@ pub fn versions(objects: impl Iterator<Item = Value>) -> BTreeMap<String, String
 /// `namespace/name` → resourceVersion of a cache's objects.
 pub fn cached_versions<K>(store: &Store<K>) -> BTreeMap<String, String>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Lookup<DynamicType = ()> + Clone + 'static,
 {
     store
         .state()
         .iter()
         .map(|o| {
+            let o = o.as_ref();
             (
-                format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-                o.resource_version().unwrap_or_default(),
+                format!(
+                    "{}/{}",
+                    Lookup::namespace(o).unwrap_or_default(),
+                    Lookup::name(o).unwrap_or_default()
+                ),
+                Lookup::resource_version(o).unwrap_or_default().into_owned(),
             )
         })
         .collect()

@@ -8,7 +8,7 @@
 //! (their Secrets, policies, ...) are made as admin.
 #![allow(dead_code)]
 
-pub use crate::in_process::{cached_versions, reflect_in as reflect, versions};
+pub use crate::in_process::{cached_versions, reflect_in as reflect, reflect_meta, versions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Config};
@@ -187,16 +186,12 @@ impl Tenant {
         let ns = env.ns.clone();
         let mut tasks = Vec::new();
         let stores = Stores {
-            service_accounts: reflect::<PartialObjectMeta<ServiceAccount>>(
-                &client, &ns, &mut tasks, true,
-            ),
-            secrets: reflect::<PartialObjectMeta<Secret>>(&client, &ns, &mut tasks, true),
-            config_maps: reflect::<PartialObjectMeta<ConfigMap>>(&client, &ns, &mut tasks, true),
-            services: reflect::<PartialObjectMeta<Service>>(&client, &ns, &mut tasks, true),
-            network_policies: reflect::<PartialObjectMeta<NetworkPolicy>>(
-                &client, &ns, &mut tasks, true,
-            ),
-            pdbs: reflect::<PartialObjectMeta<PodDisruptionBudget>>(&client, &ns, &mut tasks, true),
+            service_accounts: reflect_meta::<ServiceAccount>(&client, Some(&ns), &mut tasks),
+            secrets: reflect_meta::<Secret>(&client, Some(&ns), &mut tasks),
+            config_maps: reflect_meta::<ConfigMap>(&client, Some(&ns), &mut tasks),
+            services: reflect_meta::<Service>(&client, Some(&ns), &mut tasks),
+            network_policies: reflect_meta::<NetworkPolicy>(&client, Some(&ns), &mut tasks),
+            pdbs: reflect_meta::<PodDisruptionBudget>(&client, Some(&ns), &mut tasks),
             statefulsets: reflect::<StatefulSetView>(&client, &ns, &mut tasks, true),
         };
         let instances = reflect::<SecureQdrant>(&client, &ns, &mut tasks, false);
