@@ -9,10 +9,10 @@ use super::backoff::Backoffs;
 use super::expect::Expectations;
 use super::memo::{Memo, TokenFacts};
 use super::recent::{Clock, Recent, system_clock};
+use super::status::WrittenStatus;
 use super::stores::Stores;
 use super::tls;
 use crate::api_keys::KeyFacts;
-use crate::crd::SecureQdrantStatus;
 use crate::events::Events;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
@@ -41,7 +41,7 @@ pub struct Context {
     /// [`WRITTEN_STATUS_TTL`]: the object a reconcile starts from may predate it (its watch event
     /// is on its way), and a status computed from that stale copy would write again, with new
     /// transition times.
-    pub written_status: Recent<String, SecureQdrantStatus>,
+    pub written_status: WrittenStatus,
     /// What the credentials step derived from `<n>-api-key` (no key), per instance.
     pub key_facts: Memo<KeyFacts>,
     /// What the TLS step derived from `<n>-ca`, `<n>-tls` and `<n>-metrics-client` (no key, no

@@ -349,25 +349,37 @@ pub fn failure_reason(error: &Error) -> String {
     out
 }
 
+/// A status this process wrote, and the resourceVersion the write returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    pub status: SecureQdrantStatus,
+    pub version: Option<String>,
+}
+
 /// The status each SecureQdrant (by uid) was last given by this process (`Context::written_status`).
-pub type WrittenStatus = Recent<String, SecureQdrantStatus>;
+pub type WrittenStatus = Recent<String, Written>;
 
 /// `sq` with the status this process last wrote for it, when the copy in hand does not show it
 /// yet (only this operator writes the status, so the one it wrote last is the latest). Once the
-/// copy in hand shows it, the record is dropped: the cache only moves forward, so it is no longer
-/// needed (and a burst of first reconciles does not keep a status per instance for the TTL).
+/// copy in hand is the very object that write returned (same resourceVersion), the watch has
+/// delivered the write and the record is dropped, so a burst of first reconciles does not keep
+/// a status per instance for the TTL. A copy that only shows an equal status (an older object,
+/// e.g. from a re-list an API server served from a cache that lags, or the same status written
+/// twice) keeps the record.
 pub fn with_latest(written: &WrittenStatus, sq: Arc<SecureQdrant>) -> Arc<SecureQdrant> {
     let Some(uid) = &sq.metadata.uid else {
         return sq;
     };
     match written.get(uid) {
-        Some(status) if sq.status.as_ref() != Some(&status) => {
+        Some(w) if sq.status.as_ref() != Some(&w.status) => {
             let mut fresh = (*sq).clone();
-            fresh.status = Some(status);
+            fresh.status = Some(w.status);
             Arc::new(fresh)
         }
         Some(_) => {
-            written.forget_if(uid, |status| sq.status.as_ref() == Some(status));
+            written.forget_if(uid, |w| {
+                w.version.is_some() && w.version == sq.metadata.resource_version
+            });
             sq
         }
         None => sq,
@@ -393,15 +405,17 @@ pub async fn write(
         "kind": SecureQdrant::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &sq.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    let stored = api
+        .patch_status(
+            &sq.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
     if let Some(uid) = sq.metadata.uid.clone() {
-        written.remember(uid, status);
+        let version = stored.metadata.resource_version;
+        written.remember(uid, Written { status, version });
     }
     Ok(true)
 }
@@ -411,11 +425,12 @@ mod tests {
     use super::*;
     use crate::reconcile::recent::system_clock;
 
-    fn instance(status: Option<SecureQdrantStatus>) -> Arc<SecureQdrant> {
+    fn instance(status: Option<SecureQdrantStatus>, version: &str) -> Arc<SecureQdrant> {
         let mut sq =
             SecureQdrant::new("db", serde_json::from_value(serde_json::json!({})).unwrap());
         sq.metadata.namespace = Some("ns".into());
         sq.metadata.uid = Some("uid-1".into());
+        sq.metadata.resource_version = Some(version.into());
         sq.status = status;
         Arc::new(sq)
     }
@@ -427,24 +442,52 @@ mod tests {
         }
     }
 
+    /// The write of `status(2)` returned resourceVersion 12.
+    fn written() -> WrittenStatus {
+        let written = WrittenStatus::new(std::time::Duration::from_secs(300), system_clock());
+        let version = Some("12".to_owned());
+        written.remember(
+            "uid-1".into(),
+            Written {
+                status: status(2),
+                version,
+            },
+        );
+        written
+    }
+
     #[test]
     fn a_lagging_copy_gets_the_written_status_and_the_record_is_kept() {
-        let written = WrittenStatus::new(std::time::Duration::from_secs(300), system_clock());
-        written.remember("uid-1".into(), status(2));
-        let sq = with_latest(&written, instance(Some(status(1))));
+        let written = written();
+        let sq = with_latest(&written, instance(Some(status(1)), "11"));
         assert_eq!(sq.status, Some(status(2)));
         assert_eq!(written.len(), 1, "the cache does not show the write yet");
     }
 
     #[test]
-    fn the_record_is_dropped_once_the_cache_shows_the_written_status() {
-        let written = WrittenStatus::new(std::time::Duration::from_secs(300), system_clock());
-        written.remember("uid-1".into(), status(2));
-        let sq = with_latest(&written, instance(Some(status(2))));
+    fn the_record_is_dropped_once_the_cache_shows_the_object_the_write_returned() {
+        let written = written();
+        let sq = with_latest(&written, instance(Some(status(2)), "12"));
         assert_eq!(sq.status, Some(status(2)));
         assert!(
             written.is_empty(),
             "the cache shows it: nothing left to remember"
+        );
+    }
+
+    /// A re-list served from a lagging API-server cache can bring back an older object whose
+    /// status happens to equal the one written: the record stays, for the copies after it.
+    #[test]
+    fn an_older_copy_with_an_equal_status_keeps_the_record() {
+        let written = written();
+        let sq = with_latest(&written, instance(Some(status(2)), "9"));
+        assert_eq!(sq.status, Some(status(2)));
+        assert_eq!(written.len(), 1);
+        let sq = with_latest(&written, instance(Some(status(1)), "10"));
+        assert_eq!(
+            sq.status,
+            Some(status(2)),
+            "the stale copy still gets the written status"
         );
     }
 }
