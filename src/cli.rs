@@ -261,7 +261,13 @@ pub fn run_blocking(cli: Cli) -> i32 {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(main(cli)),
+        Ok(runtime) => {
+            let code = runtime.block_on(main(cli));
+            // Like `process::exit` inside `#[tokio::main]`: exit without waiting for tasks
+            // still running (a blocking DNS lookup, say).
+            runtime.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             1
