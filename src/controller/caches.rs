@@ -184,7 +184,7 @@ where
 /// managed fields and a hash per event). Not for Secrets: no reader of their cache reads the
 /// marks (a Secret is written only over the copy its step has just read, `apply_secret`, and the
 /// memo keys on versions), so the work and the two annotations per Secret would be for nothing.
-fn marked<K: Resource<DynamicType = ()>>() -> bool {
+pub fn marked<K: Resource<DynamicType = ()>>() -> bool {
     K::kind(&()) != "Secret"
 }
 

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
+use secure_qdrant_operator::controller::caches;
 use secure_qdrant_operator::reconcile::child_meta::{ChildMeta, map_event};
 use secure_qdrant_operator::reconcile::drift;
 use secure_qdrant_operator::reconcile::stores::{MetaStore, Stores};
@@ -71,7 +72,12 @@ where
     };
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut PartialObjectMeta<K>| drift::mark_and_trim(&mut o.metadata));
+        .modify(|o: &mut PartialObjectMeta<K>| {
+            // As the controller's caches do: no marks on Secrets.
+            if caches::marked::<K>() {
+                drift::mark_and_trim(&mut o.metadata)
+            }
+        });
     tasks.push(tokio::spawn(async move {
         stream
             .for_each(|event| {
