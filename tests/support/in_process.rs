@@ -23,7 +23,7 @@ use secure_qdrant_operator::children::meta::MANAGED_SELECTOR;
 use secure_qdrant_operator::controller::caches;
 use secure_qdrant_operator::reconcile::child_meta::{ChildMeta, map_event};
 use secure_qdrant_operator::reconcile::drift;
-use secure_qdrant_operator::reconcile::stores::{MetaStore, Stores};
+use secure_qdrant_operator::reconcile::stores::{MetaStore, Stores, Watched};
 use secure_qdrant_operator::statefulset_view::StatefulSetView;
 
 /// A reflector-fed cache of `K` (only managed objects when `managed`), running until the test
@@ -56,13 +56,7 @@ pub fn reflect_meta<K>(
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> MetaStore<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, mut writer) = reflector::store();
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
@@ -114,13 +108,7 @@ pub fn reflect_in<K>(
     managed: bool,
 ) -> Store<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let mut config = watcher::Config::default();
